@@ -1,0 +1,75 @@
+"""Events on Kafka as CloudEvents 1.0 in binary content mode.
+
+The record value is the envelope's canonical JSON (so the bytes that were
+hashed are the bytes that travel); the `ce_*` headers let any CloudEvents
+consumer route and filter without parsing the body. The record key is the
+organisation, or `_system` for system-level changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from events.codec import decode
+from events.envelope import Envelope
+from events.errors import DecodeError
+
+SPEC_VERSION = "1.0"
+SOURCE = "/flagstream/command"
+TYPE_PREFIX = "io.flagstream."
+CONTENT_TYPE = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What a producer sends: key, value and headers, all bytes."""
+
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def ce_type(envelope: Envelope) -> str:
+    return f"{TYPE_PREFIX}{envelope.type}.v{envelope.schema_version}"
+
+
+def to_record(envelope: Envelope, value: bytes | None = None) -> Record:
+    """Map an envelope to a Kafka record; `value` may pass the stored canonical bytes."""
+    headers = {
+        "ce_specversion": SPEC_VERSION,
+        "ce_id": str(envelope.event_id),
+        "ce_source": SOURCE,
+        "ce_type": ce_type(envelope),
+        "ce_time": envelope.occurred_at.isoformat().replace("+00:00", "Z"),
+        "ce_subject": envelope.stream,
+        "ce_streamversion": str(envelope.version),
+        "ce_sequence": str(envelope.sequence),
+        "ce_partitionkey": envelope.partition_key,
+        "content-type": CONTENT_TYPE,
+    }
+    return Record(
+        key=envelope.partition_key.encode(),
+        value=value if value is not None else envelope.to_json(),
+        headers=[(name, text.encode()) for name, text in headers.items()],
+    )
+
+
+def from_record(value: bytes | None, headers: Iterable[tuple[str, bytes]]) -> Envelope:
+    """Decode a consumed record; `DecodeError` says what is wrong with it."""
+    if value is None:
+        raise DecodeError("record has no value")
+    try:
+        ce = {name.lower(): raw.decode() for name, raw in headers}
+    except (UnicodeDecodeError, AttributeError) as exc:
+        raise DecodeError("headers are not UTF-8") from exc
+    if ce.get("ce_specversion") != SPEC_VERSION:
+        raise DecodeError(f"ce_specversion is {ce.get('ce_specversion')!r}, expected '1.0'")
+    if not ce.get("ce_id"):
+        raise DecodeError("ce_id header is missing")
+    envelope = decode(value)
+    if ce["ce_id"] != str(envelope.event_id):
+        raise DecodeError("ce_id header differs from the event id")
+    if ce.get("ce_type") != ce_type(envelope):
+        raise DecodeError(f"ce_type {ce.get('ce_type')!r} differs from the event type")
+    return envelope

@@ -1,0 +1,1 @@
+"""Adapters shared by the services: settings, Postgres, Kafka and Redis plumbing."""
