@@ -1,0 +1,1 @@
+"""flagctl: the command-line client of the command and query services."""

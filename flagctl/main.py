@@ -1,0 +1,294 @@
+"""flagctl: change flags with a reason, ask why a flag is on, read the log.
+
+Exit status: 0 success, 1 the service refused or could not be reached, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from events import Platform
+from flagcore import SEED_FLAGS
+from flagctl.client import ApiError, Client
+
+Handler = Callable[[Client, argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """The arguments parse but do not make sense together."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    client = Client(args.command_url, args.query_url)
+    try:
+        return int(args.handler(client, args))
+    except ApiError as exc:
+        print(f"flagctl: {exc}", file=sys.stderr)
+        return 1
+    except UsageError as exc:
+        print(f"flagctl: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        client.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flagctl", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--command-url", default=os.environ.get("FLAGS_COMMAND_URL", "http://127.0.0.1:8081"),
+        help="command service (env FLAGS_COMMAND_URL)",
+    )
+    parser.add_argument(
+        "--query-url", default=os.environ.get("FLAGS_QUERY_URL", "http://127.0.0.1:8082"),
+        help="query service (env FLAGS_QUERY_URL)",
+    )
+    parser.add_argument("--actor", default=os.environ.get("FLAGS_ACTOR", os.environ.get("USER", "flagctl")))
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = sub.add_parser("set", help="set a value and/or rollout at a level (system when no --org)")
+    _scope_args(p)
+    value = p.add_mutually_exclusive_group()
+    value.add_argument("--on", dest="enabled", action="store_const", const=True)
+    value.add_argument("--off", dest="enabled", action="store_const", const=False)
+    value.add_argument("--clear", action="store_true", help="remove the override at this level")
+    rollout = p.add_mutually_exclusive_group()
+    rollout.add_argument("--rollout", type=_percentage, metavar="PCT", help="sticky rollout, 0-100")
+    rollout.add_argument("--no-rollout", action="store_true", help="remove the rollout at this level")
+    _change_args(p)
+    p.set_defaults(handler=cmd_set)
+
+    p = sub.add_parser("define", help="define a new flag")
+    p.add_argument("flag")
+    p.add_argument("--group", required=True)
+    p.add_argument("--kind", choices=["release", "experiment", "ops", "permission"], default="release")
+    p.add_argument("--description", default="")
+    p.add_argument("--owner")
+    _change_args(p, versioned=False)
+    p.set_defaults(handler=cmd_define)
+
+    p = sub.add_parser("archive", help="retire a flag: off everywhere")
+    p.add_argument("flag")
+    _change_args(p)
+    p.set_defaults(handler=cmd_archive)
+
+    p = sub.add_parser("eval", help="evaluate one flag (or --all) for an org, platform, user")
+    p.add_argument("flag", nargs="?")
+    p.add_argument("--org", required=True)
+    p.add_argument("--platform", choices=[x.value for x in Platform])
+    p.add_argument("--user")
+    p.add_argument("--all", action="store_true", help="every flag")
+    p.add_argument("--json", action="store_true", help="one JSON object per flag")
+    p.set_defaults(handler=cmd_eval)
+
+    p = sub.add_parser("platforms", help="the org's enabled ad platforms")
+    p.add_argument("--org", required=True)
+    p.add_argument("--user")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_platforms)
+
+    p = sub.add_parser("flags", help="list flag definitions")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_flags)
+
+    p = sub.add_parser("audit", help="the events of an org and/or a flag, oldest first")
+    p.add_argument("--org")
+    p.add_argument("--flag")
+    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--json", action="store_true", help="one event per line")
+    p.set_defaults(handler=cmd_audit)
+
+    catalog = sub.add_parser("catalog", help="the seed catalogue").add_subparsers(required=True, metavar="ACTION")
+    p = catalog.add_parser("load", help="define the 34 seed flags and their system defaults (idempotent)")
+    p.add_argument("--reason", default="seed catalogue")
+    p.set_defaults(handler=cmd_catalog_load)
+    return parser
+
+
+def _percentage(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0-100")
+    return value
+
+
+def _scope_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("flag")
+    p.add_argument("--org", help="organisation; omit for the system default")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--platform", choices=[x.value for x in Platform])
+    where.add_argument("--user")
+
+
+def _change_args(p: argparse.ArgumentParser, *, versioned: bool = True) -> None:
+    p.add_argument("--reason", required=True, help="why; recorded in the audit trail")
+    if versioned:
+        p.add_argument("--expect-version", type=int, metavar="V", help="fail with 409 unless the stream is at V")
+    p.add_argument("--json", action="store_true")
+
+
+def _scope_path(args: argparse.Namespace) -> str:
+    flag = quote(args.flag, safe="")
+    if args.org is None:
+        if args.platform or args.user:
+            raise UsageError("--platform and --user need --org")
+        return f"/v1/flags/{flag}/system"
+    org = quote(args.org, safe="")
+    if args.platform:
+        return f"/v1/orgs/{org}/platforms/{args.platform}/flags/{flag}"
+    if args.user:
+        return f"/v1/orgs/{org}/users/{quote(args.user, safe='')}/flags/{flag}"
+    return f"/v1/orgs/{org}/flags/{flag}"
+
+
+def _base_body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {"reason": args.reason, "actor": args.actor}
+    if getattr(args, "expect_version", None) is not None:
+        body["expected_version"] = args.expect_version
+    return body
+
+
+def cmd_set(client: Client, args: argparse.Namespace) -> int:
+    body = _base_body(args)
+    if args.clear:
+        body["enabled"] = None
+    elif args.enabled is not None:
+        body["enabled"] = args.enabled
+    if args.rollout is not None:
+        body["rollout_percentage"] = args.rollout
+    elif args.no_rollout:
+        body["rollout_percentage"] = None
+    if len(body) == len(_base_body(args)):
+        raise UsageError("set: say what to change: --on, --off, --clear, --rollout or --no-rollout")
+    return _report_change(client.command("PUT", _scope_path(args), body), args)
+
+
+def cmd_define(client: Client, args: argparse.Namespace) -> int:
+    body = _base_body(args) | {
+        "key": args.flag, "group": args.group, "kind": args.kind,
+        "description": args.description, "owner": args.owner,
+    }
+    return _report_change(client.command("POST", "/v1/flags", body), args)
+
+
+def cmd_archive(client: Client, args: argparse.Namespace) -> int:
+    path = f"/v1/flags/{quote(args.flag, safe='')}/archive"
+    return _report_change(client.command("POST", path, _base_body(args)), args)
+
+
+def _report_change(result: dict[str, Any], args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps(result))
+    elif not result.get("changed"):
+        print(f"unchanged: {result.get('stream')} stays at version {result.get('version')}")
+    else:
+        for event in result.get("events", []):
+            print(f"{event['type']}  {event['stream']}  v{event['version']}  {event['previous']} -> {event['new']}")
+    return 0
+
+
+def cmd_eval(client: Client, args: argparse.Namespace) -> int:
+    params = {"platform": args.platform, "user": args.user}
+    org = quote(args.org, safe="")
+    if args.all:
+        answers = client.query(f"/v1/orgs/{org}/flags", params)["flags"]
+    elif args.flag:
+        answers = [client.query(f"/v1/orgs/{org}/flags/{quote(args.flag, safe='')}", params)]
+    else:
+        raise UsageError("eval: name a flag or pass --all")
+    for answer in answers:
+        if args.json:
+            print(json.dumps(answer))
+            continue
+        event = answer.get("event") or {}
+        ref = f"  [event {event['id']} v{event['version']}]" if event else ""
+        print(f"{'ON ' if answer['value'] else 'off'}  {answer['flag_key']:<40} {answer['explanation']}{ref}")
+    return 0
+
+
+def cmd_platforms(client: Client, args: argparse.Namespace) -> int:
+    result = client.query(f"/v1/orgs/{quote(args.org, safe='')}/platforms", {"user": args.user})
+    print(json.dumps(result) if args.json else " ".join(result["enabled"]) or "(none)")
+    return 0
+
+
+def cmd_flags(client: Client, args: argparse.Namespace) -> int:
+    result = client.query("/v1/flags")
+    for flag in result["flags"]:
+        if args.json:
+            print(json.dumps(flag))
+        else:
+            state = "archived" if flag.get("archived") else _describe_default(flag.get("system_default"))
+            print(f"{flag['key']:<40} {flag['group']:<10} {flag['kind']:<11} {state}")
+    return 0
+
+
+def _describe_default(default: dict[str, Any] | None) -> str:
+    if not default:
+        return "default off (unset)"
+    text = "on" if default.get("enabled") else "off"
+    if default.get("rollout_percentage") is not None:
+        text += f" at {default['rollout_percentage']}%"
+    return f"default {text}"
+
+
+def cmd_audit(client: Client, args: argparse.Namespace) -> int:
+    after, shown = 0, 0
+    while shown < args.limit:
+        params = {"org": args.org, "flag": args.flag, "after": after, "limit": min(1000, args.limit - shown)}
+        page = client.command("GET", "/v1/events?" + "&".join(
+            f"{k}={quote(str(v), safe='')}" for k, v in params.items() if v is not None
+        ))
+        events = page.get("events", [])
+        for event in events:
+            if args.json:
+                print(json.dumps(event))
+            else:
+                print(
+                    f"{event['occurred_at']}  #{event['sequence']:<6} {event['actor']['name']:<12} "
+                    f"{event['type']:<24} {event['stream']} v{event['version']}: "
+                    f"{event['previous']} -> {event['new']}  ({event['reason']})"
+                )
+        shown += len(events)
+        if not events:
+            break
+        after = events[-1]["sequence"]
+    return 0
+
+
+def cmd_catalog_load(client: Client, args: argparse.Namespace) -> int:
+    defined = skipped = 0
+    total = len(SEED_FLAGS)
+    for i, seed in enumerate(SEED_FLAGS, 1):
+        body = {
+            "key": seed.key, "group": seed.group, "kind": seed.kind.value, "description": seed.description,
+            "owner": seed.owner, "reason": args.reason, "actor": args.actor,
+        }
+        try:
+            client.command("POST", "/v1/flags", body)
+        except ApiError as exc:
+            if exc.body.get("error") != "invalid_transition":
+                raise
+            skipped += 1  # already defined: leave its current default alone
+        else:
+            system = {"enabled": seed.default_on, "reason": args.reason, "actor": args.actor}
+            client.command("PUT", f"/v1/flags/{seed.key}/system", system)
+            defined += 1
+        print(f"\r[{i}/{total}] {seed.key:<45}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    print(f"catalogue: {defined} flags defined with their system defaults, {skipped} already present")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
