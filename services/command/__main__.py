@@ -1,0 +1,60 @@
+"""`python -m services.command`: serve the command API with granian's embedded server.
+
+Embedded (in-process, one worker) rather than granian's process manager, so the
+service is a single process: SIGTERM drains it through the ASGI lifespan, and a
+SIGKILL cannot leave an orphaned worker holding the port and the relay lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from granian.constants import Interfaces
+from granian.server.embed import Server
+
+from services.command.bootstrap import build_app
+from services.infra.settings import Settings
+
+
+class _QuietReconnects(logging.Filter):
+    """aiokafka logs every failed reconnect at ERROR; the relay already reports outages once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not message.startswith(("Unable connect to", "Unable to bootstrap"))
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiokafka").addFilter(_QuietReconnects())
+
+
+async def serve(settings: Settings) -> int:
+    server = Server(
+        build_app(settings),
+        address=settings.command_host,
+        port=settings.command_port,
+        interface=Interfaces.ASGI,
+        log_access=False,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.stop)
+    await server.serve()
+    return 1 if server.interrupt_children else 0  # a worker died, e.g. its lifespan failed
+
+
+def main() -> None:
+    configure_logging()
+    sys.exit(asyncio.run(serve(Settings())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,504 @@
+"""The command API: routes from the architecture doc, and one JSON error shape for every failure.
+
+Routes only translate HTTP into commands and outcomes into HTTP; the decisions
+live in `handlers`, the I/O behind the `EventStore` port. Every error is
+`{"error", "detail", "field", …}`: bad input is a 4xx naming the field, a
+database outage is a 503, and anything else is a logged, generic 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Annotated, Any, Protocol
+
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from events import Envelope, Platform, Scope
+from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
+from flagcore import InvalidTransition
+from services.command.commands import (
+    UNSET,
+    AnyCommand,
+    ArchiveFlag,
+    ClearOverride,
+    DefineFlag,
+    SetSetting,
+    UpdateFlag,
+)
+from services.command.errors import InvalidCommand, StoreUnavailable, UnknownFlag, VersionConflict
+from services.command.middleware import RequestGuard, error_body
+from services.command.ports import EventStore
+from services.command.schemas import (
+    ArchiveFlagRequest,
+    ChangeResult,
+    ClearRequest,
+    DefineFlagRequest,
+    ErrorBody,
+    EventSummary,
+    SettingRequest,
+    StreamValue,
+    UpdateFlagRequest,
+)
+from services.command.service import CommandService, Outcome, utc_now
+from services.infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["attach", "create_app"]
+
+
+class RelayView(Protocol):
+    """What the API shows of the relay: its backlog and state."""
+
+    async def lag(self) -> int: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+FlagKeyPath = Annotated[
+    str,
+    Path(min_length=1, max_length=100, pattern=FLAG_KEY_PATTERN, description="Dotted lower-case flag key."),
+]
+OrgPath = Annotated[str, Path(pattern=ORG_ID_PATTERN, description="Organisation (tenant) id.")]
+UserPath = Annotated[str, Path(pattern=USER_ID_PATTERN, description="User id within the organisation.")]
+PlatformPath = Annotated[Platform, Path(description="One of the six ad platforms.")]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        400: "Malformed JSON.",
+        404: "Unknown or archived flag.",
+        409: "Version conflict or invalid transition.",
+        413: "Body too large.",
+        415: "Body is not application/json.",
+        422: "Invalid request; `field` names the culprit.",
+        503: "PostgreSQL unavailable.",
+    }.items()
+}
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: EventStore | None = None,
+    relay: RelayView | None = None,
+    lifespan: Lifespan | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> FastAPI:
+    """The ASGI app. Give `store` directly (tests), or a `lifespan` that calls `attach` (bootstrap)."""
+    app = FastAPI(
+        title="flagstream command API",
+        version="1",
+        description="Changes to feature flags, recorded as hash-chained events and relayed to Kafka.",
+        lifespan=lifespan,
+    )
+    app.state.service = None
+    app.state.relay = None
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
+    _install_error_handlers(app)
+    app.include_router(_probes)
+    app.include_router(_writes)
+    app.include_router(_reads)
+    if store is not None:
+        attach(app, store, relay=relay, clock=clock)
+    return app
+
+
+def attach(
+    app: FastAPI, store: EventStore, *, relay: RelayView | None = None, clock: Callable[[], datetime] = utc_now
+) -> None:
+    app.state.service = CommandService(store, clock=clock)
+    app.state.relay = relay
+
+
+def _service(request: Request) -> CommandService:
+    service: CommandService | None = request.app.state.service
+    if service is None:
+        raise StoreUnavailable("the service is not started")
+    return service
+
+
+Service = Annotated[CommandService, Depends(_service)]
+
+
+# --- writes ------------------------------------------------------------------------
+
+_writes = APIRouter(
+    prefix="/v1",
+    tags=["changes"],
+    responses={200: {"model": ChangeResult, "description": "Nothing to change: nothing written."}, **_ERRORS},
+)
+
+
+async def _run(service: CommandService, command: AnyCommand, response: Response) -> ChangeResult:
+    outcome = await service.execute(command)
+    response.status_code = 201 if outcome.changed else 200
+    return _result(outcome)
+
+
+def _meta(body: Any) -> dict[str, Any]:
+    return {"reason": body.reason, "actor": body.actor, "expected_version": body.expected_version}
+
+
+def _given(body: Any, name: str) -> Any:
+    return getattr(body, name) if name in body.model_fields_set else UNSET
+
+
+@_writes.post("/flags", status_code=201, response_model=ChangeResult, summary="Define a flag")
+async def define_flag(body: DefineFlagRequest, service: Service, response: Response) -> ChangeResult:
+    command = DefineFlag(
+        flag_key=body.key,
+        group=body.group,
+        kind=body.kind,
+        description=body.description,
+        owner=body.owner,
+        **_meta(body),
+    )
+    return await _run(service, command, response)
+
+
+@_writes.patch("/flags/{flag_key}", status_code=201, response_model=ChangeResult, summary="Update a flag")
+async def update_flag(
+    flag_key: FlagKeyPath, body: UpdateFlagRequest, service: Service, response: Response
+) -> ChangeResult:
+    command = UpdateFlag(
+        flag_key=flag_key,
+        kind=_given(body, "kind"),
+        description=_given(body, "description"),
+        owner=_given(body, "owner"),
+        group=_given(body, "group"),
+        **_meta(body),
+    )
+    return await _run(service, command, response)
+
+
+@_writes.post("/flags/{flag_key}/archive", status_code=201, response_model=ChangeResult, summary="Archive a flag")
+async def archive_flag(
+    flag_key: FlagKeyPath, body: ArchiveFlagRequest, service: Service, response: Response
+) -> ChangeResult:
+    return await _run(service, ArchiveFlag(flag_key=flag_key, **_meta(body)), response)
+
+
+async def _set(
+    scope: Scope, flag_key: str, body: SettingRequest, service: CommandService, response: Response
+) -> ChangeResult:
+    command = SetSetting(
+        scope=scope,
+        flag_key=flag_key,
+        enabled=_given(body, "enabled"),
+        rollout_percentage=_given(body, "rollout_percentage"),
+        **_meta(body),
+    )
+    return await _run(service, command, response)
+
+
+async def _clear(
+    scope: Scope, flag_key: str, body: ClearRequest, service: CommandService, response: Response
+) -> ChangeResult:
+    return await _run(service, ClearOverride(scope=scope, flag_key=flag_key, **_meta(body)), response)
+
+
+@_writes.put("/flags/{flag_key}/system", status_code=201, response_model=ChangeResult, summary="Set the system default")
+async def set_system(flag_key: FlagKeyPath, body: SettingRequest, service: Service, response: Response) -> ChangeResult:
+    return await _set(Scope.system(), flag_key, body, service, response)
+
+
+@_writes.put(
+    "/orgs/{org_id}/flags/{flag_key}", status_code=201, response_model=ChangeResult, summary="Set an org override"
+)
+async def set_org(
+    org_id: OrgPath, flag_key: FlagKeyPath, body: SettingRequest, service: Service, response: Response
+) -> ChangeResult:
+    return await _set(Scope.org(org_id), flag_key, body, service, response)
+
+
+@_writes.delete(
+    "/orgs/{org_id}/flags/{flag_key}", status_code=201, response_model=ChangeResult, summary="Clear an org override"
+)
+async def clear_org(
+    org_id: OrgPath, flag_key: FlagKeyPath, body: ClearRequest, service: Service, response: Response
+) -> ChangeResult:
+    return await _clear(Scope.org(org_id), flag_key, body, service, response)
+
+
+@_writes.put(
+    "/orgs/{org_id}/platforms/{platform}/flags/{flag_key}",
+    status_code=201,
+    response_model=ChangeResult,
+    summary="Set a platform override",
+)
+async def set_platform(
+    org_id: OrgPath,
+    platform: PlatformPath,
+    flag_key: FlagKeyPath,
+    body: SettingRequest,
+    service: Service,
+    response: Response,
+) -> ChangeResult:
+    return await _set(Scope.for_platform(org_id, platform), flag_key, body, service, response)
+
+
+@_writes.delete(
+    "/orgs/{org_id}/platforms/{platform}/flags/{flag_key}",
+    status_code=201,
+    response_model=ChangeResult,
+    summary="Clear a platform override",
+)
+async def clear_platform(
+    org_id: OrgPath,
+    platform: PlatformPath,
+    flag_key: FlagKeyPath,
+    body: ClearRequest,
+    service: Service,
+    response: Response,
+) -> ChangeResult:
+    return await _clear(Scope.for_platform(org_id, platform), flag_key, body, service, response)
+
+
+@_writes.put(
+    "/orgs/{org_id}/users/{user_id}/flags/{flag_key}",
+    status_code=201,
+    response_model=ChangeResult,
+    summary="Set a user override",
+)
+async def set_user(
+    org_id: OrgPath,
+    user_id: UserPath,
+    flag_key: FlagKeyPath,
+    body: SettingRequest,
+    service: Service,
+    response: Response,
+) -> ChangeResult:
+    return await _set(Scope.user(org_id, user_id), flag_key, body, service, response)
+
+
+@_writes.delete(
+    "/orgs/{org_id}/users/{user_id}/flags/{flag_key}",
+    status_code=201,
+    response_model=ChangeResult,
+    summary="Clear a user override",
+)
+async def clear_user(
+    org_id: OrgPath,
+    user_id: UserPath,
+    flag_key: FlagKeyPath,
+    body: ClearRequest,
+    service: Service,
+    response: Response,
+) -> ChangeResult:
+    return await _clear(Scope.user(org_id, user_id), flag_key, body, service, response)
+
+
+def _result(outcome: Outcome) -> ChangeResult:
+    return ChangeResult(
+        changed=outcome.changed,
+        stream=outcome.stream,
+        version=outcome.version,
+        events=[_summary(e) for e in outcome.events],
+    )
+
+
+def _summary(e: Envelope) -> EventSummary:
+    return EventSummary(
+        event_id=str(e.event_id),
+        type=e.type,
+        stream=e.stream,
+        version=e.version,
+        sequence=e.sequence,
+        previous=e.previous,
+        new=e.new,
+    )
+
+
+# --- reads ---------------------------------------------------------------------------
+
+_reads = APIRouter(prefix="/v1", tags=["log"], responses={422: _ERRORS[422], 503: _ERRORS[503]})
+
+
+@_reads.get("/streams/{stream:path}", response_model=StreamValue, summary="A stream's head")
+async def get_stream(
+    stream: Annotated[
+        str,
+        Path(min_length=1, max_length=400, pattern=r"^[^\x00-\x1f\x7f]+$", description="e.g. `org/acme/flag/x`."),
+    ],
+    service: Service,
+) -> StreamValue:
+    head = await service.stream_head(stream)
+    return StreamValue(stream=stream, version=head.version, value=head.value)
+
+
+@_reads.get(
+    "/events",
+    summary="The log, in sequence order",
+    response_description='`{"events": [envelope…], "next_after": last sequence}`; envelopes are the stored bytes.',
+)
+async def list_events(
+    service: Service,
+    org: Annotated[str | None, Query(pattern=ORG_ID_PATTERN, description="Only this org's events.")] = None,
+    flag: Annotated[
+        str | None, Query(max_length=100, pattern=FLAG_KEY_PATTERN, description="Only this flag's events.")
+    ] = None,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1, description="Last sequence already seen.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    events = await service.store.list_events(org=org, flag=flag, after=after, limit=limit)
+    next_after = events[-1].sequence if events else after
+    # The envelopes go out as the exact stored bytes, so clients can check the hashes.
+    body = b'{"events":[' + b",".join(e.body for e in events) + b'],"next_after":%d}' % next_after
+    return Response(content=body, media_type="application/json")
+
+
+# --- probes --------------------------------------------------------------------------
+
+_probes = APIRouter(tags=["probes"])
+
+
+@_probes.get("/healthz", summary="The process is up")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@_probes.get("/readyz", summary="PostgreSQL is reachable", responses={503: {"description": "Not ready."}})
+async def readyz(request: Request) -> JSONResponse:
+    service: CommandService | None = request.app.state.service
+    relay: RelayView | None = request.app.state.relay
+    if service is None:
+        return JSONResponse({"status": "starting", "postgres": "unknown"}, status_code=503)
+    try:
+        await service.store.ping()
+        lag = await relay.lag() if relay is not None else None
+    except StoreUnavailable as exc:
+        return JSONResponse({"status": "unavailable", "postgres": "down", "detail": str(exc)}, status_code=503)
+    answer: dict[str, Any] = {"status": "ready", "postgres": "ok", "outbox_lag": lag}
+    if relay is not None:
+        answer["relay"] = relay.status()
+    return JSONResponse(answer)
+
+
+@_probes.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+async def metrics(request: Request) -> PlainTextResponse:
+    relay: RelayView | None = request.app.state.relay
+    lines: list[str] = []
+    if relay is not None:
+        status = relay.status()
+        try:
+            lag = await relay.lag()
+        except StoreUnavailable:
+            lag = -1
+        lines += [
+            "# HELP flags_outbox_lag Events accepted but not yet acknowledged by Kafka (-1: unknown).",
+            "# TYPE flags_outbox_lag gauge",
+            f"flags_outbox_lag {lag}",
+            "# HELP flags_relay_published_total Events this process published to Kafka.",
+            "# TYPE flags_relay_published_total counter",
+            f"flags_relay_published_total {status['published_total']}",
+            "# HELP flags_relay_leader 1 when this process is the active relay.",
+            "# TYPE flags_relay_leader gauge",
+            f"flags_relay_leader {int(status['leader'])}",
+            "# HELP flags_relay_kafka_up 0 while the relay cannot reach Kafka.",
+            "# TYPE flags_relay_kafka_up gauge",
+            f"flags_relay_kafka_up {int(status['kafka'] == 'ok')}",
+        ]
+    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+
+# --- errors --------------------------------------------------------------------------
+
+_LOCATIONS = {"body", "path", "query", "header", "cookie"}
+_STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "body_too_large"}
+
+
+def _json_error(status: int, code: str, detail: str, field: str | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse(error_body(code, detail, field, **extra), status_code=status)
+
+
+_SYNTAX = {
+    "flag_key": "a dotted lower-case key such as `platform.meta.enabled`",
+    "key": "a dotted lower-case key such as `platform.meta.enabled`",
+    "flag": "a dotted lower-case key such as `platform.meta.enabled`",
+    "org_id": "1–64 letters, digits, `_` or `-`, starting with a letter or digit",
+    "org": "1–64 letters, digits, `_` or `-`, starting with a letter or digit",
+    "user_id": "1–128 letters, digits or `._@+:-`, starting with a letter or digit",
+}
+
+
+def _message(error: Any, field: str | None) -> str:
+    if error.get("type") == "string_pattern_mismatch" and field in _SYNTAX:
+        return f"must be {_SYNTAX[field]}"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str | None:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in _LOCATIONS:
+        parts = parts[1:]
+    return ".".join(parts) or None
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        broken = next((e for e in errors if e.get("type") == "json_invalid"), None)
+        if broken is not None:
+            reason = (broken.get("ctx") or {}).get("error", "invalid JSON")
+            return _json_error(400, "malformed_json", f"body is not valid JSON: {reason}")
+        listed = [
+            {"field": _field(e["loc"]), "message": _message(e, _field(e["loc"])), "type": e["type"]} for e in errors
+        ]
+        first = errors[0]
+        field = _field(first["loc"])
+        message = listed[0]["message"]
+        extra: dict[str, Any] = {"errors": listed}
+        if first.get("type") == "enum":
+            extra["allowed"] = re.findall(r"'([^']*)'", str((first.get("ctx") or {}).get("expected", "")))
+        if first.get("type") == "model_attributes_type" and field is None:
+            detail = "body must be a JSON object"
+        elif first.get("type") == "missing" and field is None:
+            detail = "a JSON object body is required"
+        else:
+            detail = f"{field}: {message}" if field else message
+        return _json_error(422, "invalid_request", detail, field, **extra)
+
+    @app.exception_handler(VersionConflict)
+    async def conflict(_: Request, exc: VersionConflict) -> JSONResponse:
+        return _json_error(
+            409,
+            "version_conflict",
+            str(exc),
+            "expected_version",
+            stream=exc.stream,
+            current_version=exc.current_version,
+            expected_version=exc.expected_version,
+        )
+
+    @app.exception_handler(UnknownFlag)
+    async def unknown(_: Request, exc: UnknownFlag) -> JSONResponse:
+        return _json_error(404, "unknown_flag", str(exc), "flag_key", flag_key=exc.flag_key)
+
+    @app.exception_handler(InvalidTransition)
+    async def transition(_: Request, exc: InvalidTransition) -> JSONResponse:
+        return _json_error(409, "invalid_transition", str(exc))
+
+    @app.exception_handler(InvalidCommand)
+    async def refused(_: Request, exc: InvalidCommand) -> JSONResponse:
+        return _json_error(422, "invalid_request", exc.detail, exc.field)
+
+    @app.exception_handler(StoreUnavailable)
+    async def unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.warning("request failed, store unavailable: %s", exc)
+        return _json_error(503, "store_unavailable", "the event store is unavailable; retry later")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)

@@ -1,0 +1,55 @@
+"""Wiring: the only module that names the concrete adapters (asyncpg pool, aiokafka producer).
+
+Nothing connects at import time: the lifespan opens the pool and starts the
+relay, and closes both on shutdown. Neither Postgres nor Kafka being down stops
+the process from starting: `/readyz` reports Postgres, and the relay retries
+Kafka (including topic creation) in the background while the API accepts writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.command.api import attach, create_app
+from services.command.errors import StoreUnavailable
+from services.command.relay import Relay
+from services.command.store import PostgresEventStore
+from services.infra.kafka import create_producer, ensure_topics
+from services.infra.postgres import create_pool
+from services.infra.settings import Role, Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings if settings is not None else Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # min_size=0: start even when Postgres is down; /readyz says so until it is back.
+        pool = await create_pool(settings, Role.COMMAND, min_size=0)
+        store = PostgresEventStore(pool, dsn=settings.pg_dsn(Role.COMMAND))
+        relay = Relay(
+            store,
+            lambda: create_producer(settings),
+            topic=settings.topic,
+            prepare=lambda: ensure_topics(settings),
+        )
+        attach(app, store, relay=relay)
+        try:
+            await store.ping()
+        except StoreUnavailable as exc:
+            log.warning("PostgreSQL unreachable at start (%s); /readyz reports 503 until it is back", exc)
+        await relay.start()
+        log.info("command service ready: topic %s, database %s", settings.topic, settings.pg_database)
+        try:
+            yield
+        finally:
+            await relay.stop()
+            await pool.close()
+
+    return create_app(settings, lifespan=lifespan)

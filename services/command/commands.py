@@ -1,0 +1,93 @@
+"""Commands: orders to change a flag, as immutable data validated at the edge.
+
+A field left at `UNSET` was absent from the request and is left alone; a field
+set to `None` was present as `null` and clears. That difference is the whole
+PATCH/PUT contract, so it is kept explicit instead of collapsing into `None`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final, Literal
+
+from events import FlagKind, Scope, definition_stream
+
+
+class _Unset(Enum):
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = _Unset.UNSET
+Unset = Literal[_Unset.UNSET]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Command:
+    """What every write carries: the flag, why, who, and optionally the version it saw."""
+
+    flag_key: str
+    reason: str
+    actor: str = "anonymous"
+    expected_version: int | None = None
+
+    @property
+    def stream(self) -> str:
+        return definition_stream(self.flag_key)
+
+    @property
+    def targets_definition(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DefineFlag(Command):
+    group: str
+    kind: FlagKind = FlagKind.RELEASE
+    description: str = ""
+    owner: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class UpdateFlag(Command):
+    kind: FlagKind | Unset = UNSET
+    description: str | Unset = UNSET
+    owner: str | Unset | None = UNSET
+    group: str | Unset = UNSET
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ArchiveFlag(Command):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _AtScope(Command):
+    scope: Scope
+
+    @property
+    def stream(self) -> str:
+        return self.scope.stream(self.flag_key)
+
+    @property
+    def targets_definition(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SetSetting(_AtScope):
+    """Set the on/off value and/or the rollout at one scope (system default or override)."""
+
+    enabled: bool | Unset | None = UNSET
+    rollout_percentage: int | Unset | None = UNSET
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClearOverride(_AtScope):
+    """Remove an org, platform or user override entirely (value and rollout)."""
+
+
+AnyCommand = DefineFlag | UpdateFlag | ArchiveFlag | SetSetting | ClearOverride

@@ -1,0 +1,50 @@
+"""The command side's exception tree, named in our words.
+
+`CommandError` is the base of everything this package raises on purpose. The
+store translates asyncpg's exceptions into these at the edge, and the HTTP
+layer maps each one to exactly one status code, so no third-party exception
+reaches a caller.
+"""
+
+from __future__ import annotations
+
+
+class CommandError(Exception):
+    """Base of every error raised by `services.command`."""
+
+
+class VersionConflict(CommandError):
+    """The stream is not at the version the writer expected (optimistic concurrency)."""
+
+    def __init__(self, stream: str, current_version: int, expected_version: int | None) -> None:
+        super().__init__(f"stream {stream!r} is at version {current_version}, expected {expected_version}")
+        self.stream = stream
+        self.current_version = current_version
+        self.expected_version = expected_version
+
+
+class UnknownFlag(CommandError):
+    """The flag is not defined, or is archived and takes no new settings."""
+
+    def __init__(self, flag_key: str, *, archived: bool = False) -> None:
+        state = "is archived" if archived else "is not defined"
+        super().__init__(f"flag {flag_key!r} {state}")
+        self.flag_key = flag_key
+        self.archived = archived
+
+
+class InvalidCommand(CommandError):
+    """A well-formed request that asks for something the model does not allow."""
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class StoreUnavailable(CommandError):
+    """Postgres cannot be reached; the request may be retried."""
+
+
+class KafkaUnavailable(CommandError):
+    """The broker cannot be reached; the relay keeps the rows and retries."""

@@ -1,0 +1,188 @@
+"""Deciding what a command means: plain functions from (command, current values) to changes.
+
+No I/O. The caller reads the stream's value and the flag's definition, the
+handler returns the events to append, already stripped of no-ops, so "nothing
+to do" is an empty list and never an event that changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from events import (
+    Change,
+    FlagArchived,
+    FlagDefined,
+    FlagUpdated,
+    Level,
+    OrgOverrideCleared,
+    OrgOverrideSet,
+    PlatformOverrideCleared,
+    PlatformOverrideSet,
+    RolloutPercentageSet,
+    Scope,
+    SystemDefaultSet,
+    UserOverrideCleared,
+    UserOverrideSet,
+)
+from flagcore import InvalidTransition, transition
+from services.command.commands import (
+    UNSET,
+    AnyCommand,
+    ArchiveFlag,
+    ClearOverride,
+    DefineFlag,
+    SetSetting,
+    UpdateFlag,
+)
+from services.command.errors import InvalidCommand, UnknownFlag
+
+Value = dict[str, Any] | None
+C = TypeVar("C", bound=Change)
+
+__all__ = ["decide", "require_live_flag"]
+
+
+def decide(command: AnyCommand, *, current: Value, definition: Value) -> list[Change]:
+    """The changes `command` makes to a stream whose value is `current`.
+
+    `definition` is the value of the flag's definition stream (the same as
+    `current` for definition commands). Raises `UnknownFlag`, `InvalidCommand`
+    or `flagcore.InvalidTransition`.
+    """
+    match command:
+        case DefineFlag():
+            return _define(command, current)
+        case UpdateFlag():
+            return _update(command, current)
+        case ArchiveFlag():
+            return _archive(command, current)
+        case SetSetting():
+            require_live_flag(command.flag_key, definition)
+            return _set(command, current)
+        case ClearOverride():
+            require_live_flag(command.flag_key, definition)
+            return _clear(command, current)
+    raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
+
+
+def require_live_flag(flag_key: str, definition: Value) -> None:
+    """Settings only apply to a defined, non-archived flag."""
+    if definition is None:
+        raise UnknownFlag(flag_key)
+    if definition.get("archived"):
+        raise UnknownFlag(flag_key, archived=True)
+
+
+def _define(command: DefineFlag, current: Value) -> list[Change]:
+    change = _build(
+        FlagDefined,
+        flag_key=command.flag_key,
+        kind=command.kind,
+        description=command.description,
+        owner=command.owner,
+        group=command.group,
+    )
+    transition(current, change)  # raises InvalidTransition when the flag already exists
+    return [change]
+
+
+def _update(command: UpdateFlag, current: Value) -> list[Change]:
+    if current is None:
+        raise UnknownFlag(command.flag_key)
+    if current.get("archived"):
+        raise InvalidTransition(f"flag {command.flag_key!r} is archived and cannot be updated")
+    change = _build(
+        FlagUpdated,
+        flag_key=command.flag_key,
+        kind=current["kind"] if command.kind is UNSET else command.kind,
+        description=current["description"] if command.description is UNSET else command.description,
+        owner=current.get("owner") if command.owner is UNSET else command.owner,
+        group=current["group"] if command.group is UNSET else command.group,
+    )
+    return [change] if transition(current, change) != current else []
+
+
+def _archive(command: ArchiveFlag, current: Value) -> list[Change]:
+    if current is None:
+        raise UnknownFlag(command.flag_key)
+    if current.get("archived"):
+        return []  # archiving twice changes nothing
+    return [FlagArchived(flag_key=command.flag_key)]
+
+
+def _set(command: SetSetting, current: Value) -> list[Change]:
+    """Reach the target value with the fewest events: the on/off change first, then the rollout."""
+    scope, key = command.scope, command.flag_key
+    if scope.level is Level.SYSTEM and command.enabled is None:
+        raise InvalidCommand("a system default cannot be cleared: set enabled to true or false", field="enabled")
+    if command.enabled is None and command.rollout_percentage is UNSET:
+        # clearing an override clears the whole level, rollout included (as DELETE does)
+        return [] if current is None else [_cleared(scope, key)]
+    before = current or {}
+    target_enabled = before.get("enabled") if command.enabled is UNSET else command.enabled
+    target_rollout = (
+        before.get("rollout_percentage") if command.rollout_percentage is UNSET else command.rollout_percentage
+    )
+    changes: list[Change] = []
+    value = current
+    if target_enabled != before.get("enabled"):
+        change = _cleared(scope, key) if target_enabled is None else _enabled(scope, key, target_enabled)
+        value = transition(value, change)
+        changes.append(change)
+    if (value or {}).get("rollout_percentage") != target_rollout:
+        # A clear removes the rollout too; a rollout given with the clear is set again after it.
+        change = _build(
+            RolloutPercentageSet,
+            flag_key=key,
+            level=scope.level,
+            org_id=scope.org_id,
+            platform=scope.platform,
+            user_id=scope.user_id,
+            percentage=target_rollout,
+        )
+        value = transition(value, change)
+        changes.append(change)
+    return changes
+
+
+def _clear(command: ClearOverride, current: Value) -> list[Change]:
+    if command.scope.level is Level.SYSTEM:
+        raise InvalidCommand("a system default cannot be cleared", field="enabled")
+    return [] if current is None else [_cleared(command.scope, command.flag_key)]
+
+
+def _enabled(scope: Scope, key: str, enabled: bool) -> Change:
+    match scope.level:
+        case Level.SYSTEM:
+            return SystemDefaultSet(flag_key=key, enabled=enabled)
+        case Level.ORG:
+            return OrgOverrideSet(flag_key=key, org_id=scope.org_id, enabled=enabled)
+        case Level.PLATFORM:
+            return PlatformOverrideSet(flag_key=key, org_id=scope.org_id, platform=scope.platform, enabled=enabled)
+        case Level.USER:
+            return UserOverrideSet(flag_key=key, org_id=scope.org_id, user_id=scope.user_id, enabled=enabled)
+    raise AssertionError(scope)  # pragma: no cover
+
+
+def _cleared(scope: Scope, key: str) -> Change:
+    match scope.level:
+        case Level.ORG:
+            return OrgOverrideCleared(flag_key=key, org_id=scope.org_id)
+        case Level.PLATFORM:
+            return PlatformOverrideCleared(flag_key=key, org_id=scope.org_id, platform=scope.platform)
+        case Level.USER:
+            return UserOverrideCleared(flag_key=key, org_id=scope.org_id, user_id=scope.user_id)
+    raise InvalidCommand("a system default cannot be cleared", field="enabled")
+
+
+def _build(cls: type[C], **fields: Any) -> C:
+    """Construct a change, reporting a value the event schema refuses as a field error."""
+    try:
+        return cls(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or None
+        raise InvalidCommand(f"{field}: {first['msg']}", field=field) from exc

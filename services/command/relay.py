@@ -1,0 +1,265 @@
+"""The outbox relay: publishes accepted events to Kafka in sequence order, then stamps them.
+
+One asyncio task per process, and one active relay per database: leadership is
+a session advisory lock on a dedicated connection, which also LISTENs on
+`flags_outbox` (with a 1 s poll as a fallback for a lost notification). A row
+is marked published only after Kafka acknowledged it (acks=all, idempotent
+producer), so a crash or an outage can only cause a re-send, never a loss;
+consumers de-duplicate on (stream, version). While Kafka is down the rows wait
+in Postgres, the API keeps accepting changes, and the relay logs the outage
+once, backs off from 0.1 s to 5 s, and catches up when the broker returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiokafka.errors import KafkaError
+
+from events import decode, to_record
+from services.command.errors import KafkaUnavailable, StoreUnavailable
+from services.command.ports import EventStore, Producer, RelayLease, StoredEvent
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 500
+
+
+class _Backoff:
+    def __init__(self, first: float, cap: float) -> None:
+        self.first, self.cap, self.current = first, cap, first
+
+    def next(self) -> float:
+        delay, self.current = self.current, min(self.current * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        self.current = self.first
+
+
+class _Outage:
+    """Logs one warning when a dependency goes down and one line when it is back."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.since: float | None = None
+        self.failures = 0
+
+    @property
+    def down(self) -> bool:
+        return self.since is not None
+
+    def failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning("relay: %s unavailable, events stay queued in Postgres: %s", self.name, exc)
+        else:
+            log.debug("relay: %s still unavailable (%d failures): %s", self.name, self.failures, exc)
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            log.info(
+                "relay: %s available again after %.1f s (%d failed attempts)",
+                self.name,
+                time.monotonic() - self.since,
+                self.failures,
+            )
+        self.since, self.failures = None, 0
+
+
+class Relay:
+    def __init__(
+        self,
+        store: EventStore,
+        producer_factory: Callable[[], Producer],
+        *,
+        topic: str,
+        prepare: Callable[[], Awaitable[None]] | None = None,
+        batch_size: int = BATCH_SIZE,
+        poll_interval: float = 1.0,
+        standby_interval: float = 2.0,
+        min_backoff: float = 0.1,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._producer_factory = producer_factory
+        self._topic = topic
+        self._prepare = prepare
+        self._prepared = prepare is None
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._standby_interval = standby_interval
+        self._backoff = (min_backoff, max_backoff)
+        self._producer: Producer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._kafka = _Outage("Kafka")
+        self._postgres = _Outage("PostgreSQL")
+        self.is_leader = False
+        self.published_total = 0
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._stopping.clear()
+            self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        """Finish the batch in flight (so nothing acknowledged is left unmarked), then stop."""
+        if self._task is None:
+            return
+        self._stopping.set()
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        finally:
+            self._task = None
+            await self._close_producer()
+
+    async def lag(self) -> int:
+        """Events accepted but not yet acknowledged by Kafka."""
+        return await self._store.count_unpublished()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "running": self._task is not None and not self._task.done(),
+            "leader": self.is_leader,
+            "kafka": "down" if self._kafka.down else "ok",
+            "published_total": self.published_total,
+        }
+
+    # --- the loop ----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = _Backoff(*self._backoff)
+        while not self._stopping.is_set():
+            lease: RelayLease | None = None
+            try:
+                lease = await self._store.acquire_relay_lease(self._wake.set)
+                self._postgres.recovered()
+                if lease is None:
+                    await self._sleep(self._standby_interval)
+                    continue
+                self.is_leader = True
+                log.info("relay: leading, publishing to %s", self._topic)
+                await self._lead(lease)
+                backoff.reset()
+            except StoreUnavailable as exc:
+                self._postgres.failed(exc)
+                await self._sleep(backoff.next())
+            except Exception:
+                log.exception("relay: unexpected error; retrying")
+                await self._sleep(backoff.next())
+            finally:
+                if self.is_leader:
+                    log.info("relay: no longer leading")
+                self.is_leader = False
+                if lease is not None:
+                    await lease.release()
+
+    async def _lead(self, lease: RelayLease) -> None:
+        backoff = _Backoff(*self._backoff)
+        while not self._stopping.is_set():
+            if not lease.alive:
+                raise StoreUnavailable("the relay's lock connection was lost")
+            self._wake.clear()
+            try:
+                published = await self.publish_batch()
+            except KafkaUnavailable as exc:
+                self._kafka.failed(exc.__cause__ or exc)
+                await self._close_producer()
+                await self._sleep(backoff.next())
+                continue
+            backoff.reset()
+            if published < self._batch_size:
+                await self._wait_for_wake()
+
+    async def publish_batch(self) -> int:
+        """Publish the oldest unpublished events (up to one batch); returns how many were acknowledged.
+
+        Rows are marked in sequence order up to the first failure only, so a
+        retry re-sends from there and never reorders a stream.
+        """
+        rows = await self._store.unpublished(self._batch_size)
+        if not rows:
+            return 0
+        producer = await self._ready_producer()
+        futures: list[asyncio.Future[Any]] = []
+        error: BaseException | None = None
+        try:
+            for row in rows:
+                record = to_record(decode(row.body), value=row.body)
+                futures.append(
+                    await producer.send(self._topic, value=record.value, key=record.key, headers=record.headers)
+                )
+        except (KafkaError, OSError) as exc:
+            error = exc
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        delivered = 0
+        for result in results:
+            if isinstance(result, BaseException):
+                error = error or result
+                break
+            delivered += 1
+        await self._mark(rows[:delivered])
+        if error is not None:
+            raise KafkaUnavailable(f"{delivered}/{len(rows)} delivered: {error!r}") from error
+        self._kafka.recovered()
+        return delivered
+
+    async def _mark(self, rows: Sequence[StoredEvent]) -> None:
+        if rows:
+            await self._store.mark_published([r.sequence for r in rows])
+            self.published_total += len(rows)
+            log.debug("relay: published %d events up to sequence %d", len(rows), rows[-1].sequence)
+
+    async def _ready_producer(self) -> Producer:
+        if self._producer is not None:
+            return self._producer
+        try:
+            if not self._prepared:
+                assert self._prepare is not None
+                await asyncio.wait_for(self._prepare(), timeout=30)
+                self._prepared = True
+            producer = self._producer_factory()
+            try:
+                await producer.start()
+            except BaseException:
+                await _stop_quietly(producer)
+                raise
+        except (KafkaError, OSError, TimeoutError, RuntimeError) as exc:
+            raise KafkaUnavailable(f"cannot connect: {exc!r}") from exc
+        self._producer = producer
+        return producer
+
+    async def _close_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await _stop_quietly(producer)
+
+    async def _wait_for_wake(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+async def _stop_quietly(producer: Producer) -> None:
+    try:
+        await asyncio.wait_for(producer.stop(), timeout=10)
+    except Exception as exc:  # a producer that cannot even stop cleanly is simply dropped
+        log.debug("relay: producer stop failed: %r", exc)

@@ -1,0 +1,231 @@
+"""All SQL of the command side: the event store, which is also the transactional outbox.
+
+The primary key (stream, version) is the optimistic-concurrency check: two
+writers that read the same head both try to insert head+1 and the loser gets a
+unique violation, reported as `VersionConflict`. Each append notifies
+`flags_outbox` in the same transaction, so the relay wakes exactly on commit.
+asyncpg's exceptions stop here: connection failures become `StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+import asyncpg
+
+from events import Actor, Change, Envelope
+from flagcore import StreamHead
+from services.command import chain
+from services.command.errors import StoreUnavailable, VersionConflict
+from services.command.ports import OUTBOX_CHANNEL, StoredEvent
+
+log = logging.getLogger(__name__)
+
+# Advisory lock keys. The relay uses the one-bigint key space, flags the
+# two-int4 one; PostgreSQL keeps the two spaces apart, and both are per database.
+RELAY_LOCK_KEY = int.from_bytes(b"flagrlay", "big")
+FLAG_LOCK_SPACE = int.from_bytes(b"flag", "big")
+APPEND_ATTEMPTS = 3
+
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+_HEAD = "SELECT version, hash, body FROM event_store WHERE stream = $1 ORDER BY version DESC LIMIT 1"
+_INSERT = """
+INSERT INTO event_store (stream, version, sequence, event_id, type, org_id, flag_key,
+                         partition_key, occurred_at, hash, body)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+"""
+_LIST = """
+SELECT sequence, body FROM event_store
+WHERE sequence > $1 AND ($2::text IS NULL OR org_id = $2) AND ($3::text IS NULL OR flag_key = $3)
+ORDER BY sequence LIMIT $4
+"""
+
+
+class PostgresEventStore:
+    """The `EventStore` port over an asyncpg pool connected as `flags_command`."""
+
+    def __init__(self, pool: asyncpg.Pool, *, dsn: str) -> None:
+        self._pool = pool
+        self._dsn = dsn  # for the relay's dedicated (lock + LISTEN) connection
+
+    # --- reads -----------------------------------------------------------------
+
+    async def stream_head(self, stream: str) -> StreamHead:
+        async with _translated():
+            row = await self._pool.fetchrow(_HEAD, stream)
+        return chain.EMPTY_HEAD if row is None else chain.head_from_body(*row)
+
+    async def list_events(
+        self, *, org: str | None = None, flag: str | None = None, after: int = 0, limit: int = 100
+    ) -> list[StoredEvent]:
+        async with _translated():
+            rows = await self._pool.fetch(_LIST, after, org, flag, limit)
+        return [StoredEvent(r["sequence"], bytes(r["body"])) for r in rows]
+
+    # --- the append --------------------------------------------------------------
+
+    async def append(
+        self,
+        changes: Sequence[Change],
+        *,
+        actor: Actor,
+        reason: str,
+        expected_version: int | None,
+        occurred_at: datetime,
+    ) -> list[Envelope]:
+        """Append `changes` to their stream in one transaction, as consecutive versions.
+
+        With `expected_version` a lost race is a `VersionConflict`; without it
+        the caller asked for last-writer-wins, so the append is retried on the
+        new head (up to `APPEND_ATTEMPTS` times).
+        """
+        stream = chain.target_stream(changes)
+        attempts = 1 if expected_version is not None else APPEND_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            try:
+                async with _translated():
+                    return await self._append_once(stream, changes, actor, reason, expected_version, occurred_at)
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name != "event_store_pkey":
+                    raise
+                log.info("append to %s lost a race (attempt %d/%d)", stream, attempt, attempts)
+                if attempt == attempts:
+                    current = await self.stream_head(stream)
+                    raise VersionConflict(stream, current.version, expected_version) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _append_once(
+        self,
+        stream: str,
+        changes: Sequence[Change],
+        actor: Actor,
+        reason: str,
+        expected_version: int | None,
+        occurred_at: datetime,
+    ) -> list[Envelope]:
+        defines = changes[0].scope is None
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Settings share the flag's lock and definition changes take it alone,
+            # so no setting can commit after the archive that should refuse it.
+            lock = "pg_advisory_xact_lock" if defines else "pg_advisory_xact_lock_shared"
+            await conn.execute(f"SELECT {lock}($1, hashtext($2))", FLAG_LOCK_SPACE, changes[0].flag_key)
+            head = await _head(conn, stream)
+            chain.check_expected(stream, head, expected_version)
+            definition = head if defines else await _head(conn, chain.definition_of(changes))
+            chain.check_flag(changes, definition)
+            rows = await conn.fetch("SELECT nextval('event_sequence') AS s FROM generate_series(1, $1)", len(changes))
+            envelopes = chain.seal_changes(
+                changes,
+                head,
+                sequences=sorted(r["s"] for r in rows),
+                actor=actor,
+                reason=reason,
+                occurred_at=occurred_at,
+            )
+            await conn.executemany(_INSERT, [_row(e) for e in envelopes])
+            await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+        return envelopes
+
+    # --- the outbox --------------------------------------------------------------
+
+    async def unpublished(self, limit: int) -> list[StoredEvent]:
+        async with _translated():
+            rows = await self._pool.fetch(
+                "SELECT sequence, body FROM event_store WHERE published_at IS NULL ORDER BY sequence LIMIT $1",
+                limit,
+            )
+        return [StoredEvent(r["sequence"], bytes(r["body"])) for r in rows]
+
+    async def mark_published(self, sequences: Sequence[int]) -> None:
+        if not sequences:
+            return
+        async with _translated():
+            await self._pool.execute(
+                "UPDATE event_store SET published_at = now() "
+                "WHERE sequence = ANY($1::bigint[]) AND published_at IS NULL",
+                list(sequences),
+            )
+
+    async def count_unpublished(self) -> int:
+        async with _translated():
+            count = await self._pool.fetchval("SELECT count(*) FROM event_store WHERE published_at IS NULL")
+        return int(count)
+
+    async def ping(self) -> None:
+        async with _translated():
+            await self._pool.fetchval("SELECT 1", timeout=2)
+
+    async def acquire_relay_lease(self, on_notify: Callable[[], None]) -> PostgresRelayLease | None:
+        """A dedicated connection holding the relay lock and LISTENing on the outbox channel."""
+        async with _translated():
+            conn = await asyncpg.connect(self._dsn, timeout=5)
+            try:
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
+                    await conn.close()
+                    return None
+                await conn.add_listener(OUTBOX_CHANNEL, lambda *_: on_notify())
+                conn.add_termination_listener(lambda _conn: on_notify())
+            except BaseException:
+                conn.terminate()
+                raise
+        return PostgresRelayLease(conn)
+
+
+class PostgresRelayLease:
+    """The advisory lock lives as long as this connection's session does."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    @property
+    def alive(self) -> bool:
+        return not self._conn.is_closed()
+
+    async def release(self) -> None:
+        if self._conn.is_closed():
+            return
+        try:
+            await asyncio.wait_for(self._conn.close(), timeout=5)
+        except (TimeoutError, *_UNAVAILABLE, asyncpg.InterfaceError):
+            self._conn.terminate()
+
+
+async def _head(conn: asyncpg.Connection, stream: str) -> StreamHead:
+    row = await conn.fetchrow(_HEAD, stream)
+    return chain.EMPTY_HEAD if row is None else chain.head_from_body(*row)
+
+
+def _row(e: Envelope) -> tuple[object, ...]:
+    return (
+        e.stream,
+        e.version,
+        e.sequence,
+        e.event_id,
+        e.type,
+        e.org_id,
+        e.flag_key,
+        e.partition_key,
+        e.occurred_at,
+        e.hash,
+        e.to_json(),
+    )
+
+
+@asynccontextmanager
+async def _translated() -> AsyncIterator[None]:
+    """Connection-level failures become `StoreUnavailable`; everything else passes."""
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailable(f"PostgreSQL unavailable: {exc.__class__.__name__}: {exc}") from exc

@@ -1,0 +1,207 @@
+"""The relay's logic over the in-memory store and a fake producer: order, marking, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+from events import Actor, FlagDefined, OrgOverrideSet, from_record
+from services.command.memory import InMemoryEventStore
+from services.command.relay import Relay
+
+ACTOR = Actor(id="t", name="t")
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+class FakeBroker:
+    """Holds what was 'published'; can be down, or fail the n-th send of the next batch."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = []
+        self.down = False
+        self.fail_at: int | None = None
+        self.producers = 0
+
+    def producer(self) -> FakeProducer:
+        self.producers += 1
+        return FakeProducer(self)
+
+
+class FakeProducer:
+    def __init__(self, broker: FakeBroker) -> None:
+        self.broker = broker
+        self.sent = 0
+
+    async def start(self) -> None:
+        if self.broker.down:
+            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1)]")
+
+    async def stop(self) -> None:
+        pass
+
+    async def send(
+        self,
+        topic: str,
+        value: Any = None,
+        key: Any = None,
+        partition: Any = None,
+        timestamp_ms: Any = None,
+        headers: Any = None,
+    ) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.sent += 1
+        if self.broker.down or (self.broker.fail_at is not None and self.sent >= self.broker.fail_at):
+            future.set_exception(KafkaTimeoutError("expired"))
+        else:
+            self.broker.records.append((topic, key, value, headers))
+            future.set_result(len(self.broker.records))
+        return future
+
+
+async def fill(store: InMemoryEventStore, n: int, org: str = "acme") -> list[int]:
+    await store.append(
+        [FlagDefined(flag_key="a.b", group="a")], actor=ACTOR, reason="r", expected_version=None, occurred_at=NOW
+    )
+    for i in range(n - 1):
+        await store.append(
+            [OrgOverrideSet(flag_key="a.b", org_id=org, enabled=i % 2 == 0)],
+            actor=ACTOR,
+            reason="r",
+            expected_version=None,
+            occurred_at=NOW,
+        )
+    return [e.sequence for e in await store.list_events()]
+
+
+async def eventually(probe: Callable[[], Any], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await probe():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def relay_for(store: InMemoryEventStore, broker: FakeBroker, **options: Any) -> Relay:
+    options = {"poll_interval": 0.05, "min_backoff": 0.01, "max_backoff": 0.05, **options}
+    return Relay(store, broker.producer, topic="changes", **options)
+
+
+async def test_publishes_the_stored_bytes_in_sequence_order_then_marks_them() -> None:
+    store, broker = InMemoryEventStore(), FakeBroker()
+    sequences = await fill(store, 7)
+    relay = relay_for(store, broker, batch_size=3)
+
+    assert await relay.publish_batch() == 3
+    assert await relay.publish_batch() == 3
+    assert await relay.publish_batch() == 1
+    assert await relay.publish_batch() == 0
+
+    stored = {e.sequence: e.body for e in await store.list_events()}
+    assert [value for _, _, value, _ in broker.records] == [stored[s] for s in sequences]
+    assert await relay.lag() == 0
+    topic, key, value, headers = broker.records[1]
+    assert (topic, key) == ("changes", b"acme")
+    assert from_record(value, headers).sequence == sequences[1]
+    assert broker.records[0][1] == b"_system"
+
+
+async def test_a_partial_failure_marks_only_the_delivered_prefix() -> None:
+    store, broker = InMemoryEventStore(), FakeBroker()
+    sequences = await fill(store, 5)
+    broker.fail_at = 3
+    relay = relay_for(store, broker)
+
+    with pytest.raises(Exception, match="2/5 delivered"):
+        await relay.publish_batch()
+    assert [s.sequence for s in await store.unpublished(10)] == sequences[2:]
+
+
+async def test_an_outage_keeps_the_rows_logs_once_and_recovers_exactly_once_in_order(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store, broker = InMemoryEventStore(), FakeBroker()
+    broker.down = True
+    relay = relay_for(store, broker)
+    with caplog.at_level(logging.INFO, logger="services.command.relay"):
+        await relay.start()
+        try:
+            sequences = await fill(store, 4)
+            await eventually(lambda: _true(broker.producers >= 4))  # several retries happened
+            assert await relay.lag() == 4
+            assert relay.status()["kafka"] == "down"
+
+            broker.down = False
+            await eventually(lambda: _lag_is(relay, 0))
+            more = await fill_more(store, 2)
+            await eventually(lambda: _lag_is(relay, 0))
+        finally:
+            await relay.stop()
+
+    published = [from_record(v, h).sequence for _, _, v, h in broker.records]
+    assert published == sequences + more
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "Kafka unavailable" in warnings[0].getMessage()
+    assert any("available again" in r.getMessage() for r in caplog.records)
+    assert relay.status()["published_total"] == 6
+
+
+async def test_only_the_lease_holder_relays() -> None:
+    store, broker = InMemoryEventStore(), FakeBroker()
+    await fill(store, 2)
+    leader = relay_for(store, broker)
+    standby = relay_for(store, broker, standby_interval=0.02)
+    await leader.start()
+    await eventually(lambda: _lag_is(leader, 0))
+    await standby.start()
+    try:
+        await asyncio.sleep(0.1)
+        assert leader.status()["leader"] and not standby.status()["leader"]
+        await leader.stop()
+        await eventually(lambda: _true(standby.status()["leader"]))
+        await fill_more(store, 1)
+        await eventually(lambda: _lag_is(standby, 0))
+    finally:
+        await standby.stop()
+    assert len(broker.records) == 3  # nothing published twice
+
+
+async def test_a_lost_database_is_survived() -> None:
+    store, broker = InMemoryEventStore(), FakeBroker()
+    await fill(store, 1)
+    relay = relay_for(store, broker)
+    store.available = False
+    await relay.start()
+    try:
+        await asyncio.sleep(0.1)
+        assert not relay.status()["leader"]
+        store.available = True
+        await eventually(lambda: _lag_is(relay, 0))
+    finally:
+        await relay.stop()
+    assert not relay.status()["running"]
+
+
+async def fill_more(store: InMemoryEventStore, n: int) -> list[int]:
+    before = {e.sequence for e in await store.list_events()}
+    for i in range(n):
+        await store.append(
+            [OrgOverrideSet(flag_key="a.b", org_id=f"o{i}", enabled=True)],
+            actor=ACTOR,
+            reason="r",
+            expected_version=None,
+            occurred_at=NOW,
+        )
+    return [e.sequence for e in await store.list_events() if e.sequence not in before]
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _lag_is(relay: Relay, n: int) -> bool:
+    return await relay.lag() == n

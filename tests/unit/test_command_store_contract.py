@@ -1,0 +1,195 @@
+"""The `EventStore` contract, run here against the in-memory store and in
+tests/integration/test_command_store.py against PostgreSQL: one set of tests, every backend."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from events import (
+    GENESIS_HASH,
+    Actor,
+    FlagArchived,
+    FlagDefined,
+    OrgOverrideCleared,
+    OrgOverrideSet,
+    PlatformOverrideSet,
+    RolloutPercentageSet,
+    SystemDefaultSet,
+    decode,
+)
+from flagcore import InvalidTransition
+from services.command.errors import UnknownFlag, VersionConflict
+from services.command.memory import InMemoryEventStore
+from services.command.ports import EventStore
+
+ACTOR = Actor(id="tester", name="tester")
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def fresh_key() -> str:
+    return f"t{uuid.uuid4().hex[:10]}.enabled"
+
+
+def fresh_org() -> str:
+    return f"org-{uuid.uuid4().hex[:10]}"
+
+
+async def append(store: EventStore, *changes: Any, expected_version: int | None = None) -> list[Any]:
+    return await store.append(
+        list(changes), actor=ACTOR, reason="contract test", expected_version=expected_version, occurred_at=NOW
+    )
+
+
+async def define(store: EventStore, key: str) -> None:
+    await append(store, FlagDefined(flag_key=key, group="t"), expected_version=0)
+
+
+class StoreContract:
+    """Subclass with a `store` fixture; every test uses its own flag key and org."""
+
+    async def test_an_empty_stream_has_version_zero(self, store: EventStore) -> None:
+        head = await store.stream_head(f"flag/{fresh_key()}")
+        assert (head.version, head.hash, head.value) == (0, GENESIS_HASH, None)
+
+    async def test_appends_form_consecutive_versions_and_a_hash_chain(self, store: EventStore) -> None:
+        key, org = fresh_key(), fresh_org()
+        await define(store, key)
+        await append(store, OrgOverrideSet(flag_key=key, org_id=org, enabled=True))
+        await append(store, RolloutPercentageSet(flag_key=key, level="org", org_id=org, percentage=30))
+        await append(store, OrgOverrideSet(flag_key=key, org_id=org, enabled=False), expected_version=2)
+
+        stored = await store.list_events(org=org, flag=key)
+        envelopes = [decode(e.body) for e in stored]  # verifies each hash
+        assert [e.version for e in envelopes] == [1, 2, 3]
+        assert envelopes[0].prev_hash == GENESIS_HASH
+        for before, after in itertools.pairwise(envelopes):
+            assert after.prev_hash == before.hash
+            assert after.previous == before.new
+            assert after.sequence > before.sequence
+        assert envelopes[-1].new == {"enabled": False, "rollout_percentage": 30}
+        assert [e.sequence for e in envelopes] == [e.sequence for e in stored]
+
+        head = await store.stream_head(f"org/{org}/flag/{key}")
+        assert (head.version, head.hash, head.value) == (3, envelopes[-1].hash, envelopes[-1].new)
+
+    async def test_the_stored_body_is_the_canonical_envelope(self, store: EventStore) -> None:
+        key = fresh_key()
+        (envelope,) = await append(store, FlagDefined(flag_key=key, group="t", owner="me"))
+        (stored,) = await store.list_events(flag=key)
+        assert stored.body == envelope.to_json()
+        assert json.loads(stored.body)["actor"] == {"id": "tester", "name": "tester"}
+
+    async def test_several_changes_in_one_append_take_consecutive_versions(self, store: EventStore) -> None:
+        key, org = fresh_key(), fresh_org()
+        await define(store, key)
+        await append(store, OrgOverrideSet(flag_key=key, org_id=org, enabled=True))
+        written = await append(
+            store,
+            OrgOverrideCleared(flag_key=key, org_id=org),
+            RolloutPercentageSet(flag_key=key, level="org", org_id=org, percentage=50),
+            expected_version=1,
+        )
+        assert [(e.version, e.previous, e.new) for e in written] == [
+            (2, {"enabled": True, "rollout_percentage": None}, None),
+            (3, None, {"enabled": None, "rollout_percentage": 50}),
+        ]
+        assert written[1].prev_hash == written[0].hash
+        assert written[1].sequence > written[0].sequence
+
+    async def test_a_stale_expected_version_is_a_conflict_naming_the_current_one(self, store: EventStore) -> None:
+        key, org = fresh_key(), fresh_org()
+        await define(store, key)
+        await append(store, OrgOverrideSet(flag_key=key, org_id=org, enabled=True), expected_version=0)
+
+        with pytest.raises(VersionConflict) as caught:
+            await append(store, OrgOverrideSet(flag_key=key, org_id=org, enabled=False), expected_version=0)
+        assert (caught.value.stream, caught.value.current_version, caught.value.expected_version) == (
+            f"org/{org}/flag/{key}",
+            1,
+            0,
+        )
+        assert (await store.stream_head(f"org/{org}/flag/{key}")).version == 1
+
+    async def test_settings_need_a_defined_live_flag(self, store: EventStore) -> None:
+        key, org = fresh_key(), fresh_org()
+        with pytest.raises(UnknownFlag):
+            await append(store, SystemDefaultSet(flag_key=key, enabled=True))
+        await define(store, key)
+        await append(store, FlagArchived(flag_key=key))
+        with pytest.raises(UnknownFlag) as caught:
+            await append(store, PlatformOverrideSet(flag_key=key, org_id=org, platform="meta", enabled=True))
+        assert caught.value.archived
+        assert await store.list_events(org=org) == []
+
+    async def test_definition_changes_follow_the_transitions(self, store: EventStore) -> None:
+        key = fresh_key()
+        with pytest.raises(UnknownFlag):
+            await append(store, FlagArchived(flag_key=key))
+        await define(store, key)
+        with pytest.raises(InvalidTransition):
+            await append(store, FlagDefined(flag_key=key, group="t"))
+
+    async def test_one_append_writes_one_stream(self, store: EventStore) -> None:
+        key = fresh_key()
+        await define(store, key)
+        with pytest.raises(ValueError, match="one stream"):
+            await append(
+                store,
+                OrgOverrideSet(flag_key=key, org_id=fresh_org(), enabled=True),
+                OrgOverrideSet(flag_key=key, org_id=fresh_org(), enabled=True),
+            )
+
+    async def test_list_events_filters_and_pages_in_sequence_order(self, store: EventStore) -> None:
+        key, org, other = fresh_key(), fresh_org(), fresh_org()
+        await define(store, key)
+        for i in range(5):
+            await append(store, OrgOverrideSet(flag_key=key, org_id=org, enabled=i % 2 == 0))
+        await append(store, OrgOverrideSet(flag_key=key, org_id=other, enabled=True))
+
+        everything = await store.list_events(flag=key)
+        assert len(everything) == 7  # definition + 5 + 1
+        first = await store.list_events(org=org, limit=2)
+        rest = await store.list_events(org=org, after=first[-1].sequence, limit=10)
+        assert [e.sequence for e in first + rest] == sorted(e.sequence for e in first + rest)
+        assert len(first) == 2 and len(rest) == 3
+        assert {decode(e.body).org_id for e in first + rest} == {org}
+
+    async def test_unpublished_rows_are_handed_out_in_order_until_marked(self, store: EventStore) -> None:
+        key, org = fresh_key(), fresh_org()
+        before = await store.count_unpublished()
+        await define(store, key)
+        await append(store, OrgOverrideSet(flag_key=key, org_id=org, enabled=True))
+        mine = [e.sequence for e in await store.list_events(flag=key)]
+        assert await store.count_unpublished() == before + 2
+
+        pending = await store.unpublished(limit=10_000)
+        assert [p.sequence for p in pending] == sorted(p.sequence for p in pending)
+        assert set(mine) <= {p.sequence for p in pending}
+
+        await store.mark_published(mine)
+        await store.mark_published(mine)  # marking twice is harmless
+        assert await store.count_unpublished() == before
+        assert not set(mine) & {p.sequence for p in await store.unpublished(limit=10_000)}
+
+    async def test_only_one_relay_lease_at_a_time(self, store: EventStore) -> None:
+        first = await store.acquire_relay_lease(lambda: None)
+        assert first is not None and first.alive
+        try:
+            assert await store.acquire_relay_lease(lambda: None) is None
+        finally:
+            await first.release()
+        again = await store.acquire_relay_lease(lambda: None)
+        assert again is not None
+        await again.release()
+
+
+class TestInMemoryEventStore(StoreContract):
+    @pytest.fixture
+    def store(self) -> InMemoryEventStore:
+        return InMemoryEventStore()
