@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:56379/0"
     redis_prefix: str = "flags"
     cache_ttl_seconds: int = 3600
+    query_cache: bool = True  # False only to measure the uncached path
 
     command_host: str = "127.0.0.1"
     command_port: int = 8081

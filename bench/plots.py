@@ -1,0 +1,43 @@
+"""Plots for benchmark results: latency CDFs a person can read at a glance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def latency_plot(series: dict[str, list[float]], path: Path, *, title: str) -> None:
+    """One CDF line per series, log-scaled latency axis, p50/p99 marked in the legend."""
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for label, samples in series.items():
+        ordered = sorted(samples)
+        n = len(ordered)
+        p50, p99 = ordered[n // 2], ordered[min(n - 1, int(n * 0.99))]
+        ax.plot(ordered, [(i + 1) / n for i in range(n)], label=f"{label} (p50 {p50:.1f} ms, p99 {p99:.1f} ms)")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_ylabel("fraction of samples ≤ x")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def bar_plot(values: dict[str, float], path: Path, *, title: str, unit: str) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    names = list(values)
+    bars = ax.barh(names, [values[n] for n in names], color="#4a7bb7")
+    labels = [f"{values[n]:,.0f}" if values[n] >= 100 else f"{values[n]:.2f}" for n in names]
+    ax.bar_label(bars, labels=labels, padding=3, fontsize=8)
+    ax.set_xlabel(unit)
+    ax.set_title(title)
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,79 @@
+"""Change propagation: from the command API's 2xx to the query service answering the new value.
+
+    .venv/bin/python -m bench.propagation [--changes 500]
+
+Target (foundation issue): p50 < 50 ms, p99 < 250 ms on loopback. Each change
+flips an org override; the clock starts when the PUT returns and stops at the
+first query answer carrying the new value (polled back to back).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.harness import Progress, drop_database, isolated_settings, percentiles
+from bench.plots import latency_plot
+from tests.conftest import start_stack
+
+KEY = "ai.insights.enabled"
+RESULTS = Path(__file__).parent / "results"
+
+
+async def measure(command_url: str, query_url: str, changes: int) -> list[float]:
+    async with httpx.AsyncClient(timeout=10) as http:
+        defined = await http.post(f"{command_url}/v1/flags", json={"key": KEY, "group": "ai", "reason": "bench"})
+        defined.raise_for_status()
+        samples: list[float] = []
+        progress = Progress("propagate", changes)
+        for i in range(changes):
+            org = f"org-{i % 50}"
+            wanted = bool(i // 50 % 2 == 0)
+            put = await http.put(
+                f"{command_url}/v1/orgs/{org}/flags/{KEY}", json={"enabled": wanted, "reason": "bench"}
+            )
+            put.raise_for_status()
+            start = time.perf_counter()
+            while True:
+                response = await http.get(f"{query_url}/v1/orgs/{org}/flags/{KEY}")
+                answer = response.json() if response.status_code == 200 else {}  # 404 until defined
+                if answer.get("value") is wanted and answer.get("level") == "org":
+                    break
+                if time.perf_counter() - start > 10:
+                    raise SystemExit(f"change {i} not visible after 10 s")
+            samples.append((time.perf_counter() - start) * 1000)
+            progress.update(i + 1)
+        progress.finish()
+        return samples
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--changes", type=int, default=500)
+    args = parser.parse_args()
+    settings = await isolated_settings("propagation")
+    stack = start_stack(settings, Path(tempfile.mkdtemp()))
+    try:
+        samples = await measure(stack.command_url, stack.query_url, args.changes)
+    finally:
+        stack.stop()
+        await drop_database(settings)
+    stats = percentiles(samples)
+    verdict = "meets" if stats["p50"] < 50 and stats["p99"] < 250 else "MISSES"
+    print(f"propagation over {stats['n']} changes: p50 {stats['p50']:.1f} ms, p90 {stats['p90']:.1f} ms, "
+          f"p99 {stats['p99']:.1f} ms, max {stats['max']:.1f} ms ({verdict} p50<50 ms, p99<250 ms)")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "propagation.json").write_text(json.dumps({"samples_ms": samples, "stats": stats}, indent=1))
+    latency_plot({"command 2xx → query answers": samples}, RESULTS / "propagation.png",
+                 title=f"Change propagation, {stats['n']} changes (loopback, 2 cores)")
+    print(f"wrote {RESULTS / 'propagation.png'}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,84 @@
+"""Roles and what each may do, as one pure function the services call per request.
+
+A refusal never says whether the named org or flag exists: every cross-tenant
+request gets the same `Forbidden`, whatever it names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    SYSTEM_ADMIN = "system-admin"  # flag definitions, system defaults, kill switches, any org
+    ORG_ADMIN = "org-admin"  # overrides, rollouts and schedules of its own org
+    AUDITOR = "auditor"  # reads the audit trail of its scope, changes nothing
+    EVALUATOR = "evaluator"  # evaluates its own org's flags, nothing else
+
+
+class Action(StrEnum):
+    MANAGE_FLAGS = "manage-flags"  # define, update, archive, system defaults
+    CHANGE_OVERRIDES = "change-overrides"  # org, platform and user level of one org
+    EVALUATE = "evaluate"
+    READ_AUDIT = "read-audit"
+    READ_CATALOG = "read-catalog"  # flag definitions: what exists, not any tenant's data
+    MANAGE_KEYS = "manage-keys"
+
+
+_ALLOWED: dict[Role, frozenset[Action]] = {
+    Role.SYSTEM_ADMIN: frozenset(Action),
+    Role.ORG_ADMIN: frozenset(
+        {Action.CHANGE_OVERRIDES, Action.EVALUATE, Action.READ_AUDIT, Action.READ_CATALOG, Action.MANAGE_KEYS}
+    ),
+    Role.AUDITOR: frozenset({Action.READ_AUDIT, Action.READ_CATALOG}),
+    Role.EVALUATOR: frozenset({Action.EVALUATE, Action.READ_CATALOG}),
+}
+
+# Actions on one tenant's data: an org-scoped key may only name its own org.
+TENANT_ACTIONS = frozenset({Action.CHANGE_OVERRIDES, Action.EVALUATE, Action.READ_AUDIT, Action.MANAGE_KEYS})
+
+# Which roles an org admin may hand out within its own org.
+ORG_ADMIN_GRANTS = frozenset({Role.ORG_ADMIN, Role.AUDITOR, Role.EVALUATOR})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller: what every event records as its actor."""
+
+    key_id: str
+    name: str
+    role: Role
+    org_id: str | None  # None: system-wide
+    expires_at: datetime | None = None
+
+    @property
+    def actor_id(self) -> str:
+        return f"key:{self.key_id}"
+
+
+class Forbidden(Exception):
+    """The key may not do this. The message is the same for every cross-tenant refusal."""
+
+    def __init__(self, detail: str = "this key may not access that resource") -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def authorize(principal: Principal, action: Action, *, org_id: str | None = None) -> None:
+    """Raise `Forbidden` unless `principal` may do `action` (on `org_id`, when it names one)."""
+    if action not in _ALLOWED[principal.role]:
+        raise Forbidden(f"role {principal.role} may not {action}")
+    if action in TENANT_ACTIONS and principal.org_id is not None and org_id != principal.org_id:
+        # an org-scoped key acts on its own org only; naming any other looks the same
+        raise Forbidden()
+
+
+def authorize_grant(principal: Principal, role: Role, org_id: str | None) -> None:
+    """May `principal` create (or revoke) a key with `role` scoped to `org_id`?"""
+    authorize(principal, Action.MANAGE_KEYS, org_id=org_id)
+    if principal.role is Role.ORG_ADMIN and (role not in ORG_ADMIN_GRANTS or org_id != principal.org_id):
+        raise Forbidden(f"an org admin may only create {', '.join(sorted(ORG_ADMIN_GRANTS))} keys of its own org")
+    if org_id is None and role is not Role.SYSTEM_ADMIN and role is not Role.AUDITOR:
+        raise Forbidden(f"a {role} key must be scoped to one org")

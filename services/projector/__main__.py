@@ -1,0 +1,24 @@
+"""`python -m services.projector`: run the projector until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+
+from services.infra.settings import Settings
+from services.projector.app import create_app
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # A batch allocates hundreds of thousands of short-lived, acyclic objects (freed by reference
+    # counting); the default thresholds would run the cycle collector thousands of times per batch
+    # over a large, long-lived heap (the stream-head cache). Measured: about 30% more events/s.
+    gc.set_threshold(100_000, 50, 100)
+    asyncio.run(create_app(Settings()).run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Bootstrap: the FastStream broker and subscriber, the rebalance listener, and the adapters.
+
+This is the only module that names concrete adapters. Nothing connects at import
+time: `create_app(settings)` declares, its lifespan connects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from faststream import AckPolicy, FastStream
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.message import StreamMessage
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from services.infra.cache_keys import CacheKeys
+from services.infra.kafka import create_producer, ensure_topics
+from services.infra.settings import Settings
+from services.projector.adapters import KafkaDeadLetters, RedisInvalidator
+from services.projector.projection import Projector
+from services.projector.store import PostgresStore, create_projector_pool
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer
+
+log = logging.getLogger(__name__)
+
+MAX_RECORDS = 1000
+ASSIGN_RETRIES = (0.5, 1.0, 2.0, 4.0)
+
+
+class Runtime:
+    """What the lifespan connects: the projector and the store the listener reads offsets from."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.projector: Projector | None = None
+        self.store: PostgresStore | None = None
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        s = self.settings
+        async with AsyncExitStack() as stack:
+            await ensure_topics(s)
+            pool = await create_projector_pool(s)
+            stack.push_async_callback(pool.close)
+            producer = create_producer(s)
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+            redis = Redis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 1))
+            stack.push_async_callback(redis.aclose)
+            self.store = PostgresStore(pool, s.projector_group)
+            self.projector = Projector(
+                self.store,
+                KafkaDeadLetters(producer, s.dead_letter_topic),
+                RedisInvalidator(redis, CacheKeys(s.redis_prefix)),
+            )
+            log.info(
+                "projector ready: topic %s, group %s, dead letters to %s",
+                s.topic,
+                s.projector_group,
+                s.dead_letter_topic,
+            )
+            yield
+            log.info("projector stopping; applied %d events in total", self.projector.totals.applied)
+
+
+class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On assignment, position each partition at the next offset stored in Postgres.
+
+    The offsets committed to Kafka only show consumer lag; Postgres is the truth,
+    because it is committed in the same transaction as the read models.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._subscriber: Any = None
+
+    def bind(self, subscriber: Any) -> None:
+        """The subscriber whose consumer (created at broker start) this listener positions."""
+        self._subscriber = subscriber
+
+    def _consumer(self) -> AIOKafkaConsumer | None:
+        return getattr(self._subscriber, "consumer", None)
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked:
+            log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        consumer = self._consumer()
+        store = self._runtime.store
+        if consumer is None or store is None or not assigned:
+            return
+        stored = await self._stored(store)
+        if stored is None:
+            log.error("cannot read stored offsets; starting from Kafka's committed offsets (batches still dedupe)")
+            return
+        placed: dict[int, int | str] = {}
+        for tp in sorted(assigned):
+            offset = stored.get(tp.partition)
+            if offset is None:
+                await consumer.seek_to_beginning(tp)
+                placed[tp.partition] = "beginning"
+            else:
+                consumer.seek(tp, offset)
+                placed[tp.partition] = offset
+        log.info("partitions assigned, positioned at %s", placed)
+
+    async def _stored(self, store: PostgresStore) -> dict[int, int] | None:
+        for delay in (*ASSIGN_RETRIES, None):
+            try:
+                return await store.stored_offsets(self._runtime.settings.topic)
+            except Exception as exc:
+                if delay is None:
+                    log.error("reading stored offsets failed: %r", exc)
+                    return None
+                log.warning("reading stored offsets failed, retrying in %.1fs: %r", delay, exc)
+                await asyncio.sleep(delay)
+        return None  # pragma: no cover
+
+
+async def _tolerant_parse(
+    records: tuple[ConsumerRecord[Any, Any], ...], default: Callable[..., Awaitable[StreamMessage[Any]]]
+) -> StreamMessage[Any]:
+    """FastStream's batch parser decodes every header value as UTF-8. A record whose headers are
+    not text must still reach the projector, which dead-letters it, instead of failing the whole
+    batch before the handler runs (a poison batch that is never applied)."""
+    try:
+        return await default(records)
+    except (UnicodeDecodeError, AttributeError):
+        readable = tuple(
+            replace(r, headers=[(k, (v or b"").decode("utf-8", "replace").encode()) for k, v in r.headers])
+            for r in records
+        )
+        message = await default(readable)
+        message.raw_message = records  # the projector reads (and dead-letters) the originals
+        return message
+
+
+async def _raw_records(msg: StreamMessage[Any]) -> Any:
+    """The projector reads `msg.raw_message` itself: skip FastStream's per-record body decoding."""
+    return msg.raw_message
+
+
+def create_app(settings: Settings) -> FastStream:
+    runtime = Runtime(settings)
+    # The broker's own per-message access log goes to DEBUG; the projector logs progress.
+    broker = KafkaBroker(settings.kafka_bootstrap, client_id="flagstream-projector", log_level=logging.DEBUG)
+    listener = SeekToStoredOffsets(runtime)
+    subscriber = broker.subscriber(
+        settings.topic,
+        group_id=settings.projector_group,
+        batch=True,
+        max_records=MAX_RECORDS,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        # A fetch for caught-up partitions waits this long on the broker and holds back the
+        # next fetch for the partitions that still have data: keep it short while replaying.
+        fetch_max_wait_ms=100,
+        listener=listener,
+        parser=_tolerant_parse,
+        decoder=_raw_records,
+        description="Flag change events (CloudEvents binary mode) → read models, exactly once.",
+    )
+    listener.bind(subscriber)
+
+    @subscriber
+    async def project(msg: KafkaMessage) -> None:
+        """Apply one batch; raising (infrastructure only) rewinds the batch for redelivery."""
+        assert runtime.projector is not None
+        await runtime.projector.handle(msg.raw_message)  # a tuple of aiokafka ConsumerRecords
+
+    return FastStream(broker, lifespan=runtime.lifespan)

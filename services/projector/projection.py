@@ -1,0 +1,277 @@
+"""Applying a batch of records exactly once: one transaction for read models and offsets.
+
+`Projector.apply` is the whole use case, written against three ports (the store,
+the dead-letter sink and the invalidator) so tests can run it with fakes. It never
+raises for a bad record: a record that cannot be decoded, or that Postgres rejects
+as data, goes to the dead-letter topic. It raises `InfrastructureError` when a
+dependency fails, after which the batch is redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+
+from services.projector.planning import (
+    CacheTarget,
+    DeadLetter,
+    Decoded,
+    Head,
+    HeadCache,
+    RawRecord,
+    TenantPlan,
+    TopicPartition,
+    decode_record,
+    group_by_tenant,
+    next_offsets,
+    plan_tenant,
+)
+
+log = logging.getLogger(__name__)
+
+
+class InfrastructureError(Exception):
+    """A dependency (Postgres, Kafka) failed; the batch was not applied and will be retried."""
+
+
+class Transaction(Protocol):
+    """One batch's unit of work on the store; nothing is kept unless it completes."""
+
+    async def lock_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]: ...
+    async def nothing_projected(self) -> bool: ...
+    async def definitions(self, flag_keys: Iterable[str]) -> dict[str, dict[str, Any]]: ...
+    async def heads(self, wanted: Mapping[str | None, Iterable[str]]) -> dict[str, Head]: ...
+    async def write(self, plans: Sequence[TenantPlan]) -> None: ...
+    async def advance(self, offsets: Mapping[TopicPartition, int]) -> None: ...
+
+
+class Store(Protocol):
+    def batch(self) -> AbstractAsyncContextManager[Transaction]: ...
+
+
+class DeadLetterSink(Protocol):
+    async def publish(self, letters: Sequence[DeadLetter]) -> None: ...
+
+
+class Invalidator(Protocol):
+    async def invalidate(self, targets: Sequence[CacheTarget]) -> bool: ...
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """The data itself was refused (SQLSTATE class 22 or 23, or not encodable): retrying cannot help."""
+    return isinstance(exc, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError | UnicodeError)
+
+
+@dataclass(slots=True)
+class BatchResult:
+    records: int = 0
+    skipped_offsets: int = 0  # below the stored offset: applied by an earlier batch
+    applied: int = 0
+    duplicates: int = 0
+    chain_breaks: int = 0
+    dead_letters: int = 0
+    invalidations: set[CacheTarget] = field(default_factory=set)
+    invalidated: bool = True
+
+
+@dataclass(slots=True)
+class Totals:
+    batches: int = 0
+    records: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    chain_breaks: int = 0
+    dead_letters: int = 0
+
+    def add(self, r: BatchResult) -> None:
+        self.batches += 1
+        self.records += r.records
+        self.applied += r.applied
+        self.duplicates += r.duplicates
+        self.chain_breaks += r.chain_breaks
+        self.dead_letters += r.dead_letters
+
+
+def _sort(records: Sequence[RawRecord], reject: str | None) -> tuple[list[Decoded], list[DeadLetter]]:
+    decoded: list[Decoded] = []
+    letters: list[DeadLetter] = []
+    for record in records:
+        item = DeadLetter.of(record, reject) if reject is not None else decode_record(record)
+        if isinstance(item, DeadLetter):
+            letters.append(item)
+        else:
+            decoded.append(item)
+    return decoded, letters
+
+
+class Projector:
+    def __init__(
+        self,
+        store: Store,
+        dead_letters: DeadLetterSink,
+        invalidator: Invalidator,
+        *,
+        retry_backoff: float = 1.0,
+        progress_every: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._heads = HeadCache()
+        self._dead_letters = dead_letters
+        self._invalidator = invalidator
+        self._retry_backoff = retry_backoff
+        self._progress_every = progress_every
+        self.totals = Totals()
+        self._window = Totals()
+        self._window_started = self._last_end = time.monotonic()
+        self._window_first_logged = False
+
+    async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
+        """Apply a consumed batch. Raises `InfrastructureError` (after a backoff) to have it redelivered."""
+        started = time.monotonic()
+        try:
+            try:
+                result = await self.apply(records)
+            except Exception as exc:
+                if not is_data_error(exc):
+                    raise
+                log.warning("Postgres rejected a batch of %d records (%s); isolating the bad one", len(records), exc)
+                result = await self._apply_one_by_one(records)
+        except Exception as exc:
+            log.error(
+                "batch of %d records not applied, retrying in %.1fs: %r",
+                len(records),
+                self._retry_backoff,
+                exc,
+                exc_info=not isinstance(exc, OSError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError),
+            )
+            await asyncio.sleep(self._retry_backoff)
+            raise InfrastructureError(str(exc)) from exc
+        self._account(result, started)
+        return result
+
+    async def apply(self, records: Sequence[RawRecord], *, reject: str | None = None) -> BatchResult:
+        """One transaction: skip what is applied, decode, write per tenant, dead-letter, advance offsets.
+
+        With `reject`, every new record goes to the dead letters with that reason instead.
+        """
+        result = BatchResult(records=len(records))
+        if not records:
+            return result
+        try:
+            async with self._store.batch() as tx:
+                stored = await tx.lock_offsets(sorted(next_offsets(records)))
+                empty = False if self._heads.started else await tx.nothing_projected()
+                self._heads.track(stored, database_was_empty=empty)
+                fresh = [r for r in records if r.offset >= stored[TopicPartition(r.topic, r.partition)]]
+                decoded, letters = _sort(fresh, reject)
+                plans, heads = await self._plan(tx, decoded)
+                letters += [DeadLetter.of(item.record, reason) for plan in plans for item, reason in plan.rejected]
+                await tx.write(plans)
+                if letters:  # acknowledged by Kafka before the offsets commit: a crash re-sends, never loses
+                    await self._dead_letters.publish(letters)
+                advanced = next_offsets(fresh)
+                await tx.advance(advanced)
+        except BaseException:
+            self._heads.reset()  # the commit may or may not have happened
+            raise
+        self._heads.committed(heads, {tp: max(offset, advanced.get(tp, 0)) for tp, offset in stored.items()})
+        result.skipped_offsets = len(records) - len(fresh)
+        result.dead_letters = len(letters)
+        for plan in plans:
+            result.applied += plan.applied
+            result.duplicates += plan.duplicates
+            result.chain_breaks += len(plan.chain_breaks)
+            result.invalidations |= plan.invalidations
+            for broken in plan.chain_breaks:
+                log.warning("hash chain break, applied anyway: %s", broken)
+        for letter in letters:
+            log.warning("dead-lettered %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason)
+        if result.invalidations:
+            result.invalidated = await self._invalidator.invalidate(sorted(result.invalidations))
+        return result
+
+    async def _plan(self, tx: Transaction, decoded: list[Decoded]) -> tuple[list[TenantPlan], dict[str, Head]]:
+        """Per-tenant plans on the current heads (cached, else read); and every head now known."""
+        groups = group_by_tenant(decoded)
+        known: dict[str, Head] = {}
+        wanted: dict[str | None, list[str]] = {}
+        for org_id, items in groups.items():
+            hits, missing = self._heads.lookup({i.envelope.stream for i in items})
+            known.update(hits)
+            if missing:
+                wanted[org_id] = missing
+        if wanted:
+            known.update(await tx.heads(wanted))
+        flag_keys = {i.envelope.flag_key for i in groups.get(None, ()) if i.scope is None}
+        definitions = await tx.definitions(flag_keys) if flag_keys else {}
+        plans = [plan_tenant(org_id, items, known, definitions) for org_id, items in groups.items()]
+        for plan in plans:
+            known.update(plan.heads)
+        return plans, known
+
+    async def _apply_one_by_one(self, records: Sequence[RawRecord]) -> BatchResult:
+        total = BatchResult(records=len(records))
+        for record in records:
+            try:
+                one = await self.apply([record])
+            except Exception as exc:
+                if not is_data_error(exc):
+                    raise
+                one = await self.apply([record], reject=f"rejected by Postgres: {exc}")
+            total.skipped_offsets += one.skipped_offsets
+            total.applied += one.applied
+            total.duplicates += one.duplicates
+            total.chain_breaks += one.chain_breaks
+            total.dead_letters += one.dead_letters
+            total.invalidations |= one.invalidations
+            total.invalidated = total.invalidated and one.invalidated
+        return total
+
+    def _account(self, result: BatchResult, started: float) -> None:
+        """INFO: the first batch after a quiet spell, then a summary every `progress_every` seconds."""
+        now = time.monotonic()
+        self.totals.add(result)
+        quiet = self.totals.batches == 1 or started - self._last_end > self._progress_every
+        if quiet and self._window.batches:
+            self._flush(self._last_end)
+        if self._window.batches == 0:
+            self._window_started = started
+            self._window_first_logged = quiet
+        if quiet:
+            log.info(
+                "applied batch: %d records, %d events applied, %d duplicates, %d dead letters",
+                result.records,
+                result.applied,
+                result.duplicates,
+                result.dead_letters,
+            )
+        self._window.add(result)
+        self._last_end = now
+        if now - self._window_started >= self._progress_every:
+            self._flush(now)
+
+    def _flush(self, end: float) -> None:
+        w = self._window
+        elapsed = max(end - self._window_started, 1e-6)
+        if w.batches > (1 if self._window_first_logged else 0):
+            log.info(
+                "projected %d records (%d applied) in %d batches over %.1fs: %.0f events/s; "
+                "duplicates %d, chain breaks %d, dead letters %d; total applied %d",
+                w.records,
+                w.applied,
+                w.batches,
+                elapsed,
+                w.records / elapsed,
+                w.duplicates,
+                w.chain_breaks,
+                w.dead_letters,
+                self.totals.applied,
+            )
+        self._window = Totals()

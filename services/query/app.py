@@ -1,0 +1,323 @@
+"""The query service's HTTP API (FastAPI), its bootstrap and its error mapping.
+
+Only this module names concrete adapters. The evaluation routes return `Response`
+objects with orjson bodies built from precompiled documents: no pydantic model is
+built per request; the models below only document the answers in OpenAPI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from events import Platform
+from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
+from services.infra.cache_keys import CacheKeys
+from services.infra.postgres import create_pool
+from services.infra.settings import Role, Settings
+from services.query import rendering, validation
+from services.query.adapters import InvalidationListener, PostgresDocuments, RedisDocuments
+from services.query.cache import DocumentCache
+from services.query.errors import InvalidParameter, Unavailable, UnknownFlag
+from services.query.service import QueryService
+
+log = logging.getLogger(__name__)
+JSON = "application/json"
+
+
+# --- documented shapes (OpenAPI only) -------------------------------------------------------------
+
+
+class EventOut(BaseModel):
+    id: str = Field(description="Id of the event that set the value.")
+    stream: str
+    version: int = Field(description="Its version in the stream.")
+    actor: str
+    reason: str
+    occurred_at: str = Field(description="RFC 3339, UTC.")
+
+
+class RolloutOut(BaseModel):
+    percentage: int = Field(description="Share of subjects in the rollout, 0–100.")
+    bucket: int = Field(description="The subject's sticky bucket, 1–100 (`flagcore.bucket`).")
+
+
+class EvaluationOut(BaseModel):
+    flag_key: str
+    value: bool
+    reason: str = Field(description="OpenFeature reason: STATIC, TARGETING_MATCH, SPLIT, DISABLED, DEFAULT, ERROR.")
+    level: str | None = Field(description="user, platform, org or system: the level that decided.")
+    error_code: str | None
+    explanation: str
+    rollout: RolloutOut | None
+    event: EventOut | None
+
+
+class EvaluationsOut(BaseModel):
+    org_id: str
+    flags: list[EvaluationOut]
+
+
+class PlatformsOut(BaseModel):
+    org_id: str
+    enabled: list[Platform]
+
+
+class SystemOut(BaseModel):
+    enabled: bool | None
+    rollout_percentage: int | None
+    version: int
+    event: EventOut
+
+
+class FlagOut(BaseModel):
+    key: str
+    kind: str
+    description: str
+    owner: str | None
+    group: str
+    archived: bool
+    version: int = Field(description="Version of the flag's definition stream.")
+    event: EventOut
+    system: SystemOut | None
+
+
+class FlagsOut(BaseModel):
+    flags: list[FlagOut]
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="Machine-readable code, e.g. `invalid_request`, `unknown_flag`.")
+    detail: str
+    field: str | None = Field(description="The offending parameter, when there is one.")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorOut, "description": "A malformed org id, flag key, platform or user id."},
+    503: {"model": ErrorOut, "description": "Postgres is unreachable."},
+}
+
+OrgPath = Annotated[
+    str, Path(description="Organisation id.", json_schema_extra={"pattern": ORG_ID_PATTERN}, examples=["acme"])
+]
+FlagPath = Annotated[
+    str,
+    Path(description="Flag key.", json_schema_extra={"pattern": FLAG_KEY_PATTERN}, examples=["ai.insights.enabled"]),
+]
+PlatformQuery = Annotated[
+    str | None,
+    Query(description="Evaluate for one of the org's platforms.", json_schema_extra={"enum": [*Platform]}),
+]
+UserQuery = Annotated[
+    str | None,
+    Query(description="Evaluate for one user of the org.", json_schema_extra={"pattern": USER_ID_PATTERN}),
+]
+
+
+class JSONBytes(JSONResponse):
+    """A JSON response whose body arrives serialised (by orjson): nothing to validate or encode.
+
+    A `JSONResponse` so that OpenAPI documents the route's `response_model` as its body.
+    """
+
+    def render(self, content: Any) -> bytes:
+        assert isinstance(content, bytes)
+        return content
+
+
+def _json(body: bytes, status: int = 200) -> Response:
+    return JSONBytes(body, status_code=status)
+
+
+# --- the app ------------------------------------------------------------------------------------------
+
+
+class Runtime:
+    """What the lifespan connects (or, in tests, what was handed in already wired)."""
+
+    def __init__(self, settings: Settings, service: QueryService | None = None) -> None:
+        self.settings = settings
+        self.service = service
+        self.ping: Callable[[], Awaitable[bool]] | None = None if service is None else _always_ready
+        self._given = service is not None
+
+    @asynccontextmanager
+    async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        if self._given:
+            yield
+            return
+        s = self.settings
+        keys = CacheKeys(s.redis_prefix)
+        try:
+            pool = await create_pool(s, Role.QUERY, min_size=2, max_size=10)
+        except (OSError, asyncpg.PostgresError) as exc:  # serve (503s) and report not ready until it is up
+            log.error("Postgres unreachable at start: %r", exc)
+            pool = await create_pool(s, Role.QUERY, min_size=0, max_size=10)
+        redis: Redis | None = None
+        listener: asyncio.Task[None] | None = None
+        if s.query_cache:
+            redis = Redis.from_url(
+                s.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 1)
+            )
+            cache = DocumentCache(RedisDocuments(redis), ttl=s.cache_ttl_seconds)
+            listener = asyncio.create_task(InvalidationListener(redis, keys, cache).run())
+        else:
+            cache = DocumentCache(None, ttl=s.cache_ttl_seconds, local=False)
+            log.warning("caching is off (FLAGS_QUERY_CACHE=false): every document is read from Postgres")
+        source = PostgresDocuments(pool)
+        self.ping = source.ping
+        self.service = QueryService(cache, source, keys)
+        try:
+            yield
+        finally:
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
+            if redis is not None:
+                await redis.aclose()
+            await pool.close()
+
+
+async def _always_ready() -> bool:
+    return True
+
+
+def create_app(settings: Settings, *, service: QueryService | None = None) -> FastAPI:
+    """The HTTP app; its lifespan connects Postgres and Redis unless a wired `service` is given."""
+    runtime = Runtime(settings, service)
+    app = FastAPI(
+        title="flagstream query",
+        version="1.0.0",
+        summary="Evaluate feature flags for an org, platform and user, with where each value came from.",
+        lifespan=runtime.lifespan,
+    )
+
+    def service() -> QueryService:
+        assert runtime.service is not None, "lifespan not started"
+        return runtime.service
+
+    @app.get(
+        "/v1/orgs/{org_id}/flags/{flag_key}",
+        response_model=EvaluationOut,
+        response_class=JSONBytes,
+        responses={404: {"model": ErrorOut, "description": "No such flag (`unknown_flag`)."}, **ERRORS},
+        summary="Evaluate one flag",
+    )
+    async def evaluate_flag(
+        org_id: OrgPath, flag_key: FlagPath, platform: PlatformQuery = None, user: UserQuery = None
+    ) -> Response:
+        org = validation.org_id(org_id)
+        key = validation.flag_key(flag_key)
+        p = validation.platform(platform)
+        u = validation.user_id(user)
+        result = await service().evaluate(org, key, platform=p, user_id=u)
+        return _json(rendering.dumps(rendering.evaluation(result)))
+
+    @app.get(
+        "/v1/orgs/{org_id}/flags",
+        response_model=EvaluationsOut,
+        response_class=JSONBytes,
+        responses=ERRORS,
+        summary="Evaluate every flag",
+    )
+    async def evaluate_flags(org_id: OrgPath, platform: PlatformQuery = None, user: UserQuery = None) -> Response:
+        org = validation.org_id(org_id)
+        p = validation.platform(platform)
+        u = validation.user_id(user)
+        results = await service().evaluate_all(org, platform=p, user_id=u)
+        return _json(rendering.dumps({"org_id": org, "flags": [rendering.evaluation(e) for e in results]}))
+
+    @app.get(
+        "/v1/orgs/{org_id}/platforms",
+        response_model=PlatformsOut,
+        response_class=JSONBytes,
+        responses=ERRORS,
+        summary="The org's enabled ad platforms",
+    )
+    async def platforms(org_id: OrgPath, user: UserQuery = None) -> Response:
+        org = validation.org_id(org_id)
+        u = validation.user_id(user)
+        enabled = await service().enabled_platforms(org, user_id=u)
+        return _json(rendering.dumps({"org_id": org, "enabled": [p.value for p in enabled]}))
+
+    @app.get(
+        "/v1/flags",
+        response_model=FlagsOut,
+        response_class=JSONBytes,
+        responses={503: ERRORS[503]},
+        summary="Flag definitions with their system defaults and versions",
+    )
+    async def flags() -> Response:
+        return _json((await service().catalog()).listing)
+
+    @app.get("/healthz", summary="The process is up")
+    async def healthz() -> Response:
+        return _json(b'{"status":"ok"}')
+
+    @app.get("/readyz", summary="Postgres is reachable (Redis is reported, but only a cache)")
+    async def readyz() -> Response:
+        if runtime.ping is None or runtime.service is None:
+            return _json(rendering.dumps({"status": "starting"}), 503)
+        postgres = await runtime.ping()
+        body = {
+            "status": "ready" if postgres else "unavailable",
+            "postgres": postgres,
+            "redis": runtime.service.cache.online,
+        }
+        return _json(rendering.dumps(body), 200 if postgres else 503)
+
+    _install_error_handlers(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(InvalidParameter)
+    async def invalid(_: Request, exc: InvalidParameter) -> Response:
+        return _json(rendering.error("invalid_request", exc.detail, exc.field), 422)
+
+    @app.exception_handler(UnknownFlag)
+    async def unknown(_: Request, exc: UnknownFlag) -> Response:
+        return _json(rendering.error("unknown_flag", str(exc), "flag_key", flag_key=exc.flag_key), 404)
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(_: Request, exc: Unavailable) -> Response:
+        log.warning("answering 503: %s", exc)
+        body = rendering.error("unavailable", f"{exc.dependency} is unavailable", None, dependency=exc.dependency)
+        return _json(body, 503)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(_: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = first.get("loc") or ("request",)
+        return _json(rendering.error("invalid_request", str(first.get("msg", "invalid request")), str(loc[-1])), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _json(rendering.error(code, str(exc.detail)), exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def internal(_: Request, exc: Exception) -> Response:
+        log.exception("unexpected error")
+        return _json(rendering.error("internal_error", "unexpected error; see the service log"), 500)
+
+
+def app_from_env() -> FastAPI:
+    """Factory for granian: settings from the `FLAGS_*` environment."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return create_app(Settings())

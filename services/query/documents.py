@@ -1,0 +1,203 @@
+"""The three cached documents and their compiled, ready-to-evaluate forms. Pure: no I/O.
+
+A document is JSON (what Redis stores): the catalogue (definitions and system
+defaults), one org's org- and platform-level overrides, one user's overrides.
+`*_document(rows)` builds it from read-model rows; `compile_*` parses it once into
+the `flagcore` structures evaluation reads, so a cached request does no parsing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from events import FlagKind, definition_stream
+from flagcore import Catalog, Definition, EventRef, Setting
+
+Row = Mapping[str, Any]
+
+
+def event_block(ref: EventRef | None) -> dict[str, Any] | None:
+    """The `event` block of an answer: which event set the value."""
+    if ref is None:
+        return None
+    return {
+        "id": ref.event_id,
+        "stream": ref.stream,
+        "version": ref.version,
+        "actor": ref.actor,
+        "reason": ref.reason,
+        "occurred_at": ref.occurred_at,
+    }
+
+
+def _event_json(stream: str, row: Row) -> dict[str, Any]:
+    return {
+        "id": str(row["event_id"]),
+        "stream": stream,
+        "version": row["version"],
+        "actor": row["actor"],
+        "reason": row["reason"],
+        "occurred_at": row["updated_at"],
+    }
+
+
+def _ref(doc: Mapping[str, Any]) -> EventRef:
+    occurred = doc["occurred_at"]
+    return EventRef(
+        event_id=doc["id"],
+        stream=doc["stream"],
+        version=doc["version"],
+        actor=doc["actor"],
+        reason=doc["reason"],
+        occurred_at=occurred if isinstance(occurred, datetime) else datetime.fromisoformat(occurred),
+    )
+
+
+def _setting_json(row: Row) -> dict[str, Any]:
+    return {
+        "flag_key": row["flag_key"],
+        "enabled": row["enabled"],
+        "rollout_percentage": row["rollout_percentage"],
+        "event": _event_json(row["stream"], row),
+    }
+
+
+def _setting(doc: Mapping[str, Any]) -> Setting:
+    return Setting(doc["enabled"], doc["rollout_percentage"], _ref(doc["event"]))
+
+
+def dumps(document: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(document, option=orjson.OPT_UTC_Z)
+
+
+# --- the catalogue --------------------------------------------------------------------------
+
+
+def catalog_document(flag_rows: Iterable[Row], system_rows: Iterable[Row]) -> dict[str, Any]:
+    """Rows of `flags` and `system_defaults` → the catalogue document."""
+    return {
+        "flags": [
+            {
+                "key": r["flag_key"],
+                "kind": r["kind"],
+                "description": r["description"],
+                "owner": r["owner"],
+                "group": r["grp"],
+                "archived": r["archived"],
+                "event": _event_json(definition_stream(r["flag_key"]), r),
+            }
+            for r in sorted(flag_rows, key=lambda r: r["flag_key"])
+        ],
+        "system": [_setting_json(r) for r in sorted(system_rows, key=lambda r: r["flag_key"])],
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledCatalog:
+    catalog: Catalog
+    listing: bytes  # the body of GET /v1/flags
+
+
+def compile_catalog(raw: bytes) -> CompiledCatalog:
+    doc = orjson.loads(raw)
+    catalog = Catalog()
+    for f in doc["flags"]:
+        catalog.definitions[f["key"]] = Definition(
+            key=f["key"],
+            kind=FlagKind(f["kind"]),
+            description=f["description"],
+            owner=f["owner"],
+            group=f["group"],
+            archived=f["archived"],
+            source=_ref(f["event"]),
+        )
+    for s in doc["system"]:
+        catalog.system[s["flag_key"]] = _setting(s)
+    system = {s["flag_key"]: s for s in doc["system"]}
+    listing = {
+        "flags": [
+            {
+                "key": f["key"],
+                "kind": f["kind"],
+                "description": f["description"],
+                "owner": f["owner"],
+                "group": f["group"],
+                "archived": f["archived"],
+                "version": f["event"]["version"],
+                "event": f["event"],
+                "system": None
+                if f["key"] not in system
+                else {
+                    "enabled": system[f["key"]]["enabled"],
+                    "rollout_percentage": system[f["key"]]["rollout_percentage"],
+                    "version": system[f["key"]]["event"]["version"],
+                    "event": system[f["key"]]["event"],
+                },
+            }
+            for f in doc["flags"]
+        ]
+    }
+    return CompiledCatalog(catalog, orjson.dumps(listing))
+
+
+# --- an org's overrides ------------------------------------------------------------------------
+
+
+def org_document(org_id: str, rows: Iterable[Row]) -> dict[str, Any]:
+    """Org- and platform-level `overrides` rows of one org → its document (may be empty)."""
+    org, platform = [], []
+    for r in sorted(rows, key=lambda r: (r["level"], r["platform"], r["flag_key"])):
+        if r["level"] == "org":
+            org.append(_setting_json(r))
+        elif r["level"] == "platform":
+            platform.append({"platform": r["platform"], **_setting_json(r)})
+    return {"org_id": org_id, "org": org, "platform": platform}
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledOrg:
+    org_id: str
+    org: dict[str, Setting] = field(default_factory=dict)
+    platform: dict[tuple[str, str], Setting] = field(default_factory=dict)  # (platform, flag)
+
+
+def compile_org(raw: bytes) -> CompiledOrg:
+    doc = orjson.loads(raw)
+    return CompiledOrg(
+        doc["org_id"],
+        {s["flag_key"]: _setting(s) for s in doc["org"]},
+        {(s["platform"], s["flag_key"]): _setting(s) for s in doc["platform"]},
+    )
+
+
+# --- a user's overrides -------------------------------------------------------------------------
+
+
+def user_document(org_id: str, user_id: str, rows: Iterable[Row]) -> dict[str, Any]:
+    """User-level `overrides` rows of one user → the document (usually empty: cached all the same)."""
+    return {
+        "org_id": org_id,
+        "user_id": user_id,
+        "user": [_setting_json(r) for r in sorted(rows, key=lambda r: r["flag_key"])],
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledUser:
+    org_id: str
+    user_id: str
+    user: dict[tuple[str, str], Setting] = field(default_factory=dict)  # (user, flag)
+
+
+NO_USER: dict[tuple[str, str], Setting] = {}
+
+
+def compile_user(raw: bytes) -> CompiledUser:
+    doc = orjson.loads(raw)
+    user_id = doc["user_id"]
+    return CompiledUser(doc["org_id"], user_id, {(user_id, s["flag_key"]): _setting(s) for s in doc["user"]})
