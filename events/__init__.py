@@ -3,10 +3,15 @@
 from events.changes import (
     CHANGE_TYPES,
     AnyChange,
+    ApiKeyCreated,
+    ApiKeyExpirySet,
+    ApiKeyRevoked,
     Change,
     FlagArchived,
+    FlagChange,
     FlagDefined,
     FlagUpdated,
+    KeyChange,
     OrgOverrideCleared,
     OrgOverrideSet,
     PlatformOverrideCleared,
@@ -15,13 +20,14 @@ from events.changes import (
     SystemDefaultSet,
     UserOverrideCleared,
     UserOverrideSet,
+    key_stream,
 )
 from events.cloudevents import Record, from_record, to_record
 from events.codec import decode
 from events.envelope import GENESIS_HASH, Actor, Envelope, canonical_json, hash_of, seal
 from events.errors import DecodeError, EventError
 from events.scope import SYSTEM_PARTITION_KEY, Scope, definition_stream
-from events.vocabulary import RESOLUTION_ORDER, FlagKind, Level, Platform
+from events.vocabulary import RESOLUTION_ORDER, FlagKind, KeyRole, Level, Platform
 
 __all__ = [
     "CHANGE_TYPES",
@@ -30,14 +36,20 @@ __all__ = [
     "SYSTEM_PARTITION_KEY",
     "Actor",
     "AnyChange",
+    "ApiKeyCreated",
+    "ApiKeyExpirySet",
+    "ApiKeyRevoked",
     "Change",
     "DecodeError",
     "Envelope",
     "EventError",
     "FlagArchived",
+    "FlagChange",
     "FlagDefined",
     "FlagKind",
     "FlagUpdated",
+    "KeyChange",
+    "KeyRole",
     "Level",
     "OrgOverrideCleared",
     "OrgOverrideSet",
@@ -55,6 +67,7 @@ __all__ = [
     "definition_stream",
     "from_record",
     "hash_of",
+    "key_stream",
     "seal",
     "to_record",
 ]

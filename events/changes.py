@@ -8,17 +8,35 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from events.scope import Scope, definition_stream
-from events.vocabulary import FlagKey, FlagKind, Level, OrgId, Percentage, Platform, UserId
+from events.scope import SYSTEM_PARTITION_KEY, Scope, definition_stream
+from events.vocabulary import FlagKey, FlagKind, KeyRole, Level, OrgId, Percentage, Platform, UserId
 
 
 class Change(BaseModel):
-    """Base of every event body."""
+    """Base of every event body: it names its stream, its tenant and its Kafka key."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     SCHEMA_VERSION: ClassVar[int] = 1
+
+    @property
+    def stream(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def tenant(self) -> str | None:
+        """The organisation the change belongs to; None for system-wide changes."""
+        raise NotImplementedError
+
+    @property
+    def partition_key(self) -> str:
+        tenant = self.tenant
+        return SYSTEM_PARTITION_KEY if tenant is None else tenant
+
+
+class FlagChange(Change):
+    """A change to a flag: its definition (no scope) or its setting at one scope."""
 
     flag_key: FlagKey
 
@@ -33,15 +51,15 @@ class Change(BaseModel):
         return definition_stream(self.flag_key) if scope is None else scope.stream(self.flag_key)
 
     @property
-    def partition_key(self) -> str:
+    def tenant(self) -> str | None:
         scope = self.scope
-        return Scope.system().partition_key if scope is None else scope.partition_key
+        return None if scope is None else scope.org_id
 
 
 # --- flag definitions -------------------------------------------------------
 
 
-class FlagDefined(Change):
+class FlagDefined(FlagChange):
     """A new flag exists. v1 had no kind, owner or group (see upcasting)."""
 
     SCHEMA_VERSION: ClassVar[int] = 2
@@ -52,7 +70,7 @@ class FlagDefined(Change):
     group: str = Field(min_length=1, max_length=64)
 
 
-class FlagUpdated(Change):
+class FlagUpdated(FlagChange):
     """A flag's descriptive attributes changed (the full new set is carried)."""
 
     type: Literal["FlagUpdated"] = "FlagUpdated"
@@ -62,7 +80,7 @@ class FlagUpdated(Change):
     group: str = Field(min_length=1, max_length=64)
 
 
-class FlagArchived(Change):
+class FlagArchived(FlagChange):
     """The flag is retired: it evaluates off everywhere and takes no new settings."""
 
     type: Literal["FlagArchived"] = "FlagArchived"
@@ -71,7 +89,7 @@ class FlagArchived(Change):
 # --- settings at a level ----------------------------------------------------
 
 
-class SystemDefaultSet(Change):
+class SystemDefaultSet(FlagChange):
     type: Literal["SystemDefaultSet"] = "SystemDefaultSet"
     enabled: bool
 
@@ -80,7 +98,7 @@ class SystemDefaultSet(Change):
         return Scope.system()
 
 
-class OrgOverrideSet(Change):
+class OrgOverrideSet(FlagChange):
     type: Literal["OrgOverrideSet"] = "OrgOverrideSet"
     org_id: OrgId
     enabled: bool
@@ -90,7 +108,7 @@ class OrgOverrideSet(Change):
         return Scope.org(self.org_id)
 
 
-class OrgOverrideCleared(Change):
+class OrgOverrideCleared(FlagChange):
     type: Literal["OrgOverrideCleared"] = "OrgOverrideCleared"
     org_id: OrgId
 
@@ -99,7 +117,7 @@ class OrgOverrideCleared(Change):
         return Scope.org(self.org_id)
 
 
-class PlatformOverrideSet(Change):
+class PlatformOverrideSet(FlagChange):
     type: Literal["PlatformOverrideSet"] = "PlatformOverrideSet"
     org_id: OrgId
     platform: Platform
@@ -110,7 +128,7 @@ class PlatformOverrideSet(Change):
         return Scope.for_platform(self.org_id, self.platform)
 
 
-class PlatformOverrideCleared(Change):
+class PlatformOverrideCleared(FlagChange):
     type: Literal["PlatformOverrideCleared"] = "PlatformOverrideCleared"
     org_id: OrgId
     platform: Platform
@@ -120,7 +138,7 @@ class PlatformOverrideCleared(Change):
         return Scope.for_platform(self.org_id, self.platform)
 
 
-class UserOverrideSet(Change):
+class UserOverrideSet(FlagChange):
     type: Literal["UserOverrideSet"] = "UserOverrideSet"
     org_id: OrgId
     user_id: UserId
@@ -131,7 +149,7 @@ class UserOverrideSet(Change):
         return Scope.user(self.org_id, self.user_id)
 
 
-class UserOverrideCleared(Change):
+class UserOverrideCleared(FlagChange):
     type: Literal["UserOverrideCleared"] = "UserOverrideCleared"
     org_id: OrgId
     user_id: UserId
@@ -141,7 +159,7 @@ class UserOverrideCleared(Change):
         return Scope.user(self.org_id, self.user_id)
 
 
-class RolloutPercentageSet(Change):
+class RolloutPercentageSet(FlagChange):
     """A sticky percentage at one level; `percentage=None` removes the rollout."""
 
     type: Literal["RolloutPercentageSet"] = "RolloutPercentageSet"
@@ -161,6 +179,44 @@ class RolloutPercentageSet(Change):
         return Scope(self.level, self.org_id, self.platform, self.user_id)
 
 
+# --- API keys -------------------------------------------------------------------
+
+
+class KeyChange(Change):
+    """A change to an API key. The secret never travels: only the command store holds its hash."""
+
+    key_id: str = Field(pattern=r"^[0-9a-f]{16}$")
+    org_id: OrgId | None = Field(description="The key's org scope; None for a system-wide key.")
+
+    @property
+    def stream(self) -> str:
+        return key_stream(self.key_id)
+
+    @property
+    def tenant(self) -> str | None:
+        return self.org_id
+
+
+class ApiKeyCreated(KeyChange):
+    type: Literal["ApiKeyCreated"] = "ApiKeyCreated"
+    name: str = Field(min_length=1, max_length=100)
+    role: KeyRole
+    expires_at: AwareDatetime | None = None
+
+
+class ApiKeyRevoked(KeyChange):
+    type: Literal["ApiKeyRevoked"] = "ApiKeyRevoked"
+
+
+class ApiKeyExpirySet(KeyChange):
+    type: Literal["ApiKeyExpirySet"] = "ApiKeyExpirySet"
+    expires_at: AwareDatetime | None
+
+
+def key_stream(key_id: str) -> str:
+    return f"key/{key_id}"
+
+
 AnyChange = Annotated[
     FlagDefined
     | FlagUpdated
@@ -172,7 +228,10 @@ AnyChange = Annotated[
     | PlatformOverrideCleared
     | UserOverrideSet
     | UserOverrideCleared
-    | RolloutPercentageSet,
+    | RolloutPercentageSet
+    | ApiKeyCreated
+    | ApiKeyRevoked
+    | ApiKeyExpirySet,
     Field(discriminator="type"),
 ]
 
@@ -190,5 +249,8 @@ CHANGE_TYPES: dict[str, type[Change]] = {
         UserOverrideSet,
         UserOverrideCleared,
         RolloutPercentageSet,
+        ApiKeyCreated,
+        ApiKeyRevoked,
+        ApiKeyExpirySet,
     )
 }

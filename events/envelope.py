@@ -44,7 +44,7 @@ class Envelope(BaseModel):
     sequence: int = Field(ge=1, description="Global order assigned by the command store.")
     occurred_at: AwareDatetime
     org_id: str | None
-    flag_key: FlagKey
+    flag_key: FlagKey | None = Field(description="The flag changed; None for API key events.")
     actor: Actor
     reason: Reason
     previous: dict[str, Any] | None = Field(description="Value of the stream before the change.")
@@ -60,12 +60,11 @@ class Envelope(BaseModel):
 
     @model_validator(mode="after")
     def _agrees_with_data(self) -> Envelope:
-        scope = self.data.scope
         expected = {
             "type": self.data.type,
             "stream": self.data.stream,
-            "flag_key": self.data.flag_key,
-            "org_id": None if scope is None else scope.org_id,
+            "flag_key": getattr(self.data, "flag_key", None),
+            "org_id": self.data.tenant,
         }
         for name, value in expected.items():
             if getattr(self, name) != value:
@@ -113,8 +112,8 @@ def seal(
         "version": version,
         "sequence": sequence,
         "occurred_at": occurred_at,
-        "org_id": None if data.scope is None else data.scope.org_id,
-        "flag_key": data.flag_key,
+        "org_id": data.tenant,
+        "flag_key": getattr(data, "flag_key", None),
         "actor": actor,
         "reason": reason,
         "previous": previous,

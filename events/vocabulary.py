@@ -45,6 +45,15 @@ class FlagKind(StrEnum):
     PERMISSION = "permission"
 
 
+class KeyRole(StrEnum):
+    """What an API key may do (see `services.auth.policy`)."""
+
+    SYSTEM_ADMIN = "system-admin"
+    ORG_ADMIN = "org-admin"
+    AUDITOR = "auditor"
+    EVALUATOR = "evaluator"
+
+
 FLAG_KEY_PATTERN = r"^[a-z][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)*$"
 ORG_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+:-]{0,127}$"

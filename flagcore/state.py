@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from events import Envelope, Level
+from events import Envelope, FlagChange, Level
 from flagcore.model import Catalog, Definition, EventRef, Setting, TenantRules
 from flagcore.transitions import transition
 
@@ -44,8 +44,10 @@ class FlagState:
         return True
 
     def _place(self, envelope: Envelope, value: dict[str, Any] | None) -> None:
-        source = EventRef.of(envelope)
         change = envelope.data
+        if not isinstance(change, FlagChange):
+            return  # API key events are in the log, but evaluation never reads them
+        source = EventRef.of(envelope)
         scope = change.scope
         key = change.flag_key
         if scope is None:

@@ -3,9 +3,13 @@ command side (to record previous → new) and the fold (to rebuild state)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from events import (
+    ApiKeyCreated,
+    ApiKeyExpirySet,
+    ApiKeyRevoked,
     Change,
     FlagArchived,
     FlagDefined,
@@ -61,7 +65,27 @@ def transition(previous: Value, change: Change) -> Value:
             if enabled is None and change.percentage is None:
                 return None
             return {"enabled": enabled, "rollout_percentage": change.percentage}
+        case ApiKeyCreated():
+            if previous is not None:
+                raise InvalidTransition(f"key {change.key_id} already exists")
+            return {
+                "name": change.name,
+                "role": change.role.value,
+                "org_id": change.org_id,
+                "expires_at": _instant(change.expires_at),
+                "revoked": False,
+            }
+        case ApiKeyRevoked() | ApiKeyExpirySet():
+            if previous is None or previous.get("revoked"):
+                raise InvalidTransition(f"key {change.key_id} does not exist or is revoked")
+            if isinstance(change, ApiKeyRevoked):
+                return {**previous, "revoked": True}
+            return {**previous, "expires_at": _instant(change.expires_at)}
     raise InvalidTransition(f"unknown change {type(change).__name__}")
+
+
+def _instant(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
 def _require_live_definition(previous: Value, change: Change) -> None:

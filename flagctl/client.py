@@ -17,8 +17,9 @@ class ApiError(Exception):
 
 
 class Client:
-    def __init__(self, command_url: str, query_url: str, *, timeout: float = 10.0) -> None:
-        self._http = httpx.Client(timeout=timeout)
+    def __init__(self, command_url: str, query_url: str, *, key: str | None = None, timeout: float = 10.0) -> None:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._http = httpx.Client(timeout=timeout, headers=headers)
         self.command_url = command_url.rstrip("/")
         self.query_url = query_url.rstrip("/")
 

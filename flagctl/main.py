@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -27,7 +28,7 @@ class UsageError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    client = Client(args.command_url, args.query_url)
+    client = Client(args.command_url, args.query_url, key=_api_key(args.key))
     try:
         return int(args.handler(client, args))
     except ApiError as exc:
@@ -50,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--query-url", default=os.environ.get("FLAGS_QUERY_URL", "http://127.0.0.1:8082"),
         help="query service (env FLAGS_QUERY_URL)",
     )
-    parser.add_argument("--actor", default=os.environ.get("FLAGS_ACTOR", os.environ.get("USER", "flagctl")))
+    parser.add_argument(
+        "--key", help="API key (default: env FLAGS_API_KEY, else the bootstrap admin key file of this host)"
+    )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     p = sub.add_parser("set", help="set a value and/or rollout at a level (system when no --org)")
@@ -105,11 +108,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one event per line")
     p.set_defaults(handler=cmd_audit)
 
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(required=True, metavar="ACTION")
+    p = keys.add_parser("create", help="create a key and print it (shown once)")
+    p.add_argument("--role", required=True, choices=["system-admin", "org-admin", "auditor", "evaluator"])
+    p.add_argument("--org", help="the org it acts for (omit for a system-wide key)")
+    p.add_argument("--name", required=True)
+    p.add_argument("--expires", metavar="RFC3339", help="when it stops working, e.g. 2027-01-01T00:00:00Z")
+    p.add_argument("--reason", default="created with flagctl")
+    p.add_argument("--json", action="store_true", help="print {id, key, ...} as JSON")
+    p.set_defaults(handler=cmd_keys_create)
+    p = keys.add_parser("list", help="list keys (never the keys themselves)")
+    p.add_argument("--org")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_keys_list)
+    p = keys.add_parser("revoke", help="revoke a key by id; effective within a second")
+    p.add_argument("key_id")
+    p.add_argument("--reason", default="revoked with flagctl")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_keys_revoke)
+
     catalog = sub.add_parser("catalog", help="the seed catalogue").add_subparsers(required=True, metavar="ACTION")
     p = catalog.add_parser("load", help="define the 34 seed flags and their system defaults (idempotent)")
     p.add_argument("--reason", default="seed catalogue")
     p.set_defaults(handler=cmd_catalog_load)
     return parser
+
+
+def _api_key(given: str | None) -> str | None:
+    """--key, then FLAGS_API_KEY, then the key file `scripts/up` wrote for this host's user."""
+    if given:
+        return given
+    if os.environ.get("FLAGS_API_KEY"):
+        return os.environ["FLAGS_API_KEY"]
+    path = Path(os.environ.get("FLAGS_ADMIN_KEY_FILE") or Path.home() / ".config" / "flagstream" / "admin.key")
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _percentage(text: str) -> int:
@@ -152,7 +187,7 @@ def _scope_path(args: argparse.Namespace) -> str:
 
 
 def _base_body(args: argparse.Namespace) -> dict[str, Any]:
-    body: dict[str, Any] = {"reason": args.reason, "actor": args.actor}
+    body: dict[str, Any] = {"reason": args.reason}
     if getattr(args, "expect_version", None) is not None:
         body["expected_version"] = args.expect_version
     return body
@@ -266,13 +301,44 @@ def cmd_audit(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_create(client: Client, args: argparse.Namespace) -> int:
+    body = {"name": args.name, "role": args.role, "org_id": args.org, "reason": args.reason}
+    if args.expires:
+        body["expires_at"] = args.expires
+    created = client.command("POST", "/v1/keys", body)
+    if args.json:
+        print(json.dumps(created))
+    else:
+        print(f"created key {created['id']} ({created['role']}, org {created['org_id'] or 'all'}): store it now,")
+        print("it is not shown again:")
+        print(created["key"])
+    return 0
+
+
+def cmd_keys_list(client: Client, args: argparse.Namespace) -> int:
+    query = f"?org={quote(args.org, safe='')}" if args.org else ""
+    for key in client.command("GET", "/v1/keys" + query)["keys"]:
+        if args.json:
+            print(json.dumps(key))
+            continue
+        state = "revoked" if key["revoked_at"] else (f"expires {key['expires_at']}" if key["expires_at"] else "active")
+        print(f"{key['id']}  {key['role']:<12} {key['org_id'] or '(all orgs)':<20} {state:<30} {key['name']}")
+    return 0
+
+
+def cmd_keys_revoke(client: Client, args: argparse.Namespace) -> int:
+    result = client.command("POST", f"/v1/keys/{quote(args.key_id, safe='')}/revoke", {"reason": args.reason})
+    print(json.dumps(result) if args.json else f"key {result['id']} revoked at {result['revoked_at']}")
+    return 0
+
+
 def cmd_catalog_load(client: Client, args: argparse.Namespace) -> int:
     defined = skipped = 0
     total = len(SEED_FLAGS)
     for i, seed in enumerate(SEED_FLAGS, 1):
         body = {
             "key": seed.key, "group": seed.group, "kind": seed.kind.value, "description": seed.description,
-            "owner": seed.owner, "reason": args.reason, "actor": args.actor,
+            "owner": seed.owner, "reason": args.reason,
         }
         try:
             client.command("POST", "/v1/flags", body)
@@ -281,7 +347,7 @@ def cmd_catalog_load(client: Client, args: argparse.Namespace) -> int:
                 raise
             skipped += 1  # already defined: leave its current default alone
         else:
-            system = {"enabled": seed.default_on, "reason": args.reason, "actor": args.actor}
+            system = {"enabled": seed.default_on, "reason": args.reason}
             client.command("PUT", f"/v1/flags/{seed.key}/system", system)
             defined += 1
         print(f"\r[{i}/{total}] {seed.key:<45}", end="", file=sys.stderr, flush=True)

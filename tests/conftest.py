@@ -11,9 +11,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from events import KeyRole
+from services.command.admin_key import create_key
 from services.infra.kafka import ensure_topics
 from services.infra.provision import provision
 from services.infra.settings import Settings
+from tests.support.auth import admin_headers, register_admin_key
 from tests.support.processes import ServiceProcess, free_port
 from tests.support.servers import Servers, real_servers
 
@@ -47,6 +50,8 @@ def make_settings(servers: Servers) -> Iterator[Callable[[], Settings]]:
         )
         asyncio.run(provision(settings))
         asyncio.run(ensure_topics(settings))
+        token = asyncio.run(create_key(settings, role=KeyRole.SYSTEM_ADMIN, name="test admin", reason="test setup"))
+        register_admin_key(settings.pg_database, token)
         made.append(settings)
         return settings
 
@@ -83,6 +88,11 @@ class Stack:
     @property
     def query_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.query_port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Authorization as the database's system admin."""
+        return admin_headers(self.settings)
 
     def stop(self) -> None:
         for service in (self.command, self.projector, self.query):

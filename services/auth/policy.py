@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from events import Actor, KeyRole
 
-class Role(StrEnum):
-    SYSTEM_ADMIN = "system-admin"  # flag definitions, system defaults, kill switches, any org
-    ORG_ADMIN = "org-admin"  # overrides, rollouts and schedules of its own org
-    AUDITOR = "auditor"  # reads the audit trail of its scope, changes nothing
-    EVALUATOR = "evaluator"  # evaluates its own org's flags, nothing else
+# system-admin: flag definitions, system defaults, kill switches, any org
+# org-admin:    overrides, rollouts and schedules of its own org
+# auditor:      reads the audit trail of its scope, changes nothing
+# evaluator:    evaluates its own org's flags, nothing else
+Role = KeyRole
 
 
 class Action(StrEnum):
@@ -54,8 +55,9 @@ class Principal:
     expires_at: datetime | None = None
 
     @property
-    def actor_id(self) -> str:
-        return f"key:{self.key_id}"
+    def actor(self) -> Actor:
+        """How the log records this caller: the key id, and the key's name for people."""
+        return Actor(id=f"key:{self.key_id}", name=self.name)
 
 
 class Forbidden(Exception):

@@ -23,6 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from events import Envelope, Platform, Scope
 from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
 from flagcore import InvalidTransition
+from services.auth.http import Caller, denial_metrics, install_auth_handlers
+from services.auth.policy import Action, Principal, authorize
 from services.command.commands import (
     UNSET,
     AnyCommand,
@@ -32,7 +34,8 @@ from services.command.commands import (
     SetSetting,
     UpdateFlag,
 )
-from services.command.errors import InvalidCommand, StoreUnavailable, UnknownFlag, VersionConflict
+from services.command.errors import InvalidCommand, StoreUnavailable, UnknownFlag, UnknownKey, VersionConflict
+from services.command.key_api import router as key_router
 from services.command.middleware import RequestGuard, error_body
 from services.command.ports import EventStore
 from services.command.schemas import (
@@ -105,9 +108,11 @@ def create_app(
     app.state.relay = None
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     _install_error_handlers(app)
+    install_auth_handlers(app)
     app.include_router(_probes)
     app.include_router(_writes)
     app.include_router(_reads)
+    app.include_router(key_router)
     if store is not None:
         attach(app, store, relay=relay, clock=clock)
     return app
@@ -145,8 +150,9 @@ async def _run(service: CommandService, command: AnyCommand, response: Response)
     return _result(outcome)
 
 
-def _meta(body: Any) -> dict[str, Any]:
-    return {"reason": body.reason, "actor": body.actor, "expected_version": body.expected_version}
+def _meta(body: Any, caller: Principal) -> dict[str, Any]:
+    """Why (from the body) and who (from the key, never from the body)."""
+    return {"reason": body.reason, "actor": caller.actor, "expected_version": body.expected_version}
 
 
 def _given(body: Any, name: str) -> Any:
@@ -154,80 +160,94 @@ def _given(body: Any, name: str) -> Any:
 
 
 @_writes.post("/flags", status_code=201, response_model=ChangeResult, summary="Define a flag")
-async def define_flag(body: DefineFlagRequest, service: Service, response: Response) -> ChangeResult:
+async def define_flag(body: DefineFlagRequest, service: Service, caller: Caller, response: Response) -> ChangeResult:
+    authorize(caller, Action.MANAGE_FLAGS)
     command = DefineFlag(
         flag_key=body.key,
         group=body.group,
         kind=body.kind,
         description=body.description,
         owner=body.owner,
-        **_meta(body),
+        **_meta(body, caller),
     )
     return await _run(service, command, response)
 
 
 @_writes.patch("/flags/{flag_key}", status_code=201, response_model=ChangeResult, summary="Update a flag")
 async def update_flag(
-    flag_key: FlagKeyPath, body: UpdateFlagRequest, service: Service, response: Response
+    flag_key: FlagKeyPath, body: UpdateFlagRequest, service: Service, caller: Caller, response: Response
 ) -> ChangeResult:
+    authorize(caller, Action.MANAGE_FLAGS)
     command = UpdateFlag(
         flag_key=flag_key,
         kind=_given(body, "kind"),
         description=_given(body, "description"),
         owner=_given(body, "owner"),
         group=_given(body, "group"),
-        **_meta(body),
+        **_meta(body, caller),
     )
     return await _run(service, command, response)
 
 
 @_writes.post("/flags/{flag_key}/archive", status_code=201, response_model=ChangeResult, summary="Archive a flag")
 async def archive_flag(
-    flag_key: FlagKeyPath, body: ArchiveFlagRequest, service: Service, response: Response
+    flag_key: FlagKeyPath, body: ArchiveFlagRequest, service: Service, caller: Caller, response: Response
 ) -> ChangeResult:
-    return await _run(service, ArchiveFlag(flag_key=flag_key, **_meta(body)), response)
+    authorize(caller, Action.MANAGE_FLAGS)
+    return await _run(service, ArchiveFlag(flag_key=flag_key, **_meta(body, caller)), response)
 
 
 async def _set(
-    scope: Scope, flag_key: str, body: SettingRequest, service: CommandService, response: Response
+    scope: Scope, flag_key: str, body: SettingRequest, service: CommandService, caller: Principal, response: Response
 ) -> ChangeResult:
+    _authorize_scope(caller, scope)
     command = SetSetting(
         scope=scope,
         flag_key=flag_key,
         enabled=_given(body, "enabled"),
         rollout_percentage=_given(body, "rollout_percentage"),
-        **_meta(body),
+        **_meta(body, caller),
     )
     return await _run(service, command, response)
 
 
 async def _clear(
-    scope: Scope, flag_key: str, body: ClearRequest, service: CommandService, response: Response
+    scope: Scope, flag_key: str, body: ClearRequest, service: CommandService, caller: Principal, response: Response
 ) -> ChangeResult:
-    return await _run(service, ClearOverride(scope=scope, flag_key=flag_key, **_meta(body)), response)
+    _authorize_scope(caller, scope)
+    return await _run(service, ClearOverride(scope=scope, flag_key=flag_key, **_meta(body, caller)), response)
+
+
+def _authorize_scope(caller: Principal, scope: Scope) -> None:
+    if scope.org_id is None:
+        authorize(caller, Action.MANAGE_FLAGS)
+    else:
+        authorize(caller, Action.CHANGE_OVERRIDES, org_id=scope.org_id)
 
 
 @_writes.put("/flags/{flag_key}/system", status_code=201, response_model=ChangeResult, summary="Set the system default")
-async def set_system(flag_key: FlagKeyPath, body: SettingRequest, service: Service, response: Response) -> ChangeResult:
-    return await _set(Scope.system(), flag_key, body, service, response)
+async def set_system(
+    flag_key: FlagKeyPath, body: SettingRequest, service: Service, caller: Caller, response: Response
+) -> ChangeResult:
+    return await _set(Scope.system(), flag_key, body, service, caller, response)
 
 
 @_writes.put(
     "/orgs/{org_id}/flags/{flag_key}", status_code=201, response_model=ChangeResult, summary="Set an org override"
 )
 async def set_org(
-    org_id: OrgPath, flag_key: FlagKeyPath, body: SettingRequest, service: Service, response: Response
+    org_id: OrgPath, flag_key: FlagKeyPath, body: SettingRequest, service: Service, caller: Caller, response: Response
 ) -> ChangeResult:
-    return await _set(Scope.org(org_id), flag_key, body, service, response)
+    return await _set(Scope.org(org_id), flag_key, body, service, caller, response)
 
 
 @_writes.delete(
     "/orgs/{org_id}/flags/{flag_key}", status_code=201, response_model=ChangeResult, summary="Clear an org override"
 )
 async def clear_org(
-    org_id: OrgPath, flag_key: FlagKeyPath, body: ClearRequest, service: Service, response: Response
+    org_id: OrgPath, flag_key: FlagKeyPath, body: ClearRequest, service: Service, caller: Caller, response: Response
 ) -> ChangeResult:
-    return await _clear(Scope.org(org_id), flag_key, body, service, response)
+    return await _clear(Scope.org(org_id), flag_key, body, service, caller, response)
 
 
 @_writes.put(
@@ -242,9 +262,10 @@ async def set_platform(
     flag_key: FlagKeyPath,
     body: SettingRequest,
     service: Service,
+    caller: Caller,
     response: Response,
 ) -> ChangeResult:
-    return await _set(Scope.for_platform(org_id, platform), flag_key, body, service, response)
+    return await _set(Scope.for_platform(org_id, platform), flag_key, body, service, caller, response)
 
 
 @_writes.delete(
@@ -259,9 +280,10 @@ async def clear_platform(
     flag_key: FlagKeyPath,
     body: ClearRequest,
     service: Service,
+    caller: Caller,
     response: Response,
 ) -> ChangeResult:
-    return await _clear(Scope.for_platform(org_id, platform), flag_key, body, service, response)
+    return await _clear(Scope.for_platform(org_id, platform), flag_key, body, service, caller, response)
 
 
 @_writes.put(
@@ -276,9 +298,10 @@ async def set_user(
     flag_key: FlagKeyPath,
     body: SettingRequest,
     service: Service,
+    caller: Caller,
     response: Response,
 ) -> ChangeResult:
-    return await _set(Scope.user(org_id, user_id), flag_key, body, service, response)
+    return await _set(Scope.user(org_id, user_id), flag_key, body, service, caller, response)
 
 
 @_writes.delete(
@@ -293,9 +316,10 @@ async def clear_user(
     flag_key: FlagKeyPath,
     body: ClearRequest,
     service: Service,
+    caller: Caller,
     response: Response,
 ) -> ChangeResult:
-    return await _clear(Scope.user(org_id, user_id), flag_key, body, service, response)
+    return await _clear(Scope.user(org_id, user_id), flag_key, body, service, caller, response)
 
 
 def _result(outcome: Outcome) -> ChangeResult:
@@ -331,7 +355,9 @@ async def get_stream(
         Path(min_length=1, max_length=400, pattern=r"^[^\x00-\x1f\x7f]+$", description="e.g. `org/acme/flag/x`."),
     ],
     service: Service,
+    caller: Caller,
 ) -> StreamValue:
+    _authorize_stream(caller, stream)
     head = await service.stream_head(stream)
     return StreamValue(stream=stream, version=head.version, value=head.value)
 
@@ -343,6 +369,7 @@ async def get_stream(
 )
 async def list_events(
     service: Service,
+    caller: Caller,
     org: Annotated[str | None, Query(pattern=ORG_ID_PATTERN, description="Only this org's events.")] = None,
     flag: Annotated[
         str | None, Query(max_length=100, pattern=FLAG_KEY_PATTERN, description="Only this flag's events.")
@@ -350,11 +377,25 @@ async def list_events(
     after: Annotated[int, Query(ge=0, le=2**63 - 1, description="Last sequence already seen.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
+    if caller.org_id is not None:
+        org = org or caller.org_id  # an org-scoped key reads its own org's log
+    authorize(caller, Action.READ_AUDIT, org_id=org)
     events = await service.store.list_events(org=org, flag=flag, after=after, limit=limit)
     next_after = events[-1].sequence if events else after
     # The envelopes go out as the exact stored bytes, so clients can check the hashes.
     body = b'{"events":[' + b",".join(e.body for e in events) + b'],"next_after":%d}' % next_after
     return Response(content=body, media_type="application/json")
+
+
+def _authorize_stream(caller: Principal, stream: str) -> None:
+    """Flag streams are the catalogue; org streams belong to their org; key streams to key managers."""
+    kind, _, rest = stream.partition("/")
+    if kind == "flag":
+        authorize(caller, Action.READ_CATALOG)
+    elif kind == "org":
+        authorize(caller, Action.READ_AUDIT, org_id=rest.partition("/")[0])
+    else:
+        authorize(caller, Action.READ_AUDIT, org_id=None)
 
 
 # --- probes --------------------------------------------------------------------------
@@ -408,6 +449,9 @@ async def metrics(request: Request) -> PlainTextResponse:
             "# TYPE flags_relay_kafka_up gauge",
             f"flags_relay_kafka_up {int(status['kafka'] == 'ok')}",
         ]
+    gate = getattr(request.app.state, "auth", None)
+    if gate is not None:
+        lines += denial_metrics(gate)
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
 
@@ -484,6 +528,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UnknownFlag)
     async def unknown(_: Request, exc: UnknownFlag) -> JSONResponse:
         return _json_error(404, "unknown_flag", str(exc), "flag_key", flag_key=exc.flag_key)
+
+    @app.exception_handler(UnknownKey)
+    async def unknown_key(_: Request, exc: UnknownKey) -> JSONResponse:
+        return _json_error(404, "unknown_key", "no such API key", "key_id")
 
     @app.exception_handler(InvalidTransition)
     async def transition(_: Request, exc: InvalidTransition) -> JSONResponse:

@@ -14,10 +14,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from services.auth.authenticator import Authenticator
+from services.auth.http import AuthGate
+from services.auth.postgres import PostgresKeyLookup
 from services.command.api import attach, create_app
 from services.command.errors import StoreUnavailable
+from services.command.key_store import PostgresKeyStore
 from services.command.relay import Relay
 from services.command.store import PostgresEventStore
+from services.http.throttle import FailedAuthThrottle
 from services.infra.kafka import create_producer, ensure_topics
 from services.infra.postgres import create_pool
 from services.infra.settings import Role, Settings
@@ -40,6 +45,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             prepare=lambda: ensure_topics(settings),
         )
         attach(app, store, relay=relay)
+        app.state.keys = PostgresKeyStore(pool)
+        app.state.auth = AuthGate(Authenticator(PostgresKeyLookup(pool)), throttle=FailedAuthThrottle())
         try:
             await store.ping()
         except StoreUnavailable as exc:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final, Literal
 
-from events import FlagKind, Scope, definition_stream
+from events import Actor, FlagKind, Scope, definition_stream
 
 
 class _Unset(Enum):
@@ -25,13 +25,16 @@ UNSET: Final = _Unset.UNSET
 Unset = Literal[_Unset.UNSET]
 
 
+ANONYMOUS = Actor(id="anonymous", name="anonymous")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Command:
     """What every write carries: the flag, why, who, and optionally the version it saw."""
 
     flag_key: str
     reason: str
-    actor: str = "anonymous"
+    actor: Actor = ANONYMOUS
     expected_version: int | None = None
 
     @property

@@ -33,6 +33,14 @@ class UnknownFlag(CommandError):
         self.archived = archived
 
 
+class UnknownKey(CommandError):
+    """No such API key within the caller's reach (the same answer whether it exists elsewhere)."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"no API key {key_id!r}")
+        self.key_id = key_id
+
+
 class InvalidCommand(CommandError):
     """A well-formed request that asks for something the model does not allow."""
 

@@ -61,7 +61,6 @@ class WriteRequest(_Body):
     """What every write carries."""
 
     reason: Reason
-    actor: ActorName = "anonymous"
     expected_version: StrictInt | None = Field(
         default=None,
         ge=0,

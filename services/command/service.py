@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from events import Actor, Envelope, definition_stream
+from events import Envelope, definition_stream
 from flagcore import StreamHead
 from services.command.commands import AnyCommand
 from services.command.errors import VersionConflict
@@ -54,7 +54,7 @@ class CommandService:
             try:
                 envelopes = await self.store.append(
                     changes,
-                    actor=Actor(id=command.actor, name=command.actor),
+                    actor=command.actor,
                     reason=command.reason,
                     expected_version=head.version,
                     occurred_at=self._clock(),

@@ -120,22 +120,11 @@ class PostgresEventStore:
             # so no setting can commit after the archive that should refuse it.
             lock = "pg_advisory_xact_lock" if defines else "pg_advisory_xact_lock_shared"
             await conn.execute(f"SELECT {lock}($1, hashtext($2))", FLAG_LOCK_SPACE, changes[0].flag_key)
-            head = await _head(conn, stream)
+            head = await read_head(conn, stream)
             chain.check_expected(stream, head, expected_version)
-            definition = head if defines else await _head(conn, chain.definition_of(changes))
+            definition = head if defines else await read_head(conn, chain.definition_of(changes))
             chain.check_flag(changes, definition)
-            rows = await conn.fetch("SELECT nextval('event_sequence') AS s FROM generate_series(1, $1)", len(changes))
-            envelopes = chain.seal_changes(
-                changes,
-                head,
-                sequences=sorted(r["s"] for r in rows),
-                actor=actor,
-                reason=reason,
-                occurred_at=occurred_at,
-            )
-            await conn.executemany(_INSERT, [_row(e) for e in envelopes])
-            await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
-        return envelopes
+            return await write_events(conn, changes, head, actor=actor, reason=reason, occurred_at=occurred_at)
 
     # --- the outbox --------------------------------------------------------------
 
@@ -201,7 +190,29 @@ class PostgresRelayLease:
             self._conn.terminate()
 
 
-async def _head(conn: asyncpg.Connection, stream: str) -> StreamHead:
+async def write_events(
+    conn: asyncpg.Connection,
+    changes: Sequence[Change],
+    head: StreamHead,
+    *,
+    actor: Actor,
+    reason: str,
+    occurred_at: datetime,
+) -> list[Envelope]:
+    """Seal `changes` onto `head` and insert them, inside the caller's transaction.
+
+    The outbox notification is sent in the same transaction, so it fires on commit.
+    """
+    rows = await conn.fetch("SELECT nextval('event_sequence') AS s FROM generate_series(1, $1)", len(changes))
+    envelopes = chain.seal_changes(
+        changes, head, sequences=sorted(r["s"] for r in rows), actor=actor, reason=reason, occurred_at=occurred_at
+    )
+    await conn.executemany(_INSERT, [_row(e) for e in envelopes])
+    await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+    return envelopes
+
+
+async def read_head(conn: asyncpg.Connection, stream: str) -> StreamHead:
     row = await conn.fetchrow(_HEAD, stream)
     return chain.EMPTY_HEAD if row is None else chain.head_from_body(*row)
 

@@ -18,7 +18,7 @@ from uuid import UUID
 
 import orjson
 
-from events import GENESIS_HASH, SYSTEM_PARTITION_KEY, DecodeError, Envelope, FlagKind, Level, Scope, from_record
+from events import GENESIS_HASH, DecodeError, Envelope, FlagChange, FlagKind, Level, Scope, from_record
 from flagcore import InvalidTransition, transition
 
 MAX_INT4 = 2**31 - 1
@@ -267,17 +267,21 @@ def _json(value: dict[str, Any] | None) -> str | None:
 # --- decoding -------------------------------------------------------------------
 
 
-def decode_record(record: RawRecord) -> Decoded | DeadLetter:
-    """Decode and check one record; never raises for a bad record."""
+def decode_record(record: RawRecord) -> Decoded | DeadLetter | None:
+    """Decode and check one record; never raises for a bad record.
+
+    None: a sound event the read models do not hold (API key events).
+    """
     try:
         if record.value is not None and b"\\u0000" in record.value and NUL_ESCAPE.search(record.value):
             raise DecodeError("contains a NUL character, which Postgres cannot store")
         envelope = from_record(record.value, record.headers or ())
-        scope = envelope.data.scope
-        key = SYSTEM_PARTITION_KEY if scope is None else scope.partition_key
-        if record.key != key.encode():
+        if record.key != envelope.partition_key.encode():
             # Per-stream order holds only if every event of an org is keyed (so partitioned) by it.
             raise DecodeError(f"record key {record.key!r} is not the event's partition key")
+        if not isinstance(envelope.data, FlagChange):
+            return None
+        scope = envelope.data.scope
         value = _checked_value(envelope, scope)
     except DecodeError as exc:
         return DeadLetter.of(record, exc.reason)

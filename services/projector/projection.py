@@ -106,7 +106,7 @@ def _sort(records: Sequence[RawRecord], reject: str | None) -> tuple[list[Decode
         item = DeadLetter.of(record, reject) if reject is not None else decode_record(record)
         if isinstance(item, DeadLetter):
             letters.append(item)
-        else:
+        elif item is not None:
             decoded.append(item)
     return decoded, letters
 

@@ -26,6 +26,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events import Platform
 from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
+from services.auth.authenticator import Authenticator
+from services.auth.http import AuthGate, Caller, install_auth_handlers
+from services.auth.policy import Action, authorize
+from services.auth.postgres import PostgresKeyLookup
+from services.http.throttle import FailedAuthThrottle
 from services.infra.cache_keys import CacheKeys
 from services.infra.postgres import create_pool
 from services.infra.settings import Role, Settings
@@ -154,6 +159,7 @@ class Runtime:
         self.service = service
         self.ping: Callable[[], Awaitable[bool]] | None = None if service is None else _always_ready
         self._given = service is not None
+        self.app: FastAPI | None = None
 
     @asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
@@ -180,6 +186,8 @@ class Runtime:
             log.warning("caching is off (FLAGS_QUERY_CACHE=false): every document is read from Postgres")
         source = PostgresDocuments(pool)
         self.ping = source.ping
+        if self.app is not None and self.app.state.auth is None:
+            self.app.state.auth = AuthGate(Authenticator(PostgresKeyLookup(pool)), throttle=FailedAuthThrottle())
         self.service = QueryService(cache, source, keys)
         try:
             yield
@@ -197,8 +205,8 @@ async def _always_ready() -> bool:
     return True
 
 
-def create_app(settings: Settings, *, service: QueryService | None = None) -> FastAPI:
-    """The HTTP app; its lifespan connects Postgres and Redis unless a wired `service` is given."""
+def create_app(settings: Settings, *, service: QueryService | None = None, auth: AuthGate | None = None) -> FastAPI:
+    """The HTTP app; its lifespan connects Postgres and Redis unless a wired `service` (and `auth`) is given."""
     runtime = Runtime(settings, service)
     app = FastAPI(
         title="flagstream query",
@@ -219,9 +227,10 @@ def create_app(settings: Settings, *, service: QueryService | None = None) -> Fa
         summary="Evaluate one flag",
     )
     async def evaluate_flag(
-        org_id: OrgPath, flag_key: FlagPath, platform: PlatformQuery = None, user: UserQuery = None
+        caller: Caller, org_id: OrgPath, flag_key: FlagPath, platform: PlatformQuery = None, user: UserQuery = None
     ) -> Response:
         org = validation.org_id(org_id)
+        authorize(caller, Action.EVALUATE, org_id=org)
         key = validation.flag_key(flag_key)
         p = validation.platform(platform)
         u = validation.user_id(user)
@@ -235,8 +244,11 @@ def create_app(settings: Settings, *, service: QueryService | None = None) -> Fa
         responses=ERRORS,
         summary="Evaluate every flag",
     )
-    async def evaluate_flags(org_id: OrgPath, platform: PlatformQuery = None, user: UserQuery = None) -> Response:
+    async def evaluate_flags(
+        caller: Caller, org_id: OrgPath, platform: PlatformQuery = None, user: UserQuery = None
+    ) -> Response:
         org = validation.org_id(org_id)
+        authorize(caller, Action.EVALUATE, org_id=org)
         p = validation.platform(platform)
         u = validation.user_id(user)
         results = await service().evaluate_all(org, platform=p, user_id=u)
@@ -249,8 +261,9 @@ def create_app(settings: Settings, *, service: QueryService | None = None) -> Fa
         responses=ERRORS,
         summary="The org's enabled ad platforms",
     )
-    async def platforms(org_id: OrgPath, user: UserQuery = None) -> Response:
+    async def platforms(caller: Caller, org_id: OrgPath, user: UserQuery = None) -> Response:
         org = validation.org_id(org_id)
+        authorize(caller, Action.EVALUATE, org_id=org)
         u = validation.user_id(user)
         enabled = await service().enabled_platforms(org, user_id=u)
         return _json(rendering.dumps({"org_id": org, "enabled": [p.value for p in enabled]}))
@@ -262,7 +275,8 @@ def create_app(settings: Settings, *, service: QueryService | None = None) -> Fa
         responses={503: ERRORS[503]},
         summary="Flag definitions with their system defaults and versions",
     )
-    async def flags() -> Response:
+    async def flags(caller: Caller) -> Response:
+        authorize(caller, Action.READ_CATALOG)
         return _json((await service().catalog()).listing)
 
     @app.get("/healthz", summary="The process is up")
@@ -281,7 +295,10 @@ def create_app(settings: Settings, *, service: QueryService | None = None) -> Fa
         }
         return _json(rendering.dumps(body), 200 if postgres else 503)
 
+    app.state.auth = auth
+    runtime.app = app
     _install_error_handlers(app)
+    install_auth_handlers(app)
     return app
 
 

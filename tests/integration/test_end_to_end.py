@@ -21,6 +21,7 @@ from flagcore import FlagState, evaluate, fold
 from services.infra.postgres import set_tenant
 from services.infra.settings import Role, Settings
 from tests.conftest import Stack, start_stack
+from tests.support.auth import admin_key
 
 pytestmark = pytest.mark.integration
 
@@ -52,14 +53,14 @@ def ensure_flag(http: httpx.Client, stack: Stack, key: str = KEY) -> None:
 
 
 def put(http: httpx.Client, url: str, **body: object) -> dict:
-    response = http.put(url, json={"reason": "e2e", "actor": "tester", **body})
+    response = http.put(url, json={"reason": "e2e", **body})
     assert response.status_code in (200, 201), response.text
     return response.json()
 
 
 @pytest.fixture
-def http() -> httpx.Client:
-    with httpx.Client(timeout=10) as client:
+def http(stack: Stack) -> httpx.Client:
+    with httpx.Client(timeout=10, headers=stack.headers) as client:
         yield client
 
 
@@ -75,7 +76,7 @@ def test_a_change_made_over_http_is_what_the_query_service_answers(stack: Stack,
     assert got["reason"] == "TARGETING_MATCH"
     assert got["event"]["id"] == event["event_id"]
     assert got["event"]["version"] == event["version"] == 1
-    assert got["event"]["actor"] == "tester"
+    assert got["event"]["actor"] == "test admin"  # the key's name: the actor comes from the key
     # another platform of the same org is untouched
     assert answer(http, url, platform="meta")["level"] != "platform"
 
@@ -118,7 +119,7 @@ def test_racing_admins_exactly_one_wins(stack: Stack, http, org_id) -> None:
     put(http, url, enabled=True)
 
     async def race() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with httpx.AsyncClient(timeout=10, headers=stack.headers) as client:
             bodies = [{"enabled": False, "reason": "a", "expected_version": 1},
                       {"rollout_percentage": 10, "reason": "b", "expected_version": 1}]
             return await asyncio.gather(*(client.put(url, json=b) for b in bodies))
@@ -130,7 +131,8 @@ def test_racing_admins_exactly_one_wins(stack: Stack, http, org_id) -> None:
 
 
 def test_flagctl_loads_the_catalogue_and_explains(stack: Stack, org_id) -> None:
-    env = {**os.environ, "FLAGS_COMMAND_URL": stack.command_url, "FLAGS_QUERY_URL": stack.query_url}
+    env = {**os.environ, "FLAGS_COMMAND_URL": stack.command_url, "FLAGS_QUERY_URL": stack.query_url,
+           "FLAGS_API_KEY": admin_key(stack.settings)}
 
     def flagctl(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -142,7 +144,7 @@ def test_flagctl_loads_the_catalogue_and_explains(stack: Stack, org_id) -> None:
     again = flagctl("catalog", "load")
     assert again.returncode == 0 and "0 flags defined" in again.stdout and "34 already present" in again.stdout
 
-    changed = flagctl("--actor", "ops", "set", "ai.insights.enabled", "--org", org_id, "--platform", "tiktok",
+    changed = flagctl("set", "ai.insights.enabled", "--org", org_id, "--platform", "tiktok",
                       "--off", "--reason", "pilot paused", "--json")
     assert changed.returncode == 0, changed.stderr
     event_id = json.loads(changed.stdout)["events"][0]["event_id"]
@@ -159,7 +161,7 @@ def test_flagctl_loads_the_catalogue_and_explains(stack: Stack, org_id) -> None:
     audit = flagctl("audit", "--org", org_id, "--json")
     lines = [json.loads(line) for line in audit.stdout.splitlines()]
     assert [(e["type"], e["reason"], e["actor"]["name"]) for e in lines] == [
-        ("PlatformOverrideSet", "pilot paused", "ops")
+        ("PlatformOverrideSet", "pilot paused", "test admin")
     ]
 
     stale = flagctl("set", "ai.insights.enabled", "--org", org_id, "--platform", "tiktok", "--on",
@@ -222,7 +224,7 @@ def test_projector_killed_mid_stream_ends_equal_to_a_fresh_replay(make_settings,
     orgs = [f"kill-{i}" for i in range(6)]
     changed = 0
     try:
-        with httpx.Client(timeout=10) as http:
+        with httpx.Client(timeout=10, headers=stack.headers) as http:
             ensure_flag(http, stack)
             ensure_flag(http, stack, "platform.meta.enabled")
             for i in range(240):
@@ -235,12 +237,12 @@ def test_projector_killed_mid_stream_ends_equal_to_a_fresh_replay(make_settings,
                 if i == 180:
                     stack.projector.start()
         log = asyncio.run(_read_log(settings))
-        assert len(log) == changed + 2  # the two definitions, then every change the API reported
+        assert len(log) == changed + 3  # the admin key, the two definitions, then every change reported
         expected = _folded_overrides(fold(log))
         wait_for(lambda: asyncio.run(_projected_overrides(settings, orgs)) == expected, timeout=30,
                  what="projection to equal the replay")
         state = fold(log)
-        with httpx.Client(timeout=10) as http:
+        with httpx.Client(timeout=10, headers=stack.headers) as http:
             for org in orgs:
                 for user in ("u0", "u3", "someone"):
                     got = answer(http, f"{stack.query_url}/v1/orgs/{org}/flags/{KEY}", platform="meta", user=user)

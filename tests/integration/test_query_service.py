@@ -17,6 +17,7 @@ from events import Envelope, Level, Platform
 from flagcore import bucket, evaluate, fold
 from services.infra.settings import Settings
 from tests.integration.test_projector_service import publish_and_wait
+from tests.support.auth import admin_headers
 from tests.support.processes import ServiceProcess, free_port
 from tests.unit.test_projector_eventlog import EventLog
 
@@ -73,7 +74,9 @@ async def world(settings: Settings, services: Path) -> World:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.query_port}", timeout=10) as client:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{settings.query_port}", timeout=10, headers=admin_headers(settings)
+    ) as client:
         yield client
 
 
@@ -177,7 +180,9 @@ async def test_with_redis_unreachable_answers_come_from_postgres(
     )
     process = query_process(no_redis, services, "query-no-redis")
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{no_redis.query_port}", timeout=10) as degraded:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{no_redis.query_port}", timeout=10, headers=admin_headers(settings)
+        ) as degraded:
             for params in ({"platform": "tiktok", "user": "u-1"}, {"platform": "tiktok"}, {}, {"user": "u-9"}):
                 for _ in range(2):  # the second time must not come from a stale in-process copy either
                     assert await evaluation(degraded, "q-acme", **params) == await evaluation(http, "q-acme", **params)

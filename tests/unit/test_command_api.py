@@ -15,9 +15,11 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from events import Platform, decode
+from services.auth.policy import Role
 from services.command.api import create_app
 from services.command.memory import InMemoryEventStore
 from services.infra.settings import Settings
+from tests.support.auth import MemoryKeys, bearer, memory_gate
 
 KEY = "ai.insights.enabled"
 ORG = "acme"
@@ -35,9 +37,18 @@ def store() -> InMemoryEventStore:
 
 
 @pytest.fixture
-async def client(store: InMemoryEventStore) -> AsyncIterator[httpx.AsyncClient]:
+def keys() -> MemoryKeys:
+    return MemoryKeys()
+
+
+@pytest.fixture
+async def client(store: InMemoryEventStore, keys: MemoryKeys) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(SETTINGS, store=store)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://command") as c:
+    app.state.auth = memory_gate(keys)
+    admin = keys.issue(Role.SYSTEM_ADMIN, name="ops")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://command", headers=bearer(admin)
+    ) as c:
         yield c
 
 
@@ -123,11 +134,22 @@ async def test_every_write_route(defined: httpx.AsyncClient) -> None:
         assert [e["type"] for e in response.json()["events"]] == types, (method, url)
 
 
-async def test_actor_and_reason_are_recorded(defined: httpx.AsyncClient, store: InMemoryEventStore) -> None:
-    await defined.put(f"/v1/orgs/{ORG}/flags/{KEY}", json={"enabled": True, "reason": "  pilot  ", "actor": "ops"})
+async def test_the_actor_is_the_key_and_the_reason_is_recorded(
+    defined: httpx.AsyncClient, store: InMemoryEventStore, keys: MemoryKeys
+) -> None:
+    await defined.put(f"/v1/orgs/{ORG}/flags/{KEY}", json={"enabled": True, "reason": "  pilot  "})
     (stored,) = await store.list_events(org=ORG)
     envelope = decode(stored.body)
-    assert (envelope.actor.name, envelope.reason) == ("ops", "pilot")
+    (admin_id,) = keys.records
+    assert (envelope.actor.id, envelope.actor.name, envelope.reason) == (f"key:{admin_id}", "ops", "pilot")
+
+
+async def test_an_actor_in_the_body_is_refused_not_believed(
+    defined: httpx.AsyncClient, store: InMemoryEventStore
+) -> None:
+    response = await defined.put(f"/v1/orgs/{ORG}/flags/{KEY}", json={"enabled": True, "reason": "x", "actor": "ceo"})
+    assert response.status_code == 422 and response.json()["field"] == "actor"
+    assert await store.list_events(org=ORG) == []
 
 
 async def test_events_are_listed_as_the_stored_bytes(defined: httpx.AsyncClient, store: InMemoryEventStore) -> None:
@@ -233,10 +255,9 @@ INVALID_BODIES = [
     pytest.param(URL, body(enabled=True, colour="red"), "colour", id="extra-field"),
     pytest.param(URL, body(enabled=True, expected_version=-1), "expected_version", id="negative-version"),
     pytest.param(URL, body(enabled=True, expected_version="1"), "expected_version", id="version-string"),
-    pytest.param(URL, body(enabled=True, actor=""), "actor", id="blank-actor"),
+    pytest.param(URL, body(enabled=True, actor="ops"), "actor", id="actor-from-body"),
     pytest.param(URL, body(), None, id="nothing-to-set"),
     pytest.param(URL, {"enabled": True, "reason": "a\u0000b"}, "reason", id="nul-in-reason"),
-    pytest.param(URL, body(enabled=True, actor="x\u0000"), "actor", id="nul-in-actor"),
     pytest.param(URL, body(enabled=True, expected_version=2**31), "expected_version", id="huge-version"),
     pytest.param("/v1/flags", body(key="a.b", group="g", description="\u0000"), "description", id="nul-in-description"),
     pytest.param(URL, [1, 2], None, id="not-an-object"),
@@ -360,7 +381,12 @@ async def test_an_unexpected_failure_is_a_generic_500_and_is_logged(
             raise RuntimeError("secret internals at /srv/db")
 
     app = create_app(SETTINGS, store=Broken())
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://command") as client:
+    keys = MemoryKeys()
+    app.state.auth = memory_gate(keys)
+    headers = bearer(keys.issue(Role.SYSTEM_ADMIN))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://command", headers=headers
+    ) as client:
         with caplog.at_level(logging.ERROR):
             response = await client.put(URL, json=body(enabled=True))
     error = assert_error(response, 500, "internal_error")
@@ -434,7 +460,12 @@ class SyncClient:
     def __init__(self, store: InMemoryEventStore) -> None:
         self._runner = asyncio.Runner()
         app = create_app(SETTINGS, store=store)
-        self._client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://command")
+        keys = MemoryKeys()
+        app.state.auth = memory_gate(keys)
+        self._client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://command",
+            headers=bearer(keys.issue(Role.SYSTEM_ADMIN)),
+        )
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         return self._runner.run(self._client.request(method, url, **kwargs))

@@ -10,6 +10,7 @@ import pytest_asyncio
 
 from events import Level, Platform
 from flagcore import FlagState, bucket, fold
+from services.auth.policy import Role
 from services.infra.cache_keys import CacheKeys
 from services.infra.settings import Settings
 from services.query.app import create_app
@@ -17,6 +18,7 @@ from services.query.cache import DocumentCache
 from services.query.documents import catalog_document, dumps, org_document, user_document
 from services.query.errors import Unavailable
 from services.query.service import QueryService
+from tests.support.auth import MemoryKeys, bearer, memory_gate
 from tests.unit.test_projector_eventlog import EventLog
 from tests.unit.test_query_documents import catalog_rows, override_rows
 
@@ -74,8 +76,11 @@ def source() -> StateSource:
 async def client(source: StateSource) -> AsyncIterator[httpx.AsyncClient]:
     """The app in process (its lifespan has nothing to connect: the service comes wired)."""
     service = QueryService(DocumentCache(None, ttl=60, local=False), source, CacheKeys("t"))
-    transport = httpx.ASGITransport(app=create_app(Settings(), service=service), raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://query.test") as c:
+    keys = MemoryKeys()
+    app = create_app(Settings(), service=service, auth=memory_gate(keys))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    headers = bearer(keys.issue(Role.SYSTEM_ADMIN))
+    async with httpx.AsyncClient(transport=transport, base_url="http://query.test", headers=headers) as c:
         yield c
 
 

@@ -1,0 +1,113 @@
+"""Turning an `Authorization: Bearer` header into a `Principal`, fast and revocable.
+
+Verified key records are cached in-process for `ttl` seconds (default 0.5 s),
+so a revocation or expiry written by any replica is honoured by every replica
+within a second, while the hot path costs one dict lookup and one SHA-256.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from services.auth.keys import matches, parse_key_id
+from services.auth.policy import Principal, Role
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    key_id: str
+    name: str
+    role: Role
+    org_id: str | None
+    secret_hash: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class KeyLookup(Protocol):
+    async def find_key(self, key_id: str) -> KeyRecord | None: ...
+
+    async def touch_key(self, key_id: str, at: datetime) -> None:
+        """Record that the key was used (best effort)."""
+        ...
+
+
+class Unauthenticated(Exception):
+    """No usable key. The detail never says which part was wrong beyond what the caller sent."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class Authenticator:
+    def __init__(
+        self,
+        lookup: KeyLookup,
+        *,
+        ttl: float = 0.5,
+        touch_every: float = 60.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._lookup = lookup
+        self._ttl = ttl
+        self._touch_every = touch_every
+        self._monotonic = monotonic
+        self._now = now
+        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._touched: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise Unauthenticated("an API key is required: send `Authorization: Bearer <key>`")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("use `Authorization: Bearer <key>`")
+        token = token.strip()
+        key_id = parse_key_id(token)
+        record = await self._record(key_id) if key_id is not None else None
+        if record is None or not matches(token, record.secret_hash):
+            raise Unauthenticated("invalid API key")
+        now = self._now()
+        if record.revoked_at is not None and record.revoked_at <= now:
+            raise Unauthenticated("this API key has been revoked")
+        if record.expires_at is not None and record.expires_at <= now:
+            raise Unauthenticated("this API key has expired")
+        self._maybe_touch(record.key_id, now)
+        return Principal(record.key_id, record.name, record.role, record.org_id, record.expires_at)
+
+    async def _record(self, key_id: str) -> KeyRecord | None:
+        at = self._monotonic()
+        cached = self._cache.get(key_id)
+        if cached is not None and at - cached[0] < self._ttl:
+            return cached[1]
+        record = await self._lookup.find_key(key_id)
+        if len(self._cache) > 100_000:
+            self._cache.clear()  # bounded: unknown ids sent by a prober must not grow memory
+        self._cache[key_id] = (at, record)
+        return record
+
+    def _maybe_touch(self, key_id: str, now: datetime) -> None:
+        at = self._monotonic()
+        if at - self._touched.get(key_id, float("-inf")) < self._touch_every:
+            return
+        self._touched[key_id] = at
+        task = asyncio.get_running_loop().create_task(self._touch(key_id, now))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _touch(self, key_id: str, now: datetime) -> None:
+        try:
+            await self._lookup.touch_key(key_id, now)
+        except Exception as exc:  # last-used is informative; never fail a request over it
+            log.warning("could not record last use of key %s: %s", key_id, exc)

@@ -1,0 +1,118 @@
+"""Authentication for the FastAPI apps: one dependency, one set of error answers.
+
+401 for a missing, malformed, unknown, revoked or expired key; 403 (one uniform
+body) for a key that may not do what it asked; 429 when a client keeps sending
+bad keys. Every denial is counted and logged, never with the key itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import Annotated, Protocol
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from services.auth.authenticator import Authenticator, Unauthenticated
+from services.auth.policy import Forbidden, Principal
+
+log = logging.getLogger("flagstream.auth")
+
+
+class Throttle(Protocol):
+    def should_block(self, client: str) -> float | None: ...
+
+    def delay_for(self, client: str) -> float: ...
+
+    def record_failure(self, client: str) -> None: ...
+
+    def record_success(self, client: str) -> None: ...
+
+
+class TooManyFailures(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"retry after {retry_after:.0f} s")
+        self.retry_after = retry_after
+
+
+class AuthGate:
+    """What an app holds in `app.state.auth`: the authenticator, the throttle, the denial counts."""
+
+    def __init__(self, authenticator: Authenticator, *, throttle: Throttle | None = None) -> None:
+        self.authenticator = authenticator
+        self.throttle = throttle
+        self.denials: Counter[str] = Counter()
+
+    async def principal(self, request: Request) -> Principal:
+        client = request.client.host if request.client else "unknown"
+        throttle = self.throttle
+        if throttle is not None:
+            blocked = throttle.should_block(client)
+            if blocked is not None:
+                self.denied(request, "throttled", None)
+                raise TooManyFailures(blocked)
+        try:
+            return await self.authenticator.authenticate(request.headers.get("authorization"))
+        except Unauthenticated as exc:
+            self.denied(request, "unauthenticated", exc.detail)
+            if throttle is not None:
+                throttle.record_failure(client)
+                delay = throttle.delay_for(client)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            raise
+
+    def denied(self, request: Request, kind: str, detail: str | None, principal: Principal | None = None) -> None:
+        self.denials[kind] += 1
+        who = f"key {principal.key_id}" if principal else (request.client.host if request.client else "unknown")
+        log.info("denied (%s) %s %s for %s: %s", kind, request.method, request.url.path, who, detail or "")
+
+
+async def _authenticated(request: Request) -> Principal:
+    gate: AuthGate | None = getattr(request.app.state, "auth", None)
+    if gate is None:  # not started yet: fail closed
+        raise Unauthenticated("authentication is not available yet; retry shortly")
+    principal = await gate.principal(request)
+    request.state.principal = principal
+    return principal
+
+
+Caller = Annotated[Principal, Depends(_authenticated)]
+
+
+def install_auth_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Unauthenticated)
+    async def unauthenticated(_: Request, exc: Unauthenticated) -> JSONResponse:
+        return JSONResponse(
+            {"error": "unauthenticated", "detail": exc.detail, "field": None},
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="flagstream"'},
+        )
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> JSONResponse:
+        app.state.auth.denied(request, "forbidden", exc.detail, getattr(request.state, "principal", None))
+        return JSONResponse({"error": "forbidden", "detail": exc.detail, "field": None}, status_code=403)
+
+    @app.exception_handler(TooManyFailures)
+    async def throttled(_: Request, exc: TooManyFailures) -> JSONResponse:
+        seconds = max(1, round(exc.retry_after + 0.5))
+        return JSONResponse(
+            {"error": "rate_limited", "detail": f"too many failed authentications; retry after {seconds} s",
+             "field": None, "retry_after": seconds},
+            status_code=429,
+            headers={"Retry-After": str(seconds)},
+        )
+
+
+def denial_metrics(gate: AuthGate) -> list[str]:
+    """Prometheus lines for the denial counters."""
+    lines = [
+        "# HELP flags_auth_denials_total Requests refused by authentication or authorisation.",
+        "# TYPE flags_auth_denials_total counter",
+    ]
+    for kind in ("unauthenticated", "forbidden", "throttled"):
+        lines.append(f'flags_auth_denials_total{{kind="{kind}"}} {gate.denials[kind]}')
+    return lines
