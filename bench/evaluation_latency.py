@@ -26,6 +26,7 @@ import httpx
 from bench.harness import drop_database, isolated_settings
 from bench.plots import bar_plot
 from tests.conftest import start_stack
+from tests.support.auth import admin_key
 from tests.support.processes import ServiceProcess, free_port
 
 KEY = "ai.insights.enabled"
@@ -50,8 +51,8 @@ def ensure_wrk() -> str:
     return found
 
 
-def wrk(url: str, *, connections: int, seconds: int, script: str | None = None) -> dict[str, float]:
-    args = [ensure_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+def wrk(url: str, *, key: str, connections: int, seconds: int, script: str | None = None) -> dict[str, float]:
+    args = [ensure_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-H", f"Authorization: Bearer {key}"]
     if script:
         path = Path(tempfile.mkstemp(suffix=".lua")[1])
         path.write_text(script)
@@ -66,8 +67,8 @@ def wrk(url: str, *, connections: int, seconds: int, script: str | None = None) 
     return result
 
 
-async def seed(command_url: str) -> None:
-    async with httpx.AsyncClient(timeout=10) as http:
+async def seed(command_url: str, headers: dict[str, str]) -> None:
+    async with httpx.AsyncClient(timeout=10, headers=headers) as http:
         await http.post(f"{command_url}/v1/flags", json={"key": KEY, "group": "ai", "reason": "bench"})
         await http.put(f"{command_url}/v1/flags/{KEY}/system", json={"enabled": False, "reason": "bench"})
         await http.put(f"{command_url}/v1/orgs/{ORG}/flags/{KEY}",
@@ -85,13 +86,14 @@ async def main() -> None:
     stack = start_stack(settings, logs)
     results: dict[str, dict[str, float]] = {}
     try:
-        await seed(stack.command_url)
+        await seed(stack.command_url, stack.headers)
+        key = admin_key(settings)
         await asyncio.sleep(1.0)  # let the projector apply the seed
         hot = f"{stack.query_url}/v1/orgs/{ORG}/flags/{KEY}?platform=tiktok&user=u-42"
-        results["cached, 1 connection"] = wrk(hot, connections=1, seconds=args.seconds)
-        results["cached, 16 connections"] = wrk(hot, connections=16, seconds=args.seconds)
+        results["cached, 1 connection"] = wrk(hot, key=key, connections=1, seconds=args.seconds)
+        results["cached, 16 connections"] = wrk(hot, key=key, connections=16, seconds=args.seconds)
         results["cold user, 1 connection"] = wrk(
-            stack.query_url, connections=1, seconds=args.seconds, script=COLD_USER_LUA)
+            stack.query_url, key=key, connections=1, seconds=args.seconds, script=COLD_USER_LUA)
         port = free_port()
         uncached = ServiceProcess(
             "query", settings.model_copy(update={"query_port": port, "query_cache": False}), logs,
@@ -99,7 +101,7 @@ async def main() -> None:
         try:
             results["no cache, 1 connection"] = wrk(
                 f"http://127.0.0.1:{port}/v1/orgs/{ORG}/flags/{KEY}?platform=tiktok&user=u-42",
-                connections=1, seconds=args.seconds)
+                key=key, connections=1, seconds=args.seconds)
         finally:
             uncached.stop()
     finally:

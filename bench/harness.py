@@ -12,9 +12,12 @@ from pathlib import Path
 
 import asyncpg
 
+from events import KeyRole
+from services.command.admin_key import create_key
 from services.infra.kafka import ensure_topics
 from services.infra.provision import provision
 from services.infra.settings import Settings
+from tests.support.auth import register_admin_key
 from tests.support.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +49,8 @@ async def isolated_settings(label: str, **overrides: object) -> Settings:
     )
     await provision(settings)
     await ensure_topics(settings)
+    token = await create_key(settings, role=KeyRole.SYSTEM_ADMIN, name="bench admin", reason="benchmark")
+    register_admin_key(settings.pg_database, token)
     return settings
 
 

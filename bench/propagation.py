@@ -26,8 +26,8 @@ KEY = "ai.insights.enabled"
 RESULTS = Path(__file__).parent / "results"
 
 
-async def measure(command_url: str, query_url: str, changes: int) -> list[float]:
-    async with httpx.AsyncClient(timeout=10) as http:
+async def measure(command_url: str, query_url: str, changes: int, headers: dict[str, str]) -> list[float]:
+    async with httpx.AsyncClient(timeout=10, headers=headers) as http:
         defined = await http.post(f"{command_url}/v1/flags", json={"key": KEY, "group": "ai", "reason": "bench"})
         defined.raise_for_status()
         samples: list[float] = []
@@ -60,7 +60,7 @@ async def main() -> None:
     settings = await isolated_settings("propagation")
     stack = start_stack(settings, Path(tempfile.mkdtemp()))
     try:
-        samples = await measure(stack.command_url, stack.query_url, args.changes)
+        samples = await measure(stack.command_url, stack.query_url, args.changes, stack.headers)
     finally:
         stack.stop()
         await drop_database(settings)
