@@ -126,6 +126,7 @@ class CORS:
     async def _preflight_answer(
         self, origin: bytes, method: bytes, requested: bytes | None, scope: Scope, receive: Receive, send: Send
     ) -> None:
+        refusal: str | None
         if origin not in self._origins:
             refusal = "origin not allowed"
         elif method not in self._methods:

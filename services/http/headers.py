@@ -42,7 +42,7 @@ _COMMON: tuple[tuple[str, str], ...] = (
     ("cache-control", "no-store"),
 )
 _CSP = b"content-security-policy"
-UNSAFE_INLINE = "'unsafe-inline'"
+_UNSAFE_INLINE = "'unsafe-inline'"
 
 # An inline script is one without a `src` attribute; the browser hashes its text as parsed.
 _SCRIPT = re.compile(rb"<script(\s[^>]*)?>(.*?)</script\s*>", re.IGNORECASE | re.DOTALL)
@@ -75,15 +75,16 @@ FASTAPI_CDN = DocsAssets(
     fonts=("https://fonts.gstatic.com",),
 )
 
-# The assets served by the app itself (`FastAPI(docs_url=None)` plus routes built with
-# `get_swagger_ui_html(swagger_js_url="/static/…", …)` and `get_redoc_html(with_google_fonts=False)`).
+# Assets served by the app itself: `FastAPI(docs_url=None, redoc_url=None)` plus routes built with
+# `get_swagger_ui_html(...)` / `get_redoc_html(..., with_google_fonts=False)` whose `*_url`s all point at
+# the app's own `/static/…` files.
 SELF_HOSTED = DocsAssets(scripts=("'self'",), styles=("'self'",), images=("'self'", "data:"), fonts=("'self'",))
 
 
 class SecurityHeaders:
     """Add the security headers to every HTTP response, and a docs-only CSP on `docs_paths`."""
 
-    __slots__ = ("_api", "_docs", "_docs_paths", "_names", "_templates", "app")
+    __slots__ = ("_api", "_common", "_docs_csp", "_docs_paths", "_names", "app")
 
     def __init__(
         self,
@@ -94,10 +95,10 @@ class SecurityHeaders:
     ) -> None:
         self.app = app
         self._docs_paths = frozenset(docs_paths)
-        self._docs: RawHeaders = [(n.encode(), v.encode()) for n, v in _COMMON]
-        self._api: RawHeaders = [*self._docs, (_CSP, API_CSP.encode())]
+        self._common: RawHeaders = [(n.encode(), v.encode()) for n, v in _COMMON]
+        self._api: RawHeaders = [*self._common, (_CSP, API_CSP.encode())]
         self._names = frozenset(n for n, _ in self._api)
-        self._templates = _docs_policy(docs_assets)
+        self._docs_csp = _docs_policy(docs_assets)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -124,7 +125,7 @@ class SecurityHeaders:
             nonlocal held
             assert held is not None
             policy = self._policy(body)
-            held["headers"] = _merged(held.get("headers", ()), [*self._docs, (_CSP, policy)], self._names)
+            held["headers"] = _merged(held.get("headers", ()), [*self._common, (_CSP, policy)], self._names)
             start, held = held, None
             await send(start)
 
@@ -152,7 +153,7 @@ class SecurityHeaders:
         await self.app(scope, receive, buffering_send)
 
     def _policy(self, page: bytes) -> bytes:
-        scripts, rest = self._templates
+        scripts, rest = self._docs_csp
         return f"default-src 'none'; script-src {_sources(scripts, *_inline_script_hashes(page))}{rest}".encode()
 
 
@@ -165,7 +166,7 @@ def _docs_policy(assets: DocsAssets) -> tuple[tuple[str, ...], str]:
     # Swagger UI and ReDoc set inline styles at run time (ReDoc through styled-components),
     # so styles need 'unsafe-inline'; ReDoc's search runs in a worker built from a blob.
     rest = (
-        f"; style-src {_sources(assets.styles, UNSAFE_INLINE)}"
+        f"; style-src {_sources(assets.styles, _UNSAFE_INLINE)}"
         f"; img-src {_sources(assets.images)}"
         f"; font-src {_sources(assets.fonts)}"
         "; connect-src 'self'; worker-src blob:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -206,6 +207,6 @@ def _route_path(scope: Scope) -> str:
     """The path as the app routes it: without the `root_path` it is mounted under."""
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
-    if root and path.startswith(root):
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
         return path[len(root) :] or "/"
     return path

@@ -372,3 +372,12 @@ async def _no_body() -> Message:
 
 async def _discard(message: Message) -> None:
     return None
+
+
+async def test_a_root_path_is_stripped_only_at_a_segment_boundary() -> None:
+    app = SecurityHeaders(raw_app(headers=[(b"content-type", b"text/html")], chunks=(b"<p></p>",)))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, root_path="/command"), base_url="http://t"
+    ) as client:
+        assert (await client.get("/commandx/docs")).headers["content-security-policy"] == API_CSP
+        assert (await client.get("/command/docs")).headers["content-security-policy"] != API_CSP

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Annotated
 
 import httpx
 import pytest
@@ -56,7 +55,7 @@ def make_app(clock: Clock, slept: list[float]) -> FastAPI:
         return "key-1"
 
     @app.get("/v1/flags")
-    async def flags(key: Annotated[str, Depends(caller)]) -> dict[str, str]:
+    async def flags(key: str = Depends(caller)) -> dict[str, str]:
         return {"key": key}
 
     app.add_exception_handler(HTTPProblem, problem_handler)
