@@ -30,6 +30,7 @@ from events import (
     to_record,
 )
 from flagcore import SEED_FLAGS
+from services.infra.kafka import client_options
 from tests.support.factories import LogBuilder
 from tests.support.processes import ServiceProcess
 
@@ -64,7 +65,7 @@ def synthetic_log(n: int, seed: int = 7) -> LogBuilder:
 
 async def produce(settings, log: LogBuilder) -> None:  # type: ignore[no-untyped-def]
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True, acks="all",
+        **client_options(settings), enable_idempotence=True, acks="all",
         linger_ms=5, max_batch_size=256 * 1024,
     )
     await producer.start()

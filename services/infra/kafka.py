@@ -1,16 +1,80 @@
-"""Kafka plumbing: the topics (created explicitly, infinite retention) and the producer."""
+"""Kafka plumbing: how every client connects, the topics (created explicitly, infinite retention), the producer.
+
+`client_options(settings)` is the one place that turns the `kafka_*` settings into
+aiokafka's connection and security arguments; `broker_security(settings)` says the
+same to a FastStream `KafkaBroker`, which maps it back onto those arguments.
+"""
 
 from __future__ import annotations
 
 import logging
+from ssl import SSLContext
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.helpers import create_ssl_context
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
-from services.infra.settings import Settings
+from services.infra.settings import KafkaSaslMechanism, Settings
+
+__all__ = ["broker_security", "client_options", "create_producer", "ensure_topics"]
 
 log = logging.getLogger(__name__)
 TOPIC_ALREADY_EXISTS = 36
+
+_FASTSTREAM_SASL = {
+    KafkaSaslMechanism.SCRAM_SHA_256: SASLScram256,
+    KafkaSaslMechanism.SCRAM_SHA_512: SASLScram512,
+    KafkaSaslMechanism.PLAIN: SASLPlaintext,
+}
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments that connect any aiokafka client (producer, consumer, admin) to the cluster."""
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": protocol.value,
+    }
+    if protocol.uses_tls:
+        options["ssl_context"] = _ssl_context(settings)
+    if protocol.uses_sasl:
+        username, password = _sasl_credentials(settings)
+        options |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism.value,
+            "sasl_plain_username": username,
+            "sasl_plain_password": password,
+        }
+    return options
+
+
+def broker_security(settings: Settings) -> BaseSecurity | None:
+    """The same settings as a FastStream `security=` object (None: PLAINTEXT, FastStream's default)."""
+    protocol = settings.kafka_security_protocol
+    context = _ssl_context(settings) if protocol.uses_tls else None
+    if protocol.uses_sasl:
+        username, password = _sasl_credentials(settings)
+        sasl = _FASTSTREAM_SASL[settings.kafka_sasl_mechanism]
+        return sasl(username, password, ssl_context=context, use_ssl=protocol.uses_tls)
+    if protocol.uses_tls:
+        return BaseSecurity(ssl_context=context, use_ssl=True)
+    return None
+
+
+def _ssl_context(settings: Settings) -> SSLContext:
+    """Verifies the broker's certificate and host name (against the system CAs when no cafile)."""
+    return create_ssl_context(
+        cafile=settings.kafka_ssl_cafile,
+        certfile=settings.kafka_ssl_certfile,
+        keyfile=settings.kafka_ssl_keyfile,
+    )
+
+
+def _sasl_credentials(settings: Settings) -> tuple[str, str]:
+    # Settings refuses a SASL protocol without both; this only narrows the types.
+    assert settings.kafka_sasl_username is not None and settings.kafka_sasl_password is not None
+    return settings.kafka_sasl_username, settings.kafka_sasl_password.get_secret_value()
 
 
 async def ensure_topics(settings: Settings) -> None:
@@ -18,9 +82,9 @@ async def ensure_topics(settings: Settings) -> None:
 
     Retention is infinite: the change topic is the audit trail.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
+    admin = AIOKafkaAdminClient(**client_options(settings))
     try:
+        await admin.start()  # inside: a refused start (bad credentials) still closes the client
         configs = {"retention.ms": "-1", "cleanup.policy": "delete"}
         response = await admin.create_topics(
             [
@@ -40,7 +104,7 @@ async def ensure_topics(settings: Settings) -> None:
 def create_producer(settings: Settings) -> AIOKafkaProducer:
     """Idempotent, acks=all: a retried send never duplicates or reorders a partition."""
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         enable_idempotence=True,
         acks="all",
         linger_ms=2,

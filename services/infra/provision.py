@@ -19,7 +19,7 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 
 async def provision(settings: Settings) -> None:
-    admin = await asyncpg.connect(settings.pg_admin_url)
+    admin = await asyncpg.connect(settings.pg_admin_dsn())
     try:
         for role in Role:
             password = getattr(settings, f"pg_password_{role.value}")

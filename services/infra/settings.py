@@ -1,11 +1,21 @@
-"""Configuration from the environment (prefix `FLAGS_`), defaults matching `scripts/stack`."""
+"""Configuration from the environment (prefix `FLAGS_`), defaults matching `scripts/stack`.
+
+Transport security (docs/security.md) is off by default, as on the local stack:
+Kafka PLAINTEXT, Postgres `sslmode=prefer` (TLS when the server offers it, unverified),
+Redis as `redis_url` says (`rediss://` for TLS). Secrets never appear in `repr()`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from enum import StrEnum
-from urllib.parse import quote
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+from pydantic import Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REDACTED = "**********"
 
 
 class Role(StrEnum):
@@ -17,25 +27,71 @@ class Role(StrEnum):
     QUERY = "flags_query"
 
 
+class KafkaSecurityProtocol(StrEnum):
+    """aiokafka's `security_protocol`: TLS, SASL authentication, both, or neither."""
+
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+    @property
+    def uses_tls(self) -> bool:
+        return self in (KafkaSecurityProtocol.SSL, KafkaSecurityProtocol.SASL_SSL)
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self in (KafkaSecurityProtocol.SASL_PLAINTEXT, KafkaSecurityProtocol.SASL_SSL)
+
+
+class KafkaSaslMechanism(StrEnum):
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+    PLAIN = "PLAIN"
+
+
+class PgSslMode(StrEnum):
+    """libpq's sslmode values, all six accepted by asyncpg (`?sslmode=` in the DSN)."""
+
+    DISABLE = "disable"
+    ALLOW = "allow"
+    PREFER = "prefer"
+    REQUIRE = "require"
+    VERIFY_CA = "verify-ca"
+    VERIFY_FULL = "verify-full"
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FLAGS_", frozen=True)
+    # hide_input_in_errors: a validation error must not print the passwords it was given.
+    model_config = SettingsConfigDict(env_prefix="FLAGS_", frozen=True, hide_input_in_errors=True)
 
     pg_admin_url: str = "postgresql://postgres:postgres@127.0.0.1:55432/postgres"
     pg_host: str = "127.0.0.1"
     pg_port: int = 55432
     pg_database: str = "flags"
-    pg_password_flags_owner: str = "flags_owner"
-    pg_password_flags_command: str = "flags_command"
-    pg_password_flags_projector: str = "flags_projector"
-    pg_password_flags_query: str = "flags_query"
+    pg_password_flags_owner: str = Field("flags_owner", repr=False)
+    pg_password_flags_command: str = Field("flags_command", repr=False)
+    pg_password_flags_projector: str = Field("flags_projector", repr=False)
+    pg_password_flags_query: str = Field("flags_query", repr=False)
+    # TLS to Postgres, for the service roles' DSNs and for `pg_admin_url` unless it names its own.
+    pg_sslmode: PgSslMode = PgSslMode.PREFER
+    pg_sslrootcert: FilePath | None = None  # CA bundle; verify-ca/verify-full (and require) check against it
 
     kafka_bootstrap: str = "127.0.0.1:59092"
+    kafka_security_protocol: KafkaSecurityProtocol = KafkaSecurityProtocol.PLAINTEXT
+    kafka_sasl_mechanism: KafkaSaslMechanism = KafkaSaslMechanism.SCRAM_SHA_256
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: FilePath | None = None  # None with SSL: the system's CA store
+    kafka_ssl_certfile: FilePath | None = None  # client certificate (mutual TLS), PEM
+    kafka_ssl_keyfile: FilePath | None = None  # its private key, unless inside the certfile
     topic: str = "flags.changes"
     dead_letter_topic: str = "flags.changes.dlq"
     topic_partitions: int = 3
     projector_group: str = "flags-projector"
 
-    redis_url: str = "redis://127.0.0.1:56379/0"
+    redis_url: str = "redis://127.0.0.1:56379/0"  # TLS and password: rediss://:password@host:port/0
+    redis_ssl_ca_certs: FilePath | None = None  # CA bundle for rediss://; None: the system's CA store
     redis_prefix: str = "flags"
     cache_ttl_seconds: int = 3600
     query_cache: bool = True  # False only to measure the uncached path
@@ -45,10 +101,87 @@ class Settings(BaseSettings):
     query_host: str = "127.0.0.1"
     query_port: int = 8082
     max_body_bytes: int = 16 * 1024
+    cors_origins: list[str] = []  # FLAGS_CORS_ORIGINS='["https://admin.example"]'; empty: no cross-origin access
+    command_rate_per_second: float = 20.0  # writes per API key on the command API, refilled continuously
+    command_rate_burst: int = 40  # writes a key may make at once before the rate applies
+
+    @model_validator(mode="after")
+    def _transport_settings_agree(self) -> Settings:
+        """Refuse combinations that would silently run with less security than asked for."""
+        protocol = self.kafka_security_protocol
+        if protocol.uses_sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(f"kafka_security_protocol={protocol} needs kafka_sasl_username and kafka_sasl_password")
+        if not protocol.uses_sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
+            raise ValueError(
+                f"kafka_sasl_username/kafka_sasl_password are set but kafka_security_protocol={protocol} "
+                "does not authenticate; use SASL_PLAINTEXT or SASL_SSL"
+            )
+        ssl_files = [
+            name
+            for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+            if getattr(self, name) is not None
+        ]
+        if ssl_files and not protocol.uses_tls:
+            raise ValueError(
+                f"{', '.join(ssl_files)} set but kafka_security_protocol={protocol} does not use TLS; "
+                "use SSL or SASL_SSL"
+            )
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            raise ValueError("kafka_ssl_keyfile needs kafka_ssl_certfile (the certificate it belongs to)")
+        if self.pg_sslrootcert is not None and self.pg_sslmode not in (
+            PgSslMode.REQUIRE,
+            PgSslMode.VERIFY_CA,
+            PgSslMode.VERIFY_FULL,
+        ):
+            raise ValueError(
+                f"pg_sslrootcert is set but pg_sslmode={self.pg_sslmode} never verifies the server; "
+                "use verify-full (or verify-ca)"
+            )
+        if self.redis_ssl_ca_certs is not None and urlsplit(self.redis_url).scheme != "rediss":
+            raise ValueError("redis_ssl_ca_certs is set but redis_url is not rediss:// (TLS)")
+        return self
 
     def pg_dsn(self, role: Role) -> str:
         password = getattr(self, f"pg_password_{role.value}")
         return (
             f"postgresql://{role.value}:{quote(password, safe='')}"
-            f"@{self.pg_host}:{self.pg_port}/{self.pg_database}"
+            f"@{self.pg_host}:{self.pg_port}/{self.pg_database}?{urlencode(self._pg_ssl_params())}"
         )
+
+    def pg_admin_dsn(self) -> str:
+        """`pg_admin_url` with `pg_sslmode`/`pg_sslrootcert` added, unless the URL names its own."""
+        parts = urlsplit(self.pg_admin_url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        named = {key for key, _ in query}
+        if "sslmode" in named or "ssl" in named:
+            return self.pg_admin_url
+        query += [(k, v) for k, v in self._pg_ssl_params().items() if k not in named]
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+    def _pg_ssl_params(self) -> dict[str, str]:
+        params = {"sslmode": self.pg_sslmode.value}
+        if self.pg_sslrootcert is not None:
+            params["sslrootcert"] = str(self.pg_sslrootcert)
+        return params
+
+    def redis_options(self) -> dict[str, Any]:
+        """Keyword arguments for `Redis.from_url(self.redis_url, ...)` beyond what the URL carries."""
+        if self.redis_ssl_ca_certs is None:
+            return {}
+        return {"ssl_ca_certs": str(self.redis_ssl_ca_certs)}
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # The URLs may carry passwords; the pg_password_* fields are left out (repr=False)
+        # and SecretStr prints stars.
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name in ("pg_admin_url", "redis_url") else value)
+
+
+def redact_url(url: str) -> str:
+    """The URL with the password of its user part replaced by stars."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{hostinfo}"))

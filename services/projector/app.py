@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from services.infra.cache_keys import CacheKeys
-from services.infra.kafka import create_producer, ensure_topics
+from services.infra.kafka import broker_security, create_producer, ensure_topics
 from services.infra.settings import Settings
 from services.projector.adapters import KafkaDeadLetters, RedisInvalidator
 from services.projector.projection import Projector
@@ -55,7 +55,13 @@ class Runtime:
             producer = create_producer(s)
             await producer.start()
             stack.push_async_callback(producer.stop)
-            redis = Redis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 1))
+            redis = Redis.from_url(
+                s.redis_url,
+                **s.redis_options(),
+                socket_timeout=2,
+                socket_connect_timeout=2,
+                retry=Retry(NoBackoff(), 1),
+            )
             stack.push_async_callback(redis.aclose)
             self.store = PostgresStore(pool, s.projector_group)
             self.projector = Projector(
@@ -154,7 +160,12 @@ async def _raw_records(msg: StreamMessage[Any]) -> Any:
 def create_app(settings: Settings) -> FastStream:
     runtime = Runtime(settings)
     # The broker's own per-message access log goes to DEBUG; the projector logs progress.
-    broker = KafkaBroker(settings.kafka_bootstrap, client_id="flagstream-projector", log_level=logging.DEBUG)
+    broker = KafkaBroker(
+        settings.kafka_bootstrap,
+        security=broker_security(settings),
+        client_id="flagstream-projector",
+        log_level=logging.DEBUG,
+    )
     listener = SeekToStoredOffsets(runtime)
     subscriber = broker.subscriber(
         settings.topic,

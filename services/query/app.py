@@ -3,6 +3,10 @@
 Only this module names concrete adapters. The evaluation routes return `Response`
 objects with orjson bodies built from precompiled documents: no pydantic model is
 built per request; the models below only document the answers in OpenAPI.
+
+Around the routes, outermost first: security headers on every answer; CORS for
+the origins in `FLAGS_CORS_ORIGINS` (none by default: no layer at all); the
+last-resort 500, inside them so that even that answer carries the headers.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -30,6 +34,7 @@ from services.auth.authenticator import Authenticator
 from services.auth.http import AuthGate, Caller, install_auth_handlers
 from services.auth.policy import Action, authorize
 from services.auth.postgres import PostgresKeyLookup
+from services.http import CORS, SecurityHeaders, UnhandledErrors
 from services.http.throttle import FailedAuthThrottle
 from services.infra.cache_keys import CacheKeys
 from services.infra.postgres import create_pool
@@ -144,8 +149,8 @@ class JSONBytes(JSONResponse):
         return content
 
 
-def _json(body: bytes, status: int = 200) -> Response:
-    return JSONBytes(body, status_code=status)
+def _json(body: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return JSONBytes(body, status_code=status, headers=headers)
 
 
 # --- the app ------------------------------------------------------------------------------------------
@@ -177,7 +182,11 @@ class Runtime:
         listener: asyncio.Task[None] | None = None
         if s.query_cache:
             redis = Redis.from_url(
-                s.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 1)
+                s.redis_url,
+                **s.redis_options(),
+                socket_timeout=0.5,
+                socket_connect_timeout=0.5,
+                retry=Retry(NoBackoff(), 1),
             )
             cache = DocumentCache(RedisDocuments(redis), ttl=s.cache_ttl_seconds)
             listener = asyncio.create_task(InvalidationListener(redis, keys, cache).run())
@@ -299,6 +308,11 @@ def create_app(settings: Settings, *, service: QueryService | None = None, auth:
     runtime.app = app
     _install_error_handlers(app)
     install_auth_handlers(app)
+    # add_middleware wraps what is there: the last one added sees the request first.
+    app.add_middleware(UnhandledErrors)
+    if settings.cors_origins:
+        app.add_middleware(CORS, origins=settings.cors_origins)
+    app.add_middleware(SecurityHeaders, docs_paths=("/docs", "/redoc", "/docs/oauth2-redirect"))
     return app
 
 
@@ -326,12 +340,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _json(rendering.error(code, str(exc.detail)), exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def internal(_: Request, exc: Exception) -> Response:
-        log.exception("unexpected error")
-        return _json(rendering.error("internal_error", "unexpected error; see the service log"), 500)
+        return _json(rendering.error(code, str(exc.detail)), exc.status_code, headers=exc.headers)
 
 
 def app_from_env() -> FastAPI:

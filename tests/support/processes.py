@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 from services.infra.settings import Settings
 
@@ -24,8 +25,13 @@ def free_port() -> int:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes `Settings()` in a subprocess equal `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLAGS_")}
     for name, value in settings.model_dump().items():
+        if value is None:
+            continue  # unset: the field's default (None), not the string "None"
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         env[f"FLAGS_{name.upper()}"] = str(value)
     return env
 
