@@ -59,6 +59,18 @@ def from_record(value: bytes | None, headers: Iterable[tuple[str, bytes]]) -> En
     """Decode a consumed record; `DecodeError` says what is wrong with it."""
     if value is None:
         raise DecodeError("record has no value")
+    ce = _ce_headers(headers)
+    envelope = decode(value)
+    _check_headers(ce, envelope)
+    return envelope
+
+
+def check_headers(envelope: Envelope, headers: Iterable[tuple[str, bytes]]) -> None:
+    """Raise `DecodeError` unless the headers describe `envelope` (as `from_record` requires)."""
+    _check_headers(_ce_headers(headers), envelope)
+
+
+def _ce_headers(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:
     try:
         ce = {name.lower(): raw.decode() for name, raw in headers}
     except (UnicodeDecodeError, AttributeError) as exc:
@@ -67,9 +79,11 @@ def from_record(value: bytes | None, headers: Iterable[tuple[str, bytes]]) -> En
         raise DecodeError(f"ce_specversion is {ce.get('ce_specversion')!r}, expected '1.0'")
     if not ce.get("ce_id"):
         raise DecodeError("ce_id header is missing")
-    envelope = decode(value)
+    return ce
+
+
+def _check_headers(ce: dict[str, str], envelope: Envelope) -> None:
     if ce["ce_id"] != str(envelope.event_id):
         raise DecodeError("ce_id header differs from the event id")
     if ce.get("ce_type") != ce_type(envelope):
         raise DecodeError(f"ce_type {ce.get('ce_type')!r} differs from the event type")
-    return envelope

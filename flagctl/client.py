@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+
+# A 429 (the command API's per-key write rate, or a client that failed to authenticate)
+# says when to come back; waits beyond this many seconds are reported, not slept through.
+MAX_RETRY_WAIT = 30.0
 
 
 class ApiError(Exception):
@@ -17,9 +23,19 @@ class ApiError(Exception):
 
 
 class Client:
-    def __init__(self, command_url: str, query_url: str, *, key: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        command_url: str,
+        query_url: str,
+        *,
+        key: str | None = None,
+        timeout: float = 10.0,
+        sleep: Callable[[float], None] = time.sleep,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._http = httpx.Client(timeout=timeout, headers=headers)
+        self._http = httpx.Client(timeout=timeout, headers=headers, transport=transport)
+        self._sleep = sleep
         self.command_url = command_url.rstrip("/")
         self.query_url = query_url.rstrip("/")
 
@@ -36,10 +52,17 @@ class Client:
     def _call(
         self, method: str, url: str, body: dict[str, Any] | None, params: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        try:
-            response = self._http.request(method, url, json=body, params=params)
-        except httpx.HTTPError as exc:
-            raise ApiError(f"cannot reach {url}: {exc}") from exc
+        waited = 0.0
+        while True:
+            try:
+                response = self._http.request(method, url, json=body, params=params)
+            except httpx.HTTPError as exc:
+                raise ApiError(f"cannot reach {url}: {exc}") from exc
+            wait = _retry_after(response)
+            if wait is None or waited + wait > MAX_RETRY_WAIT:
+                break
+            self._sleep(wait)
+            waited += wait
         try:
             payload = response.json()
         except ValueError:
@@ -47,6 +70,17 @@ class Client:
         if response.status_code >= 400:
             raise ApiError(_describe(response.status_code, payload), response.status_code, payload)
         return payload if isinstance(payload, dict) else {"items": payload}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait before sending again, for a 429 that says so; else None."""
+    if response.status_code != 429:
+        return None
+    try:
+        seconds = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < float("inf") else None
 
 
 def _describe(status: int, payload: dict[str, Any]) -> str:

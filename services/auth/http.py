@@ -2,7 +2,8 @@
 
 401 for a missing, malformed, unknown, revoked or expired key; 403 (one uniform
 body) for a key that may not do what it asked; 429 when a client keeps sending
-bad keys. Every denial is counted and logged, never with the key itself.
+bad keys (or, on the command API, when a key writes faster than its rate).
+Every denial is counted and logged, never with the key itself.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from collections import Counter
 from typing import Annotated, Protocol
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from services.auth.authenticator import Authenticator, Unauthenticated
 from services.auth.policy import Forbidden, Principal
+from services.http.errors import rate_limited
 
 log = logging.getLogger("flagstream.auth")
 
@@ -97,14 +99,8 @@ def install_auth_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": "forbidden", "detail": exc.detail, "field": None}, status_code=403)
 
     @app.exception_handler(TooManyFailures)
-    async def throttled(_: Request, exc: TooManyFailures) -> JSONResponse:
-        seconds = max(1, round(exc.retry_after + 0.5))
-        return JSONResponse(
-            {"error": "rate_limited", "detail": f"too many failed authentications; retry after {seconds} s",
-             "field": None, "retry_after": seconds},
-            status_code=429,
-            headers={"Retry-After": str(seconds)},
-        )
+    async def throttled(_: Request, exc: TooManyFailures) -> Response:
+        return rate_limited(exc.retry_after, reason="too many failed authentications")
 
 
 def denial_metrics(gate: AuthGate) -> list[str]:
@@ -113,6 +109,6 @@ def denial_metrics(gate: AuthGate) -> list[str]:
         "# HELP flags_auth_denials_total Requests refused by authentication or authorisation.",
         "# TYPE flags_auth_denials_total counter",
     ]
-    for kind in ("unauthenticated", "forbidden", "throttled"):
+    for kind in ("unauthenticated", "forbidden", "throttled", "rate_limited"):
         lines.append(f'flags_auth_denials_total{{kind="{kind}"}} {gate.denials[kind]}')
     return lines

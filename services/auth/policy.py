@@ -43,6 +43,10 @@ TENANT_ACTIONS = frozenset({Action.CHANGE_OVERRIDES, Action.EVALUATE, Action.REA
 # Which roles an org admin may hand out within its own org.
 ORG_ADMIN_GRANTS = frozenset({Role.ORG_ADMIN, Role.AUDITOR, Role.EVALUATOR})
 
+# The roles a key may hold without an org. Any other role acts for one org only, and
+# such a key without an org (whatever wrote it) is refused, never read as "every org".
+SYSTEM_WIDE_ROLES = frozenset({Role.SYSTEM_ADMIN, Role.AUDITOR})
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -68,11 +72,19 @@ class Forbidden(Exception):
         self.detail = detail
 
 
-def authorize(principal: Principal, action: Action, *, org_id: str | None = None) -> None:
-    """Raise `Forbidden` unless `principal` may do `action` (on `org_id`, when it names one)."""
+def authorize_role(principal: Principal, action: Action) -> None:
+    """Raise `Forbidden` unless `principal`'s role may ever do `action`: checked before any lookup."""
     if action not in _ALLOWED[principal.role]:
         raise Forbidden(f"role {principal.role} may not {action}")
-    if action in TENANT_ACTIONS and principal.org_id is not None and org_id != principal.org_id:
+
+
+def authorize(principal: Principal, action: Action, *, org_id: str | None = None) -> None:
+    """Raise `Forbidden` unless `principal` may do `action` (on `org_id`, when it names one)."""
+    authorize_role(principal, action)
+    if principal.org_id is None:
+        if principal.role not in SYSTEM_WIDE_ROLES:
+            raise Forbidden()  # fail closed: an org-scoped role with no org acts for none
+    elif action in TENANT_ACTIONS and org_id != principal.org_id:
         # an org-scoped key acts on its own org only; naming any other looks the same
         raise Forbidden()
 
@@ -82,5 +94,8 @@ def authorize_grant(principal: Principal, role: Role, org_id: str | None) -> Non
     authorize(principal, Action.MANAGE_KEYS, org_id=org_id)
     if principal.role is Role.ORG_ADMIN and (role not in ORG_ADMIN_GRANTS or org_id != principal.org_id):
         raise Forbidden(f"an org admin may only create {', '.join(sorted(ORG_ADMIN_GRANTS))} keys of its own org")
-    if org_id is None and role is not Role.SYSTEM_ADMIN and role is not Role.AUDITOR:
+    if org_id is None and role not in SYSTEM_WIDE_ROLES:
         raise Forbidden(f"a {role} key must be scoped to one org")
+    if org_id is not None and role is Role.SYSTEM_ADMIN:
+        # it could still change definitions and system defaults, which every org sees
+        raise Forbidden("a system-admin key is system-wide; omit org_id")

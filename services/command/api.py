@@ -4,6 +4,12 @@ Routes only translate HTTP into commands and outcomes into HTTP; the decisions
 live in `handlers`, the I/O behind the `EventStore` port. Every error is
 `{"error", "detail", "field", …}`: bad input is a 4xx naming the field, a
 database outage is a 503, and anything else is a logged, generic 500.
+
+Around the routes, outermost first: security headers on every answer; CORS for
+the origins in `FLAGS_CORS_ORIGINS` (none by default: no layer at all); the
+request guard (body size, JSON only, the last-resort 500). Every write is
+charged to its API key's token bucket (`FLAGS_COMMAND_RATE_PER_SECOND`,
+`FLAGS_COMMAND_RATE_BURST`): past it, `429 rate_limited` with `Retry-After`.
 """
 
 from __future__ import annotations
@@ -50,6 +56,15 @@ from services.command.schemas import (
     UpdateFlagRequest,
 )
 from services.command.service import CommandService, Outcome, utc_now
+from services.http import (
+    CORS,
+    HTTPProblem,
+    SecurityHeaders,
+    TokenBucketLimiter,
+    normalise_origin,
+    problem_handler,
+    rate_limited,
+)
 from services.infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -106,13 +121,19 @@ def create_app(
     )
     app.state.service = None
     app.state.relay = None
+    app.state.write_limiter = TokenBucketLimiter(settings.command_rate_per_second, settings.command_rate_burst)
+    # add_middleware wraps what is there: the last one added sees the request first.
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
+    if settings.cors_origins:  # checked now: a bad origin stops the start, not the first request
+        app.add_middleware(CORS, origins=[normalise_origin(o) for o in settings.cors_origins])
+    app.add_middleware(SecurityHeaders, docs_paths=_DOCS_PATHS)
     _install_error_handlers(app)
     install_auth_handlers(app)
+    app.add_exception_handler(HTTPProblem, problem_handler)
     app.include_router(_probes)
-    app.include_router(_writes)
+    app.include_router(_writes, dependencies=[Depends(_charge_write)])
     app.include_router(_reads)
-    app.include_router(key_router)
+    app.include_router(key_router, dependencies=[Depends(_charge_write)])
     if store is not None:
         attach(app, store, relay=relay, clock=clock)
     return app
@@ -123,6 +144,21 @@ def attach(
 ) -> None:
     app.state.service = CommandService(store, clock=clock)
     app.state.relay = relay
+
+
+_DOCS_PATHS = ("/docs", "/redoc", "/docs/oauth2-redirect")
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def _charge_write(request: Request, caller: Caller) -> None:
+    """Take one token from the caller's bucket for a write (reads are free), or answer 429."""
+    if request.method not in _WRITE_METHODS:
+        return
+    limiter: TokenBucketLimiter = request.app.state.write_limiter
+    wait = limiter.try_acquire(caller.key_id)
+    if wait:
+        request.app.state.auth.denied(request, "rate_limited", f"retry in {wait:.2f} s", caller)
+        raise HTTPProblem(rate_limited(wait, reason="too many changes from this key"))
 
 
 def _service(request: Request) -> CommandService:

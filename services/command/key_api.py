@@ -17,9 +17,10 @@ from events import Envelope
 from events.vocabulary import ORG_ID_PATTERN, OrgId, Reason
 from services.auth.http import Caller
 from services.auth.keys import generate
-from services.auth.policy import Action, Forbidden, Principal, Role, authorize, authorize_grant
+from services.auth.policy import Action, Forbidden, Principal, Role, authorize, authorize_grant, authorize_role
 from services.command.errors import InvalidCommand, UnknownKey
 from services.command.key_store import KeyInfo, PostgresKeyStore
+from services.command.schemas import ErrorBody
 
 KeyIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="The key's id (not the key).")]
 
@@ -44,7 +45,24 @@ class KeyExpiryRequest(BaseModel):
     reason: Reason
 
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+# Every failure answers the command API's error shape; without these, OpenAPI would
+# document FastAPI's default 422 body, which this API never sends.
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        400: "Malformed JSON.",
+        401: "No usable API key.",
+        403: "This key may not manage that key.",
+        404: "No such key (`unknown_key`), or a key of another org.",
+        413: "Body too large.",
+        415: "Body is not application/json.",
+        422: "Invalid request; `field` names the culprit.",
+        429: "Too many failed authentications from this client.",
+        503: "PostgreSQL unavailable.",
+    }.items()
+}
+
+router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=_ERRORS)
 
 
 def _store(request: Request) -> PostgresKeyStore:
@@ -72,6 +90,7 @@ def _view(info: KeyInfo, envelope: Envelope | None = None) -> dict[str, Any]:
 
 
 async def _reachable(store: PostgresKeyStore, caller: Principal, key_id: str) -> KeyInfo:
+    authorize_role(caller, Action.MANAGE_KEYS)  # a role that manages no keys learns nothing of any
     info = await store.get(key_id)
     if info is None:
         raise UnknownKey(key_id)

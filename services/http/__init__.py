@@ -4,7 +4,8 @@
 - `CORS`: closed by default, exact origins for an admin UI;
 - `TokenBucketLimiter`: requests per key per second, with bursts;
 - `FailedAuthThrottle`: delays, then blocks, clients that keep failing to authenticate;
-- `problem`, `rate_limited`: the product's JSON error answers; `HTTPProblem` carries one as an exception.
+- `problem`, `rate_limited`: the product's JSON error answers; `HTTPProblem` carries one as an exception;
+- `UnhandledErrors`: an exception no handler took becomes a generic 500 inside the layers above.
 
 None of it imports FastAPI; Starlette's types and `Response` only.
 """
@@ -14,6 +15,7 @@ from services.http.errors import HTTPProblem, error_body, problem, problem_handl
 from services.http.headers import API_CSP, FASTAPI_CDN, SELF_HOSTED, DocsAssets, SecurityHeaders
 from services.http.ratelimit import TokenBucketLimiter
 from services.http.throttle import FailedAuthThrottle, client_key
+from services.http.unhandled import UnhandledErrors
 
 __all__ = [
     "API_CSP",
@@ -25,6 +27,7 @@ __all__ = [
     "HTTPProblem",
     "SecurityHeaders",
     "TokenBucketLimiter",
+    "UnhandledErrors",
     "client_key",
     "error_body",
     "normalise_origin",

@@ -34,7 +34,7 @@ from services.auth.authenticator import Authenticator
 from services.auth.http import AuthGate, Caller, install_auth_handlers
 from services.auth.policy import Action, authorize
 from services.auth.postgres import PostgresKeyLookup
-from services.http import CORS, SecurityHeaders, UnhandledErrors
+from services.http import CORS, SecurityHeaders, UnhandledErrors, normalise_origin
 from services.http.throttle import FailedAuthThrottle
 from services.infra.cache_keys import CacheKeys
 from services.infra.postgres import create_pool
@@ -310,8 +310,8 @@ def create_app(settings: Settings, *, service: QueryService | None = None, auth:
     install_auth_handlers(app)
     # add_middleware wraps what is there: the last one added sees the request first.
     app.add_middleware(UnhandledErrors)
-    if settings.cors_origins:
-        app.add_middleware(CORS, origins=settings.cors_origins)
+    if settings.cors_origins:  # checked now: a bad origin stops the start, not the first request
+        app.add_middleware(CORS, origins=[normalise_origin(o) for o in settings.cors_origins])
     app.add_middleware(SecurityHeaders, docs_paths=("/docs", "/redoc", "/docs/oauth2-redirect"))
     return app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -32,6 +33,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue  # unset: the field's default (None), not the string "None"
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
+        if isinstance(value, list | dict):
+            value = json.dumps(value)  # complex fields are JSON in the environment
         env[f"FLAGS_{name.upper()}"] = str(value)
     return env
 

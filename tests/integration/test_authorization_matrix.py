@@ -1,0 +1,463 @@
+"""The authorization matrix: every route of both APIs × every kind of caller × own org / other org / system scope.
+
+One table, `MATRIX`, says what each caller gets from each route for each
+target. The cells are generated from the apps' own routes, so a route added
+without a row is a failing test (`… | NO ROW`), and so is a row left behind
+by a route that is gone. Every refused write — 401 or 403 or 404 — must leave
+the event store (which is the outbox), the key table and Redis exactly as they
+were. Keys are created through `POST /v1/keys` once per module, on a stack of
+its own (the bad keys are each sent from a fresh loopback address, so the
+failed-auth throttle, which is in force, never blocks the suite).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from services.command.api import create_app as command_app
+from services.infra.settings import Settings
+from services.query.app import create_app as query_app
+from tests.conftest import Stack, start_stack
+from tests.support.auth import admin_headers, bearer
+from tests.support.tenants import (
+    REASON,
+    Evidence,
+    Snapshot,
+    Tenants,
+    create_key,
+    expect,
+    fresh_source,
+    from_address,
+    seed_tenants,
+)
+
+pytestmark = pytest.mark.integration
+
+# Open on purpose (probes for orchestrators and Prometheus), and the interactive docs.
+OPEN = {
+    ("command", "GET", "/healthz"),
+    ("command", "GET", "/readyz"),
+    ("command", "GET", "/metrics"),
+    ("query", "GET", "/healthz"),
+    ("query", "GET", "/readyz"),
+}
+
+# The callers, as columns. The last four must get 401 from every route that is not open.
+ROLES = ("system-admin", "org-admin of A", "auditor of A", "system auditor", "evaluator of A")
+UNAUTHENTICATED = ("revoked admin key", "expired admin key", "unknown key", "no key")
+CALLERS = ROLES + UNAUTHENTICATED
+
+
+@dataclass(frozen=True)
+class Req:
+    method: str
+    path: str
+    json: dict[str, Any] | None = None
+    params: dict[str, str] | None = None
+
+
+class World:
+    """The module's stack, tenants, keys and victims, and the setup an allowed write needs."""
+
+    def __init__(self, stack: Stack, tenants: Tenants, admin: httpx.AsyncClient, evidence: Evidence) -> None:
+        self.stack = stack
+        self.t = tenants
+        self.admin = admin
+        self.evidence = evidence
+        self.headers: dict[str, dict[str, str]] = {}
+        self.victims: dict[str, str] = {}  # target -> id of a live key a refused revoke would hit
+        self._n = itertools.count(1)
+        self._last_pct: dict[str, int] = {}
+
+    def next(self) -> int:
+        return next(self._n)
+
+    def pct(self, path: str) -> int:
+        """A rollout percentage other than the last one set at `path` (1–90; refused writes ask for 99)."""
+        self._last_pct[path] = self._last_pct.get(path, 50) % 90 + 1
+        return self._last_pct[path]
+
+    def org(self, target: str) -> str:
+        return {"own": self.t.a, "other": self.t.b}[target]
+
+    def url(self, service: str, path: str) -> str:
+        return (self.stack.command_url if service == "command" else self.stack.query_url) + path
+
+    async def setup(self, method: str, path: str, body: dict[str, Any], *statuses: int) -> dict[str, Any]:
+        return await expect(await self.admin.request(method, self.stack.command_url + path, json=body),
+                            *(statuses or (201,)))
+
+    async def fresh_key(self, target: str) -> str:
+        role, org = {"own": ("evaluator", self.t.a), "other": ("evaluator", self.t.b), "system": ("auditor", None)}[
+            target
+        ]
+        return str((await create_key(self.admin, self.stack.command_url, role, org))["id"])
+
+    async def prime(self) -> None:
+        """Read A's and B's documents through the query service, so Redis holds them (and a change would show)."""
+        for org in (self.t.a, self.t.b):
+            url = self.url("query", f"/v1/orgs/{org}/flags")
+            await expect(await self.admin.get(url, params={"platform": "meta", "user": self.t.user}), 200)
+
+
+Builder = Callable[[World, str, bool], Awaitable[Req]]  # (world, target, allowed) -> the request
+
+
+# --- request builders: an allowed write gets a fresh precondition; a refused one aims at live state -------------
+
+
+def _body(**fields: Any) -> dict[str, Any]:
+    return {"reason": REASON, **fields}
+
+
+async def define_flag(w: World, _: str, allowed: bool) -> Req:
+    key = f"{w.t.flag}-new{w.next()}" if allowed else f"{w.t.flag}-refused"
+    return Req("POST", "/v1/flags", _body(key=key, group="acl"))
+
+
+async def update_flag(w: World, _: str, allowed: bool) -> Req:
+    return Req("PATCH", f"/v1/flags/{w.t.flag}", _body(description=f"v{w.next()}" if allowed else "refused"))
+
+
+async def archive_flag(w: World, _: str, allowed: bool) -> Req:
+    key = w.t.flag
+    if allowed:
+        key = f"{w.t.spare}-doomed{w.next()}"
+        await w.setup("POST", "/v1/flags", _body(key=key, group="acl"))
+    return Req("POST", f"/v1/flags/{key}/archive", _body())
+
+
+async def set_system(w: World, _: str, allowed: bool) -> Req:
+    path = f"/v1/flags/{w.t.flag}/system"
+    return Req("PUT", path, _body(rollout_percentage=w.pct(path) if allowed else 99))
+
+
+def set_override(level: int) -> Builder:
+    async def build(w: World, target: str, allowed: bool) -> Req:
+        path = w.t.override_paths(w.org(target))[level]
+        return Req("PUT", path, _body(rollout_percentage=w.pct(path) if allowed else 99))
+
+    return build
+
+
+def clear_override(level: int) -> Builder:
+    async def build(w: World, target: str, allowed: bool) -> Req:
+        org = w.org(target)
+        if not allowed:  # the seeded override: a clear that got through would write
+            return Req("DELETE", w.t.override_paths(org)[level], _body())
+        path = [
+            f"/v1/orgs/{org}/flags/{w.t.spare}",
+            f"/v1/orgs/{org}/platforms/google/flags/{w.t.spare}",
+            f"/v1/orgs/{org}/users/u{w.next()}/flags/{w.t.spare}",
+        ][level]
+        await w.setup("PUT", path, _body(enabled=True))
+        return Req("DELETE", path, _body())
+
+    return build
+
+
+async def get_stream(w: World, target: str, _: bool) -> Req:
+    stream = {
+        "own": f"org/{w.t.a}/flag/{w.t.flag}",
+        "other": f"org/{w.t.b}/flag/{w.t.flag}",
+        "catalog": f"flag/{w.t.flag}",
+        "keys": f"key/{w.victims['own']}",
+    }[target]
+    return Req("GET", f"/v1/streams/{stream}")
+
+
+def _org_param(w: World, target: str) -> dict[str, str]:
+    return {} if target == "all" else {"org": w.org(target)}
+
+
+async def list_events(w: World, target: str, _: bool) -> Req:
+    return Req("GET", "/v1/events", params=_org_param(w, target))
+
+
+async def list_keys(w: World, target: str, _: bool) -> Req:
+    return Req("GET", "/v1/keys", params=_org_param(w, target))
+
+
+async def create_a_key(w: World, target: str, _: bool) -> Req:
+    role, org = ("auditor", None) if target == "system" else ("evaluator", w.org(target))
+    return Req("POST", "/v1/keys", _body(name=f"matrix {w.next()}", role=role, org_id=org))
+
+
+async def revoke_key(w: World, target: str, allowed: bool) -> Req:
+    key_id = await w.fresh_key(target) if allowed else w.victims[target]
+    return Req("POST", f"/v1/keys/{key_id}/revoke", _body())
+
+
+async def set_key_expiry(w: World, target: str, allowed: bool) -> Req:
+    key_id = await w.fresh_key(target) if allowed else w.victims[target]
+    return Req("PUT", f"/v1/keys/{key_id}/expiry", _body(expires_at="2099-01-01T00:00:00Z"))
+
+
+async def evaluate_one(w: World, target: str, _: bool) -> Req:
+    return Req("GET", f"/v1/orgs/{w.org(target)}/flags/{w.t.flag}", params={"platform": "meta", "user": w.t.user})
+
+
+async def evaluate_all(w: World, target: str, _: bool) -> Req:
+    return Req("GET", f"/v1/orgs/{w.org(target)}/flags")
+
+
+async def platforms(w: World, target: str, _: bool) -> Req:
+    return Req("GET", f"/v1/orgs/{w.org(target)}/platforms", params={"user": w.t.user})
+
+
+async def catalog(w: World, _: str, __: bool) -> Req:
+    return Req("GET", "/v1/flags")
+
+
+# --- the table ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    build: Builder
+    targets: tuple[str, ...]
+    expect: dict[str, tuple[int, ...]]  # role -> one status per target, in order
+
+
+SYSTEM_WRITE = {"system-admin": (201,), "org-admin of A": (403,), "auditor of A": (403,),
+                "system auditor": (403,), "evaluator of A": (403,)}
+OVERRIDE_WRITE = {"system-admin": (201, 201), "org-admin of A": (201, 403), "auditor of A": (403, 403),
+                  "system auditor": (403, 403), "evaluator of A": (403, 403)}
+EVALUATION = {"system-admin": (200, 200), "org-admin of A": (200, 403), "auditor of A": (403, 403),
+              "system auditor": (403, 403), "evaluator of A": (200, 403)}
+# A role that manages no keys gets 403 before any lookup; an org admin asking for a key of
+# another org (or a system key) gets 404, like a key that does not exist.
+KEY_CHANGE = {"system-admin": (200, 200, 200), "org-admin of A": (200, 404, 404), "auditor of A": (403, 403, 403),
+              "system auditor": (403, 403, 403), "evaluator of A": (403, 403, 403)}
+OWN_OTHER = ("own", "other")
+KEYS = ("own", "other", "system")
+
+MATRIX: dict[tuple[str, str, str], Row] = {
+    # command API: changes to the catalogue and system defaults
+    ("command", "POST", "/v1/flags"): Row(define_flag, ("system",), SYSTEM_WRITE),
+    ("command", "PATCH", "/v1/flags/{flag_key}"): Row(update_flag, ("system",), SYSTEM_WRITE),
+    ("command", "POST", "/v1/flags/{flag_key}/archive"): Row(archive_flag, ("system",), SYSTEM_WRITE),
+    ("command", "PUT", "/v1/flags/{flag_key}/system"): Row(set_system, ("system",), SYSTEM_WRITE),
+    # command API: one org's overrides
+    ("command", "PUT", "/v1/orgs/{org_id}/flags/{flag_key}"): Row(set_override(0), OWN_OTHER, OVERRIDE_WRITE),
+    ("command", "DELETE", "/v1/orgs/{org_id}/flags/{flag_key}"): Row(clear_override(0), OWN_OTHER, OVERRIDE_WRITE),
+    ("command", "PUT", "/v1/orgs/{org_id}/platforms/{platform}/flags/{flag_key}"): Row(
+        set_override(1), OWN_OTHER, OVERRIDE_WRITE
+    ),
+    ("command", "DELETE", "/v1/orgs/{org_id}/platforms/{platform}/flags/{flag_key}"): Row(
+        clear_override(1), OWN_OTHER, OVERRIDE_WRITE
+    ),
+    ("command", "PUT", "/v1/orgs/{org_id}/users/{user_id}/flags/{flag_key}"): Row(
+        set_override(2), OWN_OTHER, OVERRIDE_WRITE
+    ),
+    ("command", "DELETE", "/v1/orgs/{org_id}/users/{user_id}/flags/{flag_key}"): Row(
+        clear_override(2), OWN_OTHER, OVERRIDE_WRITE
+    ),
+    # command API: the log
+    ("command", "GET", "/v1/streams/{stream}"): Row(
+        get_stream,
+        ("own", "other", "catalog", "keys"),
+        {"system-admin": (200, 200, 200, 200), "org-admin of A": (200, 403, 200, 403),
+         "auditor of A": (200, 403, 200, 403), "system auditor": (200, 200, 200, 200),
+         "evaluator of A": (403, 403, 200, 403)},
+    ),
+    ("command", "GET", "/v1/events"): Row(
+        list_events,
+        ("own", "other", "all"),
+        {"system-admin": (200, 200, 200), "org-admin of A": (200, 403, 200), "auditor of A": (200, 403, 200),
+         "system auditor": (200, 200, 200), "evaluator of A": (403, 403, 403)},
+    ),
+    # command API: keys
+    ("command", "POST", "/v1/keys"): Row(
+        create_a_key,
+        KEYS,
+        {"system-admin": (201, 201, 201), "org-admin of A": (201, 403, 403), "auditor of A": (403, 403, 403),
+         "system auditor": (403, 403, 403), "evaluator of A": (403, 403, 403)},
+    ),
+    ("command", "GET", "/v1/keys"): Row(
+        list_keys,
+        ("own", "other", "all"),
+        {"system-admin": (200, 200, 200), "org-admin of A": (200, 403, 200), "auditor of A": (403, 403, 403),
+         "system auditor": (403, 403, 403), "evaluator of A": (403, 403, 403)},
+    ),
+    ("command", "POST", "/v1/keys/{key_id}/revoke"): Row(revoke_key, KEYS, KEY_CHANGE),
+    ("command", "PUT", "/v1/keys/{key_id}/expiry"): Row(set_key_expiry, KEYS, KEY_CHANGE),
+    # query API
+    ("query", "GET", "/v1/orgs/{org_id}/flags/{flag_key}"): Row(evaluate_one, OWN_OTHER, EVALUATION),
+    ("query", "GET", "/v1/orgs/{org_id}/flags"): Row(evaluate_all, OWN_OTHER, EVALUATION),
+    ("query", "GET", "/v1/orgs/{org_id}/platforms"): Row(platforms, OWN_OTHER, EVALUATION),
+    ("query", "GET", "/v1/flags"): Row(catalog, ("catalog",), {role: (200,) for role in ROLES}),
+}
+
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def app_routes() -> set[tuple[str, str, str]]:
+    """(service, method, path template) of every operation both apps' OpenAPI documents declare.
+
+    Read from the documents rather than `app.routes`: FastAPI nests included routers
+    lazily, and no route of ours is hidden from its document.
+    """
+    found = set()
+    for service, app in (("command", command_app(Settings())), ("query", query_app(Settings()))):
+        for path, operations in app.openapi()["paths"].items():
+            found |= {(service, method.upper(), path) for method in operations}
+    return found
+
+
+def cells() -> Iterator[Any]:
+    for route in sorted(app_routes() - OPEN):
+        row = MATRIX.get(route)
+        label = f"{route[0]} {route[1]} {route[2]}"
+        if row is None:
+            yield pytest.param(route, "-", "-", id=f"{label} | NO ROW")
+            continue
+        for target, caller in itertools.product(row.targets, CALLERS):
+            yield pytest.param(route, target, caller, id=f"{label} | {target} | {caller}")
+
+
+# --- fixtures ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def matrix_stack(make_settings: Callable[[], Settings], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = start_stack(make_settings(), tmp_path_factory.mktemp("matrix"))
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+async def world(matrix_stack: Stack) -> AsyncIterator[World]:
+    stack = matrix_stack
+    tenants = Tenants.new()
+    evidence = await Evidence.open(stack.settings)
+    async with httpx.AsyncClient(timeout=15, headers=admin_headers(stack.settings)) as bootstrap:
+        await seed_tenants(bootstrap, stack.command_url, tenants)
+        url = stack.command_url
+        expiring = datetime.now(UTC) + timedelta(seconds=2)
+        made = {
+            "system-admin": await create_key(bootstrap, url, "system-admin", None),
+            "org-admin of A": await create_key(bootstrap, url, "org-admin", tenants.a),
+            "auditor of A": await create_key(bootstrap, url, "auditor", tenants.a),
+            "system auditor": await create_key(bootstrap, url, "auditor", None),
+            "evaluator of A": await create_key(bootstrap, url, "evaluator", tenants.a),
+            "revoked admin key": await create_key(bootstrap, url, "system-admin", None),
+            "expired admin key": await create_key(bootstrap, url, "system-admin", None,
+                                                  expires_at=expiring.isoformat()),
+        }
+        revoked = made["revoked admin key"]["id"]
+        await expect(await bootstrap.post(f"{url}/v1/keys/{revoked}/revoke", json={"reason": REASON}), 200)
+        victims = {
+            "own": await create_key(bootstrap, url, "evaluator", tenants.a),
+            "other": await create_key(bootstrap, url, "evaluator", tenants.b),
+            "system": await create_key(bootstrap, url, "auditor", None),
+        }
+    async with httpx.AsyncClient(timeout=15, headers=bearer(made["system-admin"]["key"])) as admin:
+        w = World(stack, tenants, admin, evidence)
+        w.headers = {name: bearer(key["key"]) for name, key in made.items()}
+        w.headers["unknown key"] = bearer("fsk_0123456789abcdef_" + "x" * 43)
+        w.headers["no key"] = {}
+        w.victims = {target: key["id"] for target, key in victims.items()}
+        # the expiry passes, the revocation and expiry outlive every replica's key cache (0.5 s)
+        time.sleep(max(0.0, (expiring - datetime.now(UTC)).total_seconds()) + 0.6)
+        await evidence.settle()
+        await w.prime()
+        yield w
+    await evidence.close()
+
+
+# --- the tests ----------------------------------------------------------------------------------------------
+
+
+def test_every_route_has_a_row_and_every_row_a_route() -> None:
+    routes = app_routes()
+    assert routes >= OPEN, "an open route is gone: update OPEN"
+    assert sorted(routes - OPEN - set(MATRIX)) == [], "routes with no row in MATRIX"
+    assert sorted(set(MATRIX) - routes) == [], "rows of MATRIX for routes that no longer exist"
+    for route, row in MATRIX.items():
+        assert set(row.expect) == set(ROLES), route
+        assert all(len(statuses) == len(row.targets) for statuses in row.expect.values()), route
+
+
+async def test_the_open_routes_need_no_key(world: World) -> None:
+    async with from_address(fresh_source()) as anonymous:
+        for service, method, path in sorted(OPEN):
+            response = await anonymous.request(method, world.url(service, path))
+            assert response.status_code == 200, (service, path, response.text)
+            assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def _differences(before: Snapshot, after: Snapshot) -> list[str]:
+    problems = []
+    if (after.events, after.last_sequence) != (before.events, before.last_sequence):
+        problems.append(f"event store: {before.events} rows → {after.events}")
+    if after.keys != before.keys:
+        problems.append("api_keys changed")
+    if after.cached != before.cached:
+        changed = sorted(set(after.cached.items()) ^ set(before.cached.items()))
+        problems.append(f"redis changed: {[name for name, _ in changed]}")
+    return problems
+
+
+async def _send(world: World, service: str, caller: str, request: Req) -> httpx.Response:
+    url = world.url(service, request.path)
+    if caller in UNAUTHENTICATED:  # each bad key from an address of its own: see fresh_source
+        async with from_address(fresh_source(), headers=world.headers[caller]) as client:
+            return await client.request(request.method, url, json=request.json, params=request.params)
+    return await world.admin.request(
+        request.method, url, json=request.json, params=request.params, headers=world.headers[caller]
+    )
+
+
+def _haunted(world: World, request: Req) -> Req:
+    """The same request with org B (and its key id) swapped for ones that have never existed."""
+    swaps = {world.t.b: "ghost-org", world.victims["other"]: "0123456789abcdef"}
+
+    def haunt(text: str) -> str:
+        for real, ghost in swaps.items():
+            text = text.replace(real, ghost)
+        return text
+
+    body = None
+    if request.json is not None:
+        body = {name: haunt(value) if isinstance(value, str) else value for name, value in request.json.items()}
+    params = {name: haunt(value) for name, value in (request.params or {}).items()}
+    return Req(request.method, haunt(request.path), body, params)
+
+
+@pytest.mark.parametrize(("route", "target", "caller"), list(cells()))
+async def test_matrix(world: World, route: tuple[str, str, str], target: str, caller: str) -> None:
+    row = MATRIX.get(route)
+    assert row is not None, f"{route} has no row in MATRIX: say who may call it"
+    service, method, template = route
+    expected = row.expect[caller][row.targets.index(target)] if caller in ROLES else 401
+    allowed = expected < 300
+    request = await row.build(world, target, allowed)
+    assert request.method == method
+    write = method in WRITE_METHODS
+    if write and not allowed:
+        before = await world.evidence.snapshot()
+    response = await _send(world, service, caller, request)
+    assert response.status_code == expected, f"{caller} {method} {request.path} {target}: {response.text}"
+    if not allowed:
+        body = response.json()
+        assert body["error"] == {401: "unauthenticated", 403: "forbidden", 404: "unknown_key"}[expected], body
+        if target == "other":  # the refusal must not tell whether B (or its flag, or its key) exists
+            ghost = await _send(world, service, caller, _haunted(world, request))
+            assert (ghost.status_code, ghost.json()) == (response.status_code, body), "B answered unlike a ghost"
+    if write and not allowed:
+        after = await world.evidence.snapshot()
+        assert _differences(before, after) == [], f"a refused {method} {template} wrote something"
+        page = await world.admin.get(world.url("command", "/v1/events"), params={"after": str(before.last_sequence)})
+        assert (await expect(page, 200))["events"] == []
+    if write and allowed:
+        await world.evidence.settle()
+        await world.prime()
