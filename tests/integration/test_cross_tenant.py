@@ -1,0 +1,249 @@
+"""Adversarial cross-tenant suite: a key of org A tries every way to see or touch org B.
+
+Org B's data is real (overrides at every level, projected and cached); org A's
+keys forge B's org id in the path, the query string, the body, the headers,
+and in spellings a sloppy router might fold onto B; ask for B's streams and
+events on the audit API; and, underneath the HTTP layer, SQL runs directly as
+each service's Postgres role with A's context (or none) set. Nothing of B may
+come back: no row, no value, no event id, and no refusal that differs from
+the one for an org that does not exist. (The authorization matrix covers
+every route × role × target; this file covers the ways of naming a tenant.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+import pytest
+
+from services.infra.settings import Role, Settings
+from tests.conftest import Stack, start_stack
+from tests.support.auth import admin_headers, bearer
+from tests.support.tenants import REASON, Evidence, Tenants, create_key, expect, seed_tenants
+
+pytestmark = pytest.mark.integration
+
+TENANT_TABLES = ("overrides", "flag_history", "stream_heads")
+
+
+@dataclass
+class Attack:
+    stack: Stack
+    tenants: Tenants
+    evidence: Evidence
+    admin: httpx.AsyncClient  # org admin of A
+    evaluator: httpx.AsyncClient  # evaluator of A
+    auditor: httpx.AsyncClient  # auditor of A
+
+    @property
+    def t(self) -> Tenants:
+        return self.tenants
+
+    def leaks(self, response: httpx.Response) -> list[str]:
+        """Whatever of B's identity or event ids shows up in an answer."""
+        text = response.text
+        return [secret for secret in (self.t.b, *self.t.events[self.t.b]) if secret in text]
+
+
+@pytest.fixture(scope="module")
+def tenant_stack(make_settings: Callable[[], Settings], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = start_stack(make_settings(), tmp_path_factory.mktemp("cross-tenant-logs"))
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+async def attack(tenant_stack: Stack) -> AsyncIterator[Attack]:
+    stack, tenants = tenant_stack, Tenants.new()
+    evidence = await Evidence.open(stack.settings)
+    async with httpx.AsyncClient(timeout=15, headers=admin_headers(stack.settings)) as root:
+        await seed_tenants(root, stack.command_url, tenants)
+        keys = {role: await create_key(root, stack.command_url, role, tenants.a)
+                for role in ("org-admin", "evaluator", "auditor")}
+    await evidence.settle()
+    clients = [httpx.AsyncClient(timeout=15, headers=bearer(keys[role]["key"]))
+               for role in ("org-admin", "evaluator", "auditor")]
+    try:
+        yield Attack(stack, tenants, evidence, *clients)
+    finally:
+        for client in clients:
+            await client.aclose()
+        await evidence.close()
+
+
+# --- HTTP: every place a request can name an org ------------------------------------------------------------
+
+
+async def test_forged_org_in_the_path_is_refused_exactly_like_an_org_that_does_not_exist(attack: Attack) -> None:
+    t, q = attack.t, attack.stack.query_url
+    for client in (attack.admin, attack.evaluator):
+        for org_b, ghost in ((t.b, t.c), (t.b, "ghost")):
+            real = await client.get(f"{q}/v1/orgs/{org_b}/flags/{t.flag}", params={"platform": "meta", "user": t.user})
+            fake = await client.get(f"{q}/v1/orgs/{ghost}/flags/{t.flag}", params={"platform": "meta", "user": t.user})
+            assert (real.status_code, real.json()) == (fake.status_code, fake.json()) == (
+                403, {"error": "forbidden", "detail": "this key may not access that resource", "field": None})
+
+
+async def test_spellings_that_might_fold_onto_b_never_reach_it(attack: Attack) -> None:
+    t, q = attack.t, attack.stack.query_url
+    spellings = [
+        t.b.upper(), f"{t.b}%20", f"%20{t.b}", f"{t.b}%00", f"{t.a}%2F..%2F{t.b}", f"{t.a}/../{t.b}",
+        f"{t.b}%2F", f"{t.b};org={t.a}", "%2A", "*", f"{t.a},{t.b}", f"{t.a}%2C{t.b}",
+    ]
+    for spelling in spellings:
+        url = httpx.URL(f"{q}/v1/orgs/{spelling}/flags/{t.flag}")
+        response = await attack.evaluator.get(url, params={"user": t.user})
+        assert response.status_code in (403, 404, 422), (spelling, response.status_code, response.text)
+        assert attack.leaks(response) == [], spelling
+
+
+async def test_a_forged_org_anywhere_else_in_the_request_changes_nothing(attack: Attack) -> None:
+    """Query string, headers and cookies do not name the tenant: the answer is A's, whatever they say."""
+    t, q = attack.t, attack.stack.query_url
+    honest = await expect(await attack.evaluator.get(f"{q}/v1/orgs/{t.a}/flags/{t.flag}", params={"user": t.user}), 200)
+    forgeries = [
+        {"params": {"user": t.user, "org": t.b, "org_id": t.b, "tenant": t.b}},
+        {"params": {"user": t.user}, "headers": {"X-Org-Id": t.b, "X-Tenant": t.b, "X-Forwarded-Host": t.b}},
+        {"params": {"user": t.user}, "headers": {"Cookie": f"org={t.b}; org_id={t.b}"}},
+    ]
+    for forgery in forgeries:
+        response = await attack.evaluator.get(f"{q}/v1/orgs/{t.a}/flags/{t.flag}", **forgery)
+        assert response.status_code == 200, (forgery, response.text)
+        assert response.json() == honest
+        assert attack.leaks(response) == []
+
+
+async def test_a_forged_org_in_a_write_body_writes_nothing(attack: Attack) -> None:
+    t, c = attack.t, attack.stack.command_url
+    before = await attack.evidence.snapshot()
+    path = f"{c}/v1/orgs/{t.a}/flags/{t.flag}"
+    for extra in ({"org_id": t.b}, {"org": t.b}, {"actor": {"id": "key:forged", "name": "someone else"}}):
+        response = await attack.admin.put(path, json={"enabled": False, "reason": REASON, **extra})
+        assert response.status_code == 422, (extra, response.text)
+        assert response.json()["field"] == next(iter(extra)), response.text
+    response = await attack.admin.post(f"{c}/v1/keys", json={"name": "x", "role": "evaluator", "org_id": t.b,
+                                                            "reason": REASON})
+    assert response.status_code == 403
+    assert await attack.evidence.snapshot() == before
+
+
+async def test_the_audit_api_shows_none_of_bs_events(attack: Attack) -> None:
+    t, c = attack.t, attack.stack.command_url
+    for client in (attack.admin, attack.auditor):
+        page = await expect(await client.get(f"{c}/v1/events", params={"limit": "1000"}), 200)
+        ids = {event["event_id"] for event in page["events"]}
+        assert ids >= set(t.events[t.a]), "A's own events are missing"
+        assert ids.isdisjoint(t.events[t.b])
+        assert all(event.get("org_id") in (None, t.a) for event in page["events"])
+        for stream in (f"org/{t.b}/flag/{t.flag}", f"org/{t.b}/platform/meta/flag/{t.flag}",
+                       f"org/{t.b}/user/{t.user}/flag/{t.flag}"):
+            real = await client.get(f"{c}/v1/streams/{stream}")
+            fake = await client.get(f"{c}/v1/streams/{stream.replace(t.b, t.c)}")
+            assert real.status_code == fake.status_code == 403
+            assert real.json() == fake.json()
+            assert attack.leaks(real) == []
+
+
+async def test_the_org_catalogue_and_platform_answers_hold_only_a(attack: Attack) -> None:
+    t, q = attack.t, attack.stack.query_url
+    for path in (f"/v1/orgs/{t.a}/flags", f"/v1/orgs/{t.a}/platforms", "/v1/flags"):
+        response = await expect(await attack.evaluator.get(q + path, params={"user": t.user}), 200)
+        assert t.b not in json.dumps(response)
+
+
+# --- SQL: each service role, straight at Postgres -------------------------------------------------------
+
+
+async def _connect(settings: Settings, role: Role) -> asyncpg.Connection:
+    return await asyncpg.connect(settings.pg_dsn(role))
+
+
+async def _as_org(conn: asyncpg.Connection, org: str | None, sql: str) -> list[asyncpg.Record]:
+    async with conn.transaction():
+        if org is not None:
+            await conn.execute("SELECT set_config('flags.org_id', $1, true)", org)
+        return await conn.fetch(sql)
+
+
+async def test_no_service_role_is_superuser_or_bypasses_rls(attack: Attack) -> None:
+    rows = await attack.evidence.conn.fetch(
+        "SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = ANY($1::text[])", [r.value for r in Role]
+    )
+    assert {r["rolname"] for r in rows} == {r.value for r in Role}
+    assert [r["rolname"] for r in rows if r["rolsuper"] or r["rolbypassrls"]] == []
+
+
+@pytest.mark.parametrize("role", [Role.QUERY, Role.PROJECTOR])
+async def test_a_role_with_as_context_reads_no_row_of_b_and_without_context_no_tenant_row(
+    attack: Attack, role: Role
+) -> None:
+    t = attack.t
+    conn = await _connect(attack.stack.settings, role)
+    try:
+        for table in TENANT_TABLES:
+            if role is Role.QUERY and table == "stream_heads":
+                continue  # not granted to the query role at all (checked below)
+            in_a = await _as_org(conn, t.a, f"SELECT org_id FROM {table} WHERE org_id IS NOT NULL")
+            assert in_a, f"{role} sees none of A's rows in {table}: the test proves nothing"
+            assert {r["org_id"] for r in in_a} == {t.a}, table
+            asked_for_b = await _as_org(conn, t.a, f"SELECT * FROM {table} WHERE org_id = '{t.b}'")
+            assert asked_for_b == [], table
+            no_context = await _as_org(conn, None, f"SELECT org_id FROM {table} WHERE org_id IS NOT NULL")
+            assert no_context == [], f"{role} reads tenant rows of {table} with no org set"
+    finally:
+        await conn.close()
+
+
+async def test_the_projector_cannot_write_a_row_for_b_under_as_context(attack: Attack) -> None:
+    t = attack.t
+    conn = await _connect(attack.stack.settings, Role.PROJECTOR)
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+            await _as_org(conn, t.a, f"""
+                INSERT INTO overrides (org_id, level, flag_key, enabled, stream, version, event_id, actor, reason,
+                                       updated_at)
+                VALUES ('{t.b}', 'org', '{t.flag}', false, 'forged', 99, gen_random_uuid(), 'x', 'x', now())
+                RETURNING org_id""")
+        changed = await _as_org(conn, t.a, f"UPDATE overrides SET enabled = false WHERE org_id = '{t.b}' RETURNING 1")
+        assert changed == []
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetch("SELECT secret_hash FROM api_keys")
+    finally:
+        await conn.close()
+
+
+async def test_the_query_role_cannot_write_and_reads_only_what_it_needs(attack: Attack) -> None:
+    t = attack.t
+    conn = await _connect(attack.stack.settings, Role.QUERY)
+    try:
+        for statement in (
+            f"UPDATE overrides SET enabled = false WHERE org_id = '{t.a}'",
+            f"DELETE FROM flag_history WHERE org_id = '{t.a}'",
+            "INSERT INTO flags (flag_key) VALUES ('x')",
+            "SELECT * FROM event_store LIMIT 1",
+            "SELECT * FROM stream_heads LIMIT 1",
+            "SELECT last_used_at, created_at FROM api_keys LIMIT 1",
+            "UPDATE api_keys SET revoked_at = NULL",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await _as_org(conn, t.a, statement)
+    finally:
+        await conn.close()
+
+
+async def test_redis_holds_b_only_under_bs_namespace(attack: Attack) -> None:
+    """Every cached document lives under its org's own key; nothing of B sits under A's."""
+    t, redis = attack.t, attack.evidence.redis
+    await expect(await attack.evaluator.get(f"{attack.stack.query_url}/v1/orgs/{t.a}/flags",
+                                            params={"user": t.user}), 200)
+    names = [name.decode() async for name in redis.scan_iter(match=f"{attack.stack.settings.redis_prefix}:*")]
+    assert any(t.a in name for name in names), "A's documents are not cached: the test proves nothing"
+    for name in names:
+        if t.a in name:
+            assert t.b not in (await redis.get(name) or b"").decode(errors="replace"), name
