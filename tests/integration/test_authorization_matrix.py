@@ -217,6 +217,18 @@ async def catalog(w: World, _: str, __: bool) -> Req:
     return Req("GET", "/v1/flags")
 
 
+def _ofrep_context(w: World, target: str) -> dict[str, Any]:
+    return {"context": {"org": w.org(target), "platform": "meta", "targetingKey": w.t.user}}
+
+
+async def ofrep_one(w: World, target: str, _: bool) -> Req:
+    return Req("POST", f"/ofrep/v1/evaluate/flags/{w.t.flag}", _ofrep_context(w, target))
+
+
+async def ofrep_all(w: World, target: str, _: bool) -> Req:
+    return Req("POST", "/ofrep/v1/evaluate/flags", _ofrep_context(w, target))
+
+
 # --- the table ---------------------------------------------------------------------------------------------
 
 
@@ -295,6 +307,9 @@ MATRIX: dict[tuple[str, str, str], Row] = {
     ("query", "GET", "/v1/orgs/{org_id}/flags"): Row(evaluate_all, OWN_OTHER, EVALUATION),
     ("query", "GET", "/v1/orgs/{org_id}/platforms"): Row(platforms, OWN_OTHER, EVALUATION),
     ("query", "GET", "/v1/flags"): Row(catalog, ("catalog",), {role: (200,) for role in ROLES}),
+    # query API: OFREP (the org in the evaluation context; an org-scoped key may name only its own)
+    ("query", "POST", "/ofrep/v1/evaluate/flags/{key}"): Row(ofrep_one, OWN_OTHER, EVALUATION),
+    ("query", "POST", "/ofrep/v1/evaluate/flags"): Row(ofrep_all, OWN_OTHER, EVALUATION),
 }
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}

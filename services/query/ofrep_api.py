@@ -1,0 +1,149 @@
+"""OFREP's two routes on the FastAPI app: they document the protocol in OpenAPI and serve what the fast path passes on.
+
+`services.query.fastpath` answers most OFREP requests before FastAPI routes
+them; both end in `services.query.ofrep`, so the answers are the same. The
+body is read raw (not as a pydantic model) because OFREP answers a malformed
+one with its own `PARSE_ERROR`, not with a 422.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, Path, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from events import Platform
+from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
+from services.auth.http import Caller
+from services.query import ofrep
+
+__all__ = ["BULK_PATH", "FLAG_PATH", "install", "respond"]
+
+FLAG_PATH = "/ofrep/v1/evaluate/flags/{key}"
+BULK_PATH = "/ofrep/v1/evaluate/flags"
+JSON = "application/json"
+
+
+class FlagAnswer(BaseModel):
+    key: str = Field(description="The flag key.")
+    value: bool = Field(description="The flag's value for this context.")
+    reason: str = Field(description="STATIC, TARGETING_MATCH, SPLIT, DISABLED or DEFAULT.")
+    variant: str = Field(description="The variant served (`on` or `off` for a flag without variants).")
+    metadata: dict[str, bool | int | str] = Field(
+        description="`level` that decided, `eventId` and `version` of the event that set it, `rolloutPercentage`."
+    )
+
+
+class BulkAnswer(BaseModel):
+    flags: list[FlagAnswer] = Field(description="Every flag of the catalogue, in key order.")
+
+
+class FlagFailure(BaseModel):
+    key: str
+    errorCode: str = Field(description="FLAG_NOT_FOUND, PARSE_ERROR, TARGETING_KEY_MISSING, INVALID_CONTEXT, GENERAL.")
+    errorDetails: str = Field(description="What is wrong, naming the context attribute.")
+
+
+class BulkFailure(BaseModel):
+    errorCode: str = Field(description="PARSE_ERROR, TARGETING_KEY_MISSING, INVALID_CONTEXT or GENERAL.")
+    errorDetails: str
+
+
+# The evaluation context as OFREP sends it; parsed by `services.query.ofrep`, so described here by hand.
+CONTEXT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "The evaluation context. Attributes other than these three are ignored.",
+    "additionalProperties": True,
+    "properties": {
+        "targetingKey": {"type": "string", "pattern": USER_ID_PATTERN, "description": "The user."},
+        "platform": {"type": "string", "enum": [*Platform], "description": "One of the org's ad platforms."},
+        "org": {
+            "type": "string",
+            "pattern": ORG_ID_PATTERN,
+            "description": "The org: required with a system-wide key; an org-scoped key may only name its own.",
+        },
+    },
+}
+
+REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            JSON: {
+                "schema": {"type": "object", "properties": {"context": CONTEXT_SCHEMA}},
+                "example": {"context": {"targetingKey": "u-1", "platform": "meta", "org": "acme"}},
+            }
+        },
+    }
+}
+
+KeyPath = Annotated[
+    str,
+    Path(description="Flag key.", json_schema_extra={"pattern": FLAG_KEY_PATTERN}, examples=["ai.insights.enabled"]),
+]
+
+
+def respond(answer: ofrep.Answer) -> Response:
+    headers = None if answer.etag is None else {"ETag": answer.etag}
+    if answer.status == 304:
+        return Response(status_code=304, headers=headers)
+    return Response(answer.body, status_code=answer.status, headers=headers, media_type=JSON)
+
+
+async def _body(request: Request) -> bytes:
+    """At most one byte more than OFREP accepts: enough to refuse the rest unread."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > ofrep.MAX_BODY:
+            break
+    return b"".join(chunks)
+
+
+def install(app: FastAPI, service: Callable[[], ofrep.Evaluator]) -> None:
+    """Add the routes; `app.state.ofrep_service` lets the fast path reach the same use cases."""
+    app.state.ofrep_service = service
+    failure = {"model": FlagFailure}
+
+    @app.post(
+        FLAG_PATH,
+        response_model=FlagAnswer,
+        responses={
+            400: {**failure, "description": "PARSE_ERROR, TARGETING_KEY_MISSING or INVALID_CONTEXT"},
+            404: {**failure, "description": "FLAG_NOT_FOUND"},
+            413: {**failure, "description": "PARSE_ERROR: the body is too large"},
+            503: {**failure, "description": "GENERAL: Postgres is unreachable"},
+        },
+        openapi_extra=REQUEST_BODY,
+        tags=["OFREP"],
+        summary="OFREP: evaluate one flag",
+    )
+    async def ofrep_evaluate_flag(caller: Caller, key: KeyPath, request: Request) -> Response:
+        return respond(await ofrep.evaluate_flag(service(), caller, key, await _body(request)))
+
+    bulk_failure = {"model": BulkFailure}
+
+    @app.post(
+        BULK_PATH,
+        response_model=BulkAnswer,
+        responses={
+            200: {"headers": {"ETag": {"description": "Tag of this answer", "schema": {"type": "string"}}}},
+            304: {"description": "The answer is the one whose ETag was sent in If-None-Match"},
+            400: {**bulk_failure, "description": "PARSE_ERROR, TARGETING_KEY_MISSING or INVALID_CONTEXT"},
+            413: {**bulk_failure, "description": "PARSE_ERROR: the body is too large"},
+            503: {**bulk_failure, "description": "GENERAL: Postgres is unreachable"},
+        },
+        openapi_extra=REQUEST_BODY,
+        tags=["OFREP"],
+        summary="OFREP: evaluate every flag",
+    )
+    async def ofrep_evaluate_flags(
+        caller: Caller,
+        request: Request,
+        if_none_match: Annotated[str | None, Header(description="ETag of an answer the caller holds")] = None,
+    ) -> Response:
+        return respond(await ofrep.evaluate_flags(service(), caller, await _body(request), if_none_match))

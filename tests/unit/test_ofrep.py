@@ -1,0 +1,208 @@
+"""OFREP over the app in process: shapes, reasons, error codes, ETags and access, on both HTTP paths.
+
+Every test runs twice: through the ASGI fast path (as served) and through
+FastAPI's routes (`query_fast_path=False`); the answers must be the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+import pytest
+import pytest_asyncio
+
+from flagcore import Reason, bucket, evaluate, fold
+from services.auth.policy import Role
+from services.infra.cache_keys import CacheKeys
+from services.infra.settings import Settings
+from services.query import ofrep
+from services.query.app import create_app
+from services.query.cache import DocumentCache
+from services.query.service import QueryService
+from tests.support.auth import MemoryKeys, bearer, memory_gate
+from tests.unit.test_query_api import KEY, StateSource, sample_log
+
+FLAG = f"/ofrep/v1/evaluate/flags/{KEY}"
+BULK = "/ofrep/v1/evaluate/flags"
+
+
+class World:
+    def __init__(self, client: httpx.AsyncClient, keys: MemoryKeys, source: StateSource) -> None:
+        self.client = client
+        self.keys = keys
+        self.source = source
+
+    def key(self, role: Role, org: str | None = None) -> dict[str, str]:
+        return bearer(self.keys.issue(role, org))
+
+    async def post(self, path: str, body: object = None, *, role: Role = Role.EVALUATOR, org: str | None = "acme",
+                   headers: dict[str, str] | None = None, raw: bytes | None = None) -> httpx.Response:
+        content = raw if raw is not None else (b"" if body is None else orjson.dumps(body))
+        return await self.client.post(path, content=content, headers={**self.key(role, org), **(headers or {})})
+
+
+@pytest_asyncio.fixture(params=[True, False], ids=["fast-path", "fastapi-routes"])
+async def world(request: pytest.FixtureRequest) -> AsyncIterator[World]:
+    source = StateSource(fold(sample_log().events))
+    service = QueryService(DocumentCache(None, ttl=60, local=False), source, CacheKeys("t"))
+    keys = MemoryKeys()
+    app = create_app(Settings(query_fast_path=request.param), service=service, auth=memory_gate(keys))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://query.test") as client:
+        yield World(client, keys, source)
+
+
+def test_every_core_reason_has_an_ofrep_name() -> None:
+    assert set(ofrep.REASONS) == set(Reason)
+
+
+async def test_one_flag_answers_in_ofreps_shape(world: World) -> None:
+    response = await world.post(FLAG, {"context": {"targetingKey": "u-1"}})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["x-content-type-options"] == "nosniff"  # the security layers still wrap it
+    body = response.json()
+    assert body == {
+        "key": KEY,
+        "value": False,
+        "reason": "TARGETING_MATCH",
+        "variant": "off",
+        "metadata": {"level": "user", "eventId": body["metadata"]["eventId"], "version": 1},
+    }
+
+
+async def test_answers_agree_with_the_pure_core(world: World) -> None:
+    state = world.source.state
+    for context, platform, user in [
+        ({}, None, None),
+        ({"platform": "tiktok"}, "tiktok", None),
+        ({"targetingKey": "u-7"}, None, "u-7"),
+        ({"targetingKey": "u-1", "platform": "tiktok"}, "tiktok", "u-1"),
+        ({"targetingKey": "u-9", "platform": "meta", "ignored": [1, 2]}, "meta", "u-9"),
+    ]:
+        expected = evaluate(state.catalog, state.tenant("acme"), KEY, platform=platform, user_id=user)
+        body = (await world.post(FLAG, {"context": context})).json()
+        assert (body["value"], body["reason"]) == (expected.value, expected.reason.value), context
+        assert body["metadata"].get("level") == expected.level
+
+
+async def test_a_rollout_is_a_split_on_the_users_bucket(world: World) -> None:
+    for user in ("u-2", "u-3", "u-4", "u-5"):
+        body = (await world.post(FLAG, {"context": {"targetingKey": user}})).json()
+        assert body["reason"] == "SPLIT"
+        assert body["value"] is (bucket(KEY, user) <= 30)
+        assert body["variant"] == ("on" if body["value"] else "off")
+        assert body["metadata"]["rolloutPercentage"] == 30
+
+
+async def test_a_flag_no_level_sets_is_default(world: World) -> None:
+    body = (await world.post("/ofrep/v1/evaluate/flags/platform.google.enabled", {})).json()
+    assert (body["value"], body["reason"], body["metadata"]) == (False, "DEFAULT", {})
+
+
+async def test_an_unknown_flag_is_flag_not_found(world: World) -> None:
+    for key in ("no.such.flag", "Not-A-Key"):
+        response = await world.post(f"/ofrep/v1/evaluate/flags/{key}", {})
+        assert response.status_code == 404
+        body = response.json()
+        assert (body["key"], body["errorCode"]) == (key, "FLAG_NOT_FOUND")
+        assert body["errorDetails"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "code", "names"),
+    [
+        (b"{not json", 400, "PARSE_ERROR", "JSON"),
+        (b"[1, 2]", 400, "PARSE_ERROR", "object"),
+        (b'{"context": "acme"}', 400, "PARSE_ERROR", "context"),
+        (b'{"context": {"platform": "myspace"}}', 400, "INVALID_CONTEXT", "context.platform"),
+        (b'{"context": {"platform": 7}}', 400, "INVALID_CONTEXT", "context.platform"),
+        (b'{"context": {"targetingKey": 42}}', 400, "INVALID_CONTEXT", "context.targetingKey"),
+        (b'{"context": {"targetingKey": "no spaces"}}', 400, "INVALID_CONTEXT", "context.targetingKey"),
+        (b'{"context": {"targetingKey": ""}}', 400, "TARGETING_KEY_MISSING", "context.targetingKey"),
+        (b'{"context": {"targetingKey": null}}', 400, "TARGETING_KEY_MISSING", "context.targetingKey"),
+        (b'{"context": {"org": "bad org!"}}', 400, "INVALID_CONTEXT", "context.org"),
+        (b'{"context": {"x": "' + b"y" * ofrep.MAX_BODY + b'"}}', 413, "PARSE_ERROR", "bytes"),
+    ],
+)
+async def test_bad_requests_name_what_is_wrong(world: World, raw: bytes, status: int, code: str, names: str) -> None:
+    single = await world.post(FLAG, raw=raw)
+    assert (single.status_code, single.json()["errorCode"], single.json()["key"]) == (status, code, KEY)
+    assert names in single.json()["errorDetails"]
+    bulk = await world.post(BULK, raw=raw)
+    assert (bulk.status_code, bulk.json()["errorCode"]) == (status, code)
+    assert "key" not in bulk.json()
+
+
+async def test_no_body_evaluates_for_the_keys_org(world: World) -> None:
+    for raw in (b"", b"{}", b'{"context": null}'):
+        response = await world.post(FLAG, raw=raw)
+        assert response.status_code == 200, (raw, response.text)
+        assert response.json()["metadata"]["level"] == "org"
+
+
+async def test_bulk_answers_every_flag_with_an_etag(world: World) -> None:
+    response = await world.post(BULK, {"context": {"targetingKey": "u-1", "platform": "google"}})
+    assert response.status_code == 200
+    flags = {f["key"]: f for f in response.json()["flags"]}
+    assert set(flags) == set(world.source.state.catalog.definitions)
+    assert flags[KEY]["value"] is False and flags[KEY]["metadata"]["level"] == "user"
+    assert flags["platform.google.enabled"]["reason"] == "TARGETING_MATCH"
+    etag = response.headers["etag"]
+    assert etag.startswith('"') and etag.endswith('"')
+
+    again = await world.post(BULK, {"context": {"targetingKey": "u-1", "platform": "google"}},
+                             headers={"If-None-Match": f'"other", W/{etag}'})
+    assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", etag)
+    other_user = await world.post(BULK, {"context": {"targetingKey": "u-2"}}, headers={"If-None-Match": etag})
+    assert other_user.status_code == 200 and other_user.headers["etag"] != etag
+
+
+async def test_an_org_scoped_key_may_name_only_its_own_org(world: World) -> None:
+    own = await world.post(FLAG, {"context": {"org": "acme"}})
+    assert own.status_code == 200
+    for path in (FLAG, BULK):
+        other = await world.post(path, {"context": {"org": "globex"}})
+        ghost = await world.post(path, {"context": {"org": "never-existed"}})
+        assert other.status_code == ghost.status_code == 403
+        assert other.json() == ghost.json() and other.json()["error"] == "forbidden"
+
+
+async def test_a_system_wide_key_must_name_the_org(world: World) -> None:
+    missing = await world.post(FLAG, {"context": {}}, role=Role.SYSTEM_ADMIN, org=None)
+    assert (missing.status_code, missing.json()["errorCode"]) == (400, "INVALID_CONTEXT")
+    assert "context.org" in missing.json()["errorDetails"]
+    named = await world.post(FLAG, {"context": {"org": "acme"}}, role=Role.SYSTEM_ADMIN, org=None)
+    assert named.status_code == 200 and named.json()["metadata"]["level"] == "org"
+
+
+async def test_roles_that_do_not_evaluate_are_refused_before_the_body_is_read(world: World) -> None:
+    for role, org in ((Role.AUDITOR, "acme"), (Role.AUDITOR, None)):
+        response = await world.post(FLAG, raw=b"{not json", role=role, org=org)
+        assert response.status_code == 403 and response.json()["error"] == "forbidden"
+
+
+async def test_no_key_or_a_bad_key_is_401(world: World) -> None:
+    for headers in ({}, {"Authorization": "Bearer fsk_0123456789abcdef_" + "x" * 43}, {"Authorization": "Basic x"}):
+        response = await world.client.post(FLAG, content=b"{}", headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"] == "unauthenticated"
+        assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_postgres_down_is_general_with_503(world: World) -> None:
+    world.source.down = True
+    single = await world.post(FLAG, {})
+    assert (single.status_code, single.json()["errorCode"]) == (503, "GENERAL")
+    bulk = await world.post(BULK, {})
+    assert (bulk.status_code, bulk.json()["errorCode"]) == (503, "GENERAL")
+
+
+async def test_other_routes_and_methods_pass_through(world: World) -> None:
+    assert (await world.client.get(FLAG, headers=world.key(Role.EVALUATOR, "acme"))).status_code == 405
+    nested = await world.post(f"{FLAG}/extra", {})
+    assert nested.status_code == 404 and nested.json()["error"] == "not_found"
+    native = await world.client.get(f"/v1/orgs/acme/flags/{KEY}", headers=world.key(Role.EVALUATOR, "acme"))
+    assert native.status_code == 200
