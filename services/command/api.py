@@ -7,7 +7,7 @@ database outage is a 503, and anything else is a logged, generic 500.
 
 Around the routes, outermost first: security headers on every answer; CORS for
 the origins in `FLAGS_CORS_ORIGINS` (none by default: no layer at all); the
-request guard (body size, JSON only, the last-resort 500). Every write is
+last-resort 500 (`UnhandledErrors`); the request guard (body size, JSON only). Every write is
 charged to its API key's token bucket (`FLAGS_COMMAND_RATE_PER_SECOND`,
 `FLAGS_COMMAND_RATE_BURST`): past it, `429 rate_limited` with `Retry-After`.
 """
@@ -42,7 +42,7 @@ from services.command.commands import (
 )
 from services.command.errors import InvalidCommand, StoreUnavailable, UnknownFlag, UnknownKey, VersionConflict
 from services.command.key_api import router as key_router
-from services.command.middleware import RequestGuard, error_body
+from services.command.middleware import RequestGuard
 from services.command.ports import EventStore
 from services.command.schemas import (
     ArchiveFlagRequest,
@@ -61,6 +61,8 @@ from services.http import (
     HTTPProblem,
     SecurityHeaders,
     TokenBucketLimiter,
+    UnhandledErrors,
+    error_body,
     normalise_origin,
     problem_handler,
     rate_limited,
@@ -124,6 +126,7 @@ def create_app(
     app.state.write_limiter = TokenBucketLimiter(settings.command_rate_per_second, settings.command_rate_burst)
     # add_middleware wraps what is there: the last one added sees the request first.
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(UnhandledErrors)
     if settings.cors_origins:  # checked now: a bad origin stops the start, not the first request
         app.add_middleware(CORS, origins=[normalise_origin(o) for o in settings.cors_origins])
     app.add_middleware(SecurityHeaders, docs_paths=_DOCS_PATHS)

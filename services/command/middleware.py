@@ -1,22 +1,20 @@
-"""The ASGI guard in front of the routes: body size, content type, and the last-resort 500.
+"""The ASGI guard in front of the write routes: body size and content type.
 
 Size is checked twice, because a client may lie about or omit Content-Length:
 the header is refused up front and the streamed body is counted as it
 arrives. Bodies are small (≤ `max_body_bytes`), so the guard buffers the body
-and replays it to the app. Any exception the app lets escape is logged with
-its stack and answered with a generic 500, so no trace ever reaches a client.
+and replays it to the app. (The last-resort 500 is `services.http.UnhandledErrors`.)
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-log = logging.getLogger(__name__)
+from services.http.errors import error_body
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -24,10 +22,6 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 def is_json(content_type: str | None) -> bool:
     media = (content_type or "").split(";", 1)[0].strip().lower()
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
-
-
-def error_body(code: str, detail: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {"error": code, "detail": detail, "field": field, **extra}
 
 
 async def send_json(send: Send, status: int, body: dict[str, Any]) -> None:
@@ -48,28 +42,12 @@ class RequestGuard:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            if scope["method"] in WRITE_METHODS:
-                refusal, receive = await self._check_write(scope, receive)
-                if refusal is not None:
-                    await send_json(send, *refusal)
-                    return
-            await self.app(scope, receive, tracking_send)
-        except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope.get("path"))
-            if not started:
-                await send_json(send, 500, error_body("internal_error", "internal server error"))
+        if scope["type"] == "http" and scope["method"] in WRITE_METHODS:
+            refusal, receive = await self._check_write(scope, receive)
+            if refusal is not None:
+                await send_json(send, *refusal)
+                return
+        await self.app(scope, receive, send)
 
     async def _check_write(self, scope: Scope, receive: Receive) -> tuple[tuple[int, dict[str, Any]] | None, Receive]:
         headers = Headers(scope=scope)

@@ -25,7 +25,7 @@ JSON = "application/json"
 
 
 def error_body(error: str, detail: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
-    """The error document: the same keys, in the same order, as `services.command.middleware.error_body`."""
+    """The error document of every service: `error`, `detail`, `field`, then anything specific."""
     return {"error": error, "detail": detail, "field": field, **extra}
 
 

@@ -392,7 +392,7 @@ async def test_an_unexpected_failure_is_a_generic_500_and_is_logged(
     error = assert_error(response, 500, "internal_error")
     assert "secret" not in response.text and "Traceback" not in response.text
     assert "secret internals" in caplog.text and "Traceback" in caplog.text
-    assert error == {"error": "internal_error", "detail": "internal server error", "field": None}
+    assert error == {"error": "internal_error", "detail": "unexpected error; see the service log", "field": None}
 
 
 async def test_a_database_outage_is_503_not_500(defined: httpx.AsyncClient, store: InMemoryEventStore) -> None:

@@ -11,7 +11,6 @@ import pytest
 from fastapi import Depends, FastAPI
 from starlette.types import Receive, Scope, Send
 
-from services.command.middleware import error_body as command_error_body
 from services.http import HTTPProblem, error_body, problem, problem_handler, rate_limited, retry_after_seconds
 
 
@@ -51,9 +50,10 @@ def test_problem_sets_the_given_headers() -> None:
         (("unknown_flag", "no flag", "flag_key"), {"flag_key": "a.b"}),
     ],
 )
-def test_error_body_is_the_command_services(args: tuple[Any, ...], extra: dict[str, Any]) -> None:
-    assert error_body(*args, **extra) == command_error_body(*args, **extra)
-    assert list(error_body(*args, **extra)) == list(command_error_body(*args, **extra))
+def test_error_body_leads_with_error_detail_field(args: tuple[Any, ...], extra: dict[str, Any]) -> None:
+    body = error_body(*args, **extra)
+    assert list(body) == ["error", "detail", "field", *extra]
+    assert body == {"error": args[0], "detail": args[1], "field": args[2], **extra}
 
 
 @pytest.mark.parametrize(

@@ -142,7 +142,7 @@ async def test_command_500_and_503_carry_the_headers_and_no_internals(apps: Apps
         broken = await client.get("/v1/events", headers=apps.admin)
         apps.store.available = False
     assert broken.status_code == 500
-    assert broken.json() == {"error": "internal_error", "detail": "internal server error", "field": None}
+    assert broken.json() == {"error": "internal_error", "detail": "unexpected error; see the service log", "field": None}
     assert_hardened(broken)
     async with apps.client(apps.command) as client:
         down = await client.put(f"/v1/flags/{KEY}/system", json=reason(enabled=True), headers=apps.admin)
