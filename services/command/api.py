@@ -31,6 +31,7 @@ from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
 from flagcore import InvalidTransition
 from services.auth.http import Caller, denial_metrics, install_auth_handlers
 from services.auth.policy import Action, Principal, authorize
+from services.command.audit_api import router as audit_router
 from services.command.commands import (
     UNSET,
     AnyCommand,
@@ -137,6 +138,7 @@ def create_app(
     app.include_router(_writes, dependencies=[Depends(_charge_write)])
     app.include_router(_reads)
     app.include_router(key_router, dependencies=[Depends(_charge_write)])
+    app.include_router(audit_router, dependencies=[Depends(_charge_write)])
     if store is not None:
         attach(app, store, relay=relay, clock=clock)
     return app

@@ -18,6 +18,7 @@ from services.auth.authenticator import Authenticator
 from services.auth.http import AuthGate
 from services.auth.postgres import PostgresKeyLookup
 from services.command.api import attach, create_app
+from services.command.audit_store import PostgresAuditStore
 from services.command.errors import StoreUnavailable
 from services.command.key_store import PostgresKeyStore
 from services.command.relay import Relay
@@ -46,6 +47,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         )
         attach(app, store, relay=relay)
         app.state.keys = PostgresKeyStore(pool)
+        app.state.audit = PostgresAuditStore(pool)
         app.state.auth = AuthGate(Authenticator(PostgresKeyLookup(pool)), throttle=FailedAuthThrottle())
         try:
             await store.ping()

@@ -229,6 +229,34 @@ async def ofrep_all(w: World, target: str, _: bool) -> Req:
     return Req("POST", "/ofrep/v1/evaluate/flags", _ofrep_context(w, target))
 
 
+async def history(w: World, target: str, _: bool) -> Req:
+    return Req("GET", "/v1/history", params=_org_param(w, target))
+
+
+def _instant(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+async def rollback_org(w: World, target: str, allowed: bool) -> Req:
+    org = w.org(target)
+    if not allowed:  # back to before the seed: one that got through would clear every override
+        return Req("POST", f"/v1/orgs/{org}/rollback", _body(flag_key=w.t.flag, at="2020-01-01T00:00:00Z"))
+    user = f"r{w.next()}"
+    before = datetime.now(UTC)
+    await w.setup("PUT", f"/v1/orgs/{org}/users/{user}/flags/{w.t.spare}", _body(enabled=True))
+    return Req("POST", f"/v1/orgs/{org}/rollback", _body(flag_key=w.t.spare, user_id=user, at=_instant(before)))
+
+
+async def rollback_system(w: World, _: str, allowed: bool) -> Req:
+    path = f"/v1/flags/{w.t.flag}/system"
+    if not allowed:
+        return Req("POST", f"/v1/flags/{w.t.flag}/rollback", _body(version=1))
+    await w.setup("PUT", path, _body(rollout_percentage=w.pct(path)))
+    before = datetime.now(UTC)
+    await w.setup("PUT", path, _body(rollout_percentage=w.pct(path)))
+    return Req("POST", f"/v1/flags/{w.t.flag}/rollback", _body(at=_instant(before)))
+
+
 # --- the table ---------------------------------------------------------------------------------------------
 
 
@@ -287,6 +315,15 @@ MATRIX: dict[tuple[str, str, str], Row] = {
         {"system-admin": (200, 200, 200), "org-admin of A": (200, 403, 200), "auditor of A": (200, 403, 200),
          "system auditor": (200, 200, 200), "evaluator of A": (403, 403, 403)},
     ),
+    # command API: the audit trail (history reads; rollback writes like the changes it makes)
+    ("command", "GET", "/v1/history"): Row(
+        history,
+        ("own", "other", "all"),
+        {"system-admin": (200, 200, 200), "org-admin of A": (200, 403, 200), "auditor of A": (200, 403, 200),
+         "system auditor": (200, 200, 200), "evaluator of A": (403, 403, 403)},
+    ),
+    ("command", "POST", "/v1/orgs/{org_id}/rollback"): Row(rollback_org, OWN_OTHER, OVERRIDE_WRITE),
+    ("command", "POST", "/v1/flags/{flag_key}/rollback"): Row(rollback_system, ("system",), SYSTEM_WRITE),
     # command API: keys
     ("command", "POST", "/v1/keys"): Row(
         create_a_key,
