@@ -6,12 +6,24 @@ the version written today; older versions are lifted by `events.upcasting`.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from events.scope import SYSTEM_PARTITION_KEY, Scope, definition_stream
-from events.vocabulary import FlagKey, FlagKind, KeyRole, Level, OrgId, Percentage, Platform, UserId
+from events.vocabulary import (
+    VARIANT_NAME_PATTERN,
+    VARIANT_WEIGHT_TOTAL,
+    FlagKey,
+    FlagKind,
+    KeyRole,
+    Level,
+    OrgId,
+    Percentage,
+    Platform,
+    UserId,
+)
 
 
 class Change(BaseModel):
@@ -59,31 +71,75 @@ class FlagChange(Change):
 # --- flag definitions -------------------------------------------------------
 
 
-class FlagDefined(FlagChange):
-    """A new flag exists. v1 had no kind, owner or group (see upcasting)."""
+class Variant(BaseModel):
+    """One arm of an experiment: a name and its share of users, in thousandths (Unleash's unit)."""
 
-    SCHEMA_VERSION: ClassVar[int] = 2
-    type: Literal["FlagDefined"] = "FlagDefined"
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = Field(pattern=VARIANT_NAME_PATTERN, description="Variant name, e.g. `control`.")
+    weight: int = Field(ge=0, le=VARIANT_WEIGHT_TOTAL, description="Share of users in thousandths (0–1000).")
+
+
+class _Described(FlagChange):
+    """The attributes a definition carries in full on every define and update."""
+
     kind: FlagKind = FlagKind.RELEASE
     description: str = Field(default="", max_length=1000)
     owner: str | None = Field(default=None, max_length=200)
     group: str = Field(min_length=1, max_length=64)
+    variants: tuple[Variant, ...] = Field(default=(), description="Experiment arms; weights sum to 1000.")
+    expires_at: AwareDatetime | None = Field(default=None, description="When the flag is due for removal.")
+
+    @model_validator(mode="after")
+    def _variants_are_an_experiment(self) -> _Described:
+        check_variants(self.kind, self.variants)
+        return self
 
 
-class FlagUpdated(FlagChange):
-    """A flag's descriptive attributes changed (the full new set is carried)."""
+def check_variants(kind: FlagKind, variants: tuple[Variant, ...]) -> None:
+    """Variants belong to experiment flags, have distinct names, and split exactly 1000 thousandths."""
+    if not variants:
+        return
+    if kind is not FlagKind.EXPERIMENT:
+        raise ValueError(f"variants: only an experiment flag has variants (kind is {kind.value})")
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise ValueError("variants: names must be distinct")
+    total = sum(v.weight for v in variants)
+    if total != VARIANT_WEIGHT_TOTAL:
+        raise ValueError(f"variants: weights must sum to {VARIANT_WEIGHT_TOTAL}, not {total}")
 
+
+class FlagDefined(_Described):
+    """A new flag exists. v1 had no kind, owner or group; v2 no variants or expiry (see upcasting)."""
+
+    SCHEMA_VERSION: ClassVar[int] = 3
+    type: Literal["FlagDefined"] = "FlagDefined"
+
+
+class FlagUpdated(_Described):
+    """A flag's descriptive attributes changed (the full new set is carried). v1 had no variants or expiry."""
+
+    SCHEMA_VERSION: ClassVar[int] = 2
     type: Literal["FlagUpdated"] = "FlagUpdated"
     kind: FlagKind
-    description: str = Field(max_length=1000)
-    owner: str | None = Field(default=None, max_length=200)
-    group: str = Field(min_length=1, max_length=64)
 
 
 class FlagArchived(FlagChange):
     """The flag is retired: it evaluates off everywhere and takes no new settings."""
 
     type: Literal["FlagArchived"] = "FlagArchived"
+
+
+class KillSwitchEngaged(FlagChange):
+    """An ops flag was switched off everywhere at once: it wins over every level until released."""
+
+    type: Literal["KillSwitchEngaged"] = "KillSwitchEngaged"
+
+
+class KillSwitchReleased(FlagChange):
+    """The kill switch is off again: the levels decide as before."""
+
+    type: Literal["KillSwitchReleased"] = "KillSwitchReleased"
 
 
 # --- settings at a level ----------------------------------------------------
@@ -179,6 +235,53 @@ class RolloutPercentageSet(FlagChange):
         return Scope(self.level, self.org_id, self.platform, self.user_id)
 
 
+class _ScheduledAtScope(FlagChange):
+    """A change to the schedule of one scope's setting (any level)."""
+
+    level: Level
+    org_id: OrgId | None = None
+    platform: Platform | None = None
+    user_id: UserId | None = None
+    effective_at: AwareDatetime = Field(description="The instant the step takes effect (UTC).")
+
+    @field_validator("effective_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _scope_is_consistent(self) -> _ScheduledAtScope:
+        Scope(self.level, self.org_id, self.platform, self.user_id)
+        return self
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.level, self.org_id, self.platform, self.user_id)
+
+
+class SettingScheduled(_ScheduledAtScope):
+    """From `effective_at` on, the setting takes these values; a field left None keeps what is in force then.
+
+    Replaces any step already scheduled at the same instant.
+    """
+
+    type: Literal["SettingScheduled"] = "SettingScheduled"
+    enabled: bool | None = None
+    rollout_percentage: Percentage | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> SettingScheduled:
+        if self.enabled is None and self.rollout_percentage is None:
+            raise ValueError("a scheduled step sets enabled and/or rollout_percentage")
+        return self
+
+
+class ScheduledSettingCancelled(_ScheduledAtScope):
+    """The step scheduled at `effective_at` will not happen."""
+
+    type: Literal["ScheduledSettingCancelled"] = "ScheduledSettingCancelled"
+
+
 # --- API keys -------------------------------------------------------------------
 
 
@@ -221,6 +324,10 @@ AnyChange = Annotated[
     FlagDefined
     | FlagUpdated
     | FlagArchived
+    | KillSwitchEngaged
+    | KillSwitchReleased
+    | SettingScheduled
+    | ScheduledSettingCancelled
     | SystemDefaultSet
     | OrgOverrideSet
     | OrgOverrideCleared
@@ -241,6 +348,10 @@ CHANGE_TYPES: dict[str, type[Change]] = {
         FlagDefined,
         FlagUpdated,
         FlagArchived,
+        KillSwitchEngaged,
+        KillSwitchReleased,
+        SettingScheduled,
+        ScheduledSettingCancelled,
         SystemDefaultSet,
         OrgOverrideSet,
         OrgOverrideCleared,

@@ -54,3 +54,19 @@ def _flag_defined_v1(data: Data) -> Data:
     data.setdefault("owner", None)
     data.setdefault("group", data["flag_key"].split(".", 1)[0])
     return data
+
+
+@upcaster("FlagDefined", 2)
+def _flag_defined_v2(data: Data) -> Data:
+    """v2 had no variants or expiry: a flag written then has neither."""
+    data.setdefault("variants", [])
+    data.setdefault("expires_at", None)
+    return data
+
+
+@upcaster("FlagUpdated", 1)
+def _flag_updated_v1(data: Data) -> Data:
+    """v1 carried no variants or expiry, which did not exist yet: the full new set has none."""
+    data.setdefault("variants", [])
+    data.setdefault("expires_at", None)
+    return data

@@ -58,6 +58,9 @@ FLAG_KEY_PATTERN = r"^[a-z][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)*$"
 ORG_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+:-]{0,127}$"
 
+VARIANT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+VARIANT_WEIGHT_TOTAL = 1000  # Unleash normalises variant weights to thousandths
+
 FLAG_KEY_RE = re.compile(FLAG_KEY_PATTERN)
 ORG_ID_RE = re.compile(ORG_ID_PATTERN)
 USER_ID_RE = re.compile(USER_ID_PATTERN)

@@ -8,13 +8,17 @@ from flagcore.bucketing import bucket, in_rollout
 from flagcore.catalog import SEED_FLAGS, SeedFlag
 from flagcore.errors import FlagError, InvalidTransition
 from flagcore.evaluation import ErrorCode, Evaluation, Reason, evaluate, evaluate_all
-from flagcore.model import Catalog, Definition, EventRef, Setting, TenantRules
+from flagcore.instants import format_instant, parse_instant
+from flagcore.lifecycle import StaleFlag, stale_flags
+from flagcore.model import Catalog, Definition, EventRef, ScheduledStep, Setting, TenantRules, Variant
 from flagcore.platforms import enabled_platforms, is_platform_enabled, platform_flag
 from flagcore.state import FlagState, StreamHead, fold
 from flagcore.transitions import transition
+from flagcore.variants import VARIANT_SEED, select_variant, variant_bucket
 
 __all__ = [
     "SEED_FLAGS",
+    "VARIANT_SEED",
     "Catalog",
     "Definition",
     "ErrorCode",
@@ -24,17 +28,25 @@ __all__ = [
     "FlagState",
     "InvalidTransition",
     "Reason",
+    "ScheduledStep",
     "SeedFlag",
     "Setting",
+    "StaleFlag",
     "StreamHead",
     "TenantRules",
+    "Variant",
     "bucket",
     "enabled_platforms",
     "evaluate",
     "evaluate_all",
     "fold",
+    "format_instant",
     "in_rollout",
     "is_platform_enabled",
+    "parse_instant",
     "platform_flag",
+    "select_variant",
+    "stale_flags",
     "transition",
+    "variant_bucket",
 ]

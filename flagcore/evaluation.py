@@ -1,17 +1,24 @@
 """Evaluation: the four levels, highest first, and an answer that says why.
 
-Never raises into product code: an unknown flag is an answer with
-`reason=ERROR` and `error_code=FLAG_NOT_FOUND`, evaluating to off.
+A pure function of (state, context, now): a setting's scheduled steps due by
+`now` are applied before it is read, so a scheduled change takes effect at its
+instant wherever this runs, with no job to trigger it. An ops flag's kill switch
+wins over every level. Never raises into product code: an unknown flag is an
+answer with `reason=ERROR` and `error_code=FLAG_NOT_FOUND`, evaluating to off.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from events import Level
 from flagcore.bucketing import bucket
-from flagcore.model import Catalog, EventRef, Setting, TenantRules
+from flagcore.model import Catalog, Definition, EventRef, Setting, TenantRules
+from flagcore.variants import select_variant
+
+ON, OFF = "on", "off"  # the variant of a flag without experiment arms, as flagd names them
 
 
 class Reason(StrEnum):
@@ -39,6 +46,8 @@ class Evaluation:
     rollout_percentage: int | None = None
     bucket: int | None = None
     error_code: ErrorCode | None = None
+    variant: str | None = None  # the experiment arm when on, else "on"/"off"; None only on error
+    killed: bool = False  # the ops flag's kill switch decided
 
     def explain(self) -> str:
         """One sentence a support engineer can read out."""
@@ -47,6 +56,9 @@ class Evaluation:
             return f"{self.flag_key} is {state}: {self.error_code.value}"
         if self.reason is Reason.DEFAULT:
             return f"{self.flag_key} is {state}: no level sets it, so the built-in default applies"
+        if self.killed:
+            who = f" by {self.source.actor} ({self.source.reason!r})" if self.source else ""
+            return f"{self.flag_key} is {state}: its kill switch is engaged{who}"
         if self.reason is Reason.DISABLED:
             return f"{self.flag_key} is {state}: the flag is archived"
         rule = (
@@ -55,7 +67,8 @@ class Evaluation:
             else "fixed value"
         )
         who = f" by {self.source.actor} ({self.source.reason!r})" if self.source else ""
-        return f"{self.flag_key} is {state}: {self.level} level, {rule}, set{who}"
+        arm = f", variant {self.variant}" if self.variant not in (ON, OFF) else ""
+        return f"{self.flag_key} is {state}: {self.level} level, {rule}{arm}, set{who}"
 
 
 def evaluate(
@@ -65,19 +78,44 @@ def evaluate(
     *,
     platform: str | None = None,
     user_id: str | None = None,
+    now: datetime | None = None,
 ) -> Evaluation:
-    """Resolve `flag_key` for the tenant, optionally one of its platforms and users."""
+    """Resolve `flag_key` for the tenant, optionally one of its platforms and users, at `now`.
+
+    `now` defaults to the current time, read only when a setting has a schedule.
+    """
     definition = catalog.definitions.get(flag_key)
     if definition is None:
         return Evaluation(flag_key, False, Reason.ERROR, error_code=ErrorCode.FLAG_NOT_FOUND)
     if definition.archived:
-        return Evaluation(flag_key, False, Reason.DISABLED, Level.SYSTEM, definition.source)
+        return Evaluation(flag_key, False, Reason.DISABLED, Level.SYSTEM, definition.source, variant=OFF)
+    if definition.killed:
+        return Evaluation(flag_key, False, Reason.DISABLED, Level.SYSTEM, definition.source, variant=OFF, killed=True)
     subject = user_id if user_id is not None else tenant.org_id
+    clock = _Clock(now)
     for level, setting in _candidates(catalog, tenant, flag_key, platform, user_id):
-        if setting is None or (setting.enabled is None and setting.rollout_percentage is None):
+        if setting is None:
             continue
-        return _decide(flag_key, level, setting, subject)
-    return Evaluation(flag_key, False, Reason.DEFAULT)
+        if setting.schedule:
+            setting = setting.in_force(clock())
+        if setting.enabled is None and setting.rollout_percentage is None:
+            continue
+        return _decide(definition, level, setting, subject)
+    return Evaluation(flag_key, False, Reason.DEFAULT, variant=OFF)
+
+
+class _Clock:
+    """`now` as given, or the current time read once, on first use."""
+
+    __slots__ = ("_now",)
+
+    def __init__(self, now: datetime | None) -> None:
+        self._now = now
+
+    def __call__(self) -> datetime:
+        if self._now is None:
+            self._now = datetime.now(UTC)
+        return self._now
 
 
 def _candidates(
@@ -95,15 +133,26 @@ def _candidates(
     )
 
 
-def _decide(flag_key: str, level: Level, setting: Setting, subject: str) -> Evaluation:
+def _decide(definition: Definition, level: Level, setting: Setting, subject: str) -> Evaluation:
+    flag_key = definition.key
     fixed = Reason.STATIC if level is Level.SYSTEM else Reason.TARGETING_MATCH
     if setting.enabled is False:
-        return Evaluation(flag_key, False, fixed, level, setting.source)
+        return Evaluation(flag_key, False, fixed, level, setting.source, variant=OFF)
     pct = setting.rollout_percentage
     if pct is None:
-        return Evaluation(flag_key, True, fixed, level, setting.source)
+        return Evaluation(flag_key, True, fixed, level, setting.source, variant=_arm(definition, subject))
     b = bucket(flag_key, subject)
-    return Evaluation(flag_key, pct > 0 and b <= pct, Reason.SPLIT, level, setting.source, pct, b)
+    on = pct > 0 and b <= pct
+    variant = _arm(definition, subject) if on else OFF
+    return Evaluation(flag_key, on, Reason.SPLIT, level, setting.source, pct, b, variant=variant)
+
+
+def _arm(definition: Definition, subject: str) -> str:
+    """The variant of a subject the flag is on for: its experiment arm, or "on"."""
+    if not definition.variants:
+        return ON
+    chosen = select_variant(definition.key, subject, definition.variants)
+    return ON if chosen is None else chosen.name
 
 
 def evaluate_all(
@@ -112,8 +161,11 @@ def evaluate_all(
     *,
     platform: str | None = None,
     user_id: str | None = None,
+    now: datetime | None = None,
 ) -> list[Evaluation]:
+    at = now if now is not None else datetime.now(UTC)
     return [
-        evaluate(catalog, tenant, key, platform=platform, user_id=user_id)
+        evaluate(catalog, tenant, key, platform=platform, user_id=user_id, now=at)
         for key in sorted(catalog.definitions)
     ]
+

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from events import Envelope, FlagKind
+from flagcore.instants import parse_instant
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,19 +34,60 @@ class EventRef:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduledStep:
+    """From `at` on, the setting takes these values; None keeps what is in force."""
+
+    at: datetime
+    enabled: bool | None = None
+    rollout_percentage: int | None = None
+
+    @classmethod
+    def from_value(cls, value: dict[str, Any]) -> ScheduledStep:
+        return cls(parse_instant(value["at"]), value.get("enabled"), value.get("rollout_percentage"))
+
+
+@dataclass(frozen=True, slots=True)
 class Setting:
-    """A level's say on a flag: on/off, a sticky rollout, or both (on for N%)."""
+    """A level's say on a flag: on/off, a sticky rollout, or both (on for N%), and what is scheduled.
+
+    `schedule` holds only steps later than the stream's last event (earlier ones were
+    folded in by `transition`), in time order; `in_force(now)` applies those due.
+    """
 
     enabled: bool | None
     rollout_percentage: int | None
     source: EventRef | None = None
+    schedule: tuple[ScheduledStep, ...] = ()
 
     @classmethod
     def from_value(cls, value: dict[str, Any], source: EventRef | None = None) -> Setting:
-        return cls(value.get("enabled"), value.get("rollout_percentage"), source)
+        steps = tuple(ScheduledStep.from_value(s) for s in value.get("schedule") or ())
+        return cls(value.get("enabled"), value.get("rollout_percentage"), source, steps)
 
     def to_value(self) -> dict[str, Any]:
         return {"enabled": self.enabled, "rollout_percentage": self.rollout_percentage}
+
+    def in_force(self, now: datetime) -> Setting:
+        """The setting at `now`: the stored values with every step due by `now` applied, in order."""
+        enabled, pct = self.enabled, self.rollout_percentage
+        for step in self.schedule:
+            if step.at > now:
+                break
+            enabled = enabled if step.enabled is None else step.enabled
+            pct = pct if step.rollout_percentage is None else step.rollout_percentage
+        return Setting(enabled, pct, self.source)
+
+    def next_change(self, now: datetime) -> datetime | None:
+        """The first scheduled instant after `now` (None: nothing pending)."""
+        return next((s.at for s in self.schedule if s.at > now), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """An experiment arm and its weight in thousandths (the weights sum to 1000)."""
+
+    name: str
+    weight: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +99,13 @@ class Definition:
     group: str
     archived: bool = False
     source: EventRef | None = None
+    killed: bool = False  # an ops flag's kill switch: off everywhere, whatever the levels say
+    variants: tuple[Variant, ...] = ()
+    expires_at: datetime | None = None
 
     @classmethod
     def from_value(cls, key: str, value: dict[str, Any], source: EventRef | None = None) -> Definition:
+        expires = value.get("expires_at")
         return cls(
             key=key,
             kind=FlagKind(value["kind"]),
@@ -68,6 +114,9 @@ class Definition:
             group=value["group"],
             archived=bool(value.get("archived", False)),
             source=source,
+            killed=bool(value.get("killed", False)),
+            variants=tuple(Variant(v["name"], v["weight"]) for v in value.get("variants") or ()),
+            expires_at=None if expires is None else parse_instant(expires),
         )
 
     def to_value(self) -> dict[str, Any]:

@@ -38,7 +38,7 @@ class FlagState:
         head = self.heads.get(envelope.stream)
         if head is not None and envelope.version <= head.version:
             return False
-        value = transition(head.value if head else None, envelope.data)
+        value = transition(head.value if head else None, envelope.data, at=envelope.occurred_at)
         self.heads[envelope.stream] = StreamHead(envelope.version, envelope.hash, value)
         self._place(envelope, value)
         return True

@@ -1,5 +1,11 @@
 """How one change moves the value of its stream: the single rule shared by the
-command side (to record previous → new) and the fold (to rebuild state)."""
+command side (to record previous → new) and the fold (to rebuild state).
+
+A setting's value may hold a `schedule` of future steps. Every setting change
+first folds in the steps due by its own instant (`at`, the event's
+`occurred_at`), so a stored schedule only ever holds steps later than the
+stream's last event and evaluation can apply the due ones for any `now`.
+"""
 
 from __future__ import annotations
 
@@ -13,58 +19,81 @@ from events import (
     Change,
     FlagArchived,
     FlagDefined,
+    FlagKind,
     FlagUpdated,
+    KillSwitchEngaged,
+    KillSwitchReleased,
     OrgOverrideCleared,
     OrgOverrideSet,
     PlatformOverrideCleared,
     PlatformOverrideSet,
     RolloutPercentageSet,
+    ScheduledSettingCancelled,
+    SettingScheduled,
     SystemDefaultSet,
     UserOverrideCleared,
     UserOverrideSet,
 )
 from flagcore.errors import InvalidTransition
+from flagcore.instants import format_instant, parse_instant
 
 Value = dict[str, Any] | None
 
 
-def transition(previous: Value, change: Change) -> Value:
-    """The stream's value after `change`; raises `InvalidTransition` when it cannot apply."""
+def transition(previous: Value, change: Change, *, at: datetime | None = None) -> Value:
+    """The stream's value after `change` made at `at`; raises `InvalidTransition` when it cannot apply.
+
+    `at` (the event's `occurred_at`) matters only to settings with a schedule: the
+    steps due by then are folded in first. Without it nothing is folded.
+    """
     match change:
         case FlagDefined():
             if previous is not None:
                 raise InvalidTransition(f"flag {change.flag_key!r} is already defined")
-            return {
-                "kind": change.kind.value,
-                "description": change.description,
-                "owner": change.owner,
-                "group": change.group,
-                "archived": False,
-            }
+            return _described(change, {})
         case FlagUpdated():
             _require_live_definition(previous, change)
-            return {
-                "kind": change.kind.value,
-                "description": change.description,
-                "owner": change.owner,
-                "group": change.group,
-                "archived": False,
-            }
+            assert previous is not None
+            if previous.get("killed") and change.kind is not FlagKind.OPS:
+                raise InvalidTransition(f"flag {change.flag_key!r} has its kill switch engaged: it stays an ops flag")
+            return _described(change, previous)
         case FlagArchived():
             _require_live_definition(previous, change)
             return {**previous, "archived": True}  # type: ignore[dict-item]
+        case KillSwitchEngaged() | KillSwitchReleased():
+            _require_live_definition(previous, change)
+            assert previous is not None
+            if previous["kind"] != FlagKind.OPS.value:
+                kind = previous["kind"]
+                raise InvalidTransition(f"flag {change.flag_key!r} is a {kind} flag: only ops flags have a kill switch")
+            return {**previous, "killed": isinstance(change, KillSwitchEngaged)}
         case SystemDefaultSet() | OrgOverrideSet() | PlatformOverrideSet() | UserOverrideSet():
-            return {
-                "enabled": change.enabled,
-                "rollout_percentage": (previous or {}).get("rollout_percentage"),
-            }
+            before = _caught_up(previous, at) or {}
+            return _setting(change.enabled, before.get("rollout_percentage"), before.get("schedule"))
         case OrgOverrideCleared() | PlatformOverrideCleared() | UserOverrideCleared():
-            return None
+            return None  # the whole override goes, schedule included
         case RolloutPercentageSet():
-            enabled = (previous or {}).get("enabled")
-            if enabled is None and change.percentage is None:
-                return None
-            return {"enabled": enabled, "rollout_percentage": change.percentage}
+            before = _caught_up(previous, at) or {}
+            return _setting(before.get("enabled"), change.percentage, before.get("schedule"))
+        case SettingScheduled():
+            before = _caught_up(previous, at) or {}
+            if at is not None and change.effective_at <= at:
+                raise InvalidTransition(f"a step at {format_instant(change.effective_at)} is not in the future")
+            step = {
+                "at": format_instant(change.effective_at),
+                "enabled": change.enabled,
+                "rollout_percentage": change.rollout_percentage,
+            }
+            steps = [s for s in before.get("schedule") or () if parse_instant(s["at"]) != change.effective_at]
+            steps.append(step)
+            steps.sort(key=lambda s: parse_instant(s["at"]))
+            return _setting(before.get("enabled"), before.get("rollout_percentage"), steps)
+        case ScheduledSettingCancelled():
+            before = _caught_up(previous, at) or {}
+            steps = [s for s in before.get("schedule") or () if parse_instant(s["at"]) != change.effective_at]
+            if len(steps) == len(before.get("schedule") or ()):
+                raise InvalidTransition(f"nothing is scheduled at {format_instant(change.effective_at)}")
+            return _setting(before.get("enabled"), before.get("rollout_percentage"), steps)
         case ApiKeyCreated():
             if previous is not None:
                 raise InvalidTransition(f"key {change.key_id} already exists")
@@ -82,6 +111,50 @@ def transition(previous: Value, change: Change) -> Value:
                 return {**previous, "revoked": True}
             return {**previous, "expires_at": _instant(change.expires_at)}
     raise InvalidTransition(f"unknown change {type(change).__name__}")
+
+
+def _described(change: FlagDefined | FlagUpdated, previous: dict[str, Any]) -> dict[str, Any]:
+    """A definition's value; variants, expiry and the kill switch appear only once set, as old values lack them."""
+    value = {
+        "kind": change.kind.value,
+        "description": change.description,
+        "owner": change.owner,
+        "group": change.group,
+        "archived": False,
+    }
+    if previous.get("killed"):
+        value["killed"] = True
+    if change.variants:
+        value["variants"] = [{"name": v.name, "weight": v.weight} for v in change.variants]
+    if change.expires_at is not None:
+        value["expires_at"] = format_instant(change.expires_at)
+    return value
+
+
+def _setting(enabled: bool | None, pct: int | None, schedule: list[dict[str, Any]] | None) -> Value:
+    """A setting's value; None when it says nothing. `schedule` appears only when non-empty,
+    so values written before schedules existed are reproduced byte for byte."""
+    if enabled is None and pct is None and not schedule:
+        return None
+    value: dict[str, Any] = {"enabled": enabled, "rollout_percentage": pct}
+    if schedule:
+        value["schedule"] = schedule
+    return value
+
+
+def _caught_up(value: Value, at: datetime | None) -> Value:
+    """`value` with the steps due by `at` applied to it and dropped from its schedule."""
+    if value is None or at is None or not value.get("schedule"):
+        return value
+    enabled, pct = value.get("enabled"), value.get("rollout_percentage")
+    pending = []
+    for step in value["schedule"]:
+        if parse_instant(step["at"]) > at:
+            pending.append(step)
+            continue
+        enabled = enabled if step["enabled"] is None else step["enabled"]
+        pct = pct if step["rollout_percentage"] is None else step["rollout_percentage"]
+    return _setting(enabled, pct, pending)
 
 
 def _instant(value: datetime | None) -> str | None:

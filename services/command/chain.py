@@ -65,7 +65,7 @@ def seal_changes(
     envelopes: list[Envelope] = []
     value, version, prev_hash = head.value, head.version, head.hash
     for change, sequence in zip(changes, sequences, strict=True):
-        new = transition(value, change)
+        new = transition(value, change, at=occurred_at)
         envelope = seal(
             event_id=new_id(),
             sequence=sequence,

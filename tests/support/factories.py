@@ -25,14 +25,15 @@ class LogBuilder:
     def append(self, change: AnyChange, *, reason: str = "test", actor: Actor = ALICE) -> Envelope | None:
         """Seal `change`; None (nothing appended) when it is invalid or changes nothing."""
         version, prev_hash, previous = self.heads.get(change.stream, (0, GENESIS_HASH, None))
+        at = self.clock + timedelta(seconds=1)
         try:
-            new = transition(previous, change)
+            new = transition(previous, change, at=at)
         except InvalidTransition:
             return None
         if version and new == previous:
             return None
         self.sequence += 1
-        self.clock += timedelta(seconds=1)
+        self.clock = at
         envelope = seal(
             event_id=uuid.uuid4(),
             sequence=self.sequence,
