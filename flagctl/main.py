@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from events import Platform
 from flagcore import SEED_FLAGS
+from flagctl import timetravel
 from flagctl.client import ApiError, Client
 
 Handler = Callable[[Client, argparse.Namespace], int]
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=1000)
     p.add_argument("--json", action="store_true", help="one event per line")
     p.set_defaults(handler=cmd_audit)
+    timetravel.register(p.add_subparsers(metavar="ACTION"))
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(required=True, metavar="ACTION")
     p = keys.add_parser("create", help="create a key and print it (shown once)")

@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from events import Envelope, Platform, Scope
 from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
 from flagcore import InvalidTransition
+from services.audit.api import router as timetravel_router
 from services.auth.http import Caller, denial_metrics, install_auth_handlers
 from services.auth.policy import Action, Principal, authorize
 from services.command.audit_api import router as audit_router
@@ -139,6 +140,7 @@ def create_app(
     app.include_router(_reads)
     app.include_router(key_router, dependencies=[Depends(_charge_write)])
     app.include_router(audit_router, dependencies=[Depends(_charge_write)])
+    app.include_router(timetravel_router)
     if store is not None:
         attach(app, store, relay=relay, clock=clock)
     return app

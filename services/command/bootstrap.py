@@ -14,6 +14,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from services.audit.store import PostgresHistory
+from services.audit.timetravel import TimeTravel
 from services.auth.authenticator import Authenticator
 from services.auth.http import AuthGate
 from services.auth.postgres import PostgresKeyLookup
@@ -47,6 +49,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         )
         attach(app, store, relay=relay)
         app.state.keys = PostgresKeyStore(pool)
+        app.state.timetravel = TimeTravel(PostgresHistory(pool))
         app.state.audit = PostgresAuditStore(pool)
         app.state.auth = AuthGate(Authenticator(PostgresKeyLookup(pool)), throttle=FailedAuthThrottle())
         try:

@@ -257,6 +257,17 @@ async def rollback_system(w: World, _: str, allowed: bool) -> Req:
     return Req("POST", f"/v1/flags/{w.t.flag}/rollback", _body(at=_instant(before)))
 
 
+async def time_travel_at(w: World, target: str, _: bool) -> Req:
+    at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return Req("GET", "/v1/audit/at", params={"org": w.org(target), "at": at})
+
+
+async def time_travel_diff(w: World, target: str, _: bool) -> Req:
+    now = datetime.now(UTC)
+    since, until = ((now - timedelta(minutes=5)).isoformat(), now.isoformat())
+    return Req("GET", "/v1/audit/diff", params={"org": w.org(target), "from": since, "to": until})
+
+
 # --- the table ---------------------------------------------------------------------------------------------
 
 
@@ -277,6 +288,8 @@ EVALUATION = {"system-admin": (200, 200), "org-admin of A": (200, 403), "auditor
 # another org (or a system key) gets 404, like a key that does not exist.
 KEY_CHANGE = {"system-admin": (200, 200, 200), "org-admin of A": (200, 404, 404), "auditor of A": (403, 403, 403),
               "system auditor": (403, 403, 403), "evaluator of A": (403, 403, 403)}
+AUDIT_READ = {"system-admin": (200, 200), "org-admin of A": (200, 403), "auditor of A": (200, 403),
+              "system auditor": (200, 200), "evaluator of A": (403, 403)}
 OWN_OTHER = ("own", "other")
 KEYS = ("own", "other", "system")
 
@@ -324,6 +337,9 @@ MATRIX: dict[tuple[str, str, str], Row] = {
     ),
     ("command", "POST", "/v1/orgs/{org_id}/rollback"): Row(rollback_org, OWN_OTHER, OVERRIDE_WRITE),
     ("command", "POST", "/v1/flags/{flag_key}/rollback"): Row(rollback_system, ("system",), SYSTEM_WRITE),
+    # command API: time travel (read-only, like the history)
+    ("command", "GET", "/v1/audit/at"): Row(time_travel_at, OWN_OTHER, AUDIT_READ),
+    ("command", "GET", "/v1/audit/diff"): Row(time_travel_diff, OWN_OTHER, AUDIT_READ),
     # command API: keys
     ("command", "POST", "/v1/keys"): Row(
         create_a_key,

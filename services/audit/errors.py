@@ -1,0 +1,29 @@
+"""What a time-travel question can get wrong; each names the request field at fault."""
+
+from __future__ import annotations
+
+
+class AuditError(Exception):
+    """Base of this package's errors: `status`, a stable `code` and the `field` at fault."""
+
+    status = 422
+    code = "invalid_request"
+
+    def __init__(self, detail: str, field: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class UnknownOrg(AuditError):
+    status = 404
+    code = "unknown_org"
+
+
+class UnknownFlag(AuditError):
+    status = 404
+    code = "unknown_flag"
+
+
+class BadInstant(AuditError):
+    """An instant in the future, or a range that runs backwards."""

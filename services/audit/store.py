@@ -1,0 +1,160 @@
+"""All SQL of time travel and snapshots, over the event store, as the command role.
+
+Events come back as decoded envelopes (their hashes checked); snapshot parts as
+their JSON documents. asyncpg's connection failures become `StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from events import Envelope, decode
+from services.command.errors import StoreUnavailable
+
+# A scope's flag events: an org's, or (scope '') the system ones (definitions, system defaults).
+_SCOPE = "(CASE WHEN $1 = '' THEN org_id IS NULL ELSE org_id = $1 END) AND flag_key IS NOT NULL"
+_EVENTS = f"""
+SELECT body FROM event_store WHERE {_SCOPE} AND sequence > $2 AND occurred_at <= $3 ORDER BY sequence
+"""
+_NEAREST = """
+SELECT sequence, events, state FROM snapshots
+WHERE scope = $1 AND covered_until <= $2 ORDER BY sequence DESC LIMIT 1
+"""
+_COUNT = f"SELECT count(*) FROM event_store WHERE {_SCOPE} AND sequence <= $2"
+_MATCHING_HEADS = """
+SELECT count(*) FROM event_store e
+JOIN unnest($1::text[], $2::int[], $3::text[]) AS u(stream, version, hash)
+  ON e.stream = u.stream AND e.version = u.version AND e.hash = u.hash
+"""
+_ORG_KNOWN = "SELECT EXISTS (SELECT 1 FROM event_store WHERE org_id = $1 AND flag_key IS NOT NULL)"
+_LATEST_RUN = "SELECT sequence, covered_until, kafka_offsets FROM snapshot_runs ORDER BY sequence DESC LIMIT 1"
+_LATEST_PARTS = """
+SELECT DISTINCT ON (scope) scope, sequence, events, state FROM snapshots ORDER BY scope, sequence DESC
+"""
+# A run's cutoff: events old enough that no append still in flight can take a lower sequence,
+# and all published, so the Kafka offsets the run records cover every one of them.
+_CUTOFF = """
+SELECT max(sequence) FROM event_store
+WHERE occurred_at <= now() - make_interval(secs => $1)
+  AND sequence < coalesce((SELECT min(sequence) FROM event_store WHERE published_at IS NULL), 9223372036854775807)
+"""
+_SINCE = """
+SELECT sequence, occurred_at, body FROM event_store
+WHERE flag_key IS NOT NULL AND sequence > $1 AND sequence <= $2 ORDER BY sequence LIMIT $3
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """A stored snapshot part: the scope's state after every event up to `sequence`."""
+
+    scope: str
+    sequence: int
+    events: int
+    doc: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    sequence: int
+    covered_until: datetime | None
+    kafka_offsets: dict[int, int]
+
+
+class PostgresHistory:
+    """The event store and the snapshots, read (and snapshots added) by the command role."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def org_known(self, org_id: str) -> bool:
+        async with _translated():
+            return bool(await self._pool.fetchval(_ORG_KNOWN, org_id))
+
+    async def nearest_part(self, scope: str, instant: datetime) -> Part | None:
+        """The latest snapshot part of `scope` that only covers events at or before `instant`."""
+        async with _translated():
+            row = await self._pool.fetchrow(_NEAREST, scope, instant)
+        return None if row is None else Part(scope, row["sequence"], row["events"], orjson.loads(row["state"]))
+
+    async def part_is_sound(self, part: Part) -> bool:
+        """Does the log still hold exactly what the part says it folded (same heads, same count)?"""
+        heads = part.doc["heads"]
+        async with _translated(), self._pool.acquire() as conn:
+            count = await conn.fetchval(_COUNT, part.scope, part.sequence)
+            matching = await conn.fetchval(
+                _MATCHING_HEADS, [h[0] for h in heads], [h[1] for h in heads], [h[2] for h in heads]
+            )
+        return count == part.events and matching == len(heads)
+
+    async def events(self, scope: str, *, after: int, until: datetime) -> list[Envelope]:
+        """The scope's flag events after sequence `after` that occurred at or before `until`."""
+        async with _translated():
+            rows = await self._pool.fetch(_EVENTS, scope, after, until)
+        return [decode(bytes(r["body"])) for r in rows]
+
+    # --- the snapshot job -----------------------------------------------------------
+
+    async def latest_run(self) -> Run | None:
+        async with _translated():
+            row = await self._pool.fetchrow(_LATEST_RUN)
+        if row is None:
+            return None
+        offsets = {int(p): int(o) for p, o in orjson.loads(row["kafka_offsets"]).items()}
+        return Run(row["sequence"], row["covered_until"], offsets)
+
+    async def latest_parts(self) -> list[Part]:
+        async with _translated():
+            rows = await self._pool.fetch(_LATEST_PARTS)
+        return [Part(r["scope"], r["sequence"], r["events"], orjson.loads(r["state"])) for r in rows]
+
+    async def cutoff(self, settle_seconds: float) -> int | None:
+        """The highest sequence a run may cover now; None when there is none."""
+        async with _translated():
+            value = await self._pool.fetchval(_CUTOFF, settle_seconds)
+        return None if value is None else int(value)
+
+    async def stream_events(
+        self, *, after: int, upto: int, page: int = 5000
+    ) -> AsyncIterator[tuple[int, datetime, Envelope]]:
+        """Flag events with `after` < sequence <= `upto`, in sequence order, paged."""
+        while True:
+            async with _translated():
+                rows = await self._pool.fetch(_SINCE, after, upto, page)
+            for r in rows:
+                yield r["sequence"], r["occurred_at"], decode(bytes(r["body"]))
+            if len(rows) < page:
+                return
+            after = rows[-1]["sequence"]
+
+    async def save(self, parts: Sequence[tuple[Part, datetime]], run: Run) -> None:
+        """Add the parts and the run record in one transaction."""
+        async with _translated(), self._pool.acquire() as conn, conn.transaction():
+            await conn.executemany(
+                "INSERT INTO snapshots (scope, sequence, covered_until, events, state) VALUES ($1, $2, $3, $4, $5)",
+                [(p.scope, p.sequence, until, p.events, orjson.dumps(p.doc).decode()) for p, until in parts],
+            )
+            await conn.execute(
+                "INSERT INTO snapshot_runs (sequence, covered_until, kafka_offsets) VALUES ($1, $2, $3)",
+                run.sequence,
+                run.covered_until,
+                orjson.dumps({str(p): o for p, o in run.kafka_offsets.items()}).decode(),
+            )
+
+
+_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+@asynccontextmanager
+async def _translated() -> AsyncIterator[None]:
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailable(str(exc)) from exc

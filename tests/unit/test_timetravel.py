@@ -1,0 +1,152 @@
+"""Time travel over an in-memory log: at the instant of each event it answers what the live
+fold answered just after that event, whether it starts from snapshots or from the first event."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from events import Envelope, FlagDefined, OrgOverrideSet
+from flagcore import evaluate, fold
+from flagcore.history import scope_of_stream
+from services.audit.errors import BadInstant, UnknownFlag, UnknownOrg
+from services.audit.snapshots import take
+from services.audit.store import Part, Run
+from services.audit.timetravel import Asked, TimeTravel
+from tests.support.factories import LogBuilder
+from tests.unit.test_fold import FLAGS, ORGS, PLATFORMS, USERS, changes
+
+
+class MemoryHistory:
+    """The event store and snapshot tables as lists; what PostgresHistory does, without SQL."""
+
+    def __init__(self, log: list[Envelope]) -> None:
+        self.log = log
+        self.parts: list[tuple[Part, datetime]] = []
+        self.runs: list[Run] = []
+        self.checked = 0
+
+    def _scope(self, scope: str) -> list[Envelope]:
+        return [e for e in self.log if scope_of_stream(e.stream) == scope]
+
+    async def org_known(self, org_id: str) -> bool:
+        return bool(self._scope(org_id))
+
+    async def nearest_part(self, scope: str, instant: datetime) -> Part | None:
+        fits = [p for p, until in self.parts if p.scope == scope and until <= instant]
+        return max(fits, key=lambda p: p.sequence, default=None)
+
+    async def part_is_sound(self, part: Part) -> bool:
+        self.checked += 1
+        stored = {(e.stream, e.version): e.hash for e in self.log}
+        covered = [e for e in self._scope(part.scope) if e.sequence <= part.sequence]
+        return len(covered) == part.events and all(stored.get((s, v)) == h for s, v, h, _ in part.doc["heads"])
+
+    async def events(self, scope: str, *, after: int, until: datetime) -> list[Envelope]:
+        return [e for e in self._scope(scope) if e.sequence > after and e.occurred_at <= until]
+
+    async def cutoff(self, settle_seconds: float) -> int | None:
+        return self.log[-1].sequence if self.log else None
+
+    async def latest_run(self) -> Run | None:
+        return self.runs[-1] if self.runs else None
+
+    async def latest_parts(self) -> list[Part]:
+        latest: dict[str, Part] = {}
+        for part, _ in self.parts:
+            if part.scope not in latest or part.sequence > latest[part.scope].sequence:
+                latest[part.scope] = part
+        return list(latest.values())
+
+    async def stream_events(self, *, after: int, upto: int):  # type: ignore[no-untyped-def]
+        for e in self.log:
+            if after < e.sequence <= upto:
+                yield e.sequence, e.occurred_at, e
+
+    async def save(self, parts, run: Run) -> None:  # type: ignore[no-untyped-def]
+        self.parts += parts
+        self.runs.append(run)
+
+
+async def _no_kafka(sequence: int, start: dict[int, int]) -> dict[int, int]:
+    return {0: sequence}
+
+
+def _clock(log: list[Envelope]):  # type: ignore[no-untyped-def]
+    end = log[-1].occurred_at + timedelta(hours=1) if log else datetime.now().astimezone()
+    return lambda: end
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(changes, min_size=1, max_size=40), st.lists(st.integers(1, 40), max_size=3), st.integers(1, 5))
+def test_the_past_is_the_live_answer_just_after_each_event(change_list, cuts, every) -> None:
+    builder = LogBuilder()
+    builder.append(FlagDefined(flag_key=FLAGS[0], group="g"))
+    builder.extend(change_list)
+    log = builder.events
+    history = MemoryHistory([])
+    for cut in sorted(cuts):  # snapshot runs part-way through the log, as the job would take them
+        history.log = log[:cut]
+        asyncio.run(take(history, _no_kafka, every=every))
+    history.log = log
+    assert bool(history.runs) == bool(cuts)
+    travel = TimeTravel(history, clock=_clock(log))
+    for i, event in enumerate(log):
+        live = fold(log[: i + 1])
+        for org in ORGS:
+            if not any(scope_of_stream(e.stream) == org for e in log):
+                continue
+            views = asyncio.run(travel.at(Asked(org, PLATFORMS[0], USERS[0]), event.occurred_at))
+            for key in FLAGS:
+                expected = evaluate(live.catalog, live.tenant(org), key, platform=PLATFORMS[0], user_id=USERS[0])
+                got = views[key].evaluation if key in views else None
+                assert got == (expected if key in live.catalog.definitions else None)
+    assert history.checked <= len(history.parts)  # every part used was sound, and checked once
+
+
+def test_each_snapshot_is_checked_once_per_process() -> None:
+    log = LogBuilder().extend(
+        [FlagDefined(flag_key=FLAGS[0], group="g")]
+        + [OrgOverrideSet(flag_key=FLAGS[0], org_id=ORGS[0], enabled=i % 2 == 0) for i in range(10)]
+    )
+    history = MemoryHistory(log)
+    asyncio.run(take(history, _no_kafka, every=3))
+    travel = TimeTravel(history, clock=_clock(log))
+    for _ in range(3):
+        asyncio.run(travel.at(Asked(ORGS[0]), log[-1].occurred_at))
+    assert history.checked == 2  # the system part and the org's
+
+
+def test_bad_questions_name_their_field() -> None:
+    log = LogBuilder().extend(
+        [FlagDefined(flag_key=FLAGS[0], group="g"), OrgOverrideSet(flag_key=FLAGS[0], org_id=ORGS[0], enabled=True)]
+    )
+    travel = TimeTravel(MemoryHistory(log), clock=_clock(log))
+    now = log[-1].occurred_at
+    cases = [
+        (travel.at(Asked(ORGS[0]), now + timedelta(days=1)), BadInstant, "at"),
+        (travel.at(Asked("nobody"), now), UnknownOrg, "org"),
+        (travel.at(Asked(ORGS[0]), now, "no.such.flag"), UnknownFlag, "flag"),
+        (travel.at(Asked(ORGS[0]), log[0].occurred_at - timedelta(seconds=1), FLAGS[0]), UnknownFlag, "flag"),
+        (travel.diff(Asked(ORGS[0]), now, now - timedelta(seconds=1)), BadInstant, "to"),
+        (travel.diff(Asked(ORGS[0]), now, now + timedelta(days=1)), BadInstant, "to"),
+    ]
+    for coroutine, error, field in cases:
+        with pytest.raises(error) as caught:
+            asyncio.run(coroutine)
+        assert caught.value.field == field
+
+
+def test_a_diff_names_the_flags_whose_answer_or_settings_changed() -> None:
+    builder = LogBuilder()
+    builder.extend([FlagDefined(flag_key=k, group="g") for k in FLAGS])
+    start = builder.events[-1].occurred_at
+    builder.extend([OrgOverrideSet(flag_key=FLAGS[1], org_id=ORGS[0], enabled=True)])
+    travel = TimeTravel(MemoryHistory(builder.events), clock=_clock(builder.events))
+    changed = asyncio.run(travel.diff(Asked(ORGS[0]), start, builder.events[-1].occurred_at))
+    assert [(k, b.evaluation.value, a.evaluation.value) for k, b, a in changed] == [(FLAGS[1], False, True)]
+    assert changed[0][2].evaluation.source.event_id == str(builder.events[-1].event_id)
