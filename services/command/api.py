@@ -58,6 +58,7 @@ from services.command.schemas import (
     UpdateFlagRequest,
 )
 from services.command.service import CommandService, Outcome, utc_now
+from services.command.whoami import router as whoami_router
 from services.http import (
     CORS,
     HTTPProblem,
@@ -140,6 +141,7 @@ def create_app(
     app.include_router(_reads)
     app.include_router(key_router, dependencies=[Depends(_charge_write)])
     app.include_router(audit_router, dependencies=[Depends(_charge_write)])
+    app.include_router(whoami_router)
     app.include_router(timetravel_router)
     if store is not None:
         attach(app, store, relay=relay, clock=clock)

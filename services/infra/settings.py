@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []  # FLAGS_CORS_ORIGINS='["https://admin.example"]'; empty: no cross-origin access
     command_rate_per_second: float = 20.0  # writes per API key on the command API, refilled continuously
     command_rate_burst: int = 40  # writes a key may make at once before the rate applies
+    console_host: str = "127.0.0.1"  # the admin console (services/console), a client of the two APIs
+    console_port: int = 8083
+    console_idle_seconds: int = 900  # a console session unused this long is gone: sign in again
+    console_secure_cookie: bool = False  # True behind HTTPS: the session cookie is then sent over TLS only
 
     @model_validator(mode="after")
     def _transport_settings_agree(self) -> Settings:

@@ -229,6 +229,10 @@ async def ofrep_all(w: World, target: str, _: bool) -> Req:
     return Req("POST", "/ofrep/v1/evaluate/flags", _ofrep_context(w, target))
 
 
+async def whoami(w: World, _: str, __: bool) -> Req:
+    return Req("GET", "/v1/whoami")
+
+
 async def history(w: World, target: str, _: bool) -> Req:
     return Req("GET", "/v1/history", params=_org_param(w, target))
 
@@ -355,6 +359,8 @@ MATRIX: dict[tuple[str, str, str], Row] = {
     ),
     ("command", "POST", "/v1/keys/{key_id}/revoke"): Row(revoke_key, KEYS, KEY_CHANGE),
     ("command", "PUT", "/v1/keys/{key_id}/expiry"): Row(set_key_expiry, KEYS, KEY_CHANGE),
+    # command API: a key asking about itself (the admin console's sign-in)
+    ("command", "GET", "/v1/whoami"): Row(whoami, ("own",), {role: (200,) for role in ROLES}),
     # query API
     ("query", "GET", "/v1/orgs/{org_id}/flags/{flag_key}"): Row(evaluate_one, OWN_OTHER, EVALUATION),
     ("query", "GET", "/v1/orgs/{org_id}/flags"): Row(evaluate_all, OWN_OTHER, EVALUATION),

@@ -1,0 +1,101 @@
+"""The two steps of every change: preview (previous → new, nothing sent) and apply (sent with the
+expected version). A 409 shows what the other person did and offers the user's change again on top."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from events.scope import definition_stream
+from services.console import audit
+from services.console.access import Action, require
+from services.console.changes import (
+    DefinitionEdit,
+    InvalidInput,
+    SettingChange,
+    parse_definition_edit,
+    parse_setting_change,
+    parse_target,
+)
+from services.console.client import Api, ApiError
+from services.console.history import changes_since
+from services.console.sessions import Session
+from services.console.web import api, changing, render, safe_return
+
+Change = SettingChange | DefinitionEdit
+
+
+async def _parse(client: Api, session: Session, form: dict[str, str]) -> tuple[Change, dict[str, Any]]:
+    """The change the form describes, once the role may make it, and the head of its stream now."""
+    if form.get("what") == "definition":
+        require(session.principal, Action.MANAGE_FLAGS)
+        key = parse_target({"flag": form.get("flag", ""), "level": "system"}).flag_key  # validated
+        head = await client.stream(definition_stream(key))
+        return parse_definition_edit(form, head["value"]), head
+    change = parse_setting_change(form)
+    require(session.principal, change.action, change.target.org_id)
+    return change, await client.stream(change.stream)
+
+
+def _org(change: Change) -> str | None:
+    return change.target.org_id if isinstance(change, SettingChange) else None
+
+
+def _flag(change: Change) -> str:
+    return change.target.flag_key if isinstance(change, SettingChange) else change.flag_key
+
+
+def _what(change: Change) -> str:
+    return "definition" if isinstance(change, DefinitionEdit) else "setting"
+
+
+async def _conflict(request: Request, session: Session, client: Api, change: Change, head: dict[str, Any],
+                    return_to: str) -> Response:
+    others = await changes_since(client, stream=change.stream, org=_org(change), flag=_flag(change),
+                                 version=change.expected_version)
+    redo = {**change.fields(), "expected_version": str(head["version"]), "what": _what(change),
+            "return_to": return_to}
+    return render(request, "conflict.html", {
+        "change": change, "entries": [audit.entry(e) for e in others], "head": head,
+        "rows": change.rows(head["value"]), "redo": redo,
+    }, status=409)
+
+
+async def preview(request: Request) -> Response:
+    session, form = await changing(request)
+    client = api(request, session)
+    change, head = await _parse(client, session, form)
+    return_to = safe_return(form.get("return_to"), "")
+    if int(head["version"]) != change.expected_version:
+        return await _conflict(request, session, client, change, head, return_to)
+    rows = change.rows(head["value"])
+    if all(before == after for _, before, after in rows):
+        raise InvalidInput("state", f"nothing to change: it is already {rows[0][1]}")
+    hidden = {**change.fields(), "what": _what(change), "return_to": return_to}
+    return render(request, "confirm.html", {"change": change, "rows": rows, "hidden": hidden})
+
+
+async def apply(request: Request) -> Response:
+    session, form = await changing(request)
+    client = api(request, session)
+    change, head = await _parse(client, session, form)
+    return_to = safe_return(form.get("return_to"), "")
+    try:
+        result = await client.change(change.method, change.path, change.body())
+    except ApiError as exc:
+        if exc.status != 409 or exc.code != "version_conflict":
+            raise
+        now = await client.stream(change.stream)
+        return await _conflict(request, session, client, change, now, return_to)
+    return render(request, "done.html", {"change": change, "result": result, "return_to": return_to,
+                                         "rows": change.rows(head["value"]), "flag": _flag(change),
+                                         "org": _org(change)})
+
+
+routes = [
+    Route("/change/preview", preview, methods=["POST"]),
+    Route("/change/apply", apply, methods=["POST"]),
+]

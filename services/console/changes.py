@@ -1,0 +1,292 @@
+"""A change as the console proposes it: where it goes, what it sends, and previous → new for the user to confirm.
+
+Pure: the forms are parsed here (a bad field is an `InvalidInput` naming it),
+the routes only carry the result to the command API with the version the page
+was loaded at, so a change made meanwhile is a 409 and never overwritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from events import Level, Platform, Scope
+from events.scope import definition_stream
+from events.vocabulary import FLAG_KEY_RE, ORG_ID_RE, USER_ID_RE, FlagKind
+from services.auth.policy import Action
+
+__all__ = [
+    "DefinitionEdit",
+    "InvalidInput",
+    "SettingChange",
+    "Target",
+    "describe",
+    "parse_definition_edit",
+    "parse_setting_change",
+    "parse_target",
+]
+
+MAX_REASON = 500
+Value = dict[str, Any] | None
+
+
+class InvalidInput(Exception):
+    """A form field the console refuses before anything is sent; `field` names it."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(f"{field}: {detail}")
+        self.field = field
+        self.detail = detail
+
+
+def _text(form: Mapping[str, str], name: str) -> str:
+    return (form.get(name) or "").strip()
+
+
+def _flag(form: Mapping[str, str]) -> str:
+    key = _text(form, "flag")
+    if not key or len(key) > 100 or not FLAG_KEY_RE.match(key):
+        raise InvalidInput("flag", "must be a dotted lower-case key such as ai.insights.enabled")
+    return key
+
+
+def _optional(form: Mapping[str, str], name: str, pattern: Any, what: str) -> str | None:
+    value = _text(form, name)
+    if value and not pattern.match(value):
+        raise InvalidInput(name, f"must be {what}")
+    return value or None
+
+
+def org_id(value: str | None) -> str | None:
+    """A valid org id, or None for an empty one; `InvalidInput("org")` otherwise."""
+    return _optional({"org": value or ""}, "org", ORG_ID_RE, "letters, digits, _ or -, starting with a letter or digit")
+
+
+def _reason(form: Mapping[str, str]) -> str:
+    reason = _text(form, "reason")
+    if not reason:
+        raise InvalidInput("reason", "say why: every change records its reason")
+    if len(reason) > MAX_REASON or "\x00" in reason:
+        raise InvalidInput("reason", f"at most {MAX_REASON} characters, no NUL")
+    return reason
+
+
+def _version(form: Mapping[str, str]) -> int:
+    raw = _text(form, "expected_version")
+    if not raw.isdigit() or int(raw) > 2**31 - 1:
+        raise InvalidInput("expected_version", "must be the version the page was loaded at (a whole number)")
+    return int(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One flag at one level: a stream of the log and a route of the command API."""
+
+    flag_key: str
+    level: Level
+    org_id: str | None = None
+    platform: Platform | None = None
+    user_id: str | None = None
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.level, self.org_id, platform=self.platform, user_id=self.user_id)
+
+    @property
+    def stream(self) -> str:
+        return self.scope.stream(self.flag_key)
+
+    @property
+    def path(self) -> str:
+        match self.level:
+            case Level.SYSTEM:
+                return f"/v1/flags/{self.flag_key}/system"
+            case Level.ORG:
+                return f"/v1/orgs/{self.org_id}/flags/{self.flag_key}"
+            case Level.PLATFORM:
+                return f"/v1/orgs/{self.org_id}/platforms/{self.platform}/flags/{self.flag_key}"
+            case Level.USER:
+                return f"/v1/orgs/{self.org_id}/users/{self.user_id}/flags/{self.flag_key}"
+        raise AssertionError(self.level)  # pragma: no cover
+
+    @property
+    def action(self) -> Action:
+        return Action.MANAGE_FLAGS if self.level is Level.SYSTEM else Action.CHANGE_OVERRIDES
+
+    @property
+    def label(self) -> str:
+        parts = {
+            Level.SYSTEM: "system default",
+            Level.ORG: f"org {self.org_id}",
+            Level.PLATFORM: f"org {self.org_id}, platform {self.platform}",
+            Level.USER: f"org {self.org_id}, user {self.user_id}",
+        }
+        return parts[self.level]
+
+    def fields(self) -> dict[str, str]:
+        """The hidden form fields that name this target again."""
+        found = {"flag": self.flag_key, "level": self.level.value, "org": self.org_id,
+                 "platform": self.platform and self.platform.value, "user": self.user_id}
+        return {k: v for k, v in found.items() if v}
+
+
+def parse_target(form: Mapping[str, str]) -> Target:
+    flag = _flag(form)
+    try:
+        level = Level(_text(form, "level") or "org")
+    except ValueError:
+        raise InvalidInput("level", "must be one of system, org, platform, user") from None
+    if level is Level.SYSTEM:
+        return Target(flag, level)
+    org = org_id(_text(form, "org"))
+    if org is None:
+        raise InvalidInput("org", "which organisation? an override belongs to one")
+    platform = None
+    if level is Level.PLATFORM:
+        try:
+            platform = Platform(_text(form, "platform"))
+        except ValueError:
+            raise InvalidInput("platform", f"must be one of {', '.join(Platform)}") from None
+    user = None
+    if level is Level.USER:
+        user = _optional(form, "user", USER_ID_RE, "a user id (letters, digits, ._@+:-)")
+        if user is None:
+            raise InvalidInput("user", "which user? a user override belongs to one")
+    return Target(flag, level, org, platform, user)
+
+
+def describe(value: Value) -> str:
+    """A setting as a person reads it."""
+    if not value or (value.get("enabled") is None and value.get("rollout_percentage") is None):
+        return "not set"
+    state = {True: "on", False: "off", None: "inherited on/off"}[value.get("enabled")]
+    pct = value.get("rollout_percentage")
+    return state if pct is None else f"{state}, {pct}% rollout"
+
+
+@dataclass(frozen=True, slots=True)
+class SettingChange:
+    """Set a level's on/off and rollout, or clear an override."""
+
+    target: Target
+    clear: bool
+    enabled: bool | None
+    rollout: int | None
+    reason: str
+    expected_version: int
+
+    @property
+    def method(self) -> str:
+        return "DELETE" if self.clear else "PUT"
+
+    @property
+    def path(self) -> str:
+        return self.target.path
+
+    @property
+    def stream(self) -> str:
+        return self.target.stream
+
+    @property
+    def action(self) -> Action:
+        return self.target.action
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"reason": self.reason, "expected_version": self.expected_version}
+        if not self.clear:
+            body |= {"enabled": self.enabled, "rollout_percentage": self.rollout}
+        return body
+
+    def new_value(self) -> Value:
+        return None if self.clear else {"enabled": self.enabled, "rollout_percentage": self.rollout}
+
+    def rows(self, previous: Value) -> list[tuple[str, str, str]]:
+        """(what, previous, new) for the confirmation page."""
+        return [(self.target.label, describe(previous), describe(self.new_value()))]
+
+    def fields(self) -> dict[str, str]:
+        state = "clear" if self.clear else {True: "on", False: "off", None: "inherit"}[self.enabled]
+        return {**self.target.fields(), "state": state, "rollout": "" if self.rollout is None else str(self.rollout),
+                "reason": self.reason, "expected_version": str(self.expected_version)}
+
+
+def parse_setting_change(form: Mapping[str, str]) -> SettingChange:
+    target = parse_target(form)
+    state = _text(form, "state")
+    if state not in ("on", "off", "inherit", "clear"):
+        raise InvalidInput("state", "choose on, off, inherit (rollout only) or clear")
+    raw_pct = _text(form, "rollout")
+    rollout = None
+    if raw_pct:
+        if not raw_pct.isdigit() or int(raw_pct) > 100:
+            raise InvalidInput("rollout", "a whole percentage from 0 to 100, or empty for no rollout")
+        rollout = int(raw_pct)
+    system = target.level is Level.SYSTEM
+    if system and state in ("clear", "inherit"):
+        raise InvalidInput("state", "the system default is on or off; it cannot be cleared")
+    clear = state == "clear" or (state == "inherit" and rollout is None)
+    enabled = {"on": True, "off": False}.get(state)
+    return SettingChange(target, clear, None if clear else enabled, None if clear else rollout,
+                         _reason(form), _version(form))
+
+
+_DEFINITION_FIELDS = ("description", "kind", "owner", "group")
+
+
+@dataclass(frozen=True, slots=True)
+class DefinitionEdit:
+    """New description, kind, owner or group of a flag (the fields that differ are sent)."""
+
+    flag_key: str
+    changes: dict[str, str | None]
+    reason: str
+    expected_version: int
+    method = "PATCH"
+
+    @property
+    def path(self) -> str:
+        return f"/v1/flags/{self.flag_key}"
+
+    @property
+    def stream(self) -> str:
+        return definition_stream(self.flag_key)
+
+    @property
+    def action(self) -> Action:
+        return Action.MANAGE_FLAGS
+
+    def body(self) -> dict[str, Any]:
+        return {**self.changes, "reason": self.reason, "expected_version": self.expected_version}
+
+    def rows(self, previous: Value) -> list[tuple[str, str, str]]:
+        before = previous or {}
+        return [(name, str(before.get(name) or "—"), str(value or "—")) for name, value in self.changes.items()]
+
+    def fields(self) -> dict[str, str]:
+        return {"flag": self.flag_key, "reason": self.reason, "expected_version": str(self.expected_version),
+                **{f"new_{k}": v or "" for k, v in self.changes.items()}}
+
+
+def parse_definition_edit(form: Mapping[str, str], current: Value) -> DefinitionEdit:
+    """Only the fields whose submitted value differs from `current` are sent."""
+    flag = _flag(form)
+    before = current or {}
+    changes: dict[str, str | None] = {}
+    for name in _DEFINITION_FIELDS:
+        if f"new_{name}" not in form:
+            continue
+        value: str | None = _text(form, f"new_{name}")
+        if name == "kind" and value not in {k.value for k in FlagKind}:
+            raise InvalidInput("new_kind", f"must be one of {', '.join(FlagKind)}")
+        if name == "group" and not value:
+            raise InvalidInput("new_group", "a flag belongs to a group")
+        if name == "owner" and not value:
+            value = None  # an empty owner removes it
+        if name == "description" and len(value or "") > 1000:
+            raise InvalidInput("new_description", "at most 1000 characters")
+        if value != (before.get(name) if name != "description" else before.get(name, "")):
+            changes[name] = value
+    if not changes:
+        raise InvalidInput("new_description", "nothing changed: edit a field first")
+    return DefinitionEdit(flag, changes, _reason(form), _version(form))

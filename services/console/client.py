@@ -1,0 +1,105 @@
+"""The console's only way to the data: the command and query APIs, called with the user's own key.
+
+`ApiError` carries the API's status and JSON error (`error`, `detail`, `field`,
+and for a 409 the current version); an unreachable API is a 503 `ApiError`.
+The `Api` protocol is the port the routes use; unit tests pass a fake of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import httpx
+
+__all__ = ["Api", "ApiError", "HttpApi"]
+
+
+class ApiError(Exception):
+    """The API refused (4xx), failed (5xx) or could not be reached (503 with code `unreachable`)."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status = status
+        self.body = body
+        self.code = str(body.get("error", "error"))
+        self.detail = str(body.get("detail", "the service refused the request"))
+        self.field = body.get("field")
+        super().__init__(f"{status} {self.code}: {self.detail}")
+
+
+class Api(Protocol):
+    async def whoami(self) -> dict[str, Any]: ...
+
+    async def catalog(self) -> list[dict[str, Any]]: ...
+
+    async def evaluate(self, org: str, flag: str, *, platform: str | None, user: str | None) -> dict[str, Any]: ...
+
+    async def evaluate_all(self, org: str, *, platform: str | None, user: str | None) -> list[dict[str, Any]]: ...
+
+    async def platforms(self, org: str) -> list[str]: ...
+
+    async def stream(self, stream: str) -> dict[str, Any]: ...
+
+    async def events(self, *, org: str | None, flag: str | None, after: int, limit: int) -> dict[str, Any]: ...
+
+    async def change(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def readiness(self) -> dict[str, Any]: ...
+
+
+class HttpApi:
+    """One user's view of the APIs over a shared connection pool."""
+
+    def __init__(self, http: httpx.AsyncClient, *, command_url: str, query_url: str, key: str) -> None:
+        self._http = http
+        self._command = command_url.rstrip("/")
+        self._query = query_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {key}"}
+
+    async def _call(self, method: str, url: str, *, params: dict[str, Any] | None = None,
+                    body: dict[str, Any] | None = None, auth: bool = True) -> Any:
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = await self._http.request(method, url, params=clean, json=body,
+                                                headers=self._headers if auth else None)
+        except httpx.HTTPError as exc:
+            raise ApiError(503, {"error": "unreachable", "detail": f"the service did not answer ({type(exc).__name__})"}
+                           ) from exc
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = {"error": "bad_answer", "detail": f"the service answered {response.status_code} without JSON"}
+        if response.status_code >= 400 and not (auth is False and response.status_code == 503):
+            raise ApiError(response.status_code, payload if isinstance(payload, dict) else {})
+        return payload
+
+    async def whoami(self) -> dict[str, Any]:
+        return await self._call("GET", f"{self._command}/v1/whoami")  # type: ignore[no-any-return]
+
+    async def catalog(self) -> list[dict[str, Any]]:
+        return (await self._call("GET", f"{self._query}/v1/flags"))["flags"]  # type: ignore[no-any-return]
+
+    async def evaluate(self, org: str, flag: str, *, platform: str | None, user: str | None) -> dict[str, Any]:
+        url = f"{self._query}/v1/orgs/{quote(org)}/flags/{quote(flag)}"
+        return await self._call("GET", url, params={"platform": platform, "user": user})  # type: ignore[no-any-return]
+
+    async def evaluate_all(self, org: str, *, platform: str | None, user: str | None) -> list[dict[str, Any]]:
+        url = f"{self._query}/v1/orgs/{quote(org)}/flags"
+        return (await self._call("GET", url, params={"platform": platform, "user": user}))["flags"]  # type: ignore[no-any-return]
+
+    async def platforms(self, org: str) -> list[str]:
+        return (await self._call("GET", f"{self._query}/v1/orgs/{quote(org)}/platforms"))["enabled"]  # type: ignore[no-any-return]
+
+    async def stream(self, stream: str) -> dict[str, Any]:
+        return await self._call("GET", f"{self._command}/v1/streams/{quote(stream)}")  # type: ignore[no-any-return]
+
+    async def events(self, *, org: str | None, flag: str | None, after: int, limit: int) -> dict[str, Any]:
+        params = {"org": org, "flag": flag, "after": after, "limit": limit}
+        return await self._call("GET", f"{self._command}/v1/events", params=params)  # type: ignore[no-any-return]
+
+    async def change(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call(method, self._command + path, body=body)  # type: ignore[no-any-return]
+
+    async def readiness(self) -> dict[str, Any]:
+        """The command service's open probe: outbox lag and relay state (a 503 body is an answer too)."""
+        return await self._call("GET", f"{self._command}/readyz", auth=False)  # type: ignore[no-any-return]

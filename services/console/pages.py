@@ -1,0 +1,301 @@
+"""The pages that read: flags, one flag, an organisation, Explain, the audit log (live and exported), status.
+
+Each route asks `access` first (the same policy the APIs apply, so a refused
+page costs no API call and says the same thing whatever it names), then reads
+through the user's own `Api`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from events import Level, Platform
+from services.console import audit, charts
+from services.console.access import Action, may, require, scoped_org
+from services.console.changes import InvalidInput, Target, describe, org_id, parse_target
+from services.console.client import Api, ApiError
+from services.console.history import read_log
+from services.console.live import median_and_p99
+from services.console.sessions import Session
+from services.console.web import api, current, render, templates
+
+AUDIT_ROWS = 200
+HEARTBEAT = 15.0
+PLATFORMS = [p.value for p in Platform]
+
+
+async def home(request: Request) -> Response:
+    session = await current(request)
+    return RedirectResponse(f"/orgs/{session.org_id}" if session.org_id else "/flags", status_code=303)
+
+
+# --- flags ------------------------------------------------------------------------------------------------
+
+
+def _matches(flag: dict[str, Any], q: str, group: str, kind: str) -> bool:
+    text = " ".join(str(flag.get(k) or "") for k in ("key", "description", "owner", "group")).lower()
+    return (not q or q in text) and (not group or flag["group"] == group) and (not kind or flag["kind"] == kind)
+
+
+async def flags(request: Request) -> Response:
+    session = await current(request)
+    require(session.principal, Action.READ_CATALOG)
+    catalog = await api(request, session).catalog()
+    q = request.query_params.get("q", "").strip().lower()[:100]
+    group = request.query_params.get("group", "")
+    kind = request.query_params.get("kind", "")
+    shown = [f for f in catalog if _matches(f, q, group, kind)]
+    return render(request, "flags.html", {
+        "flags": shown, "total": len(catalog), "q": q, "group": group, "kind": kind,
+        "groups": sorted({f["group"] for f in catalog}), "kinds": sorted({f["kind"] for f in catalog}),
+        "describe": describe,
+    })
+
+
+async def flag_page(request: Request) -> Response:
+    session = await current(request)
+    require(session.principal, Action.READ_CATALOG)
+    key = request.path_params["flag"]
+    target = parse_target({"flag": key, "level": "system"})
+    client = api(request, session)
+    catalog = await client.catalog()
+    flag = next((f for f in catalog if f["key"] == key), None)
+    if flag is None:
+        raise ApiError(404, {"error": "unknown_flag", "detail": f"no flag {key!r}", "field": "flag"})
+    definition, system = await asyncio.gather(client.stream(f"flag/{key}"), client.stream(target.stream))
+    return render(request, "flag.html", {
+        "flag": flag, "definition": definition, "system": system, "target": target,
+        "kinds": ["release", "experiment", "ops", "permission"], "describe": describe,
+    })
+
+
+# --- organisations ------------------------------------------------------------------------------------------
+
+
+async def orgs(request: Request) -> Response:
+    session = await current(request)
+    wanted = org_id(request.query_params.get("org"))
+    if wanted or session.org_id:
+        return RedirectResponse(f"/orgs/{scoped_org(session.principal, wanted)}", status_code=303)
+    return render(request, "orgs.html", {})
+
+
+def _subject(request: Request) -> tuple[str | None, str | None]:
+    platform = request.query_params.get("platform") or None
+    if platform and platform not in PLATFORMS:
+        raise InvalidInput("platform", f"must be one of {', '.join(PLATFORMS)}")
+    user = (request.query_params.get("user") or "").strip() or None
+    if user:
+        parse_target({"flag": "x", "level": "user", "org": "x", "user": user})  # validates the user id
+    return platform, user
+
+
+async def org_page(request: Request) -> Response:
+    session = await current(request)
+    org = org_id(request.path_params["org"])
+    assert org is not None
+    require(session.principal, Action.EVALUATE, org)
+    platform, user = _subject(request)
+    client = api(request, session)
+    evaluations, enabled = await asyncio.gather(
+        client.evaluate_all(org, platform=platform, user=user), client.platforms(org)
+    )
+    return render(request, "org.html", {
+        "org": org, "evaluations": evaluations, "enabled": enabled, "platforms": PLATFORMS,
+        "platform": platform, "user": user,
+    })
+
+
+# --- explain ----------------------------------------------------------------------------------------------
+
+
+async def _cascade(client: Api, session: Session, target_flag: str, org: str, platform: str | None,
+                   user: str | None) -> list[dict[str, Any]]:
+    """Each level that applies to the subject, highest first: its setting and version, if the role may read it."""
+    levels = []
+    if user:
+        levels.append(Target(target_flag, Level.USER, org, user_id=user))
+    if platform:
+        levels.append(Target(target_flag, Level.PLATFORM, org, platform=Platform(platform)))
+    levels += [Target(target_flag, Level.ORG, org), Target(target_flag, Level.SYSTEM)]
+    rows = []
+    for target in levels:
+        row: dict[str, Any] = {"target": target, "level": target.level.value, "visible": True}
+        try:
+            head = await client.stream(target.stream)
+            row |= {"value": describe(head["value"]), "set": head["value"] is not None, "version": head["version"]}
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            row |= {"visible": False, "value": "hidden from your role", "set": False, "version": None}
+        row["can_change"] = may(session.principal, target.action, target.org_id)
+        rows.append(row)
+    return rows
+
+
+async def explain(request: Request) -> Response:
+    session = await current(request)
+    params = request.query_params
+    org = org_id(params.get("org")) or session.org_id
+    context: dict[str, Any] = {"org": org or "", "platform": params.get("platform") or "",
+                               "user": params.get("user") or "", "flag": params.get("flag") or "",
+                               "platforms": PLATFORMS, "answer": None, "answers": None}
+    if not org:
+        return render(request, "explain.html", context)
+    require(session.principal, Action.EVALUATE, org)
+    platform, user = _subject(request)
+    client = api(request, session)
+    flag = (params.get("flag") or "").strip()
+    if not flag:
+        context["answers"] = await client.evaluate_all(org, platform=platform, user=user)
+        return render(request, "explain.html", context)
+    parse_target({"flag": flag, "level": "system"})  # validates the key
+    answer = await client.evaluate(org, flag, platform=platform, user=user)
+    context |= {"answer": answer, "cascade": await _cascade(client, session, flag, org, platform, user)}
+    return render(request, "explain.html", context)
+
+
+# --- a change form ----------------------------------------------------------------------------------------
+
+
+async def change_form(request: Request) -> Response:
+    session = await current(request)
+    target = parse_target(dict(request.query_params))
+    require(session.principal, target.action, target.org_id)
+    head = await api(request, session).stream(target.stream)
+    value = head["value"] or {}
+    state = {True: "on", False: "off"}.get(value.get("enabled"), "inherit" if value else "on")
+    return render(request, "change.html", {
+        "target": target, "head": head, "current": describe(head["value"]), "state": state,
+        "rollout": value.get("rollout_percentage"), "return_to": request.query_params.get("return_to", ""),
+        "error": None,
+    })
+
+
+# --- audit ------------------------------------------------------------------------------------------------
+
+
+def _audit_filter(request: Request, session: Session) -> audit.AuditFilter:
+    keep = audit.parse_filter(dict(request.query_params))
+    org = scoped_org(session.principal, keep.org)
+    require(session.principal, Action.READ_AUDIT, org)
+    return audit.AuditFilter(org, keep.flag, keep.actor, keep.kind, keep.since, keep.until)
+
+
+async def audit_page(request: Request) -> Response:
+    session = await current(request)
+    keep = _audit_filter(request, session)
+    events, truncated = await read_log(api(request, session), org=keep.org, flag=keep.flag)
+    entries = audit.newest_first((audit.entry(e) for e in events), keep, AUDIT_ROWS)
+    return render(request, "audit.html", {"entries": entries, "filter": keep, "kinds": list(audit.KINDS),
+                                          "truncated": truncated, "query": keep.query()})
+
+
+async def audit_export(request: Request) -> Response:
+    session = await current(request)
+    keep = _audit_filter(request, session)
+    events, _ = await read_log(api(request, session), org=keep.org, flag=keep.flag)
+    lines = [json.dumps(e, sort_keys=True) + "\n" for e in events if keep.keeps(audit.entry(e))]
+    return Response("".join(lines), media_type="application/x-ndjson",
+                    headers={"Content-Disposition": 'attachment; filename="flag-audit.jsonl"'})
+
+
+def _sse(event: str, html: str) -> str:
+    data = "".join(f"data: {line}\n" for line in html.splitlines() or [""])
+    return f"event: {event}\n{data}\n"
+
+
+async def audit_live(request: Request) -> Response:
+    """New entries as server-sent events of rendered rows, for as long as the session lasts."""
+    session = await current(request)
+    keep = _audit_filter(request, session)
+    broadcaster = request.app.state.broadcaster
+    lasts = float(request.app.state.settings.console_idle_seconds)
+    row = templates.get_template("_entry.html")
+
+    async def stream() -> Any:
+        queue = broadcaster.subscribe()
+        try:
+            yield ": connected\n\n"
+            deadline = asyncio.get_running_loop().time() + lasts
+            while asyncio.get_running_loop().time() < deadline:
+                try:
+                    envelope = await asyncio.wait_for(queue.get(), HEARTBEAT)
+                except TimeoutError:
+                    yield ": still here\n\n"
+                    continue
+                # the API's rule for GET /v1/events: an org's log to those who may read it,
+                # catalogue changes (no org) to system-wide roles only
+                if not may(session.principal, Action.READ_AUDIT, envelope.get("org_id")):
+                    continue
+                entry = audit.entry(envelope)
+                if keep.keeps(entry):
+                    yield _sse("entry", row.render(e=entry, live=True))
+        finally:
+            broadcaster.unsubscribe(queue)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+# --- status -----------------------------------------------------------------------------------------------
+
+
+async def status(request: Request) -> Response:
+    session = await current(request)
+    client = api(request, session)
+    feed = request.app.state.feed
+    readiness, projector_lag = await asyncio.gather(client.readiness(), _lag(feed))
+    broadcaster = request.app.state.broadcaster
+    delays = median_and_p99(list(broadcaster.delays))
+    context: dict[str, Any] = {"readiness": readiness, "projector_lag": projector_lag, "delays": delays,
+                               "live": feed is not None and feed.ready.is_set(), "recent": None, "charts": []}
+    org = session.org_id
+    if not may(session.principal, Action.READ_AUDIT, org):
+        return render(request, "status.html", context)
+    events, _ = await read_log(client, org=org, flag=None)
+    entries = [audit.entry(e) for e in events if e.get("flag_key")]
+    context["recent"] = sorted(entries, key=lambda e: e.sequence, reverse=True)[:10]
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    hours = [now - timedelta(hours=h) for h in range(23, -1, -1)]
+    per_hour = Counter(e.occurred_at.replace(minute=0, second=0, microsecond=0) for e in entries)
+    context["charts"] = [
+        charts.bar_chart("Changes per hour, last 24 hours (UTC)", [(h.strftime("%H"), per_hour[h]) for h in hours]),
+        charts.bar_chart("Changes by kind, all time", sorted(Counter(_kind(e.type) for e in entries).items())),
+    ]
+    if delays:
+        context["charts"].append(charts.bar_chart(
+            "Commit → topic → console delay (ms), live events",
+            [("p50", round(delays[0] * 1000)), ("p99", round(delays[1] * 1000))], width=240, unit=" ms"))
+    return render(request, "status.html", context)
+
+
+def _kind(event_type: str) -> str:
+    return next((kind for kind, types in audit.KINDS.items() if event_type in types), "other")
+
+
+async def _lag(feed: Any) -> int | None:
+    return None if feed is None else await feed.projector_lag()
+
+
+routes = [
+    Route("/", home),
+    Route("/flags", flags),
+    Route("/flags/{flag}", flag_page),
+    Route("/orgs", orgs),
+    Route("/orgs/{org}", org_page),
+    Route("/explain", explain),
+    Route("/change", change_form),
+    Route("/audit", audit_page),
+    Route("/audit/export", audit_export),
+    Route("/audit/live", audit_live),
+    Route("/status", status),
+]

@@ -1,0 +1,109 @@
+"""Console sessions: the API key stays on the server, the browser holds only a random id.
+
+A session is stored under the SHA-256 of its id (a copy of the store does not
+yield usable cookies) and expires after `idle` seconds without a request: each
+read pushes the expiry forward. The Redis store is what runs; the memory store
+is the fake the unit tests use, with the same contract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from services.auth.policy import Principal, Role
+
+__all__ = ["MemorySessionStore", "RedisSessionStore", "Session", "SessionStore", "new_token"]
+
+
+def new_token() -> str:
+    """256 random bits, URL-safe: session ids and CSRF tokens."""
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """Who is signed in: their key (never sent to the browser), its role and scope, and the CSRF token."""
+
+    api_key: str
+    key_id: str
+    name: str
+    role: str
+    org_id: str | None
+    csrf: str
+
+    @property
+    def principal(self) -> Principal:
+        return Principal(key_id=self.key_id, name=self.name, role=Role(self.role), org_id=self.org_id)
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def loads(cls, raw: str | bytes) -> Session:
+        return cls(**json.loads(raw))
+
+
+class SessionStore(Protocol):
+    async def create(self, session: Session) -> str:
+        """Store `session`; return the new session id for the cookie."""
+        ...
+
+    async def get(self, session_id: str) -> Session | None:
+        """The live session, its idle timer restarted; None when unknown or idle too long."""
+        ...
+
+    async def delete(self, session_id: str) -> None: ...
+
+
+def _digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+class RedisSessionStore:
+    def __init__(self, redis: Redis, *, prefix: str, idle: int) -> None:
+        self._redis = redis
+        self._prefix = f"{prefix}:console:session:"
+        self._idle = idle
+
+    async def create(self, session: Session) -> str:
+        session_id = new_token()
+        await self._redis.set(self._prefix + _digest(session_id), session.dumps(), ex=self._idle)
+        return session_id
+
+    async def get(self, session_id: str) -> Session | None:
+        raw = await self._redis.getex(self._prefix + _digest(session_id), ex=self._idle)
+        return None if raw is None else Session.loads(raw)
+
+    async def delete(self, session_id: str) -> None:
+        await self._redis.delete(self._prefix + _digest(session_id))
+
+
+class MemorySessionStore:
+    def __init__(self, *, idle: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._idle = idle
+        self._clock = clock
+        self.rows: dict[str, tuple[Session, float]] = {}  # digest -> (session, last seen)
+
+    async def create(self, session: Session) -> str:
+        session_id = new_token()
+        self.rows[_digest(session_id)] = (session, self._clock())
+        return session_id
+
+    async def get(self, session_id: str) -> Session | None:
+        row = self.rows.get(_digest(session_id))
+        if row is None or self._clock() - row[1] > self._idle:
+            self.rows.pop(_digest(session_id), None)
+            return None
+        self.rows[_digest(session_id)] = (row[0], self._clock())
+        return row[0]
+
+    async def delete(self, session_id: str) -> None:
+        self.rows.pop(_digest(session_id), None)

@@ -1,0 +1,382 @@
+"""The console's own enforcement, over HTTP with a fake of its API port: sessions, CSRF, roles, the change flow.
+
+The fake records every call it receives, so a refusal is shown to happen in
+the console itself, before anything reaches the APIs (which enforce again).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from services.console.app import create_app
+from services.console.client import ApiError
+from services.console.sessions import MemorySessionStore
+from services.console.web import COOKIE
+from services.infra.settings import Settings
+
+FLAG = "ai.insights.enabled"
+KEYS = {
+    "fsk_admin": {"key_id": "a" * 16, "name": "Ada", "role": "system-admin", "org_id": None},
+    "fsk_acme_admin": {"key_id": "b" * 16, "name": "Olu", "role": "org-admin", "org_id": "acme"},
+    "fsk_auditor": {"key_id": "c" * 16, "name": "Aud", "role": "auditor", "org_id": None},
+    "fsk_evaluator": {"key_id": "d" * 16, "name": "Eve", "role": "evaluator", "org_id": "acme"},
+}
+
+
+@dataclass
+class World:
+    """What the fake APIs hold: stream heads, the log, and the calls received."""
+
+    streams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[tuple[str, str, Any]] = field(default_factory=list)
+    revoked: set[str] = field(default_factory=set)
+
+    def head(self, stream: str) -> dict[str, Any]:
+        return self.streams.setdefault(stream, {"stream": stream, "version": 0, "value": None})
+
+    def record(self, stream: str, value: Any, actor: str, reason: str, **extra: Any) -> dict[str, Any]:
+        head = self.head(stream)
+        previous = head["value"]
+        head["version"] += 1
+        head["value"] = value
+        event = {
+            "event_id": f"ev-{len(self.events) + 1}",
+            "sequence": len(self.events) + 1,
+            "occurred_at": "2026-11-29T10:00:00Z",
+            "type": "OrgOverrideSet",
+            "stream": stream,
+            "version": head["version"],
+            "org_id": extra.get("org", "acme"),
+            "flag_key": FLAG,
+            "actor": {"id": "key:x", "name": actor},
+            "reason": reason,
+            "previous": previous,
+            "new": value,
+        }
+        self.events.append(event)
+        return event
+
+
+class FakeApi:
+    def __init__(self, world: World, key: str) -> None:
+        self.world = world
+        self.key = key
+
+    def _call(self, name: str, args: Any = None) -> None:
+        self.world.calls.append((self.key, name, args))
+        if self.key not in KEYS or self.key in self.world.revoked:
+            raise ApiError(401, {"error": "unauthenticated", "detail": "no"})
+
+    async def whoami(self) -> dict[str, Any]:
+        self._call("whoami")
+        return KEYS[self.key]
+
+    async def catalog(self) -> list[dict[str, Any]]:
+        self._call("catalog")
+        return [
+            {
+                "key": FLAG,
+                "group": "ai",
+                "kind": "release",
+                "owner": "ads",
+                "description": "AI insights",
+                "archived": False,
+                "version": 1,
+                "system": {"enabled": False, "rollout_percentage": None},
+            }
+        ]
+
+    async def evaluate(self, org: str, flag: str, *, platform: str | None, user: str | None) -> dict[str, Any]:
+        self._call("evaluate", (org, flag))
+        return {
+            "flag_key": flag,
+            "value": False,
+            "reason": "STATIC",
+            "level": "system",
+            "error_code": None,
+            "explanation": f"{flag} is off: system level",
+            "rollout": None,
+            "event": None,
+        }
+
+    async def evaluate_all(self, org: str, *, platform: str | None, user: str | None) -> list[dict[str, Any]]:
+        self._call("evaluate_all", org)
+        return [await self.evaluate(org, FLAG, platform=platform, user=user)]
+
+    async def platforms(self, org: str) -> list[str]:
+        self._call("platforms", org)
+        return ["meta"]
+
+    async def stream(self, stream: str) -> dict[str, Any]:
+        self._call("stream", stream)
+        return dict(self.world.head(stream))
+
+    async def events(self, *, org: str | None, flag: str | None, after: int, limit: int) -> dict[str, Any]:
+        self._call("events", org)
+        found = [e for e in self.world.events if e["sequence"] > after and (org is None or e["org_id"] == org)]
+        return {"events": found[:limit], "next_after": found[-1]["sequence"] if found else after}
+
+    async def change(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._call("change", (method, path, body))
+        stream = f"org/acme/flag/{FLAG}"
+        head = self.world.head(stream)
+        if body["expected_version"] != head["version"]:
+            raise ApiError(409, {"error": "version_conflict", "detail": "moved", "current_version": head["version"]})
+        value = (
+            None
+            if method == "DELETE"
+            else {"enabled": body["enabled"], "rollout_percentage": body["rollout_percentage"]}
+        )
+        event = self.world.record(stream, value, KEYS[self.key]["name"], body["reason"])
+        return {
+            "changed": True,
+            "stream": stream,
+            "version": head["version"],
+            "events": [{"event_id": event["event_id"], "type": event["type"], "version": event["version"]}],
+        }
+
+    async def readiness(self) -> dict[str, Any]:
+        return {"status": "ready", "outbox_lag": 0}
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Console:
+    client: httpx.AsyncClient
+    world: World
+    clock: Clock
+
+    async def sign_in(self, key: str) -> None:
+        page = await self.client.get("/signin")
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        answer = await self.client.post("/signin", data={"key": key, "csrf": token}, follow_redirects=False)
+        assert answer.status_code == 303, answer.text
+
+    async def csrf(self, path: str = "/flags") -> str:
+        page = await self.client.get(path)
+        return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+
+    def changes(self) -> list[Any]:
+        return [c for c in self.world.calls if c[1] == "change"]
+
+
+@pytest.fixture
+async def console() -> AsyncIterator[Console]:
+    world, clock = World(), Clock()
+    app = create_app(
+        Settings(console_idle_seconds=60),
+        sessions=MemorySessionStore(idle=60, clock=clock),
+        api_for=lambda key: FakeApi(world, key),
+        live=False,
+    )  # type: ignore[arg-type,return-value]
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://console.test") as client:
+        yield Console(client, world, clock)
+
+
+def org_change(csrf: str | None, **over: str) -> dict[str, str]:
+    form = {
+        "what": "setting",
+        "flag": FLAG,
+        "level": "org",
+        "org": "acme",
+        "state": "on",
+        "rollout": "",
+        "reason": "pilot for Acme",
+        "expected_version": "0",
+        "return_to": "/explain?org=acme",
+    }
+    if csrf is not None:
+        form["csrf"] = csrf
+    return {**form, **over}
+
+
+# --- signing in and out ---------------------------------------------------------------------------------
+
+
+async def test_pages_need_a_session_and_send_the_user_to_sign_in(console: Console) -> None:
+    answer = await console.client.get("/orgs/acme?platform=tiktok", follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/signin?next=%2Forgs%2Facme%3Fplatform%3Dtiktok"
+
+
+async def test_sign_in_gives_an_httponly_strict_cookie_that_is_not_the_key(console: Console) -> None:
+    await console.sign_in("fsk_admin")
+    cookie = next(c for c in console.client.cookies.jar if c.name == COOKIE)
+    assert cookie.value != "fsk_admin" and len(cookie.value) >= 43
+    assert cookie.has_nonstandard_attr("HttpOnly")
+    assert cookie.get_nonstandard_attr("SameSite") in ("Strict", "strict")
+    page = await console.client.get("/flags")
+    assert page.status_code == 200 and FLAG in page.text
+    assert "fsk_admin" not in page.text  # the key never goes back to the browser
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["cache-control"] == "no-store"
+
+
+async def test_a_bad_key_or_a_forged_sign_in_is_refused(console: Console) -> None:
+    page = await console.client.get("/signin")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    bad = await console.client.post("/signin", data={"key": "fsk_nobody", "csrf": token})
+    assert bad.status_code == 401 and "not accepted" in bad.text
+    console.client.cookies.clear()
+    forged = await console.client.post("/signin", data={"key": "fsk_admin", "csrf": token})
+    assert forged.status_code == 403
+    assert COOKIE not in console.client.cookies
+
+
+async def test_idle_sessions_end_and_sign_out_ends_them_now(console: Console) -> None:
+    await console.sign_in("fsk_admin")
+    console.clock.now += 59
+    assert (await console.client.get("/flags")).status_code == 200
+    console.clock.now += 61
+    expired = await console.client.get("/flags", follow_redirects=False)
+    assert expired.status_code == 303 and "why=expired" in expired.headers["location"]
+
+    await console.sign_in("fsk_admin")
+    cookie = console.client.cookies[COOKIE]
+    assert (
+        await console.client.post("/signout", data={"csrf": await console.csrf()}, follow_redirects=False)
+    ).status_code == 303
+    console.client.cookies.set(COOKIE, cookie)  # replaying the old cookie does not bring the session back
+    assert (await console.client.get("/flags", follow_redirects=False)).status_code == 303
+
+
+async def test_a_revoked_key_ends_the_session(console: Console) -> None:
+    await console.sign_in("fsk_admin")
+    console.world.revoked.add("fsk_admin")
+    answer = await console.client.get("/flags", follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/signin?why=revoked"
+    assert (await console.client.get("/flags", follow_redirects=False)).headers["location"].startswith("/signin")
+
+
+# --- CSRF -------------------------------------------------------------------------------------------------
+
+
+async def test_state_changing_posts_need_the_sessions_csrf_token_and_our_origin(console: Console) -> None:
+    await console.sign_in("fsk_admin")
+    token = await console.csrf()
+    for form, headers in [
+        (org_change(None), {}),
+        (org_change("forged"), {}),
+        (org_change(token), {"Origin": "https://evil.example"}),
+    ]:
+        answer = await console.client.post("/change/apply", data=form, headers=headers)
+        assert answer.status_code == 403 and "CSRF" in answer.text
+    assert (await console.client.post("/signout", data={})).status_code == 403
+    assert console.changes() == []
+    ok = await console.client.post("/change/apply", data=org_change(token), headers={"Origin": "http://console.test"})
+    assert ok.status_code == 200 and len(console.changes()) == 1
+
+
+async def test_a_cookieless_post_is_refused_and_never_replayed(console: Console) -> None:
+    answer = await console.client.post("/change/apply", data=org_change("anything"), follow_redirects=False)
+    assert answer.status_code == 401
+    assert console.world.calls == []
+
+
+# --- roles ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["fsk_auditor", "fsk_evaluator"])
+async def test_roles_that_change_nothing_cannot_change_anything(console: Console, key: str) -> None:
+    await console.sign_in(key)
+    token = await console.csrf()
+    for step in ("/change/preview", "/change/apply"):
+        answer = await console.client.post(step, data=org_change(token))
+        assert answer.status_code == 403, step
+    system = org_change(token, level="system", state="off")
+    assert (await console.client.post("/change/apply", data=system)).status_code == 403
+    assert (await console.client.get(f"/change?flag={FLAG}&level=org&org=acme")).status_code == 403
+    assert console.changes() == []
+    assert "Review change" not in (await console.client.get(f"/flags/{FLAG}")).text  # and no form is offered
+
+
+async def test_an_org_admin_cannot_reach_another_orgs_pages_or_data(console: Console) -> None:
+    await console.sign_in("fsk_acme_admin")
+    token = await console.csrf()
+    before = len(console.world.calls)
+    for path in [
+        "/orgs/globex",
+        "/explain?org=globex&flag=" + FLAG,
+        "/audit?org=globex",
+        "/audit/export?org=globex",
+        "/audit/live?org=globex",
+        f"/change?flag={FLAG}&level=org&org=globex",
+    ]:
+        answer = await console.client.get(path)
+        assert answer.status_code == 403, path
+        assert "globex" not in answer.text  # the refusal says nothing about the org it names
+    for form in (org_change(token, org="globex"), org_change(token, level="system")):
+        assert (await console.client.post("/change/apply", data=form)).status_code == 403
+    assert console.world.calls[before:] == []  # refused in the console: no API call was made
+    assert (await console.client.get("/orgs/acme")).status_code == 200
+
+
+async def test_an_evaluator_sees_no_audit_log(console: Console) -> None:
+    await console.sign_in("fsk_evaluator")
+    assert (await console.client.get("/audit")).status_code == 403
+    assert "Audit log" not in (await console.client.get("/orgs/acme")).text
+
+
+# --- the change flow --------------------------------------------------------------------------------------
+
+
+async def test_preview_shows_previous_and_new_and_sends_nothing(console: Console) -> None:
+    await console.sign_in("fsk_acme_admin")
+    preview = await console.client.post(
+        "/change/preview", data=org_change(await console.csrf(), state="on", rollout="25")
+    )
+    assert preview.status_code == 200
+    assert re.search(r'class="before">not set<.*class="after">on, 25% rollout<', preview.text, re.S)
+    assert console.changes() == []
+    applied = await console.client.post(
+        "/change/apply", data=org_change(await console.csrf(), state="on", rollout="25")
+    )
+    assert applied.status_code == 200 and "Recorded as version 1" in applied.text
+    ((_, _, (method, path, body)),) = console.changes()
+    assert (method, path) == ("PUT", f"/v1/orgs/acme/flags/{FLAG}")
+    assert body == {"reason": "pilot for Acme", "expected_version": 0, "enabled": True, "rollout_percentage": 25}
+
+
+async def test_a_lost_race_shows_their_change_and_offers_mine_again(console: Console) -> None:
+    await console.sign_in("fsk_acme_admin")
+    token = await console.csrf()
+    console.world.record(
+        f"org/acme/flag/{FLAG}", {"enabled": False, "rollout_percentage": None}, "Bo", "incident 42"
+    )  # someone else, after my page loaded at version 0
+    lost = await console.client.post("/change/apply", data=org_change(token))
+    assert lost.status_code == 409
+    assert "Bo" in lost.text and "incident 42" in lost.text and "not set → off" in lost.text
+    redo = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', lost.text.split('action="/change/preview"')[1]))
+    assert redo["expected_version"] == "1" and redo["state"] == "on" and redo["reason"] == "pilot for Acme"
+    again = await console.client.post("/change/preview", data=redo)
+    assert again.status_code == 200 and 'class="before">off<' in again.text
+    confirm = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', again.text.split('action="/change/apply"')[1]))
+    assert (await console.client.post("/change/apply", data=confirm)).status_code == 200
+    assert console.world.head(f"org/acme/flag/{FLAG}")["version"] == 2
+
+
+async def test_bad_input_is_a_4xx_naming_the_field_never_a_stack_trace(console: Console) -> None:
+    await console.sign_in("fsk_admin")
+    answer = await console.client.post("/change/preview", data=org_change(await console.csrf(), rollout="150"))
+    assert answer.status_code == 422 and "rollout" in answer.text and "Traceback" not in answer.text
+    assert (await console.client.get("/orgs/not%20an%20org")).status_code == 422
+    assert (await console.client.get("/audit?since=soon")).status_code == 422
+    assert (await console.client.get("/nowhere")).status_code == 404
+    escaped = await console.client.post(
+        "/change/apply", data=org_change(await console.csrf(), return_to="//evil.example")
+    )
+    assert escaped.status_code == 200 and "evil.example" not in escaped.text  # back links stay in the console

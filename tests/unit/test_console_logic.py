@@ -1,0 +1,199 @@
+"""The console's pure parts: sessions and their idle timeout, role capabilities, change forms, audit entries, charts."""
+
+from __future__ import annotations
+
+import pytest
+
+from events import Level
+from services.auth.policy import Principal, Role
+from services.console import audit, charts
+from services.console.access import Action, Capabilities, may, scoped_org
+from services.console.changes import InvalidInput, describe, parse_definition_edit, parse_setting_change, parse_target
+from services.console.sessions import MemorySessionStore, Session
+
+
+def principal(role: Role, org: str | None = None) -> Principal:
+    return Principal(key_id="0123456789abcdef", name="someone", role=role, org_id=org)
+
+
+def session(**over: object) -> Session:
+    fields = {"api_key": "fsk_secret", "key_id": "0123456789abcdef", "name": "n", "role": "org-admin",
+              "org_id": "acme", "csrf": "t"}
+    return Session(**{**fields, **over})  # type: ignore[arg-type]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- sessions ---------------------------------------------------------------------------------------------
+
+
+async def test_a_session_survives_activity_and_ends_after_the_idle_timeout() -> None:
+    clock = Clock()
+    store = MemorySessionStore(idle=60, clock=clock)
+    sid = await store.create(session())
+    clock.now += 50
+    assert await store.get(sid) == session()  # activity restarts the timer
+    clock.now += 50
+    assert await store.get(sid) is not None
+    clock.now += 61
+    assert await store.get(sid) is None
+    assert await store.get(sid) is None  # and it is gone for good
+
+
+async def test_session_ids_are_random_and_only_their_digest_is_stored() -> None:
+    store = MemorySessionStore(idle=60)
+    first, second = await store.create(session()), await store.create(session())
+    assert first != second and len(first) >= 43
+    assert first not in store.rows and second not in store.rows
+    await store.delete(first)
+    assert await store.get(first) is None and await store.get(second) is not None
+
+
+def test_a_session_round_trips_and_names_its_principal() -> None:
+    s = session(role="auditor", org_id=None)
+    assert Session.loads(s.dumps()) == s
+    assert s.principal.role is Role.AUDITOR and s.principal.org_id is None
+
+
+# --- roles ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("role", "org", "expected"),
+    [
+        (Role.SYSTEM_ADMIN, None, (True, True, True, True)),
+        (Role.ORG_ADMIN, "acme", (False, True, True, True)),
+        (Role.AUDITOR, "acme", (False, False, False, True)),
+        (Role.AUDITOR, None, (False, False, False, True)),
+        (Role.EVALUATOR, "acme", (False, False, True, False)),
+    ],
+)
+def test_capabilities_follow_the_api_policy(role: Role, org: str | None, expected: tuple[bool, ...]) -> None:
+    can = Capabilities.of(principal(role, org))
+    assert (can.edit_catalog, can.change_overrides, can.evaluate, can.read_audit) == expected
+
+
+def test_an_org_scoped_user_acts_on_its_own_org_only() -> None:
+    admin = principal(Role.ORG_ADMIN, "acme")
+    assert may(admin, Action.CHANGE_OVERRIDES, "acme")
+    assert not may(admin, Action.CHANGE_OVERRIDES, "globex")
+    assert not may(admin, Action.READ_AUDIT, None)  # the catalogue-wide log is not its own org's
+    assert scoped_org(admin, None) == "acme"
+    assert scoped_org(principal(Role.SYSTEM_ADMIN), None) is None
+
+
+# --- change forms -----------------------------------------------------------------------------------------
+
+BASE = {"flag": "ai.insights.enabled", "org": "acme", "reason": "pilot", "expected_version": "3"}
+
+
+@pytest.mark.parametrize(
+    ("form", "method", "body"),
+    [
+        ({"level": "org", "state": "on"}, "PUT", {"enabled": True, "rollout_percentage": None}),
+        ({"level": "org", "state": "off", "rollout": "25"}, "PUT", {"enabled": False, "rollout_percentage": 25}),
+        ({"level": "org", "state": "inherit", "rollout": "10"}, "PUT", {"enabled": None, "rollout_percentage": 10}),
+        ({"level": "org", "state": "inherit"}, "DELETE", {}),
+        ({"level": "platform", "platform": "tiktok", "state": "clear"}, "DELETE", {}),
+        ({"level": "system", "state": "on", "rollout": "100"}, "PUT", {"enabled": True, "rollout_percentage": 100}),
+    ],
+)
+def test_a_setting_form_becomes_one_request_with_reason_and_expected_version(
+    form: dict[str, str], method: str, body: dict[str, object]
+) -> None:
+    change = parse_setting_change({**BASE, **form})
+    assert change.method == method
+    assert change.body() == {"reason": "pilot", "expected_version": 3, **body}
+
+
+def test_targets_name_their_stream_and_route() -> None:
+    platform = parse_target({**BASE, "level": "platform", "platform": "tiktok"})
+    assert platform.stream == "org/acme/platform/tiktok/flag/ai.insights.enabled"
+    assert platform.path == "/v1/orgs/acme/platforms/tiktok/flags/ai.insights.enabled"
+    assert platform.action is Action.CHANGE_OVERRIDES
+    user = parse_target({**BASE, "level": "user", "user": "u-1"})
+    assert user.path == "/v1/orgs/acme/users/u-1/flags/ai.insights.enabled" and user.level is Level.USER
+    system = parse_target({**BASE, "level": "system"})
+    assert system.org_id is None and system.action is Action.MANAGE_FLAGS
+    assert parse_target(system.fields()) == system and parse_target(platform.fields()) == platform
+
+
+@pytest.mark.parametrize(
+    ("form", "field"),
+    [
+        ({"flag": "Not A Key"}, "flag"),
+        ({"level": "galaxy"}, "level"),
+        ({"org": "../etc"}, "org"),
+        ({"org": ""}, "org"),
+        ({"level": "platform", "platform": "myspace"}, "platform"),
+        ({"level": "user"}, "user"),
+        ({"state": "maybe"}, "state"),
+        ({"rollout": "101"}, "rollout"),
+        ({"rollout": "-1"}, "rollout"),
+        ({"reason": "   "}, "reason"),
+        ({"reason": "x" * 501}, "reason"),
+        ({"expected_version": "latest"}, "expected_version"),
+        ({"level": "system", "state": "clear"}, "state"),
+    ],
+)
+def test_a_bad_form_field_is_named(form: dict[str, str], field: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_setting_change({**BASE, "level": "org", "state": "on", **form})
+    assert caught.value.field == field
+
+
+def test_the_confirmation_shows_previous_and_new() -> None:
+    change = parse_setting_change({**BASE, "level": "org", "state": "on", "rollout": "25"})
+    assert change.rows({"enabled": False, "rollout_percentage": None}) == [("org acme", "off", "on, 25% rollout")]
+    assert describe(None) == "not set" and describe({"enabled": None, "rollout_percentage": 5}).endswith("5% rollout")
+
+
+def test_a_definition_edit_sends_only_what_changed() -> None:
+    current = {"description": "old", "kind": "release", "owner": "ads", "group": "ai", "archived": False}
+    form = {"flag": "ai.x", "reason": "r", "expected_version": "2", "new_description": "new", "new_kind": "release",
+            "new_owner": "", "new_group": "ai"}
+    edit = parse_definition_edit(form, current)
+    assert edit.changes == {"description": "new", "owner": None}
+    assert edit.body() == {"description": "new", "owner": None, "reason": "r", "expected_version": 2}
+    with pytest.raises(InvalidInput):
+        parse_definition_edit({**form, "new_description": "old", "new_owner": "ads"}, current)
+    with pytest.raises(InvalidInput) as caught:
+        parse_definition_edit({**form, "new_kind": "whim"}, current)
+    assert caught.value.field == "new_kind"
+
+
+# --- audit entries and charts -----------------------------------------------------------------------------
+
+
+def envelope(seq: int, **over: object) -> dict[str, object]:
+    fields = {"event_id": f"e{seq}", "sequence": seq, "occurred_at": f"2026-11-29T10:0{seq % 10}:00Z",
+              "type": "OrgOverrideSet", "stream": "org/acme/flag/f.x", "version": seq, "org_id": "acme",
+              "flag_key": "f.x", "actor": {"id": "key:1", "name": "Ana"}, "reason": "why",
+              "previous": None, "new": {"enabled": True, "rollout_percentage": None}}
+    return {**fields, **over}
+
+
+def test_audit_entries_filter_and_sort_newest_first() -> None:
+    entries = [audit.entry(envelope(1)), audit.entry(envelope(2, actor={"id": "k", "name": "Bo"})),
+               audit.entry(envelope(3, type="SystemDefaultSet", org_id=None)), audit.entry(envelope(4, flag_key=None))]
+    assert entries[0].previous == "not set" and entries[0].new == "on"
+    assert [e.sequence for e in audit.newest_first(entries, audit.AuditFilter(), 10)] == [3, 2, 1]
+    assert [e.sequence for e in audit.newest_first(entries, audit.parse_filter({"actor": "bo"}), 10)] == [2]
+    assert [e.sequence for e in audit.newest_first(entries, audit.parse_filter({"kind": "system"}), 10)] == [3]
+    since = audit.parse_filter({"since": "2026-11-29T10:02", "until": "2026-11-29T10:02:30"})
+    assert [e.sequence for e in audit.newest_first(entries, since, 10)] == [2]
+    with pytest.raises(InvalidInput) as caught:
+        audit.parse_filter({"since": "yesterday"})
+    assert caught.value.field == "since"
+
+
+def test_charts_are_inline_svg_with_escaped_labels_and_an_empty_state() -> None:
+    svg = charts.bar_chart("Changes <per hour>", [("09", 2), ("10", 0), ("11", 5)])
+    assert svg.startswith("<svg") and svg.count("<rect") == 3 and "&lt;per hour&gt;" in svg
+    assert "no data yet" in charts.bar_chart("Nothing", [])
