@@ -11,7 +11,7 @@ from services.infra.settings import Settings
 def main() -> None:
     settings = Settings()
     Granian(
-        "services.query.app:app_from_env",
+        "services.query.fastpath:app_from_env",
         factory=True,
         address=settings.query_host,
         port=settings.query_port,

@@ -43,7 +43,6 @@ from services.query import rendering, validation
 from services.query.adapters import InvalidationListener, PostgresDocuments, RedisDocuments
 from services.query.cache import DocumentCache
 from services.query.errors import InvalidParameter, Unavailable, UnknownFlag
-from services.query.fastpath import OfrepFastPath
 from services.query.ofrep_api import install as install_ofrep
 from services.query.service import QueryService
 
@@ -312,8 +311,6 @@ def create_app(settings: Settings, *, service: QueryService | None = None, auth:
     _install_error_handlers(app)
     install_auth_handlers(app)
     # add_middleware wraps what is there: the last one added sees the request first.
-    if settings.query_fast_path:  # innermost: OFREP skips FastAPI's routing, not the layers below
-        app.add_middleware(OfrepFastPath)
     app.add_middleware(UnhandledErrors)
     if settings.cors_origins:  # checked now: a bad origin stops the start, not the first request
         app.add_middleware(CORS, origins=[normalise_origin(o) for o in settings.cors_origins])

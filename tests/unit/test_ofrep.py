@@ -20,6 +20,7 @@ from services.infra.settings import Settings
 from services.query import ofrep
 from services.query.app import create_app
 from services.query.cache import DocumentCache
+from services.query.fastpath import serve
 from services.query.service import QueryService
 from tests.support.auth import MemoryKeys, bearer, memory_gate
 from tests.unit.test_query_api import KEY, StateSource, sample_log
@@ -48,7 +49,8 @@ async def world(request: pytest.FixtureRequest) -> AsyncIterator[World]:
     source = StateSource(fold(sample_log().events))
     service = QueryService(DocumentCache(None, ttl=60, local=False), source, CacheKeys("t"))
     keys = MemoryKeys()
-    app = create_app(Settings(query_fast_path=request.param), service=service, auth=memory_gate(keys))
+    settings = Settings(query_fast_path=request.param)
+    app = serve(create_app(settings, service=service, auth=memory_gate(keys)), settings)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://query.test") as client:
         yield World(client, keys, source)
@@ -206,3 +208,19 @@ async def test_other_routes_and_methods_pass_through(world: World) -> None:
     assert nested.status_code == 404 and nested.json()["error"] == "not_found"
     native = await world.client.get(f"/v1/orgs/acme/flags/{KEY}", headers=world.key(Role.EVALUATOR, "acme"))
     assert native.status_code == 200
+
+
+async def test_a_browser_request_goes_through_the_apps_cors_layer() -> None:
+    source = StateSource(fold(sample_log().events))
+    service = QueryService(DocumentCache(None, ttl=60, local=False), source, CacheKeys("t"))
+    keys = MemoryKeys()
+    settings = Settings(cors_origins=["https://admin.example"])
+    app = serve(create_app(settings, service=service, auth=memory_gate(keys)), settings)
+    headers = {**bearer(keys.issue(Role.EVALUATOR, "acme")), "Origin": "https://admin.example"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://query.test") as client:
+        response = await client.post(FLAG, json={"context": {"targetingKey": "u-1"}}, headers=headers)
+        direct = await client.post(FLAG, json={"context": {"targetingKey": "u-1"}}, headers=bearer(keys.issue(
+            Role.EVALUATOR, "acme")))
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "https://admin.example"
+    assert response.json() == direct.json()
