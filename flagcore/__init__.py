@@ -13,7 +13,7 @@ from flagcore.lifecycle import StaleFlag, stale_flags
 from flagcore.model import Catalog, Definition, EventRef, ScheduledStep, Setting, TenantRules, Variant
 from flagcore.platforms import enabled_platforms, is_platform_enabled, platform_flag
 from flagcore.state import FlagState, StreamHead, fold
-from flagcore.transitions import transition
+from flagcore.transitions import caught_up, transition
 from flagcore.variants import VARIANT_SEED, select_variant, variant_bucket
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "TenantRules",
     "Variant",
     "bucket",
+    "caught_up",
     "enabled_platforms",
     "evaluate",
     "evaluate_all",

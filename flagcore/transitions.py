@@ -68,15 +68,15 @@ def transition(previous: Value, change: Change, *, at: datetime | None = None) -
                 raise InvalidTransition(f"flag {change.flag_key!r} is a {kind} flag: only ops flags have a kill switch")
             return {**previous, "killed": isinstance(change, KillSwitchEngaged)}
         case SystemDefaultSet() | OrgOverrideSet() | PlatformOverrideSet() | UserOverrideSet():
-            before = _caught_up(previous, at) or {}
+            before = caught_up(previous, at) or {}
             return _setting(change.enabled, before.get("rollout_percentage"), before.get("schedule"))
         case OrgOverrideCleared() | PlatformOverrideCleared() | UserOverrideCleared():
             return None  # the whole override goes, schedule included
         case RolloutPercentageSet():
-            before = _caught_up(previous, at) or {}
+            before = caught_up(previous, at) or {}
             return _setting(before.get("enabled"), change.percentage, before.get("schedule"))
         case SettingScheduled():
-            before = _caught_up(previous, at) or {}
+            before = caught_up(previous, at) or {}
             if at is not None and change.effective_at <= at:
                 raise InvalidTransition(f"a step at {format_instant(change.effective_at)} is not in the future")
             step = {
@@ -89,7 +89,7 @@ def transition(previous: Value, change: Change, *, at: datetime | None = None) -
             steps.sort(key=lambda s: parse_instant(s["at"]))
             return _setting(before.get("enabled"), before.get("rollout_percentage"), steps)
         case ScheduledSettingCancelled():
-            before = _caught_up(previous, at) or {}
+            before = caught_up(previous, at) or {}
             steps = [s for s in before.get("schedule") or () if parse_instant(s["at"]) != change.effective_at]
             if len(steps) == len(before.get("schedule") or ()):
                 raise InvalidTransition(f"nothing is scheduled at {format_instant(change.effective_at)}")
@@ -142,7 +142,7 @@ def _setting(enabled: bool | None, pct: int | None, schedule: list[dict[str, Any
     return value
 
 
-def _caught_up(value: Value, at: datetime | None) -> Value:
+def caught_up(value: Value, at: datetime | None) -> Value:
     """`value` with the steps due by `at` applied to it and dropped from its schedule."""
     if value is None or at is None or not value.get("schedule"):
         return value

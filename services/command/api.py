@@ -26,9 +26,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from events import Envelope, Platform, Scope
+from events import Envelope, Platform, Scope, Variant
 from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
-from flagcore import InvalidTransition
+from flagcore import InvalidTransition, format_instant
 from services.audit.api import router as timetravel_router
 from services.auth.http import Caller, denial_metrics, install_auth_handlers
 from services.auth.policy import Action, Principal, authorize
@@ -37,25 +37,36 @@ from services.command.commands import (
     UNSET,
     AnyCommand,
     ArchiveFlag,
+    CancelScheduledSetting,
     ClearOverride,
     DefineFlag,
+    EngageKillSwitch,
+    ReleaseKillSwitch,
+    ScheduleSetting,
     SetSetting,
     UpdateFlag,
 )
 from services.command.errors import InvalidCommand, StoreUnavailable, UnknownFlag, UnknownKey, VersionConflict
 from services.command.key_api import router as key_router
+from services.command.lifecycle import stale_report
 from services.command.middleware import RequestGuard
 from services.command.ports import EventStore
 from services.command.schemas import (
     ArchiveFlagRequest,
+    CancelScheduleRequest,
     ChangeResult,
     ClearRequest,
     DefineFlagRequest,
     ErrorBody,
     EventSummary,
+    KillSwitchRequest,
+    ScheduleRequest,
     SettingRequest,
+    StaleFlagOut,
+    StaleFlagsOut,
     StreamValue,
     UpdateFlagRequest,
+    VariantIn,
 )
 from services.command.service import CommandService, Outcome, utc_now
 from services.command.whoami import router as whoami_router
@@ -152,6 +163,7 @@ def attach(
     app: FastAPI, store: EventStore, *, relay: RelayView | None = None, clock: Callable[[], datetime] = utc_now
 ) -> None:
     app.state.service = CommandService(store, clock=clock)
+    app.state.clock = clock
     app.state.relay = relay
 
 
@@ -213,6 +225,8 @@ async def define_flag(body: DefineFlagRequest, service: Service, caller: Caller,
         kind=body.kind,
         description=body.description,
         owner=body.owner,
+        variants=_variants(body.variants),
+        expires_at=body.expires_at,
         **_meta(body, caller),
     )
     return await _run(service, command, response)
@@ -229,9 +243,15 @@ async def update_flag(
         description=_given(body, "description"),
         owner=_given(body, "owner"),
         group=_given(body, "group"),
+        variants=UNSET if "variants" not in body.model_fields_set else _variants(body.variants or []),
+        expires_at=_given(body, "expires_at"),
         **_meta(body, caller),
     )
     return await _run(service, command, response)
+
+
+def _variants(given: list[VariantIn]) -> tuple[Variant, ...]:
+    return tuple(Variant(name=v.name, weight=v.weight) for v in given)
 
 
 @_writes.post("/flags/{flag_key}/archive", status_code=201, response_model=ChangeResult, summary="Archive a flag")
@@ -367,6 +387,188 @@ async def clear_user(
     return await _clear(Scope.user(org_id, user_id), flag_key, body, service, caller, response)
 
 
+# --- kill switches and schedules ------------------------------------------------------
+
+
+@_writes.post(
+    "/flags/{flag_key}/kill-switch",
+    status_code=201,
+    response_model=ChangeResult,
+    summary="Engage an ops flag's kill switch",
+)
+async def engage_kill_switch(
+    flag_key: FlagKeyPath, body: KillSwitchRequest, service: Service, caller: Caller, response: Response
+) -> ChangeResult:
+    """Off everywhere at once, over every level, until released. System admins only; 422 for a non-ops flag."""
+    authorize(caller, Action.MANAGE_FLAGS)
+    return await _run(service, EngageKillSwitch(flag_key=flag_key, **_meta(body, caller)), response)
+
+
+@_writes.delete(
+    "/flags/{flag_key}/kill-switch", status_code=201, response_model=ChangeResult, summary="Release the kill switch"
+)
+async def release_kill_switch(
+    flag_key: FlagKeyPath, body: KillSwitchRequest, service: Service, caller: Caller, response: Response
+) -> ChangeResult:
+    authorize(caller, Action.MANAGE_FLAGS)
+    return await _run(service, ReleaseKillSwitch(flag_key=flag_key, **_meta(body, caller)), response)
+
+
+async def _schedule(
+    scope: Scope, flag_key: str, body: ScheduleRequest, service: CommandService, caller: Principal, response: Response
+) -> ChangeResult:
+    _authorize_scope(caller, scope)
+    command = ScheduleSetting(
+        scope=scope,
+        flag_key=flag_key,
+        effective_at=body.effective_at,
+        enabled=body.enabled,
+        rollout_percentage=body.rollout_percentage,
+        **_meta(body, caller),
+    )
+    return await _run(service, command, response)
+
+
+async def _unschedule(
+    scope: Scope,
+    flag_key: str,
+    body: CancelScheduleRequest,
+    service: CommandService,
+    caller: Principal,
+    response: Response,
+) -> ChangeResult:
+    _authorize_scope(caller, scope)
+    command = CancelScheduledSetting(
+        scope=scope, flag_key=flag_key, effective_at=body.effective_at, **_meta(body, caller)
+    )
+    return await _run(service, command, response)
+
+
+@_writes.put(
+    "/flags/{flag_key}/system/schedule",
+    status_code=201,
+    response_model=ChangeResult,
+    summary="Schedule the system default",
+)
+async def schedule_system(
+    flag_key: FlagKeyPath, body: ScheduleRequest, service: Service, caller: Caller, response: Response
+) -> ChangeResult:
+    return await _schedule(Scope.system(), flag_key, body, service, caller, response)
+
+
+@_writes.delete(
+    "/flags/{flag_key}/system/schedule",
+    status_code=201,
+    response_model=ChangeResult,
+    summary="Cancel a scheduled system default",
+)
+async def unschedule_system(
+    flag_key: FlagKeyPath, body: CancelScheduleRequest, service: Service, caller: Caller, response: Response
+) -> ChangeResult:
+    return await _unschedule(Scope.system(), flag_key, body, service, caller, response)
+
+
+@_writes.put(
+    "/orgs/{org_id}/flags/{flag_key}/schedule",
+    status_code=201,
+    response_model=ChangeResult,
+    summary="Schedule an org override",
+)
+async def schedule_org(
+    org_id: OrgPath, flag_key: FlagKeyPath, body: ScheduleRequest, service: Service, caller: Caller, response: Response
+) -> ChangeResult:
+    return await _schedule(Scope.org(org_id), flag_key, body, service, caller, response)
+
+
+@_writes.delete(
+    "/orgs/{org_id}/flags/{flag_key}/schedule",
+    status_code=201,
+    response_model=ChangeResult,
+    summary="Cancel a scheduled org override",
+)
+async def unschedule_org(
+    org_id: OrgPath,
+    flag_key: FlagKeyPath,
+    body: CancelScheduleRequest,
+    service: Service,
+    caller: Caller,
+    response: Response,
+) -> ChangeResult:
+    return await _unschedule(Scope.org(org_id), flag_key, body, service, caller, response)
+
+
+@_writes.put(
+    "/orgs/{org_id}/platforms/{platform}/flags/{flag_key}/schedule",
+    status_code=201,
+    response_model=ChangeResult,
+    summary="Schedule a platform override",
+)
+async def schedule_platform(
+    org_id: OrgPath,
+    platform: PlatformPath,
+    flag_key: FlagKeyPath,
+    body: ScheduleRequest,
+    service: Service,
+    caller: Caller,
+    response: Response,
+) -> ChangeResult:
+    return await _schedule(Scope.for_platform(org_id, platform), flag_key, body, service, caller, response)
+
+
+@_writes.delete(
+    "/orgs/{org_id}/platforms/{platform}/flags/{flag_key}/schedule",
+    status_code=201,
+    response_model=ChangeResult,
+    summary="Cancel a scheduled platform override",
+)
+async def unschedule_platform(
+    org_id: OrgPath,
+    platform: PlatformPath,
+    flag_key: FlagKeyPath,
+    body: CancelScheduleRequest,
+    service: Service,
+    caller: Caller,
+    response: Response,
+) -> ChangeResult:
+    return await _unschedule(Scope.for_platform(org_id, platform), flag_key, body, service, caller, response)
+
+
+@_writes.put(
+    "/orgs/{org_id}/users/{user_id}/flags/{flag_key}/schedule",
+    status_code=201,
+    response_model=ChangeResult,
+    summary="Schedule a user override",
+)
+async def schedule_user(
+    org_id: OrgPath,
+    user_id: UserPath,
+    flag_key: FlagKeyPath,
+    body: ScheduleRequest,
+    service: Service,
+    caller: Caller,
+    response: Response,
+) -> ChangeResult:
+    return await _schedule(Scope.user(org_id, user_id), flag_key, body, service, caller, response)
+
+
+@_writes.delete(
+    "/orgs/{org_id}/users/{user_id}/flags/{flag_key}/schedule",
+    status_code=201,
+    response_model=ChangeResult,
+    summary="Cancel a scheduled user override",
+)
+async def unschedule_user(
+    org_id: OrgPath,
+    user_id: UserPath,
+    flag_key: FlagKeyPath,
+    body: CancelScheduleRequest,
+    service: Service,
+    caller: Caller,
+    response: Response,
+) -> ChangeResult:
+    return await _unschedule(Scope.user(org_id, user_id), flag_key, body, service, caller, response)
+
+
 def _result(outcome: Outcome) -> ChangeResult:
     return ChangeResult(
         changed=outcome.changed,
@@ -430,6 +632,35 @@ async def list_events(
     # The envelopes go out as the exact stored bytes, so clients can check the hashes.
     body = b'{"events":[' + b",".join(e.body for e in events) + b'],"next_after":%d}' % next_after
     return Response(content=body, media_type="application/json")
+
+
+@_reads.get("/reports/stale-flags", response_model=StaleFlagsOut, summary="Flags due for removal")
+async def stale_flags(
+    request: Request,
+    service: Service,
+    caller: Caller,
+    days: Annotated[int, Query(ge=1, le=3650, description="Unchanged for at least this many days.")] = 30,
+) -> StaleFlagsOut:
+    """Expired flags, and flags fully on or off and unchanged for `days` days (system-wide readers only)."""
+    authorize(caller, Action.READ_AUDIT, org_id=None)
+    now: datetime = request.app.state.clock()
+    report = await stale_report(service.store, now=now, days=days)
+    return StaleFlagsOut(
+        days=days,
+        as_of=format_instant(now),
+        flags=[
+            StaleFlagOut(
+                key=f.key,
+                kind=f.kind,
+                owner=f.owner,
+                reason=f.reason.value,
+                last_changed_at=None if f.last_changed_at is None else format_instant(f.last_changed_at),
+                expires_at=None if f.expires_at is None else format_instant(f.expires_at),
+                value=f.value,
+            )
+            for f in report
+        ],
+    )
 
 
 def _authorize_stream(caller: Principal, stream: str) -> None:

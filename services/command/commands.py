@@ -8,10 +8,11 @@ PATCH/PUT contract, so it is kept explicit instead of collapsing into `None`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from typing import Final, Literal
 
-from events import Actor, FlagKind, Scope, definition_stream
+from events import Actor, FlagKind, Scope, Variant, definition_stream
 
 
 class _Unset(Enum):
@@ -52,6 +53,8 @@ class DefineFlag(Command):
     kind: FlagKind = FlagKind.RELEASE
     description: str = ""
     owner: str | None = None
+    variants: tuple[Variant, ...] = ()
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -60,11 +63,23 @@ class UpdateFlag(Command):
     description: str | Unset = UNSET
     owner: str | Unset | None = UNSET
     group: str | Unset = UNSET
+    variants: tuple[Variant, ...] | Unset = UNSET
+    expires_at: datetime | Unset | None = UNSET
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ArchiveFlag(Command):
     pass
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EngageKillSwitch(Command):
+    """Switch an ops flag off everywhere at once."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReleaseKillSwitch(Command):
+    """Let the levels decide an ops flag again."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -93,4 +108,30 @@ class ClearOverride(_AtScope):
     """Remove an org, platform or user override entirely (value and rollout)."""
 
 
-AnyCommand = DefineFlag | UpdateFlag | ArchiveFlag | SetSetting | ClearOverride
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ScheduleSetting(_AtScope):
+    """From `effective_at` on, set the on/off value and/or the rollout at one scope (None: keep)."""
+
+    effective_at: datetime
+    enabled: bool | None = None
+    rollout_percentage: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CancelScheduledSetting(_AtScope):
+    """Drop the step scheduled at `effective_at` at one scope."""
+
+    effective_at: datetime
+
+
+AnyCommand = (
+    DefineFlag
+    | UpdateFlag
+    | ArchiveFlag
+    | EngageKillSwitch
+    | ReleaseKillSwitch
+    | SetSetting
+    | ClearOverride
+    | ScheduleSetting
+    | CancelScheduledSetting
+)

@@ -7,6 +7,7 @@ to do" is an empty list and never an event that changes nothing.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -15,25 +16,36 @@ from events import (
     Change,
     FlagArchived,
     FlagDefined,
+    FlagKind,
     FlagUpdated,
+    KillSwitchEngaged,
+    KillSwitchReleased,
     Level,
     OrgOverrideCleared,
     OrgOverrideSet,
     PlatformOverrideCleared,
     PlatformOverrideSet,
     RolloutPercentageSet,
+    ScheduledSettingCancelled,
     Scope,
+    SettingScheduled,
     SystemDefaultSet,
     UserOverrideCleared,
     UserOverrideSet,
+    Variant,
 )
-from flagcore import InvalidTransition, transition
+from events.changes import check_variants
+from flagcore import InvalidTransition, caught_up, parse_instant, transition
 from services.command.commands import (
     UNSET,
     AnyCommand,
     ArchiveFlag,
+    CancelScheduledSetting,
     ClearOverride,
     DefineFlag,
+    EngageKillSwitch,
+    ReleaseKillSwitch,
+    ScheduleSetting,
     SetSetting,
     UpdateFlag,
 )
@@ -45,12 +57,13 @@ C = TypeVar("C", bound=Change)
 __all__ = ["decide", "require_live_flag"]
 
 
-def decide(command: AnyCommand, *, current: Value, definition: Value) -> list[Change]:
-    """The changes `command` makes to a stream whose value is `current`.
+def decide(command: AnyCommand, *, current: Value, definition: Value, now: datetime | None = None) -> list[Change]:
+    """The changes `command` makes, at `now`, to a stream whose value is `current`.
 
     `definition` is the value of the flag's definition stream (the same as
-    `current` for definition commands). Raises `UnknownFlag`, `InvalidCommand`
-    or `flagcore.InvalidTransition`.
+    `current` for definition commands). `now` is the instant the events will
+    carry: a setting's scheduled steps due by then count as in force. Raises
+    `UnknownFlag`, `InvalidCommand` or `flagcore.InvalidTransition`.
     """
     match command:
         case DefineFlag():
@@ -59,12 +72,20 @@ def decide(command: AnyCommand, *, current: Value, definition: Value) -> list[Ch
             return _update(command, current)
         case ArchiveFlag():
             return _archive(command, current)
+        case EngageKillSwitch() | ReleaseKillSwitch():
+            return _kill_switch(command, current)
         case SetSetting():
             require_live_flag(command.flag_key, definition)
-            return _set(command, current)
+            return _set(command, caught_up(current, now), now)
         case ClearOverride():
             require_live_flag(command.flag_key, definition)
             return _clear(command, current)
+        case ScheduleSetting():
+            require_live_flag(command.flag_key, definition)
+            return _schedule(command, current, now)
+        case CancelScheduledSetting():
+            require_live_flag(command.flag_key, definition)
+            return _cancel(command, current, now)
     raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
 
 
@@ -77,6 +98,7 @@ def require_live_flag(flag_key: str, definition: Value) -> None:
 
 
 def _define(command: DefineFlag, current: Value) -> list[Change]:
+    _check_variants(FlagKind(command.kind), command.variants)
     change = _build(
         FlagDefined,
         flag_key=command.flag_key,
@@ -84,6 +106,8 @@ def _define(command: DefineFlag, current: Value) -> list[Change]:
         description=command.description,
         owner=command.owner,
         group=command.group,
+        variants=command.variants,
+        expires_at=command.expires_at,
     )
     transition(current, change)  # raises InvalidTransition when the flag already exists
     return [change]
@@ -94,15 +118,80 @@ def _update(command: UpdateFlag, current: Value) -> list[Change]:
         raise UnknownFlag(command.flag_key)
     if current.get("archived"):
         raise InvalidTransition(f"flag {command.flag_key!r} is archived and cannot be updated")
+    kind = FlagKind(current["kind"] if command.kind is UNSET else command.kind)
+    if current.get("killed") and kind is not FlagKind.OPS:
+        raise InvalidCommand("kind: the kill switch is engaged; release it before changing the kind", field="kind")
+    variants = current.get("variants") or () if command.variants is UNSET else command.variants
+    _check_variants(kind, tuple(variants))
+    expires = current.get("expires_at") if command.expires_at is UNSET else command.expires_at
     change = _build(
         FlagUpdated,
         flag_key=command.flag_key,
-        kind=current["kind"] if command.kind is UNSET else command.kind,
+        kind=kind,
         description=current["description"] if command.description is UNSET else command.description,
         owner=current.get("owner") if command.owner is UNSET else command.owner,
         group=current["group"] if command.group is UNSET else command.group,
+        variants=variants,
+        expires_at=expires,
     )
     return [change] if transition(current, change) != current else []
+
+
+def _check_variants(kind: FlagKind, variants: tuple[Any, ...]) -> None:
+    try:
+        check_variants(kind, tuple(_build(Variant, **v) if isinstance(v, dict) else v for v in variants))
+    except ValueError as exc:
+        raise InvalidCommand(str(exc), field="variants") from exc
+
+
+def _kill_switch(command: EngageKillSwitch | ReleaseKillSwitch, current: Value) -> list[Change]:
+    """Engaging (or releasing) twice changes nothing; only a live ops flag has a kill switch."""
+    require_live_flag(command.flag_key, current)
+    assert current is not None
+    if current["kind"] != FlagKind.OPS.value:
+        raise InvalidCommand(
+            f"kind: {command.flag_key!r} is a {current['kind']} flag; only ops flags have a kill switch", field="kind"
+        )
+    engage = isinstance(command, EngageKillSwitch)
+    if bool(current.get("killed")) == engage:
+        return []
+    return [KillSwitchEngaged(flag_key=command.flag_key) if engage else KillSwitchReleased(flag_key=command.flag_key)]
+
+
+def _schedule(command: ScheduleSetting, current: Value, now: datetime | None) -> list[Change]:
+    if now is not None and command.effective_at <= now:
+        raise InvalidCommand("effective_at: must be in the future", field="effective_at")
+    scope = command.scope
+    change = _build(
+        SettingScheduled,
+        flag_key=command.flag_key,
+        level=scope.level,
+        org_id=scope.org_id,
+        platform=scope.platform,
+        user_id=scope.user_id,
+        effective_at=command.effective_at,
+        enabled=command.enabled,
+        rollout_percentage=command.rollout_percentage,
+    )
+    return [change] if transition(current, change, at=now) != caught_up(current, now) else []
+
+
+def _cancel(command: CancelScheduledSetting, current: Value, now: datetime | None) -> list[Change]:
+    """Cancelling a step that is not (or no longer) pending is refused, naming the instant."""
+    pending = {parse_instant(s["at"]) for s in (caught_up(current, now) or {}).get("schedule") or ()}
+    if command.effective_at not in pending:
+        raise InvalidCommand("effective_at: nothing is scheduled at that instant", field="effective_at")
+    scope = command.scope
+    return [
+        ScheduledSettingCancelled(
+            flag_key=command.flag_key,
+            level=scope.level,
+            org_id=scope.org_id,
+            platform=scope.platform,
+            user_id=scope.user_id,
+            effective_at=command.effective_at,
+        )
+    ]
 
 
 def _archive(command: ArchiveFlag, current: Value) -> list[Change]:
@@ -113,8 +202,11 @@ def _archive(command: ArchiveFlag, current: Value) -> list[Change]:
     return [FlagArchived(flag_key=command.flag_key)]
 
 
-def _set(command: SetSetting, current: Value) -> list[Change]:
-    """Reach the target value with the fewest events: the on/off change first, then the rollout."""
+def _set(command: SetSetting, current: Value, now: datetime | None) -> list[Change]:
+    """Reach the target value with the fewest events: the on/off change first, then the rollout.
+
+    `current` is already caught up to `now`: the values in force, not the stored ones.
+    """
     scope, key = command.scope, command.flag_key
     if scope.level is Level.SYSTEM and command.enabled is None:
         raise InvalidCommand("a system default cannot be cleared: set enabled to true or false", field="enabled")
@@ -130,7 +222,7 @@ def _set(command: SetSetting, current: Value) -> list[Change]:
     value = current
     if target_enabled != before.get("enabled"):
         change = _cleared(scope, key) if target_enabled is None else _enabled(scope, key, target_enabled)
-        value = transition(value, change)
+        value = transition(value, change, at=now)
         changes.append(change)
     if (value or {}).get("rollout_percentage") != target_rollout:
         # A clear removes the rollout too; a rollout given with the clear is set again after it.
@@ -143,7 +235,7 @@ def _set(command: SetSetting, current: Value) -> list[Change]:
             user_id=scope.user_id,
             percentage=target_rollout,
         )
-        value = transition(value, change)
+        value = transition(value, change, at=now)
         changes.append(change)
     return changes
 

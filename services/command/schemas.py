@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -22,7 +23,7 @@ from pydantic import (
 )
 
 from events import FlagKind
-from events.vocabulary import FlagKey
+from events.vocabulary import VARIANT_NAME_PATTERN, VARIANT_WEIGHT_TOTAL, FlagKey
 from events.vocabulary import Reason as EventReason
 
 
@@ -51,6 +52,29 @@ Group = Annotated[
 Description = Annotated[str, NoNul, Field(max_length=1000, description="What the flag controls.")]
 Owner = Annotated[str, NoNul, Field(min_length=1, max_length=200, description="Team or person responsible.")]
 RolloutPercentage = Annotated[StrictInt, Field(ge=0, le=100, description="Share of subjects, 0–100.")]
+Instant = Annotated[AwareDatetime, Field(description="RFC 3339 with a UTC offset, e.g. `2026-12-01T09:00:00Z`.")]
+
+
+class VariantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=VARIANT_NAME_PATTERN, description="Variant name, e.g. `control`.")
+    weight: StrictInt = Field(ge=0, le=VARIANT_WEIGHT_TOTAL, description="Share of users (see `variants`).")
+
+
+def _normalised(variants: list[VariantIn]) -> list[VariantIn]:
+    """Weights sum to 1000 (Unleash's thousandths) or to 100 (percentages, scaled to thousandths)."""
+    total = sum(v.weight for v in variants)
+    if variants and total not in (100, VARIANT_WEIGHT_TOTAL):
+        raise ValueError(f"weights must sum to {VARIANT_WEIGHT_TOTAL} (or to 100, as percentages), not {total}")
+    scale = VARIANT_WEIGHT_TOTAL // total if variants else 1
+    return [VariantIn(name=v.name, weight=v.weight * scale) for v in variants]
+
+
+Variants = Annotated[
+    list[VariantIn],
+    AfterValidator(_normalised),
+    Field(max_length=20, description="Experiment arms (experiment flags only), weights summing to 1000 or 100."),
+]
 
 
 class _Body(BaseModel):
@@ -75,17 +99,24 @@ class DefineFlagRequest(WriteRequest):
     kind: FlagKind = Field(default=FlagKind.RELEASE, description="Fowler's toggle category.")
     description: Description = ""
     owner: Owner | None = None
+    variants: Variants = []
+    expires_at: Instant | None = Field(default=None, description="When the flag is due for removal.")
+
+
+UPDATABLE = ("kind", "description", "owner", "group", "variants", "expires_at")
 
 
 class UpdateFlagRequest(WriteRequest):
-    """Absent fields are left alone; `owner: null` removes the owner."""
+    """Absent fields are left alone; `owner: null` removes the owner, `expires_at: null` the expiry."""
 
     kind: FlagKind | None = Field(default=None, description="Fowler's toggle category.")
     description: Description | None = None
     owner: Owner | None = None
     group: Group | None = None
+    variants: Variants | None = Field(default=None, description="The full new set of arms; `[]` removes them.")
+    expires_at: Instant | None = None
 
-    @field_validator("kind", "description", "group", mode="before")
+    @field_validator("kind", "description", "group", "variants", mode="before")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         if value is None:
@@ -94,8 +125,8 @@ class UpdateFlagRequest(WriteRequest):
 
     @model_validator(mode="after")
     def _something_to_change(self) -> UpdateFlagRequest:
-        if not self.model_fields_set & {"kind", "description", "owner", "group"}:
-            raise ValueError("nothing to update: give at least one of kind, description, owner, group")
+        if not self.model_fields_set & set(UPDATABLE):
+            raise ValueError(f"nothing to update: give at least one of {', '.join(UPDATABLE)}")
         return self
 
 
@@ -119,6 +150,28 @@ class SettingRequest(WriteRequest):
 
 
 class ClearRequest(WriteRequest):
+    pass
+
+
+class ScheduleRequest(WriteRequest):
+    """A step: from `effective_at` on, these values; a field left out keeps what is in force then."""
+
+    effective_at: Instant
+    enabled: StrictBool | None = Field(default=None, description="On/off from then on.")
+    rollout_percentage: RolloutPercentage | None = Field(default=None, description="Rollout from then on, 0–100.")
+
+    @model_validator(mode="after")
+    def _something_to_schedule(self) -> ScheduleRequest:
+        if self.enabled is None and self.rollout_percentage is None:
+            raise ValueError("nothing to schedule: give enabled and/or rollout_percentage")
+        return self
+
+
+class CancelScheduleRequest(WriteRequest):
+    effective_at: Instant = Field(description="The instant of the step to cancel.")
+
+
+class KillSwitchRequest(WriteRequest):
     pass
 
 
@@ -146,6 +199,22 @@ class StreamValue(BaseModel):
     stream: str
     version: int = Field(description="0 when the stream is empty.")
     value: dict[str, Any] | None
+
+
+class StaleFlagOut(BaseModel):
+    key: str
+    kind: str
+    owner: str | None
+    reason: str = Field(description="`expired`, or `unchanged` (fully on or off, untouched for `days` days).")
+    last_changed_at: str | None
+    expires_at: str | None
+    value: bool | None = Field(description="What everyone gets (None: an expired flag still split).")
+
+
+class StaleFlagsOut(BaseModel):
+    days: int
+    as_of: str
+    flags: list[StaleFlagOut]
 
 
 class ErrorBody(BaseModel):

@@ -48,7 +48,8 @@ class CommandService:
             if command.expected_version is not None and head.version != command.expected_version:
                 raise VersionConflict(stream, head.version, command.expected_version)
             definition = head if command.targets_definition else await self._definition(command)
-            changes = decide(command, current=head.value, definition=definition.value)
+            now = self._clock()  # the instant decided on is the one the events carry
+            changes = decide(command, current=head.value, definition=definition.value, now=now)
             if not changes:
                 return Outcome(changed=False, stream=stream, version=head.version)
             try:
@@ -57,7 +58,7 @@ class CommandService:
                     actor=command.actor,
                     reason=command.reason,
                     expected_version=head.version,
-                    occurred_at=self._clock(),
+                    occurred_at=now,
                 )
             except VersionConflict as exc:
                 if command.expected_version is not None:

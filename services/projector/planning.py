@@ -301,7 +301,7 @@ def _checked_value(envelope: Envelope, scope: Scope | None) -> dict[str, Any] | 
     if scope is None:
         return None
     try:
-        value = transition(envelope.previous, envelope.data)
+        value = transition(envelope.previous, envelope.data, at=envelope.occurred_at)
     except InvalidTransition as exc:
         raise DecodeError(f"invalid transition: {exc}") from exc
     if value != envelope.new:
