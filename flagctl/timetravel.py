@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlencode
 
 from events import Platform
 from flagctl.client import Client
+from services.audit.projection_check import verify_projection
+from services.infra.settings import Settings
+
+MISMATCH = 3  # as `flagctl audit verify` exits when the log fails verification
 
 
 def register(audit: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add `at` and `diff` to the `audit` subcommands."""
+    """Add `at` and `diff` to the `audit` subcommands, and `--projection` to `audit verify`."""
     p = audit.add_parser("at", help="an org's flags (or one) as they evaluated at an instant, and what decided each")
     p.add_argument("instant", help="RFC 3339 with an offset, e.g. 2026-11-01T12:00:00Z")
     _whose(p)
@@ -23,6 +29,14 @@ def register(audit: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("until", metavar="TO", help="the later instant (RFC 3339)")
     _whose(p)
     p.set_defaults(handler=cmd_diff)
+    verify = audit.choices.get("verify")
+    if verify is not None:
+        verify.add_argument(
+            "--projection", action="store_true",
+            help="instead: replay the log into a scratch schema and compare it with the live read models",
+        )  # fmt: skip
+        log_check = verify.get_default("handler")
+        verify.set_defaults(handler=lambda c, a: cmd_verify_projection(a) if a.projection else log_check(c, a))
 
 
 def _whose(p: argparse.ArgumentParser) -> None:
@@ -57,6 +71,26 @@ def cmd_diff(client: Client, args: argparse.Namespace) -> int:
         print(f"    before: {describe(before) if before else 'not defined'}")
         print(f"    after:  {describe(after) if after else 'not defined'}")
     return 0
+
+
+def cmd_verify_projection(args: argparse.Namespace) -> int:
+    """Runs here, not through the services: it needs the owner and projector roles (FLAGS_* settings)."""
+    report = asyncio.run(verify_projection(Settings(), bar=not getattr(args, "quiet", False)))
+    if getattr(args, "json", False):
+        print(json.dumps(asdict(report), indent=2))
+    else:
+        for d in report.differences:
+            print(f"DIFFERS {d.table} org {d.org_id or '(system rows)'}: live {d.live}, replayed {d.replayed}")
+            for row in d.only_live:
+                print(f"  only in the live read models: {row}")
+            for row in d.only_replayed:
+                print(f"  only in the replay of the log: {row}")
+        verdict = "match the log" if report.ok else f"DIFFER from the log in {len(report.differences)} places"
+        print(
+            f"read models {verdict}: {report.checksums} checksums over {len(report.tables)} tables "
+            f"({', '.join(report.tables)}) and {report.orgs} orgs"
+        )
+    return 0 if report.ok else MISMATCH
 
 
 def _get(client: Client, path: str, params: dict[str, Any]) -> dict[str, Any]:

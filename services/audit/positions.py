@@ -6,6 +6,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.infra.kafka import client_options
 from services.infra.settings import Settings
+from services.projector.rebuild import topic_partitions
 
 
 async def kafka_positions(settings: Settings, sequence: int, start: dict[int, int]) -> dict[int, int]:
@@ -13,9 +14,7 @@ async def kafka_positions(settings: Settings, sequence: int, start: dict[int, in
     consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, isolation_level="read_committed")
     await consumer.start()
     try:
-        await consumer.topics()  # fetches the cluster's metadata, which partitions_for_topic reads
-        partitions = consumer.partitions_for_topic(settings.topic) or set()
-        tps = [TopicPartition(settings.topic, p) for p in sorted(partitions)]
+        tps = [TopicPartition(settings.topic, p) for p in await topic_partitions(settings, settings.topic)]
         if not tps:
             return {}
         consumer.assign(tps)

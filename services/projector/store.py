@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from services.infra.settings import Role, Settings
-from services.projector.planning import Head, TenantPlan, TopicPartition
+from services.projector.planning import Head, TenantPlan, TopicPartition, stored_definition
 
 LOCK_OFFSETS = """
     SELECT topic, partition, next_offset FROM projector_offsets
@@ -44,7 +44,10 @@ STORED_OFFSETS = """
     WHERE consumer_group = $1 AND topic = $2 AND next_offset > 0
 """
 NOTHING_PROJECTED = "SELECT NOT EXISTS (SELECT 1 FROM projector_offsets WHERE next_offset > 0)"
-DEFINITIONS = "SELECT flag_key, kind, description, owner, grp, archived FROM flags WHERE flag_key = ANY($1::text[])"
+DEFINITIONS = (
+    "SELECT flag_key, kind, description, owner, grp, archived, killed, variants::text, expires_at FROM flags "
+    "WHERE flag_key = ANY($1::text[])"
+)
 
 # Session setup: staging tables emptied at every commit, and generic plans for the
 # statements a batch repeats with different tenants.
@@ -82,12 +85,14 @@ BEGIN
         kind = EXCLUDED.kind, description = EXCLUDED.description, owner = EXCLUDED.owner,
         grp = EXCLUDED.grp, archived = EXCLUDED.archived, version = EXCLUDED.version,
         event_id = EXCLUDED.event_id, actor = EXCLUDED.actor, reason = EXCLUDED.reason,
-        updated_at = EXCLUDED.updated_at;
+        updated_at = EXCLUDED.updated_at, killed = EXCLUDED.killed, variants = EXCLUDED.variants,
+        expires_at = EXCLUDED.expires_at;
     INSERT INTO system_defaults SELECT * FROM stage_system
     ON CONFLICT (flag_key) DO UPDATE SET
         enabled = EXCLUDED.enabled, rollout_percentage = EXCLUDED.rollout_percentage,
         stream = EXCLUDED.stream, version = EXCLUDED.version, event_id = EXCLUDED.event_id,
-        actor = EXCLUDED.actor, reason = EXCLUDED.reason, updated_at = EXCLUDED.updated_at;
+        actor = EXCLUDED.actor, reason = EXCLUDED.reason, updated_at = EXCLUDED.updated_at,
+        schedule = EXCLUDED.schedule;
     DELETE FROM system_defaults WHERE flag_key IN (SELECT flag_key FROM stage_system_deletes);
     INSERT INTO stream_heads SELECT stream, org_id, version, hash FROM stage_heads WHERE org_id IS NULL
     ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version, hash = EXCLUDED.hash;
@@ -100,7 +105,8 @@ BEGIN
         ON CONFLICT (org_id, level, platform, user_id, flag_key) DO UPDATE SET
             enabled = EXCLUDED.enabled, rollout_percentage = EXCLUDED.rollout_percentage,
             stream = EXCLUDED.stream, version = EXCLUDED.version, event_id = EXCLUDED.event_id,
-            actor = EXCLUDED.actor, reason = EXCLUDED.reason, updated_at = EXCLUDED.updated_at;
+            actor = EXCLUDED.actor, reason = EXCLUDED.reason, updated_at = EXCLUDED.updated_at,
+            schedule = EXCLUDED.schedule;
         DELETE FROM overrides o USING stage_override_deletes d
         WHERE d.org_id = tenant AND o.org_id = tenant AND o.level = d.level
           AND o.platform = d.platform AND o.user_id = d.user_id AND o.flag_key = d.flag_key;
@@ -140,15 +146,15 @@ HISTORY_COLUMNS = (
 )  # fmt: skip
 OVERRIDE_COLUMNS = (
     "org_id", "level", "platform", "user_id", "flag_key", "enabled", "rollout_percentage", "stream",
-    "version", "event_id", "actor", "reason", "updated_at",
+    "version", "event_id", "actor", "reason", "updated_at", "schedule",
 )  # fmt: skip
 FLAG_COLUMNS = (
     "flag_key", "kind", "description", "owner", "grp", "archived", "version", "event_id", "actor",
-    "reason", "updated_at",
+    "reason", "updated_at", "killed", "variants", "expires_at",
 )  # fmt: skip
 SYSTEM_COLUMNS = (
     "flag_key", "enabled", "rollout_percentage", "stream", "version", "event_id", "actor", "reason",
-    "updated_at",
+    "updated_at", "schedule",
 )  # fmt: skip
 
 
@@ -218,16 +224,7 @@ class BatchTransaction:
     async def definitions(self, flag_keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The stored definitions of these flags, as stream values (what `transition` takes)."""
         rows = await self._conn.fetch(DEFINITIONS, list(flag_keys))
-        return {
-            r["flag_key"]: {
-                "kind": r["kind"],
-                "description": r["description"],
-                "owner": r["owner"],
-                "group": r["grp"],
-                "archived": r["archived"],
-            }
-            for r in rows
-        }
+        return {r["flag_key"]: stored_definition(r) for r in rows}
 
     async def heads(self, wanted: Mapping[str | None, Iterable[str]]) -> dict[str, Head]:
         """Stored heads of these streams, read tenant by tenant (org None: system streams)."""
@@ -271,10 +268,20 @@ async def _setup_session(conn: asyncpg.Connection) -> None:
     await conn.execute(SESSION_SETUP)
 
 
-async def create_projector_pool(settings: Settings) -> asyncpg.Pool:
-    """Connections as the projector role, each with its staging tables."""
+async def create_projector_pool(settings: Settings, *, schema: str | None = None) -> asyncpg.Pool:
+    """Connections as the projector role, each with its staging tables.
+
+    `schema` puts the read models of another schema first on the search path (a rebuild:
+    services/projector/rebuild.py); every statement here names its tables unqualified.
+    """
+    server_settings = {"search_path": f'"{schema}"'} if schema is not None else None
     pool = await asyncpg.create_pool(
-        settings.pg_dsn(Role.PROJECTOR), min_size=1, max_size=2, command_timeout=60, init=_setup_session
+        settings.pg_dsn(Role.PROJECTOR),
+        min_size=1,
+        max_size=2,
+        command_timeout=60,
+        init=_setup_session,
+        server_settings=server_settings,
     )
     assert pool is not None
     return pool

@@ -1,0 +1,285 @@
+"""Rebuild the read models from offset 0 into a new schema, then switch over atomically.
+
+    python -m services.projector.rebuild [--schema NAME] [--switch] [--batch N]
+
+The live projection keeps serving while the rebuild replays the topic into
+`NAME` with the projector's own code (`Projector.apply`, the projector role, RLS
+and all), its offsets stored in `NAME` with the rows, so an interrupted rebuild
+resumes where it stopped. The read-model tables are the public tables the
+projector may write, copied with their indexes, row-level security and grants,
+so a new migration's table is rebuilt too.
+
+Switch-over is a table swap in one owner transaction: it locks the live
+`projector_offsets` (the first thing every projector batch writes, so the live
+projector pauses between batches), catches the rebuild up to exactly the live
+offsets, moves the live tables to `retired_<stamp>` and the rebuilt ones into
+`public`. Why a swap rather than a search_path or a pointer table: the query
+service and the projector keep naming tables unqualified and need no change;
+readers see the old tables or the new ones, never a mix, because the move is one
+commit; statements blocked on the swap's locks re-resolve the names when they
+resume (PostgreSQL replans a cached statement whose tables moved), so the live
+projector continues into the rebuilt tables from their offsets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from services.infra.kafka import client_options
+from services.infra.settings import Role, Settings
+from services.projector.planning import CacheTarget, DeadLetter
+from services.projector.projection import Projector
+from services.projector.store import PostgresStore, create_projector_pool
+
+log = logging.getLogger(__name__)
+
+LIVE = "public"
+OFFSETS = "projector_offsets"
+READ_MODELS = """
+SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relkind = 'r' AND has_table_privilege($2, c.oid, 'INSERT')
+ORDER BY c.relname
+"""
+POLICIES = """
+SELECT policyname, permissive, roles, cmd, qual, with_check FROM pg_policies
+WHERE schemaname = $1 AND tablename = $2
+"""
+RLS_FLAGS = "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = $1::regclass"
+GRANTS = """
+SELECT a.grantee::regrole::text AS grantee, a.privilege_type FROM pg_class c, aclexplode(c.relacl) a
+WHERE c.oid = $1::regclass AND a.grantee <> c.relowner AND a.grantee <> 0
+"""
+GROUP_OFFSETS = "SELECT partition, next_offset FROM {schema}.projector_offsets WHERE consumer_group = $1 AND topic = $2"
+
+
+def quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Unchanged:
+    """The rebuild's dead-letter sink: the live projector already sent those records to the dead letters."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def publish(self, letters: Sequence[DeadLetter]) -> None:
+        self.count += len(letters)
+
+
+class NoInvalidation:
+    """The rebuilt tables serve nobody until the switch; the cache describes the live ones."""
+
+    async def invalidate(self, targets: Sequence[CacheTarget]) -> bool:
+        return True
+
+
+# --- the schema (as the owner role) ---------------------------------------------------------
+
+
+async def read_model_tables(owner: asyncpg.Connection, schema: str = LIVE) -> list[str]:
+    """The tables of `schema` the projector writes: what a rebuild rebuilds."""
+    return [r["relname"] for r in await owner.fetch(READ_MODELS, schema, Role.PROJECTOR.value)]
+
+
+async def create_schema(owner: asyncpg.Connection, schema: str) -> None:
+    """`schema` with an empty copy of every live read-model table; nothing when it exists (resume)."""
+    if await owner.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+        return
+    s = quoted(schema)
+    async with owner.transaction():
+        await owner.execute(f"CREATE SCHEMA {s}")
+        await owner.execute(f"GRANT USAGE ON SCHEMA {s} TO {quoted(Role.PROJECTOR.value)}")
+        for table in await read_model_tables(owner):
+            live, new = f"{LIVE}.{quoted(table)}", f"{s}.{quoted(table)}"
+            await owner.execute(f"CREATE TABLE {new} (LIKE {live} INCLUDING ALL)")
+            rls, force = await owner.fetchrow(RLS_FLAGS, live)
+            if rls:
+                await owner.execute(f"ALTER TABLE {new} ENABLE ROW LEVEL SECURITY")
+            if force:
+                await owner.execute(f"ALTER TABLE {new} FORCE ROW LEVEL SECURITY")
+            for p in await owner.fetch(POLICIES, LIVE, table):
+                roles = ", ".join("PUBLIC" if r == "public" else quoted(r) for r in p["roles"])
+                clause = f" USING ({p['qual']})" if p["qual"] else ""
+                clause += f" WITH CHECK ({p['with_check']})" if p["with_check"] else ""
+                await owner.execute(
+                    f"CREATE POLICY {quoted(p['policyname'])} ON {new} AS {p['permissive']} "
+                    f"FOR {p['cmd']} TO {roles}{clause}"
+                )
+            for g in await owner.fetch(GRANTS, live):
+                await owner.execute(f"GRANT {g['privilege_type']} ON {new} TO {quoted(g['grantee'])}")
+    log.info("created schema %s for the rebuild", schema)
+
+
+async def group_offsets(conn: asyncpg.Connection, schema: str, group: str, topic: str) -> dict[int, int]:
+    rows = await conn.fetch(GROUP_OFFSETS.format(schema=quoted(schema)), group, topic)
+    return {r["partition"]: r["next_offset"] for r in rows}
+
+
+async def swap(owner: asyncpg.Connection, schema: str, retired: str) -> None:
+    """Inside the caller's transaction: live tables to `retired`, the rebuilt ones to public."""
+    await owner.execute(f"CREATE SCHEMA {quoted(retired)}")
+    for table in await read_model_tables(owner, schema):
+        await owner.execute(f"ALTER TABLE {LIVE}.{quoted(table)} SET SCHEMA {quoted(retired)}")
+        await owner.execute(f"ALTER TABLE {quoted(schema)}.{quoted(table)} SET SCHEMA {LIVE}")
+    await owner.execute(f"DROP SCHEMA {quoted(schema)}")
+
+
+# --- the replay (as the projector role) -------------------------------------------------------
+
+
+class Bar:
+    """One line on stderr: events done, events/s and ETA; rewritten at most every 0.2 s."""
+
+    def __init__(self, total: int, *, stream: Any = sys.stderr) -> None:
+        self.total, self.done, self.stream = total, 0, stream
+        self.started = self._shown = time.monotonic()
+
+    def add(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self._shown >= 0.2 or self.done >= self.total:
+            self._shown = now
+            self.stream.write("\r" + self.line(now))
+            self.stream.flush()
+
+    def line(self, now: float) -> str:
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.done / elapsed
+        left = max(self.total - self.done, 0)
+        eta = f"{left / rate:5.0f}s" if rate > 0 else "    ?"
+        filled = int(30 * min(self.done, self.total) / self.total) if self.total else 30
+        return f"rebuild [{'#' * filled}{'.' * (30 - filled)}] {self.done:,}/{self.total:,} {rate:,.0f} ev/s ETA {eta}"
+
+    def finish(self) -> None:
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+async def replay(
+    settings: Settings,
+    schema: str,
+    *,
+    until: Mapping[int, int] | None = None,
+    batch: int = 10_000,
+    stop_after: int | None = None,
+    bar: bool = True,
+) -> int:
+    """Apply the topic to `schema` from its stored offsets up to `until` (default: the current end).
+
+    Returns how many records were consumed. `stop_after` ends early (an interrupted run, in tests).
+    """
+    pool = await create_projector_pool(settings, schema=schema)
+    consumer = AIOKafkaConsumer(
+        **client_options(settings), enable_auto_commit=False, isolation_level="read_committed",
+        max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
+    )  # fmt: skip
+    await consumer.start()
+    progress: Bar | None = None
+    try:
+        store = PostgresStore(pool, settings.projector_group)
+        projector = Projector(store, Unchanged(), NoInvalidation(), retry_backoff=0.0)
+        tps = [TopicPartition(settings.topic, p) for p in await topic_partitions(settings, settings.topic)]
+        consumer.assign(tps)
+        start = await store.stored_offsets(settings.topic)
+        if until is None:
+            until = {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}
+        end = dict(until)
+        for tp in tps:
+            consumer.seek(tp, start.get(tp.partition, 0))
+        remaining = {tp for tp in tps if start.get(tp.partition, 0) < end.get(tp.partition, 0)}
+        progress = Bar(sum(max(end.get(p, 0) - start.get(p, 0), 0) for p in end)) if bar else None
+        consumed = 0
+        while remaining and (stop_after is None or consumed < stop_after):
+            fetched = await consumer.getmany(*remaining, timeout_ms=500, max_records=batch)
+            records = [r for tp, rs in fetched.items() for r in rs if r.offset < end.get(tp.partition, 0)]
+            if records:
+                await projector.handle(records)
+                consumed += len(records)
+                if progress:
+                    progress.add(len(records))
+            for tp in list(remaining):
+                if await consumer.position(tp) >= end.get(tp.partition, 0):
+                    remaining.discard(tp)
+        return consumed
+    finally:
+        if progress:
+            progress.finish()
+        await consumer.stop()
+        await pool.close()
+
+
+async def topic_partitions(settings: Settings, topic: str) -> list[int]:
+    """The topic's partitions, as the cluster describes them (none when it does not exist)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    try:
+        await admin.start()
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for p in described.get("partitions") or ())
+
+
+# --- the whole operation ------------------------------------------------------------------------
+
+
+async def rebuild(
+    settings: Settings, schema: str, *, switch: bool, batch: int = 10_000, bar: bool = True
+) -> str | None:
+    """Create (or resume) `schema`, replay the topic into it, and switch over if asked.
+
+    Returns the schema now holding the previous live tables, when it switched.
+    """
+    owner = await asyncpg.connect(settings.pg_dsn(Role.OWNER))
+    try:
+        await create_schema(owner, schema)
+        await replay(settings, schema, batch=batch, bar=bar)
+        if not switch:
+            return None
+        return await switch_over(settings, owner, schema, batch=batch)
+    finally:
+        await owner.close()
+
+
+async def switch_over(settings: Settings, owner: asyncpg.Connection, schema: str, *, batch: int = 10_000) -> str:
+    """Catch `schema` up to the live offsets while the live projector waits, then swap in one commit."""
+    retired = f"retired_{datetime.now(UTC):%Y%m%d%H%M%S}"
+    async with owner.transaction():
+        await owner.execute("SET LOCAL lock_timeout = '30s'")
+        await owner.execute(f"LOCK TABLE {LIVE}.{OFFSETS} IN EXCLUSIVE MODE")  # the live projector pauses here
+        live = await group_offsets(owner, LIVE, settings.projector_group, settings.topic)
+        rebuilt = await group_offsets(owner, schema, settings.projector_group, settings.topic)
+        behind = {p: o for p, o in live.items() if rebuilt.get(p, 0) < o}
+        if behind:
+            await replay(settings, schema, until={**rebuilt, **behind}, batch=batch, bar=False)
+        await swap(owner, schema, retired)
+    log.info("switched over: the rebuilt read models are live; the previous ones are in schema %s", retired)
+    return retired
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--schema", default="rebuild", help="the new schema (resumes it when it exists)")
+    parser.add_argument("--switch", action="store_true", help="make the rebuilt read models live when done")
+    parser.add_argument("--batch", type=int, default=10_000, help="records per transaction")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("services.projector.projection").setLevel(logging.WARNING)
+    retired = asyncio.run(rebuild(Settings(), args.schema, switch=args.switch, batch=args.batch))
+    if retired:
+        print(f"switched over; the previous read models are in schema {retired}")
+
+
+if __name__ == "__main__":
+    main()
