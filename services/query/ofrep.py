@@ -159,13 +159,9 @@ def _success(e: Evaluation) -> dict[str, Any]:
         metadata["version"] = e.source.version
     if e.rollout_percentage is not None:
         metadata["rolloutPercentage"] = e.rollout_percentage
-    return {
-        "key": e.flag_key,
-        "value": e.value,
-        "reason": REASONS[e.reason],
-        "variant": "on" if e.value else "off",
-        "metadata": metadata,
-    }
+    if e.killed:
+        metadata["killSwitch"] = True
+    return {"key": e.flag_key, "value": e.value, "reason": REASONS[e.reason], "variant": e.variant, "metadata": metadata}
 
 
 def _failure(status: int, code: str, details: str, key: str | None) -> Answer:

@@ -31,9 +31,10 @@ class FlagAnswer(BaseModel):
     key: str = Field(description="The flag key.")
     value: bool = Field(description="The flag's value for this context.")
     reason: str = Field(description="STATIC, TARGETING_MATCH, SPLIT, DISABLED or DEFAULT.")
-    variant: str = Field(description="The variant served (`on` or `off` for a flag without variants).")
+    variant: str = Field(description="The experiment arm served, else `on` or `off`.")
     metadata: dict[str, bool | int | str] = Field(
-        description="`level` that decided, `eventId` and `version` of the event that set it, `rolloutPercentage`."
+        description="`level` that decided, `eventId` and `version` of the event that set it, `rolloutPercentage`, "
+        "`killSwitch` when an ops flag's kill switch decided."
     )
 
 
