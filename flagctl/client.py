@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -48,6 +48,21 @@ class Client:
     def query(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         return self._call("GET", self.query_url + path, None, clean)
+
+    def download(self, path: str, params: dict[str, Any], out: BinaryIO) -> None:
+        """GET a streamed answer of the command service (an export) and copy it to `out` as it arrives."""
+        url = self.command_url + path
+        clean = {k: v for k, v in params.items() if v is not None}
+        try:
+            with self._http.stream("GET", url, params=clean) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    payload = response.json() if response.headers.get("content-type") == "application/json" else {}
+                    raise ApiError(_describe(response.status_code, payload), response.status_code, payload)
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot read {url}: {exc}") from exc
 
     def _call(
         self, method: str, url: str, body: dict[str, Any] | None, params: dict[str, Any] | None = None

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from events import Platform
 from flagcore import SEED_FLAGS
-from flagctl import timetravel
+from flagctl import audit, timetravel
 from flagctl.client import ApiError, Client
 
 Handler = Callable[[Client, argparse.Namespace], int]
@@ -102,13 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_flags)
 
-    p = sub.add_parser("audit", help="the events of an org and/or a flag, oldest first")
-    p.add_argument("--org")
-    p.add_argument("--flag")
-    p.add_argument("--limit", type=int, default=1000)
-    p.add_argument("--json", action="store_true", help="one event per line")
-    p.set_defaults(handler=cmd_audit)
-    timetravel.register(p.add_subparsers(metavar="ACTION"))
+    timetravel.register(audit.add_parser(sub))
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(required=True, metavar="ACTION")
     p = keys.add_parser("create", help="create a key and print it (shown once)")
@@ -277,30 +271,6 @@ def _describe_default(default: dict[str, Any] | None) -> str:
     if default.get("rollout_percentage") is not None:
         text += f" at {default['rollout_percentage']}%"
     return f"default {text}"
-
-
-def cmd_audit(client: Client, args: argparse.Namespace) -> int:
-    after, shown = 0, 0
-    while shown < args.limit:
-        params = {"org": args.org, "flag": args.flag, "after": after, "limit": min(1000, args.limit - shown)}
-        page = client.command("GET", "/v1/events?" + "&".join(
-            f"{k}={quote(str(v), safe='')}" for k, v in params.items() if v is not None
-        ))
-        events = page.get("events", [])
-        for event in events:
-            if args.json:
-                print(json.dumps(event))
-            else:
-                print(
-                    f"{event['occurred_at']}  #{event['sequence']:<6} {event['actor']['name']:<12} "
-                    f"{event['type']:<24} {event['stream']} v{event['version']}: "
-                    f"{event['previous']} -> {event['new']}  ({event['reason']})"
-                )
-        shown += len(events)
-        if not events:
-            break
-        after = events[-1]["sequence"]
-    return 0
 
 
 def cmd_keys_create(client: Client, args: argparse.Namespace) -> int:

@@ -2,8 +2,9 @@
 
 History reads the event store — every event ever accepted, the same bytes as on
 Kafka — through `audit_store`; who may read what is `Action.READ_AUDIT`: an
-org-scoped key (org admin, auditor) sees its own org's events and the catalogue
-(definitions and system defaults, which every org sees), never another org's.
+org-scoped key (org admin, auditor) sees its own org's events, and with
+`catalog=true` the definitions and system defaults every org sees, never
+another org's.
 Rollback is a write: it appends ordinary changes through the command service
 (`rollback`), as the caller, with the reason "rollback to <target>: <reason>".
 """
@@ -92,9 +93,10 @@ async def history(
     request: Request,
     audit: Audit,
     caller: Caller,
-    org: Annotated[
-        str | None, Query(pattern=ORG_ID_PATTERN, description="This org's events, and the catalogue's.")
-    ] = None,
+    org: Annotated[str | None, Query(pattern=ORG_ID_PATTERN, description="Only this org's events.")] = None,
+    catalog: Annotated[
+        bool, Query(description="With `org`: also the definitions and system defaults every org sees.")
+    ] = False,
     flag: Annotated[str | None, Query(max_length=100, pattern=FLAG_KEY_PATTERN)] = None,
     actor: Annotated[str | None, Query(min_length=1, max_length=200, description="Actor id or name.")] = None,
     level: Annotated[list[HistoryLevel], Query(description="Repeat to allow several.")] = [],  # noqa: B006
@@ -117,6 +119,7 @@ async def history(
             raise InvalidCommand(f"type: {name!r} is not an event type", field="type")
     wanted = HistoryFilter(
         org=org,
+        catalog=catalog,
         flag=flag,
         actor=actor,
         levels=tuple(level),

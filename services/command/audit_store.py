@@ -28,7 +28,7 @@ _PAGE = """
 SELECT tx::text::bigint AS tx, sequence, body FROM event_store
 WHERE (tx, sequence) > ($1::text::xid8, $2)
   AND tx < COALESCE($3::text::xid8, pg_snapshot_xmin(pg_current_snapshot()))
-  AND ($4::text IS NULL OR org_id = $4 OR (org_id IS NULL AND stream LIKE 'flag/%'))
+  AND ($4::text IS NULL OR org_id = $4 OR ($12 AND org_id IS NULL AND stream LIKE 'flag/%'))
   AND ($5::text IS NULL OR flag_key = $5)
   AND ($6::text[] IS NULL OR stream ~ ANY($6))
   AND ($7::text[] IS NULL OR type = ANY($7))
@@ -73,6 +73,7 @@ class PostgresAuditStore:
                 wanted.until,
                 wanted.actor,
                 limit,
+                wanted.catalog,
             )
         return [(Cursor(r["tx"], r["sequence"]), bytes(r["body"])) for r in rows]
 

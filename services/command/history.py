@@ -98,9 +98,10 @@ def parse_instant(text: str, *, now: datetime) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class HistoryFilter:
-    """What to show. `org` also shows the catalogue (definitions and system defaults), which every org sees."""
+    """What to show. `catalog` adds, to one org's events, the definitions and system defaults every org sees."""
 
     org: str | None = None
+    catalog: bool = False
     flag: str | None = None
     actor: str | None = None  # an actor id (`key:…`) or display name, exactly
     levels: tuple[HistoryLevel, ...] = ()

@@ -116,8 +116,9 @@ def test_filters(http: httpx.Client, scene: dict[str, str]) -> None:
         "FlagDefined", "SystemDefaultSet", "OrgOverrideSet", "PlatformOverrideSet", "RolloutPercentageSet",
         "OrgOverrideSet",
     ]
-    # an org's view includes the catalogue every org sees, and never another org's events
-    assert {e["org_id"] for e in all_entries(http, flag=flag, org=a)} == {None, a}
+    # an org's view: its own events, and on request the catalogue every org sees; never another org's
+    assert {e["org_id"] for e in all_entries(http, flag=flag, org=a)} == {a}
+    assert {e["org_id"] for e in all_entries(http, flag=flag, org=a, catalog="true")} == {None, a}
     assert [e["level"] for e in all_entries(http, flag=flag, org=a, level=["platform", "user"])] == ["platform", "user"]
     assert [e["type"] for e in all_entries(http, flag=flag, type="RolloutPercentageSet")] == ["RolloutPercentageSet"]
     assert [e["reason"] for e in all_entries(http, flag=flag, actor=every[0]["actor"]["id"])][-1] == "B's secret"
@@ -152,7 +153,7 @@ def test_bad_input_is_a_422_naming_the_field(http: httpx.Client, params: dict[st
 def test_an_org_scoped_key_sees_its_org_and_the_catalogue_only(http: httpx.Client, scene: dict[str, str]) -> None:
     auditor = new_key(http, "auditor", scene["a"])
     eventually(lambda: len(all_entries(http, flag=scene["flag"])) == 6)
-    page = http.get("/v1/history", params={"flag": scene["flag"]}, headers=auditor).json()
+    page = http.get("/v1/history", params={"flag": scene["flag"], "catalog": "true"}, headers=auditor).json()
     assert {e["org_id"] for e in page["entries"]} == {None, scene["a"]}
     assert "B's secret" not in json.dumps(page)
     refused = http.get("/v1/history", params={"org": scene["b"]}, headers=auditor)
@@ -160,7 +161,7 @@ def test_an_org_scoped_key_sees_its_org_and_the_catalogue_only(http: httpx.Clien
     ghost = http.get("/v1/history", params={"org": "ghost-org"}, headers=auditor)
     assert (ghost.status_code, ghost.json()) == (403, refused.json())
     for export in ("jsonl", "csv"):
-        text = http.get("/v1/history", params={"format": export}, headers=auditor).text
+        text = http.get("/v1/history", params={"format": export, "catalog": "true"}, headers=auditor).text
         assert scene["a"] in text and scene["b"] not in text
     evaluator = new_key(http, "evaluator", scene["a"])
     assert http.get("/v1/history", headers=evaluator).status_code == 403

@@ -1,0 +1,190 @@
+"""`flagctl audit`: the history of changes, proof that the log is intact, and rollback.
+
+    flagctl audit [filters] [--format table|json|jsonl|csv]   history, every page
+    flagctl audit verify [--topic T]                           walk the Kafka topic, check every hash chain
+    flagctl audit rollback ... (--at T | --version V)          restore values by appending changes
+
+`verify` exits 3 when the log fails verification (altered, removed, duplicated,
+reordered or forged events, or records missing from a partition's start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from events import Platform
+from flagcore.verification import LogVerifier, Report
+from flagctl.client import Client
+from flagctl.logreader import LogUnavailable, Progress, TopicExtent, read_topic
+from services.infra.settings import Settings
+
+__all__ = ["TAMPERED", "add_parser"]
+
+TAMPERED = 3
+LEVELS = ("definition", "system", "org", "platform", "user", "key")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+    """Add `audit` to flagctl's commands; returns its own sub-commands, for others to add to."""
+    p = sub.add_parser("audit", help="history of changes; `verify` the log; `rollback`")
+    p.add_argument("--org")
+    p.add_argument("--catalog", action="store_true", help="with --org: also definitions and system defaults")
+    p.add_argument("--flag")
+    p.add_argument("--actor", help="actor id (key:…) or name")
+    p.add_argument("--level", action="append", choices=LEVELS, help="repeat for several")
+    p.add_argument("--type", action="append", help="event type, e.g. OrgOverrideSet; repeat for several")
+    p.add_argument("--since", metavar="RFC3339", help="events at or after this instant")
+    p.add_argument("--until", metavar="RFC3339", help="events before this instant")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--format", choices=["table", "json", "jsonl", "csv"], default="table")
+    output.add_argument("--json", dest="format", action="store_const", const="jsonl", help="same as --format jsonl")
+    p.set_defaults(handler=cmd_history)
+    actions = p.add_subparsers(metavar="ACTION")
+
+    v = actions.add_parser("verify", help="read the whole Kafka topic and check every stream's hash chain")
+    v.add_argument("--topic", help="topic to verify (default: FLAGS_TOPIC, flags.changes)")
+    v.add_argument(
+        "--tolerate-duplicates", action="store_true",
+        help="identical re-publications (after a relay crash) are warnings, not failures",
+    )
+    v.add_argument("--json", action="store_true", help="the full report as JSON")
+    v.add_argument("--quiet", action="store_true", help="no progress line")
+    v.set_defaults(handler=cmd_verify)
+
+    r = actions.add_parser("rollback", help="restore a flag's values as of an instant or a version, by new changes")
+    r.add_argument("--flag", help="the flag (required without --org, or with --version, --platform, --user)")
+    r.add_argument("--org", help="the org whose overrides to restore; omit for the system default")
+    where = r.add_mutually_exclusive_group()
+    where.add_argument("--platform", choices=[x.value for x in Platform])
+    where.add_argument("--user")
+    target = r.add_mutually_exclusive_group(required=True)
+    target.add_argument("--at", metavar="RFC3339", help="restore the values as of this instant")
+    target.add_argument("--version", type=int, metavar="V", help="restore the stream's value right after version V")
+    r.add_argument("--reason", required=True, help='recorded as "rollback to <target>: <reason>"')
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(handler=cmd_rollback)
+    return actions
+
+
+# --- history ---------------------------------------------------------------------------
+
+
+def cmd_history(client: Client, args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {
+        "org": args.org, "flag": args.flag, "actor": args.actor, "since": args.since, "until": args.until,
+        "level": args.level or [], "type": args.type or [],
+    }
+    if args.catalog:
+        params["catalog"] = "true"
+    if args.format in ("jsonl", "csv"):  # the service streams the whole export
+        client.download("/v1/history", {**params, "format": args.format}, sys.stdout.buffer)
+        return 0
+    entries = []
+    cursor = None
+    while True:
+        page = client.command("GET", "/v1/history?" + _query({**params, "cursor": cursor, "limit": 1000}))
+        if args.format == "table":
+            for e in page["entries"]:
+                print(_row(e))
+        else:
+            entries += page["entries"]
+        cursor = page["next_cursor"]
+        if not page["has_more"]:
+            break
+    if args.format == "json":
+        print(json.dumps({"entries": entries}, indent=2))
+    return 0
+
+
+def _query(params: dict[str, Any]) -> str:
+    return urlencode({k: v for k, v in params.items() if v is not None}, doseq=True)
+
+
+def _row(e: dict[str, Any]) -> str:
+    return (
+        f"{e['occurred_at']}  {e['actor']['name']:<16} {e['level'] or '?':<10} {e['stream']} v{e['version']}  "
+        f"{e['type']}: {_value(e['previous'])} -> {_value(e['new'])}  ({e['reason']})"
+    )
+
+
+def _value(value: dict[str, Any] | None) -> str:
+    return "-" if value is None else json.dumps(value, separators=(",", ":"))
+
+
+# --- verify ------------------------------------------------------------------------------
+
+
+def cmd_verify(_: Client, args: argparse.Namespace) -> int:
+    settings = Settings()
+    topic = args.topic or settings.topic
+    verifier = LogVerifier(tolerate_duplicates=args.tolerate_duplicates)
+    progress = Progress(None if args.quiet or args.json else sys.stderr)
+    try:
+        extent = asyncio.run(read_topic(settings, topic, verifier.add, progress=progress))
+    except LogUnavailable as exc:
+        print(f"flagctl: {exc}", file=sys.stderr)
+        return 1
+    report = verifier.report()
+    clean = report.ok and not extent.truncated
+    if args.json:
+        print(json.dumps({**report.to_dict(), "ok": clean, "topic": topic, "truncated": extent.truncated}))
+    else:
+        print(_verdict(report, extent))
+    return 0 if clean else TAMPERED
+
+
+def _verdict(report: Report, extent: TopicExtent) -> str:
+    lines = []
+    for partition, first in sorted(extent.truncated.items()):
+        lines.append(f"partition {partition}: offsets 0..{first - 1} are gone (the log does not start at 0)")
+    for finding in report.findings:
+        p = finding.first
+        label = "warning" if not finding.failures else p.kind.value
+        lines.append(
+            f"{finding.stream}: {label} at v{p.version}, partition {p.partition} offset {p.offset}"
+            f" (event {p.event_id}): {p.detail}"
+            + (f"  [{finding.problems} problems in this stream]" if finding.problems > 1 else "")
+        )
+    for p in report.unattributed:
+        lines.append(f"partition {p.partition} offset {p.offset}: {p.kind.value}: {p.detail}")
+    where = f"topic {extent.topic}, {len(extent.end)} partitions"
+    if report.ok and not extent.truncated:
+        lines.append(f"{report.events} events in {report.streams} streams verified ({where})")
+    else:
+        broken = len(report.broken) + len(report.unattributed)
+        lines.append(
+            f"TAMPERED: {broken} of {report.streams} streams fail verification "
+            f"({report.records} records read, {where})"
+        )
+    return "\n".join(lines)
+
+
+# --- rollback ----------------------------------------------------------------------------
+
+
+def cmd_rollback(client: Client, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"reason": args.reason}
+    body |= {"at": args.at} if args.at is not None else {"version": args.version}
+    if args.org is None:
+        if args.flag is None or args.platform or args.user:
+            print("flagctl: audit rollback: without --org, name the --flag whose system default to restore",
+                  file=sys.stderr)
+            return 2
+        result = client.command("POST", f"/v1/flags/{quote(args.flag, safe='')}/rollback", body)
+    else:
+        body |= {"flag_key": args.flag, "platform": args.platform, "user_id": args.user}
+        body = {k: v for k, v in body.items() if v is not None}
+        result = client.command("POST", f"/v1/orgs/{quote(args.org, safe='')}/rollback", body)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    for s in result["streams"]:
+        state = f"now v{s['version']}" if s["changed"] else f"already so at v{s['version']}"
+        print(f"{s['stream']}: restored {_value(s['value'])} (as after v{s['restored_version']}), {state}")
+    print(f"{'rolled back' if result['changed'] else 'nothing to change'}: {result['reason']}")
+    return 0

@@ -1,0 +1,202 @@
+"""The log verifier on a clean log and on each way a log can be corrupted."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from events import Actor, Change, OrgOverrideSet, PlatformOverrideSet, RolloutPercentageSet, hash_of, to_record
+from events.changes import FlagDefined
+from events.vocabulary import Level
+from flagcore import StreamHead
+from flagcore.verification import LogRecord, ProblemKind, Report, Severity, verify
+from services.command.chain import EMPTY_HEAD, seal_changes
+
+FLAG = "ads.export"
+ORG_STREAM = f"org/acme/flag/{FLAG}"
+ACTOR = Actor(id="key:0123456789abcdef", name="tester")
+
+
+def _log() -> list[LogRecord]:
+    """A definition on partition 1, and two of acme's streams interleaved on partition 0."""
+    heads: dict[str, StreamHead] = {}
+    changes: list[Change] = [
+        FlagDefined(flag_key=FLAG, group="ads"),
+        OrgOverrideSet(flag_key=FLAG, org_id="acme", enabled=True),
+        PlatformOverrideSet(flag_key=FLAG, org_id="acme", platform="meta", enabled=True),
+        OrgOverrideSet(flag_key=FLAG, org_id="acme", enabled=False),
+        RolloutPercentageSet(flag_key=FLAG, level=Level.ORG, org_id="acme", percentage=30),
+        PlatformOverrideSet(flag_key=FLAG, org_id="acme", platform="meta", enabled=False),
+        OrgOverrideSet(flag_key=FLAG, org_id="acme", enabled=True),
+    ]
+    offsets = {0: 0, 1: 0}
+    records = []
+    for sequence, change in enumerate(changes, 1):
+        [envelope] = seal_changes(
+            [change], heads.get(change.stream, EMPTY_HEAD), sequences=[sequence], actor=ACTOR,
+            reason="test", occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+        )
+        heads[change.stream] = StreamHead(envelope.version, envelope.hash, envelope.new)
+        record = to_record(envelope)
+        partition = 1 if change.tenant is None else 0
+        records.append(LogRecord(partition, offsets[partition], record.key, record.value, tuple(record.headers)))
+        offsets[partition] += 1
+    return records
+
+
+def _at(records: list[LogRecord], stream: str, version: int) -> int:
+    """Index of a stream's version in the list."""
+    return next(
+        i for i, r in enumerate(records)
+        if (f := json.loads(r.value or b"{}")).get("stream") == stream and f.get("version") == version
+    )
+
+
+def _edit(record: LogRecord, change: Callable[[dict], None], *, reseal: bool) -> LogRecord:
+    fields = json.loads(record.value or b"")
+    change(fields)
+    if reseal:
+        fields["hash"] = hash_of(fields)
+    return replace(record, value=json.dumps(fields).encode())
+
+
+def _renumbered(records: list[LogRecord]) -> list[LogRecord]:
+    """Offsets as a copied topic would give them: consecutive per partition."""
+    next_offset: dict[int, int] = {}
+    out = []
+    for r in records:
+        out.append(replace(r, offset=next_offset.get(r.partition, 0)))
+        next_offset[r.partition] = next_offset.get(r.partition, 0) + 1
+    return out
+
+
+def _only(report: Report, stream: str | None = ORG_STREAM) -> tuple[ProblemKind, int | None]:
+    assert not report.ok
+    [finding] = report.broken
+    assert finding.stream == stream
+    return finding.first.kind, finding.first.version
+
+
+def test_a_clean_log_verifies_with_counts() -> None:
+    report = verify(_log(), partitions=[0, 1, 2])
+    assert report.ok and report.findings == ()
+    assert (report.records, report.events, report.streams, report.partitions) == (7, 7, 3, 3)
+
+
+def test_partitions_may_come_one_after_the_other() -> None:
+    records = _log()
+    assert verify(sorted(records, key=lambda r: (r.partition, r.offset))).ok
+
+
+def test_an_altered_value_is_caught_at_that_event_and_only_there() -> None:
+    records = _log()
+    i = _at(records, ORG_STREAM, 2)
+    records[i] = _edit(records[i], lambda f: f["new"].update(enabled=True), reseal=False)
+    report = verify(records)
+    assert _only(report) == (ProblemKind.ALTERED, 2)
+    assert report.broken[0].failures == 1  # v3 still links to v2's sealed hash: one problem, not two
+
+
+def test_a_forged_event_resealed_breaks_the_link_from_its_successor() -> None:
+    records = _log()
+    i = _at(records, ORG_STREAM, 2)
+    records[i] = _edit(records[i], lambda f: f.update(reason="nothing to see"), reseal=True)
+    kind, version = _only(verify(records))
+    assert (kind, version) == (ProblemKind.CHAIN_BROKEN, 3)
+
+
+def test_a_removed_event_is_caught_where_the_gap_shows() -> None:
+    records = _log()
+    del records[_at(records, ORG_STREAM, 2)]
+    report = verify(_renumbered(records))
+    assert _only(report) == (ProblemKind.REMOVED, 3)
+    assert "v2 missing" in report.broken[0].first.detail
+
+
+def test_removing_the_first_event_of_a_stream_is_caught() -> None:
+    records = _log()
+    del records[_at(records, ORG_STREAM, 1)]
+    report = verify(_renumbered(records))
+    assert _only(report) == (ProblemKind.REMOVED, 2)
+    assert "starts at v2" in report.broken[0].first.detail
+
+
+def test_a_duplicate_fails_unless_tolerated() -> None:
+    records = _log()
+    copy = records[_at(records, ORG_STREAM, 2)]
+    records.insert(_at(records, ORG_STREAM, 3), copy)
+    records = _renumbered(records)
+    assert _only(verify(records)) == (ProblemKind.DUPLICATE, 2)
+    tolerant = verify(records, tolerate_duplicates=True)
+    assert tolerant.ok and tolerant.warnings == 1 and tolerant.events == 7 and tolerant.records == 8
+    assert tolerant.findings[0].first.severity is Severity.WARNING
+
+
+def test_a_reordered_pair_is_caught_at_the_first_event_out_of_place() -> None:
+    records = _log()
+    i, j = _at(records, ORG_STREAM, 2), _at(records, ORG_STREAM, 3)
+    records[i], records[j] = records[j], records[i]
+    report = verify(_renumbered(records))
+    assert _only(report) == (ProblemKind.REORDERED, 3)
+    assert report.broken[0].failures == 1
+
+
+def test_a_different_event_at_a_taken_version_is_a_conflict() -> None:
+    records = _log()
+    original = records[_at(records, ORG_STREAM, 2)]
+    forged = _edit(original, lambda f: f.update(reason="a second story"), reseal=True)
+    records.append(replace(forged, offset=99))
+    report = verify(records)
+    assert _only(report) == (ProblemKind.CONFLICT, 2)
+    assert report.broken[0].first.offset == 99
+
+
+def test_a_record_under_the_wrong_key_is_caught() -> None:
+    records = _log()
+    i = _at(records, ORG_STREAM, 1)
+    records[i] = replace(records[i], key=b"globex")
+    assert _only(verify(records)) == (ProblemKind.WRONG_KEY, 1)
+
+
+def test_a_stream_split_across_partitions_is_caught() -> None:
+    records = _log()
+    i = _at(records, ORG_STREAM, 3)
+    records[i] = replace(records[i], partition=2, offset=0)
+    assert _only(verify(records)) == (ProblemKind.SPLIT, 3)
+
+
+def test_headers_that_disagree_with_the_event_are_caught() -> None:
+    records = _log()
+    i = _at(records, ORG_STREAM, 1)
+    headers = tuple((n, b"io.flagstream.Other.v1" if n == "ce_type" else v) for n, v in records[i].headers)
+    records[i] = replace(records[i], headers=headers)
+    assert _only(verify(records)) == (ProblemKind.BAD_HEADERS, 1)
+
+
+@pytest.mark.parametrize("value", [None, b"not json", b"[1, 2]"])
+def test_a_record_that_names_no_stream_is_reported_unattributed(value: bytes | None) -> None:
+    records = _log()
+    records.append(LogRecord(0, 99, b"acme", value))
+    report = verify(records)
+    assert not report.ok and report.findings == ()
+    [problem] = report.unattributed
+    assert (problem.kind, problem.offset) == (ProblemKind.ALTERED, 99)
+
+
+def test_a_sealed_event_the_projector_would_refuse_is_invalid() -> None:
+    records = _log()
+    i = _at(records, ORG_STREAM, 1)
+    records[i] = _edit(records[i], lambda f: f.update(type="OrgOverrideExploded"), reseal=True)
+    kind, _ = _only(verify(records))
+    assert kind is ProblemKind.INVALID
+
+
+def test_the_report_serialises() -> None:
+    records = _log()
+    del records[_at(records, ORG_STREAM, 2)]
+    document = verify(_renumbered(records)).to_dict()
+    assert json.loads(json.dumps(document))["findings"][0]["first"]["kind"] == "removed"
