@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from services.auth.policy import Action, Forbidden, Principal, authorize
 
-__all__ = ["Action", "Capabilities", "Forbidden", "may", "require", "scoped_org"]
+__all__ = ["Action", "Capabilities", "Forbidden", "home_page", "may", "require", "scoped_org"]
 
 
 def may(principal: Principal, action: Action, org_id: str | None = None) -> bool:
@@ -31,6 +31,13 @@ def require(principal: Principal, action: Action, org_id: str | None = None) -> 
 def scoped_org(principal: Principal, requested: str | None) -> str | None:
     """The org a page is about: an org-scoped user's own org when none is named."""
     return requested or principal.org_id
+
+
+def home_page(principal: Principal) -> str:
+    """Where a role lands after sign-in: its org's flags, else the audit log, else the catalogue."""
+    if principal.org_id and may(principal, Action.EVALUATE, principal.org_id):
+        return f"/orgs/{principal.org_id}"
+    return "/audit" if principal.org_id and may(principal, Action.READ_AUDIT, principal.org_id) else "/flags"
 
 
 @dataclass(frozen=True, slots=True)

@@ -210,4 +210,5 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 def app_from_env() -> Any:
     """Factory for granian: settings from the `FLAGS_*` environment."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call is noise, not a log
     return create_app(Settings())

@@ -16,7 +16,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
@@ -87,15 +87,14 @@ class TopicFeed:
                                     isolation_level="read_committed", client_id="flagstream-console")
         self._consumer = consumer
         await consumer.start()
-        partitions = consumer.partitions_for_topic(s.topic) or set()
-        for _ in range(50):
-            if partitions:
+        consumer.subscribe([s.topic])  # no group: every partition, assigned as soon as metadata arrives
+        for _ in range(100):
+            if consumer.assignment():
                 break
             await asyncio.sleep(0.1)
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(s.topic) or set()
-        assigned = [TopicPartition(s.topic, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
+        assigned = sorted(consumer.assignment())
+        if not assigned:
+            raise KafkaError(f"topic {s.topic} has no partitions yet")
         await consumer.seek_to_end(*assigned)
         for tp in assigned:
             await consumer.position(tp)  # resolved now: nothing committed from here on is missed

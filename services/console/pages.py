@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from events import Level, Platform
 from services.console import audit, charts
-from services.console.access import Action, may, require, scoped_org
+from services.console.access import Action, home_page, may, require, scoped_org
 from services.console.changes import InvalidInput, Target, describe, org_id, parse_target
 from services.console.client import Api, ApiError
 from services.console.history import read_log
@@ -34,7 +34,7 @@ PLATFORMS = [p.value for p in Platform]
 
 async def home(request: Request) -> Response:
     session = await current(request)
-    return RedirectResponse(f"/orgs/{session.org_id}" if session.org_id else "/flags", status_code=303)
+    return RedirectResponse(home_page(session.principal), status_code=303)
 
 
 # --- flags ------------------------------------------------------------------------------------------------

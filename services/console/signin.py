@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from services.console.access import home_page
 from services.console.client import ApiError
 from services.console.sessions import Session, new_token
 from services.console.web import COOKIE, SIGNIN_COOKIE, changing, form_of, render, safe_return, same_origin
@@ -54,8 +55,7 @@ async def signin(request: Request) -> Response:
     session = Session(api_key=key, key_id=me["key_id"], name=me["name"], role=me["role"], org_id=me["org_id"],
                       csrf=new_token())
     session_id = await request.app.state.sessions.create(session)
-    home = f"/orgs/{session.org_id}" if session.org_id else "/flags"
-    response = RedirectResponse(safe_return(form.get("next"), home), status_code=303)
+    response = RedirectResponse(safe_return(form.get("next"), home_page(session.principal)), status_code=303)
     response.set_cookie(COOKIE, session_id, httponly=True, samesite="strict", path="/",
                         secure=request.app.state.settings.console_secure_cookie)
     response.delete_cookie(SIGNIN_COOKIE, path="/signin")

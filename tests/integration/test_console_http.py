@@ -1,0 +1,261 @@
+"""The admin console over HTTP against the real stack: sign in with real keys, change, race, refuse.
+
+The console runs as its own process (`python -m services.console`) in front of
+the real command, projector and query services; the checks read the outcome
+back through the APIs and Redis, never through the console alone.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from redis import Redis
+
+from services.infra.settings import Settings
+from tests.conftest import Stack, start_stack
+from tests.support.processes import ServiceProcess, free_port
+
+pytestmark = pytest.mark.integration
+
+FLAG = "ai.insights.enabled"
+REASON = "console test"
+
+
+@dataclass
+class ConsoleStack:
+    stack: Stack
+    console: ServiceProcess
+    url: str
+    org: str  # org A: the org whose keys the tests hold
+    other: str  # org B
+    keys: dict[str, str]  # role label -> API key
+
+    @property
+    def admin(self) -> httpx.Client:
+        return httpx.Client(timeout=10, headers=self.stack.headers)
+
+    def events(self, org: str | None = None) -> list[dict]:
+        with self.admin as http:
+            params = {"org": org, "limit": 1000} if org else {"limit": 1000}
+            return http.get(f"{self.stack.command_url}/v1/events", params=params).json()["events"]
+
+    def evaluate(self, org: str, platform: str | None = None) -> dict:
+        with self.admin as http:
+            params = {"platform": platform} if platform else {}
+            response = http.get(f"{self.stack.query_url}/v1/orgs/{org}/flags/{FLAG}", params=params)
+            return response.json() if response.status_code == 200 else {}
+
+
+def start_console(make_settings: Callable[[], Settings], logs: Path) -> Iterator[ConsoleStack]:
+    """A fresh stack plus the console, a flag (system default off), and keys of every role for org A."""
+    settings = make_settings().model_copy(update={"console_port": free_port()})
+    stack = start_stack(settings, logs)
+    url = f"http://127.0.0.1:{settings.console_port}"
+    console = ServiceProcess("console", settings, logs, f"{url}/healthz")
+    try:
+        console.start()
+        run = uuid.uuid4().hex[:8]
+        org, other = f"acme-{run}", f"globex-{run}"
+        with httpx.Client(timeout=10, headers=stack.headers) as http:
+            command = stack.command_url
+            for body in ({"key": FLAG, "group": "ai", "kind": "release", "description": "AI insights",
+                          "owner": "insights-team", "reason": REASON},
+                         {"key": "ops.kill.sync", "group": "ops", "kind": "ops", "reason": REASON}):
+                assert http.post(f"{command}/v1/flags", json=body).status_code == 201
+            assert http.put(f"{command}/v1/flags/{FLAG}/system", json={"enabled": False, "reason": REASON}
+                            ).status_code == 201
+            assert http.put(f"{command}/v1/orgs/{other}/flags/{FLAG}", json={"enabled": True, "reason": REASON}
+                            ).status_code == 201
+            keys = {"admin": stack.headers["Authorization"].removeprefix("Bearer ")}
+            for label, role, scope in (("org-admin", "org-admin", org), ("auditor", "auditor", org),
+                                       ("evaluator", "evaluator", org)):
+                body = {"name": f"{label} of A", "role": role, "org_id": scope, "reason": REASON}
+                keys[label] = http.post(f"{command}/v1/keys", json=body).json()["key"]
+        yield ConsoleStack(stack, console, url, org, other, keys)
+    finally:
+        console.stop()
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def cs(make_settings: Callable[[], Settings], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleStack]:
+    yield from start_console(make_settings, tmp_path_factory.mktemp("console"))
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+
+
+def form_fields(html: str, action: str) -> dict[str, str]:
+    """The hidden and filled inputs of the form posting to `action`."""
+    section = html.split(f'action="{action}"', 1)[1].split("</form>", 1)[0]
+    return dict(re.findall(r'name="([^"]+)" value="([^"]*)"', section))
+
+
+@contextmanager
+def signed_in(cs: ConsoleStack, role: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=cs.url, timeout=10, follow_redirects=True) as http:
+        page = http.get("/signin")
+        answer = http.post("/signin", data={"key": cs.keys[role], "csrf": csrf_of(page.text)})
+        assert answer.status_code == 200, answer.text
+        yield http
+
+
+def wait_for(probe: Callable[[], bool], what: str, timeout: float = 10.0) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if probe():
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def change(http: httpx.Client, org: str, *, state: str, reason: str, level: str = "org", **extra: str
+           ) -> httpx.Response:
+    """Load the change form, preview, confirm: what a person does, at the version the form was loaded at."""
+    query = {"flag": FLAG, "level": level, "org": org, **extra}
+    page = http.get("/change", params=query)
+    assert page.status_code == 200, page.text
+    fields = form_fields(page.text, "/change/preview") | {"state": state, "reason": reason, "rollout": ""}
+    preview = http.post("/change/preview", data=fields)
+    assert preview.status_code == 200, preview.text
+    return http.post("/change/apply", data=form_fields(preview.text, "/change/apply"))
+
+
+def test_sign_in_change_with_a_reason_and_see_it_everywhere_within_a_second(cs: ConsoleStack) -> None:
+    with signed_in(cs, "org-admin") as http:
+        assert http.get("/").url.path == f"/orgs/{cs.org}"  # an org admin lands on its own org
+        done = change(http, cs.org, state="on", reason="pilot for Acme", level="platform", platform="tiktok")
+        assert done.status_code == 200 and "Recorded as version 1" in done.text
+        started = time.monotonic()
+        wait_for(lambda: cs.evaluate(cs.org, "tiktok").get("level") == "platform", "the projection")
+        explained = http.get("/explain", params={"org": cs.org, "platform": "tiktok", "flag": FLAG})
+        assert 'id="winner">platform<' in explained.text and "pilot for Acme" in explained.text
+        audit = http.get("/audit", params={"flag": FLAG})
+        assert "pilot for Acme" in audit.text and "not set → <strong>on</strong>" in audit.text
+        assert time.monotonic() - started < 1.0
+    (event,) = [e for e in cs.events(cs.org) if e["reason"] == "pilot for Acme"]
+    assert event["actor"]["name"] == "org-admin of A"  # the actor is the signed-in user's key
+
+
+def test_losing_a_race_shows_the_other_change_and_the_redo_wins(cs: ConsoleStack) -> None:
+    with signed_in(cs, "org-admin") as http:
+        page = http.get("/change", params={"flag": FLAG, "level": "org", "org": cs.org})
+        mine = form_fields(page.text, "/change/preview") | {"state": "on", "reason": "mine", "rollout": "30"}
+        preview = http.post("/change/preview", data=mine)
+        with cs.admin as other:  # someone else gets there first
+            answer = other.put(f"{cs.stack.command_url}/v1/orgs/{cs.org}/flags/{FLAG}",
+                               json={"enabled": False, "reason": "incident 42"})
+            assert answer.status_code == 201
+        lost = http.post("/change/apply", data=form_fields(preview.text, "/change/apply"))
+        assert lost.status_code == 409
+        assert "incident 42" in lost.text and "test admin" in lost.text
+        assert sum(e["reason"] == "mine" for e in cs.events(cs.org)) == 0  # nothing of mine was written
+        again = http.post("/change/preview", data=form_fields(lost.text, "/change/preview"))
+        assert 'class="before">off<' in again.text and 'class="after">on, 30% rollout<' in again.text
+        won = http.post("/change/apply", data=form_fields(again.text, "/change/apply"))
+        assert won.status_code == 200
+    wait_for(lambda: (cs.evaluate(cs.org).get("event") or {}).get("reason") == "mine", "the redo, projected")
+    assert cs.evaluate(cs.org)["rollout"]["percentage"] == 30
+
+
+def test_an_org_admin_cannot_reach_another_org_by_url(cs: ConsoleStack) -> None:
+    before = len(cs.events())
+    with signed_in(cs, "org-admin") as http:
+        for path, params in [(f"/orgs/{cs.other}", {}), ("/explain", {"org": cs.other, "flag": FLAG}),
+                             ("/audit", {"org": cs.other}), ("/audit/export", {"org": cs.other}),
+                             ("/change", {"flag": FLAG, "level": "org", "org": cs.other})]:
+            answer = http.get(path, params=params)
+            assert answer.status_code == 403, path
+            assert cs.other not in answer.text
+        form = {"csrf": csrf_of(http.get("/flags").text), "what": "setting", "flag": FLAG, "level": "org",
+                "org": cs.other, "state": "off", "reason": "sneaky", "expected_version": "1"}
+        assert http.post("/change/apply", data=form).status_code == 403
+        assert cs.other not in http.get("/audit").text  # its own log shows only its own org
+    assert len(cs.events()) == before
+
+
+@pytest.mark.parametrize("role", ["auditor", "evaluator"])
+def test_roles_that_change_nothing_cannot_change_anything(cs: ConsoleStack, role: str) -> None:
+    before = len(cs.events())
+    with signed_in(cs, role) as http:
+        token = csrf_of(http.get("/flags").text)
+        for level, org in (("org", cs.org), ("system", "")):
+            form = {"csrf": token, "what": "setting", "flag": FLAG, "level": level, "org": org, "state": "on",
+                    "reason": "not mine to make", "expected_version": "0"}
+            for step in ("/change/preview", "/change/apply"):
+                assert http.post(step, data=form).status_code == 403
+        flag_page = http.get(f"/flags/{FLAG}")
+        assert flag_page.status_code == 200 and "Review change" not in flag_page.text
+    assert len(cs.events()) == before
+
+
+def test_posts_without_the_csrf_token_or_the_cookie_are_refused(cs: ConsoleStack) -> None:
+    before = len(cs.events())
+    form = {"what": "setting", "flag": FLAG, "level": "org", "org": cs.org, "state": "off",
+            "reason": "forged", "expected_version": "0"}
+    with signed_in(cs, "admin") as http:
+        assert http.post("/change/apply", data=form).status_code == 403
+        assert http.post("/change/apply", data=form | {"csrf": "guess"}).status_code == 403
+        token = csrf_of(http.get("/flags").text)
+        foreign = http.post("/change/apply", data=form | {"csrf": token}, headers={"Origin": "http://evil.test"})
+        assert foreign.status_code == 403
+    with httpx.Client(base_url=cs.url, timeout=10) as stranger:
+        assert stranger.post("/change/apply", data=form | {"csrf": token}).status_code == 401
+    assert len(cs.events()) == before
+
+
+def test_the_key_lives_only_in_redis_under_a_digest_and_sign_out_removes_it(cs: ConsoleStack) -> None:
+    redis = Redis.from_url(cs.stack.settings.redis_url)
+    prefix = f"{cs.stack.settings.redis_prefix}:console:session:"
+    with signed_in(cs, "auditor") as http:
+        cookie = http.cookies["fs_session"]
+        stored = [k.decode() for k in redis.scan_iter(match=prefix + "*")]
+        assert stored and all(cookie not in k for k in stored)
+        ttl = max(redis.ttl(k) for k in stored)
+        assert 0 < ttl <= cs.stack.settings.console_idle_seconds
+        page = http.get("/status")
+        assert cs.keys["auditor"] not in page.text
+        http.post("/signout", data={"csrf": csrf_of(page.text)})
+        assert http.get("/flags").url.path == "/signin"
+        assert len([k for k in redis.scan_iter(match=prefix + "*")]) == len(stored) - 1
+    redis.close()
+
+
+def test_new_audit_entries_arrive_live_over_server_sent_events(cs: ConsoleStack) -> None:
+    with signed_in(cs, "auditor") as http, http.stream("GET", "/audit/live", timeout=15) as live:
+        lines = live.iter_lines()
+        assert next(lines) == ": connected"
+        time.sleep(0.3)
+        with cs.admin as admin:
+            admin.put(f"{cs.stack.command_url}/v1/orgs/{cs.org}/users/u-7/flags/{FLAG}",
+                      json={"enabled": True, "reason": "live entry"})
+            admin.put(f"{cs.stack.command_url}/v1/orgs/{cs.other}/users/u-7/flags/{FLAG}",
+                      json={"enabled": True, "reason": "someone else's org"})
+        started = time.monotonic()
+        seen = ""
+        for line in lines:
+            seen += line + "\n"
+            if "live entry" in seen:
+                break
+        assert time.monotonic() - started < 2.0
+        assert "event: entry" in seen and "u-7" in seen
+        assert "someone else's org" not in seen
+
+
+def test_status_shows_lag_and_charts(cs: ConsoleStack) -> None:
+    with signed_in(cs, "admin") as http:
+        page = http.get("/status")
+        assert page.status_code == 200
+        assert re.search(r'id="outbox-lag">\d+<', page.text)
+        assert "<svg" in page.text and "Recent changes" in page.text
+        wait_for(lambda: re.search(r'id="projector-lag">\d+<', http.get("/status").text) is not None,
+                 "the projector lag", timeout=15)
