@@ -41,6 +41,7 @@ from services.infra.postgres import create_pool
 from services.infra.settings import Role, Settings
 from services.query import rendering, validation
 from services.query.adapters import InvalidationListener, PostgresDocuments, RedisDocuments
+from services.query.bootstrap import install_bootstrap_route
 from services.query.cache import DocumentCache
 from services.query.errors import InvalidParameter, Unavailable, UnknownFlag
 from services.query.ofrep_api import install as install_ofrep
@@ -166,6 +167,7 @@ class Runtime:
         self.ping: Callable[[], Awaitable[bool]] | None = None if service is None else _always_ready
         self._given = service is not None
         self.app: FastAPI | None = None
+        self.pool: asyncpg.Pool | None = None  # for the SDK bootstrap route
 
     @asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
@@ -194,6 +196,7 @@ class Runtime:
         else:
             cache = DocumentCache(None, ttl=s.cache_ttl_seconds, local=False)
             log.warning("caching is off (FLAGS_QUERY_CACHE=false): every document is read from Postgres")
+        self.pool = pool
         source = PostgresDocuments(pool)
         self.ping = source.ping
         if self.app is not None and self.app.state.auth is None:
@@ -306,6 +309,7 @@ def create_app(settings: Settings, *, service: QueryService | None = None, auth:
         return _json(rendering.dumps(body), 200 if postgres else 503)
 
     install_ofrep(app, service)
+    install_bootstrap_route(app, settings, lambda: runtime.pool)
     app.state.auth = auth
     runtime.app = app
     _install_error_handlers(app)

@@ -209,6 +209,10 @@ async def evaluate_all(w: World, target: str, _: bool) -> Req:
     return Req("GET", f"/v1/orgs/{w.org(target)}/flags")
 
 
+async def sdk_bootstrap(w: World, target: str, _: bool) -> Req:
+    return Req("GET", f"/v1/orgs/{w.org(target)}/bootstrap")
+
+
 async def platforms(w: World, target: str, _: bool) -> Req:
     return Req("GET", f"/v1/orgs/{w.org(target)}/platforms", params={"user": w.t.user})
 
@@ -365,6 +369,7 @@ MATRIX: dict[tuple[str, str, str], Row] = {
     ("query", "GET", "/v1/orgs/{org_id}/flags/{flag_key}"): Row(evaluate_one, OWN_OTHER, EVALUATION),
     ("query", "GET", "/v1/orgs/{org_id}/flags"): Row(evaluate_all, OWN_OTHER, EVALUATION),
     ("query", "GET", "/v1/orgs/{org_id}/platforms"): Row(platforms, OWN_OTHER, EVALUATION),
+    ("query", "GET", "/v1/orgs/{org_id}/bootstrap"): Row(sdk_bootstrap, OWN_OTHER, EVALUATION),
     ("query", "GET", "/v1/flags"): Row(catalog, ("catalog",), {role: (200,) for role in ROLES}),
     # query API: OFREP (the org in the evaluation context; an org-scoped key may name only its own)
     ("query", "POST", "/ofrep/v1/evaluate/flags/{key}"): Row(ofrep_one, OWN_OTHER, EVALUATION),

@@ -1,0 +1,14 @@
+"""flagstream's in-process SDK: one org's flags evaluated locally, kept current by the change topic.
+
+    from flagsdk import FlagClient
+    with FlagClient(query_url=..., api_key=..., org_id="acme", kafka={"bootstrap_servers": ...}) as flags:
+        flags.is_enabled("ai.insights.enabled", platform="tiktok", user="u-42")
+
+Errors: `SdkError` is the base of everything raised here; only `start()` raises
+(`BootstrapError`). docs/sdk.md has the rest.
+"""
+
+from flagsdk.client import FlagClient, Resolution, Status
+from flagsdk.errors import BootstrapError, SdkError, SnapshotError
+
+__all__ = ["BootstrapError", "FlagClient", "Resolution", "SdkError", "SnapshotError", "Status"]

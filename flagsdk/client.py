@@ -1,0 +1,256 @@
+"""`FlagClient`: evaluate one org's flags in-process, kept current by the flag-change topic.
+
+Start: the org's snapshot from the query service (or, when it cannot answer, the
+last snapshot file), then a background thread runs an asyncio loop that folds the
+topic from the offsets the snapshot covers. Evaluation is synchronous, lock-free
+and never raises: it reads the state the fold keeps. With Kafka or the query
+service down the client keeps answering from its last state; `status()` says
+how stale that is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from events import Envelope, Level, Platform
+from flagcore import ErrorCode, Evaluation, FlagError, Reason, evaluate, evaluate_all
+from flagcore import enabled_platforms as core_enabled_platforms
+from flagsdk import snapshot
+from flagsdk.errors import BootstrapError, SnapshotError
+from flagsdk.follower import Follower
+from flagsdk.plans import Plan, compile_plan
+from services.infra.kafka import client_options
+from services.infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """One answer: the value, and why (the OpenFeature fields plus the level that decided)."""
+
+    flag_key: str
+    value: bool
+    reason: Reason
+    variant: str | None
+    level: Level | None
+    error_code: ErrorCode | None
+    evaluation: Evaluation
+
+    @classmethod
+    def of(cls, e: Evaluation) -> Resolution:
+        return cls(e.flag_key, e.value, e.reason, e.variant, e.level, e.error_code, e)
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """How current the client is."""
+
+    source: str  # where the state came from: "query" or "snapshot"
+    connected: bool  # following the topic right now
+    lag: int | None  # records on the topic not yet folded (None: unknown, never fetched)
+    last_event_age: float | None  # seconds since the last folded event occurred (None: none folded yet)
+    since_contact: float | None  # seconds since Kafka last answered (None: never)
+    applied: int
+    duplicates: int
+    dropped: int
+    refused: int
+    reconnects: int
+    positions: dict[int, int]
+
+    @property
+    def current(self) -> bool:
+        """Connected and nothing left to fold: the answers are as fresh as the topic."""
+        return self.connected and self.lag == 0
+
+
+class FlagClient:
+    """One org's flags, evaluated locally. Use as a context manager, or `start()` and `close()`."""
+
+    def __init__(
+        self,
+        *,
+        query_url: str,
+        api_key: str,
+        org_id: str,
+        kafka: Mapping[str, Any],
+        snapshot_path: Path | str | None = None,
+        timeout: float = 5.0,
+        reconnect_delay: float = 0.5,
+    ) -> None:
+        """`kafka`: aiokafka connection options (`bootstrap_servers`, security); see docs/sdk.md."""
+        self.org_id = org_id
+        self._query_url = query_url.rstrip("/")
+        self._api_key = api_key
+        self._kafka = dict(kafka)
+        self._snapshot_path = None if snapshot_path is None else Path(snapshot_path)
+        self._timeout = timeout
+        self._reconnect_delay = reconnect_delay
+        self._lock = threading.Lock()  # the fold and plan compilation; evaluation reads without it
+        self._plans: dict[str, Plan] = {}
+        self._source = ""
+        self._follower: Follower | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, api_key: str, org_id: str, **options: Any) -> FlagClient:
+        """A client for the deployment `settings` describe (the services' own `FLAGS_*` configuration)."""
+        query_url = f"http://{settings.query_host}:{settings.query_port}"
+        return cls(query_url=query_url, api_key=api_key, org_id=org_id, kafka=client_options(settings), **options)
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    def start(self) -> FlagClient:
+        """Bootstrap (query service, else snapshot file) and start following; `BootstrapError` if neither."""
+        snap = self._bootstrap()
+        self._state = snap.state
+        self._topic = snap.topic
+        self._follower = Follower(
+            kafka=self._kafka, topic=snap.topic, org_id=self.org_id, positions=dict(snap.offsets), apply=self._apply,
+            retry_delay=self._reconnect_delay,
+        )
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name=f"flagsdk-{self.org_id}", daemon=True)
+        self._thread.start()
+        ready.wait()
+        return self
+
+    def close(self) -> None:
+        """Stop following; with a snapshot file, write the state reached, so a restart resumes from it."""
+        if self._loop is not None and self._task is not None:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._thread = self._loop = self._task = None
+        if self._snapshot_path is not None and self._follower is not None:
+            raw = snapshot.dump(self._state, org_id=self.org_id, topic=self._topic, offsets=self._follower.positions)
+            snapshot.save(self._snapshot_path, raw)
+
+    def __enter__(self) -> FlagClient:
+        return self.start()
+
+    def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def _bootstrap(self) -> snapshot.Snapshot:
+        url = f"{self._query_url}/v1/orgs/{self.org_id}/bootstrap"
+        try:
+            response = httpx.get(url, headers={"Authorization": f"Bearer {self._api_key}"}, timeout=self._timeout)
+            response.raise_for_status()
+            snap = snapshot.parse(response.content, org_id=self.org_id)
+        except (httpx.HTTPError, SnapshotError) as exc:
+            if self._snapshot_path is None or not self._snapshot_path.exists():
+                raise BootstrapError(f"cannot bootstrap org {self.org_id!r} from {url}: {exc}") from exc
+            log.warning("query service unavailable (%s); starting from snapshot %s", exc, self._snapshot_path)
+            try:
+                snap = snapshot.load(self._snapshot_path, org_id=self.org_id)
+            except SnapshotError as bad:
+                raise BootstrapError(str(bad)) from bad
+            self._source = "snapshot"
+            return snap
+        if self._snapshot_path is not None:
+            snapshot.save(self._snapshot_path, response.content)
+        self._source = "query"
+        return snap
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        assert self._follower is not None
+        self._task = loop.create_task(self._follower.run())
+        loop.call_soon(ready.set)
+        try:
+            loop.run_until_complete(self._task)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def _apply(self, envelopes: list[Envelope]) -> tuple[int, int]:
+        """Runs on the stream thread: fold, then drop every plan (they are rebuilt on demand)."""
+        changed = refused = 0
+        with self._lock:
+            for envelope in envelopes:
+                try:
+                    changed += self._state.apply(envelope)
+                except FlagError as exc:  # the projector dead-letters a definition that cannot apply
+                    refused += 1
+                    log.warning("flag stream: refusing event %s: %s", envelope.event_id, exc)
+            if changed:
+                self._plans = {}
+        return changed, refused
+
+    def reconnect(self, timeout: float = 10.0) -> None:
+        """Drop the Kafka connection now (as a network failure would); the client resumes by itself."""
+        if self._loop is None or self._follower is None:
+            return
+        done: Future[None] = asyncio.run_coroutine_threadsafe(self._follower.reconnect(), self._loop)
+        done.result(timeout)
+
+    # --- evaluation --------------------------------------------------------------------------------------
+
+    def is_enabled(self, flag_key: str, *, platform: str | None = None, user: str | None = None) -> bool:
+        """The flag's value for the org, one of its platforms and one user; off for an unknown flag."""
+        plans = self._plans
+        plan = plans.get(flag_key)
+        if plan is None:
+            with self._lock:
+                plan = compile_plan(self._state, self.org_id, flag_key, datetime.now(UTC))
+            plans[flag_key] = plan
+        return plan(platform, user)
+
+    def evaluate(self, flag_key: str, *, platform: str | None = None, user: str | None = None) -> Resolution:
+        """The value with its reason, the level that decided and the event that set it."""
+        state = self._state
+        e = evaluate(state.catalog, state.tenant(self.org_id), flag_key, platform=platform, user_id=user)
+        return Resolution.of(e)
+
+    def evaluate_all(self, *, platform: str | None = None, user: str | None = None) -> list[Resolution]:
+        state = self._state
+        tenant = state.tenant(self.org_id)
+        return [Resolution.of(e) for e in evaluate_all(state.catalog, tenant, platform=platform, user_id=user)]
+
+    def is_platform_enabled(self, platform: Platform | str, *, user: str | None = None) -> bool:
+        """Is the org's ad platform switched on (`platform.{p}.enabled`, at that platform's level)?"""
+        p = Platform(platform)
+        return self.is_enabled(f"platform.{p.value}.enabled", platform=p.value, user=user)
+
+    def enabled_platforms(self, *, user: str | None = None) -> list[Platform]:
+        state = self._state
+        return core_enabled_platforms(state.catalog, state.tenant(self.org_id), user_id=user)
+
+    # --- staleness ------------------------------------------------------------------------------------------
+
+    def status(self) -> Status:
+        assert self._follower is not None, "not started"
+        s = self._follower.stats
+        age = None if s.last_event_at is None else (datetime.now(UTC) - s.last_event_at).total_seconds()
+        contact = None if s.last_fetch is None else time.monotonic() - s.last_fetch
+        return Status(
+            self._source, s.connected, s.lag, age, contact, s.applied, s.duplicates, s.dropped, s.refused,
+            s.reconnects, dict(self._follower.positions),
+        )
+
+    def wait_until_current(self, timeout: float = 10.0) -> bool:
+        """Block until the client has folded everything on the topic (True) or `timeout` passes (False)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.status().current:
+                return True
+            time.sleep(0.01)
+        return False
