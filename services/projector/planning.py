@@ -19,7 +19,7 @@ from uuid import UUID
 import orjson
 
 from events import GENESIS_HASH, DecodeError, Envelope, FlagChange, FlagKind, Level, Scope, from_record
-from flagcore import InvalidTransition, transition
+from flagcore import InvalidTransition, format_instant, parse_instant, transition
 
 MAX_INT4 = 2**31 - 1
 MAX_INT8 = 2**63 - 1
@@ -161,6 +161,9 @@ class DefinitionRow(NamedTuple):
     actor: str
     reason: str
     updated_at: datetime
+    killed: bool
+    variants: str  # JSON text: [{"name", "weight"}]
+    expires_at: datetime | None
 
 
 class SettingRow(NamedTuple):
@@ -174,6 +177,7 @@ class SettingRow(NamedTuple):
     actor: str
     reason: str
     updated_at: datetime
+    schedule: str | None  # JSON text of the pending steps; None when nothing is scheduled
 
 
 class OverrideKey(NamedTuple):
@@ -211,6 +215,7 @@ def setting_row(envelope: Envelope, value: dict[str, Any]) -> SettingRow:
         envelope.actor.name,
         envelope.reason,
         envelope.occurred_at,
+        _json(value["schedule"]) if value.get("schedule") else None,
     )
 
 
@@ -227,7 +232,29 @@ def definition_row(envelope: Envelope, value: dict[str, Any]) -> DefinitionRow:
         envelope.actor.name,
         envelope.reason,
         envelope.occurred_at,
+        bool(value.get("killed", False)),
+        orjson.dumps(value.get("variants") or []).decode(),
+        None if value.get("expires_at") is None else parse_instant(value["expires_at"]),
     )
+
+
+def stored_definition(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A `flags` row as the definition stream value `transition` takes (optional keys only when set)."""
+    value: dict[str, Any] = {
+        "kind": row["kind"],
+        "description": row["description"],
+        "owner": row["owner"],
+        "group": row["grp"],
+        "archived": row["archived"],
+    }
+    if row["killed"]:
+        value["killed"] = True
+    variants = orjson.loads(row["variants"])
+    if variants:
+        value["variants"] = variants
+    if row["expires_at"] is not None:
+        value["expires_at"] = format_instant(row["expires_at"])
+    return value
 
 
 def override_key(scope: Scope, flag_key: str) -> OverrideKey:
@@ -331,17 +358,36 @@ def _check_definition(value: dict[str, Any] | None) -> None:
         and isinstance(value.get("group"), str)
         and bool(value.get("group"))
         and isinstance(value.get("archived", False), bool)
+        and isinstance(value.get("killed", False), bool)
+        and isinstance(value.get("variants", []), list)
     )
     if not ok:
         raise DecodeError(f"definition value is malformed: {value!r}")
 
 
 def _check_setting(value: dict[str, Any]) -> None:
+    steps = value.get("schedule") or []
+    ok = _setting_ok(value) and isinstance(steps, list) and all(_step_ok(s) for s in steps)
+    if not ok:
+        raise DecodeError(f"setting value is malformed: {value!r}")
+
+
+def _setting_ok(value: Any) -> bool:
+    if not isinstance(value, dict):
+        return False
     enabled = value.get("enabled")
     pct = value.get("rollout_percentage")
-    pct_ok = pct is None or (type(pct) is int and 0 <= pct <= 100)
-    if not (isinstance(enabled, bool | None) and pct_ok):
-        raise DecodeError(f"setting value is malformed: {value!r}")
+    return isinstance(enabled, bool | None) and (pct is None or (type(pct) is int and 0 <= pct <= 100))
+
+
+def _step_ok(step: Any) -> bool:
+    if not (_setting_ok(step) and isinstance(step.get("at"), str)):
+        return False
+    try:
+        parse_instant(step["at"])
+    except ValueError:
+        return False
+    return True
 
 
 # --- grouping and planning ----------------------------------------------------------

@@ -24,14 +24,21 @@ from services.query.errors import Unavailable
 log = logging.getLogger(__name__)
 
 FLAGS_SQL = (
-    "SELECT flag_key, kind, description, owner, grp, archived, version, event_id, actor, reason, updated_at FROM flags"
+    "SELECT flag_key, kind, description, owner, grp, archived, version, event_id, actor, reason, updated_at, "
+    "killed, variants::text, expires_at FROM flags"
 )
 SYSTEM_SQL = (
-    "SELECT flag_key, enabled, rollout_percentage, stream, version, event_id, actor, reason, updated_at "
-    "FROM system_defaults"
+    "SELECT flag_key, enabled, rollout_percentage, stream, version, event_id, actor, reason, updated_at, "
+    "schedule::text FROM system_defaults"
 )
 _OVERRIDE_COLUMNS = (
-    "level, platform, flag_key, enabled, rollout_percentage, stream, version, event_id, actor, reason, updated_at"
+    "level, platform, flag_key, enabled, rollout_percentage, stream, version, event_id, actor, reason, updated_at, "
+    "schedule::text"
+)
+# Every override of the org with pending steps (user level included), for the schedule listing.
+SCHEDULED_SQL = (
+    "SELECT level, platform, user_id, flag_key, schedule::text FROM overrides "
+    "WHERE org_id = $1 AND schedule IS NOT NULL ORDER BY flag_key, level, platform, user_id"
 )
 ORG_SQL = f"SELECT {_OVERRIDE_COLUMNS} FROM overrides WHERE org_id = $1 AND level IN ('org', 'platform')"
 USER_SQL = (
@@ -63,6 +70,12 @@ class PostgresDocuments:
         async with self._read(org_id) as conn:
             rows = await conn.fetch(USER_SQL, org_id, user_id)
         return dumps(user_document(org_id, user_id, rows))
+
+    async def scheduled(self, org_id: str) -> list[dict[str, Any]]:
+        """The org's overrides that have a schedule: `level, platform, user_id, flag_key, schedule` (JSON list)."""
+        async with self._read(org_id) as conn:
+            rows = await conn.fetch(SCHEDULED_SQL, org_id)
+        return [{**dict(r), "schedule": orjson.loads(r["schedule"])} for r in rows]
 
     @asynccontextmanager
     async def _read(self, org_id: str | None) -> AsyncIterator[asyncpg.Connection]:

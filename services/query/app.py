@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
@@ -74,6 +75,9 @@ class EvaluationOut(BaseModel):
     reason: str = Field(description="OpenFeature reason: STATIC, TARGETING_MATCH, SPLIT, DISABLED, DEFAULT, ERROR.")
     level: str | None = Field(description="user, platform, org or system: the level that decided.")
     error_code: str | None
+    variant: str | None = Field(
+        description="The experiment arm when on (sticky, Unleash's hashing), else `on`/`off`; null on error."
+    )
     explanation: str
     rollout: RolloutOut | None
     event: EventOut | None
@@ -110,6 +114,22 @@ class FlagOut(BaseModel):
 
 class FlagsOut(BaseModel):
     flags: list[FlagOut]
+
+
+class ScheduledStepOut(BaseModel):
+    flag_key: str
+    level: str = Field(description="system, org, platform or user.")
+    platform: str | None
+    user_id: str | None
+    at: str = Field(description="RFC 3339, UTC: the step is in force from this instant on.")
+    enabled: bool | None = Field(description="On/off from then on; null keeps what is in force.")
+    rollout_percentage: int | None = Field(description="Rollout from then on; null keeps what is in force.")
+
+
+class SchedulesOut(BaseModel):
+    org_id: str
+    as_of: str
+    steps: list[ScheduledStepOut]
 
 
 class ErrorOut(BaseModel):
@@ -291,6 +311,28 @@ def create_app(settings: Settings, *, service: QueryService | None = None, auth:
     async def flags(caller: Caller) -> Response:
         authorize(caller, Action.READ_CATALOG)
         return _json((await service().catalog()).listing)
+
+    @app.get(
+        "/v1/orgs/{org_id}/schedules",
+        response_model=SchedulesOut,
+        response_class=JSONBytes,
+        responses=ERRORS,
+        summary="What is scheduled for the org",
+    )
+    async def schedules(
+        caller: Caller,
+        org_id: OrgPath,
+        flag: Annotated[
+            str | None, Query(description="Only this flag.", json_schema_extra={"pattern": FLAG_KEY_PATTERN})
+        ] = None,
+    ) -> Response:
+        """Pending steps at the system level and in the org's overrides, soonest first (audit readers)."""
+        org = validation.org_id(org_id)
+        authorize(caller, Action.READ_AUDIT, org_id=org)
+        key = None if flag is None else validation.flag_key(flag, "flag")
+        now = datetime.now(UTC)
+        steps = await service().schedules(org, now=now, flag_key=key)
+        return _json(rendering.dumps({"org_id": org, "as_of": now, "steps": steps}))
 
     @app.get("/healthz", summary="The process is up")
     async def healthz() -> Response:

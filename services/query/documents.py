@@ -4,6 +4,10 @@ A document is JSON (what Redis stores): the catalogue (definitions and system
 defaults), one org's org- and platform-level overrides, one user's overrides.
 `*_document(rows)` builds it from read-model rows; `compile_*` parses it once into
 the `flagcore` structures evaluation reads, so a cached request does no parsing.
+
+Documents hold rules, never answers: a setting's pending scheduled steps travel
+with it and evaluation applies those due at the request's `now`. So a cached
+document stays right across a schedule boundary; nothing has to expire at it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 import orjson
 
 from events import FlagKind, definition_stream
-from flagcore import Catalog, Definition, EventRef, Setting
+from flagcore import Catalog, Definition, EventRef, ScheduledStep, Setting, Variant, parse_instant
 
 Row = Mapping[str, Any]
 
@@ -59,16 +63,19 @@ def _ref(doc: Mapping[str, Any]) -> EventRef:
 
 
 def _setting_json(row: Row) -> dict[str, Any]:
+    schedule = row.get("schedule")
     return {
         "flag_key": row["flag_key"],
         "enabled": row["enabled"],
         "rollout_percentage": row["rollout_percentage"],
+        "schedule": orjson.loads(schedule) if schedule else [],
         "event": _event_json(row["stream"], row),
     }
 
 
 def _setting(doc: Mapping[str, Any]) -> Setting:
-    return Setting(doc["enabled"], doc["rollout_percentage"], _ref(doc["event"]))
+    steps = tuple(ScheduledStep.from_value(s) for s in doc.get("schedule") or ())
+    return Setting(doc["enabled"], doc["rollout_percentage"], _ref(doc["event"]), steps)
 
 
 def dumps(document: Mapping[str, Any]) -> bytes:
@@ -89,6 +96,9 @@ def catalog_document(flag_rows: Iterable[Row], system_rows: Iterable[Row]) -> di
                 "owner": r["owner"],
                 "group": r["grp"],
                 "archived": r["archived"],
+                "killed": bool(r.get("killed", False)),
+                "variants": orjson.loads(r.get("variants") or "[]"),
+                "expires_at": r.get("expires_at"),
                 "event": _event_json(definition_stream(r["flag_key"]), r),
             }
             for r in sorted(flag_rows, key=lambda r: r["flag_key"])
@@ -115,6 +125,9 @@ def compile_catalog(raw: bytes) -> CompiledCatalog:
             group=f["group"],
             archived=f["archived"],
             source=_ref(f["event"]),
+            killed=f.get("killed", False),
+            variants=tuple(Variant(v["name"], v["weight"]) for v in f.get("variants") or ()),
+            expires_at=None if f.get("expires_at") is None else parse_instant(f["expires_at"]),
         )
     for s in doc["system"]:
         catalog.system[s["flag_key"]] = _setting(s)
@@ -128,6 +141,9 @@ def compile_catalog(raw: bytes) -> CompiledCatalog:
                 "owner": f["owner"],
                 "group": f["group"],
                 "archived": f["archived"],
+                "killed": f.get("killed", False),
+                "variants": f.get("variants") or [],
+                "expires_at": f.get("expires_at"),
                 "version": f["event"]["version"],
                 "event": f["event"],
                 "system": None
@@ -135,6 +151,7 @@ def compile_catalog(raw: bytes) -> CompiledCatalog:
                 else {
                     "enabled": system[f["key"]]["enabled"],
                     "rollout_percentage": system[f["key"]]["rollout_percentage"],
+                    "schedule": system[f["key"]].get("schedule") or [],
                     "version": system[f["key"]]["event"]["version"],
                     "event": system[f["key"]]["event"],
                 },

@@ -20,6 +20,7 @@ def evaluation(e: Evaluation) -> dict[str, Any]:
         "reason": e.reason.value,
         "level": None if e.level is None else e.level.value,
         "error_code": None if e.error_code is None else e.error_code.value,
+        "variant": e.variant,
         "explanation": e.explain(),
         "rollout": None if e.rollout_percentage is None else {"percentage": e.rollout_percentage, "bucket": e.bucket},
         "event": event_block(e.source),

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
-from events import Platform
-from flagcore import Evaluation, TenantRules, enabled_platforms, evaluate, evaluate_all
+from events import Level, Platform
+from flagcore import (
+    Evaluation,
+    ScheduledStep,
+    TenantRules,
+    enabled_platforms,
+    evaluate,
+    evaluate_all,
+    format_instant,
+    parse_instant,
+)
 from services.infra.cache_keys import CacheKeys
 from services.query.cache import DocumentCache
 from services.query.documents import (
@@ -26,6 +36,7 @@ class DocumentSource(Protocol):
     async def catalog(self) -> bytes: ...
     async def org(self, org_id: str) -> bytes: ...
     async def user(self, org_id: str, user_id: str) -> bytes: ...
+    async def scheduled(self, org_id: str) -> list[dict[str, Any]]: ...
 
 
 class QueryService:
@@ -50,20 +61,68 @@ class QueryService:
         user = NO_USER if user_id is None else (await self.user(org_id, user_id)).user
         return TenantRules(org_id, org.org, org.platform, user)
 
-    async def evaluate(self, org_id: str, flag_key: str, *, platform: str | None, user_id: str | None) -> Evaluation:
-        """One flag; `UnknownFlag` when the catalogue lacks it."""
+    async def evaluate(
+        self,
+        org_id: str,
+        flag_key: str,
+        *,
+        platform: str | None,
+        user_id: str | None,
+        now: datetime | None = None,
+    ) -> Evaluation:
+        """One flag at `now` (default: the current time); `UnknownFlag` when the catalogue lacks it."""
         catalog = (await self.catalog()).catalog
         if flag_key not in catalog.definitions:
             raise UnknownFlag(flag_key)
         tenant = await self.tenant(org_id, user_id)
-        return evaluate(catalog, tenant, flag_key, platform=platform, user_id=user_id)
+        return evaluate(catalog, tenant, flag_key, platform=platform, user_id=user_id, now=now)
 
-    async def evaluate_all(self, org_id: str, *, platform: str | None, user_id: str | None) -> list[Evaluation]:
+    async def evaluate_all(
+        self, org_id: str, *, platform: str | None, user_id: str | None, now: datetime | None = None
+    ) -> list[Evaluation]:
         catalog = (await self.catalog()).catalog
         tenant = await self.tenant(org_id, user_id)
-        return evaluate_all(catalog, tenant, platform=platform, user_id=user_id)
+        return evaluate_all(catalog, tenant, platform=platform, user_id=user_id, now=now)
+
+    async def schedules(self, org_id: str, *, now: datetime, flag_key: str | None = None) -> list[dict[str, Any]]:
+        """Steps still to come for the org (its system defaults, org, platform and user overrides), by instant.
+
+        Read fresh for the overrides (an operator's listing, not the hot path); the catalogue from the cache.
+        """
+        catalog = (await self.catalog()).catalog
+        found = [
+            _entry(key, Level.SYSTEM, None, None, step)
+            for key, setting in catalog.system.items()
+            for step in setting.schedule
+            if step.at > now
+        ]
+        for row in await self._source.scheduled(org_id):
+            for raw in row["schedule"]:
+                step = ScheduledStep.from_value(raw)
+                if step.at > now:
+                    found.append(_entry(row["flag_key"], Level(row["level"]), row["platform"], row["user_id"], step))
+        if flag_key is not None:
+            found = [e for e in found if e["flag_key"] == flag_key]
+        found.sort(
+            key=lambda e: (parse_instant(e["at"]), e["flag_key"], e["level"], e["platform"] or "", e["user_id"] or "")
+        )
+        return found
 
     async def enabled_platforms(self, org_id: str, *, user_id: str | None) -> list[Platform]:
         catalog = (await self.catalog()).catalog
         tenant = await self.tenant(org_id, user_id)
         return enabled_platforms(catalog, tenant, user_id=user_id)
+
+
+def _entry(
+    flag_key: str, level: Level, platform: str | None, user_id: str | None, step: ScheduledStep
+) -> dict[str, Any]:
+    return {
+        "flag_key": flag_key,
+        "level": level.value,
+        "platform": platform or None,
+        "user_id": user_id or None,
+        "at": format_instant(step.at),
+        "enabled": step.enabled,
+        "rollout_percentage": step.rollout_percentage,
+    }

@@ -276,6 +276,71 @@ async def time_travel_diff(w: World, target: str, _: bool) -> Req:
     return Req("GET", "/v1/audit/diff", params={"org": w.org(target), "from": since, "to": until})
 
 
+def _soon(w: World) -> str:
+    """A future instant no other request of the module uses."""
+    return _instant(datetime.now(UTC).replace(microsecond=0) + timedelta(days=1, seconds=w.next()))
+
+
+def _scope_path(level: int) -> Callable[[World, str], str]:
+    """-1: the system default of the seeded flag; 0–2: its org, platform or user override in the target org."""
+
+    def path(w: World, target: str) -> str:
+        return f"/v1/flags/{w.t.flag}/system" if level < 0 else w.t.override_paths(w.org(target))[level]
+
+    return path
+
+
+def schedule_step(level: int) -> Builder:
+    async def build(w: World, target: str, _: bool) -> Req:
+        return Req("PUT", _scope_path(level)(w, target) + "/schedule", _body(effective_at=_soon(w), enabled=True))
+
+    return build
+
+
+def cancel_step(level: int) -> Builder:
+    async def build(w: World, target: str, _: bool) -> Req:
+        path = _scope_path(level)(w, target) + "/schedule"
+        at = _soon(w)  # a live step: a cancel that got through would write
+        await w.setup("PUT", path, _body(effective_at=at, rollout_percentage=5))
+        await _settled(w)
+        return Req("DELETE", path, _body(effective_at=at))
+
+    return build
+
+
+async def _settled(w: World) -> None:
+    """Setup done before a request: projected and its caches refilled, so a refusal's snapshot starts clean."""
+    await w.evidence.settle()
+    await w.prime()
+
+
+async def _ops_flag(w: World) -> str:
+    key = f"{w.t.spare}-ops{w.next()}"
+    await w.setup("POST", "/v1/flags", _body(key=key, group="acl", kind="ops"))
+    return key
+
+
+async def engage_kill_switch(w: World, _: str, __: bool) -> Req:
+    key = await _ops_flag(w)
+    await _settled(w)
+    return Req("POST", f"/v1/flags/{key}/kill-switch", _body())
+
+
+async def release_kill_switch(w: World, _: str, __: bool) -> Req:
+    key = await _ops_flag(w)
+    await w.setup("POST", f"/v1/flags/{key}/kill-switch", _body())
+    await _settled(w)
+    return Req("DELETE", f"/v1/flags/{key}/kill-switch", _body())
+
+
+async def stale_report(w: World, _: str, __: bool) -> Req:
+    return Req("GET", "/v1/reports/stale-flags", params={"days": "30"})
+
+
+async def schedules(w: World, target: str, _: bool) -> Req:
+    return Req("GET", f"/v1/orgs/{w.org(target)}/schedules", params={"flag": w.t.flag})
+
+
 # --- the table ---------------------------------------------------------------------------------------------
 
 
@@ -298,10 +363,37 @@ KEY_CHANGE = {"system-admin": (200, 200, 200), "org-admin of A": (200, 404, 404)
               "system auditor": (403, 403, 403), "evaluator of A": (403, 403, 403)}
 AUDIT_READ = {"system-admin": (200, 200), "org-admin of A": (200, 403), "auditor of A": (200, 403),
               "system auditor": (200, 200), "evaluator of A": (403, 403)}
+SYSTEM_READ = {"system-admin": (200,), "org-admin of A": (403,), "auditor of A": (403,),
+               "system auditor": (200,), "evaluator of A": (403,)}
 OWN_OTHER = ("own", "other")
 KEYS = ("own", "other", "system")
 
 MATRIX: dict[tuple[str, str, str], Row] = {
+    # flag semantics: kill switches (system admins), schedules at every scope, the stale report
+    ("command", "POST", "/v1/flags/{flag_key}/kill-switch"): Row(engage_kill_switch, ("system",), SYSTEM_WRITE),
+    ("command", "DELETE", "/v1/flags/{flag_key}/kill-switch"): Row(release_kill_switch, ("system",), SYSTEM_WRITE),
+    ("command", "PUT", "/v1/flags/{flag_key}/system/schedule"): Row(schedule_step(-1), ("system",), SYSTEM_WRITE),
+    ("command", "DELETE", "/v1/flags/{flag_key}/system/schedule"): Row(cancel_step(-1), ("system",), SYSTEM_WRITE),
+    ("command", "PUT", "/v1/orgs/{org_id}/flags/{flag_key}/schedule"): Row(
+        schedule_step(0), OWN_OTHER, OVERRIDE_WRITE
+    ),
+    ("command", "DELETE", "/v1/orgs/{org_id}/flags/{flag_key}/schedule"): Row(
+        cancel_step(0), OWN_OTHER, OVERRIDE_WRITE
+    ),
+    ("command", "PUT", "/v1/orgs/{org_id}/platforms/{platform}/flags/{flag_key}/schedule"): Row(
+        schedule_step(1), OWN_OTHER, OVERRIDE_WRITE
+    ),
+    ("command", "DELETE", "/v1/orgs/{org_id}/platforms/{platform}/flags/{flag_key}/schedule"): Row(
+        cancel_step(1), OWN_OTHER, OVERRIDE_WRITE
+    ),
+    ("command", "PUT", "/v1/orgs/{org_id}/users/{user_id}/flags/{flag_key}/schedule"): Row(
+        schedule_step(2), OWN_OTHER, OVERRIDE_WRITE
+    ),
+    ("command", "DELETE", "/v1/orgs/{org_id}/users/{user_id}/flags/{flag_key}/schedule"): Row(
+        cancel_step(2), OWN_OTHER, OVERRIDE_WRITE
+    ),
+    ("command", "GET", "/v1/reports/stale-flags"): Row(stale_report, ("all",), SYSTEM_READ),
+    ("query", "GET", "/v1/orgs/{org_id}/schedules"): Row(schedules, OWN_OTHER, AUDIT_READ),
     # command API: changes to the catalogue and system defaults
     ("command", "POST", "/v1/flags"): Row(define_flag, ("system",), SYSTEM_WRITE),
     ("command", "PATCH", "/v1/flags/{flag_key}"): Row(update_flag, ("system",), SYSTEM_WRITE),
