@@ -1,4 +1,8 @@
-"""`python -m services.query`: serve the query API with granian (ASGI, one worker)."""
+"""`python -m services.query`: serve the query API with granian, one worker.
+
+On RSGI with the OFREP fast path (`services.query.rsgi`); with
+`FLAGS_QUERY_FAST_PATH=false`, the FastAPI app alone on ASGI.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,13 @@ from services.infra.settings import Settings
 
 def main() -> None:
     settings = Settings()
+    fast = settings.query_fast_path
     Granian(
-        "services.query.fastpath:app_from_env",
+        "services.query.rsgi:app_from_env" if fast else "services.query.app:app_from_env",
         factory=True,
         address=settings.query_host,
         port=settings.query_port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.RSGI if fast else Interfaces.ASGI,
         workers=1,
     ).serve()
 

@@ -1,99 +1,165 @@
-"""The OFREP hot path as plain ASGI, in front of the whole FastAPI app.
+"""The OFREP hot path in front of the FastAPI app: `OfrepEndpoint` decides, an adapter per server interface sends.
 
 Measured in process on this 2-core machine (no server, no network), one OFREP
 evaluation took 125 µs through FastAPI's route, 36 µs when a middleware inside
 the app answered it, 30 µs in front of the app; our own work in it
 (authentication from the key cache, context parsing, evaluation, orjson) is
-about 17 µs. So this wrapper sits outside the app and answers
-`POST /ofrep/v1/evaluate/flags[/{key}]` itself, through the same security-header
-and last-resort-500 layers the app uses, with the same authentication
-(`AuthGate`: key cache, failed-auth throttle, denial log), authorisation and
-use cases (`services.query.ofrep`). Everything else goes to the app, which
-documents these two routes in OpenAPI and serves them itself to a browser
-(a request with `Origin`, when CORS is configured) or when
-`FLAGS_QUERY_FAST_PATH=false`.
+about 17 µs. So `POST /ofrep/v1/evaluate/flags[/{key}]` is answered before the
+app: with the same authentication (`AuthGate`: key cache, failed-auth throttle,
+denial log), authorisation and use cases (`services.query.ofrep`), the same
+security headers (asked once of `SecurityHeaders`) and the same generic 500.
+Everything else goes to the app, which documents these two routes in OpenAPI
+and serves them itself to a browser (a request with `Origin`, when CORS is
+configured: the app's CORS layer decides) or when `FLAGS_QUERY_FAST_PATH=false`.
+
+`OfrepFastPath` is the ASGI adapter (in-process tests, any ASGI server);
+`services.query.rsgi` is the one `python -m services.query` serves, on
+granian's RSGI interface, which costs less per request than ASGI.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
 from services.auth.authenticator import Unauthenticated
 from services.auth.http import AuthGate, TooManyFailures
 from services.auth.policy import Forbidden, Principal
-from services.http import SecurityHeaders, UnhandledErrors
+from services.http import SecurityHeaders
 from services.http.errors import problem, rate_limited
-from services.infra.settings import Settings
+from services.http.unhandled import INTERNAL_ERROR_DETAIL
 from services.query import ofrep
-from services.query.app import app_from_env as fastapi_app_from_env
 
-__all__ = ["OfrepFastPath", "app_from_env", "serve"]
+__all__ = ["OfrepEndpoint", "OfrepFastPath", "Reply", "has_origin", "is_ofrep", "read_body", "security_headers"]
+
+log = logging.getLogger("flagstream.http")
 
 BULK = "/ofrep/v1/evaluate/flags"
 SINGLE = BULK + "/"
+RawHeaders = list[tuple[bytes, bytes]]
 _JSON = (b"content-type", b"application/json")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="flagstream"'}
 
 
-class OfrepFastPath:
-    """Answer OFREP evaluations straight from ASGI; pass every other request to `app`."""
+def is_ofrep(method: str, path: str) -> bool:
+    """`POST` to one of OFREP's two evaluation paths (a key holds no `/`)."""
+    return method == "POST" and (
+        path == BULK or (path.startswith(SINGLE) and len(path) > len(SINGLE) and "/" not in path[len(SINGLE) :])
+    )
 
-    __slots__ = ("_cors", "_ofrep", "app")
 
-    def __init__(self, app: FastAPI, *, cors: bool = False) -> None:
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    headers: RawHeaders
+    body: bytes
+
+
+class OfrepEndpoint:
+    """Authenticate, evaluate, and turn every outcome into a `Reply` carrying the security headers."""
+
+    __slots__ = ("_security", "app")
+
+    def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self._cors = cors  # the app has a CORS layer: leave requests from browsers to it
-        self._ofrep = SecurityHeaders(UnhandledErrors(self._serve))
+        self._security = security_headers()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and not (self._cors and _has_origin(scope)):
-            path: str = scope["path"]
-            if path == BULK or (path.startswith(SINGLE) and len(path) > len(SINGLE) and "/" not in path[len(SINGLE) :]):
-                await self._ofrep(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+    async def reply(self, request: Request, body: Callable[[], Awaitable[bytes]]) -> Reply:
+        """`request` gives the path and headers (and the client, for the throttle); `body` reads the body."""
+        try:
+            return await self._answer(request, body)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            return self._response(problem(500, "internal_error", INTERNAL_ERROR_DETAIL))
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope["path"]
+    async def _answer(self, request: Request, body: Callable[[], Awaitable[bytes]]) -> Reply:
         state = self.app.state
         gate: AuthGate | None = state.auth
-        request = Request(scope, receive)
         principal: Principal | None = None
         try:
             if gate is None:  # not started yet: fail closed, as `services.auth.http` does
                 raise Unauthenticated("authentication is not available yet; retry shortly")
             principal = await gate.principal(request)
-            body = await _read(receive)
             service = state.ofrep_service()
+            path: str = request.scope["path"]
             if path == BULK:
-                answer = await ofrep.evaluate_flags(service, principal, body, request.headers.get("if-none-match"))
+                if_none_match = request.headers.get("if-none-match")
+                answer = await ofrep.evaluate_flags(service, principal, await body(), if_none_match)
             else:
-                answer = await ofrep.evaluate_flag(service, principal, path[len(SINGLE) :], body)
+                answer = await ofrep.evaluate_flag(service, principal, path[len(SINGLE) :], await body())
         except Unauthenticated as exc:
-            await problem(401, "unauthenticated", exc.detail, headers=_CHALLENGE)(scope, receive, send)
-            return
+            return self._response(problem(401, "unauthenticated", exc.detail, headers=_CHALLENGE))
         except Forbidden as exc:
             assert gate is not None
             gate.denied(request, "forbidden", exc.detail, principal)
-            await problem(403, "forbidden", exc.detail)(scope, receive, send)
-            return
+            return self._response(problem(403, "forbidden", exc.detail))
         except TooManyFailures as exc:
-            await rate_limited(exc.retry_after, reason="too many failed authentications")(scope, receive, send)
-            return
+            return self._response(rate_limited(exc.retry_after, reason="too many failed authentications"))
         headers = [] if answer.status == 304 else [_JSON, (b"content-length", str(len(answer.body)).encode())]
         if answer.etag is not None:
             headers.append((b"etag", answer.etag.encode()))
-        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-        await send({"type": "http.response.body", "body": answer.body})
+        return Reply(answer.status, [*headers, *self._security], answer.body)
+
+    def _response(self, response: Response) -> Reply:
+        return Reply(response.status_code, [*response.raw_headers, *self._security], bytes(response.body))
 
 
-def _has_origin(scope: Scope) -> bool:
-    return any(name == b"origin" for name, _ in scope["headers"])
+def security_headers() -> RawHeaders:
+    """The headers `SecurityHeaders` puts on a JSON answer, asked of it once rather than copied."""
+    captured: RawHeaders = []
+
+    async def bare(_scope: Scope, _receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    async def capture(message: Message) -> None:
+        captured.extend(message.get("headers", ()))
+
+    async def nothing() -> Message:
+        return {"type": "http.disconnect"}
+
+    scope = {"type": "http", "path": "/", "root_path": ""}
+    layer = SecurityHeaders(bare)(scope, nothing, capture)
+    try:
+        layer.send(None)  # over a bare answer the layer never suspends: no event loop needed
+    except StopIteration:
+        return captured
+    raise RuntimeError("the security header layer suspended")
 
 
-async def _read(receive: Receive) -> bytes:
+class OfrepFastPath:
+    """ASGI: answer OFREP evaluations from `OfrepEndpoint`; pass every other request to `app`."""
+
+    __slots__ = ("_cors", "_endpoint", "app")
+
+    def __init__(self, app: FastAPI, *, cors: bool = False) -> None:
+        self.app = app
+        self._cors = cors  # the app has a CORS layer: leave requests from browsers to it
+        self._endpoint = OfrepEndpoint(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and is_ofrep(scope["method"], scope["path"])
+            and not (self._cors and has_origin(scope["headers"]))
+        ):
+            reply = await self._endpoint.reply(Request(scope, receive), lambda: read_body(receive))
+            await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
+            await send({"type": "http.response.body", "body": reply.body})
+            return
+        await self.app(scope, receive, send)
+
+
+def has_origin(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    return any(name == b"origin" for name, _ in headers)
+
+
+async def read_body(receive: Receive) -> bytes:
     """The request body, or its first `ofrep.MAX_BODY + 1` bytes: enough to refuse the rest unread."""
     message = await receive()
     body: bytes = message.get("body", b"")
@@ -106,13 +172,3 @@ async def _read(receive: Receive) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
-
-
-def serve(app: FastAPI, settings: Settings) -> ASGIApp:
-    """The query app as served: behind the fast path unless the settings turn it off."""
-    return OfrepFastPath(app, cors=bool(settings.cors_origins)) if settings.query_fast_path else app
-
-
-def app_from_env() -> ASGIApp:
-    """Factory for granian (`python -m services.query`): the app of `services.query.app`, behind the fast path."""
-    return serve(fastapi_app_from_env(), Settings())

@@ -161,7 +161,8 @@ def _success(e: Evaluation) -> dict[str, Any]:
         metadata["rolloutPercentage"] = e.rollout_percentage
     if e.killed:
         metadata["killSwitch"] = True
-    return {"key": e.flag_key, "value": e.value, "reason": REASONS[e.reason], "variant": e.variant, "metadata": metadata}
+    reason = REASONS[e.reason]
+    return {"key": e.flag_key, "value": e.value, "reason": reason, "variant": e.variant, "metadata": metadata}
 
 
 def _failure(status: int, code: str, details: str, key: str | None) -> Answer:

@@ -1,7 +1,9 @@
 """OFREP over the app in process: shapes, reasons, error codes, ETags and access, on both HTTP paths.
 
-Every test runs twice: through the ASGI fast path (as served) and through
-FastAPI's routes (`query_fast_path=False`); the answers must be the same.
+Every test runs twice: through the fast path's ASGI adapter and through
+FastAPI's routes; the answers must be the same. The RSGI adapter, which
+`python -m services.query` serves, is tested on the running stack
+(tests/integration/test_ofrep.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from services.infra.settings import Settings
 from services.query import ofrep
 from services.query.app import create_app
 from services.query.cache import DocumentCache
-from services.query.fastpath import serve
+from services.query.fastpath import OfrepFastPath
 from services.query.service import QueryService
 from tests.support.auth import MemoryKeys, bearer, memory_gate
 from tests.unit.test_query_api import KEY, StateSource, sample_log
@@ -49,9 +51,9 @@ async def world(request: pytest.FixtureRequest) -> AsyncIterator[World]:
     source = StateSource(fold(sample_log().events))
     service = QueryService(DocumentCache(None, ttl=60, local=False), source, CacheKeys("t"))
     keys = MemoryKeys()
-    settings = Settings(query_fast_path=request.param)
-    app = serve(create_app(settings, service=service, auth=memory_gate(keys)), settings)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    app = create_app(Settings(), service=service, auth=memory_gate(keys))
+    served = OfrepFastPath(app) if request.param else app
+    transport = httpx.ASGITransport(app=served, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://query.test") as client:
         yield World(client, keys, source)
 
@@ -215,7 +217,7 @@ async def test_a_browser_request_goes_through_the_apps_cors_layer() -> None:
     service = QueryService(DocumentCache(None, ttl=60, local=False), source, CacheKeys("t"))
     keys = MemoryKeys()
     settings = Settings(cors_origins=["https://admin.example"])
-    app = serve(create_app(settings, service=service, auth=memory_gate(keys)), settings)
+    app = OfrepFastPath(create_app(settings, service=service, auth=memory_gate(keys)), cors=True)
     headers = {**bearer(keys.issue(Role.EVALUATOR, "acme")), "Origin": "https://admin.example"}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://query.test") as client:
         response = await client.post(FLAG, json={"context": {"targetingKey": "u-1"}}, headers=headers)
