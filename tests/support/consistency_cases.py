@@ -1,0 +1,166 @@
+"""One table of evaluation cases every surface must answer alike: the pure core, the native API, OFREP (the SDK).
+
+`changes(base)` is the world: the changes every surface starts from, as events
+(sealed in order by `sealed(base)`, so each surface folds or projects the very
+same log). Scheduled steps take effect at `base`. `CASES` is the table: who asks
+about which flag, when (`at`, an offset from `base`; None where no schedule is
+involved), and the expected value, variant, reason and deciding level. Buckets
+behind the rollout rows (murmur3, Unleash's): c.rollout u-1 23, u-2 60, acme 99;
+c.platform-rollout u-1 10, u-4 40 (the edge of 40%), u-2 86; c.ramp (50%, then
+100% at `base`) u-1 22, u-4 64; arms of c.experiment: u-1 blue, u-3 control, acme green.
+
+A runner per surface turns a case into an `Outcome` and compares it with
+`case.expected`; a surface that does not report a field leaves it None and the
+comparison skips it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from events import (
+    AnyChange,
+    Envelope,
+    FlagArchived,
+    FlagDefined,
+    FlagKind,
+    KillSwitchEngaged,
+    Level,
+    OrgOverrideCleared,
+    OrgOverrideSet,
+    Platform,
+    PlatformOverrideSet,
+    RolloutPercentageSet,
+    SettingScheduled,
+    SystemDefaultSet,
+    UserOverrideSet,
+    Variant,
+)
+from tests.support.factories import LogBuilder
+
+ORG, OTHER = "acme", "globex"
+JUST_BEFORE = -timedelta(microseconds=1)
+AT = timedelta(0)
+
+
+def changes(base: datetime) -> list[AnyChange]:
+    """The world every surface evaluates in; scheduled steps fall due at `base`."""
+
+    def define(key: str, kind: FlagKind = FlagKind.RELEASE, **more: object) -> FlagDefined:
+        return FlagDefined(flag_key=key, group="consistency", kind=kind, description=key, **more)  # type: ignore[arg-type]
+
+    def rollout(key: str, pct: int, level: Level = Level.ORG, **scope: object) -> RolloutPercentageSet:
+        return RolloutPercentageSet(flag_key=key, level=level, org_id=ORG, percentage=pct, **scope)  # type: ignore[arg-type]
+
+    arms = (Variant(name="control", weight=500), Variant(name="blue", weight=300), Variant(name="green", weight=200))
+    return [
+        define("c.levels"),
+        SystemDefaultSet(flag_key="c.levels", enabled=False),
+        OrgOverrideSet(flag_key="c.levels", org_id=ORG, enabled=True),
+        PlatformOverrideSet(flag_key="c.levels", org_id=ORG, platform=Platform.TIKTOK, enabled=False),
+        UserOverrideSet(flag_key="c.levels", org_id=ORG, user_id="u-1", enabled=True),
+        define("c.rollout"),
+        SystemDefaultSet(flag_key="c.rollout", enabled=False),
+        rollout("c.rollout", 50),
+        define("c.platform-rollout"),
+        PlatformOverrideSet(flag_key="c.platform-rollout", org_id=ORG, platform=Platform.META, enabled=True),
+        rollout("c.platform-rollout", 40, Level.PLATFORM, platform=Platform.META),
+        define("c.archived"),
+        SystemDefaultSet(flag_key="c.archived", enabled=True),
+        FlagArchived(flag_key="c.archived"),
+        define("c.unset"),
+        define("c.cleared"),
+        SystemDefaultSet(flag_key="c.cleared", enabled=True),
+        OrgOverrideSet(flag_key="c.cleared", org_id=ORG, enabled=False),
+        OrgOverrideCleared(flag_key="c.cleared", org_id=ORG),
+        define("c.experiment", FlagKind.EXPERIMENT, variants=arms),
+        OrgOverrideSet(flag_key="c.experiment", org_id=ORG, enabled=True),
+        define("c.killed", FlagKind.OPS),
+        SystemDefaultSet(flag_key="c.killed", enabled=True),
+        KillSwitchEngaged(flag_key="c.killed"),
+        define("c.scheduled"),
+        SystemDefaultSet(flag_key="c.scheduled", enabled=False),
+        SettingScheduled(flag_key="c.scheduled", level=Level.ORG, org_id=ORG, effective_at=base, enabled=True),
+        define("c.ramp"),
+        rollout("c.ramp", 50),
+        SettingScheduled(flag_key="c.ramp", level=Level.ORG, org_id=ORG, effective_at=base, rollout_percentage=100),
+    ]
+
+
+def sealed(base: datetime) -> list[Envelope]:
+    """`changes(base)` as the command store would seal them, a second apart from a fixed start."""
+    builder = LogBuilder(datetime(2026, 1, 1, tzinfo=UTC))
+    events = builder.extend(changes(base))
+    assert len(events) == len(changes(base)), "a change of the world changes nothing"
+    return events
+
+
+@dataclass(frozen=True)
+class Outcome:
+    value: bool
+    variant: str | None
+    reason: str
+    level: str | None
+
+    def matches(self, expected: Outcome) -> bool:
+        """Equal on every field this surface reports (None: not reported)."""
+        mine = expected if self.variant is not None else replace(expected, variant=None)
+        return self == mine
+
+
+@dataclass(frozen=True)
+class Case:
+    flag: str
+    org: str
+    platform: str | None
+    user: str | None
+    expected: Outcome
+    at: timedelta | None = None  # when to ask, from `base`; None: any time (no schedule involved)
+
+    @property
+    def name(self) -> str:
+        when = "" if self.at is None else f" @base{self.at.total_seconds():+g}s"
+        return f"{self.flag} {self.org}/{self.platform or '-'}/{self.user or '-'}{when}"
+
+
+def _o(value: bool, variant: str | None, reason: str, level: str | None) -> Outcome:
+    return Outcome(value, variant, reason, level)
+
+
+CASES: tuple[Case, ...] = (
+    # the four levels, highest first
+    Case("c.levels", ORG, "tiktok", "u-1", _o(True, "on", "TARGETING_MATCH", "user")),
+    Case("c.levels", ORG, "tiktok", "u-2", _o(False, "off", "TARGETING_MATCH", "platform")),
+    Case("c.levels", ORG, "meta", "u-2", _o(True, "on", "TARGETING_MATCH", "org")),
+    Case("c.levels", ORG, None, None, _o(True, "on", "TARGETING_MATCH", "org")),
+    Case("c.levels", OTHER, "tiktok", "u-1", _o(False, "off", "STATIC", "system")),
+    # sticky rollouts: the user's bucket, or the org's without a user
+    Case("c.rollout", ORG, None, "u-1", _o(True, "on", "SPLIT", "org")),
+    Case("c.rollout", ORG, None, "u-2", _o(False, "off", "SPLIT", "org")),
+    Case("c.rollout", ORG, None, None, _o(False, "off", "SPLIT", "org")),
+    Case("c.rollout", OTHER, None, "u-1", _o(False, "off", "STATIC", "system")),
+    Case("c.platform-rollout", ORG, "meta", "u-1", _o(True, "on", "SPLIT", "platform")),
+    Case("c.platform-rollout", ORG, "meta", "u-4", _o(True, "on", "SPLIT", "platform")),
+    Case("c.platform-rollout", ORG, "meta", "u-2", _o(False, "off", "SPLIT", "platform")),
+    Case("c.platform-rollout", ORG, "google", "u-1", _o(False, "off", "DEFAULT", None)),
+    # archived, never set, set then cleared
+    Case("c.archived", ORG, None, "u-1", _o(False, "off", "DISABLED", "system")),
+    Case("c.unset", ORG, None, "u-1", _o(False, "off", "DEFAULT", None)),
+    Case("c.cleared", ORG, None, None, _o(True, "on", "STATIC", "system")),
+    # an experiment's sticky arms (Unleash's variant hashing)
+    Case("c.experiment", ORG, None, "u-1", _o(True, "blue", "TARGETING_MATCH", "org")),
+    Case("c.experiment", ORG, None, "u-3", _o(True, "control", "TARGETING_MATCH", "org")),
+    Case("c.experiment", ORG, None, None, _o(True, "green", "TARGETING_MATCH", "org")),
+    Case("c.experiment", OTHER, None, "u-1", _o(False, "off", "DEFAULT", None)),
+    # an ops flag's kill switch wins over every level
+    Case("c.killed", ORG, None, "u-1", _o(False, "off", "DISABLED", "system")),
+    # schedules on each side of their instant
+    Case("c.scheduled", ORG, None, "u-1", _o(False, "off", "STATIC", "system"), JUST_BEFORE),
+    Case("c.scheduled", ORG, None, "u-1", _o(True, "on", "TARGETING_MATCH", "org"), AT),
+    Case("c.ramp", ORG, None, "u-4", _o(False, "off", "SPLIT", "org"), JUST_BEFORE),
+    Case("c.ramp", ORG, None, "u-4", _o(True, "on", "SPLIT", "org"), AT),
+    Case("c.ramp", ORG, None, "u-1", _o(True, "on", "SPLIT", "org"), JUST_BEFORE),
+    # a flag nobody defined
+    Case("c.nothing", ORG, None, "u-1", _o(False, None, "ERROR", None)),
+)
