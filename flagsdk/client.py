@@ -25,11 +25,11 @@ from typing import Any
 import httpx
 
 from events import Envelope, Level, Platform
-from flagcore import ErrorCode, Evaluation, FlagError, Reason, evaluate, evaluate_all
+from flagcore import ErrorCode, Evaluation, FlagError, FlagState, Reason, evaluate, evaluate_all
 from flagcore import enabled_platforms as core_enabled_platforms
 from flagsdk import snapshot
 from flagsdk.errors import BootstrapError, SnapshotError
-from flagsdk.follower import Follower
+from flagsdk.follower import Follower, StreamStats
 from flagsdk.plans import Plan, compile_plan
 from services.infra.kafka import client_options
 from services.infra.settings import Settings
@@ -111,6 +111,14 @@ class FlagClient:
         """A client for the deployment `settings` describe (the services' own `FLAGS_*` configuration)."""
         query_url = f"http://{settings.query_host}:{settings.query_port}"
         return cls(query_url=query_url, api_key=api_key, org_id=org_id, kafka=client_options(settings), **options)
+
+    @classmethod
+    def from_state(cls, state: FlagState, *, org_id: str) -> FlagClient:
+        """A client over a state you already hold, following nothing: offline evaluation, tools and tests."""
+        client = cls(query_url="", api_key="", org_id=org_id, kafka={})
+        client._state = state
+        client._source = "state"
+        return client
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -237,13 +245,12 @@ class FlagClient:
     # --- staleness ------------------------------------------------------------------------------------------
 
     def status(self) -> Status:
-        assert self._follower is not None, "not started"
-        s = self._follower.stats
+        s = self._follower.stats if self._follower is not None else StreamStats()
         age = None if s.last_event_at is None else (datetime.now(UTC) - s.last_event_at).total_seconds()
         contact = None if s.last_fetch is None else time.monotonic() - s.last_fetch
         return Status(
             self._source, s.connected, s.lag, age, contact, s.applied, s.duplicates, s.dropped, s.refused,
-            s.reconnects, dict(self._follower.positions),
+            s.reconnects, {} if self._follower is None else dict(self._follower.positions),
         )
 
     def wait_until_current(self, timeout: float = 10.0) -> bool:
