@@ -1,5 +1,9 @@
-"""The seed catalogue: the design notes' 34 flags in six groups.
+"""The seed catalogue: the design notes' 34 flags in six groups, each with a kind and an owner.
 
+Kinds follow Fowler: the platform integrations are ops flags (each has a kill
+switch for an outage at the platform), plan features are permission flags,
+unfinished features are release flags, and the AI features whose value is still
+being measured are experiments with their arms (weights in thousandths).
 Loaded with `flagctl catalog load`, which sends each entry as ordinary
 commands, so the catalogue is in the log like any other change.
 """
@@ -19,10 +23,15 @@ class SeedFlag:
     owner: str
     description: str
     default_on: bool = False
+    variants: tuple[tuple[str, int], ...] = ()  # (name, weight in thousandths) of an experiment
 
 
 def _group(group: str, kind: FlagKind, owner: str, rows: list[tuple[str, str, bool]]) -> list[SeedFlag]:
     return [SeedFlag(key, group, kind, owner, text, on) for key, text, on in rows]
+
+
+def _experiment(key: str, owner: str, description: str, arms: tuple[tuple[str, int], ...]) -> list[SeedFlag]:
+    return [SeedFlag(key, key.split(".", 1)[0], FlagKind.EXPERIMENT, owner, description, False, arms)]
 
 
 SEED_FLAGS: tuple[SeedFlag, ...] = tuple(
@@ -45,11 +54,13 @@ SEED_FLAGS: tuple[SeedFlag, ...] = tuple(
     ])
     + _group("ai", FlagKind.RELEASE, "ai-team", [
         ("ai.semantic-search.enabled", "Semantic search", False),
-        ("ai.auto-optimization.enabled", "Automatic campaign optimisation", False),
         ("ai.insights.enabled", "AI insights", False),
-        ("ai.best-time-analysis.enabled", "Best time to post analysis", False),
         ("ai.audience-expansion.enabled", "Audience expansion", False),
     ])
+    + _experiment("ai.auto-optimization.enabled", "ai-team", "Automatic campaign optimisation",
+                  (("control", 500), ("bandit", 500)))
+    + _experiment("ai.best-time-analysis.enabled", "ai-team", "Best time to post analysis",
+                  (("control", 340), ("heuristic", 330), ("model", 330)))
     + _group("analytics", FlagKind.RELEASE, "analytics-team", [
         ("analytics.platform-metrics.enabled", "Platform metrics", False),
         ("analytics.engagement.enabled", "Engagement analytics", False),

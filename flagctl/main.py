@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from events import Platform
 from flagcore import SEED_FLAGS
-from flagctl import audit, timetravel
+from flagctl import audit, semantics, timetravel
 from flagctl.client import ApiError, Client
 
 Handler = Callable[[Client, argparse.Namespace], int]
@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["release", "experiment", "ops", "permission"], default="release")
     p.add_argument("--description", default="")
     p.add_argument("--owner")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=WEIGHT",
+                   help="an experiment arm (repeat; weights sum to 100 or 1000)")
+    p.add_argument("--expires", metavar="RFC3339", help="when the flag is due for removal")
     _change_args(p, versioned=False)
     p.set_defaults(handler=cmd_define)
 
@@ -101,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("flags", help="list flag definitions")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_flags)
+    semantics.register(sub, p)
 
     timetravel.register(audit.add_parser(sub))
 
@@ -208,8 +212,16 @@ def cmd_define(client: Client, args: argparse.Namespace) -> int:
     body = _base_body(args) | {
         "key": args.flag, "group": args.group, "kind": args.kind,
         "description": args.description, "owner": args.owner,
+        "variants": [_variant(text) for text in args.variant], "expires_at": args.expires,
     }
     return _report_change(client.command("POST", "/v1/flags", body), args)
+
+
+def _variant(text: str) -> dict[str, Any]:
+    name, _, weight = text.partition("=")
+    if not weight.isdigit():
+        raise UsageError(f"--variant {text!r}: give NAME=WEIGHT, e.g. control=50")
+    return {"name": name, "weight": int(weight)}
 
 
 def cmd_archive(client: Client, args: argparse.Namespace) -> int:
@@ -311,6 +323,7 @@ def cmd_catalog_load(client: Client, args: argparse.Namespace) -> int:
         body = {
             "key": seed.key, "group": seed.group, "kind": seed.kind.value, "description": seed.description,
             "owner": seed.owner, "reason": args.reason,
+            "variants": [{"name": name, "weight": weight} for name, weight in seed.variants],
         }
         try:
             client.command("POST", "/v1/flags", body)
