@@ -46,7 +46,7 @@ HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # "no-referrer" would make Chrome send `Origin: null` on our own posts
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
 
