@@ -23,6 +23,8 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.flag_evaluation import ErrorCode, Reason
 
 from flagcore import bucket
+from flagcore.model import Variant
+from flagcore.variants import select_variant
 from services.infra.settings import Settings
 from tests.conftest import Stack, start_stack
 from tests.support.auth import bearer
@@ -33,6 +35,9 @@ ROLLOUT = "ofrep.rollout"  # 40% at the org level, on at the tiktok platform, of
 FIXED = "ofrep.fixed"  # system default on
 ARCHIVED = "ofrep.archived"
 UNSET = "ofrep.unset"  # defined, set nowhere
+EXPERIMENT = "ofrep.experiment"  # arms control/treatment 50/50, on for the org
+KILLED = "ofrep.killed"  # an ops flag, on by default, its kill switch engaged
+ARMS = (Variant("control", 500), Variant("treatment", 500))
 REASON = {"reason": "ofrep integration test"}
 
 
@@ -74,6 +79,12 @@ def world(make_settings: Callable[[], Settings], tmp_path_factory: pytest.TempPa
         with httpx.Client(base_url=stack.command_url, headers=stack.headers, timeout=10) as http:
             for key in (ROLLOUT, FIXED, ARCHIVED, UNSET):
                 _call(http, "POST", "/v1/flags", key=key, group="ofrep")
+            arms = [{"name": v.name, "weight": v.weight} for v in ARMS]
+            _call(http, "POST", "/v1/flags", key=EXPERIMENT, group="ofrep", kind="experiment", variants=arms)
+            _call(http, "PUT", f"/v1/orgs/{org}/flags/{EXPERIMENT}", enabled=True)
+            _call(http, "POST", "/v1/flags", key=KILLED, group="ofrep", kind="ops")
+            _call(http, "PUT", f"/v1/flags/{KILLED}/system", enabled=True)
+            _call(http, "POST", f"/v1/flags/{KILLED}/kill-switch")
             _call(http, "PUT", f"/v1/flags/{FIXED}/system", enabled=True)
             _call(http, "PUT", f"/v1/orgs/{org}/flags/{ROLLOUT}", enabled=True, rollout_percentage=40)
             _call(http, "PUT", f"/v1/orgs/{org}/platforms/tiktok/flags/{ROLLOUT}", enabled=True)
@@ -86,7 +97,8 @@ def world(make_settings: Callable[[], Settings], tmp_path_factory: pytest.TempPa
         probe = w.client()
         vip = EvaluationContext(targeting_key="vip")
         _eventually(lambda: probe.get_boolean_details(ROLLOUT, True, vip).reason == Reason.TARGETING_MATCH
-                    and probe.get_boolean_details(ARCHIVED, True).reason == Reason.DISABLED, "the seed")
+                    and probe.get_boolean_details(ARCHIVED, True).reason == Reason.DISABLED
+                    and probe.get_boolean_details(KILLED, True).reason == Reason.DISABLED, "the seed")
         yield w
     finally:
         stack.stop()
@@ -123,6 +135,28 @@ def test_static_default_and_disabled(world: World) -> None:
     assert (unset.value, unset.reason, unset.variant) == (False, Reason.DEFAULT, "off")
     archived = client.get_boolean_details(ARCHIVED, True)
     assert (archived.value, archived.reason) == (False, Reason.DISABLED)
+
+
+def test_an_experiment_serves_each_user_a_sticky_arm(world: World) -> None:
+    client = world.client()
+    arms = {}
+    for user in (f"user-{i}" for i in range(30)):
+        details = client.get_boolean_details(EXPERIMENT, False, EvaluationContext(targeting_key=user))
+        assert (details.value, details.reason) == (True, Reason.TARGETING_MATCH), details
+        assert client.get_boolean_details(EXPERIMENT, False, EvaluationContext(targeting_key=user)).variant == (
+            details.variant)
+        arms[user] = details.variant
+        assert details.variant == select_variant(EXPERIMENT, user, ARMS).name  # Unleash's variant hashing
+    assert set(arms.values()) == {"control", "treatment"}
+    elsewhere = world.client(world.admin).get_boolean_details(
+        EXPERIMENT, True, EvaluationContext("user-1", {"org": world.other_org}))
+    assert (elsewhere.value, elsewhere.variant, elsewhere.reason) == (False, "off", Reason.DEFAULT)
+
+
+def test_a_kill_switch_wins(world: World) -> None:
+    details = world.client().get_boolean_details(KILLED, True, EvaluationContext("u-1", {"platform": "meta"}))
+    assert (details.value, details.variant, details.reason) == (False, "off", Reason.DISABLED)
+    assert details.flag_metadata["killSwitch"] is True
 
 
 def test_an_unknown_flag_gives_the_default_with_flag_not_found(world: World) -> None:
