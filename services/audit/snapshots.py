@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from flagcore import FlagState
 from flagcore.history import restore, scope_of_stream, snapshot
 from services.audit.positions import kafka_positions
 from services.audit.store import Part, PostgresHistory, Run
@@ -36,24 +37,28 @@ async def take(history: PostgresHistory, positions: Positions, *, every: int = 2
     if cutoff is None or cutoff <= start:
         return None
     parts = await history.latest_parts()
-    state = restore({p.scope: p.doc for p in parts})
+    # One state per scope: scopes never share a stream, and a part is then cut from its own state.
+    states = {p.scope: restore({p.scope: p.doc}) for p in parts}
     counts = {p.scope: p.events for p in parts}
     fresh: dict[str, int] = {}  # scope -> events since its last part
     written: list[tuple[Part, datetime]] = []
     until = last.covered_until if last else None
     async for sequence, occurred_at, envelope in history.stream_events(after=start, upto=cutoff):
         until = occurred_at if until is None else max(until, occurred_at)
-        if not state.apply(envelope):
-            continue
         scope = scope_of_stream(envelope.stream)
         assert scope is not None  # flag events only
+        state = states.setdefault(scope, FlagState())
+        if not state.apply(envelope):
+            continue
         counts[scope] = counts.get(scope, 0) + 1
         fresh[scope] = fresh.get(scope, 0) + 1
         if fresh[scope] >= every:
             written.append((Part(scope, sequence, counts[scope], snapshot(state, scope).doc), until))
             del fresh[scope]
     assert until is not None
-    written += [(Part(scope, cutoff, counts[scope], snapshot(state, scope).doc), until) for scope in sorted(fresh)]
+    written += [
+        (Part(scope, cutoff, counts[scope], snapshot(states[scope], scope).doc), until) for scope in sorted(fresh)
+    ]
     run = Run(cutoff, until, await positions(cutoff, last.kafka_offsets if last else {}))
     await history.save(written, run)
     log.info("snapshot run up to sequence %d: %d parts, Kafka offsets %s", cutoff, len(written), run.kafka_offsets)

@@ -26,9 +26,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing
+import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -171,13 +173,16 @@ async def replay(
     schema: str,
     *,
     until: Mapping[int, int] | None = None,
+    partitions: Sequence[int] | None = None,
     batch: int = 10_000,
     stop_after: int | None = None,
     bar: bool = True,
+    report: Callable[[int], None] | None = None,
 ) -> int:
-    """Apply the topic to `schema` from its stored offsets up to `until` (default: the current end).
+    """Apply the topic (or some of its partitions) to `schema` from its stored offsets up to `until`.
 
-    Returns how many records were consumed. `stop_after` ends early (an interrupted run, in tests).
+    `until` defaults to the current end. Returns how many records were consumed; `report`
+    is told each batch's size. `stop_after` ends early (an interrupted run, in tests).
     """
     pool = await create_projector_pool(settings, schema=schema)
     consumer = AIOKafkaConsumer(
@@ -189,27 +194,30 @@ async def replay(
     try:
         store = PostgresStore(pool, settings.projector_group)
         projector = Projector(store, Unchanged(), NoInvalidation(), retry_backoff=0.0)
-        tps = [TopicPartition(settings.topic, p) for p in await topic_partitions(settings, settings.topic)]
+        chosen = partitions if partitions is not None else await topic_partitions(settings, settings.topic)
+        tps = [TopicPartition(settings.topic, p) for p in chosen]
         consumer.assign(tps)
         start = await store.stored_offsets(settings.topic)
         if until is None:
             until = {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}
-        end = dict(until)
+        end = {tp.partition: until.get(tp.partition, 0) for tp in tps}
         for tp in tps:
             consumer.seek(tp, start.get(tp.partition, 0))
-        remaining = {tp for tp in tps if start.get(tp.partition, 0) < end.get(tp.partition, 0)}
-        progress = Bar(sum(max(end.get(p, 0) - start.get(p, 0), 0) for p in end)) if bar else None
+        remaining = {tp for tp in tps if start.get(tp.partition, 0) < end[tp.partition]}
+        progress = Bar(sum(max(end[p] - start.get(p, 0), 0) for p in end)) if bar else None
         consumed = 0
         while remaining and (stop_after is None or consumed < stop_after):
             fetched = await consumer.getmany(*remaining, timeout_ms=500, max_records=batch)
-            records = [r for tp, rs in fetched.items() for r in rs if r.offset < end.get(tp.partition, 0)]
+            records = [r for tp, rs in fetched.items() for r in rs if r.offset < end[tp.partition]]
             if records:
                 await projector.handle(records)
                 consumed += len(records)
                 if progress:
                     progress.add(len(records))
+                if report:
+                    report(len(records))
             for tp in list(remaining):
-                if await consumer.position(tp) >= end.get(tp.partition, 0):
+                if await consumer.position(tp) >= end[tp.partition]:
                     remaining.discard(tp)
         return consumed
     finally:
@@ -217,6 +225,72 @@ async def replay(
             progress.finish()
         await consumer.stop()
         await pool.close()
+
+
+async def replay_parallel(settings: Settings, schema: str, *, workers: int, batch: int, bar: bool = True) -> int:
+    """`replay` in `workers` processes, each owning some partitions, up to the end as of now.
+
+    Partitions are independent (a stream lives on one, with its org), each worker's offsets
+    are its own rows, and Python decoding is the bottleneck: processes use every core.
+    """
+    partitions = await topic_partitions(settings, settings.topic)
+    groups = [g for g in (partitions[i::workers] for i in range(workers)) if g]
+    end = await end_offsets(settings, partitions)
+    pool = await create_projector_pool(settings, schema=schema)
+    try:
+        start = await PostgresStore(pool, settings.projector_group).stored_offsets(settings.topic)
+    finally:
+        await pool.close()
+    ctx = multiprocessing.get_context("spawn")
+    counters = [ctx.Value("q", 0) for _ in groups]
+    procs = [
+        ctx.Process(target=_worker, args=(settings, schema, group, end, batch, counter), daemon=True)
+        for group, counter in zip(groups, counters, strict=True)
+    ]
+    for proc in procs:
+        proc.start()
+    progress = Bar(sum(max(o - start.get(p, 0), 0) for p, o in end.items())) if bar else None
+    shown = 0
+    try:
+        while any(proc.is_alive() for proc in procs):
+            await asyncio.sleep(0.2)
+            done = sum(c.value for c in counters)
+            if progress:
+                progress.add(done - shown)
+            shown = done
+    finally:
+        for proc in procs:
+            proc.join()
+        if progress:
+            progress.add(sum(c.value for c in counters) - shown)
+            progress.finish()
+    failed = [p.exitcode for p in procs if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"{len(failed)} rebuild workers failed (exit codes {failed}); run again to resume")
+    return sum(c.value for c in counters)
+
+
+def _worker(
+    settings: Settings, schema: str, partitions: list[int], end: dict[int, int], batch: int, counter: Any
+) -> None:
+    """A spawned process's whole life: replay its partitions, counting into the shared `counter`."""
+
+    def report(n: int) -> None:
+        with counter.get_lock():
+            counter.value += n
+
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(replay(settings, schema, until=end, partitions=partitions, batch=batch, bar=False, report=report))
+
+
+async def end_offsets(settings: Settings, partitions: Sequence[int]) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(**client_options(settings), isolation_level="read_committed")
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(settings.topic, p) for p in partitions])
+        return {tp.partition: o for tp, o in ends.items()}
+    finally:
+        await consumer.stop()
 
 
 async def topic_partitions(settings: Settings, topic: str) -> list[int]:
@@ -234,7 +308,7 @@ async def topic_partitions(settings: Settings, topic: str) -> list[int]:
 
 
 async def rebuild(
-    settings: Settings, schema: str, *, switch: bool, batch: int = 10_000, bar: bool = True
+    settings: Settings, schema: str, *, switch: bool, batch: int = 10_000, workers: int = 1, bar: bool = True
 ) -> str | None:
     """Create (or resume) `schema`, replay the topic into it, and switch over if asked.
 
@@ -243,7 +317,10 @@ async def rebuild(
     owner = await asyncpg.connect(settings.pg_dsn(Role.OWNER))
     try:
         await create_schema(owner, schema)
-        await replay(settings, schema, batch=batch, bar=bar)
+        if workers > 1:
+            await replay_parallel(settings, schema, workers=workers, batch=batch, bar=bar)
+        else:
+            await replay(settings, schema, batch=batch, bar=bar)
         if not switch:
             return None
         return await switch_over(settings, owner, schema, batch=batch)
@@ -272,11 +349,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--schema", default="rebuild", help="the new schema (resumes it when it exists)")
     parser.add_argument("--switch", action="store_true", help="make the rebuilt read models live when done")
     parser.add_argument("--batch", type=int, default=10_000, help="records per transaction")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes, each some partitions")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("services.projector.projection").setLevel(logging.WARNING)
-    retired = asyncio.run(rebuild(Settings(), args.schema, switch=args.switch, batch=args.batch))
+    retired = asyncio.run(
+        rebuild(Settings(), args.schema, switch=args.switch, batch=args.batch, workers=args.workers)
+    )
     if retired:
         print(f"switched over; the previous read models are in schema {retired}")
 

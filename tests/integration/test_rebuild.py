@@ -106,7 +106,7 @@ def test_an_interrupted_rebuild_resumes_and_switches_over_while_the_query_servic
     reader = threading.Thread(target=keep_asking)
     reader.start()
     try:
-        retired = asyncio.run(rebuild(settings, "rebuild_t", switch=True, batch=4, bar=False))
+        retired = asyncio.run(rebuild(settings, "rebuild_t", switch=True, batch=4, workers=2, bar=False))
     finally:
         stop.set()
         reader.join()
