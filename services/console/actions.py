@@ -1,5 +1,6 @@
 """The two steps of every change: preview (previous → new, nothing sent) and apply (sent with the
-expected version). A 409 shows what the other person did and offers the user's change again on top."""
+expected version). A 409 shows what the other person did and offers the user's change again on top.
+Rolling back one change from the audit log takes the same two steps."""
 
 from __future__ import annotations
 
@@ -12,18 +13,21 @@ from starlette.routing import Route
 from events.scope import definition_stream
 from services.console import audit
 from services.console.access import Action, require
+from services.console.audit import AuditFilter
 from services.console.changes import (
     DefinitionEdit,
     InvalidInput,
     SettingChange,
+    describe,
     parse_definition_edit,
+    parse_rollback,
     parse_setting_change,
     parse_target,
 )
 from services.console.client import Api, ApiError
-from services.console.history import changes_since
+from services.console.history import changes_since, read_log
 from services.console.sessions import Session
-from services.console.web import api, changing, render, safe_return
+from services.console.web import api, changing, current, render, safe_return
 
 Change = SettingChange | DefinitionEdit
 
@@ -95,7 +99,45 @@ async def apply(request: Request) -> Response:
                                          "org": _org(change)})
 
 
+# --- rollback of one change (issue 4's rollback routes) ------------------------------------------------------
+
+
+async def rollback_form(request: Request) -> Response:
+    """What undoing this change restores, current → restored, with a reason to give; nothing sent yet."""
+    session = await current(request)
+    undo = parse_rollback(dict(request.query_params), reason_required=False)
+    require(session.principal, undo.action, undo.target.org_id)
+    client = api(request, session)
+    head = await client.stream(undo.stream)
+    events, _ = await read_log(client, AuditFilter(org=undo.target.org_id, flag=undo.target.flag_key))
+    undone = next((e for e in events if e["stream"] == undo.stream and int(e["version"]) == undo.version), None)
+    if undone is None:
+        raise InvalidInput("version", f"no version {undo.version} in {undo.stream}")
+    return render(request, "rollback.html", {
+        "undo": undo, "entry": audit.entry(undone), "head": head,
+        "rows": [(undo.target.label, describe(head["value"]), describe(undone["previous"]))],
+    })
+
+
+async def rollback_apply(request: Request) -> Response:
+    session, form = await changing(request)
+    undo = parse_rollback(form)
+    require(session.principal, undo.action, undo.target.org_id)
+    try:
+        result = await api(request, session).change(undo.method, undo.path, undo.body())
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        raise ApiError(409, {"error": "conflict", "detail": "someone changed it while you looked: open the audit "
+                             "log again and undo from there", "field": "version"}) from exc
+    streams = result.get("streams") or [{"stream": result["stream"], "version": result["version"],
+                                         "value": None, "changed": result["changed"], "events": result["events"]}]
+    return render(request, "rolled_back.html", {"undo": undo, "streams": streams, "describe": describe})
+
+
 routes = [
     Route("/change/preview", preview, methods=["POST"]),
     Route("/change/apply", apply, methods=["POST"]),
+    Route("/rollback", rollback_form, methods=["GET"]),
+    Route("/rollback/apply", rollback_apply, methods=["POST"]),
 ]

@@ -14,7 +14,7 @@ from typing import Any
 from events.vocabulary import FLAG_KEY_RE
 from services.console.changes import InvalidInput, describe, org_id
 
-__all__ = ["KINDS", "AuditFilter", "Entry", "entry", "newest_first", "parse_filter"]
+__all__ = ["KINDS", "AuditFilter", "Entry", "entry", "newest_first", "parse_filter", "parse_instant"]
 
 KINDS = {
     "definition": ("FlagDefined", "FlagUpdated", "FlagArchived"),
@@ -37,6 +37,7 @@ class Entry:
     org_id: str | None
     flag_key: str | None
     actor: str
+    actor_id: str
     reason: str
     previous: str
     new: str
@@ -64,6 +65,7 @@ def entry(envelope: Mapping[str, Any]) -> Entry:
         org_id=envelope.get("org_id"),
         flag_key=envelope.get("flag_key"),
         actor=str((envelope.get("actor") or {}).get("name", "?")),
+        actor_id=str((envelope.get("actor") or {}).get("id", "")),
         reason=str(envelope.get("reason", "")),
         previous=_value(envelope.get("previous")),
         new=_value(envelope.get("new")),
@@ -72,8 +74,11 @@ def entry(envelope: Mapping[str, Any]) -> Entry:
 
 def _instant(form: Mapping[str, str], name: str) -> datetime | None:
     raw = (form.get(name) or "").strip()
-    if not raw:
-        return None
+    return parse_instant(raw, name) if raw else None
+
+
+def parse_instant(raw: str, name: str) -> datetime:
+    """An instant from a form (`datetime-local` gives no zone: UTC is meant); `InvalidInput` names the field."""
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
@@ -83,7 +88,7 @@ def _instant(form: Mapping[str, str], name: str) -> datetime | None:
 
 @dataclass(frozen=True, slots=True)
 class AuditFilter:
-    """What the API filters (org, flag) and what the console filters on top (actor, kind, time)."""
+    """An audit view: org, flag, actor (id or exact name), kind of change, time range."""
 
     org: str | None = None
     flag: str | None = None
@@ -99,7 +104,7 @@ class AuditFilter:
             return False
         if self.flag and e.flag_key != self.flag:
             return False
-        if self.actor and self.actor.lower() not in e.actor.lower():
+        if self.actor and self.actor not in (e.actor, e.actor_id):
             return False
         if self.kind and e.type not in KINDS[self.kind]:
             return False

@@ -19,12 +19,16 @@ from services.auth.policy import Action
 __all__ = [
     "DefinitionEdit",
     "InvalidInput",
+    "Rollback",
     "SettingChange",
     "Target",
     "describe",
     "parse_definition_edit",
+    "parse_rollback",
     "parse_setting_change",
     "parse_target",
+    "rollbackable",
+    "target_of_stream",
 ]
 
 MAX_REASON = 500
@@ -290,3 +294,92 @@ def parse_definition_edit(form: Mapping[str, str], current: Value) -> Definition
     if not changes:
         raise InvalidInput("new_description", "nothing changed: edit a field first")
     return DefinitionEdit(flag, changes, _reason(form), _version(form))
+
+
+def target_of_stream(stream: str) -> Target:
+    """The setting a stream holds (`flag/<key>/system`, `org/<org>/[platform/<p>/|user/<u>/]flag/<key>`)."""
+    parts = stream.split("/")
+    form: dict[str, str] = {}
+    match parts:
+        case ["flag", key, "system"]:
+            form = {"flag": key, "level": "system"}
+        case ["org", org, "flag", key]:
+            form = {"flag": key, "level": "org", "org": org}
+        case ["org", org, "platform", platform, "flag", key]:
+            form = {"flag": key, "level": "platform", "org": org, "platform": platform}
+        case ["org", org, "user", user, "flag", key]:
+            form = {"flag": key, "level": "user", "org": org, "user": user}
+        case _:
+            raise InvalidInput("stream", "not the stream of a flag setting")
+    return parse_target(form)
+
+
+def rollbackable(entry: Any) -> bool:
+    """A setting's change can be undone; a system default's first value has nothing before it to restore."""
+    try:
+        target = target_of_stream(entry.stream)
+    except InvalidInput:
+        return False
+    return entry.version >= 2 or target.level is not Level.SYSTEM
+
+
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    """Undo one change: restore the value its stream had just before it, as new events with their own reason.
+
+    Through the rollback routes (issue 4) for version 2 on; undoing a first
+    override is clearing it, through the ordinary route with the expected version.
+    """
+
+    target: Target
+    version: int  # the version being undone
+    reason: str
+    expected_version: int  # the stream's version when the user looked
+
+    @property
+    def method(self) -> str:
+        return "POST" if self.version >= 2 else "DELETE"
+
+    @property
+    def path(self) -> str:
+        if self.version < 2:
+            return self.target.path
+        if self.target.level is Level.SYSTEM:
+            return f"/v1/flags/{self.target.flag_key}/rollback"
+        return f"/v1/orgs/{self.target.org_id}/rollback"
+
+    @property
+    def stream(self) -> str:
+        return self.target.stream
+
+    @property
+    def action(self) -> Action:
+        return self.target.action
+
+    def body(self) -> dict[str, Any]:
+        if self.version < 2:
+            return {"reason": f"rollback of version 1: {self.reason}", "expected_version": self.expected_version}
+        body: dict[str, Any] = {"version": self.version - 1, "reason": self.reason}
+        if self.target.level is not Level.SYSTEM:
+            body["flag_key"] = self.target.flag_key
+            if self.target.platform is not None:
+                body["platform"] = self.target.platform.value
+            if self.target.user_id is not None:
+                body["user_id"] = self.target.user_id
+        return body
+
+    def fields(self) -> dict[str, str]:
+        return {"stream": self.stream, "version": str(self.version), "reason": self.reason,
+                "expected_version": str(self.expected_version)}
+
+
+def parse_rollback(form: Mapping[str, str], *, reason_required: bool = True) -> Rollback:
+    target = target_of_stream(_text(form, "stream"))
+    raw = _text(form, "version")
+    if not raw.isdigit() or not 1 <= int(raw) <= 2**31 - 1:
+        raise InvalidInput("version", "the version of the change to undo (a whole number from 1)")
+    reason = _reason(form) if reason_required else _text(form, "reason")
+    expected = _version(form) if _text(form, "expected_version") else 0
+    if int(raw) < 2 and target.level is Level.SYSTEM:
+        raise InvalidInput("version", "the first system default has nothing before it to restore")
+    return Rollback(target, int(raw), reason, expected)

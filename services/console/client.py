@@ -42,6 +42,12 @@ class Api(Protocol):
 
     async def events(self, *, org: str | None, flag: str | None, after: int, limit: int) -> dict[str, Any]: ...
 
+    async def history(self, params: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def export(self, params: dict[str, Any]) -> bytes: ...
+
+    async def diff(self, *, org: str, since: str, until: str) -> dict[str, Any]: ...
+
     async def change(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
     async def readiness(self) -> dict[str, Any]: ...
@@ -96,6 +102,26 @@ class HttpApi:
     async def events(self, *, org: str | None, flag: str | None, after: int, limit: int) -> dict[str, Any]:
         params = {"org": org, "flag": flag, "after": after, "limit": limit}
         return await self._call("GET", f"{self._command}/v1/events", params=params)  # type: ignore[no-any-return]
+
+    async def history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A page of `GET /v1/history` (oldest first, filtered on the server, `next_cursor` to go on)."""
+        return await self._call("GET", f"{self._command}/v1/history", params=params)  # type: ignore[no-any-return]
+
+    async def export(self, params: dict[str, Any]) -> bytes:
+        """`GET /v1/history` as JSON Lines or CSV (`format` in `params`): every matching event."""
+        clean = {k: v for k, v in params.items() if v is not None}
+        try:
+            response = await self._http.get(f"{self._command}/v1/history", params=clean, headers=self._headers,
+                                             timeout=60.0)
+        except httpx.HTTPError as exc:
+            raise ApiError(503, {"error": "unreachable", "detail": "the command service did not answer"}) from exc
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, response.json() if response.content.startswith(b"{") else {})
+        return response.content
+
+    async def diff(self, *, org: str, since: str, until: str) -> dict[str, Any]:
+        params = {"org": org, "from": since, "to": until}
+        return await self._call("GET", f"{self._command}/v1/audit/diff", params=params)  # type: ignore[no-any-return]
 
     async def change(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._call(method, self._command + path, body=body)  # type: ignore[no-any-return]

@@ -8,7 +8,6 @@ through the user's own `Api`.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,9 +19,17 @@ from starlette.routing import Route
 from events import Level, Platform
 from services.console import audit, charts
 from services.console.access import Action, home_page, may, require, scoped_org
-from services.console.changes import InvalidInput, Target, describe, org_id, parse_target
+from services.console.changes import (
+    InvalidInput,
+    Target,
+    describe,
+    org_id,
+    parse_target,
+    rollbackable,
+    target_of_stream,
+)
 from services.console.client import Api, ApiError
-from services.console.history import read_log
+from services.console.history import history_params, read_log
 from services.console.live import median_and_p99
 from services.console.sessions import Session
 from services.console.web import api, current, render, templates
@@ -193,19 +200,44 @@ def _audit_filter(request: Request, session: Session) -> audit.AuditFilter:
 async def audit_page(request: Request) -> Response:
     session = await current(request)
     keep = _audit_filter(request, session)
-    events, truncated = await read_log(api(request, session), org=keep.org, flag=keep.flag)
+    events, truncated = await read_log(api(request, session), keep)
     entries = audit.newest_first((audit.entry(e) for e in events), keep, AUDIT_ROWS)
+    rollback = {e.event_id: may(session.principal, target_of_stream(e.stream).action, e.org_id)
+                for e in entries if rollbackable(e)}
     return render(request, "audit.html", {"entries": entries, "filter": keep, "kinds": list(audit.KINDS),
-                                          "truncated": truncated, "query": keep.query()})
+                                          "truncated": truncated, "query": keep.query(), "rollback": rollback})
+
+
+EXPORTS = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
 
 
 async def audit_export(request: Request) -> Response:
+    """The filtered history as the command API exports it: JSON Lines or CSV."""
     session = await current(request)
     keep = _audit_filter(request, session)
-    events, _ = await read_log(api(request, session), org=keep.org, flag=keep.flag)
-    lines = [json.dumps(e, sort_keys=True) + "\n" for e in events if keep.keeps(audit.entry(e))]
-    return Response("".join(lines), media_type="application/x-ndjson",
-                    headers={"Content-Disposition": 'attachment; filename="flag-audit.jsonl"'})
+    fmt = request.query_params.get("format", "jsonl")
+    if fmt not in EXPORTS:
+        raise InvalidInput("format", "must be jsonl or csv")
+    body = await api(request, session).export({**history_params(keep), "format": fmt})
+    return Response(body, media_type=EXPORTS[fmt],
+                    headers={"Content-Disposition": f'attachment; filename="flag-audit.{fmt}"'})
+
+
+async def audit_diff(request: Request) -> Response:
+    """What changed for one org between two instants (`GET /v1/audit/diff`)."""
+    session = await current(request)
+    params = request.query_params
+    org = scoped_org(session.principal, org_id(params.get("org")))
+    context: dict[str, Any] = {"org": org or "", "since": params.get("from", ""), "until": params.get("to", ""),
+                               "changes": None}
+    if not (org and context["since"] and context["until"]):
+        return render(request, "diff.html", context)
+    require(session.principal, Action.READ_AUDIT, org)
+    since = audit.parse_instant(context["since"], "from")
+    until = audit.parse_instant(context["until"], "to")
+    answer = await api(request, session).diff(org=org, since=since.isoformat(), until=until.isoformat())
+    context["changes"] = answer["changes"]
+    return render(request, "diff.html", context)
 
 
 def _sse(event: str, html: str) -> str:
@@ -238,7 +270,9 @@ async def audit_live(request: Request) -> Response:
                     continue
                 entry = audit.entry(envelope)
                 if keep.keeps(entry):
-                    yield _sse("entry", row.render(e=entry, live=True))
+                    undo = rollbackable(entry) and may(session.principal, target_of_stream(entry.stream).action,
+                                                       entry.org_id)
+                    yield _sse("entry", row.render(e=entry, live=True, rollback={entry.event_id: undo}))
         finally:
             broadcaster.unsubscribe(queue)
 
@@ -261,7 +295,7 @@ async def status(request: Request) -> Response:
     org = session.org_id
     if not may(session.principal, Action.READ_AUDIT, org):
         return render(request, "status.html", context)
-    events, _ = await read_log(client, org=org, flag=None)
+    events, _ = await read_log(client, audit.AuditFilter(org=org))
     entries = [audit.entry(e) for e in events if e.get("flag_key")]
     context["recent"] = sorted(entries, key=lambda e: e.sequence, reverse=True)[:10]
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -297,5 +331,6 @@ routes = [
     Route("/audit", audit_page),
     Route("/audit/export", audit_export),
     Route("/audit/live", audit_live),
+    Route("/audit/diff", audit_diff),
     Route("/status", status),
 ]

@@ -259,3 +259,35 @@ def test_status_shows_lag_and_charts(cs: ConsoleStack) -> None:
         assert "<svg" in page.text and "Recent changes" in page.text
         wait_for(lambda: re.search(r'id="projector-lag">\d+<', http.get("/status").text) is not None,
                  "the projector lag", timeout=15)
+
+
+def test_roll_back_a_change_from_the_audit_log(cs: ConsoleStack) -> None:
+    with signed_in(cs, "org-admin") as http:
+        for state, reason in (("on", "turn it on"), ("off", "a mistake")):
+            assert change(http, cs.org, state=state, reason=reason, level="user", user="rb-user").status_code == 200
+        audit = http.get("/audit", params={"flag": FLAG, "actor": "org-admin of A"})
+        row = audit.text.split("a mistake", 1)[0].rsplit("<tr", 1)[1] + audit.text.split("a mistake", 1)[1]
+        link = re.search(r'href="(/rollback\?[^"]+)"', row).group(1).replace("&amp;", "&")  # type: ignore[union-attr]
+        preview = http.get(link)
+        assert re.search(r'class="before">off<.*class="after">on<', preview.text, re.S)
+        done = http.post("/rollback/apply", data=form_fields(preview.text, "/rollback/apply") | {"reason": "undo it"})
+        assert done.status_code == 200 and "version 3" in done.text
+    (event,) = [e for e in cs.events(cs.org) if "undo it" in e["reason"]]
+    assert event["new"]["enabled"] is True and event["actor"]["name"] == "org-admin of A"
+    assert event["reason"].startswith("rollback to")
+
+
+def test_diff_and_csv_export(cs: ConsoleStack) -> None:
+    with signed_in(cs, "auditor") as http:
+        start = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 1))
+        with cs.admin as admin:
+            admin.put(f"{cs.stack.command_url}/v1/orgs/{cs.org}/flags/ops.kill.sync",
+                      json={"enabled": True, "reason": "diff me"})
+        time.sleep(1.1)
+        end = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        diff = http.get("/audit/diff", params={"from": start, "to": end})
+        assert diff.status_code == 200 and "ops.kill.sync" in diff.text and "diff me" in diff.text
+        csv = http.get("/audit/export", params={"format": "csv", "flag": "ops.kill.sync"})
+        assert csv.headers["content-type"].startswith("text/csv")
+        assert csv.text.splitlines()[0].startswith("sequence,") and "diff me" in csv.text
+        assert http.get("/audit/export", params={"format": "xls"}).status_code == 422

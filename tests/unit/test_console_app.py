@@ -6,6 +6,7 @@ the console itself, before anything reaches the APIs (which enforce again).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -122,6 +123,20 @@ class FakeApi:
         self._call("events", org)
         found = [e for e in self.world.events if e["sequence"] > after and (org is None or e["org_id"] == org)]
         return {"events": found[:limit], "next_after": found[-1]["sequence"] if found else after}
+
+    async def history(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._call("history", params.get("org"))
+        org, flag = params.get("org"), params.get("flag")
+        found = [e for e in self.world.events if org in (None, e["org_id"]) and flag in (None, e["flag_key"])]
+        return {"entries": found, "next_cursor": None, "has_more": False}
+
+    async def export(self, params: dict[str, Any]) -> bytes:
+        self._call("export", params.get("org"))
+        return b"".join(json.dumps(e).encode() + b"\n" for e in (await self.history(params))["entries"])
+
+    async def diff(self, *, org: str, since: str, until: str) -> dict[str, Any]:
+        self._call("diff", org)
+        return {"changes": []}
 
     async def change(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         self._call("change", (method, path, body))
@@ -380,3 +395,24 @@ async def test_bad_input_is_a_4xx_naming_the_field_never_a_stack_trace(console: 
         "/change/apply", data=org_change(await console.csrf(), return_to="//evil.example")
     )
     assert escaped.status_code == 200 and "evil.example" not in escaped.text  # back links stay in the console
+
+
+async def test_rolling_back_needs_the_role_that_could_make_the_change(console: Console) -> None:
+    stream = f"org/acme/flag/{FLAG}"
+    console.world.record(stream, {"enabled": True, "rollout_percentage": None}, "Ada", "first")
+    console.world.record(stream, {"enabled": False, "rollout_percentage": None}, "Ada", "second")
+    await console.sign_in("fsk_auditor")
+    audit_page = await console.client.get("/audit")
+    assert "second" in audit_page.text and "Roll back" not in audit_page.text
+    assert (await console.client.get(f"/rollback?stream={stream}&version=2")).status_code == 403
+    form = {"csrf": await console.csrf("/audit"), "stream": stream, "version": "2", "reason": "undo"}
+    assert (await console.client.post("/rollback/apply", data=form)).status_code == 403
+    assert console.changes() == []
+
+    await console.sign_in("fsk_acme_admin")
+    assert "Roll back" in (await console.client.get("/audit")).text
+    page = await console.client.get(f"/rollback?stream={stream}&version=2")
+    assert re.search(r'class="before">off<.*class="after">on<', page.text, re.S)
+    form = {"csrf": await console.csrf("/audit"), "stream": stream, "version": "2", "reason": "undo"}
+    assert (await console.client.post("/rollback/apply", data={**form, "reason": " "})).status_code == 422
+    assert console.changes() == []

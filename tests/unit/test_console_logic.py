@@ -8,7 +8,16 @@ from events import Level
 from services.auth.policy import Principal, Role
 from services.console import audit, charts
 from services.console.access import Action, Capabilities, may, scoped_org
-from services.console.changes import InvalidInput, describe, parse_definition_edit, parse_setting_change, parse_target
+from services.console.changes import (
+    InvalidInput,
+    describe,
+    parse_definition_edit,
+    parse_rollback,
+    parse_setting_change,
+    parse_target,
+    rollbackable,
+    target_of_stream,
+)
 from services.console.sessions import MemorySessionStore, Session
 
 
@@ -184,7 +193,8 @@ def test_audit_entries_filter_and_sort_newest_first() -> None:
                audit.entry(envelope(3, type="SystemDefaultSet", org_id=None)), audit.entry(envelope(4, flag_key=None))]
     assert entries[0].previous == "not set" and entries[0].new == "on"
     assert [e.sequence for e in audit.newest_first(entries, audit.AuditFilter(), 10)] == [3, 2, 1]
-    assert [e.sequence for e in audit.newest_first(entries, audit.parse_filter({"actor": "bo"}), 10)] == [2]
+    assert [e.sequence for e in audit.newest_first(entries, audit.parse_filter({"actor": "Bo"}), 10)] == [2]
+    assert [e.sequence for e in audit.newest_first(entries, audit.parse_filter({"actor": "k"}), 10)] == [2]
     assert [e.sequence for e in audit.newest_first(entries, audit.parse_filter({"kind": "system"}), 10)] == [3]
     since = audit.parse_filter({"since": "2026-11-29T10:02", "until": "2026-11-29T10:02:30"})
     assert [e.sequence for e in audit.newest_first(entries, since, 10)] == [2]
@@ -197,3 +207,39 @@ def test_charts_are_inline_svg_with_escaped_labels_and_an_empty_state() -> None:
     svg = charts.bar_chart("Changes <per hour>", [("09", 2), ("10", 0), ("11", 5)])
     assert svg.startswith("<svg") and svg.count("<rect") == 3 and "&lt;per hour&gt;" in svg
     assert "no data yet" in charts.bar_chart("Nothing", [])
+
+
+# --- rolling back one change ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stream", "version", "method", "path", "body"),
+    [
+        ("org/acme/flag/f.x", 3, "POST", "/v1/orgs/acme/rollback", {"version": 2, "flag_key": "f.x"}),
+        ("org/acme/platform/tiktok/flag/f.x", 2, "POST", "/v1/orgs/acme/rollback",
+         {"version": 1, "flag_key": "f.x", "platform": "tiktok"}),
+        ("org/acme/user/u-1/flag/f.x", 5, "POST", "/v1/orgs/acme/rollback",
+         {"version": 4, "flag_key": "f.x", "user_id": "u-1"}),
+        ("flag/f.x/system", 2, "POST", "/v1/flags/f.x/rollback", {"version": 1}),
+        ("org/acme/flag/f.x", 1, "DELETE", "/v1/orgs/acme/flags/f.x",
+         {"reason": "rollback of version 1: oops", "expected_version": 4}),
+    ],
+)
+def test_undoing_a_change_restores_the_version_before_it(
+    stream: str, version: int, method: str, path: str, body: dict[str, object]
+) -> None:
+    undo = parse_rollback({"stream": stream, "version": str(version), "reason": "oops", "expected_version": "4"})
+    assert (undo.method, undo.path) == (method, path)
+    assert undo.body() == ({"reason": "oops", **body} if method == "POST" else body)
+    assert target_of_stream(stream).stream == stream
+
+
+def test_what_cannot_be_rolled_back() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_rollback({"stream": "flag/f.x/system", "version": "1", "reason": "r"})
+    assert caught.value.field == "version"
+    with pytest.raises(InvalidInput) as caught:
+        parse_rollback({"stream": "key/0123456789abcdef", "version": "2", "reason": "r"})
+    assert caught.value.field == "stream"
+    entry = audit.entry(envelope(1, stream="flag/f.x", type="FlagDefined", org_id=None))
+    assert not rollbackable(entry) and rollbackable(audit.entry(envelope(1)))
