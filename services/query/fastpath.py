@@ -43,7 +43,8 @@ log = logging.getLogger("flagstream.http")
 BULK = "/ofrep/v1/evaluate/flags"
 SINGLE = BULK + "/"
 RawHeaders = list[tuple[bytes, bytes]]
-_JSON = (b"content-type", b"application/json")
+Headers = list[tuple[str, str]]
+_JSON = ("content-type", "application/json")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="flagstream"'}
 
 
@@ -57,8 +58,12 @@ def is_ofrep(method: str, path: str) -> bool:
 @dataclass(frozen=True, slots=True)
 class Reply:
     status: int
-    headers: RawHeaders
+    headers: Headers  # as RSGI takes them; `raw_headers` for ASGI
     body: bytes
+
+    @property
+    def raw_headers(self) -> RawHeaders:
+        return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in self.headers]
 
 
 class OfrepEndpoint:
@@ -101,24 +106,25 @@ class OfrepEndpoint:
             return self._response(problem(403, "forbidden", exc.detail))
         except TooManyFailures as exc:
             return self._response(rate_limited(exc.retry_after, reason="too many failed authentications"))
-        headers = [] if answer.status == 304 else [_JSON, (b"content-length", str(len(answer.body)).encode())]
+        headers = [] if answer.status == 304 else [_JSON, ("content-length", str(len(answer.body)))]
         if answer.etag is not None:
-            headers.append((b"etag", answer.etag.encode()))
+            headers.append(("etag", answer.etag))
         return Reply(answer.status, [*headers, *self._security], answer.body)
 
     def _response(self, response: Response) -> Reply:
-        return Reply(response.status_code, [*response.raw_headers, *self._security], bytes(response.body))
+        raw = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in response.raw_headers]
+        return Reply(response.status_code, [*raw, *self._security], bytes(response.body))
 
 
-def security_headers() -> RawHeaders:
+def security_headers() -> Headers:
     """The headers `SecurityHeaders` puts on a JSON answer, asked of it once rather than copied."""
-    captured: RawHeaders = []
+    captured: Headers = []
 
     async def bare(_scope: Scope, _receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
 
     async def capture(message: Message) -> None:
-        captured.extend(message.get("headers", ()))
+        captured.extend((n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", ()))
 
     async def nothing() -> Message:
         return {"type": "http.disconnect"}
@@ -149,7 +155,7 @@ class OfrepFastPath:
             and not (self._cors and has_origin(scope["headers"]))
         ):
             reply = await self._endpoint.reply(Request(scope, receive), lambda: read_body(receive))
-            await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
+            await send({"type": "http.response.start", "status": reply.status, "headers": reply.raw_headers})
             await send({"type": "http.response.body", "body": reply.body})
             return
         await self.app(scope, receive, send)

@@ -29,6 +29,7 @@ from services.query.fastpath import OfrepEndpoint, is_ofrep
 __all__ = ["RSGIQueryApp", "app_from_env"]
 
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
+_OFREP_HEADERS = ("authorization", "if-none-match")
 
 
 class RSGIQueryApp:
@@ -65,9 +66,9 @@ class RSGIQueryApp:
                     break
             return b"".join(chunks)
 
-        request = Request(_asgi_scope(scope))
+        request = Request(_asgi_scope(scope, _OFREP_HEADERS))
         reply = await self._endpoint.reply(request, body)
-        protocol.response_bytes(reply.status, [(n.decode(), v.decode()) for n, v in reply.headers], reply.body)
+        protocol.response_bytes(reply.status, reply.headers, reply.body)
 
     async def _bridge(self, scope: Any, protocol: Any) -> None:
         """One ASGI request and answer over RSGI: the body read whole, the answer collected whole."""
@@ -95,7 +96,12 @@ class RSGIQueryApp:
         protocol.response_bytes(status, headers, b"".join(chunks))
 
 
-def _asgi_scope(scope: Any) -> dict[str, Any]:
+def _asgi_scope(scope: Any, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The ASGI scope of an RSGI request; with `only`, just those headers (all the OFREP path reads)."""
+    if only is None:
+        headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in scope.headers.items()]
+    else:
+        headers = [(n.encode(), v.encode("latin-1")) for n in only if (v := scope.headers.get(n)) is not None]
     host, _, port = scope.client.rpartition(":")
     server_host, _, server_port = scope.server.rpartition(":")
     return {
@@ -108,7 +114,7 @@ def _asgi_scope(scope: Any) -> dict[str, Any]:
         "raw_path": scope.path.encode(),
         "query_string": scope.query_string.encode(),
         "root_path": "",
-        "headers": [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in scope.headers.items()],
+        "headers": headers,
         "client": (host, int(port or 0)),
         "server": (server_host, int(server_port or 0)),
     }
