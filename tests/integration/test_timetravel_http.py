@@ -176,3 +176,23 @@ def test_a_diff_that_runs_backwards_or_into_the_future_names_the_field(stack: St
     assert (future.status_code, future.json()["field"]) == (422, "to")
     no_org = http.get(url, params={"from": _iso(now), "to": _iso(now)})
     assert (no_org.status_code, no_org.json()["field"]) == (422, "org")
+
+
+def test_flagctl_audit_at_and_diff(stack: Stack, http, org_id, capsys: pytest.CaptureFixture[str]) -> None:
+    from flagctl.main import main as flagctl
+    from tests.support.auth import admin_key
+
+    http.post(f"{stack.command_url}/v1/flags", json={"key": FLAG, "group": "tt", "reason": "setup"})
+    before = datetime.now(UTC)
+    changed = http.put(f"{stack.command_url}/v1/orgs/{org_id}/flags/{FLAG}", json={"reason": "cli", "enabled": True})
+    event_id = changed.json()["events"][0]["event_id"]
+    after = datetime.now(UTC)
+    common = ["--command-url", stack.command_url, "--key", admin_key(stack.settings), "audit"]
+    assert flagctl([*common, "at", _iso(after), "--org", org_id, "--flag", FLAG]) == 0
+    out = capsys.readouterr().out
+    assert f"{FLAG} is on: org level, fixed value, set by test admin ('cli')" in out
+    assert f"[event {event_id} org/{org_id}/flag/{FLAG} v1 by test admin]" in out
+    assert flagctl([*common, "diff", _iso(before), _iso(after), "--org", org_id]) == 0
+    assert f"{org_id}: 1 flags changed" in capsys.readouterr().out
+    assert flagctl([*common, "at", "2999-01-01T00:00:00Z", "--org", org_id]) == 1
+    assert "at" in capsys.readouterr().err
