@@ -17,10 +17,14 @@ from services.console.audit import AuditFilter
 from services.console.changes import (
     DefinitionEdit,
     InvalidInput,
+    KillSwitch,
+    ScheduleStep,
     SettingChange,
     describe,
     parse_definition_edit,
+    parse_kill_switch,
     parse_rollback,
+    parse_schedule_step,
     parse_setting_change,
     parse_target,
 )
@@ -29,31 +33,38 @@ from services.console.history import changes_since, read_log
 from services.console.sessions import Session
 from services.console.web import api, changing, current, render, safe_return
 
-Change = SettingChange | DefinitionEdit
+Change = SettingChange | DefinitionEdit | KillSwitch | ScheduleStep
+WHAT = {SettingChange: "setting", DefinitionEdit: "definition", KillSwitch: "kill", ScheduleStep: "schedule"}
 
 
 async def _parse(client: Api, session: Session, form: dict[str, str]) -> tuple[Change, dict[str, Any]]:
     """The change the form describes, once the role may make it, and the head of its stream now."""
-    if form.get("what") == "definition":
+    what = form.get("what", "setting")
+    if what in ("definition", "kill"):
         require(session.principal, Action.MANAGE_FLAGS)
         key = parse_target({"flag": form.get("flag", ""), "level": "system"}).flag_key  # validated
         head = await client.stream(definition_stream(key))
-        return parse_definition_edit(form, head["value"]), head
-    change = parse_setting_change(form)
+        parsed = parse_definition_edit(form, head["value"]) if what == "definition" else parse_kill_switch(form)
+        return parsed, head
+    if what not in ("setting", "schedule"):
+        raise InvalidInput("what", "must be setting, definition, kill or schedule")
+    change: SettingChange | ScheduleStep = (
+        parse_setting_change(form) if what == "setting" else parse_schedule_step(form)
+    )
     require(session.principal, change.action, change.target.org_id)
     return change, await client.stream(change.stream)
 
 
 def _org(change: Change) -> str | None:
-    return change.target.org_id if isinstance(change, SettingChange) else None
+    return change.target.org_id if isinstance(change, SettingChange | ScheduleStep) else None
 
 
 def _flag(change: Change) -> str:
-    return change.target.flag_key if isinstance(change, SettingChange) else change.flag_key
+    return change.target.flag_key if isinstance(change, SettingChange | ScheduleStep) else change.flag_key
 
 
 def _what(change: Change) -> str:
-    return "definition" if isinstance(change, DefinitionEdit) else "setting"
+    return WHAT[type(change)]
 
 
 async def _conflict(request: Request, session: Session, client: Api, change: Change, head: dict[str, Any],
@@ -132,7 +143,7 @@ async def rollback_apply(request: Request) -> Response:
                              "log again and undo from there", "field": "version"}) from exc
     streams = result.get("streams") or [{"stream": result["stream"], "version": result["version"],
                                          "value": None, "changed": result["changed"], "events": result["events"]}]
-    return render(request, "rolled_back.html", {"undo": undo, "streams": streams, "describe": describe})
+    return render(request, "rolled_back.html", {"undo": undo, "streams": streams})
 
 
 routes = [

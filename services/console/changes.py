@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from events import Level, Platform, Scope
@@ -19,12 +20,16 @@ from services.auth.policy import Action
 __all__ = [
     "DefinitionEdit",
     "InvalidInput",
+    "KillSwitch",
     "Rollback",
+    "ScheduleStep",
     "SettingChange",
     "Target",
     "describe",
     "parse_definition_edit",
+    "parse_kill_switch",
     "parse_rollback",
+    "parse_schedule_step",
     "parse_setting_change",
     "parse_target",
     "rollbackable",
@@ -235,7 +240,7 @@ def parse_setting_change(form: Mapping[str, str]) -> SettingChange:
                          _reason(form), _version(form))
 
 
-_DEFINITION_FIELDS = ("description", "kind", "owner", "group")
+_DEFINITION_FIELDS = ("description", "kind", "owner", "group", "expires_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +294,11 @@ def parse_definition_edit(form: Mapping[str, str], current: Value) -> Definition
             value = None  # an empty owner removes it
         if name == "description" and len(value or "") > 1000:
             raise InvalidInput("new_description", "at most 1000 characters")
-        if value != (before.get(name) if name != "description" else before.get(name, "")):
+        current = before.get(name) if name != "description" else before.get(name, "")
+        if name == "expires_at":  # compared as instants: the form has minutes, the value seconds and a zone
+            value = _iso(_future_instant(form, "new_expires_at")) if value else None
+            current = current and _iso(_future_instant({"x": current}, "x"))
+        if value != current:
             changes[name] = value
     if not changes:
         raise InvalidInput("new_description", "nothing changed: edit a field first")
@@ -383,3 +392,128 @@ def parse_rollback(form: Mapping[str, str], *, reason_required: bool = True) -> 
     if int(raw) < 2 and target.level is Level.SYSTEM:
         raise InvalidInput("version", "the first system default has nothing before it to restore")
     return Rollback(target, int(raw), reason, expected)
+
+
+@dataclass(frozen=True, slots=True)
+class KillSwitch:
+    """Engage (off everywhere, over every level) or release an ops flag's kill switch (issue 7's route)."""
+
+    flag_key: str
+    engage: bool
+    reason: str
+    expected_version: int  # of the flag's definition stream, where the switch lives
+
+    @property
+    def method(self) -> str:
+        return "POST" if self.engage else "DELETE"
+
+    @property
+    def path(self) -> str:
+        return f"/v1/flags/{self.flag_key}/kill-switch"
+
+    @property
+    def stream(self) -> str:
+        return definition_stream(self.flag_key)
+
+    @property
+    def action(self) -> Action:
+        return Action.MANAGE_FLAGS
+
+    def body(self) -> dict[str, Any]:
+        return {"reason": self.reason, "expected_version": self.expected_version}
+
+    def rows(self, previous: Value) -> list[tuple[str, str, str]]:
+        now = "engaged: off everywhere" if (previous or {}).get("killed") else "released: the levels decide"
+        new = "engaged: off everywhere" if self.engage else "released: the levels decide"
+        return [("kill switch", now, new)]
+
+    def fields(self) -> dict[str, str]:
+        return {"flag": self.flag_key, "engage": "1" if self.engage else "", "reason": self.reason,
+                "expected_version": str(self.expected_version)}
+
+
+def parse_kill_switch(form: Mapping[str, str]) -> KillSwitch:
+    return KillSwitch(_flag(form), bool(_text(form, "engage")), _reason(form), _version(form))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _future_instant(form: Mapping[str, str], name: str) -> datetime:
+    raw = _text(form, name)
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(name, "must be a date and time such as 2026-12-01T09:00 (UTC)") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleStep:
+    """From `effective_at` on, a level takes these values (issue 7's schedule routes); or cancel that step."""
+
+    target: Target
+    effective_at: datetime
+    cancel: bool
+    enabled: bool | None
+    rollout: int | None
+    reason: str
+    expected_version: int
+
+    @property
+    def method(self) -> str:
+        return "DELETE" if self.cancel else "PUT"
+
+    @property
+    def path(self) -> str:
+        return f"{self.target.path}/schedule"
+
+    @property
+    def stream(self) -> str:
+        return self.target.stream
+
+    @property
+    def action(self) -> Action:
+        return self.target.action
+
+    @property
+    def at(self) -> str:
+        return _iso(self.effective_at)
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"effective_at": self.at, "reason": self.reason,
+                                "expected_version": self.expected_version}
+        if not self.cancel:
+            body |= {k: v for k, v in (("enabled", self.enabled), ("rollout_percentage", self.rollout))
+                     if v is not None}
+        return body
+
+    def rows(self, previous: Value) -> list[tuple[str, str, str]]:
+        steps = {s.get("at"): s for s in (previous or {}).get("schedule") or ()}
+        before = describe(steps.get(self.at)) if self.at in steps else "nothing scheduled"
+        after = "nothing scheduled" if self.cancel else describe({"enabled": self.enabled,
+                                                                  "rollout_percentage": self.rollout})
+        return [(f"{self.target.label} from {self.at}", before, after)]
+
+    def fields(self) -> dict[str, str]:
+        state = "cancel" if self.cancel else {True: "on", False: "off", None: "keep"}[self.enabled]
+        return {**self.target.fields(), "effective_at": self.at, "state": state,
+                "rollout": "" if self.rollout is None else str(self.rollout), "reason": self.reason,
+                "expected_version": str(self.expected_version)}
+
+
+def parse_schedule_step(form: Mapping[str, str]) -> ScheduleStep:
+    target = parse_target(form)
+    at = _future_instant(form, "effective_at")
+    state = _text(form, "state") or "on"
+    if state not in ("on", "off", "keep", "cancel"):
+        raise InvalidInput("state", "choose on, off, keep (rollout only) or cancel")
+    raw_pct = _text(form, "rollout")
+    if raw_pct and (not raw_pct.isdigit() or int(raw_pct) > 100):
+        raise InvalidInput("rollout", "a whole percentage from 0 to 100, or empty")
+    rollout = int(raw_pct) if raw_pct else None
+    enabled = {"on": True, "off": False}.get(state)
+    if state == "keep" and rollout is None:
+        raise InvalidInput("rollout", "a step that keeps on/off must set a rollout")
+    return ScheduleStep(target, at, state == "cancel", enabled, rollout, _reason(form), _version(form))

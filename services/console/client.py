@@ -48,6 +48,13 @@ class Api(Protocol):
 
     async def diff(self, *, org: str, since: str, until: str) -> dict[str, Any]: ...
 
+    async def stale_flags(self) -> dict[str, Any]: ...
+
+    async def schedules(self, org: str) -> dict[str, Any]: ...
+
+    async def at(self, *, org: str, at: str, flag: str | None, platform: str | None, user: str | None
+                 ) -> dict[str, Any]: ...
+
     async def change(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
     async def readiness(self) -> dict[str, Any]: ...
@@ -122,6 +129,18 @@ class HttpApi:
     async def diff(self, *, org: str, since: str, until: str) -> dict[str, Any]:
         params = {"org": org, "from": since, "to": until}
         return await self._call("GET", f"{self._command}/v1/audit/diff", params=params)  # type: ignore[no-any-return]
+
+    async def stale_flags(self) -> dict[str, Any]:
+        return await self._call("GET", f"{self._command}/v1/reports/stale-flags")  # type: ignore[no-any-return]
+
+    async def schedules(self, org: str) -> dict[str, Any]:
+        return await self._call("GET", f"{self._query}/v1/orgs/{quote(org)}/schedules")  # type: ignore[no-any-return]
+
+    async def at(self, *, org: str, at: str, flag: str | None, platform: str | None, user: str | None
+                 ) -> dict[str, Any]:
+        """`GET /v1/audit/at`: the org's flags as they evaluated at an instant (time travel, issue 4)."""
+        params = {"org": org, "at": at, "flag": flag, "platform": platform, "user": user}
+        return await self._call("GET", f"{self._command}/v1/audit/at", params=params)  # type: ignore[no-any-return]
 
     async def change(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._call(method, self._command + path, body=body)  # type: ignore[no-any-return]

@@ -55,16 +55,27 @@ def _matches(flag: dict[str, Any], q: str, group: str, kind: str) -> bool:
 async def flags(request: Request) -> Response:
     session = await current(request)
     require(session.principal, Action.READ_CATALOG)
-    catalog = await api(request, session).catalog()
+    client = api(request, session)
+    catalog = await client.catalog()
     q = request.query_params.get("q", "").strip().lower()[:100]
     group = request.query_params.get("group", "")
     kind = request.query_params.get("kind", "")
-    shown = [f for f in catalog if _matches(f, q, group, kind)]
+    state = request.query_params.get("state", "")
+    stale = await _stale(client, session)
+    shown = [f for f in catalog if _matches(f, q, group, kind) and (state != "stale" or f["key"] in (stale or {}))]
     return render(request, "flags.html", {
-        "flags": shown, "total": len(catalog), "q": q, "group": group, "kind": kind,
+        "flags": shown, "total": len(catalog), "q": q, "group": group, "kind": kind, "state": state,
+        "stale": stale,
         "groups": sorted({f["group"] for f in catalog}), "kinds": sorted({f["kind"] for f in catalog}),
-        "describe": describe,
     })
+
+
+async def _stale(client: Api, session: Session) -> dict[str, str] | None:
+    """Flag key → why it is due for removal (the stale report is for system-wide readers only)."""
+    if not may(session.principal, Action.READ_AUDIT, None):
+        return None
+    report = await client.stale_flags()
+    return {f["key"]: f["reason"] for f in report["flags"]}
 
 
 async def flag_page(request: Request) -> Response:
@@ -80,7 +91,7 @@ async def flag_page(request: Request) -> Response:
     definition, system = await asyncio.gather(client.stream(f"flag/{key}"), client.stream(target.stream))
     return render(request, "flag.html", {
         "flag": flag, "definition": definition, "system": system, "target": target,
-        "kinds": ["release", "experiment", "ops", "permission"], "describe": describe,
+        "kinds": ["release", "experiment", "ops", "permission"],
     })
 
 
@@ -154,13 +165,21 @@ async def explain(request: Request) -> Response:
     org = org_id(params.get("org")) or session.org_id
     context: dict[str, Any] = {"org": org or "", "platform": params.get("platform") or "",
                                "user": params.get("user") or "", "flag": params.get("flag") or "",
-                               "platforms": PLATFORMS, "answer": None, "answers": None}
+                               "platforms": PLATFORMS, "answer": None, "answers": None, "past": None}
+    context["at"] = params.get("at") or ""
     if not org:
         return render(request, "explain.html", context)
-    require(session.principal, Action.EVALUATE, org)
     platform, user = _subject(request)
     client = api(request, session)
     flag = (params.get("flag") or "").strip()
+    if context["at"]:  # time travel: the answer as it was then, from the log (issue 4)
+        require(session.principal, Action.READ_AUDIT, org)
+        if flag:
+            parse_target({"flag": flag, "level": "system"})
+        at = audit.parse_instant(context["at"], "at").isoformat()
+        context["past"] = (await client.at(org=org, at=at, flag=flag or None, platform=platform, user=user))["flags"]
+        return render(request, "explain.html", context)
+    require(session.principal, Action.EVALUATE, org)
     if not flag:
         context["answers"] = await client.evaluate_all(org, platform=platform, user=user)
         return render(request, "explain.html", context)
@@ -291,10 +310,13 @@ async def status(request: Request) -> Response:
     broadcaster = request.app.state.broadcaster
     delays = median_and_p99(list(broadcaster.delays))
     context: dict[str, Any] = {"readiness": readiness, "projector_lag": projector_lag, "delays": delays,
-                               "live": feed is not None and feed.ready.is_set(), "recent": None, "charts": []}
+                               "live": feed is not None and feed.ready.is_set(), "recent": None, "charts": [],
+                               "upcoming": None, "stale": None}
     org = session.org_id
     if not may(session.principal, Action.READ_AUDIT, org):
         return render(request, "status.html", context)
+    context["upcoming"] = await _upcoming(client, org)
+    context["stale"] = (await client.stale_flags())["flags"] if org is None else None
     events, _ = await read_log(client, audit.AuditFilter(org=org))
     entries = [audit.entry(e) for e in events if e.get("flag_key")]
     context["recent"] = sorted(entries, key=lambda e: e.sequence, reverse=True)[:10]
@@ -310,6 +332,16 @@ async def status(request: Request) -> Response:
             "Commit → topic → console delay (ms), live events",
             [("p50", round(delays[0] * 1000)), ("p99", round(delays[1] * 1000))], width=240, unit=" ms"))
     return render(request, "status.html", context)
+
+
+async def _upcoming(client: Api, org: str | None) -> list[dict[str, Any]]:
+    """Scheduled steps still to come: the org's (query service), or every system default's (the catalogue)."""
+    if org is not None:
+        return list((await client.schedules(org))["steps"])[:20]
+    now = datetime.now(UTC).isoformat()
+    steps = [{"flag_key": f["key"], "level": "system", **step}
+             for f in await client.catalog() for step in ((f.get("system") or {}).get("schedule") or ())]
+    return sorted((s for s in steps if str(s.get("at", "")) >= now[:19]), key=lambda s: str(s["at"]))[:20]
 
 
 def _kind(event_type: str) -> str:

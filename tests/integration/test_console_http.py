@@ -291,3 +291,40 @@ def test_diff_and_csv_export(cs: ConsoleStack) -> None:
         assert csv.headers["content-type"].startswith("text/csv")
         assert csv.text.splitlines()[0].startswith("sequence,") and "diff me" in csv.text
         assert http.get("/audit/export", params={"format": "xls"}).status_code == 422
+
+
+def test_kill_switch_schedule_and_the_status_page(cs: ConsoleStack) -> None:
+    with signed_in(cs, "admin") as http:
+        wait_for(lambda: http.get("/flags/ops.kill.sync").status_code == 200, "the flag's projection")
+        page = http.get("/flags/ops.kill.sync")
+        kill = form_fields(page.text.split("<h2>Kill switch</h2>", 1)[1], "/change/preview")
+        preview = http.post("/change/preview", data=kill | {"reason": "incident 7"})
+        assert 'class="after">engaged: off everywhere<' in preview.text
+        done = http.post("/change/apply", data=form_fields(preview.text, "/change/apply"))
+        assert done.status_code == 200, done.text
+        wait_for(lambda: "kill switch engaged" in http.get("/flags/ops.kill.sync").text, "the kill switch")
+        assert "killed" in http.get("/flags", params={"kind": "ops"}).text
+
+        page = http.get(f"/flags/{FLAG}")
+        step = form_fields(page.text.split("<h2>Schedule the system default</h2>", 1)[1], "/change/preview")
+        step |= {"effective_at": "2031-05-01T09:00", "state": "on", "rollout": "", "reason": "launch day"}
+        preview = http.post("/change/preview", data=step)
+        assert "from 2031-05-01T09:00:00Z" in preview.text and 'class="after">on<' in preview.text
+        assert http.post("/change/apply", data=form_fields(preview.text, "/change/apply")).status_code == 200
+        wait_for(lambda: "2031-05-01T09:00:00Z" in http.get("/status").text, "the schedule on the status page")
+        status = http.get("/status").text
+        assert "Scheduled changes coming up" in status and "Stale flags" in status
+
+
+def test_explain_as_of_an_instant_for_an_auditor(cs: ConsoleStack) -> None:
+    with cs.admin as admin:  # something to travel back to
+        admin.put(f"{cs.stack.command_url}/v1/orgs/{cs.org}/users/then/flags/{FLAG}",
+                  json={"enabled": True, "reason": "before the instant"})
+    time.sleep(1.1)
+    with signed_in(cs, "auditor") as http:
+        at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        page = http.get("/explain", params={"org": cs.org, "flag": FLAG, "at": at})
+        assert page.status_code == 200 and f"As of {at} UTC" in page.text
+        assert FLAG in page.text and "system" in page.text
+        assert http.get("/explain", params={"org": cs.org, "flag": FLAG}).status_code == 403  # live: evaluators
+        assert http.get("/explain", params={"org": cs.other, "flag": FLAG, "at": at}).status_code == 403

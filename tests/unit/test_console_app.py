@@ -138,6 +138,19 @@ class FakeApi:
         self._call("diff", org)
         return {"changes": []}
 
+    async def stale_flags(self) -> dict[str, Any]:
+        self._call("stale_flags")
+        return {"days": 30, "as_of": "2026-11-29T10:00:00Z", "flags": []}
+
+    async def schedules(self, org: str) -> dict[str, Any]:
+        self._call("schedules", org)
+        return {"org_id": org, "steps": []}
+
+    async def at(self, *, org: str, at: str, flag: str | None, platform: str | None, user: str | None
+                 ) -> dict[str, Any]:
+        self._call("at", org)
+        return {"org_id": org, "at": at, "flags": []}
+
     async def change(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         self._call("change", (method, path, body))
         stream = f"org/acme/flag/{FLAG}"

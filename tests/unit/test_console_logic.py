@@ -12,7 +12,9 @@ from services.console.changes import (
     InvalidInput,
     describe,
     parse_definition_edit,
+    parse_kill_switch,
     parse_rollback,
+    parse_schedule_step,
     parse_setting_change,
     parse_target,
     rollbackable,
@@ -243,3 +245,25 @@ def test_what_cannot_be_rolled_back() -> None:
     assert caught.value.field == "stream"
     entry = audit.entry(envelope(1, stream="flag/f.x", type="FlagDefined", org_id=None))
     assert not rollbackable(entry) and rollbackable(audit.entry(envelope(1)))
+
+
+def test_kill_switch_and_schedule_forms() -> None:
+    kill = parse_kill_switch({"flag": "ops.x", "engage": "1", "reason": "incident", "expected_version": "4"})
+    assert (kill.method, kill.path, kill.stream) == ("POST", "/v1/flags/ops.x/kill-switch", "flag/ops.x")
+    assert kill.rows({"kind": "ops"}) == [("kill switch", "released: the levels decide", "engaged: off everywhere")]
+    assert parse_kill_switch({**kill.fields(), "engage": ""}).method == "DELETE"
+
+    form = {"flag": "f.x", "level": "org", "org": "acme", "effective_at": "2030-01-02T03:04", "state": "on",
+            "rollout": "40", "reason": "launch", "expected_version": "2"}
+    step = parse_schedule_step(form)
+    assert (step.method, step.path) == ("PUT", "/v1/orgs/acme/flags/f.x/schedule")
+    assert step.body() == {"effective_at": "2030-01-02T03:04:00Z", "enabled": True, "rollout_percentage": 40,
+                           "reason": "launch", "expected_version": 2}
+    assert step.rows(None) == [("org acme from 2030-01-02T03:04:00Z", "nothing scheduled", "on, 40% rollout")]
+    cancel = parse_schedule_step({**form, "state": "cancel"})
+    assert cancel.method == "DELETE" and "enabled" not in cancel.body()
+    assert parse_schedule_step(step.fields()) == step
+    for bad, field in (({"effective_at": "next week"}, "effective_at"), ({"state": "keep", "rollout": ""}, "rollout")):
+        with pytest.raises(InvalidInput) as caught:
+            parse_schedule_step({**form, **bad})
+        assert caught.value.field == field
