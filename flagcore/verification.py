@@ -53,8 +53,12 @@ failure anywhere.
 What the chain cannot prove, by construction: the *last* event of a stream has no
 successor, so removing it, or altering and re-sealing it, leaves a consistent
 chain; and the hash is not a signature, so whoever can write to the topic can
-append a well-formed event to the head of a stream. Compare each stream's head
-with the command store (`GET /v1/streams/{stream}`) to cover both.
+append a well-formed event to the head of a stream. `check_store` covers the
+first two: given the (stream, version, hash) of every event the command store
+has *published*, it reports a topic event whose hash differs from the store's
+(**differs_from_store**) and a published version missing past the stream's
+head on the topic (**removed**). An appended forgery stays out of reach: the
+store may have committed that version since it was read.
 
 Memory: about 300 bytes per event (the hash and position of every version, and
 every event id), so a million-event log needs about 300 MB.
@@ -118,6 +122,7 @@ class ProblemKind(StrEnum):
     CHAIN_BROKEN = "chain_broken"
     REMOVED = "removed"
     REORDERED = "reordered"
+    DIFFERS_FROM_STORE = "differs_from_store"
 
 
 
@@ -127,8 +132,8 @@ class Problem:
 
     kind: ProblemKind
     stream: str | None
-    partition: int
-    offset: int
+    partition: int | None  # None: a problem with no record on the topic (a published event that is not there)
+    offset: int | None
     event_id: str | None
     version: int | None
     detail: str
@@ -361,6 +366,21 @@ class LogVerifier:
                 self._problem(link.stream, ProblemKind.BAD_HEADERS, where, link.event_id, link.version, detail)
         self._place(state, link, where)
 
+    def check_store(self, published: Iterable[tuple[str, int, str]]) -> None:
+        """Compare with the command store's published events, as (stream, version, hash); before `report()`."""
+        if self._done:
+            raise RuntimeError("report() was already called")
+        for stream, version, hash_ in published:
+            state = self._streams.get(stream)
+            seen = state.seen.get(version) if state is not None else None
+            if seen is not None:
+                if seen[0] != hash_:
+                    detail = f"v{version} differs from the command store's (hash {hash_[:12]}…): forged or altered"
+                    self._problem(stream, ProblemKind.DIFFERS_FROM_STORE, seen[1:], None, version, detail)
+            elif state is None or version > state.head:
+                detail = f"v{version} is in the command store and was published, but is not on the topic"
+                self._problem(stream, ProblemKind.REMOVED, (None, None), None, version, detail)
+
     def report(self) -> Report:
         if not self._done:
             self._done = True
@@ -372,7 +392,7 @@ class LogVerifier:
             for name, s in self._streams.items()
             if (first := s.first_failure or s.first_warning) is not None
         ]
-        findings.sort(key=lambda f: (f.failures == 0, f.first.partition, f.first.offset, f.stream))
+        findings.sort(key=lambda f: (f.failures == 0, f.first.partition or 0, f.first.offset or 0, f.stream))
         return Report(
             records=self._records,
             events=self._records - self._duplicates,
@@ -501,7 +521,7 @@ class LogVerifier:
         self,
         stream: str | None,
         kind: ProblemKind,
-        where: tuple[int, int],
+        where: tuple[int, int] | tuple[None, None],
         event_id: str | None,
         version: int | None,
         detail: str,
@@ -514,7 +534,7 @@ class LogVerifier:
             return problem
         state = self._streams.get(stream)
         if state is None:
-            state = self._streams[stream] = _Stream(partition=where[0])
+            state = self._streams[stream] = _Stream(partition=where[0] if where[0] is not None else -1)
         if problem.severity is Severity.WARNING:
             state.warnings += 1
             state.first_warning = state.first_warning or problem

@@ -5,7 +5,10 @@
     flagctl audit rollback ... (--at T | --version V)          restore values by appending changes
 
 `verify` exits 3 when the log fails verification (altered, removed, duplicated,
-reordered or forged events, or records missing from a partition's start).
+reordered or forged events, or records missing from a partition's start). With
+`--against-store` it also compares the topic with the command store's events
+(read through `GET /v1/history`), which catches what no chain can: the last
+event of a stream removed, or altered and re-sealed.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from events import Platform
 from flagcore.verification import LogVerifier, Report
-from flagctl.client import Client
+from flagctl.client import ApiError, Client
 from flagctl.logreader import LogUnavailable, Progress, TopicExtent, read_topic
 from services.infra.settings import Settings
 
@@ -51,6 +55,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:  
     v.add_argument(
         "--tolerate-duplicates", action="store_true",
         help="identical re-publications (after a relay crash) are warnings, not failures",
+    )
+    v.add_argument(
+        "--against-store", action="store_true",
+        help="also compare with the command store's events (needs an auditor or admin key)",
     )
     v.add_argument("--json", action="store_true", help="the full report as JSON")
     v.add_argument("--quiet", action="store_true", help="no progress line")
@@ -119,16 +127,20 @@ def _value(value: dict[str, Any] | None) -> str:
 # --- verify ------------------------------------------------------------------------------
 
 
-def cmd_verify(_: Client, args: argparse.Namespace) -> int:
+def cmd_verify(client: Client, args: argparse.Namespace) -> int:
     settings = Settings()
     topic = args.topic or settings.topic
     verifier = LogVerifier(tolerate_duplicates=args.tolerate_duplicates)
     progress = Progress(None if args.quiet or args.json else sys.stderr)
+    # The store is read first, and the relay seen idle after: every event read is then on the topic.
+    published = _published(client) if args.against_store else None
     try:
         extent = asyncio.run(read_topic(settings, topic, verifier.add, progress=progress))
     except LogUnavailable as exc:
         print(f"flagctl: {exc}", file=sys.stderr)
         return 1
+    if published is not None:
+        verifier.check_store(published)
     report = verifier.report()
     clean = report.ok and not extent.truncated
     if args.json:
@@ -138,6 +150,33 @@ def cmd_verify(_: Client, args: argparse.Namespace) -> int:
     return 0 if clean else TAMPERED
 
 
+class _Events:
+    """A binary sink for a JSON Lines export that keeps each event's (stream, version, hash)."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[str, int, str]] = []
+        self._rest = b""
+
+    def write(self, chunk: bytes) -> int:
+        *lines, self._rest = (self._rest + chunk).split(b"\n")
+        for line in lines:
+            e = json.loads(line)
+            self.found.append((e["stream"], e["version"], e["hash"]))
+        return len(chunk)
+
+
+def _published(client: Client, *, wait: float = 10.0) -> list[tuple[str, int, str]]:
+    """The command store's events, once the relay has published every one of them."""
+    events = _Events()
+    client.download("/v1/history", {"format": "jsonl"}, events)  # type: ignore[arg-type]
+    deadline = time.monotonic() + wait
+    while (lag := client.command("GET", "/readyz").get("outbox_lag")) != 0:
+        if time.monotonic() > deadline:
+            raise ApiError(f"the relay still has {lag} events to publish: cannot compare the topic with the store yet")
+        time.sleep(0.2)
+    return events.found
+
+
 def _verdict(report: Report, extent: TopicExtent) -> str:
     lines = []
     for partition, first in sorted(extent.truncated.items()):
@@ -145,9 +184,10 @@ def _verdict(report: Report, extent: TopicExtent) -> str:
     for finding in report.findings:
         p = finding.first
         label = "warning" if not finding.failures else p.kind.value
+        place = "not on the topic" if p.partition is None else f"partition {p.partition} offset {p.offset}"
         lines.append(
-            f"{finding.stream}: {label} at v{p.version}, partition {p.partition} offset {p.offset}"
-            f" (event {p.event_id}): {p.detail}"
+            f"{finding.stream}: {label} at v{p.version}, {place}{f' (event {p.event_id})' if p.event_id else ''}: "
+            f"{p.detail}"
             + (f"  [{finding.problems} problems in this stream]" if finding.problems > 1 else "")
         )
     for p in report.unattributed:

@@ -101,10 +101,12 @@ async def _copy(settings: Settings, records: list[LogRecord]) -> str:
     return topic
 
 
-def _verify(settings: Settings, topic: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **settings_env(settings)}
+def _verify(settings: Settings, topic: str, *options: str) -> subprocess.CompletedProcess[str]:
+    key = admin_headers(settings)["Authorization"].removeprefix("Bearer ")
+    env = {**os.environ, **settings_env(settings), "FLAGS_API_KEY": key}
+    url = f"http://127.0.0.1:{settings.command_port}"
     return subprocess.run(
-        [sys.executable, "-m", "flagctl.main", "audit", "verify", "--topic", topic],
+        [sys.executable, "-m", "flagctl.main", "--command-url", url, "audit", "verify", "--topic", topic, *options],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )
 
@@ -187,6 +189,34 @@ def test_each_corruption_is_caught(log: Settings, corrupt: Corruption, kind: str
     [finding] = [line for line in result.stdout.splitlines() if line.startswith("org/")]
     assert finding.startswith(f"org/acme/flag/verify.flag0: {kind} at v{version}"), result.stdout
     assert "TAMPERED: 1 of" in result.stdout
+
+
+def drop_last(records: list[LogRecord]) -> list[LogRecord]:
+    i = max(k for k, r in enumerate(records) if _fields(r)["stream"] == "org/acme/flag/verify.flag0")
+    return records[:i] + records[i + 1:]
+
+
+def reseal_last(records: list[LogRecord]) -> list[LogRecord]:
+    i = max(k for k, r in enumerate(records) if _fields(r)["stream"] == "org/acme/flag/verify.flag0")
+    forged = _fields(records[i]) | {"reason": "approved by the board"}
+    forged["hash"] = hash_of(forged)
+    return [*records[:i], replace(records[i], value=json.dumps(forged).encode()), *records[i + 1:]]
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "kind"), [(drop_last, "removed"), (reseal_last, "differs_from_store")],
+    ids=["last event removed", "last event re-sealed"],
+)
+def test_the_end_of_a_stream_needs_the_store(log: Settings, corrupt: Corruption, kind: str) -> None:
+    records = asyncio.run(_records(log, log.topic))
+    copy = asyncio.run(_copy(log, corrupt(records)))
+    alone = _verify(log, copy)
+    assert alone.returncode == 0, alone.stdout + alone.stderr  # what no hash chain can see
+    result = _verify(log, copy, "--against-store")
+    assert result.returncode == 3, result.stdout + result.stderr
+    [finding] = [line for line in result.stdout.splitlines() if line.startswith("org/")]
+    assert finding.startswith(f"org/acme/flag/verify.flag0: {kind} at v5"), result.stdout
+    assert _verify(log, log.topic, "--against-store").returncode == 0
 
 
 def test_a_missing_topic_is_an_error_not_a_verdict(log: Settings) -> None:
