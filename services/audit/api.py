@@ -18,7 +18,7 @@ from events import Platform
 from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
 from flagcore import EventRef
 from flagcore.history import FlagView
-from services.audit.errors import AuditError
+from services.audit.errors import AuditError, OrgRequired
 from services.audit.timetravel import Asked, TimeTravel
 from services.auth.http import Caller
 from services.auth.policy import Action, Principal, authorize
@@ -89,13 +89,8 @@ def _asked(caller: Principal, org: str | None, platform: Platform | None, user: 
     org = org or caller.org_id
     authorize(caller, Action.READ_AUDIT, org_id=org)
     if org is None:
-        raise _Missing()
+        raise OrgRequired()
     return Asked(org, platform.value if platform else None, user)
-
-
-class _Missing(AuditError):
-    def __init__(self) -> None:
-        super().__init__("org is required with a system-wide key", "org")
 
 
 def _travel(request: Request) -> TimeTravel:

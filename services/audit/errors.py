@@ -27,3 +27,10 @@ class UnknownFlag(AuditError):
 
 class BadInstant(AuditError):
     """An instant in the future, or a range that runs backwards."""
+
+
+class OrgRequired(AuditError):
+    """A system-wide key must name the org it asks about."""
+
+    def __init__(self) -> None:
+        super().__init__("org is required with a system-wide key", "org")
