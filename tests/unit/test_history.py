@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
 from events import Actor, Scope
 from services.command.commands import DefineFlag, SetSetting
-from services.command.errors import InvalidCommand
+from services.command.errors import InvalidCommand, VersionConflict
 from services.command.history import (
     CSV_COLUMNS,
     Cursor,
@@ -189,3 +190,34 @@ async def test_a_version_that_does_not_exist_writes_nothing_and_names_the_field(
         await rollback(service, _Values({stream: {}}), [stream], RollbackTarget(version=9), reason="x", actor=ADMIN)
     assert refused.value.field == "version" and "versions 1..2" in refused.value.detail
     assert (await service.stream_head(stream)).version == 2
+
+
+class _Racing(InMemoryEventStore):
+    """A store where another admin's change lands just before the rollback's first append."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.race: SetSetting | None = None
+
+    async def append(self, changes, **options):  # type: ignore[no-untyped-def]
+        race, self.race = self.race, None
+        if race is not None:
+            head = await self.stream_head(race.stream)
+            await CommandService(self).execute(replace(race, expected_version=head.version))
+        return await super().append(changes, **options)
+
+
+async def test_a_change_landing_during_a_rollback_is_a_conflict_not_overwritten() -> None:
+    store = _Racing()
+    service = CommandService(store)
+    await service.execute(DefineFlag(flag_key="ads.export", group="ads", reason="test"))
+    org = Scope.org("acme")
+    await service.execute(SetSetting(scope=org, flag_key="ads.export", enabled=True, reason="one"))
+    await service.execute(SetSetting(scope=org, flag_key="ads.export", enabled=False, reason="two"))
+    stream = org.stream("ads.export")
+    store.race = SetSetting(scope=org, flag_key="ads.export", rollout_percentage=5, reason="meanwhile")
+    values = _Values({stream: {1: {"enabled": True, "rollout_percentage": None}}})
+    with pytest.raises(VersionConflict):
+        await rollback(service, values, [stream], RollbackTarget(version=1), reason="undo", actor=ADMIN)
+    head = await service.stream_head(stream)
+    assert (head.version, head.value) == (3, {"enabled": False, "rollout_percentage": 5})
