@@ -38,6 +38,7 @@ KEY = "bench.rollout.enabled"
 ORG = "acme"
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
+PLOTS = Path(__file__).resolve().parents[1] / "docs" / "bench"  # committed beside the figures
 PEER_MODULES = ("UnleashClient", "growthbook", "openfeature.contrib.provider.flagd", "ldclient")
 
 Check = Callable[[str], bool]  # user → value; what the bench times
@@ -220,7 +221,7 @@ def report(best: dict[str, float], shares: dict[str, float], unleash_agrees: boo
     print(f"\nin-process evaluation, one boolean flag with a 50% sticky rollout, {args.users:,} users "
           f"(best of {args.rounds} rounds)\n")
     print(f"| {'contender':<46} | {'evaluations/s':>13} | {'vs fastest peer':>15} | {'share on':>8} |")
-    print(f"|{'-' * 48}|{'-' * 15}:|{'-' * 17}:|{'-' * 10}:|")
+    print(f"|{'-' * 48}|{'-' * 14}:|{'-' * 16}:|{'-' * 9}:|")
     for name, value in sorted(best.items(), key=lambda item: -item[1]):
         print(f"| {name:<46} | {value:>13,.0f} | {value / peers[fastest_peer]:>14.2f}× | {shares[name]:>7.1%} |")
     print(f"\nflagstream is_enabled: {ours / peers[fastest_peer]:.2f}× the fastest peer ({fastest_peer}), "
@@ -233,9 +234,10 @@ def report(best: dict[str, float], shares: dict[str, float], unleash_agrees: boo
     body = {"users": args.users, "rounds": args.rounds, "per_second": best, "share_on": shares,
             "same_as_unleash": unleash_agrees}
     (RESULTS / "inprocess.json").write_text(json.dumps(body, indent=1))
-    bar_plot(best, RESULTS / "inprocess.png", unit="evaluations per second (one core, best round)",
+    ranked = dict(sorted(best.items(), key=lambda item: -item[1]))
+    bar_plot(ranked, PLOTS / "inprocess.png", unit="evaluations per second (one core, best round)",
              title=f"In-process evaluation: 50% sticky rollout, {args.users:,} users")
-    print(f"wrote {RESULTS / 'inprocess.png'}")
+    print(f"wrote {PLOTS / 'inprocess.png'}")
 
 
 if __name__ == "__main__":

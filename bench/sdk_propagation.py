@@ -27,6 +27,7 @@ from tests.conftest import start_stack
 KEY = "ai.insights.enabled"
 ORG = "acme"
 RESULTS = Path(__file__).parent / "results"
+PLOTS = Path(__file__).resolve().parents[1] / "docs" / "bench"  # committed beside the figures
 
 
 def measure(stack_command_url: str, headers: dict[str, str], client: FlagClient, changes: int) -> list[float]:
@@ -74,9 +75,9 @@ def main() -> None:
           f"folded {status.applied}, duplicates {status.duplicates}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "sdk_propagation.json").write_text(json.dumps({"samples_ms": samples, "stats": stats}, indent=1))
-    latency_plot({"command 2xx → SDK answers": samples}, RESULTS / "sdk_propagation.png",
+    latency_plot({"command 2xx → SDK answers": samples}, PLOTS / "sdk_propagation.png",
                  title=f"Change propagation to the in-process SDK, {stats['n']} changes (loopback, 2 cores)")
-    print(f"wrote {RESULTS / 'sdk_propagation.png'}")
+    print(f"wrote {PLOTS / 'sdk_propagation.png'}")
 
 
 if __name__ == "__main__":
