@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -46,6 +47,8 @@ from services.projector.store import PostgresStore, create_projector_pool
 
 log = logging.getLogger(__name__)
 
+# As `python -m services.projector` sets them: a batch makes many short-lived acyclic objects.
+GC_THRESHOLDS = (100_000, 50, 100)
 LIVE = "public"
 OFFSETS = "projector_offsets"
 READ_MODELS = """
@@ -280,6 +283,7 @@ def _worker(
             counter.value += n
 
     logging.basicConfig(level=logging.WARNING)
+    gc.set_threshold(*GC_THRESHOLDS)
     asyncio.run(replay(settings, schema, until=end, partitions=partitions, batch=batch, bar=False, report=report))
 
 
@@ -354,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("services.projector.projection").setLevel(logging.WARNING)
+    gc.set_threshold(*GC_THRESHOLDS)
     retired = asyncio.run(
         rebuild(Settings(), args.schema, switch=args.switch, batch=args.batch, workers=args.workers)
     )
