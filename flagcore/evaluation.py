@@ -92,30 +92,16 @@ def evaluate(
     if definition.killed:
         return Evaluation(flag_key, False, Reason.DISABLED, Level.SYSTEM, definition.source, variant=OFF, killed=True)
     subject = user_id if user_id is not None else tenant.org_id
-    clock = _Clock(now)
     for level, setting in _candidates(catalog, tenant, flag_key, platform, user_id):
         if setting is None:
             continue
         if setting.schedule:
-            setting = setting.in_force(clock())
+            now = now if now is not None else datetime.now(UTC)
+            setting = setting.in_force(now)
         if setting.enabled is None and setting.rollout_percentage is None:
             continue
         return _decide(definition, level, setting, subject)
     return Evaluation(flag_key, False, Reason.DEFAULT, variant=OFF)
-
-
-class _Clock:
-    """`now` as given, or the current time read once, on first use."""
-
-    __slots__ = ("_now",)
-
-    def __init__(self, now: datetime | None) -> None:
-        self._now = now
-
-    def __call__(self) -> datetime:
-        if self._now is None:
-            self._now = datetime.now(UTC)
-        return self._now
 
 
 def _candidates(
