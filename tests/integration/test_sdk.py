@@ -13,6 +13,7 @@ from flagsdk import BootstrapError, FlagClient
 from services.infra.settings import Settings
 from tests.conftest import Stack, start_stack
 from tests.support.auth import admin_headers
+from tests.support.servers import Servers
 
 pytestmark = pytest.mark.integration
 
@@ -200,3 +201,21 @@ def test_a_key_of_another_org_cannot_bootstrap(sdk_stack: Stack, admin: httpx.Cl
     key = evaluator_key(admin, f"{org_id}-x")
     with pytest.raises(BootstrapError, match="403"):
         client_for(sdk_stack, key, org_id).start()
+
+
+def test_follows_the_topic_over_sasl_scram_and_serves_on_with_a_wrong_password(
+    sdk_stack: Stack, admin: httpx.Client, org_id: str, servers: Servers
+) -> None:
+    assert servers.kafka_sasl_bootstrap, "the servers have no SASL/SCRAM listener (see test_transport_security.py)"
+    key = evaluator_key(admin, org_id)
+    query_url = f"http://127.0.0.1:{sdk_stack.settings.query_port}"
+    scram = {"bootstrap_servers": servers.kafka_sasl_bootstrap, "security_protocol": "SASL_PLAINTEXT",
+             "sasl_mechanism": "SCRAM-SHA-256", "sasl_plain_username": servers.kafka_sasl_username,
+             "sasl_plain_password": servers.kafka_sasl_password}
+    with FlagClient(query_url=query_url, api_key=key, org_id=org_id, kafka=scram) as client, FlagClient(
+        query_url=query_url, api_key=key, org_id=org_id, kafka={**scram, "sasl_plain_password": "wrong"}
+    ) as refused:
+        change(admin, f"/v1/orgs/{org_id}/flags/{FLAG}", enabled=True)
+        wait_for(lambda: client.is_enabled(FLAG), what="the change over SCRAM")
+        assert client.status().connected
+        assert not refused.status().connected and not refused.is_enabled(FLAG)  # its last state: nothing set
