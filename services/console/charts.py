@@ -13,14 +13,16 @@ __all__ = ["bar_chart"]
 
 def bar_chart(title: str, bars: Sequence[tuple[str, float]], *, width: int = 560, height: int = 160,
               unit: str = "") -> str:
-    """Vertical bars labelled below, values above; an empty series says so instead of drawing nothing."""
+    """A caption, then vertical bars labelled below with values above (for a `<figure>`); an empty series says
+    so instead of drawing nothing."""
     label = escape(title)
     if not bars:
         return f'<p class="empty">{label}: no data yet.</p>'
     top = max(value for _, value in bars) or 1.0
     pad, base = 4, height - 22
     slot = (width - 2 * pad) / len(bars)
-    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{label}">',
+    parts = [f"<figcaption>{label}</figcaption>",
+             f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{label}">',
              f"<title>{label}</title>"]
     for i, (name, value) in enumerate(bars):
         bar_h = (base - 16) * value / top

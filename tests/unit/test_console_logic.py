@@ -207,7 +207,8 @@ def test_audit_entries_filter_and_sort_newest_first() -> None:
 
 def test_charts_are_inline_svg_with_escaped_labels_and_an_empty_state() -> None:
     svg = charts.bar_chart("Changes <per hour>", [("09", 2), ("10", 0), ("11", 5)])
-    assert svg.startswith("<svg") and svg.count("<rect") == 3 and "&lt;per hour&gt;" in svg
+    assert svg.startswith("<figcaption>") and "<svg" in svg and svg.count("<rect") == 3
+    assert "&lt;per hour&gt;" in svg and "<per" not in svg
     assert "no data yet" in charts.bar_chart("Nothing", [])
 
 
