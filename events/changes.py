@@ -89,10 +89,23 @@ class _Described(FlagChange):
     variants: tuple[Variant, ...] = Field(default=(), description="Experiment arms; weights sum to 1000.")
     expires_at: AwareDatetime | None = Field(default=None, description="When the flag is due for removal.")
 
+    @field_validator("expires_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else in_utc(value, "expires_at")
+
     @model_validator(mode="after")
     def _variants_are_an_experiment(self) -> _Described:
         check_variants(self.kind, self.variants)
         return self
+
+
+def in_utc(value: datetime, name: str) -> datetime:
+    """Instants travel in UTC, so their canonical JSON (and hash) has one form."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(f"{name} is out of range once converted to UTC") from exc
 
 
 def check_variants(kind: FlagKind, variants: tuple[Variant, ...]) -> None:
@@ -247,7 +260,7 @@ class _ScheduledAtScope(FlagChange):
     @field_validator("effective_at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+        return in_utc(value, "effective_at")
 
     @model_validator(mode="after")
     def _scope_is_consistent(self) -> _ScheduledAtScope:

@@ -7,6 +7,7 @@ accept can be recorded. Strict booleans and integers: `"true"` or `50.5` is a
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import (
@@ -52,7 +53,19 @@ Group = Annotated[
 Description = Annotated[str, NoNul, Field(max_length=1000, description="What the flag controls.")]
 Owner = Annotated[str, NoNul, Field(min_length=1, max_length=200, description="Team or person responsible.")]
 RolloutPercentage = Annotated[StrictInt, Field(ge=0, le=100, description="Share of subjects, 0–100.")]
-Instant = Annotated[AwareDatetime, Field(description="RFC 3339 with a UTC offset, e.g. `2026-12-01T09:00:00Z`.")]
+def _utc(value: datetime) -> datetime:
+    """In UTC, so every later step (events, hashes, Postgres) sees one form; refused if UTC cannot hold it."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("is out of range once converted to UTC") from exc
+
+
+Instant = Annotated[
+    AwareDatetime,
+    AfterValidator(_utc),
+    Field(description="RFC 3339 with a UTC offset, e.g. `2026-12-01T09:00:00Z`."),
+]
 
 
 class VariantIn(BaseModel):

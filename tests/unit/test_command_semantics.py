@@ -89,6 +89,7 @@ async def test_schedule_then_cancel_a_step(client: httpx.AsyncClient) -> None:
         ({"effective_at": "2026-06-01T12:00:00Z", "enabled": True}, "effective_at"),  # now is not the future
         ({"effective_at": "2026-07-01T12:00:00", "enabled": True}, "effective_at"),  # no offset
         ({"effective_at": "next tuesday", "enabled": True}, "effective_at"),
+        ({"effective_at": "9999-12-31T23:59:59-01:00", "enabled": True}, "effective_at"),  # past year 9999 in UTC
         ({"effective_at": "2026-07-01T12:00:00Z"}, None),  # nothing to schedule
         ({"effective_at": "2026-07-01T12:00:00Z", "rollout_percentage": 101}, "rollout_percentage"),
     ],
@@ -143,6 +144,7 @@ async def test_kill_switch_is_for_system_admins_only(client: httpx.AsyncClient, 
         ({"kind": "experiment", "variants": [{"name": "a b", "weight": 1000}]}, "variants.0.name"),
         ({"kind": "canary"}, "kind"),
         ({"expires_at": "soon"}, "expires_at"),
+        ({"expires_at": "0001-01-01T00:00:00+01:00"}, "expires_at"),
     ],
 )
 async def test_bad_definitions_are_422_naming_the_field(client: httpx.AsyncClient, fields, field) -> None:
