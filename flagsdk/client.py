@@ -99,6 +99,8 @@ class FlagClient:
         self._timeout = timeout
         self._reconnect_delay = reconnect_delay
         self._lock = threading.Lock()  # the fold and plan compilation; evaluation reads without it
+        self._state = FlagState()  # until started: every flag is unknown, so off (never an exception)
+        self._topic = ""
         self._plans: dict[str, Plan] = {}
         self._source = ""
         self._follower: Follower | None = None

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from events import Envelope, FlagDefined, OrgOverrideSet, to_record
 from flagcore import FlagState
+from flagsdk import FlagClient
 from flagsdk.follower import Follower
 from tests.support.factories import LogBuilder
 
@@ -65,3 +66,10 @@ def test_a_republished_event_is_skipped_and_a_broken_record_refused() -> None:
     f._fold(0, [*again, broken])
     assert (f.stats.applied, f.stats.duplicates, f.stats.refused) == (2, 1, 1)
     assert f.positions == {0: 4}
+
+
+def test_a_client_not_yet_started_answers_off_rather_than_raising() -> None:
+    client = FlagClient(query_url="http://127.0.0.1:9", api_key="k", org_id="acme", kafka={})
+    assert client.is_enabled(KEY) is False
+    assert client.evaluate(KEY).error_code is not None
+    assert not client.status().connected
