@@ -1,18 +1,20 @@
-"""The OFREP hot path in front of the FastAPI app: `OfrepEndpoint` decides, an adapter per server interface sends.
+"""The evaluation hot path in front of the FastAPI app: `HotPath` decides, an adapter per server interface sends.
 
 Measured in process on this 2-core machine (no server, no network), one OFREP
 evaluation took 125 µs through FastAPI's route, 36 µs when a middleware inside
 the app answered it, 30 µs in front of the app; our own work in it
 (authentication from the key cache, context parsing, evaluation, orjson) is
-about 17 µs. So `POST /ofrep/v1/evaluate/flags[/{key}]` is answered before the
-app: with the same authentication (`AuthGate`: key cache, failed-auth throttle,
-denial log), authorisation and use cases (`services.query.ofrep`), the same
-security headers (asked once of `SecurityHeaders`) and the same generic 500.
-Everything else goes to the app, which documents these two routes in OpenAPI
+about 17 µs. So `POST /ofrep/v1/evaluate/flags[/{key}]` and the native
+`GET /v1/orgs/{org_id}/flags/{flag_key}` are answered before the app, with the
+same authentication (`AuthGate`: key cache, failed-auth throttle, denial log),
+authorisation and use cases (`services.query.ofrep`, `QueryService`), the same
+answers and error bodies, the same security headers (asked once of
+`SecurityHeaders`) and the same generic 500.
+Everything else goes to the app, which documents these routes in OpenAPI
 and serves them itself to a browser (a request with `Origin`, when CORS is
 configured: the app's CORS layer decides) or when `FLAGS_QUERY_FAST_PATH=false`.
 
-`OfrepFastPath` is the ASGI adapter (in-process tests, any ASGI server);
+`FastPath` is the ASGI adapter (in-process tests, any ASGI server);
 `services.query.rsgi` is the one `python -m services.query` serves, on
 granian's RSGI interface, which costs less per request than ASGI.
 """
@@ -24,24 +26,38 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from fastapi import FastAPI
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from services.auth.authenticator import Unauthenticated
 from services.auth.http import AuthGate, TooManyFailures
-from services.auth.policy import Forbidden, Principal
+from services.auth.policy import Action, Forbidden, Principal, authorize
 from services.http import SecurityHeaders
 from services.http.errors import problem, rate_limited
 from services.http.unhandled import INTERNAL_ERROR_DETAIL
-from services.query import ofrep
+from services.query import ofrep, rendering, validation
+from services.query.errors import InvalidParameter, Unavailable, UnknownFlag
+from services.query.service import QueryService
 
-__all__ = ["OfrepEndpoint", "OfrepFastPath", "Reply", "has_origin", "is_ofrep", "read_body", "security_headers"]
+__all__ = [
+    "FastPath",
+    "HotPath",
+    "Reply",
+    "has_origin",
+    "is_hot",
+    "is_ofrep",
+    "native_target",
+    "read_body",
+    "security_headers",
+]
 
 log = logging.getLogger("flagstream.http")
 
 BULK = "/ofrep/v1/evaluate/flags"
 SINGLE = BULK + "/"
+NATIVE = "/v1/orgs/"
 RawHeaders = list[tuple[bytes, bytes]]
 Headers = list[tuple[str, str]]
 _JSON = ("content-type", "application/json")
@@ -55,6 +71,21 @@ def is_ofrep(method: str, path: str) -> bool:
     )
 
 
+def native_target(method: str, path: str) -> tuple[str, str] | None:
+    """(org, flag) of `GET /v1/orgs/{org_id}/flags/{flag_key}`, the native API's hot route; else None."""
+    if method != "GET" or not path.startswith(NATIVE):
+        return None
+    parts = path[len(NATIVE) :].split("/")
+    if len(parts) != 3 or parts[1] != "flags" or not parts[0] or not parts[2]:
+        return None
+    return parts[0], parts[2]
+
+
+def is_hot(method: str, path: str) -> bool:
+    """A request `HotPath` answers itself."""
+    return is_ofrep(method, path) or native_target(method, path) is not None
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     status: int
@@ -66,8 +97,8 @@ class Reply:
         return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in self.headers]
 
 
-class OfrepEndpoint:
-    """Authenticate, evaluate, and turn every outcome into a `Reply` carrying the security headers."""
+class HotPath:
+    """Authenticate, evaluate (OFREP or native), and turn every outcome into a `Reply` with the security headers."""
 
     __slots__ = ("_security", "app")
 
@@ -93,7 +124,10 @@ class OfrepEndpoint:
             principal = await gate.principal(request)
             service = state.ofrep_service()
             path: str = request.scope["path"]
-            if path == BULK:
+            native = native_target(request.scope["method"], path)
+            if native is not None:
+                answer = await _native(service, principal, *native, request.query_params)
+            elif path == BULK:
                 if_none_match = request.headers.get("if-none-match")
                 answer = await ofrep.evaluate_flags(service, principal, await body(), if_none_match)
             else:
@@ -114,6 +148,28 @@ class OfrepEndpoint:
     def _response(self, response: Response) -> Reply:
         raw = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in response.raw_headers]
         return Reply(response.status_code, [*raw, *self._security], bytes(response.body))
+
+
+async def _native(
+    service: QueryService, principal: Principal, org_id: str, flag_key: str, query: QueryParams
+) -> ofrep.Answer:
+    """`GET /v1/orgs/{org_id}/flags/{flag_key}` as the app's route answers it, errors as its handlers do."""
+    try:
+        org = validation.org_id(org_id)
+        authorize(principal, Action.EVALUATE, org_id=org)
+        key = validation.flag_key(flag_key)
+        platform = validation.platform(query.get("platform"))
+        user = validation.user_id(query.get("user"))
+        result = await service.evaluate(org, key, platform=platform, user_id=user)
+    except InvalidParameter as exc:
+        return ofrep.Answer(422, rendering.error("invalid_request", exc.detail, exc.field))
+    except UnknownFlag as exc:
+        return ofrep.Answer(404, rendering.error("unknown_flag", str(exc), "flag_key", flag_key=exc.flag_key))
+    except Unavailable as exc:
+        log.warning("answering 503: %s", exc)
+        detail = f"{exc.dependency} is unavailable"
+        return ofrep.Answer(503, rendering.error("unavailable", detail, None, dependency=exc.dependency))
+    return ofrep.Answer(200, rendering.dumps(rendering.evaluation(result)))
 
 
 def security_headers() -> Headers:
@@ -138,20 +194,20 @@ def security_headers() -> Headers:
     raise RuntimeError("the security header layer suspended")
 
 
-class OfrepFastPath:
-    """ASGI: answer OFREP evaluations from `OfrepEndpoint`; pass every other request to `app`."""
+class FastPath:
+    """ASGI: answer the hot routes from `HotPath`; pass every other request to `app`."""
 
     __slots__ = ("_cors", "_endpoint", "app")
 
     def __init__(self, app: FastAPI, *, cors: bool = False) -> None:
         self.app = app
         self._cors = cors  # the app has a CORS layer: leave requests from browsers to it
-        self._endpoint = OfrepEndpoint(app)
+        self._endpoint = HotPath(app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] == "http"
-            and is_ofrep(scope["method"], scope["path"])
+            and is_hot(scope["method"], scope["path"])
             and not (self._cors and has_origin(scope["headers"]))
         ):
             reply = await self._endpoint.reply(Request(scope, receive), lambda: read_body(receive))

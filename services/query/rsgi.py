@@ -1,11 +1,11 @@
-"""The query service on granian's RSGI interface: OFREP answered from RSGI, every other request bridged to the ASGI app.
+"""The query service on granian's RSGI interface: evaluations answered from RSGI, the rest bridged to the ASGI app.
 
 granian serves a bare handler about 1.6 times faster over RSGI than over ASGI
 here (shared/BRIEF.md: 42–52k against 25–30k requests/s), because RSGI hands the
 request over as one object and takes the answer as one call, with no message
-dicts. The OFREP routes are the hot path, so they are answered here by
-`OfrepEndpoint`, exactly as the ASGI adapter answers them. The rest (native
-evaluation, the catalogue, probes, the docs) goes to the FastAPI app through a
+dicts. OFREP and native single-flag evaluation are the hot path, so they are
+answered here by `HotPath`, exactly as the ASGI adapter answers them. The rest
+(bulk native evaluation, the catalogue, probes, the docs) goes to the FastAPI app through a
 small bridge that builds the ASGI scope and collects the answer; the app's
 lifespan runs through granian's own ASGI lifespan protocol in `__rsgi_init__`.
 """
@@ -24,19 +24,19 @@ from starlette.types import Message
 from services.infra.settings import Settings
 from services.query import ofrep
 from services.query.app import app_from_env as fastapi_app_from_env
-from services.query.fastpath import OfrepEndpoint, is_ofrep
+from services.query.fastpath import HotPath, is_hot
 
 __all__ = ["RSGIQueryApp", "app_from_env"]
 
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
-_OFREP_HEADERS = ("authorization", "if-none-match")
+_HOT_HEADERS = ("authorization", "if-none-match")
 
 
 class RSGIQueryApp:
     def __init__(self, app: FastAPI, *, cors: bool = False) -> None:
         self.app = app
         self._cors = cors  # the app has a CORS layer: leave requests from browsers to it
-        self._endpoint = OfrepEndpoint(app)
+        self._endpoint = HotPath(app)
         self._lifespan = LifespanProtocol(app)
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -51,12 +51,12 @@ class RSGIQueryApp:
         if scope.proto != "http":
             protocol.close(403)  # no websockets here
             return
-        if is_ofrep(scope.method, scope.path) and not (self._cors and scope.headers.get("origin") is not None):
-            await self._ofrep(scope, protocol)
+        if is_hot(scope.method, scope.path) and not (self._cors and scope.headers.get("origin") is not None):
+            await self._hot(scope, protocol)
             return
         await self._bridge(scope, protocol)
 
-    async def _ofrep(self, scope: Any, protocol: Any) -> None:
+    async def _hot(self, scope: Any, protocol: Any) -> None:
         async def body() -> bytes:
             chunks, size = [], 0
             async for chunk in protocol:  # stop past the limit: a huge body is refused unread
@@ -66,7 +66,7 @@ class RSGIQueryApp:
                     break
             return b"".join(chunks)
 
-        request = Request(_asgi_scope(scope, _OFREP_HEADERS))
+        request = Request(_asgi_scope(scope, _HOT_HEADERS))
         reply = await self._endpoint.reply(request, body)
         protocol.response_bytes(reply.status, reply.headers, reply.body)
 

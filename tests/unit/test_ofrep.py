@@ -22,7 +22,7 @@ from services.infra.settings import Settings
 from services.query import ofrep
 from services.query.app import create_app
 from services.query.cache import DocumentCache
-from services.query.fastpath import OfrepFastPath
+from services.query.fastpath import FastPath
 from services.query.service import QueryService
 from tests.support.auth import MemoryKeys, bearer, memory_gate
 from tests.unit.test_query_api import KEY, StateSource, sample_log
@@ -52,7 +52,7 @@ async def world(request: pytest.FixtureRequest) -> AsyncIterator[World]:
     service = QueryService(DocumentCache(None, ttl=60, local=False), source, CacheKeys("t"))
     keys = MemoryKeys()
     app = create_app(Settings(), service=service, auth=memory_gate(keys))
-    served = OfrepFastPath(app) if request.param else app
+    served = FastPath(app) if request.param else app
     transport = httpx.ASGITransport(app=served, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://query.test") as client:
         yield World(client, keys, source)
@@ -217,7 +217,7 @@ async def test_a_browser_request_goes_through_the_apps_cors_layer() -> None:
     service = QueryService(DocumentCache(None, ttl=60, local=False), source, CacheKeys("t"))
     keys = MemoryKeys()
     settings = Settings(cors_origins=["https://admin.example"])
-    app = OfrepFastPath(create_app(settings, service=service, auth=memory_gate(keys)), cors=True)
+    app = FastPath(create_app(settings, service=service, auth=memory_gate(keys)), cors=True)
     headers = {**bearer(keys.issue(Role.EVALUATOR, "acme")), "Origin": "https://admin.example"}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://query.test") as client:
         response = await client.post(FLAG, json={"context": {"targetingKey": "u-1"}}, headers=headers)
@@ -226,3 +226,37 @@ async def test_a_browser_request_goes_through_the_apps_cors_layer() -> None:
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == "https://admin.example"
     assert response.json() == direct.json()
+
+
+async def test_the_native_route_answers_alike_before_the_app() -> None:
+    """`GET /v1/orgs/{org}/flags/{key}` is answered by the hot path too: the same bytes as the app's route."""
+    source = StateSource(fold(sample_log().events))
+    service = QueryService(DocumentCache(None, ttl=60, local=False), source, CacheKeys("t"))
+    keys = MemoryKeys()
+    app = create_app(Settings(), service=service, auth=memory_gate(keys))
+    own, auditor = bearer(keys.issue(Role.EVALUATOR, "acme")), bearer(keys.issue(Role.AUDITOR, "acme"))
+    requests = [
+        (f"/v1/orgs/acme/flags/{KEY}", {"platform": "tiktok", "user": "u-1"}, own),
+        (f"/v1/orgs/acme/flags/{KEY}", {"user": "u-5"}, own),
+        (f"/v1/orgs/acme/flags/{KEY}", {"platform": ""}, own),
+        (f"/v1/orgs/acme/flags/{KEY}", {"platform": "myspace"}, own),
+        (f"/v1/orgs/acme/flags/{KEY}", {"user": "has space"}, own),
+        ("/v1/orgs/acme/flags/Bad_Key", {}, own),
+        ("/v1/orgs/acme/flags/no.such.flag", {}, own),
+        ("/v1/orgs/bad org!/flags/x", {}, own),
+        (f"/v1/orgs/globex/flags/{KEY}", {}, own),
+        (f"/v1/orgs/acme/flags/{KEY}", {}, auditor),
+        (f"/v1/orgs/acme/flags/{KEY}", {}, {}),
+    ]
+    answers = []
+    for served in (FastPath(app), app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=served), base_url="http://q.test") as client:
+            answers.append([await client.get(path, params=query, headers=key) for path, query, key in requests])
+    for (path, params, _), fast, routed in zip(requests, *answers, strict=True):
+        assert (fast.status_code, fast.json()) == (routed.status_code, routed.json()), (path, params)
+        assert fast.headers["content-security-policy"] == routed.headers["content-security-policy"]
+    assert [r.status_code for r in answers[0]] == [200, 200, 200, 422, 422, 422, 404, 422, 403, 403, 401]
+    source.down = True
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=FastPath(app)), base_url="http://q.test") as client:
+        down = await client.get(f"/v1/orgs/acme/flags/{KEY}", params={"user": "u-9"}, headers=own)
+    assert (down.status_code, down.json()["error"]) == (503, "unavailable")
