@@ -41,3 +41,25 @@ def bar_plot(values: dict[str, float], path: Path, *, title: str, unit: str) -> 
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def grouped_bar_plot(results: dict[str, dict[str, float]], path: Path, *, title: str) -> None:
+    """Keys "server | scenario | connections": throughput and p99 side by side, one bar per server in each group."""
+    groups = list(dict.fromkeys(" ".join(name.split(" | ")[1:]) for name in results))
+    servers = list(dict.fromkeys(name.split(" | ")[0] for name in results))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), dpi=110)
+    width = 0.8 / len(servers)
+    for panel, (metric, label) in zip(axes, (("rps", "requests/s"), ("p99", "p99 latency (ms)")), strict=True):
+        for i, server in enumerate(servers):
+            values = [results.get(f"{server} | {g.replace(' ', ' | ')}", {}).get(metric, 0.0) for g in groups]
+            xs = [j + i * width for j in range(len(groups))]
+            bars = panel.bar(xs, values, width, label=server)
+            panel.bar_label(bars, labels=[f"{v:,.0f}" if v >= 100 else f"{v:.2f}" for v in values], fontsize=7)
+        panel.set_xticks([j + width * (len(servers) - 1) / 2 for j in range(len(groups))], groups)
+        panel.set_ylabel(label)
+        panel.grid(True, axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
