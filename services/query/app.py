@@ -351,7 +351,7 @@ def create_app(settings: Settings, *, service: QueryService | None = None, auth:
         return _json(rendering.dumps(body), 200 if postgres else 503)
 
     install_ofrep(app, service)
-    install_bootstrap_route(app, settings, lambda: runtime.pool)
+    install_bootstrap_route(app, settings, lambda: runtime.pool, errors=ERRORS)
     app.state.auth = auth
     runtime.app = app
     _install_error_handlers(app)

@@ -18,6 +18,7 @@ import asyncpg
 import orjson
 from fastapi import FastAPI, Path
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
 from events.vocabulary import ORG_ID_PATTERN
 from flagcore.history import SYSTEM_SCOPE, scope_of_stream
@@ -38,6 +39,19 @@ LAST_VALUES_SQL = """
     ORDER BY stream, version DESC
 """
 OFFSETS_SQL = "SELECT partition, next_offset FROM projector_offsets WHERE consumer_group = $1 AND topic = $2"
+
+
+class BootstrapOut(BaseModel):
+    """Documents the answer (the route returns the bytes it built)."""
+
+    org_id: str
+    topic: str = Field(description="The flag-change topic to follow from `offsets`.")
+    offsets: dict[str, int] = Field(description="Partition → the next offset to fold; a partition not named: 0.")
+    scopes: dict[str, dict[str, Any]] = Field(
+        description='`flagcore.history` snapshot documents: `""` (definitions, system defaults) and the org.'
+    )
+
+
 OrgPath = Annotated[str, Path(description="Organisation id.", json_schema_extra={"pattern": ORG_ID_PATTERN})]
 
 
@@ -87,13 +101,21 @@ def scope_document(
     return doc | {"org": placed["org"], "platform": placed["platform"], "user": placed["user"]}
 
 
-def install_bootstrap_route(app: FastAPI, settings: Settings, pool: Callable[[], asyncpg.Pool | None]) -> None:
-    """Register the route; `pool` gives the query role's pool once the lifespan opened it."""
+def install_bootstrap_route(
+    app: FastAPI,
+    settings: Settings,
+    pool: Callable[[], asyncpg.Pool | None],
+    *,
+    errors: Mapping[int | str, dict[str, Any]],
+) -> None:
+    """Register the route; `pool` gives the query role's pool once the lifespan opened it, `errors` the
+    service's documented error answers (422, 503)."""
 
     @app.get(
         "/v1/orgs/{org_id}/bootstrap",
+        response_model=BootstrapOut,
         summary="Snapshot for an in-process SDK: the org's state and the topic offsets it covers",
-        responses={503: {"description": "Postgres is unreachable (or the service is starting)."}},
+        responses=dict(errors),
     )
     async def bootstrap(caller: Caller, org_id: OrgPath) -> Response:
         org = validation.org_id(org_id)
