@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from events import Envelope, FlagKind
-from flagcore.instants import parse_instant
+from flagcore.instants import format_instant, parse_instant
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,9 @@ class ScheduledStep:
     def from_value(cls, value: dict[str, Any]) -> ScheduledStep:
         return cls(parse_instant(value["at"]), value.get("enabled"), value.get("rollout_percentage"))
 
+    def to_value(self) -> dict[str, Any]:
+        return {"at": format_instant(self.at), "enabled": self.enabled, "rollout_percentage": self.rollout_percentage}
+
 
 @dataclass(frozen=True, slots=True)
 class Setting:
@@ -65,7 +68,11 @@ class Setting:
         return cls(value.get("enabled"), value.get("rollout_percentage"), source, steps)
 
     def to_value(self) -> dict[str, Any]:
-        return {"enabled": self.enabled, "rollout_percentage": self.rollout_percentage}
+        """The stream value this setting was read from (`from_value`'s inverse)."""
+        value: dict[str, Any] = {"enabled": self.enabled, "rollout_percentage": self.rollout_percentage}
+        if self.schedule:
+            value["schedule"] = [s.to_value() for s in self.schedule]
+        return value
 
     def in_force(self, now: datetime) -> Setting:
         """The setting at `now`: the stored values with every step due by `now` applied, in order."""
@@ -120,13 +127,21 @@ class Definition:
         )
 
     def to_value(self) -> dict[str, Any]:
-        return {
+        """The stream value this definition was read from (`from_value`'s inverse)."""
+        value: dict[str, Any] = {
             "kind": self.kind.value,
             "description": self.description,
             "owner": self.owner,
             "group": self.group,
             "archived": self.archived,
         }
+        if self.killed:
+            value["killed"] = True
+        if self.variants:
+            value["variants"] = [{"name": v.name, "weight": v.weight} for v in self.variants]
+        if self.expires_at is not None:
+            value["expires_at"] = format_instant(self.expires_at)
+        return value
 
 
 @dataclass(slots=True)

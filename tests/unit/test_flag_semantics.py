@@ -419,3 +419,36 @@ def test_stale_report_lists_expired_and_long_unchanged_uniform_flags() -> None:
     assert (report["due.soon"].reason, report["old.on"].reason) == ("expired", "unchanged")
     assert (report["old.on"].value, report["old.on"].owner, report["old.off"].value) == (True, "team-a", False)
     assert stale_flags(state, now=now, days=90) == [report["due.soon"]]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(scheduling, max_size=20))
+def test_settings_and_definitions_give_back_the_stream_values_they_were_read_from(changes) -> None:
+    state = fold(scheduled_log(changes))
+    for stream, head in state.heads.items():
+        if stream.startswith("flag/") and stream.count("/") == 1:
+            assert state.catalog.definitions[stream.split("/")[1]].to_value() == head.value
+    for setting in [*state.catalog.system.values(), *state.tenant("acme").org.values()]:
+        assert setting.to_value() == state.heads[setting.source.stream].value
+
+
+def test_a_killed_experiment_definition_round_trips() -> None:
+    value = {
+        "kind": "ops",
+        "description": "",
+        "owner": "sre",
+        "group": "p",
+        "archived": False,
+        "killed": True,
+        "expires_at": "2027-01-01T00:00:00Z",
+    }
+    assert Definition.from_value("p.x", value).to_value() == value
+    arms = {
+        "kind": "experiment",
+        "description": "",
+        "owner": None,
+        "group": "e",
+        "archived": False,
+        "variants": [{"name": "a", "weight": 1000}],
+    }
+    assert Definition.from_value("e.x", arms).to_value() == arms
