@@ -38,6 +38,7 @@ class World:
     events: list[dict[str, Any]] = field(default_factory=list)
     calls: list[tuple[str, str, Any]] = field(default_factory=list)
     revoked: set[str] = field(default_factory=set)
+    hidden_from_history: int = 0  # the newest events history does not show yet (its visibility horizon)
 
     def head(self, stream: str) -> dict[str, Any]:
         return self.streams.setdefault(stream, {"stream": stream, "version": 0, "value": None})
@@ -128,7 +129,8 @@ class FakeApi:
         self._call("history", params.get("org"))
         org, flag = params.get("org"), params.get("flag")
         found = [e for e in self.world.events if org in (None, e["org_id"]) and flag in (None, e["flag_key"])]
-        return {"entries": found, "next_cursor": None, "has_more": False}
+        visible = found[: len(found) - self.world.hidden_from_history]
+        return {"entries": visible, "next_cursor": None, "has_more": False}
 
     async def export(self, params: dict[str, Any]) -> bytes:
         self._call("export", params.get("org"))
@@ -429,3 +431,13 @@ async def test_rolling_back_needs_the_role_that_could_make_the_change(console: C
     form = {"csrf": await console.csrf("/audit"), "stream": stream, "version": "2", "reason": "undo"}
     assert (await console.client.post("/rollback/apply", data={**form, "reason": " "})).status_code == 422
     assert console.changes() == []
+
+
+async def test_a_change_history_does_not_show_yet_is_on_the_audit_page_at_once(console: Console) -> None:
+    for n in range(3):
+        console.world.record(f"org/acme/flag/{FLAG}", {"enabled": n % 2 == 0, "rollout_percentage": None}, "Ada",
+                             f"change {n}")
+    console.world.hidden_from_history = 2
+    await console.sign_in("fsk_acme_admin")
+    page = (await console.client.get("/audit")).text
+    assert page.count('class="entry') == 3 and page.index("change 2") < page.index("change 0")
