@@ -315,6 +315,16 @@ def test_kill_switch_schedule_and_the_status_page(cs: ConsoleStack) -> None:
         status = http.get("/status").text
         assert "Scheduled changes coming up" in status and "Stale flags" in status
 
+    with signed_in(cs, "org-admin") as http:  # an org admin schedules in its own org
+        page = http.get("/change", params={"flag": FLAG, "level": "platform", "org": cs.org, "platform": "google"})
+        step = form_fields(page.text.split("Or schedule a change", 1)[1], "/change/preview")
+        step |= {"effective_at": "2031-06-01T09:00", "state": "off", "rollout": "", "reason": "google sunset"}
+        preview = http.post("/change/preview", data=step)
+        assert f"org {cs.org}, platform google from 2031-06-01T09:00:00Z" in preview.text
+        assert http.post("/change/apply", data=form_fields(preview.text, "/change/apply")).status_code == 200
+        wait_for(lambda: "google sunset" in http.get("/audit").text, "the scheduled step in the log")
+        wait_for(lambda: "2031-06-01T09:00:00Z" in http.get("/status").text, "the org's schedule on the status page")
+
 
 def test_explain_as_of_an_instant_for_an_auditor(cs: ConsoleStack) -> None:
     with cs.admin as admin:  # something to travel back to
