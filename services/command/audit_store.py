@@ -19,26 +19,10 @@ from typing import Any
 
 import asyncpg
 
-from services.command.history import LEVEL_PATTERNS, Cursor, HistoryFilter
+from services.command.history import LEVEL_PATTERNS, Cursor, HistoryFilter, actor_needles
 from services.command.store import _translated
 
 __all__ = ["PostgresAuditStore", "StoredValue"]
-
-_PAGE = """
-SELECT tx::text::bigint AS tx, sequence, body FROM event_store
-WHERE (tx, sequence) > ($1::text::xid8, $2)
-  AND tx < COALESCE($3::text::xid8, pg_snapshot_xmin(pg_current_snapshot()))
-  AND ($4::text IS NULL OR org_id = $4 OR ($12 AND org_id IS NULL AND stream LIKE 'flag/%'))
-  AND ($5::text IS NULL OR flag_key = $5)
-  AND ($6::text[] IS NULL OR stream ~ ANY($6))
-  AND ($7::text[] IS NULL OR type = ANY($7))
-  AND ($8::timestamptz IS NULL OR occurred_at >= $8)
-  AND ($9::timestamptz IS NULL OR occurred_at < $9)
-  AND ($10::text IS NULL OR $10 IN (convert_from(body, 'UTF8')::jsonb #>> '{actor,id}',
-                                    convert_from(body, 'UTF8')::jsonb #>> '{actor,name}'))
-ORDER BY tx, sequence
-LIMIT $11
-"""
 
 StoredValue = tuple[int, dict[str, Any] | None]  # (version, the stream's value after it)
 
@@ -57,25 +41,10 @@ class PostgresAuditStore:
     async def page(
         self, wanted: HistoryFilter, *, after: Cursor | None, limit: int, horizon: int | None = None
     ) -> list[tuple[Cursor, bytes]]:
-        start = after or Cursor(0, 0)
-        levels = [LEVEL_PATTERNS[level] for level in wanted.levels] or None
+        sql, args = page_query(wanted, after=after or Cursor(0, 0), limit=limit, horizon=horizon)
         async with _translated():
-            rows = await self._pool.fetch(
-                _PAGE,
-                str(start.tx),
-                start.sequence,
-                None if horizon is None else str(horizon),
-                wanted.org,
-                wanted.flag,
-                levels,
-                list(wanted.types) or None,
-                wanted.since,
-                wanted.until,
-                wanted.actor,
-                limit,
-                wanted.catalog,
-            )
-        return [(Cursor(r["tx"], r["sequence"]), bytes(r["body"])) for r in rows]
+            rows = await self._pool.fetch(sql, *args)
+        return [(Cursor(r["txid"], r["sequence"]), bytes(r["body"])) for r in rows]
 
     async def org_known(self, org: str) -> bool:
         """Has anything ever been recorded for `org`?"""
@@ -114,6 +83,45 @@ class PostgresAuditStore:
                 version,
             )
         return None if new is None else (version, _json(new["new"]))
+
+
+def page_query(
+    wanted: HistoryFilter, *, after: Cursor, limit: int, horizon: int | None
+) -> tuple[str, list[Any]]:
+    """The SQL of one page with only the conditions asked for, so the planner can use the (tx, sequence) index."""
+    args: list[Any] = [str(after.tx), after.sequence]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    where = ["(tx, sequence) > ($1::text::xid8, $2)"]
+    if horizon is None:
+        where.append("tx < pg_snapshot_xmin(pg_current_snapshot())")
+    else:
+        where.append(f"tx < {arg(str(horizon))}::text::xid8")
+    if wanted.org is not None:
+        org = f"org_id = {arg(wanted.org)}"
+        where.append(f"({org} OR (org_id IS NULL AND stream LIKE 'flag/%'))" if wanted.catalog else org)
+    if wanted.flag is not None:
+        where.append(f"flag_key = {arg(wanted.flag)}")
+    if wanted.levels:
+        where.append(f"stream ~ ANY({arg([LEVEL_PATTERNS[level] for level in wanted.levels])}::text[])")
+    if wanted.types:
+        where.append(f"type = ANY({arg(list(wanted.types))}::text[])")
+    if wanted.since is not None:
+        where.append(f"occurred_at >= {arg(wanted.since)}")
+    if wanted.until is not None:
+        where.append(f"occurred_at < {arg(wanted.until)}")
+    if wanted.actor is not None:
+        by_id, by_name = actor_needles(wanted.actor)
+        where.append(f"(position({arg(by_id)}::bytea in body) > 0 OR position({arg(by_name)}::bytea in body) > 0)")
+    sql = (
+        "SELECT tx::text::bigint AS txid, sequence, body FROM event_store WHERE "
+        + " AND ".join(where)
+        + f" ORDER BY tx, sequence LIMIT {arg(limit)}"
+    )
+    return sql, args
 
 
 def _json(text: str | None) -> dict[str, Any] | None:

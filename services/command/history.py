@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from events import Platform, Scope
+from events import Platform, Scope, canonical_json
 
 __all__ = [
     "CSV_COLUMNS",
@@ -28,6 +28,7 @@ __all__ = [
     "HistoryFilter",
     "HistoryLevel",
     "InvalidCursor",
+    "actor_needles",
     "csv_lines",
     "entry",
     "level_of",
@@ -108,6 +109,17 @@ class HistoryFilter:
     types: tuple[str, ...] = ()
     since: datetime | None = None  # inclusive
     until: datetime | None = None  # exclusive
+
+
+def actor_needles(actor: str) -> tuple[bytes, bytes]:
+    """Byte strings found in a stored body exactly when its actor's id, or its name, is `actor`.
+
+    Bodies are canonical JSON (sorted keys, no spaces), so the actor object reads
+    `"actor":{"id":…,"name":…},"data":` and nothing inside a JSON string can hold an
+    unescaped quote: matching these bytes needs no JSON parsing of every row.
+    """
+    quoted = canonical_json(actor)
+    return b'"actor":{"id":' + quoted + b',"name":', b',"name":' + quoted + b'},"data":'
 
 
 class InvalidCursor(ValueError):

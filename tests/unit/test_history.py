@@ -11,13 +11,18 @@ from datetime import UTC, datetime
 import pytest
 
 from events import Actor, Scope
+from services.command.audit_store import page_query
+from services.command.chain import EMPTY_HEAD, seal_changes
 from services.command.commands import DefineFlag, SetSetting
 from services.command.errors import InvalidCommand, VersionConflict
+from services.command.handlers import decide
 from services.command.history import (
     CSV_COLUMNS,
     Cursor,
+    HistoryFilter,
     HistoryLevel,
     InvalidCursor,
+    actor_needles,
     csv_lines,
     entry,
     level_of,
@@ -221,3 +226,35 @@ async def test_a_change_landing_during_a_rollback_is_a_conflict_not_overwritten(
         await rollback(service, values, [stream], RollbackTarget(version=1), reason="undo", actor=ADMIN)
     head = await service.stream_head(stream)
     assert (head.version, head.value) == (3, {"enabled": False, "rollout_percentage": 5})
+
+
+def _sealed(actor: Actor, reason: str) -> bytes:
+    change = SetSetting(scope=Scope.org("acme"), flag_key="ads.export", enabled=True, reason=reason)
+    [envelope] = seal_changes(decide(change, current=None, definition={"archived": False}), EMPTY_HEAD,
+                              sequences=[1], actor=actor, reason=reason, occurred_at=NOW)
+    return envelope.to_json()
+
+
+@pytest.mark.parametrize("who", ["key:0123456789abcdef", 'Zoë "ops" Ünal', "a\\b"])
+def test_actor_needles_find_the_actor_by_id_or_name(who: str) -> None:
+    by_id, by_name = actor_needles(who)
+    assert by_id in _sealed(Actor(id=who, name="someone"), "x")
+    assert by_name in _sealed(Actor(id="key:0123456789abcdef", name=who), "x")
+    assert by_id not in _sealed(Actor(id="key:x", name=who), "x")
+    assert by_name not in _sealed(Actor(id=who, name="n"), "x")
+
+
+def test_actor_needles_never_match_inside_free_text() -> None:
+    who = "key:0123456789abcdef"
+    forged = '"actor":{"id":"key:0123456789abcdef","name":"x"},"data":'
+    body = _sealed(Actor(id="key:ffffffffffffffff", name="x"), forged)
+    assert all(needle not in body for needle in actor_needles(who))
+
+
+def test_a_page_query_carries_only_the_conditions_asked_for() -> None:
+    sql, args = page_query(HistoryFilter(), after=Cursor(0, 0), limit=10, horizon=None)
+    assert "org_id" not in sql and "position" not in sql and args == ["0", 0, 10]
+    wanted = HistoryFilter(org="acme", catalog=True, actor="ops", levels=(HistoryLevel.USER,), types=("A", "B"))
+    sql, args = page_query(wanted, after=Cursor(5, 6), limit=10, horizon=99)
+    assert "org_id IS NULL" in sql and sql.count("position(") == 2 and args[:3] == ["5", 6, "99"]
+    assert sql.endswith(f"LIMIT ${len(args)}") and args[-1] == 10
