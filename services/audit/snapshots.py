@@ -3,7 +3,9 @@
 A run restores the latest part of every scope, folds the flag events after the last
 run up to a settled, published cutoff, and writes a part for a scope whenever it has
 `every` new events, and at the cutoff for every scope that changed, so each scope's
-latest part always covers all of its events up to the last run. It records the run's
+latest part always covers all of its events up to the last run. Parts are saved as they
+are cut (each is sound on its own; a run that stops half-way is redone from the last
+recorded run, the fold skipping what a saved part already holds). It records the run's
 Kafka position too: per partition, the offset after the last record it covered (the
 relay publishes in sequence order). `python -m services.audit.snapshots [--every N]
 [--loop SECONDS]` runs it once, or every SECONDS.
@@ -26,6 +28,8 @@ from services.infra.settings import Role, Settings
 
 log = logging.getLogger(__name__)
 
+FLUSH = 100  # parts held in memory before they are saved
+
 Positions = Callable[[int, dict[int, int]], Awaitable[dict[int, int]]]  # (sequence, from offsets) -> offsets
 
 
@@ -41,7 +45,8 @@ async def take(history: PostgresHistory, positions: Positions, *, every: int = 2
     states = {p.scope: restore({p.scope: p.doc}) for p in parts}
     counts = {p.scope: p.events for p in parts}
     fresh: dict[str, int] = {}  # scope -> events since its last part
-    written: list[tuple[Part, datetime]] = []
+    written: list[tuple[Part, datetime]] = []  # not yet saved
+    saved = 0
     until = last.covered_until if last else None
     async for sequence, occurred_at, envelope in history.stream_events(after=start, upto=cutoff):
         until = occurred_at if until is None else max(until, occurred_at)
@@ -55,13 +60,19 @@ async def take(history: PostgresHistory, positions: Positions, *, every: int = 2
         if fresh[scope] >= every:
             written.append((Part(scope, sequence, counts[scope], snapshot(state, scope).doc), until))
             del fresh[scope]
+            if len(written) >= FLUSH:
+                await history.save_parts(written)
+                saved += len(written)
+                written.clear()
     assert until is not None
     written += [
         (Part(scope, cutoff, counts[scope], snapshot(states[scope], scope).doc), until) for scope in sorted(fresh)
     ]
+    await history.save_parts(written)
+    saved += len(written)
     run = Run(cutoff, until, await positions(cutoff, last.kafka_offsets if last else {}))
-    await history.save(written, run)
-    log.info("snapshot run up to sequence %d: %d parts, Kafka offsets %s", cutoff, len(written), run.kafka_offsets)
+    await history.save_run(run)
+    log.info("snapshot run up to sequence %d: %d parts, Kafka offsets %s", cutoff, saved, run.kafka_offsets)
     return run
 
 

@@ -137,14 +137,19 @@ class PostgresHistory:
                 return
             after = rows[-1]["sequence"]
 
-    async def save(self, parts: Sequence[tuple[Part, datetime]], run: Run) -> None:
-        """Add the parts and the run record in one transaction."""
-        async with _translated(), self._pool.acquire() as conn, conn.transaction():
-            await conn.executemany(
+    async def save_parts(self, parts: Sequence[tuple[Part, datetime]]) -> None:
+        """Add parts. A part is whole on its own, so a run that stops half-way leaves only sound ones."""
+        async with _translated():
+            await self._pool.executemany(
                 "INSERT INTO snapshots (scope, sequence, covered_until, events, state) VALUES ($1, $2, $3, $4, $5)",
                 [(p.scope, p.sequence, until, p.events, orjson.dumps(p.doc).decode()) for p, until in parts],
+                timeout=300,
             )
-            await conn.execute(
+
+    async def save_run(self, run: Run) -> None:
+        """Record a finished run: the next one starts after its sequence."""
+        async with _translated():
+            await self._pool.execute(
                 "INSERT INTO snapshot_runs (sequence, covered_until, kafka_offsets) VALUES ($1, $2, $3)",
                 run.sequence,
                 run.covered_until,

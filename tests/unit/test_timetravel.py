@@ -67,8 +67,10 @@ class MemoryHistory:
             if after < e.sequence <= upto:
                 yield e.sequence, e.occurred_at, e
 
-    async def save(self, parts, run: Run) -> None:  # type: ignore[no-untyped-def]
+    async def save_parts(self, parts) -> None:  # type: ignore[no-untyped-def]
         self.parts += parts
+
+    async def save_run(self, run: Run) -> None:
         self.runs.append(run)
 
 
@@ -150,3 +152,28 @@ def test_a_diff_names_the_flags_whose_answer_or_settings_changed() -> None:
     changed = asyncio.run(travel.diff(Asked(ORGS[0]), start, builder.events[-1].occurred_at))
     assert [(k, b.evaluation.value, a.evaluation.value) for k, b, a in changed] == [(FLAGS[1], False, True)]
     assert changed[0][2].evaluation.source.event_id == str(builder.events[-1].event_id)
+
+
+def test_a_long_run_saves_its_parts_as_it_goes_and_a_redo_after_a_crash_agrees() -> None:
+    changes_ = [FlagDefined(flag_key=FLAGS[0], group="g")] + [
+        OrgOverrideSet(flag_key=FLAGS[0], org_id=ORGS[i % 2], enabled=i % 4 < 2) for i in range(300)
+    ]
+    log = LogBuilder().extend(changes_)
+    history = MemoryHistory(log)
+
+    async def crash_after_saving(run: Run) -> None:
+        raise OSError("gone before the run was recorded")
+
+    history.save_run = crash_after_saving  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        asyncio.run(take(history, _no_kafka, every=1))
+    assert len(history.parts) > 200 and not history.runs  # saved in flushes of 100, before the end
+    del history.save_run
+    asyncio.run(take(history, _no_kafka, every=1))  # redone from the start, over the saved parts
+    assert len(history.runs) == 1
+    travel = TimeTravel(history, clock=_clock(log))
+    for i in (0, 1, 150, len(log) - 1):
+        live = fold(log[: i + 1])
+        for org in ORGS:
+            got = asyncio.run(travel.at(Asked(org), log[i].occurred_at))[FLAGS[0]].evaluation
+            assert got == evaluate(live.catalog, live.tenant(org), FLAGS[0])
