@@ -331,17 +331,16 @@ class LogVerifier:
         event_id = fields.get("event_id") if isinstance(fields.get("event_id"), str) else None
         version = fields.get("version") if type(fields.get("version")) is int else None
 
-        if fields.get("hash") != hash_of(fields):
-            detail = "its hash does not match its contents: it was changed after it was sealed"
-            self._problem(stream, ProblemKind.ALTERED, where, event_id, version, detail)
-            if link is not None:
-                self._place_unchecked(link, where)
-            return
-
         envelope: Envelope | None = None
         try:
-            envelope = decode_fields(fields)
+            envelope = decode_fields(fields)  # checks the seal first: a sound event is hashed once
         except DecodeError as exc:
+            if fields.get("hash") != hash_of(fields):
+                detail = "its hash does not match its contents: it was changed after it was sealed"
+                self._problem(stream, ProblemKind.ALTERED, where, event_id, version, detail)
+                if link is not None:
+                    self._place_unchecked(link, where)
+                return
             detail = f"sealed, but not a valid event: {exc.reason}"
             self._problem(stream, ProblemKind.INVALID, where, event_id, version, detail)
         if link is None:
