@@ -181,7 +181,7 @@ class Report:
     records: int  # records read
     events: int  # records that are not identical re-publications
     streams: int
-    partitions: int
+    partitions: int  # partitions that held at least one record
     findings: tuple[StreamFindings, ...]  # streams with problems: failing ones first, each by first offset
     unattributed: tuple[Problem, ...]  # records too damaged to name their stream
 
@@ -217,11 +217,9 @@ class Report:
         }
 
 
-def verify(
-    records: Iterable[LogRecord], *, partitions: Iterable[int] = (), tolerate_duplicates: bool = False
-) -> Report:
-    """Check every record; `partitions` names partitions read that may have held no record."""
-    verifier = LogVerifier(partitions=partitions, tolerate_duplicates=tolerate_duplicates)
+def verify(records: Iterable[LogRecord], *, tolerate_duplicates: bool = False) -> Report:
+    """Check every record (each partition in offset order)."""
+    verifier = LogVerifier(tolerate_duplicates=tolerate_duplicates)
     for record in records:
         verifier.add(record)
     return verifier.report()
@@ -302,8 +300,8 @@ def _versions(lo: int, hi: int) -> str:
 class LogVerifier:
     """Feed records with `add`, in each partition's offset order; then `report()` once."""
 
-    def __init__(self, *, partitions: Iterable[int] = (), tolerate_duplicates: bool = False) -> None:
-        self._partitions = set(partitions)
+    def __init__(self, *, tolerate_duplicates: bool = False) -> None:
+        self._partitions: set[int] = set()
         self._tolerate_duplicates = tolerate_duplicates
         self._streams: dict[str, _Stream] = {}
         self._ids: dict[bytes, _Seen] = {}
@@ -311,10 +309,6 @@ class LogVerifier:
         self._records = 0
         self._duplicates = 0
         self._done = False
-
-    @property
-    def records(self) -> int:
-        return self._records
 
     def add(self, record: LogRecord) -> None:
         if self._done:

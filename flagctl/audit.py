@@ -144,7 +144,8 @@ def cmd_verify(client: Client, args: argparse.Namespace) -> int:
     report = verifier.report()
     clean = report.ok and not extent.truncated
     if args.json:
-        print(json.dumps({**report.to_dict(), "ok": clean, "topic": topic, "truncated": extent.truncated}))
+        found = report.to_dict() | {"ok": clean, "topic": topic, "partitions": len(extent.end)}
+        print(json.dumps(found | {"truncated": extent.truncated}))
     else:
         print(_verdict(report, extent))
     return 0 if clean else TAMPERED

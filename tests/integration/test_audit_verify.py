@@ -35,6 +35,7 @@ from tests.support.tenants import database_url
 pytestmark = pytest.mark.integration
 
 Corruption = Callable[[list[LogRecord]], list[LogRecord]]
+_COPIES: list[str] = []  # scratch topics made by this module, deleted at its end
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,7 @@ def log(make_settings: Callable[[], Settings], tmp_path_factory: pytest.TempPath
         yield settings
     finally:
         service.stop()
+        asyncio.run(_delete(settings, _COPIES))
 
 
 def _write(http: httpx.Client, method: str, path: str, **fields: object) -> None:
@@ -89,6 +91,7 @@ async def _copy(settings: Settings, records: list[LogRecord]) -> str:
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, settings.topic_partitions, 1)])
+        _COPIES.append(topic)
     finally:
         await admin.close()
     producer = AIOKafkaProducer(**client_options(settings), enable_idempotence=True, acks="all")
@@ -99,6 +102,16 @@ async def _copy(settings: Settings, records: list[LogRecord]) -> str:
     finally:
         await producer.stop()
     return topic
+
+
+async def _delete(settings: Settings, topics: list[str]) -> None:
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        if topics:
+            await admin.delete_topics(topics)
+    finally:
+        await admin.close()
 
 
 def _verify(settings: Settings, topic: str, *options: str) -> subprocess.CompletedProcess[str]:
@@ -166,6 +179,9 @@ def test_the_real_log_verifies(log: Settings) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(records)} events in {len(streams)} streams verified" in result.stdout
     assert "reading the log:" in result.stderr
+    document = json.loads(_verify(log, log.topic, "--json").stdout)
+    assert (document["ok"], document["events"], document["streams"]) == (True, len(records), len(streams))
+    assert (document["partitions"], document["truncated"], document["findings"]) == (log.topic_partitions, {}, [])
 
 
 def test_a_faithful_copy_verifies(log: Settings) -> None:
