@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -69,7 +70,7 @@ Audit = Annotated[PostgresAuditStore, Depends(_audit)]
 Service = Annotated[CommandService, Depends(_service)]
 
 
-def _instant(text: str | None, field: str) -> Any:
+def _instant(text: str | None, field: str) -> datetime | None:
     if text is None:
         return None
     try:
