@@ -164,7 +164,8 @@ def test_an_evaluation_renders_with_its_rollout_and_event() -> None:
     assert answer["event"]["version"] == 2 and answer["event"]["id"] != str(set_.event_id)
     body = orjson.loads(rendering.dumps(answer))
     assert body["event"]["occurred_at"].endswith("Z")
-    assert set(body) == {"flag_key", "value", "reason", "level", "error_code", "variant", "explanation", "rollout", "event"}
+    fields = {"flag_key", "value", "reason", "level", "error_code", "variant", "explanation", "rollout", "event"}
+    assert set(body) == fields
 
 
 @pytest.mark.parametrize(
