@@ -93,20 +93,35 @@ class PlatformsOut(BaseModel):
     enabled: list[Platform]
 
 
+class StepOut(BaseModel):
+    at: str = Field(description="RFC 3339, UTC: in force from this instant on.")
+    enabled: bool | None = Field(description="null keeps what is in force.")
+    rollout_percentage: int | None = Field(description="null keeps what is in force.")
+
+
 class SystemOut(BaseModel):
     enabled: bool | None
     rollout_percentage: int | None
+    schedule: list[StepOut] = Field(description="Pending scheduled steps, in time order.")
     version: int
     event: EventOut
 
 
+class VariantOut(BaseModel):
+    name: str
+    weight: int = Field(description="Share of users in thousandths; the weights sum to 1000.")
+
+
 class FlagOut(BaseModel):
     key: str
-    kind: str
+    kind: str = Field(description="release, experiment, ops or permission.")
     description: str
     owner: str | None
     group: str
     archived: bool
+    killed: bool = Field(description="An ops flag's kill switch is engaged: off everywhere.")
+    variants: list[VariantOut] = Field(description="An experiment's arms (empty otherwise).")
+    expires_at: str | None = Field(description="When the flag is due for removal (RFC 3339, UTC).")
     version: int = Field(description="Version of the flag's definition stream.")
     event: EventOut
     system: SystemOut | None
