@@ -7,6 +7,7 @@ was loaded at, so a change made meanwhile is a 409 and never overwritten.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,7 +15,14 @@ from typing import Any
 
 from events import Level, Platform, Scope
 from events.scope import definition_stream
-from events.vocabulary import FLAG_KEY_RE, ORG_ID_RE, USER_ID_RE, FlagKind
+from events.vocabulary import (
+    FLAG_KEY_RE,
+    ORG_ID_RE,
+    USER_ID_RE,
+    VARIANT_NAME_PATTERN,
+    VARIANT_WEIGHT_TOTAL,
+    FlagKind,
+)
 from services.auth.policy import Action
 
 __all__ = [
@@ -37,6 +45,7 @@ __all__ = [
 ]
 
 MAX_REASON = 500
+VARIANT_NAME_RE = re.compile(VARIANT_NAME_PATTERN)
 Value = dict[str, Any] | None
 
 
@@ -248,7 +257,7 @@ class DefinitionEdit:
     """New description, kind, owner or group of a flag (the fields that differ are sent)."""
 
     flag_key: str
-    changes: dict[str, str | None]
+    changes: dict[str, Any]
     reason: str
     expected_version: int
     method = "PATCH"
@@ -270,18 +279,46 @@ class DefinitionEdit:
 
     def rows(self, previous: Value) -> list[tuple[str, str, str]]:
         before = previous or {}
-        return [(name, str(before.get(name) or "—"), str(value or "—")) for name, value in self.changes.items()]
+        return [(name, _shown(before.get(name)), _shown(value)) for name, value in self.changes.items()]
 
     def fields(self) -> dict[str, str]:
         return {"flag": self.flag_key, "reason": self.reason, "expected_version": str(self.expected_version),
-                **{f"new_{k}": v or "" for k, v in self.changes.items()}}
+                **{f"new_{k}": _shown(v, empty="") for k, v in self.changes.items()}}
+
+
+def _shown(value: Any, *, empty: str = "—") -> str:
+    if isinstance(value, list):  # variants
+        return variants_text(value) or empty
+    return str(value) if value else empty
+
+
+def variants_text(variants: list[dict[str, Any]]) -> str:
+    """`control=500, new=500`: weights in thousandths, as the flag holds them."""
+    return ", ".join(f"{v['name']}={v['weight']}" for v in variants)
+
+
+def parse_variants(text: str) -> list[dict[str, Any]]:
+    """`control=50, new=50` (percentages) or thousandths summing to 1000; empty: no variants."""
+    variants = []
+    for part in filter(None, (p.strip() for p in text.replace("\n", ",").split(","))):
+        name, _, weight = part.partition("=")
+        name, weight = name.strip(), weight.strip()
+        if not VARIANT_NAME_RE.match(name) or not weight.isdigit():
+            raise InvalidInput("new_variants", "write arms as name=weight, e.g. control=50, new=50")
+        variants.append({"name": name, "weight": int(weight)})
+    total = sum(v["weight"] for v in variants)
+    if variants and total not in (100, VARIANT_WEIGHT_TOTAL):
+        raise InvalidInput("new_variants", f"weights must sum to 100 (percent) or {VARIANT_WEIGHT_TOTAL}, not {total}")
+    if total == 100:
+        variants = [{**v, "weight": v["weight"] * VARIANT_WEIGHT_TOTAL // 100} for v in variants]
+    return variants
 
 
 def parse_definition_edit(form: Mapping[str, str], current: Value) -> DefinitionEdit:
     """Only the fields whose submitted value differs from `current` are sent."""
     flag = _flag(form)
     before = current or {}
-    changes: dict[str, str | None] = {}
+    changes: dict[str, Any] = {}
     for name in _DEFINITION_FIELDS:
         if f"new_{name}" not in form:
             continue
@@ -300,6 +337,10 @@ def parse_definition_edit(form: Mapping[str, str], current: Value) -> Definition
             current = current and _iso(_future_instant({"x": current}, "x"))
         if value != current:
             changes[name] = value
+    if "new_variants" in form:
+        variants = parse_variants(_text(form, "new_variants"))
+        if variants != (before.get("variants") or []):
+            changes["variants"] = variants
     if not changes:
         raise InvalidInput("new_description", "nothing changed: edit a field first")
     return DefinitionEdit(flag, changes, _reason(form), _version(form))

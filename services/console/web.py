@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from services.console.access import Capabilities
-from services.console.changes import describe
+from services.console.changes import describe, variants_text
 from services.console.client import Api
 from services.console.sessions import Session, SessionStore
 
@@ -29,6 +29,7 @@ SIGNIN_COOKIE = "fs_signin"  # the sign-in form's CSRF token, before any session
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.globals["describe"] = describe  # a setting as a person reads it, in every template
+templates.env.globals["variants_text"] = variants_text
 
 
 class SignInRequired(Exception):

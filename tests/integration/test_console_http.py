@@ -68,7 +68,8 @@ def start_console(make_settings: Callable[[], Settings], logs: Path) -> Iterator
             command = stack.command_url
             for body in ({"key": FLAG, "group": "ai", "kind": "release", "description": "AI insights",
                           "owner": "insights-team", "reason": REASON},
-                         {"key": "ops.kill.sync", "group": "ops", "kind": "ops", "reason": REASON}):
+                         {"key": "ops.kill.sync", "group": "ops", "kind": "ops", "reason": REASON},
+                         {"key": "exp.checkout.enabled", "group": "exp", "kind": "experiment", "reason": REASON}):
                 assert http.post(f"{command}/v1/flags", json=body).status_code == 201
             assert http.put(f"{command}/v1/flags/{FLAG}/system", json={"enabled": False, "reason": REASON}
                             ).status_code == 201
@@ -338,3 +339,16 @@ def test_explain_as_of_an_instant_for_an_auditor(cs: ConsoleStack) -> None:
         assert FLAG in page.text and "system" in page.text
         assert http.get("/explain", params={"org": cs.org, "flag": FLAG}).status_code == 403  # live: evaluators
         assert http.get("/explain", params={"org": cs.other, "flag": FLAG, "at": at}).status_code == 403
+
+
+def test_edit_an_experiments_variants_and_details(cs: ConsoleStack) -> None:
+    with signed_in(cs, "admin") as http:
+        wait_for(lambda: http.get("/flags/exp.checkout.enabled").status_code == 200, "the flag's projection")
+        page = http.get("/flags/exp.checkout.enabled")
+        details = form_fields(page.text.split("<h2>Details</h2>", 1)[1], "/change/preview")
+        details |= {"new_variants": "control=50, new-checkout=50", "new_owner": "checkout-team", "reason": "A/B"}
+        preview = http.post("/change/preview", data=details)
+        assert 'class="after">control=500, new-checkout=500<' in preview.text
+        assert 'class="after">checkout-team<' in preview.text
+        assert http.post("/change/apply", data=form_fields(preview.text, "/change/apply")).status_code == 200
+        wait_for(lambda: "new-checkout (50.0%)" in http.get("/flags/exp.checkout.enabled").text, "the variants")

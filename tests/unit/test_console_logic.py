@@ -268,3 +268,18 @@ def test_kill_switch_and_schedule_forms() -> None:
         with pytest.raises(InvalidInput) as caught:
             parse_schedule_step({**form, **bad})
         assert caught.value.field == field
+
+
+def test_variants_are_edited_as_text_and_sent_in_thousandths() -> None:
+    form = {"flag": "exp.x", "reason": "r", "expected_version": "3", "new_variants": "control=50, new=50"}
+    edit = parse_definition_edit(form, {"kind": "experiment", "variants": []})
+    assert edit.body()["variants"] == [{"name": "control", "weight": 500}, {"name": "new", "weight": 500}]
+    assert edit.rows({"variants": []}) == [("variants", "—", "control=500, new=500")]
+    assert parse_definition_edit(edit.fields(), {"variants": []}) == edit
+    same = [{"name": "control", "weight": 500}, {"name": "new", "weight": 500}]
+    with pytest.raises(InvalidInput):  # nothing changed
+        parse_definition_edit(form, {"variants": same})
+    for bad in ("control=60, new=50", "control", "bad name=100"):
+        with pytest.raises(InvalidInput) as caught:
+            parse_definition_edit({**form, "new_variants": bad}, {"variants": []})
+        assert caught.value.field == "new_variants"
