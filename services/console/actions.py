@@ -17,19 +17,21 @@ from services.console.audit import AuditFilter
 from services.console.changes import (
     DefinitionEdit,
     InvalidInput,
-    KillSwitch,
-    ScheduleStep,
     SettingChange,
     describe,
     parse_definition_edit,
-    parse_kill_switch,
-    parse_rollback,
-    parse_schedule_step,
     parse_setting_change,
     parse_target,
 )
 from services.console.client import Api, ApiError
 from services.console.history import changes_since, read_log
+from services.console.operations import (
+    KillSwitch,
+    ScheduleStep,
+    parse_kill_switch,
+    parse_rollback,
+    parse_schedule_step,
+)
 from services.console.sessions import Session
 from services.console.web import api, changing, current, render, safe_return
 
@@ -67,8 +69,8 @@ def _what(change: Change) -> str:
     return WHAT[type(change)]
 
 
-async def _conflict(request: Request, session: Session, client: Api, change: Change, head: dict[str, Any],
-                    return_to: str) -> Response:
+async def _conflict(request: Request, client: Api, change: Change, head: dict[str, Any], return_to: str
+                    ) -> Response:
     others = await changes_since(client, stream=change.stream, org=_org(change), flag=_flag(change),
                                  version=change.expected_version)
     redo = {**change.fields(), "expected_version": str(head["version"]), "what": _what(change),
@@ -85,7 +87,7 @@ async def preview(request: Request) -> Response:
     change, head = await _parse(client, session, form)
     return_to = safe_return(form.get("return_to"), "")
     if int(head["version"]) != change.expected_version:
-        return await _conflict(request, session, client, change, head, return_to)
+        return await _conflict(request, client, change, head, return_to)
     rows = change.rows(head["value"])
     if all(before == after for _, before, after in rows):
         raise InvalidInput("state", f"nothing to change: it is already {rows[0][1]}")
@@ -104,7 +106,7 @@ async def apply(request: Request) -> Response:
         if exc.status != 409 or exc.code != "version_conflict":
             raise
         now = await client.stream(change.stream)
-        return await _conflict(request, session, client, change, now, return_to)
+        return await _conflict(request, client, change, now, return_to)
     return render(request, "done.html", {"change": change, "result": result, "return_to": return_to,
                                          "rows": change.rows(head["value"]), "flag": _flag(change),
                                          "org": _org(change)})

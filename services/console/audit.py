@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from events.vocabulary import FLAG_KEY_RE
-from services.console.changes import InvalidInput, describe, org_id
+from services.console.changes import describe
+from services.console.forms import InvalidInput, org_id
 
 __all__ = ["KINDS", "AuditFilter", "Entry", "entry", "newest_first", "parse_filter", "parse_instant"]
 

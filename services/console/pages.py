@@ -19,18 +19,11 @@ from starlette.routing import Route
 from events import Level, Platform
 from services.console import audit, charts
 from services.console.access import Action, home_page, may, require, scoped_org
-from services.console.changes import (
-    InvalidInput,
-    Target,
-    describe,
-    org_id,
-    parse_target,
-    rollbackable,
-    target_of_stream,
-)
+from services.console.changes import InvalidInput, Target, describe, org_id, parse_target
 from services.console.client import Api, ApiError
 from services.console.history import history_params, read_log
 from services.console.live import median_and_p99
+from services.console.operations import rollbackable, target_of_stream
 from services.console.sessions import Session
 from services.console.web import api, current, render, templates
 

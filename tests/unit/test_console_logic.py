@@ -12,11 +12,13 @@ from services.console.changes import (
     InvalidInput,
     describe,
     parse_definition_edit,
+    parse_setting_change,
+    parse_target,
+)
+from services.console.operations import (
     parse_kill_switch,
     parse_rollback,
     parse_schedule_step,
-    parse_setting_change,
-    parse_target,
     rollbackable,
     target_of_stream,
 )

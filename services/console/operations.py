@@ -1,0 +1,220 @@
+"""Changes beyond a level's value: undoing one change (rollback, issue 4), the kill switch and scheduled
+steps (issue 7). Each, like `changes.SettingChange`, names its route, body, stream and the role it needs, and
+shows previous → new before anything is sent."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from events import Level
+from events.scope import definition_stream
+from services.auth.policy import Action
+from services.console.changes import Target, Value, describe, parse_target
+from services.console.forms import InvalidInput, expected_version, flag_key, instant, iso, reason, text
+
+__all__ = ["KillSwitch", "Rollback", "ScheduleStep", "parse_kill_switch", "parse_rollback", "parse_schedule_step",
+           "rollbackable", "target_of_stream"]
+
+
+def target_of_stream(stream: str) -> Target:
+    """The setting a stream holds (`flag/<key>/system`, `org/<org>/[platform/<p>/|user/<u>/]flag/<key>`)."""
+    parts = stream.split("/")
+    form: dict[str, str] = {}
+    match parts:
+        case ["flag", key, "system"]:
+            form = {"flag": key, "level": "system"}
+        case ["org", org, "flag", key]:
+            form = {"flag": key, "level": "org", "org": org}
+        case ["org", org, "platform", platform, "flag", key]:
+            form = {"flag": key, "level": "platform", "org": org, "platform": platform}
+        case ["org", org, "user", user, "flag", key]:
+            form = {"flag": key, "level": "user", "org": org, "user": user}
+        case _:
+            raise InvalidInput("stream", "not the stream of a flag setting")
+    return parse_target(form)
+
+
+def rollbackable(entry: Any) -> bool:
+    """A setting's change can be undone; a system default's first value has nothing before it to restore."""
+    try:
+        target = target_of_stream(entry.stream)
+    except InvalidInput:
+        return False
+    return entry.version >= 2 or target.level is not Level.SYSTEM
+
+
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    """Undo one change: restore the value its stream had just before it, as new events with their own reason.
+
+    Through the rollback routes (issue 4) for version 2 on; undoing a first
+    override is clearing it, through the ordinary route with the expected version.
+    """
+
+    target: Target
+    version: int  # the version being undone
+    reason: str
+    expected_version: int  # the stream's version when the user looked
+
+    @property
+    def method(self) -> str:
+        return "POST" if self.version >= 2 else "DELETE"
+
+    @property
+    def path(self) -> str:
+        if self.version < 2:
+            return self.target.path
+        if self.target.level is Level.SYSTEM:
+            return f"/v1/flags/{self.target.flag_key}/rollback"
+        return f"/v1/orgs/{self.target.org_id}/rollback"
+
+    @property
+    def stream(self) -> str:
+        return self.target.stream
+
+    @property
+    def action(self) -> Action:
+        return self.target.action
+
+    def body(self) -> dict[str, Any]:
+        if self.version < 2:
+            return {"reason": f"rollback of version 1: {self.reason}", "expected_version": self.expected_version}
+        body: dict[str, Any] = {"version": self.version - 1, "reason": self.reason}
+        if self.target.level is not Level.SYSTEM:
+            body["flag_key"] = self.target.flag_key
+            if self.target.platform is not None:
+                body["platform"] = self.target.platform.value
+            if self.target.user_id is not None:
+                body["user_id"] = self.target.user_id
+        return body
+
+    def fields(self) -> dict[str, str]:
+        return {"stream": self.stream, "version": str(self.version), "reason": self.reason,
+                "expected_version": str(self.expected_version)}
+
+
+def parse_rollback(form: Mapping[str, str], *, reason_required: bool = True) -> Rollback:
+    target = target_of_stream(text(form, "stream"))
+    raw = text(form, "version")
+    if not raw.isdigit() or not 1 <= int(raw) <= 2**31 - 1:
+        raise InvalidInput("version", "the version of the change to undo (a whole number from 1)")
+    why = reason(form) if reason_required else text(form, "reason")
+    expected = expected_version(form) if text(form, "expected_version") else 0
+    if int(raw) < 2 and target.level is Level.SYSTEM:
+        raise InvalidInput("version", "the first system default has nothing before it to restore")
+    return Rollback(target, int(raw), why, expected)
+
+
+@dataclass(frozen=True, slots=True)
+class KillSwitch:
+    """Engage (off everywhere, over every level) or release an ops flag's kill switch (issue 7's route)."""
+
+    flag_key: str
+    engage: bool
+    reason: str
+    expected_version: int  # of the flag's definition stream, where the switch lives
+
+    @property
+    def method(self) -> str:
+        return "POST" if self.engage else "DELETE"
+
+    @property
+    def path(self) -> str:
+        return f"/v1/flags/{self.flag_key}/kill-switch"
+
+    @property
+    def stream(self) -> str:
+        return definition_stream(self.flag_key)
+
+    @property
+    def action(self) -> Action:
+        return Action.MANAGE_FLAGS
+
+    def body(self) -> dict[str, Any]:
+        return {"reason": self.reason, "expected_version": self.expected_version}
+
+    def rows(self, previous: Value) -> list[tuple[str, str, str]]:
+        now = "engaged: off everywhere" if (previous or {}).get("killed") else "released: the levels decide"
+        new = "engaged: off everywhere" if self.engage else "released: the levels decide"
+        return [("kill switch", now, new)]
+
+    def fields(self) -> dict[str, str]:
+        return {"flag": self.flag_key, "engage": "1" if self.engage else "", "reason": self.reason,
+                "expected_version": str(self.expected_version)}
+
+
+def parse_kill_switch(form: Mapping[str, str]) -> KillSwitch:
+    return KillSwitch(flag_key(form), bool(text(form, "engage")), reason(form), expected_version(form))
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleStep:
+    """From `effective_at` on, a level takes these values (issue 7's schedule routes); or cancel that step."""
+
+    target: Target
+    effective_at: datetime
+    cancel: bool
+    enabled: bool | None
+    rollout: int | None
+    reason: str
+    expected_version: int
+
+    @property
+    def method(self) -> str:
+        return "DELETE" if self.cancel else "PUT"
+
+    @property
+    def path(self) -> str:
+        return f"{self.target.path}/schedule"
+
+    @property
+    def stream(self) -> str:
+        return self.target.stream
+
+    @property
+    def action(self) -> Action:
+        return self.target.action
+
+    @property
+    def at(self) -> str:
+        return iso(self.effective_at)
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"effective_at": self.at, "reason": self.reason,
+                                "expected_version": self.expected_version}
+        if not self.cancel:
+            body |= {k: v for k, v in (("enabled", self.enabled), ("rollout_percentage", self.rollout))
+                     if v is not None}
+        return body
+
+    def rows(self, previous: Value) -> list[tuple[str, str, str]]:
+        steps = {s.get("at"): s for s in (previous or {}).get("schedule") or ()}
+        before = describe(steps.get(self.at)) if self.at in steps else "nothing scheduled"
+        after = "nothing scheduled" if self.cancel else describe({"enabled": self.enabled,
+                                                                  "rollout_percentage": self.rollout})
+        return [(f"{self.target.label} from {self.at}", before, after)]
+
+    def fields(self) -> dict[str, str]:
+        state = "cancel" if self.cancel else {True: "on", False: "off", None: "keep"}[self.enabled]
+        return {**self.target.fields(), "effective_at": self.at, "state": state,
+                "rollout": "" if self.rollout is None else str(self.rollout), "reason": self.reason,
+                "expected_version": str(self.expected_version)}
+
+
+def parse_schedule_step(form: Mapping[str, str]) -> ScheduleStep:
+    target = parse_target(form)
+    at = instant(form, "effective_at")
+    state = text(form, "state") or "on"
+    if state not in ("on", "off", "keep", "cancel"):
+        raise InvalidInput("state", "choose on, off, keep (rollout only) or cancel")
+    raw_pct = text(form, "rollout")
+    if raw_pct and (not raw_pct.isdigit() or int(raw_pct) > 100):
+        raise InvalidInput("rollout", "a whole percentage from 0 to 100, or empty")
+    rollout = int(raw_pct) if raw_pct else None
+    enabled = {"on": True, "off": False}.get(state)
+    if state == "keep" and rollout is None:
+        raise InvalidInput("rollout", "a step that keeps on/off must set a rollout")
+    return ScheduleStep(target, at, state == "cancel", enabled, rollout, reason(form), expected_version(form))
