@@ -343,8 +343,10 @@ async def test_rls_shows_a_tenant_only_its_own_rows(settings: Settings, projecto
     conn = await asyncpg.connect(settings.pg_dsn(Role.QUERY))
     try:  # outside any transaction, the setting is simply absent
         assert await conn.fetch("SELECT * FROM overrides WHERE org_id IN ($1, $2)", a, b) == []
+        heads = await conn.fetch("SELECT org_id FROM stream_heads")  # granted for SDK bootstrap, under RLS
+        assert heads and all(r["org_id"] is None for r in heads)
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await conn.fetch("SELECT * FROM stream_heads")
+            await conn.execute("DELETE FROM stream_heads")
     finally:
         await conn.close()
 
