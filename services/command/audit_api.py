@@ -203,7 +203,7 @@ class OrgRollbackRequest(RollbackRequest):
 class RestoredStream(BaseModel):
     stream: str
     restored_version: int = Field(description="The version whose value was restored (0: the stream was empty).")
-    value: dict[str, Any] | None
+    value: dict[str, Any] | None = Field(description="The value in force at the target.")
     changed: bool
     version: int = Field(description="The stream's version now.")
     events: list[EventSummary]
@@ -236,14 +236,14 @@ def _answer(target: RollbackTarget, reason: str, done: list[StreamRollback], res
             stream=d.stream,
             restored_version=d.goal_version,
             value=d.value,
-            changed=d.outcome.changed,
-            version=d.outcome.version,
+            changed=d.changed,
+            version=d.version,
             events=[
                 EventSummary(
                     event_id=str(e.event_id), type=e.type, stream=e.stream, version=e.version,
                     sequence=e.sequence, previous=e.previous, new=e.new,
                 )
-                for e in d.outcome.events
+                for e in d.events
             ],
         )
         for d in done

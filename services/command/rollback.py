@@ -1,11 +1,13 @@
 """Rollback: put streams back to their value as of an instant or a version, by appending ordinary changes.
 
-History is never edited. For each stream the goal value is read from the log
-(the value after its last event at or before the instant, or after the given
-version), and a `SetSetting` or `ClearOverride` that reaches it goes through
-the same `CommandService` as any change, with the stream's current version as
-`expected_version`: a change that lands meanwhile makes the rollback a 409
-instead of overwriting it. Every goal is read before anything is written, so
+History is never edited. For each stream the goal is read from the log: the
+on/off value and rollout in force at the instant (after the stream's last event
+at or before it, with the scheduled steps due by then applied), or right after
+the given version. A `SetSetting` or `ClearOverride` reaches it, then every
+step scheduled since the target (pending now, not pending then) is cancelled;
+steps are never re-created. Each goes through the same `CommandService` as any
+change, with the stream's current version as `expected_version`: a change that
+lands meanwhile makes the rollback a 409 instead of overwriting it. Every goal is read before anything is written, so
 a bad target writes nothing; a conflict part-way leaves the streams before it
 rolled back, and running the same rollback again finishes the job (streams
 already at their goal are left alone).
@@ -18,12 +20,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from events import Actor, Level
+from events import Actor, Envelope, Level
+from flagcore.instants import parse_instant
+from flagcore.transitions import Value, caught_up
 from services.command.audit_store import StoredValue
-from services.command.commands import AnyCommand, ClearOverride, SetSetting
+from services.command.commands import AnyCommand, CancelScheduledSetting, ClearOverride, SetSetting
 from services.command.errors import InvalidCommand
 from services.command.history import setting_scope
-from services.command.service import CommandService, Outcome
+from services.command.service import CommandService, utc_now
 
 __all__ = ["RollbackTarget", "StreamRollback", "ValueReader", "rollback", "rollback_reason"]
 
@@ -60,8 +64,13 @@ def rollback_reason(target: RollbackTarget, reason: str) -> str:
 class StreamRollback:
     stream: str
     goal_version: int  # the version whose value was restored (0: the stream was empty then)
-    value: dict[str, Any] | None  # the restored value
-    outcome: Outcome
+    value: dict[str, Any] | None  # the value in force at the target
+    version: int  # the stream's version now
+    events: Sequence[Envelope] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.events)
 
 
 async def rollback(
@@ -86,28 +95,45 @@ async def rollback(
             assert target.at is not None
             goals.append((stream, await reader.value_as_of(stream, target.at)))
     text = rollback_reason(target, reason)
-    done = []
-    for stream, (version, value) in goals:
-        head = await service.stream_head(stream)
-        if head.value == value:
-            outcome = Outcome(changed=False, stream=stream, version=head.version)
-        else:
-            outcome = await service.execute(_restore(stream, value, head.version, reason=text, actor=actor))
-        done.append(StreamRollback(stream, version, value, outcome))
-    return done
+    # a stored value may hold steps that fell due before the target: apply them
+    return [
+        await _restore(service, stream, version, caught_up(value, target.at), reason=text, actor=actor)
+        for stream, (version, value) in goals
+    ]
 
 
-def _restore(stream: str, value: dict[str, Any] | None, head_version: int, *, reason: str, actor: Actor) -> AnyCommand:
+async def _restore(
+    service: CommandService, stream: str, goal_version: int, goal: Value, *, reason: str, actor: Actor
+) -> StreamRollback:
+    """The values in force at the target, then the steps scheduled since cancelled, each checked against its head."""
     found = setting_scope(stream)
     if found is None:
         raise InvalidCommand(f"{stream} is not a setting stream and cannot be rolled back", field="stream")
     scope, flag_key = found
-    meta: dict[str, Any] = {"flag_key": flag_key, "reason": reason, "actor": actor, "expected_version": head_version}
-    if value is None:
-        if scope.level is Level.SYSTEM:
-            detail = f"the system default of {flag_key} was not set then, and cannot be cleared"
-            raise InvalidCommand(detail, field="at")
-        return ClearOverride(scope=scope, **meta)
-    return SetSetting(
-        scope=scope, enabled=value.get("enabled"), rollout_percentage=value.get("rollout_percentage"), **meta
-    )
+    meta: dict[str, Any] = {"scope": scope, "flag_key": flag_key, "reason": reason, "actor": actor}
+    events: list[Envelope] = []
+    head = await service.stream_head(stream)
+    if _in_force(caught_up(head.value, utc_now())) != _in_force(goal):
+        command: AnyCommand
+        if goal is None:
+            if scope.level is Level.SYSTEM:
+                detail = f"the system default of {flag_key} was not set then, and cannot be cleared"
+                raise InvalidCommand(detail, field="at")
+            command = ClearOverride(expected_version=head.version, **meta)
+        else:
+            enabled, rollout = _in_force(goal)
+            command = SetSetting(enabled=enabled, rollout_percentage=rollout, expected_version=head.version, **meta)
+        events += (await service.execute(command)).events
+        head = await service.stream_head(stream)
+    kept = (goal or {}).get("schedule") or []
+    for step in (caught_up(head.value, utc_now()) or {}).get("schedule") or []:
+        if step not in kept:
+            at = parse_instant(step["at"])
+            cancel = CancelScheduledSetting(effective_at=at, expected_version=head.version, **meta)
+            events += (await service.execute(cancel)).events
+            head = await service.stream_head(stream)
+    return StreamRollback(stream, goal_version, goal, head.version, events)
+
+
+def _in_force(value: Value) -> tuple[bool | None, int | None]:
+    return (value or {}).get("enabled"), (value or {}).get("rollout_percentage")

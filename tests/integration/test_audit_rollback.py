@@ -219,3 +219,18 @@ def test_flagctl_rolls_back_and_shows_it_in_history(stack: Stack, admin: httpx.C
     assert table.returncode == 0 and table.stdout.splitlines()[-1].endswith(f"(rollback to {good}: flaky)")
     bad = flagctl("audit", "rollback", "--org", org, "--flag", flag, "--at", _future(), "--reason", "x")
     assert bad.returncode == 1 and "[at]" in bad.stderr and "in the future" in bad.stderr
+
+
+def test_a_step_scheduled_since_the_target_is_cancelled(admin: httpx.Client, flag: str, org: str) -> None:
+    path = f"/v1/orgs/{org}/flags/{flag}"
+    call(admin, "PUT", path, enabled=True)
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat().replace("+00:00", "Z")
+    call(admin, "PUT", f"{path}/schedule", effective_at=tomorrow, rollout_percentage=50)
+    good = instant()
+    next_week = (datetime.now(UTC) + timedelta(days=7)).isoformat().replace("+00:00", "Z")
+    call(admin, "PUT", f"{path}/schedule", effective_at=next_week, enabled=False, reason="the mistake")
+    result = call(admin, "POST", f"/v1/orgs/{org}/rollback", flag_key=flag, at=good)
+    [stream] = result["streams"]
+    assert [e["type"] for e in stream["events"]] == ["ScheduledSettingCancelled"]
+    value = admin.get(f"/v1/streams/org/{org}/flag/{flag}").json()["value"]
+    assert [step["rollout_percentage"] for step in value["schedule"]] == [50]  # the older step stays

@@ -6,14 +6,14 @@ import csv
 import io
 import json
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from events import Actor, Scope
 from services.command.audit_store import page_query
 from services.command.chain import EMPTY_HEAD, seal_changes
-from services.command.commands import DefineFlag, SetSetting
+from services.command.commands import DefineFlag, ScheduleSetting, SetSetting
 from services.command.errors import InvalidCommand, VersionConflict
 from services.command.handlers import decide
 from services.command.history import (
@@ -171,12 +171,12 @@ async def test_rollback_appends_the_changes_that_reach_the_old_value() -> None:
     values = _Values({stream: {1: {"enabled": True, "rollout_percentage": None},
                                2: {"enabled": True, "rollout_percentage": 40}}})
     [done] = await rollback(service, values, [stream], RollbackTarget(version=1), reason="undo", actor=ADMIN)
-    assert done.outcome.changed and done.value == {"enabled": True, "rollout_percentage": None}
-    [event] = done.outcome.events
+    assert done.changed and done.value == {"enabled": True, "rollout_percentage": None}
+    [event] = done.events
     assert (event.type, event.version, event.reason, event.actor) == (
         "RolloutPercentageSet", 3, "rollback to version 1: undo", ADMIN)
     again = await rollback(service, values, [stream], RollbackTarget(version=1), reason="undo", actor=ADMIN)
-    assert not again[0].outcome.changed  # already there: nothing written
+    assert not again[0].changed  # already there: nothing written
 
 
 async def test_rolling_back_to_before_a_stream_began_clears_it() -> None:
@@ -185,7 +185,7 @@ async def test_rolling_back_to_before_a_stream_began_clears_it() -> None:
     values = _Values({stream: {5: {"enabled": True, "rollout_percentage": 40}}})
     at = RollbackTarget(at=datetime(2026, 1, 1, tzinfo=UTC))
     [done] = await rollback(service, values, [stream], at, reason="undo", actor=ADMIN)
-    assert [e.type for e in done.outcome.events] == ["OrgOverrideCleared"] and done.outcome.events[0].new is None
+    assert [e.type for e in done.events] == ["OrgOverrideCleared"] and done.events[0].new is None
 
 
 async def test_a_version_that_does_not_exist_writes_nothing_and_names_the_field() -> None:
@@ -258,3 +258,22 @@ def test_a_page_query_carries_only_the_conditions_asked_for() -> None:
     sql, args = page_query(wanted, after=Cursor(5, 6), limit=10, horizon=99)
     assert "org_id IS NULL" in sql and sql.count("position(") == 2 and args[:3] == ["5", 6, "99"]
     assert sql.endswith(f"LIMIT ${len(args)}") and args[-1] == 10
+
+
+async def test_rollback_cancels_the_steps_scheduled_since_and_keeps_the_older_ones() -> None:
+    service = CommandService(InMemoryEventStore())
+    await service.execute(DefineFlag(flag_key="ads.export", group="ads", reason="test"))
+    org = Scope.org("acme")
+    stream = org.stream("ads.export")
+    await service.execute(SetSetting(scope=org, flag_key="ads.export", enabled=True, reason="on"))
+    soon, later = datetime.now(UTC) + timedelta(days=1), datetime.now(UTC) + timedelta(days=2)
+    await service.execute(ScheduleSetting(scope=org, flag_key="ads.export", effective_at=soon, rollout_percentage=50,
+                                          reason="planned"))
+    then = (await service.stream_head(stream)).value
+    await service.execute(ScheduleSetting(scope=org, flag_key="ads.export", effective_at=later, enabled=False,
+                                          reason="the mistake"))
+    values = _Values({stream: {1: then}})
+    at = RollbackTarget(at=datetime(2026, 1, 5, tzinfo=UTC))
+    [done] = await rollback(service, values, [stream], at, reason="undo", actor=ADMIN)
+    assert [e.type for e in done.events] == ["ScheduledSettingCancelled"]
+    assert (await service.stream_head(stream)).value == then
