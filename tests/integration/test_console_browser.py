@@ -118,6 +118,23 @@ async def test_why_is_it_off_for_this_orgs_tiktok_and_fix_it(cs: ConsoleStack, b
     await page.get_by_role("link", name="Audit log").click()
     await expect(page.locator("#entries")).to_contain_text("Acme's TikTok pilot approved")
     await shot(page, "audit")
+
+    # and roll it back, with a reason of its own
+    row = page.locator("#entries tr", has_text="Acme's TikTok pilot approved")
+    await row.get_by_role("link", name="Roll back").click()
+    await expect(page.locator("td.before")).to_have_text("on")
+    await expect(page.locator("td.after")).to_have_text("not set")
+    await page.get_by_label("Reason for the rollback (required)").fill("pilot postponed")
+    await shot(page, "rollback")
+    await page.get_by_role("button", name="Roll back").click()
+    await expect(page.get_by_role("status")).to_contain_text("version 2")
+    await page.goto(f"{cs.url}/explain?org={cs.org}&platform=tiktok&flag={FLAG}")
+    for _ in range(50):
+        if await page.locator("#winner").inner_text() == "system":
+            break
+        await page.wait_for_timeout(100)
+        await page.reload()
+    await expect(page.locator("#verdict")).to_have_text("OFF")
     await page.context.close()
 
 
@@ -191,7 +208,16 @@ async def test_roles_by_url_in_the_browser(cs: ConsoleStack, browser: Browser) -
     await auditor.goto(f"{cs.url}/flags/{FLAG}")
     await expect(auditor.get_by_role("heading", name=FLAG)).to_be_visible()
     await expect(auditor.get_by_role("button", name="Review change")).to_have_count(0)
+    form = {"what": "setting", "flag": FLAG, "level": "org", "org": cs.org, "state": "off", "reason": "sneaky",
+            "expected_version": "0"}
+    forged = await auditor.request.post(f"{cs.url}/change/apply", form=form)  # the browser's cookie, no token
+    assert forged.status == 403
+    token = await auditor.locator('input[name="csrf"]').first.get_attribute("value")
+    assert (await auditor.request.post(f"{cs.url}/change/apply", form={**form, "csrf": token})).status == 403
     await auditor.context.close()
+    stranger = await new_page(browser)  # no cookie at all
+    assert (await stranger.request.post(f"{cs.url}/change/apply", form={**form, "csrf": token})).status == 401
+    await stranger.context.close()
 
 
 async def test_every_page_renders_for_the_admin_and_on_a_phone(cs: ConsoleStack, browser: Browser) -> None:
@@ -222,5 +248,5 @@ async def test_every_page_renders_for_the_admin_and_on_a_phone(cs: ConsoleStack,
 def test_screenshots_exist() -> None:
     """Run last in this module: every page above left its picture for the docs."""
     names = {p.stem for p in Path(SHOTS).glob("*.png")}
-    assert {"flags", "explain", "confirm", "done", "explain-fixed", "audit", "audit-live", "conflict", "org",
-            "flag-editor", "status", "explain-phone"} <= names
+    assert {"flags", "explain", "confirm", "done", "explain-fixed", "audit", "rollback", "audit-live", "conflict",
+            "org", "flag-editor", "status", "explain-phone"} <= names
