@@ -73,6 +73,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:  
     target = r.add_mutually_exclusive_group(required=True)
     target.add_argument("--at", metavar="RFC3339", help="restore the values as of this instant")
     target.add_argument("--version", type=int, metavar="V", help="restore the stream's value right after version V")
+    r.add_argument("--definition", action="store_true", help="without --org, with --version: the definition's stream")
     r.add_argument("--reason", required=True, help='recorded as "rollback to <target>: <reason>"')
     r.add_argument("--json", action="store_true")
     r.set_defaults(handler=cmd_rollback)
@@ -216,8 +217,13 @@ def cmd_rollback(client: Client, args: argparse.Namespace) -> int:
             print("flagctl: audit rollback: without --org, name the --flag whose system default to restore",
                   file=sys.stderr)
             return 2
+        if args.definition:
+            body["definition"] = True
         result = client.command("POST", f"/v1/flags/{quote(args.flag, safe='')}/rollback", body)
     else:
+        if args.definition:
+            print("flagctl: audit rollback: --definition is a flag's, not an org's: omit --org", file=sys.stderr)
+            return 2
         body |= {"flag_key": args.flag, "platform": args.platform, "user_id": args.user}
         body = {k: v for k, v in body.items() if v is not None}
         result = client.command("POST", f"/v1/orgs/{quote(args.org, safe='')}/rollback", body)

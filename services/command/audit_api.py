@@ -192,6 +192,12 @@ class RollbackRequest(BaseModel):
     reason: RollbackReason
 
 
+class FlagRollbackRequest(RollbackRequest):
+    """`at`: the definition and the system default. `version`: the system default's, or the definition's."""
+
+    definition: bool = Field(default=False, description="With `version`: a version of the definition's stream.")
+
+
 class OrgRollbackRequest(RollbackRequest):
     """No `flag_key`: every flag of the org (`at` only). `platform` or `user_id`: that one stream."""
 
@@ -313,11 +319,11 @@ async def _is_live(service: CommandService, stream: str) -> bool:
     "/flags/{flag_key}/rollback",
     status_code=201,
     response_model=RollbackResult,
-    summary="Restore a flag's system default as of an instant or a version",
+    summary="Restore a flag's definition and system default as of an instant, or one of them to a version",
 )
 async def rollback_system(
     flag_key: Annotated[str, Path(min_length=1, max_length=100, pattern=FLAG_KEY_PATTERN)],
-    body: RollbackRequest,
+    body: FlagRollbackRequest,
     service: Service,
     audit: Audit,
     caller: Caller,
@@ -325,5 +331,9 @@ async def rollback_system(
 ) -> RollbackResult:
     authorize(caller, Action.MANAGE_FLAGS)
     target = _target(body)
+    if body.definition and body.version is None:
+        raise InvalidCommand("definition: only with a version (an instant restores both)", field="definition")
     await _live_flag(service, flag_key)
-    return await _run(service, audit, [Scope.system().stream(flag_key)], target, body, caller, response)
+    definition, system = definition_stream(flag_key), Scope.system().stream(flag_key)
+    streams = [definition, system] if body.version is None else [definition if body.definition else system]
+    return await _run(service, audit, streams, target, body, caller, response)

@@ -5,28 +5,41 @@ on/off value and rollout in force at the instant (after the stream's last event
 at or before it, with the scheduled steps due by then applied), or right after
 the given version. A `SetSetting` or `ClearOverride` reaches it, then every
 step scheduled since the target (pending now, not pending then) is cancelled;
-steps are never re-created. Each goes through the same `CommandService` as any
-change, with the stream's current version as `expected_version`: a change that
-lands meanwhile makes the rollback a 409 instead of overwriting it. Every goal is read before anything is written, so
-a bad target writes nothing; a conflict part-way leaves the streams before it
-rolled back, and running the same rollback again finishes the job (streams
-already at their goal are left alone).
+steps are never re-created. A definition gets its attributes (kind,
+description, owner, group, variants, expiry) and kill switch back by an
+`UpdateFlag` and, if need be, a kill-switch change; archiving is final.
+
+Each change goes through the same `CommandService` as any other, with the
+stream's current version as `expected_version`: a change that lands meanwhile
+makes the rollback a 409 instead of overwriting it. Every goal is read before
+anything is written, so a bad target writes nothing; a conflict part-way leaves
+the streams before it rolled back, and running the same rollback again
+finishes the job (streams already at their goal are left alone).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from events import Actor, Envelope, Level
+from events import Actor, Envelope, FlagKind
+from events.changes import Variant
 from flagcore.instants import parse_instant
 from flagcore.transitions import Value, caught_up
 from services.command.audit_store import StoredValue
-from services.command.commands import AnyCommand, CancelScheduledSetting, ClearOverride, SetSetting
+from services.command.commands import (
+    AnyCommand,
+    CancelScheduledSetting,
+    ClearOverride,
+    EngageKillSwitch,
+    ReleaseKillSwitch,
+    SetSetting,
+    UpdateFlag,
+)
 from services.command.errors import InvalidCommand
-from services.command.history import setting_scope
+from services.command.history import HistoryLevel, level_of, setting_scope
 from services.command.service import CommandService, utc_now
 
 __all__ = ["RollbackTarget", "StreamRollback", "ValueReader", "rollback", "rollback_reason"]
@@ -94,12 +107,55 @@ async def rollback(
         else:
             assert target.at is not None
             goals.append((stream, await reader.value_as_of(stream, target.at)))
+    for stream, (_, value) in goals:  # what cannot be undone is refused before anything is written
+        if value is None and level_of(stream) in _UNCLEARABLE and (await service.stream_head(stream)).value:
+            detail = f"{stream} was empty then; a definition or a system default cannot be removed"
+            raise InvalidCommand(detail, field="version" if target.version is not None else "at")
     text = rollback_reason(target, reason)
-    # a stored value may hold steps that fell due before the target: apply them
-    return [
-        await _restore(service, stream, version, caught_up(value, target.at), reason=text, actor=actor)
-        for stream, (version, value) in goals
-    ]
+    done = []
+    for stream, (version, value) in goals:
+        if level_of(stream) is HistoryLevel.DEFINITION:
+            done.append(await _restore_definition(service, stream, version, value, reason=text, actor=actor))
+        else:  # a stored value may hold steps that fell due before the target: apply them
+            goal = caught_up(value, target.at)
+            done.append(await _restore(service, stream, version, goal, reason=text, actor=actor))
+    return done
+
+
+_UNCLEARABLE = (HistoryLevel.DEFINITION, HistoryLevel.SYSTEM)
+
+
+async def _restore_definition(
+    service: CommandService, stream: str, goal_version: int, goal: Value, *, reason: str, actor: Actor
+) -> StreamRollback:
+    """A flag's descriptive attributes and kill switch as they were (archiving is final, so never undone)."""
+    flag_key = stream.removeprefix("flag/")
+    meta: dict[str, Any] = {"flag_key": flag_key, "reason": reason, "actor": actor}
+    head = await service.stream_head(stream)
+    if goal is None or head.value is None or head.value == goal:
+        return StreamRollback(stream, goal_version, goal, head.version)
+    steps: list[AnyCommand] = []
+    if head.value.get("killed") and not goal.get("killed"):
+        steps.append(ReleaseKillSwitch(**meta))  # first: the kind may only leave ops once released
+    steps.append(
+        UpdateFlag(
+            kind=FlagKind(goal["kind"]),
+            description=goal["description"],
+            owner=goal.get("owner"),
+            group=goal["group"],
+            variants=tuple(Variant(**v) for v in goal.get("variants") or ()),
+            expires_at=parse_instant(goal["expires_at"]) if goal.get("expires_at") else None,
+            **meta,
+        )
+    )
+    if goal.get("killed") and not head.value.get("killed"):
+        steps.append(EngageKillSwitch(**meta))
+    events: list[Envelope] = []
+    for step in steps:
+        outcome = await service.execute(replace(step, expected_version=head.version))
+        events += outcome.events
+        head = await service.stream_head(stream)
+    return StreamRollback(stream, goal_version, goal, head.version, events)
 
 
 async def _restore(
@@ -116,9 +172,6 @@ async def _restore(
     if _in_force(caught_up(head.value, utc_now())) != _in_force(goal):
         command: AnyCommand
         if goal is None:
-            if scope.level is Level.SYSTEM:
-                detail = f"the system default of {flag_key} was not set then, and cannot be cleared"
-                raise InvalidCommand(detail, field="at")
             command = ClearOverride(expected_version=head.version, **meta)
         else:
             enabled, rollout = _in_force(goal)

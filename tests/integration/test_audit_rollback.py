@@ -145,16 +145,32 @@ def test_rolling_back_all_of_an_orgs_flags(admin: httpx.Client, flag: str, org: 
     assert admin.get(f"/v1/streams/org/{org}/flag/{flag}").json()["value"]["enabled"] is True
 
 
-def test_rolling_back_a_system_default_needs_a_system_admin(admin: httpx.Client, flag: str, org: str) -> None:
+def test_rolling_back_a_flag_system_wide_needs_a_system_admin(admin: httpx.Client, flag: str, org: str) -> None:
     good = instant()
     call(admin, "PUT", f"/v1/flags/{flag}/system", enabled=True, rollout_percentage=5)
+    call(admin, "PATCH", f"/v1/flags/{flag}", description="rewritten", kind="ops", owner="someone else")
+    call(admin, "POST", f"/v1/flags/{flag}/kill-switch", reason="panic")
     call(admin, "PUT", f"/v1/orgs/{org}/flags/{flag}", enabled=True)  # the org exists
     refused = admin.post(f"/v1/flags/{flag}/rollback", headers=org_admin(admin, org),
                          json={"at": good, "reason": "not mine"})
     assert refused.status_code == 403
     result = call(admin, "POST", f"/v1/flags/{flag}/rollback", at=good)
-    assert result["streams"][0]["value"] == {"enabled": False, "rollout_percentage": None}
+    definition, system = result["streams"]
+    assert [e["type"] for e in definition["events"]] == ["KillSwitchReleased", "FlagUpdated"]
+    assert system["value"] == {"enabled": False, "rollout_percentage": None}
     assert admin.get(f"/v1/streams/flag/{flag}/system").json()["value"]["enabled"] is False
+    restored = admin.get(f"/v1/streams/flag/{flag}").json()["value"]
+    assert (restored["kind"], restored["description"], restored["owner"], restored.get("killed")) == (
+        "release", "", None, None)
+
+
+def test_a_definition_back_to_a_version(admin: httpx.Client, flag: str) -> None:
+    call(admin, "PATCH", f"/v1/flags/{flag}", description="second")
+    call(admin, "PATCH", f"/v1/flags/{flag}", description="third")
+    result = call(admin, "POST", f"/v1/flags/{flag}/rollback", version=2, definition=True)
+    [stream] = result["streams"]
+    assert stream["stream"] == f"flag/{flag}" and stream["value"]["description"] == "second"
+    assert admin.get(f"/v1/streams/flag/{flag}").json()["value"]["description"] == "second"
 
 
 def _future() -> str:
@@ -178,6 +194,8 @@ def _future() -> str:
         ("/v1/orgs/ghost-{org}/rollback", {"flag_key": "{flag}", "version": 1}, 404, "org_id"),
         ("/v1/flags/{flag}/rollback", {"version": 7}, 422, "version"),
         ("/v1/flags/no.such.flag/rollback", {"version": 1}, 404, "flag_key"),
+        ("/v1/flags/{flag}/rollback", {"at": "2026-01-01T00:00:00Z", "definition": True}, 422, "definition"),
+        ("/v1/flags/{flag}/rollback", {"at": "2020-01-01T00:00:00Z"}, 422, "at"),  # before the flag existed
     ],
 )
 def test_bad_input_is_a_4xx_naming_the_field_and_writes_nothing(

@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from events import Actor, Scope
+from events import Actor, FlagKind, Scope
 from services.command.audit_store import page_query
 from services.command.chain import EMPTY_HEAD, seal_changes
-from services.command.commands import DefineFlag, ScheduleSetting, SetSetting
+from services.command.commands import DefineFlag, EngageKillSwitch, ScheduleSetting, SetSetting, UpdateFlag
 from services.command.errors import InvalidCommand, VersionConflict
 from services.command.handlers import decide
 from services.command.history import (
@@ -277,3 +277,25 @@ async def test_rollback_cancels_the_steps_scheduled_since_and_keeps_the_older_on
     [done] = await rollback(service, values, [stream], at, reason="undo", actor=ADMIN)
     assert [e.type for e in done.events] == ["ScheduledSettingCancelled"]
     assert (await service.stream_head(stream)).value == then
+
+
+async def test_a_definition_gets_its_attributes_and_kill_switch_back() -> None:
+    service = CommandService(InMemoryEventStore())
+    await service.execute(DefineFlag(flag_key="ads.export", group="ads", description="first", reason="test"))
+    stream = "flag/ads.export"
+    then = (await service.stream_head(stream)).value
+    await service.execute(UpdateFlag(flag_key="ads.export", kind=FlagKind.OPS, description="second", reason="x"))
+    await service.execute(EngageKillSwitch(flag_key="ads.export", reason="panic"))
+    values = _Values({stream: {1: then}})
+    [done] = await rollback(service, values, [stream], RollbackTarget(version=1), reason="undo", actor=ADMIN)
+    assert [e.type for e in done.events] == ["KillSwitchReleased", "FlagUpdated"]
+    assert (await service.stream_head(stream)).value == then
+
+
+async def test_a_definition_cannot_be_rolled_back_to_before_it_existed() -> None:
+    service = await _service()
+    values = _Values({"flag/ads.export": {}})
+    early = RollbackTarget(at=datetime(2026, 1, 1, tzinfo=UTC))
+    with pytest.raises(InvalidCommand) as refused:
+        await rollback(service, values, ["flag/ads.export"], early, reason="x", actor=ADMIN)
+    assert refused.value.field == "at"
