@@ -26,8 +26,12 @@ from services.console.changes import (
 from services.console.client import Api, ApiError
 from services.console.history import changes_since, read_log
 from services.console.operations import (
+    ArchiveFlag,
+    DefineFlag,
     KillSwitch,
     ScheduleStep,
+    parse_archive_flag,
+    parse_define_flag,
     parse_kill_switch,
     parse_rollback,
     parse_schedule_step,
@@ -35,21 +39,23 @@ from services.console.operations import (
 from services.console.sessions import Session
 from services.console.web import api, changing, current, render, safe_return
 
-Change = SettingChange | DefinitionEdit | KillSwitch | ScheduleStep
-WHAT = {SettingChange: "setting", DefinitionEdit: "definition", KillSwitch: "kill", ScheduleStep: "schedule"}
+Change = SettingChange | DefinitionEdit | KillSwitch | ScheduleStep | DefineFlag | ArchiveFlag
+WHAT = {SettingChange: "setting", DefinitionEdit: "definition", KillSwitch: "kill", ScheduleStep: "schedule",
+        DefineFlag: "define", ArchiveFlag: "archive"}
+CATALOGUE = {"definition": parse_definition_edit, "kill": lambda form, _: parse_kill_switch(form),
+             "define": lambda form, _: parse_define_flag(form), "archive": lambda form, _: parse_archive_flag(form)}
 
 
 async def _parse(client: Api, session: Session, form: dict[str, str]) -> tuple[Change, dict[str, Any]]:
     """The change the form describes, once the role may make it, and the head of its stream now."""
     what = form.get("what", "setting")
-    if what in ("definition", "kill"):
+    if what in CATALOGUE:  # the flag's definition stream
         require(session.principal, Action.MANAGE_FLAGS)
         key = parse_target({"flag": form.get("flag", ""), "level": "system"}).flag_key  # validated
         head = await client.stream(definition_stream(key))
-        parsed = parse_definition_edit(form, head["value"]) if what == "definition" else parse_kill_switch(form)
-        return parsed, head
+        return CATALOGUE[what](form, head["value"]), head
     if what not in ("setting", "schedule"):
-        raise InvalidInput("what", "must be setting, definition, kill or schedule")
+        raise InvalidInput("what", f"must be one of setting, schedule, {', '.join(CATALOGUE)}")
     change: SettingChange | ScheduleStep = (
         parse_setting_change(form) if what == "setting" else parse_schedule_step(form)
     )

@@ -1,6 +1,6 @@
-"""Changes beyond a level's value: undoing one change (rollback, issue 4), the kill switch and scheduled
-steps (issue 7). Each, like `changes.SettingChange`, names its route, body, stream and the role it needs, and
-shows previous → new before anything is sent."""
+"""Changes beyond a level's value: defining and archiving flags, undoing one change (rollback, issue 4),
+the kill switch and scheduled steps (issue 7). Each, like `changes.SettingChange`, names its route, body,
+stream and the role it needs, and shows previous → new before anything is sent."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from events import Level
+from events import FlagKind, Level
 from events.scope import definition_stream
 from services.auth.policy import Action
 from services.console.changes import Target, Value, describe, parse_target
 from services.console.forms import InvalidInput, expected_version, flag_key, instant, iso, reason, text
 
-__all__ = ["KillSwitch", "Rollback", "ScheduleStep", "parse_kill_switch", "parse_rollback", "parse_schedule_step",
-           "rollbackable", "target_of_stream"]
+__all__ = ["ArchiveFlag", "DefineFlag", "KillSwitch", "Rollback", "ScheduleStep", "parse_archive_flag",
+           "parse_define_flag", "parse_kill_switch", "parse_rollback", "parse_schedule_step", "rollbackable",
+           "target_of_stream"]
 
 
 def target_of_stream(stream: str) -> Target:
@@ -218,3 +219,91 @@ def parse_schedule_step(form: Mapping[str, str]) -> ScheduleStep:
     if state == "keep" and rollout is None:
         raise InvalidInput("rollout", "a step that keeps on/off must set a rollout")
     return ScheduleStep(target, at, state == "cancel", enabled, rollout, reason(form), expected_version(form))
+
+
+@dataclass(frozen=True, slots=True)
+class DefineFlag:
+    """A new flag in the catalogue; its definition stream must still be empty (expected version 0)."""
+
+    flag_key: str
+    group: str
+    kind: str
+    description: str
+    owner: str | None
+    reason: str
+    expected_version: int = 0
+    method = "POST"
+    path = "/v1/flags"
+
+    @property
+    def stream(self) -> str:
+        return definition_stream(self.flag_key)
+
+    @property
+    def action(self) -> Action:
+        return Action.MANAGE_FLAGS
+
+    def body(self) -> dict[str, Any]:
+        body = {"key": self.flag_key, "group": self.group, "kind": self.kind, "description": self.description,
+                "reason": self.reason, "expected_version": self.expected_version}
+        return body | ({"owner": self.owner} if self.owner else {})
+
+    def rows(self, previous: Value) -> list[tuple[str, str, str]]:
+        now = "defined already" if previous else "not defined"
+        return [(self.flag_key, now, f"{self.kind} flag in {self.group}, owner {self.owner or '—'}")]
+
+    def fields(self) -> dict[str, str]:
+        return {"flag": self.flag_key, "new_group": self.group, "new_kind": self.kind,
+                "new_description": self.description, "new_owner": self.owner or "", "reason": self.reason,
+                "expected_version": str(self.expected_version)}
+
+
+def parse_define_flag(form: Mapping[str, str]) -> DefineFlag:
+    key = flag_key(form)
+    group = text(form, "new_group")
+    if not group or len(group) > 64:
+        raise InvalidInput("new_group", "a flag belongs to a group (1–64 characters), e.g. ai")
+    kind = text(form, "new_kind") or "release"
+    if kind not in {k.value for k in FlagKind}:
+        raise InvalidInput("new_kind", f"must be one of {', '.join(FlagKind)}")
+    description = text(form, "new_description")
+    if len(description) > 1000:
+        raise InvalidInput("new_description", "at most 1000 characters")
+    owner = text(form, "new_owner")[:200] or None
+    return DefineFlag(key, group, kind, description, owner, reason(form), 0)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveFlag:
+    """Retire a flag: it evaluates off everywhere and takes no more changes."""
+
+    flag_key: str
+    reason: str
+    expected_version: int
+    method = "POST"
+
+    @property
+    def path(self) -> str:
+        return f"/v1/flags/{self.flag_key}/archive"
+
+    @property
+    def stream(self) -> str:
+        return definition_stream(self.flag_key)
+
+    @property
+    def action(self) -> Action:
+        return Action.MANAGE_FLAGS
+
+    def body(self) -> dict[str, Any]:
+        return {"reason": self.reason, "expected_version": self.expected_version}
+
+    def rows(self, previous: Value) -> list[tuple[str, str, str]]:
+        now = "archived" if (previous or {}).get("archived") else "live"
+        return [(self.flag_key, now, "archived: off everywhere, no more changes")]
+
+    def fields(self) -> dict[str, str]:
+        return {"flag": self.flag_key, "reason": self.reason, "expected_version": str(self.expected_version)}
+
+
+def parse_archive_flag(form: Mapping[str, str]) -> ArchiveFlag:
+    return ArchiveFlag(flag_key(form), reason(form), expected_version(form))

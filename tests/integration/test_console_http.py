@@ -352,3 +352,21 @@ def test_edit_an_experiments_variants_and_details(cs: ConsoleStack) -> None:
         assert 'class="after">checkout-team<' in preview.text
         assert http.post("/change/apply", data=form_fields(preview.text, "/change/apply")).status_code == 200
         wait_for(lambda: "new-checkout (50.0%)" in http.get("/flags/exp.checkout.enabled").text, "the variants")
+
+
+def test_define_a_flag_then_archive_it(cs: ConsoleStack) -> None:
+    with signed_in(cs, "admin") as http:
+        define = form_fields(http.get("/flags").text.split("Define a new flag", 1)[1], "/change/preview")
+        define |= {"flag": "ai.summaries.enabled", "new_group": "ai", "new_description": "Summaries",
+                   "new_owner": "insights-team", "reason": "new feature"}
+        preview = http.post("/change/preview", data=define)
+        assert 'class="before">not defined<' in preview.text
+        assert http.post("/change/apply", data=form_fields(preview.text, "/change/apply")).status_code == 200
+        wait_for(lambda: http.get("/flags/ai.summaries.enabled").status_code == 200, "the new flag")
+        again = http.post("/change/apply", data=form_fields(preview.text, "/change/apply"))
+        assert again.status_code == 409  # defined meanwhile (by us): never a silent overwrite
+        page = http.get("/flags/ai.summaries.enabled")
+        archive = form_fields(page.text.split("<h2>Archive</h2>", 1)[1], "/change/preview") | {"reason": "retired"}
+        preview = http.post("/change/preview", data=archive)
+        assert http.post("/change/apply", data=form_fields(preview.text, "/change/apply")).status_code == 200
+        wait_for(lambda: ">archived<" in http.get("/flags", params={"q": "summaries"}).text, "the archive")

@@ -16,6 +16,8 @@ from services.console.changes import (
     parse_target,
 )
 from services.console.operations import (
+    parse_archive_flag,
+    parse_define_flag,
     parse_kill_switch,
     parse_rollback,
     parse_schedule_step,
@@ -285,3 +287,20 @@ def test_variants_are_edited_as_text_and_sent_in_thousandths() -> None:
         with pytest.raises(InvalidInput) as caught:
             parse_definition_edit({**form, "new_variants": bad}, {"variants": []})
         assert caught.value.field == "new_variants"
+
+
+def test_define_and_archive_forms() -> None:
+    form = {"flag": "ai.summaries.enabled", "new_group": "ai", "new_kind": "release", "new_description": "d",
+            "new_owner": "", "reason": "new feature"}
+    define = parse_define_flag(form)
+    assert (define.method, define.path, define.stream) == ("POST", "/v1/flags", "flag/ai.summaries.enabled")
+    assert define.body() == {"key": "ai.summaries.enabled", "group": "ai", "kind": "release", "description": "d",
+                             "reason": "new feature", "expected_version": 0}
+    assert parse_define_flag(define.fields()) == define
+    for bad, field in (({"new_group": ""}, "new_group"), ({"new_kind": "whim"}, "new_kind"), ({"flag": "X"}, "flag")):
+        with pytest.raises(InvalidInput) as caught:
+            parse_define_flag({**form, **bad})
+        assert caught.value.field == field
+    archive = parse_archive_flag({"flag": "ai.x", "reason": "done", "expected_version": "7"})
+    assert (archive.path, archive.body()) == ("/v1/flags/ai.x/archive", {"reason": "done", "expected_version": 7})
+    assert archive.rows({"archived": False})[0][1:] == ("live", "archived: off everywhere, no more changes")
