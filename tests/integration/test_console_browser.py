@@ -227,6 +227,10 @@ async def test_every_page_renders_for_the_admin_and_on_a_phone(cs: ConsoleStack,
         await page.goto(cs.url + path)
         await expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
         await shot(page, name)
+    await page.keyboard.press("Tab")  # keyboard users meet the skip link first, and it leads to the content
+    await expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("main")).to_be_focused()
     await page.get_by_label("Search").fill("no such flag anywhere")
     await expect(page.locator("#flag-table")).to_contain_text("No flag matches these filters.")  # htmx live filter
     await page.goto(f"{cs.url}/signin")
