@@ -128,26 +128,53 @@ async def org_page(request: Request) -> Response:
 # --- explain ----------------------------------------------------------------------------------------------
 
 
+def _setting_name(target: Target) -> str:
+    """How time travel names a level's setting (`flagcore.history`)."""
+    if target.platform is not None:
+        return f"platform:{target.platform}"
+    return f"user:{target.user_id}" if target.user_id is not None else target.level.value
+
+
 async def _cascade(client: Api, session: Session, target_flag: str, org: str, platform: str | None,
                    user: str | None) -> list[dict[str, Any]]:
-    """Each level that applies to the subject, highest first: its setting and version, if the role may read it."""
+    """Each level that applies to the subject, highest first: its setting, version and the event that set it,
+    as far as the role may read them (the event needs the audit right: `GET /v1/audit/at` as of now)."""
     levels = []
     if user:
         levels.append(Target(target_flag, Level.USER, org, user_id=user))
     if platform:
         levels.append(Target(target_flag, Level.PLATFORM, org, platform=Platform(platform)))
     levels += [Target(target_flag, Level.ORG, org), Target(target_flag, Level.SYSTEM)]
-    rows = []
-    for target in levels:
-        row: dict[str, Any] = {"target": target, "level": target.level.value, "visible": True}
+
+    async def head(target: Target) -> dict[str, Any] | None:
         try:
-            head = await client.stream(target.stream)
-            row |= {"value": describe(head["value"]), "set": head["value"] is not None, "version": head["version"]}
+            return await client.stream(target.stream)
         except ApiError as exc:
             if exc.status != 403:
                 raise
+            return None  # the org's streams are audit data: not every role reads them
+
+    heads = await asyncio.gather(*(head(t) for t in levels))
+    set_by: dict[str, Any] = {}
+    if may(session.principal, Action.READ_AUDIT, org):
+        now = datetime.now(UTC).isoformat()
+        try:
+            views = (await client.at(org=org, at=now, flag=target_flag, platform=platform, user=user))["flags"]
+        except ApiError as exc:
+            if exc.status not in (404, 422):  # an org with no history yet, or a flag defined this instant
+                raise
+            views = []
+        set_by = {name: s.get("set_by") for v in views for name, s in v["settings"].items()}
+    rows = []
+    for target, found in zip(levels, heads, strict=True):
+        row: dict[str, Any] = {"target": target, "level": target.level.value,
+                               "can_change": may(session.principal, target.action, target.org_id),
+                               "set_by": set_by.get(_setting_name(target))}
+        if found is None:
             row |= {"visible": False, "value": "hidden from your role", "set": False, "version": None}
-        row["can_change"] = may(session.principal, target.action, target.org_id)
+        else:
+            row |= {"visible": True, "value": describe(found["value"]), "set": found["value"] is not None,
+                    "version": found["version"]}
         rows.append(row)
     return rows
 
