@@ -247,3 +247,33 @@ def test_a_stream_missing_from_the_topic_altogether_is_reported() -> None:
     platform = "org/acme/platform/meta/flag/ads.export"
     kept = [r for r in records if json.loads(r.value or b"")["stream"] != platform]
     assert _only(_checked(kept, store), platform) == (ProblemKind.REMOVED, 1)
+
+
+@pytest.mark.parametrize(
+    ("order", "kind", "version"),
+    [
+        ((2, 1, 3, 4, 5), ProblemKind.REORDERED, 2),  # the stream's first event came second
+        ((1, 3, 4, 2, 5), ProblemKind.REORDERED, 3),  # one event two places late
+        ((1, 2, 3, 5, 4), ProblemKind.REORDERED, 5),
+        ((1, 4, 5), ProblemKind.REMOVED, 4),  # two in a row gone
+    ],
+)
+def test_any_order_of_a_stream_but_its_own_is_caught(order: tuple[int, ...], kind: ProblemKind, version: int) -> None:
+    events = _five_versions()
+    report = verify(_renumbered([events[v - 1] for v in order]))
+    assert _only(report) == (kind, version)
+    assert report.broken[0].failures == 1  # one displacement, one problem: the links all check out once placed
+
+
+def _five_versions() -> list[LogRecord]:
+    """Five consecutive events of one stream on partition 0."""
+    head = EMPTY_HEAD
+    out = []
+    for n in range(5):
+        change = RolloutPercentageSet(flag_key=FLAG, level=Level.ORG, org_id="acme", percentage=10 * (n + 1))
+        [envelope] = seal_changes([change], head, sequences=[100 + n], actor=ACTOR, reason="test",
+                                  occurred_at=datetime(2026, 1, 1, tzinfo=UTC))
+        head = StreamHead(envelope.version, envelope.hash, envelope.new)
+        record = to_record(envelope)
+        out.append(LogRecord(0, 0, record.key, record.value, tuple(record.headers)))
+    return out
