@@ -48,6 +48,7 @@ class Capabilities:
     change_overrides: bool  # in `home_org`, or any org for a system-wide role
     evaluate: bool
     read_audit: bool
+    manage_keys: bool
     home_org: str | None
 
     @classmethod
@@ -58,5 +59,6 @@ class Capabilities:
             change_overrides=may(principal, Action.CHANGE_OVERRIDES, org or "any"),
             evaluate=may(principal, Action.EVALUATE, org or "any"),
             read_audit=may(principal, Action.READ_AUDIT, org),
+            manage_keys=may(principal, Action.MANAGE_KEYS, org),
             home_org=org,
         )

@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.auth.policy import Forbidden
-from services.console import actions, pages, signin
+from services.console import actions, keys, pages, signin
 from services.console.changes import InvalidInput
 from services.console.client import Api, ApiError, HttpApi
 from services.console.live import Broadcaster, TopicFeed
@@ -119,6 +119,7 @@ def create_app(
             *signin.routes,
             *pages.routes,
             *actions.routes,
+            *keys.routes,
         ],
         exception_handlers={
             SignInRequired: _sign_in,

@@ -55,6 +55,8 @@ class Api(Protocol):
     async def at(self, *, org: str, at: str, flag: str | None, platform: str | None, user: str | None
                  ) -> dict[str, Any]: ...
 
+    async def keys(self, org: str | None) -> list[dict[str, Any]]: ...
+
     async def change(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
     async def readiness(self) -> dict[str, Any]: ...
@@ -141,6 +143,10 @@ class HttpApi:
         """`GET /v1/audit/at`: the org's flags as they evaluated at an instant (time travel, issue 4)."""
         params = {"org": org, "at": at, "flag": flag, "platform": platform, "user": user}
         return await self._call("GET", f"{self._command}/v1/audit/at", params=params)  # type: ignore[no-any-return]
+
+    async def keys(self, org: str | None) -> list[dict[str, Any]]:
+        """`GET /v1/keys`: the keys (never the keys themselves) of one org, or all for a system admin."""
+        return (await self._call("GET", f"{self._command}/v1/keys", params={"org": org}))["keys"]  # type: ignore[no-any-return]
 
     async def change(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._call(method, self._command + path, body=body)  # type: ignore[no-any-return]

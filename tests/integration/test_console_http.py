@@ -370,3 +370,21 @@ def test_define_a_flag_then_archive_it(cs: ConsoleStack) -> None:
         preview = http.post("/change/preview", data=archive)
         assert http.post("/change/apply", data=form_fields(preview.text, "/change/apply")).status_code == 200
         wait_for(lambda: ">archived<" in http.get("/flags", params={"q": "summaries"}).text, "the archive")
+
+
+def test_an_org_admin_hands_out_a_key_and_revokes_it(cs: ConsoleStack) -> None:
+    with signed_in(cs, "org-admin") as http:
+        page = http.get("/keys")
+        form = form_fields(page.text, "/keys") | {"name": "acme web app", "role": "evaluator", "reason": "new app"}
+        made = http.post("/keys", data=form)
+        assert made.status_code == 200
+        new_key = re.search(r'id="new-key" readonly value="([^"]+)"', made.text).group(1)  # type: ignore[union-attr]
+        assert new_key.startswith("fsk_")
+        cs.keys["new evaluator"] = new_key
+        with signed_in(cs, "new evaluator") as app:  # the new key works, as an evaluator of the org
+            assert app.get("/").url.path == f"/orgs/{cs.org}"
+            key_id = new_key.split("_")[1]
+            revoke = form_fields(made.text, f"/keys/{key_id}/revoke") | {"reason": "app retired"}
+            assert http.post(f"/keys/{key_id}/revoke", data=revoke).status_code == 200
+            time.sleep(1.1)  # revocation reaches every service's key cache within a second
+            assert app.get("/flags").url.path == "/signin"  # its console session ends with it

@@ -153,8 +153,14 @@ class FakeApi:
         self._call("at", org)
         return {"org_id": org, "at": at, "flags": []}
 
+    async def keys(self, org: str | None) -> list[dict[str, Any]]:
+        self._call("keys", org)
+        return []
+
     async def change(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         self._call("change", (method, path, body))
+        if path.startswith("/v1/keys"):
+            return {"id": "e" * 16, "name": body.get("name"), "key": "fsk_" + "e" * 16 + "_new"}
         stream = f"org/acme/flag/{FLAG}"
         head = self.world.head(stream)
         if body["expected_version"] != head["version"]:
@@ -441,3 +447,21 @@ async def test_a_change_history_does_not_show_yet_is_on_the_audit_page_at_once(c
     await console.sign_in("fsk_acme_admin")
     page = (await console.client.get("/audit")).text
     assert page.count('class="entry') == 3 and page.index("change 2") < page.index("change 0")
+
+
+async def test_keys_follow_the_grant_rules(console: Console) -> None:
+    await console.sign_in("fsk_auditor")
+    assert (await console.client.get("/keys")).status_code == 403
+    await console.sign_in("fsk_acme_admin")
+    assert (await console.client.get("/keys?org=globex")).status_code == 403
+    token = await console.csrf("/keys")
+    for role, org in (("system-admin", ""), ("evaluator", "globex"), ("auditor", "")):
+        form = {"csrf": token, "name": "n", "role": role, "org": org, "reason": "r"}
+        assert (await console.client.post("/keys", data=form)).status_code == 403, (role, org)
+    assert console.changes() == []
+    made = await console.client.post("/keys", data={"csrf": token, "name": "web", "role": "evaluator", "org": "acme",
+                                                    "reason": "app"})
+    assert made.status_code == 200 and "fsk_" + "e" * 16 + "_new" in made.text  # shown once, on this page
+    (_, _, (method, path, body)), = console.changes()
+    assert (method, path, body["org_id"], body["role"]) == ("POST", "/v1/keys", "acme", "evaluator")
+    assert "fsk_" + "e" * 16 not in (await console.client.get("/keys")).text
