@@ -8,6 +8,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from events import Actor, Change, OrgOverrideSet, PlatformOverrideSet, RolloutPercentageSet, hash_of, to_record
 from events.changes import FlagDefined
@@ -277,3 +279,57 @@ def _five_versions() -> list[LogRecord]:
         record = to_record(envelope)
         out.append(LogRecord(0, 0, record.key, record.value, tuple(record.headers)))
     return out
+
+
+_STREAMS = [("acme", None), ("acme", "meta"), ("globex", None)]
+
+
+def _random_log(picks: list[int]) -> list[LogRecord]:
+    """A log of rollout changes, one per pick, across three streams on two partitions (in offset order)."""
+    heads: dict[str, StreamHead] = {}
+    offsets = {0: 0, 1: 0}
+    out = []
+    for n, pick in enumerate(picks):
+        org, platform = _STREAMS[pick]
+        change: Change = (
+            RolloutPercentageSet(flag_key=FLAG, level=Level.PLATFORM, org_id=org, platform=platform, percentage=n % 101)
+            if platform else RolloutPercentageSet(flag_key=FLAG, level=Level.ORG, org_id=org, percentage=n % 101)
+        )
+        [envelope] = seal_changes([change], heads.get(change.stream, EMPTY_HEAD), sequences=[n + 1], actor=ACTOR,
+                                  reason="test", occurred_at=datetime(2026, 1, 1, tzinfo=UTC))
+        heads[change.stream] = StreamHead(envelope.version, envelope.hash, envelope.new)
+        record = to_record(envelope)
+        partition = 0 if org == "acme" else 1
+        out.append(LogRecord(partition, offsets[partition], record.key, record.value, tuple(record.headers)))
+        offsets[partition] += 1
+    return out
+
+
+def _has_successor(records: list[LogRecord], i: int) -> bool:
+    f = json.loads(records[i].value or b"")
+    return any(json.loads(r.value or b"")["stream"] == f["stream"] for r in records[i + 1:])
+
+
+@settings(max_examples=150, deadline=None)
+@given(picks=st.lists(st.integers(0, 2), min_size=2, max_size=30), data=st.data())
+def test_property_every_corruption_of_a_random_log_is_caught(picks: list[int], data: st.DataObject) -> None:
+    records = _random_log(picks)
+    assert verify(records).ok
+    i = data.draw(st.integers(0, len(records) - 1))
+    kind = data.draw(st.sampled_from(["alter", "drop", "duplicate", "swap"]))
+    corrupted = list(records)
+    if kind == "alter":
+        corrupted[i] = _edit(records[i], lambda f: f.update(reason="changed"), reseal=False)
+    elif kind == "drop":
+        assume(_has_successor(records, i))  # a stream's last event: only the store can tell (check_store)
+        del corrupted[i]
+    elif kind == "duplicate":
+        corrupted.insert(i + 1, records[i])
+    else:
+        stream = json.loads(records[i].value or b"")["stream"]
+        later = [j for j in range(i + 1, len(records)) if json.loads(records[j].value or b"")["stream"] == stream]
+        assume(later)
+        j = later[0]
+        corrupted[i], corrupted[j] = records[j], records[i]
+    report = verify(_renumbered(corrupted))
+    assert not report.ok and len(report.broken) == 1
