@@ -77,24 +77,31 @@ async def snapshot_all(settings: Settings, every: int) -> int:
         await pool.close()
 
 
-def ask(settings: Settings, orgs: list[str], first: datetime, last: datetime, queries: int) -> list[float]:
-    """Sequential requests at random orgs and instants (a warm-up of 20 first); latencies in ms."""
-    rnd = random.Random(11)
-    span = (last - first).total_seconds()
+def ask(settings: Settings, questions: list[dict[str, str]]) -> list[float]:
+    """Sequential requests; latencies in ms."""
     url = f"http://127.0.0.1:{settings.command_port}/v1/audit/at"
     samples = []
     with httpx.Client(timeout=30, headers=admin_headers(settings)) as http:
-        for i in range(queries + 20):
-            at = first + (last - first) * rnd.random() if span else last
-            params = {"org": rnd.choice(orgs), "at": at.isoformat(), "platform": rnd.choice(PLATFORMS).value,
-                      "user": f"u{rnd.randrange(200)}"}  # fmt: skip
+        for params in questions:
             t = time.perf_counter()
             r = http.get(url, params=params)
-            elapsed = (time.perf_counter() - t) * 1000
+            samples.append((time.perf_counter() - t) * 1000)
             assert r.status_code == 200, r.text
-            if i >= 20:
-                samples.append(elapsed)
     return samples
+
+
+def questions(orgs: list[str], first: datetime, last: datetime, n: int, seed: int) -> list[dict[str, str]]:
+    """Random orgs, instants, platforms and users."""
+    rnd = random.Random(seed)
+    return [
+        {
+            "org": rnd.choice(orgs),
+            "at": (first + (last - first) * rnd.random()).isoformat(),
+            "platform": rnd.choice(PLATFORMS).value,
+            "user": f"u{rnd.randrange(200)}",
+        }
+        for _ in range(n)
+    ]
 
 
 async def main() -> None:
@@ -116,24 +123,28 @@ async def main() -> None:
             "command", settings, Path(tempfile.mkdtemp()), f"http://127.0.0.1:{settings.command_port}/healthz"
         )
         command.start()
+        asked = questions(orgs, first, last, args.queries, seed=11)
         try:
-            samples = ask(settings, orgs, first, last, args.queries)
+            ask(settings, questions(orgs, first, last, 20, seed=12))  # warm-up: connections, code paths
+            series = {
+                "first ask (its snapshots checked against the log)": ask(settings, asked),
+                "asked again (snapshots already checked by this process)": ask(settings, asked),
+            }
         finally:
             command.stop()
-        figures = percentiles(samples)
-        p50, p99 = figures["p50"], figures["p99"]
-        verdict = "meets" if p99 < TARGET_P99_MS else "MISSES"
-        print(
-            f"time travel over {args.events:,} events ({len(orgs)} orgs, {parts:,} snapshot parts): "
-            f"{len(samples)} queries, p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(samples):.1f} ms "
-            f"({verdict} the p99 < {TARGET_P99_MS:.0f} ms target)"
-        )
+        figures = {label: percentiles(samples) for label, samples in series.items()}
+        print(f"time travel over {args.events:,} events ({len(orgs)} orgs, {parts:,} snapshot parts), "
+              f"{args.queries} random questions:")  # fmt: skip
+        for label, f in figures.items():
+            verdict = "meets" if f["p99"] < TARGET_P99_MS else "MISSES"
+            print(f"  {label}: p50 {f['p50']:.1f} ms, p90 {f['p90']:.1f} ms, p99 {f['p99']:.1f} ms, "
+                  f"max {f['max']:.1f} ms ({verdict} the p99 < {TARGET_P99_MS:.0f} ms target)")  # fmt: skip
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "timetravel.json").write_text(json.dumps(
             {"events": args.events, "orgs": len(orgs), "snapshot_parts": parts, "every": args.every,
-             "queries": len(samples), "p50_ms": p50, "p99_ms": p99, "max_ms": max(samples)}, indent=2))  # fmt: skip
+             "figures_ms": figures}, indent=2))  # fmt: skip
         latency_plot(
-            {"GET /v1/audit/at": samples},
+            series,
             RESULTS / "timetravel.png",
             title=f"Time travel over {args.events:,} events with snapshots (shared, loaded 2-core machine)",
         )

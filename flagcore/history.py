@@ -9,7 +9,7 @@ the heads of its streams, so it can be checked against the log before it is trus
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -134,25 +134,36 @@ def snapshot(state: FlagState, scope: str) -> Snapshot:
     return Snapshot(scope, heads, doc)
 
 
-def restore(docs: Mapping[str, Mapping[str, Any]], state: FlagState | None = None) -> FlagState:
-    """Rebuild a state from snapshot documents (scope -> doc), onto `state` or an empty one."""
+def restore(
+    docs: Mapping[str, Mapping[str, Any]],
+    state: FlagState | None = None,
+    *,
+    keep: Callable[[str], bool] | None = None,
+) -> FlagState:
+    """Rebuild a state from snapshot documents (scope -> doc), onto `state` or an empty one.
+
+    `keep` restores only the streams it accepts: enough for one view of an org, when the
+    events folded on top are filtered the same way.
+    """
     state = state if state is not None else FlagState()
     for scope, doc in docs.items():
         values = {}
         for stream, version, hash_, value in doc["heads"]:
-            state.heads[stream] = StreamHead(version, hash_, value)
-            values[stream] = value
+            if keep is None or keep(stream):
+                state.heads[stream] = StreamHead(version, hash_, value)
+                values[stream] = value
         if scope == SYSTEM_SCOPE:
             for key, raw in doc.get("definitions", ()):
-                ref = _unref(raw)
-                state.catalog.definitions[key] = Definition.from_value(key, values[ref.stream], ref)
+                if raw[1] in values:
+                    state.catalog.definitions[key] = Definition.from_value(key, values[raw[1]], _unref(raw))
             for key, raw in doc.get("system", ()):
-                state.catalog.system[key] = _setting(values, raw)
+                if raw[1] in values:
+                    state.catalog.system[key] = _setting(values, raw)
         elif "org" in doc:
             t = state.tenants.setdefault(scope, TenantRules(scope))
-            t.org.update((k, _setting(values, r)) for k, r in doc["org"])
-            t.platform.update(((p, k), _setting(values, r)) for p, k, r in doc["platform"])
-            t.user.update(((u, k), _setting(values, r)) for u, k, r in doc["user"])
+            t.org.update((k, _setting(values, r)) for k, r in doc["org"] if r[1] in values)
+            t.platform.update(((p, k), _setting(values, r)) for p, k, r in doc["platform"] if r[1] in values)
+            t.user.update(((u, k), _setting(values, r)) for u, k, r in doc["user"] if r[1] in values)
     return state
 
 

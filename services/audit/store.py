@@ -24,6 +24,7 @@ from services.command.errors import StoreUnavailable
 _ORG_SCOPE, _SYSTEM_SCOPE = "org_id = $1", "org_id IS NULL AND $1 = ''"
 _EVENTS = """
 SELECT body FROM event_store WHERE {scope} AND flag_key IS NOT NULL AND sequence > $2 AND occurred_at <= $3
+  AND ($4::text[] IS NULL OR EXISTS (SELECT 1 FROM unnest($4::text[]) AS p WHERE starts_with(stream, p)))
 ORDER BY sequence
 """
 _NEAREST = """
@@ -97,10 +98,17 @@ class PostgresHistory:
             )
         return count == part.events and matching == len(heads)
 
-    async def events(self, scope: str, *, after: int, until: datetime) -> list[Envelope]:
-        """The scope's flag events after sequence `after` that occurred at or before `until`."""
+    async def events(
+        self, scope: str, *, after: int, until: datetime, prefixes: tuple[str, ...] | None = None
+    ) -> list[Envelope]:
+        """The scope's flag events after sequence `after` that occurred at or before `until`.
+
+        With `prefixes`, only the events of streams that start with one of them.
+        """
         async with _translated():
-            rows = await self._pool.fetch(_scoped(_EVENTS, scope), scope, after, until)
+            rows = await self._pool.fetch(
+                _scoped(_EVENTS, scope), scope, after, until, list(prefixes) if prefixes is not None else None
+            )
         return [decode(bytes(r["body"])) for r in rows]
 
     # --- the snapshot job -----------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from events import Envelope
+from events import Envelope, Scope
 from flagcore import FlagState, fold
 from flagcore.history import SYSTEM_SCOPE, FlagView, diff_views, org_view, restore
 from services.audit.errors import BadInstant, UnknownFlag, UnknownOrg
@@ -27,7 +27,9 @@ class History(Protocol):
     async def org_known(self, org_id: str) -> bool: ...
     async def nearest_part(self, scope: str, instant: datetime) -> Part | None: ...
     async def part_is_sound(self, part: Part) -> bool: ...
-    async def events(self, scope: str, *, after: int, until: datetime) -> list[Envelope]: ...
+    async def events(
+        self, scope: str, *, after: int, until: datetime, prefixes: tuple[str, ...] | None = None
+    ) -> list[Envelope]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,15 @@ class Asked:
     platform: str | None = None
     user_id: str | None = None
 
+    def streams(self) -> tuple[str, ...]:
+        """Prefixes of the org's streams this view reads: its org level, platform and user."""
+        scopes = [Scope.org(self.org_id)]
+        if self.platform is not None:
+            scopes.append(Scope.for_platform(self.org_id, self.platform))
+        if self.user_id is not None:
+            scopes.append(Scope.user(self.org_id, self.user_id))
+        return tuple(scope.stream("") for scope in scopes)
+
 
 class TimeTravel:
     def __init__(self, history: History, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
@@ -45,23 +56,35 @@ class TimeTravel:
         self._clock = clock
         self._verified: set[tuple[str, int]] = set()  # parts are immutable: one check per process
 
-    async def state_at(self, org_id: str, instant: datetime, *, field: str = "at") -> FlagState:
-        """The fold of the system's and the org's flag events up to `instant`."""
+    async def state_at(self, asked: Asked, instant: datetime, *, field: str = "at") -> FlagState:
+        """The fold up to `instant` of the system's flag events and of the org's that `asked` reads.
+
+        Only the streams of the view (org level, its platform, its user) are restored and
+        folded: what the view's answers depend on, and far less than a large org's whole log.
+        """
         if instant > self._clock():
             raise BadInstant(f"{field} is in the future; the log only knows the past", field)
-        if not await self._history.org_known(org_id):
-            raise UnknownOrg(f"org {org_id!r} has no flag events", "org")
+        if not await self._history.org_known(asked.org_id):
+            raise UnknownOrg(f"org {asked.org_id!r} has no flag events", "org")
         state = FlagState()
-        for scope in (SYSTEM_SCOPE, org_id):
-            part = await self._trusted_part(scope, instant)
-            if part is not None:
-                restore({scope: part.doc}, state)
-            fold(await self._history.events(scope, after=part.sequence if part else 0, until=instant), state)
+        await self._fold_scope(state, SYSTEM_SCOPE, instant, None)
+        await self._fold_scope(state, asked.org_id, instant, asked.streams())
         return state
+
+    async def _fold_scope(
+        self, state: FlagState, scope: str, instant: datetime, prefixes: tuple[str, ...] | None
+    ) -> None:
+        """Onto `state`: the scope's nearest trusted snapshot, then its later events up to `instant`."""
+        part = await self._trusted_part(scope, instant)
+        if part is not None:
+            keep = None if prefixes is None else lambda stream: stream.startswith(prefixes)
+            restore({scope: part.doc}, state, keep=keep)
+        after = part.sequence if part else 0
+        fold(await self._history.events(scope, after=after, until=instant, prefixes=prefixes), state)
 
     async def at(self, asked: Asked, instant: datetime, flag_key: str | None = None) -> dict[str, FlagView]:
         """Every flag (or one) as `asked` saw it at `instant`."""
-        state = await self.state_at(asked.org_id, instant)
+        state = await self.state_at(asked, instant)
         views = org_view(state, asked.org_id, now=instant, platform=asked.platform, user_id=asked.user_id)
         if flag_key is None:
             return views
@@ -75,8 +98,8 @@ class TimeTravel:
         """The flags whose answer, deciding event or any level's setting differ between the two instants."""
         if until < since:
             raise BadInstant("to is before from", "to")
-        before = await self.state_at(asked.org_id, since, field="from")
-        after = await self.state_at(asked.org_id, until, field="to")
+        before = await self.state_at(asked, since, field="from")
+        after = await self.state_at(asked, until, field="to")
         p, u = asked.platform, asked.user_id
         return diff_views(
             org_view(before, asked.org_id, now=since, platform=p, user_id=u),

@@ -46,8 +46,13 @@ class MemoryHistory:
         covered = [e for e in self._scope(part.scope) if e.sequence <= part.sequence]
         return len(covered) == part.events and all(stored.get((s, v)) == h for s, v, h, _ in part.doc["heads"])
 
-    async def events(self, scope: str, *, after: int, until: datetime) -> list[Envelope]:
-        return [e for e in self._scope(scope) if e.sequence > after and e.occurred_at <= until]
+    async def events(
+        self, scope: str, *, after: int, until: datetime, prefixes: tuple[str, ...] | None = None
+    ) -> list[Envelope]:
+        return [
+            e for e in self._scope(scope)
+            if e.sequence > after and e.occurred_at <= until and (prefixes is None or e.stream.startswith(prefixes))
+        ]  # fmt: skip
 
     async def cutoff(self, settle_seconds: float) -> int | None:
         return self.log[-1].sequence if self.log else None
