@@ -164,7 +164,7 @@ async def _cascade(client: Api, session: Session, target_flag: str, org: str, pl
             if exc.status not in (404, 422):  # an org with no history yet, or a flag defined this instant
                 raise
             views = []
-        set_by = {name: s.get("set_by") for v in views for name, s in v["settings"].items()}
+        set_by = {name: s.get("set_by") for v in views for name, s in (v.get("settings") or {}).items()}
     rows = []
     for target, found in zip(levels, heads, strict=True):
         row: dict[str, Any] = {"target": target, "level": target.level.value,
