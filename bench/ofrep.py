@@ -181,7 +181,8 @@ class Edge:
 
     def start(self, timeout: float = 30.0) -> Edge:
         args = [str(edge_binary()), "--port", str(self.port), "--interface", "127.0.0.1",
-                "offline", "--bootstrap-file", str(self.features), "--tokens", EDGE_TOKEN]
+                "offline", "--bootstrap-file", str(self.features),
+                "--frontend-tokens", EDGE_TOKEN, "--client-tokens", EDGE_TOKEN]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
@@ -263,8 +264,9 @@ async def main() -> None:
         }
         if args.peers:
             edge = Edge(logs).start()
-            peer = httpx.get(edge.targets()["single"].url, headers={"Authorization": EDGE_TOKEN})
-            print(f"unleash-edge answers {peer.text}", file=sys.stderr)
+            peer = httpx.get(edge.targets()["single"].url, headers={"Authorization": EDGE_TOKEN}).json()
+            print(f"unleash-edge answers {peer}", file=sys.stderr)
+            assert peer["enabled"] is answer["value"], "Edge and flagstream disagree on the measured flag"
             servers["Unleash Edge (frontend API)"] = edge.targets()
         results = measure(servers, args.scenarios, seconds=args.seconds, rounds=args.rounds)
     finally:
@@ -280,7 +282,10 @@ async def main() -> None:
         print(f"{server:<30} {scenario:<8} {conns:>5} {r['rps']:>10,.0f} {r['p50']:>8.2f} {r['p99']:>8.2f}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "ofrep.json").write_text(json.dumps(results, indent=1))
-    title = f"OFREP over HTTP, wrk -t1 (mean of {args.rounds} rounds of {args.seconds} s, 2 shared cores)"
+    load = os.getloadavg()[0]
+    print(f"load average at the end: {load:.1f} on {os.cpu_count()} cores")
+    title = (f"OFREP over HTTP, wrk -t1, mean of {args.rounds} rounds of {args.seconds} s "
+             f"({os.cpu_count()} cores, load average {load:.0f})")
     grouped_bar_plot(results, RESULTS / "ofrep.png", title=title)
     print(f"\nwrote {RESULTS / 'ofrep.json'} and {RESULTS / 'ofrep.png'}")
 

@@ -51,11 +51,12 @@ def grouped_bar_plot(results: dict[str, dict[str, float]], path: Path, *, title:
     width = 0.8 / len(servers)
     for panel, (metric, label) in zip(axes, (("rps", "requests/s"), ("p99", "p99 latency (ms)")), strict=True):
         for i, server in enumerate(servers):
-            values = [results.get(f"{server} | {g.replace(' ', ' | ')}", {}).get(metric, 0.0) for g in groups]
-            xs = [j + i * width for j in range(len(groups))]
-            bars = panel.bar(xs, values, width, label=server)
-            panel.bar_label(bars, labels=[f"{v:,.0f}" if v >= 100 else f"{v:.2f}" for v in values], fontsize=7)
-        panel.set_xticks([j + width * (len(servers) - 1) / 2 for j in range(len(groups))], groups)
+            cells = [(j, results.get(f"{server} | {g.replace(' ', ' | ')}")) for j, g in enumerate(groups)]
+            measured = [(j + i * width, cell[metric]) for j, cell in cells if cell is not None]  # a peer may lack one
+            bars = panel.bar([x for x, _ in measured], [v for _, v in measured], width, label=server)
+            panel.bar_label(bars, labels=[f"{v:,.0f}" if v >= 100 else f"{v:.1f}" for _, v in measured], fontsize=7)
+        panel.set_xticks([j + width * (len(servers) - 1) / 2 for j in range(len(groups))], groups, fontsize=8,
+                         rotation=20)
         panel.set_ylabel(label)
         panel.grid(True, axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
