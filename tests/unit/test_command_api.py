@@ -18,6 +18,7 @@ from events import Platform, decode
 from services.auth.policy import Role
 from services.command.api import create_app
 from services.command.memory import InMemoryEventStore
+from services.http.unhandled import INTERNAL_ERROR_DETAIL
 from services.infra.settings import Settings
 from tests.support.auth import MemoryKeys, bearer, memory_gate
 
@@ -392,7 +393,7 @@ async def test_an_unexpected_failure_is_a_generic_500_and_is_logged(
     error = assert_error(response, 500, "internal_error")
     assert "secret" not in response.text and "Traceback" not in response.text
     assert "secret internals" in caplog.text and "Traceback" in caplog.text
-    assert error == {"error": "internal_error", "detail": "unexpected error; see the service log", "field": None}
+    assert error == {"error": "internal_error", "detail": INTERNAL_ERROR_DETAIL, "field": None}
 
 
 async def test_a_database_outage_is_503_not_500(defined: httpx.AsyncClient, store: InMemoryEventStore) -> None:

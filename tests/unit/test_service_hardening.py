@@ -19,6 +19,7 @@ from services.auth.policy import Role
 from services.command.api import create_app as command_app
 from services.command.memory import InMemoryEventStore
 from services.http import FailedAuthThrottle
+from services.http.unhandled import INTERNAL_ERROR_DETAIL
 from services.infra.cache_keys import CacheKeys
 from services.infra.settings import Settings
 from services.query.app import create_app as query_app
@@ -142,7 +143,7 @@ async def test_command_500_and_503_carry_the_headers_and_no_internals(apps: Apps
         broken = await client.get("/v1/events", headers=apps.admin)
         apps.store.available = False
     assert broken.status_code == 500
-    assert broken.json() == {"error": "internal_error", "detail": "unexpected error; see the service log", "field": None}
+    assert broken.json() == {"error": "internal_error", "detail": INTERNAL_ERROR_DETAIL, "field": None}
     assert_hardened(broken)
     async with apps.client(apps.command) as client:
         down = await client.put(f"/v1/flags/{KEY}/system", json=reason(enabled=True), headers=apps.admin)
