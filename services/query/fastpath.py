@@ -122,7 +122,7 @@ class HotPath:
             if gate is None:  # not started yet: fail closed, as `services.auth.http` does
                 raise Unauthenticated("authentication is not available yet; retry shortly")
             principal = await gate.principal(request)
-            service = state.ofrep_service()
+            service = state.query_service()
             path: str = request.scope["path"]
             native = native_target(request.scope["method"], path)
             if native is not None:

@@ -106,8 +106,8 @@ async def _body(request: Request) -> bytes:
 
 
 def install(app: FastAPI, service: Callable[[], ofrep.Evaluator]) -> None:
-    """Add the routes; `app.state.ofrep_service` lets the fast path reach the same use cases."""
-    app.state.ofrep_service = service
+    """Add the routes; `app.state.query_service` lets the hot path (`fastpath`) reach the same use cases."""
+    app.state.query_service = service
     failure = {"model": FlagFailure}
 
     @app.post(
