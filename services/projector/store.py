@@ -64,6 +64,7 @@ CREATE TEMP TABLE IF NOT EXISTS stage_system (LIKE system_defaults) ON COMMIT DE
 CREATE TEMP TABLE IF NOT EXISTS stage_system_deletes (flag_key text) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_wanted (org_id text, stream text) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_found (stream text, version int, hash text) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_override_counts (flag_key text, orgs int, overrides int) ON COMMIT DELETE ROWS;
 CREATE INDEX IF NOT EXISTS stage_heads_org ON stage_heads (org_id);
 CREATE INDEX IF NOT EXISTS stage_history_org ON stage_history (org_id);
 CREATE INDEX IF NOT EXISTS stage_overrides_org ON stage_overrides (org_id);
@@ -101,6 +102,14 @@ BEGIN
 
     FOR tenant IN SELECT DISTINCT org_id FROM stage_heads WHERE org_id IS NOT NULL LOOP
         PERFORM set_config('flags.org_id', tenant, true);  -- RLS: this tenant's rows only
+        -- flag_override_counts: minus this org's overrides of each touched flag before, plus after
+        INSERT INTO stage_override_counts
+        SELECT flag_key, -(n > 0)::int, -n FROM (
+            SELECT t.flag_key,
+                   (SELECT count(*) FROM overrides o WHERE o.org_id = tenant AND o.flag_key = t.flag_key)::int
+            FROM (SELECT flag_key FROM stage_overrides WHERE org_id = tenant
+                  UNION SELECT flag_key FROM stage_override_deletes WHERE org_id = tenant) t
+        ) AS c(flag_key, n);
         INSERT INTO overrides SELECT * FROM stage_overrides WHERE org_id = tenant
         ON CONFLICT (org_id, level, platform, user_id, flag_key) DO UPDATE SET
             enabled = EXCLUDED.enabled, rollout_percentage = EXCLUDED.rollout_percentage,
@@ -110,12 +119,26 @@ BEGIN
         DELETE FROM overrides o USING stage_override_deletes d
         WHERE d.org_id = tenant AND o.org_id = tenant AND o.level = d.level
           AND o.platform = d.platform AND o.user_id = d.user_id AND o.flag_key = d.flag_key;
+        INSERT INTO stage_override_counts
+        SELECT flag_key, (n > 0)::int, n FROM (
+            SELECT t.flag_key,
+                   (SELECT count(*) FROM overrides o WHERE o.org_id = tenant AND o.flag_key = t.flag_key)::int
+            FROM (SELECT flag_key FROM stage_overrides WHERE org_id = tenant
+                  UNION SELECT flag_key FROM stage_override_deletes WHERE org_id = tenant) t
+        ) AS c(flag_key, n);
         INSERT INTO stream_heads SELECT stream, org_id, version, hash FROM stage_heads WHERE org_id = tenant
         ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version, hash = EXCLUDED.hash;
         INSERT INTO flag_history SELECT * FROM stage_history WHERE org_id = tenant
         ON CONFLICT (event_id) DO NOTHING;
     END LOOP;
     PERFORM set_config('flags.org_id', '', true);
+    -- In key order, so concurrent projectors lock the count rows in the same order.
+    INSERT INTO flag_override_counts AS c (flag_key, orgs, overrides)
+    SELECT flag_key, sum(orgs), sum(overrides) FROM stage_override_counts GROUP BY flag_key
+    HAVING sum(orgs) <> 0 OR sum(overrides) <> 0 ORDER BY flag_key
+    ON CONFLICT (flag_key) DO UPDATE SET orgs = c.orgs + EXCLUDED.orgs, overrides = c.overrides + EXCLUDED.overrides;
+    DELETE FROM flag_override_counts
+    WHERE overrides = 0 AND flag_key IN (SELECT flag_key FROM stage_override_counts);
 END
 $apply$
 """

@@ -46,6 +46,9 @@ USER_SQL = (
 )
 
 
+OVERRIDE_COUNTS_SQL = "SELECT flag_key, orgs, overrides FROM flag_override_counts WHERE overrides > 0 ORDER BY flag_key"
+
+
 DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
@@ -76,6 +79,12 @@ class PostgresDocuments:
         async with self._read(org_id) as conn:
             rows = await conn.fetch(SCHEDULED_SQL, org_id)
         return [{**dict(r), "schedule": orjson.loads(r["schedule"])} for r in rows]
+
+    async def override_counts(self) -> list[dict[str, Any]]:
+        """Per flag, how many orgs override it and with how many overrides: the projector's system table."""
+        async with self._read(None) as conn:
+            rows = await conn.fetch(OVERRIDE_COUNTS_SQL)
+        return [dict(r) for r in rows]
 
     @asynccontextmanager
     async def _read(self, org_id: str | None) -> AsyncIterator[asyncpg.Connection]:

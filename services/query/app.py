@@ -147,6 +147,16 @@ class SchedulesOut(BaseModel):
     steps: list[ScheduledStepOut]
 
 
+class OverrideCountOut(BaseModel):
+    flag_key: str
+    orgs: int = Field(description="How many orgs override the flag at any level (org, platform or user).")
+    overrides: int = Field(description="How many overrides there are in all.")
+
+
+class OverrideCountsOut(BaseModel):
+    flags: list[OverrideCountOut] = Field(description="Flags with at least one override, in key order.")
+
+
 class ErrorOut(BaseModel):
     error: str = Field(description="Machine-readable code, e.g. `invalid_request`, `unknown_flag`.")
     detail: str
@@ -348,6 +358,22 @@ def create_app(settings: Settings, *, service: QueryService | None = None, auth:
         now = datetime.now(UTC)
         steps = await service().schedules(org, now=now, flag_key=key)
         return _json(rendering.dumps({"org_id": org, "as_of": now, "steps": steps}))
+
+    @app.get(
+        "/v1/reports/override-counts",
+        response_model=OverrideCountsOut,
+        response_class=JSONBytes,
+        responses={503: ERRORS[503]},
+        summary="How many orgs override each flag",
+    )
+    async def override_counts(caller: Caller) -> Response:
+        """System-wide readers only (system admins, system auditors): a count across every org, not in the
+        cached catalogue, because override changes do not invalidate it."""
+        authorize(caller, Action.READ_AUDIT)
+        if runtime.pool is None:
+            raise Unavailable("postgres", "the service is starting")
+        counts = await PostgresDocuments(runtime.pool).override_counts()
+        return _json(rendering.dumps({"flags": counts}))
 
     @app.get("/healthz", summary="The process is up")
     async def healthz() -> Response:

@@ -337,6 +337,10 @@ async def stale_report(w: World, _: str, __: bool) -> Req:
     return Req("GET", "/v1/reports/stale-flags", params={"days": "30"})
 
 
+async def override_counts(w: World, _: str, __: bool) -> Req:
+    return Req("GET", "/v1/reports/override-counts")
+
+
 async def schedules(w: World, target: str, _: bool) -> Req:
     return Req("GET", f"/v1/orgs/{w.org(target)}/schedules", params={"flag": w.t.flag})
 
@@ -394,6 +398,8 @@ MATRIX: dict[tuple[str, str, str], Row] = {
     ),
     ("command", "GET", "/v1/reports/stale-flags"): Row(stale_report, ("all",), SYSTEM_READ),
     ("query", "GET", "/v1/orgs/{org_id}/schedules"): Row(schedules, OWN_OTHER, AUDIT_READ),
+    # console gaps: how many orgs override each flag (a count across every org: system-wide readers)
+    ("query", "GET", "/v1/reports/override-counts"): Row(override_counts, ("all",), SYSTEM_READ),
     # command API: changes to the catalogue and system defaults
     ("command", "POST", "/v1/flags"): Row(define_flag, ("system",), SYSTEM_WRITE),
     ("command", "PATCH", "/v1/flags/{flag_key}"): Row(update_flag, ("system",), SYSTEM_WRITE),

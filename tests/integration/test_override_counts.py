@@ -1,0 +1,156 @@
+"""`flag_override_counts`: the projector's count of orgs (and overrides) per flag, against real Postgres.
+
+Random sequences of override sets and clears at every level, applied by the projector's own
+code (`Projector` over `PostgresStore`, the projector role, RLS) in batches of random sizes:
+after every batch the table equals what the projection holds, read org by org, and what the
+log says; a rebuild into a fresh schema (the rebuild's own `create_schema`) counts the same.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import asyncpg
+import pytest
+
+from events import Envelope, Level, Platform, RolloutPercentageSet
+from services.infra.postgres import create_pool, tenant_transaction
+from services.infra.settings import Role, Settings
+from services.projector.planning import CacheTarget, DeadLetter
+from services.projector.projection import Projector
+from services.projector.rebuild import create_schema
+from services.projector.store import PostgresStore, create_projector_pool
+from services.query.adapters import PostgresDocuments
+from tests.unit.test_projector_eventlog import EventLog, _org, _platform, _user
+from tests.unit.test_projector_planning import Rec
+
+pytestmark = pytest.mark.integration
+
+PLATFORMS = ("meta", "tiktok")
+USERS = ("u1", "u2")
+
+
+class Letters:
+    async def publish(self, letters: Sequence[DeadLetter]) -> None:
+        raise AssertionError(f"unexpected dead letters: {letters}")
+
+
+class Quiet:
+    async def invalidate(self, targets: Sequence[CacheTarget]) -> bool:
+        return True
+
+
+@pytest.fixture(scope="module")
+def db(make_settings: Callable[[], Settings]) -> Settings:
+    return make_settings()
+
+
+def random_log(seed: int, events: int) -> tuple[EventLog, list[str], list[str]]:
+    """Sets and clears of org, platform and user overrides and rollouts, over a few orgs and flags."""
+    rng = random.Random(seed)
+    orgs = [f"c{seed}-org{i}" for i in range(3)]
+    flags = [f"c{seed}.flag{i}" for i in range(3)]
+    log = EventLog()
+    for flag in flags:
+        log.define(flag)
+    while len(log.events) < len(flags) + events:
+        org, flag, value = rng.choice(orgs), rng.choice(flags), rng.choice([True, False, None])
+        platform, user = rng.choice(PLATFORMS), rng.choice(USERS)
+        level = rng.choice([Level.ORG, Level.PLATFORM, Level.USER])
+        changes = [
+            _org(org, flag, value),
+            _platform(org, platform, flag, value),
+            _user(org, user, flag, value),
+            RolloutPercentageSet(
+                flag_key=flag, level=level, org_id=org, percentage=rng.choice([None, 0, 30, 100]),
+                platform=Platform(platform) if level is Level.PLATFORM else None,
+                user_id=user if level is Level.USER else None,
+            ),
+        ]
+        log.try_add(rng.choice(changes))  # None when it changes nothing, as the command side refuses it
+    return log, orgs, flags
+
+
+def expected_counts(events: Sequence[Envelope]) -> dict[str, tuple[int, int]]:
+    """From the log alone: per flag, (orgs with an override, overrides)."""
+    present: dict[tuple[Any, ...], bool] = {}
+    for e in events:
+        scope = getattr(e.data, "scope", None)
+        if scope is None or scope.level is Level.SYSTEM:
+            continue
+        present[(scope.org_id, scope.level, scope.platform, scope.user_id, e.flag_key)] = e.new is not None
+    counts: dict[str, tuple[set[str], int]] = {}
+    for (org, *_, flag), here in present.items():
+        if here:
+            orgs, n = counts.get(flag, (set(), 0))
+            counts[flag] = (orgs | {org}, n + 1)
+    return {flag: (len(orgs), n) for flag, (orgs, n) in counts.items()}
+
+
+async def projected_counts(pool: asyncpg.Pool, orgs: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """What the projection holds, read the only way RLS allows: one org at a time."""
+    counts: dict[str, tuple[int, int]] = {}
+    for org in orgs:
+        async with tenant_transaction(pool, org) as conn:
+            rows = await conn.fetch("SELECT flag_key, count(*) AS n FROM overrides GROUP BY flag_key")
+        for r in rows:
+            o, n = counts.get(r["flag_key"], (0, 0))
+            counts[r["flag_key"]] = (o + 1, n + r["n"])
+    return counts
+
+
+async def table_counts(pool: asyncpg.Pool, flags: Sequence[str]) -> dict[str, tuple[int, int]]:
+    rows = await PostgresDocuments(pool).override_counts()
+    return {r["flag_key"]: (r["orgs"], r["overrides"]) for r in rows if r["flag_key"] in flags}
+
+
+async def apply_in_batches(projector: Projector, records: Sequence[Rec], rng: random.Random) -> AsyncIterator[int]:
+    done = 0
+    while done < len(records):
+        size = rng.randint(1, 15)
+        await projector.apply(records[done : done + size])
+        done = min(done + size, len(records))
+        yield done
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_counts_equal_the_projection_after_every_batch_and_after_a_rebuild(db: Settings, seed: int) -> None:
+    log, orgs, flags = random_log(seed, 90)
+    topic = f"counts.{seed}"
+    records = [Rec(topic, 0, i, r.key, r.value, tuple(r.headers)) for i, r in enumerate(log.records())]
+    rng = random.Random(seed)
+    projector_pool = await create_projector_pool(db)
+    query_pool = await create_pool(db, Role.QUERY, min_size=1, max_size=2)
+    try:
+        projector = Projector(PostgresStore(projector_pool, db.projector_group), Letters(), Quiet(), retry_backoff=0)
+        async for done in apply_in_batches(projector, records, rng):
+            held = await projected_counts(query_pool, orgs)
+            assert await table_counts(query_pool, flags) == held
+            assert held == expected_counts(log.events[:done])
+        assert any(orgs for orgs, _ in held.values()), "the sequence left no override: a weak example"
+        again = await projector.apply(records)  # a redelivery changes nothing
+        assert again.applied == 0
+        assert await table_counts(query_pool, flags) == held
+
+        schema = f"rebuild_counts_{seed}"
+        owner = await asyncpg.connect(db.pg_dsn(Role.OWNER))
+        try:
+            await create_schema(owner, schema)
+        finally:
+            await owner.close()
+        rebuilt_pool = await create_projector_pool(db, schema=schema)
+        try:
+            rebuilder = Projector(PostgresStore(rebuilt_pool, db.projector_group), Letters(), Quiet(), retry_backoff=0)
+            async for _ in apply_in_batches(rebuilder, records, random.Random(seed + 100)):
+                pass
+            rows = await rebuilt_pool.fetch(
+                "SELECT flag_key, orgs, overrides FROM flag_override_counts WHERE flag_key = ANY($1::text[])", flags
+            )
+            assert {r["flag_key"]: (r["orgs"], r["overrides"]) for r in rows} == held
+        finally:
+            await rebuilt_pool.close()
+    finally:
+        await projector_pool.close()
+        await query_pool.close()
