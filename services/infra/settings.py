@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     redis_prefix: str = "flags"
     cache_ttl_seconds: int = 3600
     query_cache: bool = True  # False only to measure the uncached path
-    query_fast_path: bool = True  # False serves OFREP through FastAPI's routes: to measure the difference
+    query_fast_path: bool = True  # False: the FastAPI app alone on ASGI, no RSGI hot path (to measure the difference)
 
     command_host: str = "127.0.0.1"
     command_port: int = 8081
