@@ -232,9 +232,9 @@ async def main() -> None:
                    "history_rows": history}  # fmt: skip
         (RESULTS / "rebuild.json").write_text(json.dumps(figures, indent=2))
         bar_plot(
-            {"rebuild (end to end)": rate, "target": TARGET},
+            {f"rebuild (end to end, {args.workers} workers)": rate, "target": TARGET},
             RESULTS / "rebuild.png",
-            title=f"Rebuild from the topic into Postgres, {n:,} events (shared, loaded 2-core machine)",
+            title=f"Rebuild, {n:,} events, topic to Postgres (shared, loaded 2 cores)",
             unit="events/s",
         )
     finally:
