@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -45,8 +46,12 @@ from services.query.adapters import InvalidationListener, PostgresDocuments, Red
 from services.query.bootstrap import install_bootstrap_route
 from services.query.cache import DocumentCache
 from services.query.errors import InvalidParameter, Unavailable, UnknownFlag
+from services.query.ofrep import Evaluator
 from services.query.ofrep_api import install as install_ofrep
 from services.query.service import QueryService
+from services.query.usage import MAX_MINUTES, CountingEvaluator, UsageCounter, UsageStore, flush_forever, series, window
+from services.query.usage_redis import FAILURES as USAGE_FAILURES
+from services.query.usage_redis import RedisUsage
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
@@ -157,6 +162,18 @@ class OverrideCountsOut(BaseModel):
     flags: list[OverrideCountOut] = Field(description="Flags with at least one override, in key order.")
 
 
+class FlagUsageOut(BaseModel):
+    flag_key: str
+    total: int = Field(description="Evaluations in the whole window.")
+    counts: list[int] = Field(description="Evaluations in each minute of `minutes`.")
+
+
+class UsageOut(BaseModel):
+    org_id: str | None = Field(description="The org counted; null: every org.")
+    minutes: list[str] = Field(description="The window's minutes (RFC 3339, UTC), oldest first.")
+    flags: list[FlagUsageOut] = Field(description="Flags evaluated in the window, most evaluated first.")
+
+
 class ErrorOut(BaseModel):
     error: str = Field(description="Machine-readable code, e.g. `invalid_request`, `unknown_flag`.")
     detail: str
@@ -178,6 +195,9 @@ FlagPath = Annotated[
 PlatformQuery = Annotated[
     str | None,
     Query(description="Evaluate for one of the org's platforms.", json_schema_extra={"enum": [*Platform]}),
+]
+MinutesQuery = Annotated[
+    int, Query(ge=1, le=MAX_MINUTES, description="The window: this many minutes up to now (1–1440).")
 ]
 UserQuery = Annotated[
     str | None,
@@ -206,13 +226,22 @@ def _json(body: bytes, status: int = 200, headers: Mapping[str, str] | None = No
 class Runtime:
     """What the lifespan connects (or, in tests, what was handed in already wired)."""
 
-    def __init__(self, settings: Settings, service: QueryService | None = None) -> None:
+    def __init__(
+        self, settings: Settings, service: QueryService | None = None, usage: UsageStore | None = None
+    ) -> None:
         self.settings = settings
         self.service = service
+        self.counter = UsageCounter()
+        self.usage = usage  # where the counts of every worker add up (Redis), once connected
+        self.evaluator: Evaluator | None = None if service is None else self._counted(service)
         self.ping: Callable[[], Awaitable[bool]] | None = None if service is None else _always_ready
         self._given = service is not None
         self.app: FastAPI | None = None
         self.pool: asyncpg.Pool | None = None  # for the SDK bootstrap route
+
+    def _counted(self, service: QueryService) -> Evaluator:
+        """The use cases, counting evaluations when there is a store for the counts (never piling them up)."""
+        return service if self.usage is None else CountingEvaluator(service, self.counter)
 
     @asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
@@ -228,6 +257,7 @@ class Runtime:
             pool = await create_pool(s, Role.QUERY, min_size=0, max_size=10)
         redis: Redis | None = None
         listener: asyncio.Task[None] | None = None
+        flusher: asyncio.Task[None] | None = None
         if s.query_cache:
             redis = Redis.from_url(
                 s.redis_url,
@@ -238,6 +268,8 @@ class Runtime:
             )
             cache = DocumentCache(RedisDocuments(redis), ttl=s.cache_ttl_seconds)
             listener = asyncio.create_task(InvalidationListener(redis, keys, cache).run())
+            self.usage = RedisUsage(redis, s.redis_prefix)
+            flusher = asyncio.create_task(flush_forever(self.counter, self.usage, failures=USAGE_FAILURES))
         else:
             cache = DocumentCache(None, ttl=s.cache_ttl_seconds, local=False)
             log.warning("caching is off (FLAGS_QUERY_CACHE=false): every document is read from Postgres")
@@ -247,13 +279,15 @@ class Runtime:
         if self.app is not None and self.app.state.auth is None:
             self.app.state.auth = AuthGate(Authenticator(PostgresKeyLookup(pool)), throttle=FailedAuthThrottle())
         self.service = QueryService(cache, source, keys)
+        self.evaluator = self._counted(self.service)
         try:
             yield
         finally:
-            if listener is not None:
-                listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await listener
+            for task in (listener, flusher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if redis is not None:
                 await redis.aclose()
             await pool.close()
@@ -263,9 +297,15 @@ async def _always_ready() -> bool:
     return True
 
 
-def create_app(settings: Settings, *, service: QueryService | None = None, auth: AuthGate | None = None) -> FastAPI:
-    """The HTTP app; its lifespan connects Postgres and Redis unless a wired `service` (and `auth`) is given."""
-    runtime = Runtime(settings, service)
+def create_app(
+    settings: Settings,
+    *,
+    service: QueryService | None = None,
+    auth: AuthGate | None = None,
+    usage: UsageStore | None = None,
+) -> FastAPI:
+    """The HTTP app; its lifespan connects Postgres and Redis unless a wired `service` (`auth`, `usage`) is given."""
+    runtime = Runtime(settings, service, usage)
     app = FastAPI(
         title="flagstream query",
         version="1.0.0",
@@ -276,6 +316,11 @@ def create_app(settings: Settings, *, service: QueryService | None = None, auth:
     def service() -> QueryService:
         assert runtime.service is not None, "lifespan not started"
         return runtime.service
+
+    def evaluator() -> Evaluator:
+        """The evaluation use cases, counted (services.query.usage): what every evaluation route calls."""
+        assert runtime.evaluator is not None, "lifespan not started"
+        return runtime.evaluator
 
     @app.get(
         "/v1/orgs/{org_id}/flags/{flag_key}",
@@ -292,7 +337,7 @@ def create_app(settings: Settings, *, service: QueryService | None = None, auth:
         key = validation.flag_key(flag_key)
         p = validation.platform(platform)
         u = validation.user_id(user)
-        result = await service().evaluate(org, key, platform=p, user_id=u)
+        result = await evaluator().evaluate(org, key, platform=p, user_id=u)
         return _json(rendering.dumps(rendering.evaluation(result)))
 
     @app.get(
@@ -309,7 +354,7 @@ def create_app(settings: Settings, *, service: QueryService | None = None, auth:
         authorize(caller, Action.EVALUATE, org_id=org)
         p = validation.platform(platform)
         u = validation.user_id(user)
-        results = await service().evaluate_all(org, platform=p, user_id=u)
+        results = await evaluator().evaluate_all(org, platform=p, user_id=u)
         return _json(rendering.dumps({"org_id": org, "flags": [rendering.evaluation(e) for e in results]}))
 
     @app.get(
@@ -375,6 +420,41 @@ def create_app(settings: Settings, *, service: QueryService | None = None, auth:
         counts = await PostgresDocuments(runtime.pool).override_counts()
         return _json(rendering.dumps({"flags": counts}))
 
+    async def usage_answer(org: str | None, minutes: int) -> Response:
+        if runtime.usage is None:
+            raise Unavailable("redis", "evaluation counts are kept in Redis, which this service does not use")
+        wanted = window(time.time(), minutes)
+        try:
+            buckets = await runtime.usage.read(org, wanted)
+        except USAGE_FAILURES as exc:
+            raise Unavailable("redis", str(exc) or type(exc).__name__) from exc
+        return _json(rendering.dumps(series(org, wanted, buckets)))
+
+    @app.get(
+        "/v1/orgs/{org_id}/usage",
+        response_model=UsageOut,
+        response_class=JSONBytes,
+        responses={**ERRORS, 503: {"model": ErrorOut, "description": "Redis is unreachable."}},
+        summary="The org's evaluations per flag per minute",
+    )
+    async def org_usage(caller: Caller, org_id: OrgPath, minutes: MinutesQuery = 60) -> Response:
+        """Counted by every worker of every replica, flushed to Redis about once a second (audit readers)."""
+        org = validation.org_id(org_id)
+        authorize(caller, Action.READ_AUDIT, org_id=org)
+        return await usage_answer(org, minutes)
+
+    @app.get(
+        "/v1/usage",
+        response_model=UsageOut,
+        response_class=JSONBytes,
+        responses={**ERRORS, 503: {"model": ErrorOut, "description": "Redis is unreachable."}},
+        summary="Every org's evaluations per flag per minute",
+    )
+    async def all_usage(caller: Caller, minutes: MinutesQuery = 60) -> Response:
+        """System-wide readers only (system admins, system auditors)."""
+        authorize(caller, Action.READ_AUDIT)
+        return await usage_answer(None, minutes)
+
     @app.get("/healthz", summary="The process is up")
     async def healthz() -> Response:
         return _json(b'{"status":"ok"}')
@@ -391,7 +471,7 @@ def create_app(settings: Settings, *, service: QueryService | None = None, auth:
         }
         return _json(rendering.dumps(body), 200 if postgres else 503)
 
-    install_ofrep(app, service)
+    install_ofrep(app, evaluator)
     install_bootstrap_route(app, settings, lambda: runtime.pool, errors=ERRORS)
     app.state.auth = auth
     runtime.app = app

@@ -7,7 +7,7 @@ the app answered it, 30 µs in front of the app; our own work in it
 about 17 µs. So `POST /ofrep/v1/evaluate/flags[/{key}]` and the native
 `GET /v1/orgs/{org_id}/flags/{flag_key}` are answered before the app, with the
 same authentication (`AuthGate`: key cache, failed-auth throttle, denial log),
-authorisation and use cases (`services.query.ofrep`, `QueryService`), the same
+authorisation and use cases (`services.query.ofrep`, `QueryService`, counted by `services.query.usage`), the same
 answers and error bodies, the same security headers (asked once of
 `SecurityHeaders`) and the same generic 500.
 Everything else goes to the app, which documents these routes in OpenAPI
@@ -39,7 +39,6 @@ from services.http.errors import problem, rate_limited
 from services.http.unhandled import INTERNAL_ERROR_DETAIL
 from services.query import ofrep, rendering, validation
 from services.query.errors import InvalidParameter, Unavailable, UnknownFlag
-from services.query.service import QueryService
 
 __all__ = [
     "FastPath",
@@ -151,7 +150,7 @@ class HotPath:
 
 
 async def _native(
-    service: QueryService, principal: Principal, org_id: str, flag_key: str, query: QueryParams
+    service: ofrep.Evaluator, principal: Principal, org_id: str, flag_key: str, query: QueryParams
 ) -> ofrep.Answer:
     """`GET /v1/orgs/{org_id}/flags/{flag_key}` as the app's route answers it, errors as its handlers do."""
     try:

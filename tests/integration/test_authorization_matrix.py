@@ -341,6 +341,14 @@ async def override_counts(w: World, _: str, __: bool) -> Req:
     return Req("GET", "/v1/reports/override-counts")
 
 
+async def org_usage(w: World, target: str, _: bool) -> Req:
+    return Req("GET", f"/v1/orgs/{w.org(target)}/usage", params={"minutes": "5"})
+
+
+async def all_usage(w: World, _: str, __: bool) -> Req:
+    return Req("GET", "/v1/usage", params={"minutes": "5"})
+
+
 async def schedules(w: World, target: str, _: bool) -> Req:
     return Req("GET", f"/v1/orgs/{w.org(target)}/schedules", params={"flag": w.t.flag})
 
@@ -400,6 +408,9 @@ MATRIX: dict[tuple[str, str, str], Row] = {
     ("query", "GET", "/v1/orgs/{org_id}/schedules"): Row(schedules, OWN_OTHER, AUDIT_READ),
     # console gaps: how many orgs override each flag (a count across every org: system-wide readers)
     ("query", "GET", "/v1/reports/override-counts"): Row(override_counts, ("all",), SYSTEM_READ),
+    # console gaps: evaluations per flag per minute, one org's (its audit readers) or every org's
+    ("query", "GET", "/v1/orgs/{org_id}/usage"): Row(org_usage, OWN_OTHER, AUDIT_READ),
+    ("query", "GET", "/v1/usage"): Row(all_usage, ("all",), SYSTEM_READ),
     # command API: changes to the catalogue and system defaults
     ("command", "POST", "/v1/flags"): Row(define_flag, ("system",), SYSTEM_WRITE),
     ("command", "PATCH", "/v1/flags/{flag_key}"): Row(update_flag, ("system",), SYSTEM_WRITE),
