@@ -61,6 +61,10 @@ class Api(Protocol):
 
     async def readiness(self) -> dict[str, Any]: ...
 
+    async def override_counts(self) -> dict[str, dict[str, int]]: ...
+
+    async def usage(self, org: str | None, *, minutes: int) -> dict[str, Any]: ...
+
 
 class HttpApi:
     """One user's view of the APIs over a shared connection pool."""
@@ -154,3 +158,13 @@ class HttpApi:
     async def readiness(self) -> dict[str, Any]:
         """The command service's open probe: outbox lag and relay state (a 503 body is an answer too)."""
         return await self._call("GET", f"{self._command}/readyz", auth=False)  # type: ignore[no-any-return]
+
+    async def override_counts(self) -> dict[str, dict[str, int]]:
+        """`GET /v1/reports/override-counts` (system-wide readers): flag key → `{orgs, overrides}`."""
+        flags = (await self._call("GET", f"{self._query}/v1/reports/override-counts"))["flags"]
+        return {f["flag_key"]: {"orgs": f["orgs"], "overrides": f["overrides"]} for f in flags}
+
+    async def usage(self, org: str | None, *, minutes: int) -> dict[str, Any]:
+        """Evaluations per flag per minute: one org's (`GET /v1/orgs/{org}/usage`), or every org's (`GET /v1/usage`)."""
+        path = "/v1/usage" if org is None else f"/v1/orgs/{quote(org)}/usage"
+        return await self._call("GET", self._query + path, params={"minutes": minutes})  # type: ignore[no-any-return]

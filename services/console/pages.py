@@ -29,6 +29,7 @@ from services.console.web import api, current, render, templates
 
 AUDIT_ROWS = 200
 HEARTBEAT = 15.0
+USAGE_MINUTES = 60
 PLATFORMS = [p.value for p in Platform]
 
 
@@ -54,11 +55,11 @@ async def flags(request: Request) -> Response:
     group = request.query_params.get("group", "")
     kind = request.query_params.get("kind", "")
     state = request.query_params.get("state", "")
-    stale = await _stale(client, session)
+    stale, overridden = await asyncio.gather(_stale(client, session), _override_counts(client, session))
     shown = [f for f in catalog if _matches(f, q, group, kind) and (state != "stale" or f["key"] in (stale or {}))]
     return render(request, "flags.html", {
         "flags": shown, "total": len(catalog), "q": q, "group": group, "kind": kind, "state": state,
-        "stale": stale,
+        "stale": stale, "overridden": overridden,
         "groups": sorted({f["group"] for f in catalog}), "kinds": sorted({f["kind"] for f in catalog}),
     })
 
@@ -69,6 +70,13 @@ async def _stale(client: Api, session: Session) -> dict[str, str] | None:
         return None
     report = await client.stale_flags()
     return {f["key"]: f["reason"] for f in report["flags"]}
+
+
+async def _override_counts(client: Api, session: Session) -> dict[str, dict[str, int]] | None:
+    """Flag key → how many orgs override it: a count across every org, so for system-wide readers only."""
+    if not may(session.principal, Action.READ_AUDIT, None):
+        return None
+    return await client.override_counts()
 
 
 async def flag_page(request: Request) -> Response:
@@ -347,6 +355,7 @@ async def status(request: Request) -> Response:
         charts.bar_chart("Changes per hour, last 24 hours (UTC)", [(h.strftime("%H"), per_hour[h]) for h in hours]),
         charts.bar_chart("Changes by kind, all time", sorted(Counter(_kind(e.type) for e in entries).items())),
     ]
+    context["charts"] += usage_charts(await client.usage(org, minutes=USAGE_MINUTES))
     if delays:
         context["charts"].append(charts.bar_chart(
             "Commit → topic → console delay (ms), live events",
@@ -362,6 +371,20 @@ async def _upcoming(client: Api, org: str | None) -> list[dict[str, Any]]:
     steps = [{"flag_key": f["key"], "level": "system", **step}
              for f in await client.catalog() for step in ((f.get("system") or {}).get("schedule") or ())]
     return sorted((s for s in steps if str(s.get("at", "")) >= now[:19]), key=lambda s: str(s["at"]))[:20]
+
+
+def usage_charts(usage: dict[str, Any], *, top: int = 4) -> list[str]:
+    """Evaluations per minute: all flags together, then the `top` most evaluated flags one chart each."""
+    labels = [str(m)[11:16] for m in usage["minutes"]]
+    flags = usage["flags"]
+    if not flags:
+        return [charts.bar_chart(f"Evaluations per minute, last {len(labels)} minutes (UTC)", [])]
+    total = [sum(column) for column in zip(*(f["counts"] for f in flags), strict=True)]
+    drawn = [charts.bar_chart(f"Evaluations per minute, all flags, last {len(labels)} minutes (UTC)",
+                              list(zip(labels, total, strict=True)))]
+    drawn += [charts.bar_chart(f"Evaluations per minute: {f['flag_key']} ({f['total']} in all)",
+                               list(zip(labels, f["counts"], strict=True)), height=120) for f in flags[:top]]
+    return drawn
 
 
 def _kind(event_type: str) -> str:

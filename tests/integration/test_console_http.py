@@ -390,3 +390,19 @@ def test_an_org_admin_hands_out_a_key_and_revokes_it(cs: ConsoleStack) -> None:
             assert http.post(f"/keys/{key_id}/revoke", data=revoke).status_code == 200
             time.sleep(1.1)  # revocation reaches every service's key cache within a second
             assert app.get("/flags").url.path == "/signin"  # its console session ends with it
+
+
+def test_flags_show_how_many_orgs_override_them_and_status_charts_evaluations(cs: ConsoleStack) -> None:
+    admin = {"Authorization": f"Bearer {cs.keys['admin']}"}
+    for _ in range(5):
+        r = httpx.get(f"{cs.stack.query_url}/v1/orgs/{cs.org}/flags/{FLAG}", headers=admin, timeout=10)
+        assert r.status_code == 200, r.text
+    with signed_in(cs, "admin") as http:
+        row = http.get("/flags", params={"q": FLAG}).text
+        cell = re.search(r'<td class="override-count">(.*?)</td>', row, re.S)
+        assert cell is not None and re.search(r"\d+ orgs?", cell.group(1)), row
+        chart = f"Evaluations per minute: {FLAG}"
+        wait_for(lambda: chart in http.get("/status").text, "the evaluation chart", timeout=15)
+    with signed_in(cs, "org-admin") as http:
+        assert "Overridden by" not in http.get("/flags").text  # a count across every org: not for one org
+        assert f"Evaluations per minute: {FLAG} (" in http.get("/status").text  # its own org's evaluations

@@ -181,6 +181,16 @@ class FakeApi:
     async def readiness(self) -> dict[str, Any]:
         return {"status": "ready", "outbox_lag": 0}
 
+    async def override_counts(self) -> dict[str, dict[str, int]]:
+        self._call("override_counts")
+        return {FLAG: {"orgs": 3, "overrides": 7}}
+
+    async def usage(self, org: str | None, *, minutes: int) -> dict[str, Any]:
+        self._call("usage", (org, minutes))
+        stamps = [f"2026-11-29T10:{m:02d}:00Z" for m in range(minutes)]
+        counts = [0] * (minutes - 2) + [11, 4]
+        return {"org_id": org, "minutes": stamps, "flags": [{"flag_key": FLAG, "total": 15, "counts": counts}]}
+
 
 class Clock:
     now = 0.0
@@ -465,3 +475,39 @@ async def test_keys_follow_the_grant_rules(console: Console) -> None:
     (_, _, (method, path, body)), = console.changes()
     assert (method, path, body["org_id"], body["role"]) == ("POST", "/v1/keys", "acme", "evaluator")
     assert "fsk_" + "e" * 16 not in (await console.client.get("/keys")).text
+
+
+# --- override counts and evaluation counts ------------------------------------------------------------------
+
+
+async def test_the_flag_list_says_how_many_orgs_override_each_flag_to_system_wide_readers_only(
+    console: Console,
+) -> None:
+    await console.sign_in("fsk_auditor")
+    page = await console.client.get("/flags")
+    cell = re.search(r'<td class="override-count">(.*?)</td>', page.text, re.S)
+    assert cell is not None and "3 orgs" in cell.group(1) and "7 overrides" in cell.group(1)
+    await console.sign_in("fsk_acme_admin")
+    before = len(console.world.calls)
+    page = await console.client.get("/flags")
+    assert page.status_code == 200 and "Overridden by" not in page.text
+    assert "override_counts" not in [name for _, name, _ in console.world.calls[before:]]
+
+
+@pytest.mark.parametrize(("key", "asked"), [("fsk_admin", None), ("fsk_acme_admin", "acme")])
+async def test_the_status_page_charts_evaluations_per_flag_of_the_callers_scope(
+    console: Console, key: str, asked: str | None
+) -> None:
+    await console.sign_in(key)
+    page = await console.client.get("/status")
+    assert page.status_code == 200
+    assert ("usage", (asked, 60)) in [(name, args) for _, name, args in console.world.calls]
+    assert f"Evaluations per minute: {FLAG} (15 in all)" in page.text
+    assert 'aria-label="Evaluations per minute, all flags, last 60 minutes (UTC)"' in page.text
+    assert "<title>10:58: 11</title>" in page.text  # the bar of that minute, with its count
+
+
+async def test_an_evaluator_asks_for_no_evaluation_counts(console: Console) -> None:
+    await console.sign_in("fsk_evaluator")
+    assert (await console.client.get("/status")).status_code == 200
+    assert "usage" not in [name for _, name, _ in console.world.calls]
