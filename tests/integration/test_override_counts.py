@@ -3,7 +3,8 @@
 Random sequences of override sets and clears at every level, applied by the projector's own
 code (`Projector` over `PostgresStore`, the projector role, RLS) in batches of random sizes:
 after every batch the table equals what the projection holds, read org by org, and what the
-log says; a rebuild into a fresh schema (the rebuild's own `create_schema`) counts the same.
+log says; a rebuild into a fresh schema (the rebuild's own `create_schema`) counts the same;
+and migration 0007, applied to a database that has overrides already, counts them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 
 from events import Envelope, Level, Platform, RolloutPercentageSet
 from services.infra.postgres import create_pool, tenant_transaction
+from services.infra.provision import migrate
 from services.infra.settings import Role, Settings
 from services.projector.planning import CacheTarget, DeadLetter
 from services.projector.projection import Projector
@@ -154,3 +156,28 @@ async def test_counts_equal_the_projection_after_every_batch_and_after_a_rebuild
     finally:
         await projector_pool.close()
         await query_pool.close()
+
+
+async def test_the_migration_counts_the_overrides_a_database_already_has(db: Settings) -> None:
+    log, orgs, flags = random_log(10, 60)
+    records = [Rec("counts.migration", 0, i, r.key, r.value, tuple(r.headers)) for i, r in enumerate(log.records())]
+    projector_pool = await create_projector_pool(db)
+    query_pool = await create_pool(db, Role.QUERY, min_size=1, max_size=2)
+    owner = await asyncpg.connect(db.pg_dsn(Role.OWNER))
+    try:
+        await Projector(PostgresStore(projector_pool, db.projector_group), Letters(), Quiet()).apply(records)
+        await projector_pool.close()  # its sessions' plans name the table about to be dropped
+        held = await projected_counts(query_pool, orgs)
+        assert held == expected_counts(log.events) and held
+        # As before 0007: no count table; then apply 0007 as the provisioning does.
+        await owner.execute("DROP TABLE flag_override_counts; DROP INDEX overrides_org_flag")
+        await owner.execute("DELETE FROM schema_migrations WHERE name = '0007_flag_override_counts.sql'")
+        assert await migrate(db) == ["0007_flag_override_counts.sql"]
+        assert await table_counts(query_pool, flags) == held
+        forced = await owner.fetchval("SELECT relforcerowsecurity FROM pg_class WHERE oid = 'overrides'::regclass")
+        assert forced is True  # RLS binds the owner again once the migration is done
+    finally:
+        await owner.close()
+        await query_pool.close()
+        if not projector_pool.is_closing():
+            await projector_pool.close()
