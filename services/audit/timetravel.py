@@ -62,6 +62,10 @@ class TimeTravel:
         Only the streams of the view (org level, its platform, its user) are restored and
         folded: what the view's answers depend on, and far less than a large org's whole log.
         """
+        try:
+            instant = instant.astimezone(UTC)
+        except OverflowError:
+            raise BadInstant(f"{field} is out of range once converted to UTC", field) from None
         if instant > self._clock():
             raise BadInstant(f"{field} is in the future; the log only knows the past", field)
         if not await self._history.org_known(asked.org_id):

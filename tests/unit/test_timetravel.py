@@ -137,6 +137,7 @@ def test_bad_questions_name_their_field() -> None:
     cases = [
         (travel.at(Asked(ORGS[0]), now + timedelta(days=1)), BadInstant, "at"),
         (travel.at(Asked("nobody"), now), UnknownOrg, "org"),
+        (travel.at(Asked(ORGS[0]), datetime.fromisoformat("0001-01-01T00:00:00+05:00")), BadInstant, "at"),
         (travel.at(Asked(ORGS[0]), now, "no.such.flag"), UnknownFlag, "flag"),
         (travel.at(Asked(ORGS[0]), log[0].occurred_at - timedelta(seconds=1), FLAGS[0]), UnknownFlag, "flag"),
         (travel.diff(Asked(ORGS[0]), now, now - timedelta(seconds=1)), BadInstant, "to"),
