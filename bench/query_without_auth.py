@@ -2,57 +2,51 @@
 
     FLAGS_...=... .venv/bin/python -m bench.query_without_auth
 
-The same app as `python -m services.query` (built by `services.query.app.app_from_env`,
-served by granian the same way, one ASGI worker), except that FastAPI's
-`dependency_overrides` replaces the authentication dependency
-(`services.auth.http._authenticated`) with one that returns a fixed system-admin
-`Principal` without looking at the request. Authorisation still runs, on that
-principal, exactly as it does for a real system-admin key: the difference between
-the two builds is authentication alone (header parsing, key cache, SHA-256,
-throttle bookkeeping). It lives in bench/ so that no service can be started
-without authentication.
+The same server as `python -m services.query` (RSGI with the OFREP and native hot
+path, or the FastAPI app alone with `FLAGS_QUERY_FAST_PATH=false`), except that
+the app's `AuthGate` is replaced, before its lifespan starts, by one that returns
+a fixed evaluator `Principal` of the bench's org without looking at the request. Both the hot path
+and FastAPI's dependency ask that gate, so authorisation still runs, on that
+principal, exactly as for a real evaluator key: the difference between the two
+builds is authentication alone (header parsing, key cache, SHA-256, throttle
+bookkeeping). It lives in bench/ so that no service can be started without it.
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
-from granian import Granian
-from granian.constants import Interfaces
+from starlette.requests import Request
 
-from services.auth.http import _authenticated
+from bench.ofrep import ORG
+from services.auth.http import AuthGate
 from services.auth.policy import Principal, Role
 from services.infra.settings import Settings
 from services.query import app as query_app
+from services.query.__main__ import serve
+from services.query.rsgi import RSGIQueryApp
 
-BENCH_PRINCIPAL = Principal("0000000000000000", "benchmark, auth off", Role.SYSTEM_ADMIN, None)
-
-
-async def _fixed_principal() -> Principal:
-    # async: a plain function would be run in FastAPI's thread pool, which the real dependency is not
-    return BENCH_PRINCIPAL
+BENCH_PRINCIPAL = Principal("0000000000000000", "benchmark, auth off", Role.EVALUATOR, ORG)  # as the bench's key
 
 
-def without_auth(app: FastAPI) -> FastAPI:
-    app.dependency_overrides[_authenticated] = _fixed_principal
+class NoAuthentication(AuthGate):
+    """Every request is the benchmark's evaluator of its org."""
+
+    def __init__(self) -> None:
+        super().__init__(authenticator=None)  # type: ignore[arg-type]  # never asked
+
+    async def principal(self, request: Request) -> Principal:
+        return BENCH_PRINCIPAL
+
+
+def asgi_app_from_env() -> FastAPI:
+    app = query_app.app_from_env()
+    app.state.auth = NoAuthentication()  # set before the lifespan, which keeps a gate it finds
     return app
 
 
-def app_from_env() -> FastAPI:
-    """Factory for granian: the query service's own factory, then the override."""
-    return without_auth(query_app.app_from_env())
-
-
-def main() -> None:
-    settings = Settings()
-    Granian(
-        "bench.query_without_auth:app_from_env",
-        factory=True,
-        address=settings.query_host,
-        port=settings.query_port,
-        interface=Interfaces.ASGI,
-        workers=1,
-    ).serve()
+def rsgi_app_from_env() -> RSGIQueryApp:
+    return RSGIQueryApp(asgi_app_from_env(), cors=bool(Settings().cors_origins))
 
 
 if __name__ == "__main__":
-    main()
+    serve("bench.query_without_auth:rsgi_app_from_env", "bench.query_without_auth:asgi_app_from_env")

@@ -12,11 +12,14 @@ from granian.constants import Interfaces
 from services.infra.settings import Settings
 
 
-def main() -> None:
+def serve(
+    rsgi_factory: str = "services.query.rsgi:app_from_env", asgi_factory: str = "services.query.app:app_from_env"
+) -> None:
+    """Serve one of two app factories (import paths, for granian), as the settings choose."""
     settings = Settings()
     fast = settings.query_fast_path
     Granian(
-        "services.query.rsgi:app_from_env" if fast else "services.query.app:app_from_env",
+        rsgi_factory if fast else asgi_factory,
         factory=True,
         address=settings.query_host,
         port=settings.query_port,
@@ -26,4 +29,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    serve()

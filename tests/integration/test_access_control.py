@@ -26,6 +26,10 @@ def admin(stack: Stack) -> httpx.Client:
     with httpx.Client(timeout=10, headers=stack.headers) as client:
         body = {"key": KEY, "group": "ai", "reason": "access tests"}
         assert client.post(f"{stack.command_url}/v1/flags", json=body).status_code in (201, 409)
+        deadline = time.monotonic() + 30  # the tests evaluate it: wait until it is projected
+        while client.get(f"{stack.query_url}/v1/orgs/probe/flags/{KEY}").status_code != 200:
+            assert time.monotonic() < deadline, f"{KEY} never reached the query service"
+            time.sleep(0.1)
         yield client
 
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from yggdrasil_engine.engine import UnleashEngine
 
 from events import (
     GENESIS_HASH,
@@ -299,8 +300,7 @@ def test_client_specification_feature_c_under_the_current_seed(user) -> None:
 
 
 def test_matches_unleash_engine() -> None:
-    engine_module = pytest.importorskip("yggdrasil_engine.engine")
-    engine = engine_module.UnleashEngine()
+    engine = UnleashEngine()
     variants = [{"name": a.name, "weight": a.weight, "stickiness": "default"} for a in ARMS]
     feature = {"name": "exp.checkout", "enabled": True, "strategies": [{"name": "default"}], "variants": variants}
     engine.take_state(json.dumps({"version": 1, "features": [feature]}))

@@ -21,7 +21,9 @@ CA = certifi.where()  # any readable PEM bundle
 SASL = {"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_username": "flags", "kafka_sasl_password": "pw-1"}
 
 
-def test_defaults_are_what_every_service_ran_with_before() -> None:
+def test_defaults_are_what_every_service_ran_with_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("FLAGS_")]:  # e.g. a stack on other ports
+        monkeypatch.delenv(name)
     s = Settings()
     assert client_options(s) == {"bootstrap_servers": "127.0.0.1:59092", "security_protocol": "PLAINTEXT"}
     assert broker_security(s) is None
