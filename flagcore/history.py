@@ -1,30 +1,28 @@
 """Time travel, pure: the state as of an instant, what decided an answer, diffs, and snapshots.
 
-Everything here works on `FlagState` and the same `fold` and `evaluate` the live
-service runs, so an answer about the past is computed exactly as the live answer
-was. A snapshot is one scope's part of a folded state (the system part: definitions
+Everything here works on a `FlagState` folded by the same `fold`, and answers with
+the same `evaluate`, as the live service, so an answer about the past is computed
+exactly as the live answer was. A snapshot is one scope's part of a folded state (the system part: definitions
 and system defaults; or one org's overrides) as plain JSON-able data, together with
 the heads of its streams, so it can be checked against the log before it is trusted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from events import Envelope
 from flagcore.evaluation import Evaluation, evaluate
 from flagcore.model import Definition, EventRef, Setting, TenantRules
-from flagcore.state import FlagState, StreamHead, fold
+from flagcore.state import FlagState, StreamHead
 
 __all__ = [
     "SYSTEM_SCOPE",
     "FlagView",
     "Snapshot",
     "diff_views",
-    "fold_until",
     "org_view",
     "restore",
     "scope_of_stream",
@@ -32,11 +30,6 @@ __all__ = [
 ]
 
 SYSTEM_SCOPE = ""  # the scope name of definitions and system defaults
-
-
-def fold_until(events: Iterable[Envelope], instant: datetime, state: FlagState | None = None) -> FlagState:
-    """Fold the events (in log order) that occurred at or before `instant` onto `state`."""
-    return fold((e for e in events if e.occurred_at <= instant), state)
 
 
 # --- views and diffs --------------------------------------------------------------
