@@ -31,11 +31,29 @@ _NEAREST = """
 SELECT sequence, events, state FROM snapshots
 WHERE scope = $1 AND covered_until <= $2 ORDER BY sequence DESC LIMIT 1
 """
+# The same, with only the entries of streams that start with one of $3: a large org's part is
+# cut down where it is stored, not shipped whole for the few streams one view reads.
+_KEPT = "EXISTS (SELECT 1 FROM unnest($3::text[]) AS p WHERE starts_with({stream}, p))"
+_NEAREST_VIEW = f"""
+SELECT sequence, events, jsonb_build_object(
+    'heads', (SELECT coalesce(jsonb_agg(h), '[]') FROM jsonb_array_elements(state->'heads') AS h
+              WHERE {_KEPT.format(stream="h->>0")}),
+    'org', (SELECT coalesce(jsonb_agg(x), '[]') FROM jsonb_array_elements(state->'org') AS x
+            WHERE {_KEPT.format(stream="x->-1->>1")}),
+    'platform', (SELECT coalesce(jsonb_agg(x), '[]') FROM jsonb_array_elements(state->'platform') AS x
+                 WHERE {_KEPT.format(stream="x->-1->>1")}),
+    'user', (SELECT coalesce(jsonb_agg(x), '[]') FROM jsonb_array_elements(state->'user') AS x
+             WHERE {_KEPT.format(stream="x->-1->>1")})
+) AS state
+FROM snapshots WHERE scope = $1 AND covered_until <= $2 ORDER BY sequence DESC LIMIT 1
+"""
 _COUNT = "SELECT count(*) FROM event_store WHERE {scope} AND flag_key IS NOT NULL AND sequence <= $2"
+# Every head of the stored part against the log, without shipping the part anywhere.
 _MATCHING_HEADS = """
-SELECT count(*) FROM event_store e
-JOIN unnest($1::text[], $2::int[], $3::text[]) AS u(stream, version, hash)
-  ON e.stream = u.stream AND e.version = u.version AND e.hash = u.hash
+SELECT count(*) AS heads, count(e.stream) AS matching
+FROM snapshots AS s CROSS JOIN jsonb_array_elements(s.state->'heads') AS h
+LEFT JOIN event_store AS e ON e.stream = h->>0 AND e.version = (h->>1)::int AND e.hash = h->>2
+WHERE s.scope = $1 AND s.sequence = $2
 """
 _ORG_KNOWN = "SELECT EXISTS (SELECT 1 FROM event_store WHERE org_id = $1 AND flag_key IS NOT NULL)"
 _LATEST_RUN = "SELECT sequence, covered_until, kafka_offsets FROM snapshot_runs ORDER BY sequence DESC LIMIT 1"
@@ -82,21 +100,26 @@ class PostgresHistory:
         async with _translated():
             return bool(await self._pool.fetchval(_ORG_KNOWN, org_id))
 
-    async def nearest_part(self, scope: str, instant: datetime) -> Part | None:
-        """The latest snapshot part of `scope` that only covers events at or before `instant`."""
+    async def nearest_part(
+        self, scope: str, instant: datetime, prefixes: tuple[str, ...] | None = None
+    ) -> Part | None:
+        """The latest snapshot part of `scope` that only covers events at or before `instant`.
+
+        With `prefixes`, its document holds only the streams that start with one of them.
+        """
         async with _translated():
-            row = await self._pool.fetchrow(_NEAREST, scope, instant)
+            if prefixes is None:
+                row = await self._pool.fetchrow(_NEAREST, scope, instant)
+            else:
+                row = await self._pool.fetchrow(_NEAREST_VIEW, scope, instant, list(prefixes))
         return None if row is None else Part(scope, row["sequence"], row["events"], orjson.loads(row["state"]))
 
     async def part_is_sound(self, part: Part) -> bool:
-        """Does the log still hold exactly what the part says it folded (same heads, same count)?"""
-        heads = part.doc["heads"]
+        """Does the log still hold exactly what the stored part folded (every head's hash, the count)?"""
         async with _translated(), self._pool.acquire() as conn:
             count = await conn.fetchval(_scoped(_COUNT, part.scope), part.scope, part.sequence)
-            matching = await conn.fetchval(
-                _MATCHING_HEADS, [h[0] for h in heads], [h[1] for h in heads], [h[2] for h in heads]
-            )
-        return count == part.events and matching == len(heads)
+            heads = await conn.fetchrow(_MATCHING_HEADS, part.scope, part.sequence)
+        return count == part.events and heads["matching"] == heads["heads"]
 
     async def events(
         self, scope: str, *, after: int, until: datetime, prefixes: tuple[str, ...] | None = None

@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 
 class History(Protocol):
     async def org_known(self, org_id: str) -> bool: ...
-    async def nearest_part(self, scope: str, instant: datetime) -> Part | None: ...
+    async def nearest_part(
+        self, scope: str, instant: datetime, prefixes: tuple[str, ...] | None = None
+    ) -> Part | None: ...
     async def part_is_sound(self, part: Part) -> bool: ...
     async def events(
         self, scope: str, *, after: int, until: datetime, prefixes: tuple[str, ...] | None = None
@@ -79,7 +81,7 @@ class TimeTravel:
         self, state: FlagState, scope: str, instant: datetime, prefixes: tuple[str, ...] | None
     ) -> None:
         """Onto `state`: the scope's nearest trusted snapshot, then its later events up to `instant`."""
-        part = await self._trusted_part(scope, instant)
+        part = await self._trusted_part(scope, instant, prefixes)
         if part is not None:
             keep = None if prefixes is None else lambda stream: stream.startswith(prefixes)
             restore({scope: part.doc}, state, keep=keep)
@@ -110,8 +112,8 @@ class TimeTravel:
             org_view(after, asked.org_id, now=until, platform=p, user_id=u),
         )
 
-    async def _trusted_part(self, scope: str, instant: datetime) -> Part | None:
-        part = await self._history.nearest_part(scope, instant)
+    async def _trusted_part(self, scope: str, instant: datetime, prefixes: tuple[str, ...] | None) -> Part | None:
+        part = await self._history.nearest_part(scope, instant, prefixes)
         if part is None or (scope, part.sequence) in self._verified:
             return part
         if await self._history.part_is_sound(part):

@@ -36,15 +36,18 @@ class MemoryHistory:
     async def org_known(self, org_id: str) -> bool:
         return bool(self._scope(org_id))
 
-    async def nearest_part(self, scope: str, instant: datetime) -> Part | None:
+    async def nearest_part(
+        self, scope: str, instant: datetime, prefixes: tuple[str, ...] | None = None
+    ) -> Part | None:  # the whole document: `restore(keep=…)` cuts it down
         fits = [p for p, until in self.parts if p.scope == scope and until <= instant]
         return max(fits, key=lambda p: p.sequence, default=None)
 
     async def part_is_sound(self, part: Part) -> bool:
         self.checked += 1
+        whole = next(p for p, _ in self.parts if (p.scope, p.sequence) == (part.scope, part.sequence))
         stored = {(e.stream, e.version): e.hash for e in self.log}
         covered = [e for e in self._scope(part.scope) if e.sequence <= part.sequence]
-        return len(covered) == part.events and all(stored.get((s, v)) == h for s, v, h, _ in part.doc["heads"])
+        return len(covered) == part.events and all(stored.get((s, v)) == h for s, v, h, _ in whole.doc["heads"])
 
     async def events(
         self, scope: str, *, after: int, until: datetime, prefixes: tuple[str, ...] | None = None
