@@ -1,8 +1,11 @@
 """Turning an `Authorization: Bearer` header into a `Principal`, fast and revocable.
 
-Verified key records are cached in-process for `ttl` seconds (default 0.5 s),
-so a revocation or expiry written by any replica is honoured by every replica
-within a second, while the hot path costs one dict lookup and one SHA-256.
+Key records are cached in-process for `ttl` seconds (default 0.5 s), so a
+revocation or expiry written by any replica is honoured by every replica within
+a second. A header already verified against the cached record maps straight to
+its `Principal` for the rest of that record's life, so the hot path costs one
+dict lookup (no parsing, no SHA-256); concurrent misses for one key share a
+single database lookup.
 """
 
 from __future__ import annotations
@@ -64,12 +67,24 @@ class Authenticator:
         self._monotonic = monotonic
         self._now = now
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._verified: dict[str, tuple[float, Principal]] = {}  # header -> (its record's fetch time, principal)
+        self._fetching: dict[str, asyncio.Future[KeyRecord | None]] = {}
         self._touched: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
             raise Unauthenticated("an API key is required: send `Authorization: Bearer <key>`")
+        verified = self._verified.get(authorization)
+        if verified is not None and self._monotonic() - verified[0] < self._ttl:
+            principal = verified[1]
+            if principal.expires_at is not None and principal.expires_at <= self._now():
+                raise Unauthenticated("this API key has expired")
+            self._maybe_touch(principal.key_id)
+            return principal
+        return await self._verify(authorization)
+
+    async def _verify(self, authorization: str) -> Principal:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("use `Authorization: Bearer <key>`")
@@ -80,29 +95,44 @@ class Authenticator:
             raise Unauthenticated("invalid API key")
         if record.revoked_at is not None:  # whatever its timestamp: replica clocks may disagree
             raise Unauthenticated("this API key has been revoked")
-        now = self._now()
-        if record.expires_at is not None and record.expires_at <= now:
+        if record.expires_at is not None and record.expires_at <= self._now():
             raise Unauthenticated("this API key has expired")
-        self._maybe_touch(record.key_id, now)
-        return Principal(record.key_id, record.name, record.role, record.org_id, record.expires_at)
+        self._maybe_touch(record.key_id)
+        principal = Principal(record.key_id, record.name, record.role, record.org_id, record.expires_at)
+        if len(self._verified) > 10_000:
+            self._verified.clear()  # bounded; only verified headers ever get in
+        self._verified[authorization] = (self._cache[key_id][0], principal)
+        return principal
 
     async def _record(self, key_id: str) -> KeyRecord | None:
         at = self._monotonic()
         cached = self._cache.get(key_id)
         if cached is not None and at - cached[0] < self._ttl:
             return cached[1]
-        record = await self._lookup.find_key(key_id)
+        pending = self._fetching.get(key_id)
+        if pending is not None:  # another request is fetching this key right now: share its answer
+            return await asyncio.shield(pending)
+        pending = self._fetching[key_id] = asyncio.get_running_loop().create_future()
+        try:
+            record = await self._lookup.find_key(key_id)
+        except BaseException as exc:
+            pending.set_exception(exc)
+            pending.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+            raise
+        finally:
+            del self._fetching[key_id]
+        pending.set_result(record)
         if len(self._cache) > 100_000:
             self._cache.clear()  # bounded: unknown ids sent by a prober must not grow memory
         self._cache[key_id] = (at, record)
         return record
 
-    def _maybe_touch(self, key_id: str, now: datetime) -> None:
+    def _maybe_touch(self, key_id: str) -> None:
         at = self._monotonic()
         if at - self._touched.get(key_id, float("-inf")) < self._touch_every:
             return
         self._touched[key_id] = at
-        task = asyncio.get_running_loop().create_task(self._touch(key_id, now))
+        task = asyncio.get_running_loop().create_task(self._touch(key_id, self._now()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

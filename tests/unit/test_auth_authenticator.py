@@ -284,3 +284,68 @@ async def test_failing_to_record_use_never_fails_the_request(
     assert (await auth.authenticate(f"Bearer {token}")).role is Role.SYSTEM_ADMIN
     await settle()
     assert "could not record last use" in caplog.text
+
+
+# --- the verified-header fast path and shared lookups ----------------------------------------------------
+
+
+async def test_a_verified_header_is_trusted_until_its_record_expires_from_the_cache(
+    auth: Authenticator, keys: CountingKeys, clocks: Clocks
+) -> None:
+    token = keys.issue(Role.EVALUATOR, "acme")
+    header = f"Bearer {token}"
+    first = await auth.authenticate(header)
+    assert await auth.authenticate(header) is first  # no re-parse, no re-hash, no lookup
+    assert len(keys.finds) == 1
+    keys.change(token, revoked_at=NOW)
+    clocks.advance(0.49)
+    assert await auth.authenticate(header) is first
+    clocks.advance(0.02)  # the record is 0.51 s old: fetched again, revocation seen
+    assert await refused(auth, header) == "this API key has been revoked"
+    assert len(keys.finds) == 2
+
+
+async def test_a_verified_header_still_expires_on_time(auth: Authenticator, keys: CountingKeys, clocks: Clocks) -> None:
+    token = keys.issue(Role.EVALUATOR, "acme", expires_at=NOW + timedelta(seconds=0.3))
+    await auth.authenticate(f"Bearer {token}")
+    clocks.advance(0.3)
+    assert await refused(auth, f"Bearer {token}") == "this API key has expired"
+
+
+async def test_concurrent_misses_for_one_key_share_one_lookup(auth: Authenticator, keys: CountingKeys) -> None:
+    token = keys.issue(Role.EVALUATOR, "acme")
+    gate = asyncio.Event()
+    plain_find = keys.find_key
+
+    async def slow_find(key_id: str) -> KeyRecord | None:
+        await gate.wait()
+        return await plain_find(key_id)
+
+    keys.find_key = slow_find  # type: ignore[method-assign]
+    calls = [asyncio.create_task(auth.authenticate(f"Bearer {token}")) for _ in range(16)]
+    await asyncio.sleep(0)
+    gate.set()
+    principals = await asyncio.gather(*calls)
+    assert {p.key_id for p in principals} == {parse_key_id(token)}
+    assert len(keys.finds) == 1
+
+
+async def test_a_failed_shared_lookup_fails_every_waiter_and_the_next_call_retries(
+    auth: Authenticator, keys: CountingKeys
+) -> None:
+    token = keys.issue(Role.EVALUATOR, "acme")
+    plain_find = keys.find_key
+    gate = asyncio.Event()
+
+    async def broken_find(key_id: str) -> KeyRecord | None:
+        await gate.wait()
+        raise ConnectionError("database gone")
+
+    keys.find_key = broken_find  # type: ignore[method-assign]
+    calls = [asyncio.create_task(auth.authenticate(f"Bearer {token}")) for _ in range(3)]
+    await asyncio.sleep(0)
+    gate.set()
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(o, ConnectionError) for o in outcomes)
+    keys.find_key = plain_find  # type: ignore[method-assign]
+    assert (await auth.authenticate(f"Bearer {token}")).org_id == "acme"
