@@ -4,6 +4,8 @@ A flush is one pipeline (no MULTI: each HINCRBY is atomic on its own, and a part
 flush only undercounts) of HINCRBY per (minute, org, flag) into the org's hash and the
 minute's all-orgs hash, and one EXPIRE per hash touched. Reading a window is one HGETALL
 per minute. The all-orgs hash is named `*`, which no org id can be (`events.vocabulary`).
+Keys start with `usage:`, outside the cache's `{prefix}:` namespace: counts are not
+cached documents, and whatever scans or checks the cache never meets a hash there.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class RedisUsage:
         self._ttl = retention_minutes * 60
 
     def key(self, minute: int, org_id: str | None) -> str:
-        return f"{self._prefix}:v1:usage:{minute}:{ALL_ORGS if org_id is None else org_id}"
+        return f"usage:{self._prefix}:v1:{minute}:{ALL_ORGS if org_id is None else org_id}"
 
     async def add(self, counts: Mapping[tuple[int, str, str], int]) -> None:
         touched: set[str] = set()
