@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from html import escape
 from typing import Any
 
 from starlette.requests import Request
@@ -355,7 +356,7 @@ async def status(request: Request) -> Response:
         charts.bar_chart("Changes per hour, last 24 hours (UTC)", [(h.strftime("%H"), per_hour[h]) for h in hours]),
         charts.bar_chart("Changes by kind, all time", sorted(Counter(_kind(e.type) for e in entries).items())),
     ]
-    context["charts"] += usage_charts(await client.usage(org, minutes=USAGE_MINUTES))
+    context["charts"] += await _usage(client, org)
     if delays:
         context["charts"].append(charts.bar_chart(
             "Commit → topic → console delay (ms), live events",
@@ -371,6 +372,16 @@ async def _upcoming(client: Api, org: str | None) -> list[dict[str, Any]]:
     steps = [{"flag_key": f["key"], "level": "system", **step}
              for f in await client.catalog() for step in ((f.get("system") or {}).get("schedule") or ())]
     return sorted((s for s in steps if str(s.get("at", "")) >= now[:19]), key=lambda s: str(s["at"]))[:20]
+
+
+async def _usage(client: Api, org: str | None) -> list[str]:
+    """The evaluation charts, or a note when the counts cannot be read (Redis down): the rest of the page stands."""
+    try:
+        return usage_charts(await client.usage(org, minutes=USAGE_MINUTES))
+    except ApiError as exc:
+        if exc.status != 503:
+            raise
+        return [f'<p class="empty">Evaluation counts are unavailable: {escape(exc.detail)}.</p>']
 
 
 def usage_charts(usage: dict[str, Any], *, top: int = 4) -> list[str]:

@@ -39,6 +39,7 @@ class World:
     calls: list[tuple[str, str, Any]] = field(default_factory=list)
     revoked: set[str] = field(default_factory=set)
     hidden_from_history: int = 0  # the newest events history does not show yet (its visibility horizon)
+    usage_down: bool = False  # the query service cannot read evaluation counts (Redis down)
 
     def head(self, stream: str) -> dict[str, Any]:
         return self.streams.setdefault(stream, {"stream": stream, "version": 0, "value": None})
@@ -187,6 +188,8 @@ class FakeApi:
 
     async def usage(self, org: str | None, *, minutes: int) -> dict[str, Any]:
         self._call("usage", (org, minutes))
+        if self.world.usage_down:
+            raise ApiError(503, {"error": "unavailable", "detail": "redis is unavailable"})
         stamps = [f"2026-11-29T10:{m:02d}:00Z" for m in range(minutes)]
         counts = [0] * (minutes - 2) + [11, 4]
         return {"org_id": org, "minutes": stamps, "flags": [{"flag_key": FLAG, "total": 15, "counts": counts}]}
@@ -511,3 +514,11 @@ async def test_an_evaluator_asks_for_no_evaluation_counts(console: Console) -> N
     await console.sign_in("fsk_evaluator")
     assert (await console.client.get("/status")).status_code == 200
     assert "usage" not in [name for _, name, _ in console.world.calls]
+
+
+async def test_the_status_page_stands_when_evaluation_counts_cannot_be_read(console: Console) -> None:
+    console.world.usage_down = True
+    await console.sign_in("fsk_admin")
+    page = await console.client.get("/status")
+    assert page.status_code == 200 and "Recent changes" in page.text
+    assert "Evaluation counts are unavailable: redis is unavailable." in page.text
