@@ -241,6 +241,7 @@ async def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--peers", action="store_true", help="run Unleash Edge beside it")
+    parser.add_argument("--no-fastapi", action="store_true", help="leave out the FastAPI build (quicker comparisons)")
     parser.add_argument("--scenarios", nargs="+", default=["single", "bulk", "native"],
                         choices=["single", "bulk", "native"], help="native: GET /v1/orgs/{org}/flags/{key}")
     args = parser.parse_args()
@@ -253,15 +254,14 @@ async def main() -> None:
         key = await seed(stack.command_url, admin_headers(settings))
         answer = await wait_for_seed(stack.query_url, key)
         print(f"flagstream answers {answer}", file=sys.stderr)
-        port = free_port()
-        routed = ServiceProcess("query", settings.model_copy(update={"query_port": port, "query_fast_path": False}),
-                                logs, f"http://127.0.0.1:{port}/healthz")
-        routed.log_path = logs / "query-routed.log"
-        routed.start()
-        servers = {
-            "flagstream (RSGI, fast path)": flagstream_targets(stack.query_url, key),
-            "flagstream (FastAPI, ASGI)": flagstream_targets(f"http://127.0.0.1:{port}", key),
-        }
+        servers = {"flagstream (RSGI, fast path)": flagstream_targets(stack.query_url, key)}
+        if not args.no_fastapi:
+            port = free_port()
+            routed = ServiceProcess("query", settings.model_copy(update={"query_port": port, "query_fast_path": False}),
+                                    logs, f"http://127.0.0.1:{port}/healthz")
+            routed.log_path = logs / "query-routed.log"
+            routed.start()
+            servers["flagstream (FastAPI, ASGI)"] = flagstream_targets(f"http://127.0.0.1:{port}", key)
         if args.peers:
             edge = Edge(logs).start()
             peer = httpx.get(edge.targets()["single"].url, headers={"Authorization": EDGE_TOKEN}).json()

@@ -474,6 +474,14 @@ def create_app(
     install_ofrep(app, evaluator)
     install_bootstrap_route(app, settings, lambda: runtime.pool, errors=ERRORS)
     app.state.auth = auth
+
+    def count_evaluations(org_id: str, flag_keys: tuple[str, ...]) -> None:
+        """Count what the hot path served from its answer cache, as the counted use cases would have."""
+        if runtime.usage is not None:
+            runtime.counter.count_all(org_id, flag_keys)
+
+    app.state.query_documents = service  # the hot path's answer cache (services.query.answers) checks these
+    app.state.count_evaluations = count_evaluations
     runtime.app = app
     _install_error_handlers(app)
     install_auth_handlers(app)

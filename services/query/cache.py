@@ -14,6 +14,11 @@ Staleness rules:
 - The shared level is filled under a lease taken when the miss is seen: the
   projector's DEL removes the lease, and the fill is a compare-and-set on it, so
   a value read before a change is never written to Redis after that change's DEL.
+
+`generation` counts every change to what the in-process level holds (an
+invalidation, a clear, a document stored): an answer computed from documents
+read at one generation is still right while the generation is the same
+(`services.query.answers`).
 """
 
 from __future__ import annotations
@@ -63,8 +68,14 @@ class DocumentCache:
         self._epoch = 0
         self._floor = 0
         self._invalidated: dict[str, int] = {}
+        self.generation = 0
         self.online = False  # set by the invalidation listener
         self.stats = {"local": 0, "shared": 0, "source": 0}
+
+    @property
+    def ttl(self) -> int:
+        """Seconds a document is kept: the bound on anything derived from one, even with no invalidation."""
+        return self._ttl
 
     def __len__(self) -> int:
         return len(self._local)
@@ -127,6 +138,7 @@ class DocumentCache:
             if len(self._local) >= self._max:
                 self._local.pop(next(iter(self._local)))
             self._local[key] = (self._clock() + self._ttl, value)
+            self.generation += 1
         return value
 
     def _fresh(self, key: str, generation: int) -> bool:
@@ -134,6 +146,7 @@ class DocumentCache:
         return generation >= self._floor and self._invalidated.get(key, 0) <= generation
 
     def invalidate(self, key: str) -> None:
+        self.generation += 1
         self._epoch += 1
         self._invalidated[key] = self._epoch
         self._local.pop(key, None)
@@ -141,6 +154,7 @@ class DocumentCache:
             self.clear()
 
     def clear(self) -> None:
+        self.generation += 1
         self._epoch += 1
         self._floor = self._epoch
         self._local.clear()

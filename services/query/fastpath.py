@@ -9,7 +9,9 @@ about 17 µs. So `POST /ofrep/v1/evaluate/flags[/{key}]` and the native
 same authentication (`AuthGate`: key cache, failed-auth throttle, denial log),
 authorisation and use cases (`services.query.ofrep`, `QueryService`, counted by `services.query.usage`), the same
 answers and error bodies, the same security headers (asked once of
-`SecurityHeaders`) and the same generic 500.
+`SecurityHeaders`) and the same generic 500. An OFREP answer is served again
+from `services.query.answers` while the documents and schedules it came from
+are unchanged.
 Everything else goes to the app, which documents these routes in OpenAPI
 and serves them itself to a browser (a request with `Origin`, when CORS is
 configured: the app's CORS layer decides) or when `FLAGS_QUERY_FAST_PATH=false`.
@@ -26,7 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from fastapi import FastAPI
-from starlette.datastructures import QueryParams
+from starlette.datastructures import QueryParams, State
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -38,7 +40,9 @@ from services.http import SecurityHeaders
 from services.http.errors import problem, rate_limited
 from services.http.unhandled import INTERNAL_ERROR_DETAIL
 from services.query import ofrep, rendering, validation
+from services.query.answers import AnswerCache, Recorder
 from services.query.errors import InvalidParameter, Unavailable, UnknownFlag
+from services.query.service import QueryService
 
 __all__ = [
     "FastPath",
@@ -99,11 +103,12 @@ class Reply:
 class HotPath:
     """Authenticate, evaluate (OFREP or native), and turn every outcome into a `Reply` with the security headers."""
 
-    __slots__ = ("_security", "app")
+    __slots__ = ("_answers", "_security", "app")
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
         self._security = security_headers()
+        self._answers: AnswerCache | None = None  # made on first use: the documents exist once the app has started
 
     async def reply(self, request: Request, body: Callable[[], Awaitable[bytes]]) -> Reply:
         """`request` gives the path and headers (and the client, for the throttle); `body` reads the body."""
@@ -121,16 +126,13 @@ class HotPath:
             if gate is None:  # not started yet: fail closed, as `services.auth.http` does
                 raise Unauthenticated("authentication is not available yet; retry shortly")
             principal = await gate.principal(request)
-            service = state.query_service()
             path: str = request.scope["path"]
             native = native_target(request.scope["method"], path)
             if native is not None:
-                answer = await _native(service, principal, *native, request.query_params)
-            elif path == BULK:
-                if_none_match = request.headers.get("if-none-match")
-                answer = await ofrep.evaluate_flags(service, principal, await body(), if_none_match)
+                answer = await _native(state.query_service(), principal, *native, request.query_params)
             else:
-                answer = await ofrep.evaluate_flag(service, principal, path[len(SINGLE) :], await body())
+                if_none_match = request.headers.get("if-none-match") if path == BULK else None
+                answer = await self._ofrep(state, principal, path, await body(), if_none_match)
         except Unauthenticated as exc:
             return self._response(problem(401, "unauthenticated", exc.detail, headers=_CHALLENGE))
         except Forbidden as exc:
@@ -143,6 +145,28 @@ class HotPath:
         if answer.etag is not None:
             headers.append(("etag", answer.etag))
         return Reply(answer.status, [*headers, *self._security], answer.body)
+
+    async def _ofrep(
+        self, state: State, principal: Principal, path: str, body: bytes, if_none_match: str | None
+    ) -> ofrep.Answer:
+        """OFREP's answer, served again from the answer cache while it is still right (`services.query.answers`)."""
+        documents: QueryService = state.query_documents()
+        answers = self._answers
+        if answers is None or answers.service is not documents:
+            answers = self._answers = AnswerCache(documents)
+        key = (principal.role, principal.org_id, path, body)  # all of the caller that the answer depends on
+        kept = answers.get(key)
+        if kept is not None:
+            state.count_evaluations(kept.org_id, kept.flag_keys)
+            return ofrep.conditional(kept.answer, if_none_match)
+        started = answers.start()
+        recorder = Recorder(state.query_service())
+        if path == BULK:
+            answer = await ofrep.evaluate_flags(recorder, principal, body, None)
+        else:
+            answer = await ofrep.evaluate_flag(recorder, principal, path[len(SINGLE) :], body)
+        await answers.keep(key, answer, recorder, started)
+        return ofrep.conditional(answer, if_none_match)
 
     def _response(self, response: Response) -> Reply:
         raw = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in response.raw_headers]

@@ -35,6 +35,7 @@ __all__ = [
     "Answer",
     "Evaluator",
     "Target",
+    "conditional",
     "evaluate_flag",
     "evaluate_flags",
     "target",
@@ -203,9 +204,14 @@ async def evaluate_flags(service: Evaluator, principal: Principal, body: bytes, 
         return _failure(503, GENERAL, f"{exc.dependency} is unavailable", None)
     payload = orjson.dumps({"flags": [_success(e) for e in results]})
     etag = '"' + hashlib.blake2b(payload, digest_size=12).hexdigest() + '"'
-    if if_none_match is not None and _matches(if_none_match, etag):
-        return Answer(304, b"", etag)
-    return Answer(200, payload, etag)
+    return conditional(Answer(200, payload, etag), if_none_match)
+
+
+def conditional(answer: Answer, if_none_match: str | None) -> Answer:
+    """A 304 for a caller that holds this answer already (its ETag listed), else the answer itself."""
+    if if_none_match is not None and answer.etag is not None and _matches(if_none_match, answer.etag):
+        return Answer(304, b"", answer.etag)
+    return answer
 
 
 def _matches(if_none_match: str, etag: str) -> bool:

@@ -58,6 +58,9 @@ class RSGIQueryApp:
 
     async def _hot(self, scope: Any, protocol: Any) -> None:
         async def body() -> bytes:
+            length = scope.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) <= ofrep.MAX_BODY:
+                return bytes(await protocol())  # announced and small (the server holds it to that): one call
             chunks, size = [], 0
             async for chunk in protocol:  # stop past the limit: a huge body is refused unread
                 chunks.append(chunk)

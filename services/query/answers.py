@@ -1,0 +1,116 @@
+"""Finished OFREP answers (serialised, with their ETag) served again while nothing they came from can have changed.
+
+An OFREP answer is a function of the caller's scope (its role and org: all that
+`authorize` reads), the route, the request body, the documents evaluated (the
+catalogue, the org's, the user's) and the time (scheduled steps). So it is kept
+under (role, org, route, body) and served again only while
+- the document cache is online (subscribed to invalidations) and its
+  `generation` is the one read before evaluating: an invalidation, a clear or a
+  document stored bumps it;
+- the clock is before the first scheduled instant, in those documents, after
+  the moment evaluation began, and within the documents' TTL.
+Authentication still runs on every request (a revoked key is refused), and a
+served answer is counted as the evaluations it holds (`UsageCounter`).
+Only 200s are kept: errors are cheap and some depend on more than the key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from flagcore import Evaluation, Setting
+from services.query.ofrep import Answer, Evaluator
+from services.query.service import QueryService
+
+__all__ = ["AnswerCache", "Kept", "Recorder"]
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    answer: Answer
+    org_id: str
+    flag_keys: tuple[str, ...]  # what serving it again counts
+    generation: int
+    until: float  # seconds since the epoch: the first instant it may be wrong
+
+
+class Recorder:
+    """The evaluator, noting whom and what it evaluated: what a kept answer depends on and counts."""
+
+    __slots__ = ("_inner", "flag_keys", "org_id", "user_id")
+
+    def __init__(self, inner: Evaluator) -> None:
+        self._inner = inner
+        self.org_id: str | None = None
+        self.user_id: str | None = None
+        self.flag_keys: tuple[str, ...] = ()
+
+    async def evaluate(self, org_id: str, flag_key: str, *, platform: str | None, user_id: str | None) -> Evaluation:
+        result = await self._inner.evaluate(org_id, flag_key, platform=platform, user_id=user_id)
+        self.org_id, self.user_id, self.flag_keys = org_id, user_id, (flag_key,)
+        return result
+
+    async def evaluate_all(self, org_id: str, *, platform: str | None, user_id: str | None) -> list[Evaluation]:
+        results = await self._inner.evaluate_all(org_id, platform=platform, user_id=user_id)
+        self.org_id, self.user_id, self.flag_keys = org_id, user_id, tuple(e.flag_key for e in results)
+        return results
+
+
+class AnswerCache:
+    """Answers of one worker, over `service`'s document cache."""
+
+    __slots__ = ("_clock", "_kept", "_max", "service")
+
+    def __init__(self, service: QueryService, *, max_entries: int = 10_000, clock: Callable[[], float] = time.time):
+        self.service = service
+        self._max = max_entries
+        self._clock = clock
+        self._kept: dict[Hashable, Kept] = {}
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def get(self, key: Hashable) -> Kept | None:
+        kept = self._kept.get(key)
+        if kept is None:
+            return None
+        documents = self.service.cache
+        if documents.online and kept.generation == documents.generation and self._clock() < kept.until:
+            return kept
+        del self._kept[key]
+        return None
+
+    def start(self) -> tuple[int, float]:
+        """(generation, time) to read before evaluating: what `keep` checks the answer against."""
+        return self.service.cache.generation, self._clock()
+
+    async def keep(self, key: Hashable, answer: Answer, recorder: Recorder, started: tuple[int, float]) -> None:
+        """Keep a 200 computed since `started`, unless a document changed meanwhile."""
+        generation, began = started
+        documents = self.service.cache
+        if answer.status != 200 or recorder.org_id is None or not documents.online:
+            return
+        until = await self._until(recorder.org_id, recorder.user_id, began)
+        if documents.generation != generation:  # read after the documents: a change while reading them counts
+            return
+        if len(self._kept) >= self._max:
+            self._kept.pop(next(iter(self._kept)))
+        self._kept[key] = Kept(answer, recorder.org_id, recorder.flag_keys, generation, until)
+
+    async def _until(self, org_id: str, user_id: str | None, began: float) -> float:
+        """The first scheduled instant after `began` in the documents evaluated, or the documents' TTL if sooner."""
+        after = datetime.fromtimestamp(began, UTC)
+        settings: list[Setting] = list((await self.service.catalog()).catalog.system.values())
+        org = await self.service.org(org_id)
+        settings += [*org.org.values(), *org.platform.values()]
+        if user_id is not None:
+            settings += (await self.service.user(org_id, user_id)).user.values()
+        until = began + self.service.cache.ttl
+        for setting in settings:
+            change = setting.next_change(after)
+            if change is not None:
+                until = min(until, change.timestamp())
+        return until

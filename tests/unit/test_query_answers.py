@@ -1,0 +1,165 @@
+"""The hot path's answer cache: an OFREP answer served again only while it is still right, and counted."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import orjson
+import pytest_asyncio
+from fastapi import FastAPI
+
+from events import Level, SettingScheduled
+from flagcore import bucket, fold
+from services.auth.policy import Role
+from services.infra.cache_keys import CacheKeys
+from services.infra.settings import Settings
+from services.query.app import create_app
+from services.query.cache import DocumentCache
+from services.query.documents import dumps, org_document
+from services.query.fastpath import FastPath
+from services.query.service import QueryService
+from tests.support.auth import MemoryKeys, bearer, memory_gate
+from tests.unit.test_projector_eventlog import EventLog
+from tests.unit.test_query_api import KEY, StateSource, sample_log
+from tests.unit.test_query_documents import override_rows
+
+FLAG = f"/ofrep/v1/evaluate/flags/{KEY}"
+BULK = "/ofrep/v1/evaluate/flags"
+KEYS = CacheKeys("t")
+CONTEXT = {"context": {"targetingKey": "u-7"}}
+
+
+class ScheduledSource(StateSource):
+    """Org documents with their settings' pending steps, as the projector's rows carry them."""
+
+    async def org(self, org_id: str) -> bytes:
+        tenant = self.state.tenant(org_id)
+        rows = [r for r in override_rows(tenant) if r["level"] == "org"]
+        for row in rows:
+            row["schedule"] = orjson.dumps([step.to_value() for step in tenant.org[row["flag_key"]].schedule])
+        return dumps(org_document(org_id, rows))
+
+
+class World:
+    """The query app behind the fast path, its document cache online, with the evaluations it computes counted."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, app: FastAPI, service: QueryService, source: StateSource, keys: MemoryKeys
+    ) -> None:
+        self.client = client
+        self.service = service
+        self.source = source
+        self.keys = keys
+        self.computed = 0  # evaluations the use cases ran (not served from the answer cache)
+        self.counted: list[tuple[str, tuple[str, ...]]] = []  # evaluations served from it, as counted
+        state = app.state
+        evaluator, count = state.query_service, state.count_evaluations
+
+        def computing() -> object:
+            self.computed += 1
+            return evaluator()
+
+        def counting(org_id: str, flag_keys: tuple[str, ...]) -> None:
+            self.counted.append((org_id, flag_keys))
+            count(org_id, flag_keys)
+
+        state.query_service, state.count_evaluations = computing, counting
+
+    async def post(self, path: str, body: object, *, org: str | None = "acme", role: Role = Role.EVALUATOR,
+                   headers: dict[str, str] | None = None) -> httpx.Response:
+        key = bearer(self.keys.issue(role, org))
+        return await self.client.post(path, content=orjson.dumps(body), headers={**key, **(headers or {})})
+
+    def change(self, log: EventLog, document: str) -> None:
+        """What the projector does: new rows, then the document's invalidation."""
+        self.source.state = fold(log.events)
+        self.service.cache.invalidate(document)
+
+
+@pytest_asyncio.fixture
+async def world() -> AsyncIterator[World]:
+    source = ScheduledSource(fold(sample_log().events))
+    service = QueryService(DocumentCache(None, ttl=60), source, KEYS)
+    service.cache.online = True  # as the invalidation listener sets it once subscribed
+    keys = MemoryKeys()
+    app = create_app(Settings(), service=service, auth=memory_gate(keys))
+    transport = httpx.ASGITransport(app=FastPath(app), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://query.test") as client:
+        yield World(client, app, service, source, keys)
+
+
+async def test_the_same_request_is_answered_again_without_evaluating_and_counted(world: World) -> None:
+    first = await world.post(FLAG, CONTEXT)  # documents read: what that answer came from just changed
+    await world.post(FLAG, CONTEXT)  # kept
+    computed = world.computed
+    again = [await world.post(FLAG, CONTEXT) for _ in range(3)]
+    assert world.computed == computed  # served from the answer cache
+    assert all(r.status_code == 200 and r.content == first.content for r in again)
+    assert world.counted == [("acme", (KEY,))] * 3  # usage still counts every evaluation served
+    await world.post(BULK, CONTEXT)
+    bulk = await world.post(BULK, CONTEXT)
+    await world.post(BULK, CONTEXT)
+    assert world.counted[-1] == ("acme", tuple(f["key"] for f in bulk.json()["flags"]))
+
+
+async def test_a_changed_document_is_never_answered_from_before(world: World) -> None:
+    before = (await world.post(FLAG, CONTEXT)).json()
+    assert before["reason"] == "SPLIT"
+    log = sample_log()
+    log.org("acme", KEY, False)
+    log.rollout(KEY, None, level=Level.ORG, org="acme")
+    world.change(log, KEYS.org("acme"))
+    after = (await world.post(FLAG, CONTEXT)).json()
+    assert (after["value"], after["reason"]) == (False, "TARGETING_MATCH")
+
+
+async def test_a_user_document_change_reaches_the_bulk_answer_and_its_etag(world: World) -> None:
+    first = await world.post(BULK, CONTEXT)
+    etag = first.headers["etag"]
+    assert (await world.post(BULK, CONTEXT, headers={"If-None-Match": etag})).status_code == 304  # from the cache
+    log = sample_log()
+    log.user("acme", "u-7", KEY, True)
+    world.change(log, KEYS.user("acme", "u-7"))
+    changed = await world.post(BULK, CONTEXT, headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    flag = next(f for f in changed.json()["flags"] if f["key"] == KEY)
+    assert (flag["value"], flag["metadata"]["level"]) == (True, "user")
+
+
+async def test_nothing_is_served_from_it_while_invalidations_may_be_missed(world: World) -> None:
+    await world.post(FLAG, CONTEXT)
+    await world.post(FLAG, CONTEXT)
+    world.service.cache.online = False  # the subscription dropped
+    computed = world.computed
+    await world.post(FLAG, CONTEXT)
+    assert world.computed == computed + 1
+
+
+async def test_a_scheduled_step_ends_the_answer_at_its_instant(world: World) -> None:
+    at = datetime.now(UTC) + timedelta(seconds=0.5)
+    log = sample_log()
+    log.add(SettingScheduled(flag_key=KEY, level=Level.ORG, org_id="acme", effective_at=at, rollout_percentage=0))
+    world.change(log, KEYS.org("acme"))
+    user = next(u for u in (f"u-{i}" for i in range(2, 200)) if bucket(KEY, u) <= 30)  # on before the step
+    context = {"context": {"targetingKey": user}}
+    for _ in range(3):  # the last ones from the answer cache
+        assert (await world.post(FLAG, context)).json()["value"] is True
+    served = len(world.counted)
+    assert served > 0
+    await asyncio.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()) + 0.05)
+    after = (await world.post(FLAG, context)).json()
+    assert (after["value"], after["metadata"]["rolloutPercentage"]) == (False, 0)
+    assert len(world.counted) == served  # evaluated again, not served
+
+
+async def test_another_org_or_scope_never_gets_a_kept_answer(world: World) -> None:
+    acme = await world.post(BULK, CONTEXT)
+    globex = await world.post(BULK, CONTEXT, org="globex")
+    assert globex.status_code == 200 and globex.content != acme.content  # globex has none of acme's overrides
+    system_wide = await world.post(BULK, CONTEXT, org=None, role=Role.SYSTEM_ADMIN)  # must name the org
+    assert (system_wide.status_code, system_wide.json()["errorCode"]) == (400, "INVALID_CONTEXT")
+    auditor = await world.post(BULK, CONTEXT, role=Role.AUDITOR)
+    assert auditor.status_code == 403
