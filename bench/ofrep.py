@@ -53,6 +53,7 @@ OTHERS = [f"bench.flag-{i}" for i in range(1, 10)]
 EDGE_CACHE = Path.home() / ".cache/flagstream/unleash-edge"
 EDGE_TOKEN = "*:development.flagstreambenchtoken"
 CONTEXT = {"context": {"targetingKey": USER, "platform": "tiktok"}}
+USERS = 12_000  # "users": more than a worker's answer cache keeps, so every answer is computed
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Target:
     method: str
     headers: dict[str, str]
     body: bytes | None = None
+    users: str | None = None  # a `{user}` template (the path or the body): a user of USERS per request, in turn
 
     def script(self) -> str:
         lines = [f'wrk.method = "{self.method}"']
@@ -70,6 +72,16 @@ class Target:
             lines.append(f'wrk.headers["{name}"] = "{value}"')
         if self.body is not None:
             lines.append(f"wrk.body = '{self.body.decode()}'")
+        if self.users is not None:
+            path, body = ("nil", f"'{self.users}'") if self.body is not None else (f"'{self.users}'", "nil")
+            lines += [
+                "n = 0",
+                "request = function()",
+                f"  n = n % {USERS} + 1",
+                '  local fill = function(t) return t and string.gsub(t, "{user}", "u-" .. n) end',
+                f"  return wrk.format(nil, fill({path}), nil, fill({body}))",
+                "end",
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -126,6 +138,8 @@ def flagstream_targets(url: str, key: str) -> dict[str, Target]:
     return {
         "single": Target(f"{url}/ofrep/v1/evaluate/flags/{KEY}", "POST", headers, body),
         "bulk": Target(f"{url}/ofrep/v1/evaluate/flags", "POST", headers, body),
+        "users": Target(f"{url}/ofrep/v1/evaluate/flags/{KEY}", "POST", headers, body,
+                        users=body.decode().replace(USER, "{user}")),
         "native": Target(f"{url}/v1/orgs/{ORG}/flags/{KEY}?platform=tiktok&user={USER}", "GET",
                          {"Authorization": f"Bearer {key}"}),
     }
@@ -204,6 +218,8 @@ class Edge:
         return {
             "single": Target(f"{self.url}/api/frontend/features/{KEY}?userId={USER}", "GET", headers),
             "bulk": Target(f"{self.url}/api/frontend?userId={USER}", "GET", headers),
+            "users": Target(f"{self.url}/api/frontend/features/{KEY}?userId={USER}", "GET", headers,
+                            users=f"/api/frontend/features/{KEY}?userId={{user}}"),
         }
 
     def stop(self) -> None:
@@ -219,9 +235,10 @@ def measure(
     servers: dict[str, dict[str, Target]], scenarios: list[str], *, seconds: int, rounds: int
 ) -> dict[str, dict[str, float]]:
     """{"server | scenario | -cN": mean figures}, servers alternating within each round."""
-    for targets in servers.values():  # warm caches and connections
-        for target in targets.values():
-            wrk(target, connections=16, seconds=1)
+    for targets in servers.values():  # warm caches and connections (every user's document, for "users")
+        for name, target in targets.items():
+            if name in scenarios:
+                wrk(target, connections=16, seconds=10 if target.users else 1)
     runs: dict[str, list[dict[str, float]]] = {}
     for scenario in scenarios:
         for connections in (16, 64):
@@ -242,8 +259,9 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--peers", action="store_true", help="run Unleash Edge beside it")
     parser.add_argument("--no-fastapi", action="store_true", help="leave out the FastAPI build (quicker comparisons)")
-    parser.add_argument("--scenarios", nargs="+", default=["single", "bulk", "native"],
-                        choices=["single", "bulk", "native"], help="native: GET /v1/orgs/{org}/flags/{key}")
+    parser.add_argument("--scenarios", nargs="+", default=["single", "bulk", "users", "native"],
+                        choices=["single", "bulk", "users", "native"],
+                        help="users: single, a different user each request; native: GET /v1/orgs/{org}/flags/{key}")
     args = parser.parse_args()
     settings = await isolated_settings("ofrep")
     logs = Path(tempfile.mkdtemp())
