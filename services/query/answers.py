@@ -16,8 +16,9 @@ Only 200s are kept: errors are cheap and some depend on more than the key.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -62,13 +63,14 @@ class Recorder:
 class AnswerCache:
     """Answers of one worker, over `service`'s document cache."""
 
-    __slots__ = ("_clock", "_kept", "_max", "service")
+    __slots__ = ("_clock", "_kept", "_max", "_shared", "service")
 
     def __init__(self, service: QueryService, *, max_entries: int = 10_000, clock: Callable[[], float] = time.time):
         self.service = service
         self._max = max_entries
         self._clock = clock
         self._kept: dict[Hashable, Kept] = {}
+        self._shared: dict[str, tuple[int, float]] = {}  # org -> (generation, first change of catalogue and org)
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -103,14 +105,23 @@ class AnswerCache:
     async def _until(self, org_id: str, user_id: str | None, began: float) -> float:
         """The first scheduled instant after `began` in the documents evaluated, or the documents' TTL if sooner."""
         after = datetime.fromtimestamp(began, UTC)
-        settings: list[Setting] = list((await self.service.catalog()).catalog.system.values())
-        org = await self.service.org(org_id)
-        settings += [*org.org.values(), *org.platform.values()]
+        generation = self.service.cache.generation
+        shared = self._shared.get(org_id)
+        if shared is None or shared[0] != generation or shared[1] <= began:
+            # The catalogue's and the org's: the same for every user of the org until a document changes.
+            org = await self.service.org(org_id)
+            settings = [*(await self.service.catalog()).catalog.system.values(), *org.org.values()]
+            shared = (generation, _first_change([*settings, *org.platform.values()], after))
+            if len(self._shared) >= self._max:
+                self._shared.clear()
+            self._shared[org_id] = shared
+        until = min(began + self.service.cache.ttl, shared[1])
         if user_id is not None:
-            settings += (await self.service.user(org_id, user_id)).user.values()
-        until = began + self.service.cache.ttl
-        for setting in settings:
-            change = setting.next_change(after)
-            if change is not None:
-                until = min(until, change.timestamp())
+            until = min(until, _first_change((await self.service.user(org_id, user_id)).user.values(), after))
         return until
+
+
+def _first_change(settings: Iterable[Setting], after: datetime) -> float:
+    """The first scheduled instant after `after` among `settings` (infinity: none), in seconds since the epoch."""
+    changes = [change for setting in settings if (change := setting.next_change(after)) is not None]
+    return min(changes).timestamp() if changes else math.inf
