@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -99,11 +99,16 @@ class Totals:
         self.dead_letters += r.dead_letters
 
 
-def _sort(records: Sequence[RawRecord], reject: str | None) -> tuple[list[Decoded], list[DeadLetter]]:
+Decoder = Callable[[RawRecord], Decoded | DeadLetter | None]
+
+
+def _sort(
+    records: Sequence[RawRecord], reject: str | None, decode: Decoder = decode_record
+) -> tuple[list[Decoded], list[DeadLetter]]:
     decoded: list[Decoded] = []
     letters: list[DeadLetter] = []
     for record in records:
-        item = DeadLetter.of(record, reject) if reject is not None else decode_record(record)
+        item = DeadLetter.of(record, reject) if reject is not None else decode(record)
         if isinstance(item, DeadLetter):
             letters.append(item)
         elif item is not None:
@@ -120,8 +125,11 @@ class Projector:
         *,
         retry_backoff: float = 1.0,
         progress_every: float = 5.0,
+        decode: Decoder = decode_record,
     ) -> None:
+        """`decode` must behave as `decode_record` (the rebuild passes its faster equivalent)."""
         self._store = store
+        self._decode = decode
         self._heads = HeadCache()
         self._dead_letters = dead_letters
         self._invalidator = invalidator
@@ -170,7 +178,7 @@ class Projector:
                 empty = False if self._heads.started else await tx.nothing_projected()
                 self._heads.track(stored, database_was_empty=empty)
                 fresh = [r for r in records if r.offset >= stored[TopicPartition(r.topic, r.partition)]]
-                decoded, letters = _sort(fresh, reject)
+                decoded, letters = _sort(fresh, reject, self._decode)
                 plans, heads = await self._plan(tx, decoded)
                 letters += [DeadLetter.of(item.record, reason) for plan in plans for item, reason in plan.rejected]
                 await tx.write(plans)

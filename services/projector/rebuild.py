@@ -41,6 +41,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.infra.kafka import client_options
 from services.infra.settings import Role, Settings
+from services.projector.fastdecode import decode_fast
 from services.projector.planning import CacheTarget, DeadLetter
 from services.projector.projection import Projector
 from services.projector.store import PostgresStore, create_projector_pool
@@ -196,7 +197,7 @@ async def replay(
     progress: Bar | None = None
     try:
         store = PostgresStore(pool, settings.projector_group)
-        projector = Projector(store, Unchanged(), NoInvalidation(), retry_backoff=0.0)
+        projector = Projector(store, Unchanged(), NoInvalidation(), retry_backoff=0.0, decode=decode_fast)
         chosen = partitions if partitions is not None else await topic_partitions(settings, settings.topic)
         tps = [TopicPartition(settings.topic, p) for p in chosen]
         consumer.assign(tps)

@@ -1,0 +1,247 @@
+"""A fast decode path for replay: the common setting events checked without building them through pydantic.
+
+`decode_fast(record)` returns exactly what `planning.decode_record(record)` returns.
+It accepts only the shape a canonical producer writes for the plain setting
+events (set/clear at a level, rollout percentage, current schema, no schedule in
+`previous`/`new`), checks every constraint the envelope and change models would
+check, verifies the hash over the exact record bytes, and then builds the same
+`Envelope` and change with `model_construct`. Anything else (an unknown or
+definition type, an older schema version to upcast, odd headers, a non-canonical
+body, a value that fails any check) goes to the full `decode_record`, so dead
+letters and upcasting behave exactly as in the live projector. Why: a rebuild
+spends most of its time in pydantic validation and the stdlib JSON encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from events import (
+    Actor,
+    Envelope,
+    Level,
+    OrgOverrideCleared,
+    OrgOverrideSet,
+    Platform,
+    PlatformOverrideCleared,
+    PlatformOverrideSet,
+    RolloutPercentageSet,
+    Scope,
+    SystemDefaultSet,
+    UserOverrideCleared,
+    UserOverrideSet,
+)
+from events.cloudevents import SPEC_VERSION, TYPE_PREFIX
+from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
+from flagcore import InvalidTransition, transition
+from services.projector.planning import MAX_INT4, MAX_INT8, DeadLetter, Decoded, RawRecord, decode_record
+
+__all__ = ["decode_fast"]
+
+ENVELOPE_KEYS = frozenset(Envelope.model_fields)
+# `$` would also match before a final newline in Python; the models' regexes do not.
+FLAG_KEY = re.compile(FLAG_KEY_PATTERN.rstrip("$") + r"\Z")
+ORG_ID = re.compile(ORG_ID_PATTERN.rstrip("$") + r"\Z")
+USER_ID = re.compile(USER_ID_PATTERN.rstrip("$") + r"\Z")
+HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z\Z")
+PLATFORMS = {p.value: p for p in Platform}
+LEVELS = {lv.value: lv for lv in Level}
+SETTING_KEYS = frozenset({"enabled", "rollout_percentage"})
+# The data keys each fast type's canonical JSON carries (model_dump writes every field).
+FAST_TYPES: dict[str, tuple[type[Any], frozenset[str]]] = {
+    cls.model_fields["type"].default: (cls, frozenset(cls.model_fields))
+    for cls in (
+        SystemDefaultSet,
+        OrgOverrideSet,
+        OrgOverrideCleared,
+        PlatformOverrideSet,
+        PlatformOverrideCleared,
+        UserOverrideSet,
+        UserOverrideCleared,
+        RolloutPercentageSet,
+    )
+}
+
+
+# Every field is replaced by `model_copy(update=...)`, which (like `model_construct`) does not validate: the
+# checks above did. A copy is cheaper than `model_construct`, which walks the fields and their aliases.
+TEMPLATE = Envelope.model_construct(**dict.fromkeys(Envelope.model_fields))
+ACTORS_KEPT = 10_000
+
+
+class _Unusual(Exception):
+    """Not the plain shape this path knows: let the full decoder decide."""
+
+
+def decode_fast(record: RawRecord) -> Decoded | DeadLetter | None:
+    """`decode_record(record)`, faster for the plain setting events; never raises for a bad record."""
+    try:
+        return _decode(record)
+    except _Unusual:
+        return decode_record(record)
+    except Exception:  # anything unexpected: the full path gives the verdict
+        return decode_record(record)
+
+
+def _decode(record: RawRecord) -> Decoded:
+    value = record.value
+    if value is None or b"\\u0000" in value:
+        raise _Unusual
+    fields = orjson.loads(value)
+    if type(fields) is not dict or fields.keys() != ENVELOPE_KEYS:
+        raise _Unusual
+    if orjson.dumps(fields, option=orjson.OPT_SORT_KEYS) != value:
+        raise _Unusual  # not canonical: the hash must be computed as the full path does
+    kind = fields["type"]
+    known = FAST_TYPES.get(kind) if type(kind) is str else None
+    if known is None or fields["schema_version"] != 1 or type(fields["schema_version"]) is not int:
+        raise _Unusual
+    change_type, data_keys = known
+    event_id = _event_id(fields["event_id"])
+    _check_headers(record.headers, str(event_id), kind)
+    data = fields["data"]
+    if type(data) is not dict or data.keys() != data_keys or data["type"] != kind:
+        raise _Unusual
+    change, scope = _change(change_type, data)
+    org_id = scope.org_id
+    flag_key = data["flag_key"]
+    stream = scope.stream(flag_key)
+    if fields["stream"] != stream or fields["org_id"] != org_id or fields["flag_key"] != flag_key:
+        raise _Unusual
+    if record.key != (org_id if org_id is not None else "_system").encode():
+        raise _Unusual
+    version, sequence = fields["version"], fields["sequence"]
+    if type(version) is not int or type(sequence) is not int or not (1 <= version <= MAX_INT4):
+        raise _Unusual
+    if not 1 <= sequence <= MAX_INT8:
+        raise _Unusual
+    actor = fields["actor"]
+    if type(actor) is not dict or actor.keys() != {"id", "name"} or not (_text(actor["id"]) and _text(actor["name"])):
+        raise _Unusual
+    reason = fields["reason"]
+    if type(reason) is not str or reason != reason.strip() or not 1 <= len(reason) <= 500:
+        raise _Unusual
+    prev_hash, sealed = fields["prev_hash"], fields["hash"]
+    if type(prev_hash) is not str or type(sealed) is not str or not (HEX64.match(prev_hash) and HEX64.match(sealed)):
+        raise _Unusual
+    previous, new = _plain_setting(fields["previous"]), _plain_setting(fields["new"])
+    occurred_at = _instant(fields["occurred_at"])
+    del fields["hash"]
+    if hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest() != sealed:
+        raise _Unusual
+    try:
+        if transition(previous, change, at=occurred_at) != new:
+            raise _Unusual
+    except InvalidTransition as exc:
+        raise _Unusual from exc
+    envelope = TEMPLATE.model_copy(
+        update={
+            "event_id": event_id, "type": kind, "schema_version": 1, "stream": stream, "version": version,
+            "sequence": sequence, "occurred_at": occurred_at, "org_id": org_id, "flag_key": flag_key,
+            "actor": _actor(actor["id"], actor["name"]), "reason": reason, "previous": previous, "new": new,
+            "data": change, "prev_hash": prev_hash, "hash": sealed,
+        }
+    )  # fmt: skip
+    return Decoded(record, envelope, scope, new)
+
+
+def _event_id(raw: Any) -> UUID:
+    if type(raw) is not str:
+        raise _Unusual
+    event_id = UUID(raw)
+    if str(event_id) != raw:
+        raise _Unusual
+    return event_id
+
+
+def _check_headers(headers: Any, event_id: str, kind: str) -> None:
+    """The CloudEvents headers `from_record` requires, read the same way (last one of a name wins)."""
+    ce = {name.lower(): raw.decode() for name, raw in headers or ()}
+    if ce.get("ce_specversion") != SPEC_VERSION or ce.get("ce_id") != event_id:
+        raise _Unusual
+    if ce.get("ce_type") != f"{TYPE_PREFIX}{kind}.v1":
+        raise _Unusual
+
+
+def _change(change_type: type[Any], data: dict[str, Any]) -> tuple[Any, Scope]:
+    """The change model (built unvalidated after checking each field as the model would) and its scope."""
+    flag_key = data["flag_key"]
+    if type(flag_key) is not str or len(flag_key) > 100 or not FLAG_KEY.match(flag_key):
+        raise _Unusual
+    values: dict[str, Any] = {"flag_key": flag_key, "type": data["type"]}
+    org_id = data.get("org_id")
+    if "org_id" in data and org_id is not None and (type(org_id) is not str or not ORG_ID.match(org_id)):
+        raise _Unusual
+    platform = data.get("platform")
+    if platform is not None:
+        platform = PLATFORMS.get(platform) if type(platform) is str else None
+        if platform is None:
+            raise _Unusual
+    user_id = data.get("user_id")
+    if user_id is not None and (type(user_id) is not str or not USER_ID.match(user_id)):
+        raise _Unusual
+    if "enabled" in data:
+        if type(data["enabled"]) is not bool:
+            raise _Unusual
+        values["enabled"] = data["enabled"]
+    if change_type is RolloutPercentageSet:
+        level = LEVELS.get(data["level"]) if type(data["level"]) is str else None
+        pct = data["percentage"]
+        if level is None or (pct is not None and (type(pct) is not int or not 0 <= pct <= 100)):
+            raise _Unusual
+        scope = Scope(level, org_id, platform, user_id)  # raises for an inconsistent scope
+        values.update(level=level, org_id=org_id, platform=platform, user_id=user_id, percentage=pct)
+    else:
+        if any(data[name] is None for name in ("org_id", "platform", "user_id") if name in data):
+            raise _Unusual  # required there, never None
+        level = Level.SYSTEM if org_id is None else Level.USER if user_id else Level.PLATFORM if platform else Level.ORG
+        scope = Scope(level, org_id, platform, user_id)
+        if org_id is not None:
+            values["org_id"] = org_id
+        if platform is not None:
+            values["platform"] = platform
+        if user_id is not None:
+            values["user_id"] = user_id
+    return change_type.model_construct(**values), scope
+
+
+_actors: dict[tuple[str, str], Actor] = {}
+
+
+def _actor(actor_id: str, name: str) -> Actor:
+    """Actors repeat across a log; the model is frozen, so one instance can serve many envelopes."""
+    actor = _actors.get((actor_id, name))
+    if actor is None:
+        if len(_actors) >= ACTORS_KEPT:
+            _actors.clear()
+        actor = _actors[actor_id, name] = Actor.model_construct(id=actor_id, name=name)
+    return actor
+
+
+def _text(value: Any) -> bool:
+    return type(value) is str and 1 <= len(value) <= 200
+
+
+def _plain_setting(value: Any) -> dict[str, Any] | None:
+    """None or `{"enabled", "rollout_percentage"}` of bool/int/None: no schedule, nothing else."""
+    if value is None:
+        return None
+    if type(value) is not dict or value.keys() != SETTING_KEYS:
+        raise _Unusual
+    enabled, pct = value["enabled"], value["rollout_percentage"]
+    if not (enabled is None or type(enabled) is bool) or not (pct is None or (type(pct) is int and 0 <= pct <= 100)):
+        raise _Unusual
+    return value
+
+
+def _instant(raw: Any) -> datetime:
+    if type(raw) is not str or not INSTANT.match(raw):
+        raise _Unusual
+    return datetime.fromisoformat(raw).astimezone(UTC)
