@@ -18,6 +18,11 @@ import orjson
 from events import Envelope, decode
 from flagcore.history import SYSTEM_SCOPE
 from services.command.errors import StoreUnavailable
+from services.projector.fastdecode import decode_event
+
+# Decoded events kept per process, keyed by their exact stored bytes (so a row altered in the
+# store is decoded, and its hash checked, again): time travel reads the same recent events often.
+DECODED_KEPT = 50_000
 
 # A scope's flag events: an org's, or (scope '') the system ones (definitions, system defaults).
 # Two texts rather than one with a CASE, so each can use the (org_id, sequence) index.
@@ -95,6 +100,7 @@ class PostgresHistory:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._decoded: dict[bytes, Envelope] = {}
 
     async def org_known(self, org_id: str) -> bool:
         async with _translated():
@@ -132,7 +138,16 @@ class PostgresHistory:
             rows = await self._pool.fetch(
                 _scoped(_EVENTS, scope), scope, after, until, list(prefixes) if prefixes is not None else None
             )
-        return [decode(bytes(r["body"])) for r in rows]
+        return [self._decode(bytes(r["body"])) for r in rows]
+
+    def _decode(self, body: bytes) -> Envelope:
+        """`events.decode(body)`, remembered: decoding is a pure function of the bytes."""
+        envelope = self._decoded.get(body)
+        if envelope is None:
+            if len(self._decoded) >= DECODED_KEPT:
+                self._decoded.clear()
+            envelope = self._decoded[body] = decode_event(body)
+        return envelope
 
     # --- the snapshot job -----------------------------------------------------------
 

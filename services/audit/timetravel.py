@@ -8,6 +8,7 @@ fails its check against the log is skipped (and logged); the fold then starts ea
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,23 +71,29 @@ class TimeTravel:
             raise BadInstant(f"{field} is out of range once converted to UTC", field) from None
         if instant > self._clock():
             raise BadInstant(f"{field} is in the future; the log only knows the past", field)
-        if not await self._history.org_known(asked.org_id):
+        # The three reads are independent: in flight together (on separate connections), folded in order.
+        known, system, org = await asyncio.gather(
+            self._history.org_known(asked.org_id),
+            self._read_scope(SYSTEM_SCOPE, instant, None),
+            self._read_scope(asked.org_id, instant, asked.streams()),
+        )
+        if not known:
             raise UnknownOrg(f"org {asked.org_id!r} has no flag events", "org")
         state = FlagState()
-        await self._fold_scope(state, SYSTEM_SCOPE, instant, None)
-        await self._fold_scope(state, asked.org_id, instant, asked.streams())
+        for scope, (part, events, prefixes) in ((SYSTEM_SCOPE, system), (asked.org_id, org)):
+            if part is not None:
+                keep = None if prefixes is None else lambda stream, p=prefixes: stream.startswith(p)
+                restore({scope: part.doc}, state, keep=keep)
+            fold(events, state)
         return state
 
-    async def _fold_scope(
-        self, state: FlagState, scope: str, instant: datetime, prefixes: tuple[str, ...] | None
-    ) -> None:
-        """Onto `state`: the scope's nearest trusted snapshot, then its later events up to `instant`."""
+    async def _read_scope(
+        self, scope: str, instant: datetime, prefixes: tuple[str, ...] | None
+    ) -> tuple[Part | None, list[Envelope], tuple[str, ...] | None]:
+        """The scope's nearest trusted snapshot and its later events up to `instant` (the view's streams)."""
         part = await self._trusted_part(scope, instant, prefixes)
-        if part is not None:
-            keep = None if prefixes is None else lambda stream: stream.startswith(prefixes)
-            restore({scope: part.doc}, state, keep=keep)
         after = part.sequence if part else 0
-        fold(await self._history.events(scope, after=after, until=instant, prefixes=prefixes), state)
+        return part, await self._history.events(scope, after=after, until=instant, prefixes=prefixes), prefixes
 
     async def at(self, asked: Asked, instant: datetime, flag_key: str | None = None) -> dict[str, FlagView]:
         """Every flag (or one) as `asked` saw it at `instant`."""
