@@ -1,13 +1,17 @@
 """OFREP over HTTP with wrk, single flag and bulk, at `-t1 -c16` and `-c64`; with `--peers`, Unleash Edge beside it.
 
-    .venv/bin/python -m bench.ofrep [--seconds 10] [--rounds 2] [--peers]
+    .venv/bin/python -m bench.ofrep [--seconds 10] [--rounds 2] [--peers] [--no-fastapi] [--scenarios ...]
 
-The query service runs as `python -m services.query` (granian, one ASGI worker)
-on a stack of its own, twice: as served (the ASGI fast path,
-`services.query.fastpath`) and with `FLAGS_QUERY_FAST_PATH=false` (the same
-handlers behind FastAPI's routing), so the cost of the layers shows. Both use an
+The query service runs as `python -m services.query` (granian, two workers on
+uvloop) on a stack of its own, twice: as served (RSGI and the hot path,
+`services.query.rsgi`) and with `FLAGS_QUERY_FAST_PATH=false` (the same
+handlers behind FastAPI's routing on ASGI), so the cost of the layers shows. Both use an
 evaluator key of the org. Ten flags are seeded; the measured one has a 50%
 sticky rollout at the org level, and the context names a user and a platform.
+"single" and "bulk" repeat one context, so after the first the hot path answers
+them from its answer cache (`services.query.answers`); "users" asks for a
+different user each request (25,000 in turn, more than both workers' answer caches keep),
+so every answer is computed.
 
 `--peers` adds Unleash Edge (Rust), offline from a features file holding the
 same ten flags (the measured one a 50% `flexibleRollout` on `userId`), asked
@@ -53,7 +57,7 @@ OTHERS = [f"bench.flag-{i}" for i in range(1, 10)]
 EDGE_CACHE = Path.home() / ".cache/flagstream/unleash-edge"
 EDGE_TOKEN = "*:development.flagstreambenchtoken"
 CONTEXT = {"context": {"targetingKey": USER, "platform": "tiktok"}}
-USERS = 12_000  # "users": more than a worker's answer cache keeps, so every answer is computed
+USERS = 25_000  # "users": between two visits of a user, each worker computes more answers than it keeps (10,000)
 
 
 @dataclass(frozen=True)
@@ -238,7 +242,7 @@ def measure(
     for targets in servers.values():  # warm caches and connections (every user's document, for "users")
         for name, target in targets.items():
             if name in scenarios:
-                wrk(target, connections=16, seconds=10 if target.users else 1)
+                wrk(target, connections=16, seconds=25 if target.users else 1)
     runs: dict[str, list[dict[str, float]]] = {}
     for scenario in scenarios:
         for connections in (16, 64):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,7 +70,7 @@ class AnswerCache:
         self.service = service
         self._max = max_entries
         self._clock = clock
-        self._kept: dict[Hashable, Kept] = {}
+        self._kept: OrderedDict[Hashable, Kept] = OrderedDict()
         self._shared: dict[str, tuple[int, float]] = {}  # org -> (generation, first change of catalogue and org)
 
     def __len__(self) -> int:
@@ -99,7 +100,7 @@ class AnswerCache:
         if documents.generation != generation:  # read after the documents: a change while reading them counts
             return
         if len(self._kept) >= self._max:
-            self._kept.pop(next(iter(self._kept)))
+            self._kept.popitem(last=False)  # the oldest; O(1), where a dict's first key is found by a scan
         self._kept[key] = Kept(answer, recorder.org_id, recorder.flag_keys, generation, until)
 
     async def _until(self, org_id: str, user_id: str | None, began: float) -> float:

@@ -13,6 +13,7 @@ lifespan runs through granian's own ASGI lifespan protocol in `__rsgi_init__`.
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 from urllib.parse import unquote
 
@@ -43,6 +44,10 @@ class RSGIQueryApp:
         loop.run_until_complete(self._lifespan.startup())
         if self._lifespan.interrupt:
             raise RuntimeError("the query app failed to start") from self._lifespan.exc
+        # What startup made (the app, its models, the modules: ~76k objects) lives as long as the worker; left to
+        # the collector, every full collection walks it (80 ms measured here, a p99 spike under load). Frozen, a
+        # full collection sees only what requests made since.
+        gc.freeze()
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(self._lifespan.shutdown())
