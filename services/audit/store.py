@@ -1,6 +1,6 @@
 """All SQL of time travel and snapshots, over the event store, as the command role.
 
-Events come back as decoded envelopes (their hashes checked); snapshot parts as
+Events come back as decoded envelopes (their hashes checked, by the fast path where it applies); snapshot parts as
 their JSON documents. asyncpg's connection failures become `StoreUnavailable`.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from events import Envelope, decode
+from events import Envelope
 from flagcore.history import SYSTEM_SCOPE
 from services.command.errors import StoreUnavailable
 from services.projector.fastdecode import decode_event
@@ -178,7 +178,7 @@ class PostgresHistory:
             async with _translated():
                 rows = await self._pool.fetch(_SINCE, after, upto, page)
             for r in rows:
-                yield r["sequence"], r["occurred_at"], decode(bytes(r["body"]))
+                yield r["sequence"], r["occurred_at"], decode_event(bytes(r["body"]))
             if len(rows) < page:
                 return
             after = rows[-1]["sequence"]
