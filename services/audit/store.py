@@ -22,7 +22,8 @@ from services.projector.fastdecode import decode_event
 
 # Decoded events kept per process, keyed by their exact stored bytes (so a row altered in the
 # store is decoded, and its hash checked, again): time travel reads the same recent events often.
-DECODED_KEPT = 50_000
+# About 3.3 KB each (body and envelope), so at most ~35 MB.
+DECODED_KEPT = 10_000
 
 # A scope's flag events: an org's, or (scope '') the system ones (definitions, system defaults).
 # Two texts rather than one with a CASE, so each can use the (org_id, sequence) index.
