@@ -24,7 +24,11 @@ def decode(raw: bytes | str) -> Envelope:
 def decode_fields(fields: Any) -> Envelope:
     if not isinstance(fields, dict):
         raise DecodeError("event is not a JSON object")
-    if fields.get("hash") != hash_of(fields):
+    try:
+        sealed = hash_of(fields)
+    except UnicodeEncodeError as exc:  # e.g. a lone surrogate escape ("\ud800"): JSON allows it, UTF-8 does not
+        raise DecodeError(f"not valid Unicode: {exc.reason}") from exc
+    if fields.get("hash") != sealed:
         raise DecodeError("hash does not match the event's contents")
     data = fields.get("data")
     if not isinstance(data, dict):

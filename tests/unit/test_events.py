@@ -160,3 +160,9 @@ def test_scope_streams_are_distinct_per_level() -> None:
         Scope.user("acme", "u1").stream(KEY),
     }
     assert len(streams) == 4
+
+
+def test_a_lone_surrogate_is_a_decode_error_not_a_crash() -> None:
+    """JSON may escape a lone surrogate; it is not Unicode, so the event goes to the dead letters."""
+    with pytest.raises(DecodeError, match="not valid Unicode"):
+        decode(b'{"a": "\\ud800", "hash": "x", "data": {}}')
