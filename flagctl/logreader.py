@@ -15,17 +15,15 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from flagcore.verification import LogRecord
-from services.infra.kafka import client_options
+from services.infra.kafka import client_options, topic_partitions
 from services.infra.settings import Settings
 
 __all__ = ["LogUnavailable", "Progress", "TopicExtent", "read_topic"]
 
 STALL_SECONDS = 30.0
-UNKNOWN_TOPIC = 3  # Kafka's UNKNOWN_TOPIC_OR_PARTITION
 
 
 class LogUnavailable(Exception):
@@ -82,7 +80,7 @@ async def read_topic(
         **client_options(settings), enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=2000
     )
     try:
-        partitions = [TopicPartition(topic, p) for p in await _partitions(settings, topic)]
+        partitions = [TopicPartition(topic, p) for p in await _known_partitions(settings, topic)]
         await consumer.start()
         consumer.assign(partitions)
         start = await consumer.beginning_offsets(partitions)
@@ -98,18 +96,6 @@ async def read_topic(
         raise LogUnavailable(f"cannot read topic {topic!r}: {exc.__class__.__name__}: {exc}") from exc
     finally:
         await consumer.stop()
-
-
-async def _partitions(settings: Settings, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    try:
-        await admin.start()
-        [described] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if described["error_code"] == UNKNOWN_TOPIC or not described["partitions"]:
-        raise LogUnavailable(f"no topic {topic!r} on {settings.kafka_bootstrap}")
-    return sorted(p["partition"] for p in described["partitions"])
 
 
 async def _drain(
@@ -140,3 +126,10 @@ async def _drain(
         pending = [tp for tp in pending if await consumer.position(tp) < end[tp]]
     if progress is not None:
         progress(done, total, final=True)
+
+
+async def _known_partitions(settings: Settings, topic: str) -> list[int]:
+    partitions = await topic_partitions(settings, topic)
+    if not partitions:
+        raise LogUnavailable(f"no topic {topic!r} on {settings.kafka_bootstrap}")
+    return partitions

@@ -18,6 +18,7 @@ from events import Platform
 from flagcore import SEED_FLAGS
 from flagctl import audit, semantics, timetravel
 from flagctl.client import ApiError, Client
+from flagctl.report import report_change
 
 Handler = Callable[[Client, argparse.Namespace], int]
 
@@ -205,7 +206,7 @@ def cmd_set(client: Client, args: argparse.Namespace) -> int:
         body["rollout_percentage"] = None
     if len(body) == len(_base_body(args)):
         raise UsageError("set: say what to change: --on, --off, --clear, --rollout or --no-rollout")
-    return _report_change(client.command("PUT", _scope_path(args), body), args)
+    return report_change(client.command("PUT", _scope_path(args), body), args)
 
 
 def cmd_define(client: Client, args: argparse.Namespace) -> int:
@@ -214,7 +215,7 @@ def cmd_define(client: Client, args: argparse.Namespace) -> int:
         "description": args.description, "owner": args.owner,
         "variants": [_variant(text) for text in args.variant], "expires_at": args.expires,
     }
-    return _report_change(client.command("POST", "/v1/flags", body), args)
+    return report_change(client.command("POST", "/v1/flags", body), args)
 
 
 def _variant(text: str) -> dict[str, Any]:
@@ -226,18 +227,7 @@ def _variant(text: str) -> dict[str, Any]:
 
 def cmd_archive(client: Client, args: argparse.Namespace) -> int:
     path = f"/v1/flags/{quote(args.flag, safe='')}/archive"
-    return _report_change(client.command("POST", path, _base_body(args)), args)
-
-
-def _report_change(result: dict[str, Any], args: argparse.Namespace) -> int:
-    if args.json:
-        print(json.dumps(result))
-    elif not result.get("changed"):
-        print(f"unchanged: {result.get('stream')} stays at version {result.get('version')}")
-    else:
-        for event in result.get("events", []):
-            print(f"{event['type']}  {event['stream']}  v{event['version']}  {event['previous']} -> {event['new']}")
-    return 0
+    return report_change(client.command("POST", path, _base_body(args)), args)
 
 
 def cmd_eval(client: Client, args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from events import Platform
 from flagctl.client import Client
+from flagctl.report import report_change
 
 SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
 
@@ -86,33 +87,22 @@ def cmd_schedule(client: Client, args: argparse.Namespace) -> int:
         body["enabled"] = args.enabled
     if args.rollout is not None:
         body["rollout_percentage"] = args.rollout
-    return _report(client.command("PUT", _schedule_path(args), body), args)
+    return report_change(client.command("PUT", _schedule_path(args), body), args)
 
 
 def cmd_unschedule(client: Client, args: argparse.Namespace) -> int:
     body = {"reason": args.reason, "effective_at": args.at}
-    return _report(client.command("DELETE", _schedule_path(args), body), args)
+    return report_change(client.command("DELETE", _schedule_path(args), body), args)
 
 
 def cmd_kill(client: Client, args: argparse.Namespace) -> int:
     path = f"/v1/flags/{quote(args.flag, safe='')}/kill-switch"
-    return _report(client.command("POST", path, {"reason": args.reason}), args)
+    return report_change(client.command("POST", path, {"reason": args.reason}), args)
 
 
 def cmd_unkill(client: Client, args: argparse.Namespace) -> int:
     path = f"/v1/flags/{quote(args.flag, safe='')}/kill-switch"
-    return _report(client.command("DELETE", path, {"reason": args.reason}), args)
-
-
-def _report(result: dict[str, Any], args: argparse.Namespace) -> int:
-    if args.json:
-        print(json.dumps(result))
-    elif not result.get("changed"):
-        print(f"unchanged: {result.get('stream')} stays at version {result.get('version')}")
-    else:
-        for event in result.get("events", []):
-            print(f"{event['type']}  {event['stream']}  v{event['version']}")
-    return 0
+    return report_change(client.command("DELETE", path, {"reason": args.reason}), args)
 
 
 def cmd_schedules(client: Client, args: argparse.Namespace) -> int:

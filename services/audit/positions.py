@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.infra.kafka import client_options
+from services.infra.kafka import client_options, topic_partitions
 from services.infra.settings import Settings
-from services.projector.rebuild import topic_partitions
 
 
 async def kafka_positions(settings: Settings, sequence: int, start: dict[int, int]) -> dict[int, int]:

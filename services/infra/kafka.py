@@ -110,3 +110,14 @@ def create_producer(settings: Settings) -> AIOKafkaProducer:
         linger_ms=2,
         request_timeout_ms=10_000,
     )
+
+
+async def topic_partitions(settings: Settings, topic: str) -> list[int]:
+    """The topic's partitions, as the cluster describes them (none when it does not exist)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    try:
+        await admin.start()
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for p in described.get("partitions") or ())

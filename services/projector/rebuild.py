@@ -37,9 +37,8 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
-from services.infra.kafka import client_options
+from services.infra.kafka import client_options, topic_partitions
 from services.infra.settings import Role, Settings
 from services.projector.fastdecode import decode_fast
 from services.projector.planning import CacheTarget, DeadLetter
@@ -296,17 +295,6 @@ async def end_offsets(settings: Settings, partitions: Sequence[int]) -> dict[int
         return {tp.partition: o for tp, o in ends.items()}
     finally:
         await consumer.stop()
-
-
-async def topic_partitions(settings: Settings, topic: str) -> list[int]:
-    """The topic's partitions, as the cluster describes them (none when it does not exist)."""
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    try:
-        await admin.start()
-        [described] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    return sorted(p["partition"] for p in described.get("partitions") or ())
 
 
 # --- the whole operation ------------------------------------------------------------------------
