@@ -203,8 +203,23 @@ def parse_setting_change(form: Mapping[str, str]) -> SettingChange:
 _DEFINITION_FIELDS = ("description", "kind", "owner", "group", "expires_at")
 
 
+class OnDefinition:
+    """A change to a flag's definition stream, which only system admins may make."""
+
+    __slots__ = ()
+    flag_key: str
+
+    @property
+    def stream(self) -> str:
+        return definition_stream(self.flag_key)
+
+    @property
+    def action(self) -> Action:
+        return Action.MANAGE_FLAGS
+
+
 @dataclass(frozen=True, slots=True)
-class DefinitionEdit:
+class DefinitionEdit(OnDefinition):
     """New description, kind, owner or group of a flag (the fields that differ are sent)."""
 
     flag_key: str
@@ -216,14 +231,6 @@ class DefinitionEdit:
     @property
     def path(self) -> str:
         return f"/v1/flags/{self.flag_key}"
-
-    @property
-    def stream(self) -> str:
-        return definition_stream(self.flag_key)
-
-    @property
-    def action(self) -> Action:
-        return Action.MANAGE_FLAGS
 
     def body(self) -> dict[str, Any]:
         return {**self.changes, "reason": self.reason, "expected_version": self.expected_version}

@@ -10,9 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from events import FlagKind, Level
-from events.scope import definition_stream
 from services.auth.policy import Action
-from services.console.changes import Target, Value, describe, parse_target
+from services.console.changes import OnDefinition, Target, Value, describe, parse_target
 from services.console.forms import InvalidInput, expected_version, flag_key, instant, iso, reason, text
 
 __all__ = ["ArchiveFlag", "DefineFlag", "KillSwitch", "Rollback", "ScheduleStep", "parse_archive_flag",
@@ -110,7 +109,7 @@ def parse_rollback(form: Mapping[str, str], *, reason_required: bool = True) -> 
 
 
 @dataclass(frozen=True, slots=True)
-class KillSwitch:
+class KillSwitch(OnDefinition):
     """Engage (off everywhere, over every level) or release an ops flag's kill switch (issue 7's route)."""
 
     flag_key: str
@@ -125,14 +124,6 @@ class KillSwitch:
     @property
     def path(self) -> str:
         return f"/v1/flags/{self.flag_key}/kill-switch"
-
-    @property
-    def stream(self) -> str:
-        return definition_stream(self.flag_key)
-
-    @property
-    def action(self) -> Action:
-        return Action.MANAGE_FLAGS
 
     def body(self) -> dict[str, Any]:
         return {"reason": self.reason, "expected_version": self.expected_version}
@@ -222,7 +213,7 @@ def parse_schedule_step(form: Mapping[str, str]) -> ScheduleStep:
 
 
 @dataclass(frozen=True, slots=True)
-class DefineFlag:
+class DefineFlag(OnDefinition):
     """A new flag in the catalogue; its definition stream must still be empty (expected version 0)."""
 
     flag_key: str
@@ -234,14 +225,6 @@ class DefineFlag:
     expected_version: int = 0
     method = "POST"
     path = "/v1/flags"
-
-    @property
-    def stream(self) -> str:
-        return definition_stream(self.flag_key)
-
-    @property
-    def action(self) -> Action:
-        return Action.MANAGE_FLAGS
 
     def body(self) -> dict[str, Any]:
         body = {"key": self.flag_key, "group": self.group, "kind": self.kind, "description": self.description,
@@ -274,7 +257,7 @@ def parse_define_flag(form: Mapping[str, str]) -> DefineFlag:
 
 
 @dataclass(frozen=True, slots=True)
-class ArchiveFlag:
+class ArchiveFlag(OnDefinition):
     """Retire a flag: it evaluates off everywhere and takes no more changes."""
 
     flag_key: str
@@ -285,14 +268,6 @@ class ArchiveFlag:
     @property
     def path(self) -> str:
         return f"/v1/flags/{self.flag_key}/archive"
-
-    @property
-    def stream(self) -> str:
-        return definition_stream(self.flag_key)
-
-    @property
-    def action(self) -> Action:
-        return Action.MANAGE_FLAGS
 
     def body(self) -> dict[str, Any]:
         return {"reason": self.reason, "expected_version": self.expected_version}
