@@ -82,7 +82,9 @@ def test_a_scheduled_change_takes_effect_at_its_instant_with_no_new_event(stack:
             "rollout_percentage": None,
         }
     ]
-    before = evaluation(http, stack, org_id, key)  # also warms both cache levels
+    # the system default travels under the system key, on another partition than the org's schedule: wait for it too
+    before = wait_for(lambda: (e := evaluation(http, stack, org_id, key)).get("level") == "system" and e,
+                      what="the system default")  # also warms both cache levels
     assert (before["value"], before["level"]) == (False, "system")
     assert datetime.now(UTC) < at, "the pipeline took longer than the lead time; the test proves nothing"
 
