@@ -107,7 +107,7 @@ def create_producer(settings: Settings) -> AIOKafkaProducer:
         **client_options(settings),
         enable_idempotence=True,
         acks="all",
-        linger_ms=2,
+        linger_ms=0,  # 2 ms of linger cost 2-3 ms of propagation; sends queued behind an in-flight request still batch
         request_timeout_ms=10_000,
     )
 

@@ -1,0 +1,78 @@
+"""The projector's staging tables, against real Postgres as the projector role.
+
+They are plain temp tables emptied by `pg_temp.clear_staged()` before each commit (not
+ON COMMIT DELETE ROWS, which truncates every one of them at every commit): a small batch's
+rows are deleted, and once dead rows add up the tables are truncated so they cannot grow
+without bound (temp tables are never autovacuumed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import asyncpg
+import pytest
+
+from services.infra.settings import Role, Settings
+from services.projector.projection import Projector
+from services.projector.store import (
+    SESSION_SETUP,
+    STAGING_BYTES_BEFORE_TRUNCATE,
+    STAGING_TABLES,
+    PostgresStore,
+    create_projector_pool,
+)
+from tests.integration.test_override_counts import Letters, Quiet, random_log
+from tests.unit.test_projector_planning import Rec
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def db(make_settings: Callable[[], Settings]) -> Settings:
+    return make_settings()
+
+
+async def staged_rows(conn: asyncpg.Connection) -> int:
+    return sum([await conn.fetchval(f"SELECT count(*) FROM pg_temp.{t}") for t in STAGING_TABLES])
+
+
+async def staged_bytes(conn: asyncpg.Connection) -> int:
+    return sum([await conn.fetchval(f"SELECT pg_total_relation_size('pg_temp.{t}')") for t in STAGING_TABLES])
+
+
+async def test_every_batch_leaves_the_staging_tables_empty(db: Settings) -> None:
+    log, _, _ = random_log(31, 40)
+    records = [Rec("staging.batches", 0, i, r.key, r.value, tuple(r.headers)) for i, r in enumerate(log.records())]
+    pool = await create_projector_pool(db)
+    try:
+        projector = Projector(PostgresStore(pool, db.projector_group), Letters(), Quiet(), retry_backoff=0)
+        for start in range(0, len(records), 4):
+            result = await projector.apply(records[start : start + 4])
+            assert result.applied > 0
+            async with pool.acquire() as conn:
+                assert await staged_rows(conn) == 0
+    finally:
+        await pool.close()
+
+
+async def test_small_leftovers_are_deleted_and_large_ones_truncated(db: Settings) -> None:
+    conn = await asyncpg.connect(db.pg_dsn(Role.PROJECTOR))
+    try:
+        await conn.execute(SESSION_SETUP)
+        async with conn.transaction():
+            await conn.execute("INSERT INTO stage_wanted SELECT 'org', 's' || n FROM generate_series(1, 100) n")
+            await conn.execute("SELECT pg_temp.clear_staged()")
+        assert await staged_rows(conn) == 0
+        assert 0 < await staged_bytes(conn) < STAGING_BYTES_BEFORE_TRUNCATE  # deleted: the pages stay
+
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO stage_wanted SELECT 'org', repeat('s', 60) || n FROM generate_series(1, 60000) n"
+            )
+            assert await staged_bytes(conn) > STAGING_BYTES_BEFORE_TRUNCATE
+            await conn.execute("SELECT pg_temp.clear_staged()")
+        assert await staged_rows(conn) == 0
+        assert await staged_bytes(conn) < 256 * 1024  # truncated: the tables' first (empty) pages only
+    finally:
+        await conn.close()
