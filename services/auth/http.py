@@ -48,17 +48,20 @@ class AuthGate:
         self.denials: Counter[str] = Counter()
 
     async def principal(self, request: Request) -> Principal:
-        client = request.client.host if request.client else "unknown"
+        return await self.check(request.headers.get("authorization"), _host(request), request.method, request.url.path)
+
+    async def check(self, authorization: str | None, client: str, method: str, path: str) -> Principal:
+        """`principal` for callers that hold no Starlette `Request` (the query service's hot path)."""
         throttle = self.throttle
         if throttle is not None:
             blocked = throttle.should_block(client)
             if blocked is not None:
-                self.denied(request, "throttled", None)
+                self.deny("throttled", None, None, client, method, path)
                 raise TooManyFailures(blocked)
         try:
-            return await self.authenticator.authenticate(request.headers.get("authorization"))
+            return await self.authenticator.authenticate(authorization)
         except Unauthenticated as exc:
-            self.denied(request, "unauthenticated", exc.detail)
+            self.deny("unauthenticated", exc.detail, None, client, method, path)
             if throttle is not None:
                 throttle.record_failure(client)
                 delay = throttle.delay_for(client)
@@ -67,9 +70,19 @@ class AuthGate:
             raise
 
     def denied(self, request: Request, kind: str, detail: str | None, principal: Principal | None = None) -> None:
+        self.deny(kind, detail, principal, _host(request), request.method, request.url.path)
+
+    def deny(
+        self, kind: str, detail: str | None, principal: Principal | None, client: str, method: str, path: str
+    ) -> None:
+        """Count and log a refusal (never with the key itself)."""
         self.denials[kind] += 1
-        who = f"key {principal.key_id}" if principal else (request.client.host if request.client else "unknown")
-        log.info("denied (%s) %s %s for %s: %s", kind, request.method, request.url.path, who, detail or "")
+        who = f"key {principal.key_id}" if principal else client
+        log.info("denied (%s) %s %s for %s: %s", kind, method, path, who, detail or "")
+
+
+def _host(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 async def _authenticated(request: Request) -> Principal:

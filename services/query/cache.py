@@ -80,6 +80,16 @@ class DocumentCache:
     def __len__(self) -> int:
         return len(self._local)
 
+    def peek(self, key: str) -> Any | None:
+        """The in-process copy `get` would answer with right now, or None (then `get` goes further)."""
+        if not self.online:
+            return None
+        entry = self._local.get(key)
+        if entry is None or entry[0] <= self._clock():
+            return None
+        self.stats["local"] += 1
+        return entry[1]
+
     async def get(self, key: str, load: Callable[[], Awaitable[bytes]], compile: Callable[[bytes], T]) -> T:
         if self.online:
             entry = self._local.get(key)

@@ -24,12 +24,12 @@ granian's RSGI interface, which costs less per request than ASGI.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from fastapi import FastAPI
 from starlette.datastructures import QueryParams, State
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
@@ -42,11 +42,13 @@ from services.http.unhandled import INTERNAL_ERROR_DETAIL
 from services.query import ofrep, rendering, validation
 from services.query.answers import AnswerCache, Recorder
 from services.query.errors import InvalidParameter, Unavailable, UnknownFlag
+from services.query.plans import Plans
 from services.query.service import QueryService
 
 __all__ = [
     "FastPath",
     "HotPath",
+    "HotRequest",
     "Reply",
     "has_origin",
     "is_hot",
@@ -100,57 +102,94 @@ class Reply:
         return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in self.headers]
 
 
+@dataclass(frozen=True, slots=True)
+class HotRequest:
+    """What the hot path reads of a request, whichever server interface brought it."""
+
+    method: str
+    path: str  # percent-decoded, as ASGI's `path`
+    query_string: str
+    client: str  # the peer's host: what the failed-authentication throttle counts
+    authorization: str | None
+    if_none_match: str | None
+
+    @classmethod
+    def of_asgi(cls, scope: Scope) -> HotRequest:
+        headers = {name: value for name, value in scope["headers"] if name in _HOT_HEADERS}
+        authorization, if_none_match = (headers.get(n) for n in _HOT_HEADERS)
+        client = scope.get("client")
+        return cls(
+            scope["method"],
+            scope["path"],
+            scope.get("query_string", b"").decode("latin-1"),
+            client[0] if client else "unknown",
+            None if authorization is None else authorization.decode("latin-1"),
+            None if if_none_match is None else if_none_match.decode("latin-1"),
+        )
+
+
+_HOT_HEADERS = (b"authorization", b"if-none-match")
+
+
 class HotPath:
     """Authenticate, evaluate (OFREP or native), and turn every outcome into a `Reply` with the security headers."""
 
-    __slots__ = ("_answers", "_security", "app")
+    __slots__ = ("_answers", "_plans", "_security", "app")
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
         self._security = security_headers()
         self._answers: AnswerCache | None = None  # made on first use: the documents exist once the app has started
+        self._plans: Plans | None = None
 
-    async def reply(self, request: Request, body: Callable[[], Awaitable[bytes]]) -> Reply:
+    async def reply(self, request: HotRequest, body: Callable[[], Awaitable[bytes]]) -> Reply:
         """`request` gives the path and headers (and the client, for the throttle); `body` reads the body."""
         try:
             return await self._answer(request, body)
         except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            log.exception("unhandled error on %s %s", request.method, request.path)
             return self._response(problem(500, "internal_error", INTERNAL_ERROR_DETAIL))
 
-    async def _answer(self, request: Request, body: Callable[[], Awaitable[bytes]]) -> Reply:
+    async def _answer(self, request: HotRequest, body: Callable[[], Awaitable[bytes]]) -> Reply:
         state = self.app.state
         gate: AuthGate | None = state.auth
         principal: Principal | None = None
+        path = request.path
         try:
             if gate is None:  # not started yet: fail closed, as `services.auth.http` does
                 raise Unauthenticated("authentication is not available yet; retry shortly")
-            principal = await gate.principal(request)
-            path: str = request.scope["path"]
-            native = native_target(request.scope["method"], path)
+            principal = await gate.check(request.authorization, request.client, request.method, path)
+            native = native_target(request.method, path)
             if native is not None:
-                answer = await _native(state.query_service(), principal, *native, request.query_params)
+                query = QueryParams(request.query_string)
+                answer = await _native(state.query_service(), principal, *native, query)
             else:
-                if_none_match = request.headers.get("if-none-match") if path == BULK else None
+                if_none_match = request.if_none_match if path == BULK else None
                 answer = await self._ofrep(state, principal, path, await body(), if_none_match)
         except Unauthenticated as exc:
             return self._response(problem(401, "unauthenticated", exc.detail, headers=_CHALLENGE))
         except Forbidden as exc:
             assert gate is not None
-            gate.denied(request, "forbidden", exc.detail, principal)
+            gate.deny("forbidden", exc.detail, principal, request.client, request.method, path)
             return self._response(problem(403, "forbidden", exc.detail))
         except TooManyFailures as exc:
             return self._response(rate_limited(exc.retry_after, reason="too many failed authentications"))
-        headers = [] if answer.status == 304 else [_JSON, ("content-length", str(len(answer.body)))]
-        if answer.etag is not None:
-            headers.append(("etag", answer.etag))
-        return Reply(answer.status, [*headers, *self._security], answer.body)
+        if answer.status == 304:
+            headers = [("etag", answer.etag), *self._security] if answer.etag is not None else [*self._security]
+            return Reply(304, headers, answer.body)
+        length = ("content-length", str(len(answer.body)))
+        if answer.etag is None:
+            return Reply(answer.status, [_JSON, length, *self._security], answer.body)
+        return Reply(answer.status, [_JSON, length, ("etag", answer.etag), *self._security], answer.body)
 
     async def _ofrep(
         self, state: State, principal: Principal, path: str, body: bytes, if_none_match: str | None
     ) -> ofrep.Answer:
-        """OFREP's answer, served again from the answer cache while it is still right (`services.query.answers`)."""
+        """OFREP's answer: from a plan when the documents are at hand, else kept or computed by the use cases."""
         documents: QueryService = state.query_documents()
+        planned = self._planned(state, documents, principal, path, body, if_none_match)
+        if planned is not None:
+            return planned
         answers = self._answers
         if answers is None or answers.service is not documents:
             answers = self._answers = AnswerCache(documents)
@@ -167,6 +206,50 @@ class HotPath:
             answer = await ofrep.evaluate_flag(recorder, principal, path[len(SINGLE) :], body)
         await answers.keep(key, answer, recorder, started)
         return ofrep.conditional(answer, if_none_match)
+
+    def _planned(
+        self,
+        state: State,
+        documents: QueryService,
+        principal: Principal,
+        path: str,
+        body: bytes,
+        if_none_match: str | None,
+    ) -> ofrep.Answer | None:
+        """The 200 answer from this worker's plans (`services.query.plans`), counted; None when they cannot give it.
+
+        They give it for a well-formed request whose documents the in-process cache holds, for a user without an
+        override of the flag (bulk: of any flag). Anything else (an error to answer, a document to read, a user
+        override) returns None, and the use cases answer as they always do.
+        """
+        try:
+            who = ofrep.target(principal, body)
+        except Exception:  # the use cases refuse it, with the answer and the log that refusal has
+            return None
+        at_hand = documents.at_hand(who.org_id, who.user_id)
+        if at_hand is None:
+            return None
+        catalog, org, user = at_hand
+        plans = self._plans
+        if plans is None or plans.service is not documents:
+            plans = self._plans = Plans(documents)
+        org_plans = plans.of(catalog, org)
+        subject = who.org_id if who.user_id is None else who.user_id
+        now = time.time()
+        if path == BULK:
+            if user is not None and user.user:
+                return None
+            answer = org_plans.bulk(who.platform, now).answer(subject)
+            state.count_evaluations(who.org_id, org_plans.keys)
+            return ofrep.conditional(answer, if_none_match)
+        key = path[len(SINGLE) :]
+        if user is not None and (who.user_id, key) in user.user:
+            return None
+        plan = org_plans.flag(key, now)
+        if plan is None:
+            return None
+        state.count_evaluations(who.org_id, (key,))
+        return plan.answer(who.platform, subject)
 
     def _response(self, response: Response) -> Reply:
         raw = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in response.raw_headers]
@@ -233,7 +316,7 @@ class FastPath:
             and is_hot(scope["method"], scope["path"])
             and not (self._cors and has_origin(scope["headers"]))
         ):
-            reply = await self._endpoint.reply(Request(scope, receive), lambda: read_body(receive))
+            reply = await self._endpoint.reply(HotRequest.of_asgi(scope), lambda: read_body(receive))
             await send({"type": "http.response.start", "status": reply.status, "headers": reply.raw_headers})
             await send({"type": "http.response.body", "body": reply.body})
             return

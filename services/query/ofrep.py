@@ -35,9 +35,11 @@ __all__ = [
     "Answer",
     "Evaluator",
     "Target",
+    "bulk_answer",
     "conditional",
     "evaluate_flag",
     "evaluate_flags",
+    "render",
     "target",
 ]
 
@@ -166,6 +168,11 @@ def _success(e: Evaluation) -> dict[str, Any]:
     return {"key": e.flag_key, "value": e.value, "reason": reason, "variant": e.variant, "metadata": metadata}
 
 
+def render(e: Evaluation) -> bytes:
+    """One flag's OFREP answer as JSON bytes (a bulk answer's `flags` hold the same objects)."""
+    return orjson.dumps(_success(e))
+
+
 def _failure(status: int, code: str, details: str, key: str | None) -> Answer:
     body: dict[str, Any] = {} if key is None else {"key": key}
     body["errorCode"] = code
@@ -189,7 +196,7 @@ async def evaluate_flag(service: Evaluator, principal: Principal, key: str, body
         return _failure(404, FLAG_NOT_FOUND, str(exc), key)
     except Unavailable as exc:
         return _failure(503, GENERAL, f"{exc.dependency} is unavailable", key)
-    return Answer(200, orjson.dumps(_success(result)))
+    return Answer(200, render(result))
 
 
 async def evaluate_flags(service: Evaluator, principal: Principal, body: bytes, if_none_match: str | None) -> Answer:
@@ -202,9 +209,12 @@ async def evaluate_flags(service: Evaluator, principal: Principal, body: bytes, 
         return _failure(exc.status, exc.code, exc.details, None)
     except Unavailable as exc:
         return _failure(503, GENERAL, f"{exc.dependency} is unavailable", None)
-    payload = orjson.dumps({"flags": [_success(e) for e in results]})
-    etag = '"' + hashlib.blake2b(payload, digest_size=12).hexdigest() + '"'
-    return conditional(Answer(200, payload, etag), if_none_match)
+    return conditional(bulk_answer(orjson.dumps({"flags": [_success(e) for e in results]})), if_none_match)
+
+
+def bulk_answer(payload: bytes) -> Answer:
+    """The bulk route's 200: `{"flags": [...]}` and its ETag."""
+    return Answer(200, payload, '"' + hashlib.blake2b(payload, digest_size=12).hexdigest() + '"')
 
 
 def conditional(answer: Answer, if_none_match: str | None) -> Answer:

@@ -19,18 +19,16 @@ from urllib.parse import unquote
 
 from fastapi import FastAPI
 from granian.asgi import LifespanProtocol
-from starlette.requests import Request
 from starlette.types import Message
 
 from services.infra.settings import Settings
 from services.query import ofrep
 from services.query.app import app_from_env as fastapi_app_from_env
-from services.query.fastpath import HotPath, is_hot
+from services.query.fastpath import HotPath, HotRequest, is_hot
 
 __all__ = ["RSGIQueryApp", "app_from_env"]
 
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
-_HOT_HEADERS = ("authorization", "if-none-match")
 
 
 class RSGIQueryApp:
@@ -74,7 +72,15 @@ class RSGIQueryApp:
                     break
             return b"".join(chunks)
 
-        request = Request(_asgi_scope(scope, _HOT_HEADERS))
+        headers = scope.headers
+        request = HotRequest(
+            scope.method,
+            unquote(scope.path),
+            scope.query_string,
+            scope.client.rpartition(":")[0],
+            headers.get("authorization"),
+            headers.get("if-none-match"),
+        )
         reply = await self._endpoint.reply(request, body)
         protocol.response_bytes(reply.status, reply.headers, reply.body)
 
@@ -104,12 +110,9 @@ class RSGIQueryApp:
         protocol.response_bytes(status, headers, b"".join(chunks))
 
 
-def _asgi_scope(scope: Any, only: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """The ASGI scope of an RSGI request; with `only`, just those headers (all the OFREP path reads)."""
-    if only is None:
-        headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in scope.headers.items()]
-    else:
-        headers = [(n.encode(), v.encode("latin-1")) for n in only if (v := scope.headers.get(n)) is not None]
+def _asgi_scope(scope: Any) -> dict[str, Any]:
+    """The ASGI scope of an RSGI request."""
+    headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in scope.headers.items()]
     host, _, port = scope.client.rpartition(":")
     server_host, _, server_port = scope.server.rpartition(":")
     return {

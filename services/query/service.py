@@ -56,6 +56,20 @@ class QueryService:
             self._keys.user(org_id, user_id), lambda: self._source.user(org_id, user_id), compile_user
         )
 
+    def at_hand(
+        self, org_id: str, user_id: str | None
+    ) -> tuple[CompiledCatalog, CompiledOrg, CompiledUser | None] | None:
+        """The catalogue, the org's and the user's documents if the in-process cache holds all three; else None."""
+        peek = self.cache.peek
+        catalog = peek(self._keys.catalog)
+        org = peek(self._keys.org(org_id))
+        if catalog is None or org is None:
+            return None
+        if user_id is None:
+            return catalog, org, None
+        user = peek(self._keys.user(org_id, user_id))
+        return None if user is None else (catalog, org, user)
+
     async def tenant(self, org_id: str, user_id: str | None) -> TenantRules:
         org = await self.org(org_id)
         user = NO_USER if user_id is None else (await self.user(org_id, user_id)).user

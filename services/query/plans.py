@@ -1,0 +1,230 @@
+"""OFREP answers precompiled per (org, flag): the hot path for a context no answer was kept for. Pure: no I/O.
+
+`flagcore.evaluate` walks four levels and builds an `Evaluation` that OFREP then
+turns into a dict and serialises, on every request. But for one org and flag, and a
+user without an override of their own, what decides is fixed by the catalogue and the
+org's document until one of them changes or a scheduled step falls due: per platform
+(or none) the answer is a constant, one sticky-bucket compare between two answers, or
+an experiment arm. A `FlagPlan` asks `flagcore.evaluate` once per platform the org
+overrides (and once for any other), keeps the finished answer bytes (rendered by
+`services.query.ofrep`, so they are its bytes), and answers a subject with at most a
+murmur3 hash, as `flagsdk.plans` does for the SDK.
+
+A plan is good for the documents it was made from (the caller checks they are the
+very objects the document cache holds) and from the instant it was made until the
+first scheduled instant of the flag's settings in them; a user with an override of
+the flag is never answered from it (the caller evaluates in full). Kill switch and
+archival come before every level in `flagcore.evaluate`, so they give a constant.
+tests/unit/test_query_plans.py checks plans against `flagcore.evaluate` on generated
+logs, across schedule boundaries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import mmh3
+
+from flagcore import Catalog, Evaluation, Reason, Setting, TenantRules, evaluate, select_variant
+from flagcore.evaluation import ON
+from services.query import validation
+from services.query.documents import CompiledCatalog, CompiledOrg
+from services.query.errors import InvalidParameter
+from services.query.ofrep import Answer, bulk_answer, render
+from services.query.service import QueryService
+
+__all__ = ["MAX_BULK_ANSWERS", "BulkPlan", "FlagPlan", "OrgPlans", "Plans", "bulk_body"]
+
+_hash = mmh3.hash
+
+
+class _Rule:
+    """How the flag resolves for one platform (or none), for a subject without a user override.
+
+    `answers` holds every answer it can give, finished; `pick(subject)` says which (0 when it is fixed).
+    """
+
+    __slots__ = ("_arms", "_prefix", "answers", "fixed", "flag_key", "percentage", "variants")
+
+    def __init__(self, base: Evaluation, catalog: Catalog) -> None:
+        definition = catalog.definitions[base.flag_key]
+        self.flag_key = base.flag_key
+        self._prefix = base.flag_key + ":"
+        self.variants = definition.variants
+        self.percentage: int | None = None
+        self._arms: dict[str, int] = {}
+        split = base.reason is Reason.SPLIT
+        self.fixed = not split and (not base.value or not self.variants)
+        if self.fixed:
+            self.answers = (Answer(200, render(base)),)  # the same answer whoever asks: no bucket, no arm
+            return
+        # A split (the subject's bucket decides) or an experiment that is on (the subject's arm decides):
+        # 0 is off (never picked when not a split), 1 on without an arm, then one per arm.
+        if split:
+            assert base.rollout_percentage is not None
+            self.percentage = base.rollout_percentage
+        on = replace(base, value=True)
+        arms = sorted({v.name for v in self.variants} - {ON})
+        self._arms = {ON: 1} | {name: 2 + i for i, name in enumerate(arms)}
+        rendered = [replace(base, value=False, variant="off"), replace(on, variant=ON)]
+        rendered += [replace(on, variant=name) for name in arms]
+        self.answers = tuple(Answer(200, render(e)) for e in rendered)
+
+    def pick(self, subject: str) -> int:
+        """Which of `answers` is `subject`'s."""
+        if self.fixed:
+            return 0
+        pct = self.percentage
+        # flagcore.bucket is murmur3("{flag}:{subject}") % 100 + 1, in when bucket <= pct: hash % 100 < pct.
+        if pct is not None and _hash(self._prefix + subject, 0, False) % 100 >= pct:
+            return 0
+        if not self.variants:
+            return 1
+        chosen = select_variant(self.flag_key, subject, self.variants)
+        return 1 if chosen is None else self._arms[chosen.name]
+
+    def answer(self, subject: str) -> Answer:
+        return self.answers[self.pick(subject)]
+
+
+class FlagPlan:
+    """One flag's OFREP answers for one org, from `since` until `until` (seconds since the epoch)."""
+
+    __slots__ = ("_default", "_platforms", "since", "until")
+
+    def __init__(self, catalog: Catalog, org: CompiledOrg, flag_key: str, at: float) -> None:
+        now = datetime.fromtimestamp(at, UTC)
+        tenant = TenantRules(org.org_id, org.org, org.platform, {})  # no user: the caller sees to that
+        platforms = [p for p, key in org.platform if key == flag_key]
+        self._default = _Rule(evaluate(catalog, tenant, flag_key, now=now), catalog)
+        self._platforms = {
+            p: _Rule(evaluate(catalog, tenant, flag_key, platform=p, now=now), catalog) for p in platforms
+        }
+        settings = [
+            catalog.system.get(flag_key),
+            org.org.get(flag_key),
+            *(org.platform[p, flag_key] for p in platforms),
+        ]
+        self.since = at
+        self.until = _first_change(settings, now)
+
+    def rule(self, platform: str | None) -> _Rule:
+        return self._default if platform is None else self._platforms.get(platform, self._default)
+
+    def answer(self, platform: str | None, subject: str) -> Answer:
+        """The answer for `subject` (the user, else the org) on `platform`: `subject` has no user override."""
+        return self.rule(platform).answer(subject)
+
+
+class BulkPlan:
+    """The bulk answer on one platform (or none): every flag's, with its ETag, kept per combination of outcomes.
+
+    Only flags whose answer depends on the subject (splits, experiments) are asked; the answer for each
+    combination of their outcomes is built once (at most `MAX_BULK_ANSWERS` kept).
+    """
+
+    __slots__ = ("_answers", "_dynamic", "_rules")
+
+    def __init__(self, plans: list[FlagPlan], platform: str | None) -> None:
+        self._rules = [p.rule(platform) for p in plans]
+        self._dynamic = [r for r in self._rules if not r.fixed]
+        self._answers: dict[tuple[int, ...], Answer] = {}
+
+    def answer(self, subject: str) -> Answer:
+        key = tuple([r.pick(subject) for r in self._dynamic])
+        kept = self._answers.get(key)
+        if kept is not None:
+            return kept
+        picks = iter(key)
+        bodies = [r.answers[0 if r.fixed else next(picks)].body for r in self._rules]
+        if len(self._answers) >= MAX_BULK_ANSWERS:
+            self._answers.clear()
+        kept = self._answers[key] = bulk_answer(bulk_body(bodies))
+        return kept
+
+
+MAX_BULK_ANSWERS = 1024
+
+
+class OrgPlans:
+    """One org's flag plans, for one catalogue and org document (the very objects); made a flag at a time."""
+
+    __slots__ = ("_bulk", "_bulk_since", "_bulk_until", "_flags", "_plans", "catalog", "keys", "org")
+
+    def __init__(self, catalog: CompiledCatalog, org: CompiledOrg) -> None:
+        self.catalog = catalog
+        self.org = org
+        self.keys = tuple(sorted(catalog.catalog.definitions))  # the bulk answer's flags, in its order
+        self._flags: dict[str, FlagPlan] = {}
+        self._bulk: dict[str | None, BulkPlan] = {}
+        self._bulk_since = self._bulk_until = 0.0
+        self._plans: list[FlagPlan] = []
+
+    def flag(self, flag_key: str, at: float) -> FlagPlan | None:
+        """The flag's plan at `at`; None when the use cases answer 404 (not in the catalogue, or not a key)."""
+        plan = self._flags.get(flag_key)
+        if plan is not None and plan.since <= at < plan.until:
+            return plan
+        if flag_key not in self.catalog.catalog.definitions:
+            return None
+        try:
+            validation.flag_key(flag_key, "key")
+        except InvalidParameter:
+            return None
+        return self._compile(flag_key, at)
+
+    def bulk(self, platform: str | None, at: float) -> BulkPlan:
+        """Every flag's answers at `at` on `platform`, in key order (the bulk answer's order)."""
+        if not self._bulk_since <= at < self._bulk_until:
+            flags = self._flags
+            plans = [
+                plan
+                if (plan := flags.get(key)) is not None and plan.since <= at < plan.until
+                else self._compile(key, at)
+                for key in self.keys
+            ]
+            self._bulk.clear()
+            self._bulk_since = max((p.since for p in plans), default=at)
+            self._bulk_until = min((p.until for p in plans), default=math.inf)
+            self._plans = plans
+        bulk = self._bulk.get(platform)
+        if bulk is None:
+            bulk = self._bulk[platform] = BulkPlan(self._plans, platform)
+        return bulk
+
+    def _compile(self, flag_key: str, at: float) -> FlagPlan:
+        plan = self._flags[flag_key] = FlagPlan(self.catalog.catalog, self.org, flag_key, at)
+        return plan
+
+
+class Plans:
+    """This worker's plans over `service`'s document cache: per org, for the documents it holds now."""
+
+    __slots__ = ("_max", "_orgs", "service")
+
+    def __init__(self, service: QueryService, *, max_orgs: int = 10_000) -> None:
+        self.service = service
+        self._max = max_orgs
+        self._orgs: dict[str, OrgPlans] = {}
+
+    def of(self, catalog: CompiledCatalog, org: CompiledOrg) -> OrgPlans:
+        """The org's plans for these documents (made again when either is another object than last time)."""
+        plans = self._orgs.get(org.org_id)
+        if plans is None or plans.catalog is not catalog or plans.org is not org:
+            if len(self._orgs) >= self._max:
+                self._orgs.clear()
+            plans = self._orgs[org.org_id] = OrgPlans(catalog, org)
+        return plans
+
+
+def bulk_body(answers: Iterable[bytes]) -> bytes:
+    """`{"flags": [...]}` of rendered answers: the bytes orjson gives for the whole (compact JSON composes)."""
+    return b'{"flags":[' + b",".join(answers) + b"]}"
+
+
+def _first_change(settings: Iterable[Setting | None], now: datetime) -> float:
+    due = [t for s in settings if s is not None and (t := s.next_change(now)) is not None]
+    return min(due).timestamp() if due else math.inf

@@ -1,0 +1,202 @@
+"""OFREP plans (`services.query.plans`) against `flagcore.evaluate` rendered by `services.query.ofrep`, byte for byte.
+
+Generated logs of changes at every level (rollouts, schedules, kill switches, archival, experiments with arms),
+asked for many users and every platform at instants around the scheduled steps: a plan must give the very bytes
+the use cases give, for as long as it says it is good, and a plan made at its end must give the new ones.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from events import (
+    FlagArchived,
+    FlagDefined,
+    FlagKind,
+    KillSwitchEngaged,
+    KillSwitchReleased,
+    Level,
+    OrgOverrideSet,
+    PlatformOverrideSet,
+    RolloutPercentageSet,
+    SettingScheduled,
+    SystemDefaultSet,
+    UserOverrideSet,
+    Variant,
+)
+from flagcore import FlagState, evaluate, evaluate_all, fold
+from services.query import ofrep
+from services.query.documents import CompiledCatalog, CompiledOrg
+from services.query.plans import MAX_BULK_ANSWERS, OrgPlans, Plans, bulk_body
+from tests.support.factories import T0, LogBuilder
+
+ORG = "acme"
+OPS = "platform.meta.enabled"  # an ops flag: its kill switch applies
+EXP = "exp.checkout.enabled"  # an experiment with three arms
+REL = "ai.insights.enabled"
+KEYS = [OPS, EXP, REL]
+USERS = [None, "u-1", "u-2", *(f"bulk-{i}" for i in range(40))]
+PLATFORMS = [None, "meta", "tiktok", "google"]
+
+key = st.sampled_from(KEYS)
+pct = st.integers(0, 100)
+when = st.integers(30, 90).map(lambda s: T0 + timedelta(seconds=s))
+level_scope = st.sampled_from(
+    [
+        {"level": Level.SYSTEM},
+        {"level": Level.ORG, "org_id": ORG},
+        {"level": Level.PLATFORM, "org_id": ORG, "platform": "meta"},
+        {"level": Level.PLATFORM, "org_id": ORG, "platform": "tiktok"},
+        {"level": Level.USER, "org_id": ORG, "user_id": "u-1"},
+    ]
+)
+changes = st.one_of(
+    st.builds(SystemDefaultSet, flag_key=key, enabled=st.booleans()),
+    st.builds(OrgOverrideSet, flag_key=key, org_id=st.just(ORG), enabled=st.booleans()),
+    st.builds(
+        PlatformOverrideSet,
+        flag_key=key,
+        org_id=st.just(ORG),
+        platform=st.sampled_from(["meta", "tiktok"]),
+        enabled=st.booleans(),
+    ),
+    st.builds(UserOverrideSet, flag_key=key, org_id=st.just(ORG), user_id=st.just("u-1"), enabled=st.booleans()),
+    st.tuples(key, level_scope, pct | st.none()).map(
+        lambda t: RolloutPercentageSet(flag_key=t[0], **t[1], percentage=t[2])
+    ),
+    st.tuples(key, level_scope, when, pct, st.booleans() | st.none()).map(
+        lambda t: SettingScheduled(flag_key=t[0], **t[1], effective_at=t[2], rollout_percentage=t[3], enabled=t[4])
+    ),
+    st.builds(KillSwitchEngaged, flag_key=st.just(OPS)),
+    st.builds(KillSwitchReleased, flag_key=st.just(OPS)),
+    st.builds(FlagArchived, flag_key=key),
+)
+
+
+def _state(log: list) -> FlagState:
+    builder = LogBuilder()
+    arms = (Variant(name="control", weight=500), Variant(name="new", weight=300), Variant(name="on", weight=200))
+    builder.extend(
+        [
+            FlagDefined(flag_key=OPS, group="platform", kind=FlagKind.OPS),
+            FlagDefined(flag_key=EXP, group="exp", kind=FlagKind.EXPERIMENT, variants=arms),
+            FlagDefined(flag_key=REL, group="ai"),
+            *log,
+        ]
+    )
+    return fold(builder.events)
+
+
+def _plans(state: FlagState) -> OrgPlans:
+    tenant = state.tenant(ORG)
+    return OrgPlans(CompiledCatalog(state.catalog, b""), CompiledOrg(ORG, dict(tenant.org), dict(tenant.platform)))
+
+
+def _expected(state: FlagState, flag_key: str, platform: str | None, user: str | None, at: float) -> bytes:
+    now = datetime.fromtimestamp(at, UTC)
+    return ofrep.render(evaluate(state.catalog, state.tenant(ORG), flag_key, platform=platform, user_id=user, now=now))
+
+
+def _check_flag(state: FlagState, plans: OrgPlans, flag_key: str, at: float) -> None:
+    plan = plans.flag(flag_key, at)
+    assert plan is not None and plan.since <= at < plan.until
+    overridden = {u for u, f in state.tenant(ORG).user if f == flag_key}
+    for user in USERS:
+        if user in overridden:
+            continue  # the hot path leaves a user's own override to the use cases
+        for platform in PLATFORMS:
+            answer = plan.answer(platform, ORG if user is None else user)
+            assert (answer.status, answer.etag) == (200, None)
+            assert answer.body == _expected(state, flag_key, platform, user, at), (flag_key, user, platform)
+
+
+@settings(max_examples=250, deadline=None)
+@given(st.lists(changes, max_size=10), st.integers(0, 100))
+def test_a_plan_answers_what_the_use_cases_answer_until_it_says_it_ends(log: list, offset: int) -> None:
+    state = _state(log)
+    plans = _plans(state)
+    at = (T0 + timedelta(seconds=offset)).timestamp()
+    for flag_key in KEYS:
+        _check_flag(state, plans, flag_key, at)
+        plan = plans.flag(flag_key, at)
+        assert plan is not None
+        if plan.until < math.inf:
+            last = plan.until - 1e-3  # still good just before its end: the same plan, flagcore's answers then
+            assert plans.flag(flag_key, last) is plan
+            _check_flag(state, plans, flag_key, last)
+            _check_flag(state, plans, flag_key, plan.until)  # at the step: a plan made again, the step applied
+            assert plans.flag(flag_key, plan.until) is not plan
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(changes, max_size=10), st.integers(0, 100))
+def test_the_bulk_plan_answers_the_use_cases_bulk_answer_with_its_etag(log: list, offset: int) -> None:
+    state = _state(log)
+    plans = _plans(state)
+    at = (T0 + timedelta(seconds=offset)).timestamp()
+    now = datetime.fromtimestamp(at, UTC)
+    tenant = state.tenant(ORG)
+    users_with_overrides = {u for u, _ in tenant.user}
+    for user in USERS:
+        if user in users_with_overrides:
+            continue
+        for platform in PLATFORMS:
+            results = evaluate_all(state.catalog, tenant, platform=platform, user_id=user, now=now)
+            expected = ofrep.bulk_answer(orjson.dumps({"flags": [orjson.loads(ofrep.render(e)) for e in results]}))
+            assert plans.bulk(platform, at).answer(ORG if user is None else user) == expected
+    assert plans.keys == tuple(sorted(state.catalog.definitions))
+
+
+def test_rendered_answers_compose_into_the_bulk_bytes() -> None:
+    state = _state([OrgOverrideSet(flag_key=REL, org_id=ORG, enabled=True)])
+    results = evaluate_all(state.catalog, state.tenant(ORG), user_id="u-9", now=T0)
+    whole = orjson.dumps({"flags": [ofrep._success(e) for e in results]})  # what the use cases serialise
+    assert bulk_body(ofrep.render(e) for e in results) == whole
+    assert bulk_body([]) == orjson.dumps({"flags": []})
+
+
+def test_a_kill_switch_answers_disabled_for_everyone_even_over_overrides() -> None:
+    state = _state(
+        [
+            PlatformOverrideSet(flag_key=OPS, org_id=ORG, platform="meta", enabled=True),
+            RolloutPercentageSet(flag_key=OPS, level=Level.ORG, org_id=ORG, percentage=50),
+            KillSwitchEngaged(flag_key=OPS),
+        ]
+    )
+    plans = _plans(state)
+    at = T0.timestamp()
+    for platform in PLATFORMS:
+        body = orjson.loads(plans.flag(OPS, at).answer(platform, "u-5").body)  # type: ignore[union-attr]
+        assert (body["value"], body["reason"], body["metadata"]["killSwitch"]) == (False, "DISABLED", True)
+    _check_flag(state, plans, OPS, at)
+
+
+def test_unknown_and_malformed_keys_have_no_plan() -> None:
+    plans = _plans(_state([]))
+    assert plans.flag("no.such.flag", T0.timestamp()) is None
+    assert plans.flag("Not A Key", T0.timestamp()) is None
+
+
+def test_the_bulk_answers_kept_per_outcome_are_bounded() -> None:
+    state = _state([RolloutPercentageSet(flag_key=key, level=Level.ORG, org_id=ORG, percentage=50) for key in KEYS])
+    bulk = _plans(state).bulk(None, T0.timestamp())
+    for i in range(MAX_BULK_ANSWERS * 3):
+        bulk.answer(f"user-{i}")
+    assert len(bulk._answers) <= MAX_BULK_ANSWERS
+
+
+def test_plans_are_made_again_for_other_documents() -> None:
+    state = _state([])
+    tenant = state.tenant(ORG)
+    catalog = CompiledCatalog(state.catalog, b"")
+    org = CompiledOrg(ORG, dict(tenant.org), dict(tenant.platform))
+    plans = Plans(service=None, max_orgs=2)  # type: ignore[arg-type]  # the service is only what it belongs to
+    first = plans.of(catalog, org)
+    assert plans.of(catalog, org) is first
+    assert plans.of(CompiledCatalog(state.catalog, b""), org) is not first  # a catalogue stored again
+    assert plans.of(catalog, CompiledOrg(ORG, {}, {})) is not plans.of(catalog, org)
