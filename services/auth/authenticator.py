@@ -6,6 +6,12 @@ a second. A header already verified against the cached record maps straight to
 its `Principal` for the rest of that record's life, so the hot path costs one
 dict lookup (no parsing, no SHA-256); concurrent misses for one key share a
 single database lookup.
+
+With `refresh_after` (the query service: half the ttl), a key in use has its
+record read again in the background once it is that old, while its requests go
+on with the verified principal, which is still never older than `ttl`. Without
+it, every `ttl` all of a key's requests in flight wait on that read together
+(under load on 2 cores, tens of milliseconds: a p99 spike every half second).
 """
 
 from __future__ import annotations
@@ -58,11 +64,14 @@ class Authenticator:
         *,
         ttl: float = 0.5,
         touch_every: float = 60.0,
+        refresh_after: float | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._lookup = lookup
         self._ttl = ttl
+        self._refresh_after = refresh_after
+        self._refreshing: set[str] = set()
         self._touch_every = touch_every
         self._monotonic = monotonic
         self._now = now
@@ -76,21 +85,44 @@ class Authenticator:
         if not authorization:
             raise Unauthenticated("an API key is required: send `Authorization: Bearer <key>`")
         verified = self._verified.get(authorization)
-        if verified is not None and self._monotonic() - verified[0] < self._ttl:
-            principal = verified[1]
-            if principal.expires_at is not None and principal.expires_at <= self._now():
-                raise Unauthenticated("this API key has expired")
-            self._maybe_touch(principal.key_id)
-            return principal
+        if verified is not None:
+            age = self._monotonic() - verified[0]
+            if age < self._ttl:
+                principal = verified[1]
+                if principal.expires_at is not None and principal.expires_at <= self._now():
+                    raise Unauthenticated("this API key has expired")
+                if self._refresh_after is not None and age >= self._refresh_after:
+                    self._refresh(authorization, principal.key_id)
+                self._maybe_touch(principal.key_id)
+                return principal
         return await self._verify(authorization)
 
-    async def _verify(self, authorization: str) -> Principal:
+    def _refresh(self, authorization: str, key_id: str) -> None:
+        """Verify `authorization` again against a record read now, off the request that noticed its age."""
+        if key_id in self._refreshing:
+            return
+        self._refreshing.add(key_id)
+        task = asyncio.get_running_loop().create_task(self._reverify(authorization, key_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reverify(self, authorization: str, key_id: str) -> None:
+        try:
+            await self._verify(authorization, max_age=0.0)
+        except Unauthenticated:
+            self._verified.pop(authorization, None)  # revoked or expired: the next request is refused
+        except Exception as exc:  # the request path reads the record itself once it is `ttl` old
+            log.warning("could not read key %s again ahead of its expiry: %r", key_id, exc)
+        finally:
+            self._refreshing.discard(key_id)
+
+    async def _verify(self, authorization: str, *, max_age: float | None = None) -> Principal:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("use `Authorization: Bearer <key>`")
         token = token.strip()
         key_id = parse_key_id(token)
-        record = await self._record(key_id) if key_id is not None else None
+        record = await self._record(key_id, max_age) if key_id is not None else None
         if record is None or not matches(token, record.secret_hash):
             raise Unauthenticated("invalid API key")
         if record.revoked_at is not None:  # whatever its timestamp: replica clocks may disagree
@@ -104,10 +136,10 @@ class Authenticator:
         self._verified[authorization] = (self._cache[key_id][0], principal)
         return principal
 
-    async def _record(self, key_id: str) -> KeyRecord | None:
+    async def _record(self, key_id: str, max_age: float | None = None) -> KeyRecord | None:
         at = self._monotonic()
         cached = self._cache.get(key_id)
-        if cached is not None and at - cached[0] < self._ttl:
+        if cached is not None and at - cached[0] < (self._ttl if max_age is None else max_age):
             return cached[1]
         pending = self._fetching.get(key_id)
         if pending is not None:  # another request is fetching this key right now: share its answer

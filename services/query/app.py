@@ -55,6 +55,7 @@ from services.query.usage_redis import RedisUsage
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
+KEY_REFRESH_AFTER = 0.25  # s: half the key cache's life (services.auth.authenticator)
 
 
 # --- documented shapes (OpenAPI only) -------------------------------------------------------------
@@ -277,7 +278,9 @@ class Runtime:
         source = PostgresDocuments(pool)
         self.ping = source.ping
         if self.app is not None and self.app.state.auth is None:
-            self.app.state.auth = AuthGate(Authenticator(PostgresKeyLookup(pool)), throttle=FailedAuthThrottle())
+            # A key in use is read again in the background at half its cache life: evaluations never wait on it.
+            authenticator = Authenticator(PostgresKeyLookup(pool), refresh_after=KEY_REFRESH_AFTER)
+            self.app.state.auth = AuthGate(authenticator, throttle=FailedAuthThrottle())
         self.service = QueryService(cache, source, keys)
         self.evaluator = self._counted(self.service)
         try:

@@ -349,3 +349,78 @@ async def test_a_failed_shared_lookup_fails_every_waiter_and_the_next_call_retri
     assert all(isinstance(o, ConnectionError) for o in outcomes)
     keys.find_key = plain_find  # type: ignore[method-assign]
     assert (await auth.authenticate(f"Bearer {token}")).org_id == "acme"
+
+
+# --- reading a key in use again ahead of its expiry (refresh_after) ----------------------------------------
+
+
+@pytest.fixture
+def refreshing(keys: CountingKeys, clocks: Clocks) -> Authenticator:
+    return Authenticator(keys, ttl=0.5, refresh_after=0.25, monotonic=clocks.monotonic, now=clocks.now)
+
+
+async def test_a_key_in_use_is_read_again_in_the_background_and_its_requests_never_wait(
+    refreshing: Authenticator, keys: CountingKeys, clocks: Clocks
+) -> None:
+    token = keys.issue(Role.EVALUATOR, "acme")
+    header = f"Bearer {token}"
+    await refreshing.authenticate(header)
+    gate = asyncio.Event()
+    plain_find = keys.find_key
+
+    asked: list[str] = []
+
+    async def slow_find(key_id: str) -> KeyRecord | None:
+        asked.append(key_id)
+        await gate.wait()
+        return await plain_find(key_id)
+
+    keys.find_key = slow_find  # type: ignore[method-assign]
+    clocks.advance(0.3)  # past refresh_after, within the ttl
+    for _ in range(5):  # answered at once, while one read is in flight
+        assert (await asyncio.wait_for(refreshing.authenticate(header), 0.1)).key_id == parse_key_id(token)
+    await settle()
+    assert len(asked) == 1  # one read again for all five
+    gate.set()
+    await settle()
+    keys.find_key = plain_find  # type: ignore[method-assign]
+    assert len(keys.finds) == 2
+    clocks.advance(0.4)  # 0.7 s after the first read, 0.4 s after the second: still trusted, no read
+    await refreshing.authenticate(header)
+    await settle()
+    assert len(keys.finds) == 3  # ...but past refresh_after again: read again, in the background
+
+
+async def test_a_revocation_read_in_the_background_refuses_the_next_request(
+    refreshing: Authenticator, keys: CountingKeys, clocks: Clocks
+) -> None:
+    token = keys.issue(Role.EVALUATOR, "acme")
+    header = f"Bearer {token}"
+    await refreshing.authenticate(header)
+    keys.change(token, revoked_at=NOW)
+    clocks.advance(0.3)
+    await refreshing.authenticate(header)  # still within the ttl of the record it was verified against
+    await settle()
+    assert await refused(refreshing, header) == "this API key has been revoked"
+
+
+async def test_a_failed_background_read_fails_no_request_and_the_ttl_still_holds(
+    refreshing: Authenticator, keys: CountingKeys, clocks: Clocks, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = keys.issue(Role.EVALUATOR, "acme")
+    header = f"Bearer {token}"
+    await refreshing.authenticate(header)
+    plain_find = keys.find_key
+
+    async def broken_find(key_id: str) -> KeyRecord | None:
+        raise ConnectionError("database gone")
+
+    keys.find_key = broken_find  # type: ignore[method-assign]
+    clocks.advance(0.3)
+    await refreshing.authenticate(header)
+    await settle()
+    assert "could not read key" in caplog.text
+    keys.find_key = plain_find  # type: ignore[method-assign]
+    keys.change(token, revoked_at=NOW)
+    clocks.advance(0.21)  # the verified record is now older than the ttl: the request reads it itself
+    assert await refused(refreshing, header) == "this API key has been revoked"
