@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 import asyncpg
@@ -53,10 +54,11 @@ SELECT sequence, events, jsonb_build_object(
 ) AS state
 FROM snapshots WHERE scope = $1 AND covered_until <= $2 ORDER BY sequence DESC LIMIT 1
 """
-_COUNT = "SELECT count(*) FROM event_store WHERE {scope} AND flag_key IS NOT NULL AND sequence <= $2"
-# Every head of the stored part against the log, without shipping the part anywhere.
-_MATCHING_HEADS = """
-SELECT count(*) AS heads, count(e.stream) AS matching
+# The scope's event count up to the part, and every head of the stored part against the log,
+# in one round trip and without shipping the part anywhere.
+_SOUND = """
+SELECT (SELECT count(*) FROM event_store WHERE {scope} AND flag_key IS NOT NULL AND sequence <= $2) AS counted,
+       count(*) AS heads, count(e.stream) AS matching
 FROM snapshots AS s CROSS JOIN jsonb_array_elements(s.state->'heads') AS h
 LEFT JOIN event_store AS e ON e.stream = h->>0 AND e.version = (h->>1)::int AND e.hash = h->>2
 WHERE s.scope = $1 AND s.sequence = $2
@@ -107,9 +109,7 @@ class PostgresHistory:
         async with _translated():
             return bool(await self._pool.fetchval(_ORG_KNOWN, org_id))
 
-    async def nearest_part(
-        self, scope: str, instant: datetime, prefixes: tuple[str, ...] | None = None
-    ) -> Part | None:
+    async def nearest_part(self, scope: str, instant: datetime, prefixes: tuple[str, ...] | None = None) -> Part | None:
         """The latest snapshot part of `scope` that only covers events at or before `instant`.
 
         With `prefixes`, its document holds only the streams that start with one of them.
@@ -123,10 +123,9 @@ class PostgresHistory:
 
     async def part_is_sound(self, part: Part) -> bool:
         """Does the log still hold exactly what the stored part folded (every head's hash, the count)?"""
-        async with _translated(), self._pool.acquire() as conn:
-            count = await conn.fetchval(_scoped(_COUNT, part.scope), part.scope, part.sequence)
-            heads = await conn.fetchrow(_MATCHING_HEADS, part.scope, part.sequence)
-        return count == part.events and heads["matching"] == heads["heads"]
+        async with _translated():
+            row = await self._pool.fetchrow(_scoped(_SOUND, part.scope), part.scope, part.sequence)
+        return row["counted"] == part.events and row["matching"] == row["heads"]
 
     async def events(
         self, scope: str, *, after: int, until: datetime, prefixes: tuple[str, ...] | None = None
@@ -145,8 +144,9 @@ class PostgresHistory:
         """`events.decode(body)`, remembered: decoding is a pure function of the bytes."""
         envelope = self._decoded.get(body)
         if envelope is None:
-            if len(self._decoded) >= DECODED_KEPT:
-                self._decoded.clear()
+            if len(self._decoded) >= DECODED_KEPT:  # forget the older half (dicts keep insertion order)
+                for stale in list(islice(self._decoded, DECODED_KEPT // 2)):
+                    del self._decoded[stale]
             envelope = self._decoded[body] = decode_event(body)
         return envelope
 

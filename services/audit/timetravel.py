@@ -91,9 +91,18 @@ class TimeTravel:
         self, scope: str, instant: datetime, prefixes: tuple[str, ...] | None
     ) -> tuple[Part | None, list[Envelope], tuple[str, ...] | None]:
         """The scope's nearest trusted snapshot and its later events up to `instant` (the view's streams)."""
-        part = await self._trusted_part(scope, instant, prefixes)
+        part = await self._history.nearest_part(scope, instant, prefixes)
         after = part.sequence if part else 0
-        return part, await self._history.events(scope, after=after, until=instant, prefixes=prefixes), prefixes
+        later = self._history.events(scope, after=after, until=instant, prefixes=prefixes)
+        if part is None or (scope, part.sequence) in self._verified:
+            return part, await later, prefixes
+        # A part's first use: its check against the log and the reading of its later events, at once.
+        sound, events = await asyncio.gather(self._history.part_is_sound(part), later)
+        if sound:
+            self._verified.add((scope, part.sequence))
+            return part, events, prefixes
+        log.error("snapshot of scope %r at sequence %d disagrees with the log; folding from 0", scope, part.sequence)
+        return None, await self._history.events(scope, after=0, until=instant, prefixes=prefixes), prefixes
 
     async def at(self, asked: Asked, instant: datetime, flag_key: str | None = None) -> dict[str, FlagView]:
         """Every flag (or one) as `asked` saw it at `instant`."""
@@ -111,20 +120,11 @@ class TimeTravel:
         """The flags whose answer, deciding event or any level's setting differ between the two instants."""
         if until < since:
             raise BadInstant("to is before from", "to")
-        before = await self.state_at(asked, since, field="from")
-        after = await self.state_at(asked, until, field="to")
+        before, after = await asyncio.gather(
+            self.state_at(asked, since, field="from"), self.state_at(asked, until, field="to")
+        )
         p, u = asked.platform, asked.user_id
         return diff_views(
             org_view(before, asked.org_id, now=since, platform=p, user_id=u),
             org_view(after, asked.org_id, now=until, platform=p, user_id=u),
         )
-
-    async def _trusted_part(self, scope: str, instant: datetime, prefixes: tuple[str, ...] | None) -> Part | None:
-        part = await self._history.nearest_part(scope, instant, prefixes)
-        if part is None or (scope, part.sequence) in self._verified:
-            return part
-        if await self._history.part_is_sound(part):
-            self._verified.add((scope, part.sequence))
-            return part
-        log.error("snapshot of scope %r at sequence %d disagrees with the log; folding from 0", scope, part.sequence)
-        return None
