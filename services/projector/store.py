@@ -84,16 +84,18 @@ STAGING_TABLES = (
     "stage_override_counts",
 )
 STAGING_BYTES_BEFORE_TRUNCATE = 4 << 20
+STAGED_ROWS_BEFORE_TRUNCATE = 500
+_STAGING_BYTES = " + ".join(f"pg_total_relation_size('pg_temp.{t}')" for t in STAGING_TABLES)
 
 # Why not ON COMMIT DELETE ROWS: Postgres then truncates every staging table, index and
 # TOAST table at each commit that touched any of them, 3-4 ms, most of a one-event
 # batch's time. Deleting a small batch's rows costs microseconds; temp tables are never
-# autovacuumed, so once the dead rows add up to a few MB one TRUNCATE lets them go.
+# autovacuumed, so once the dead rows add up to a few MB one TRUNCATE lets them go. A large
+# batch truncates at once: its dead rows would slow the next batches' per-tenant scans.
 CLEAR_STAGED = f"""
-CREATE OR REPLACE FUNCTION pg_temp.clear_staged() RETURNS void LANGUAGE plpgsql AS $clear$
+CREATE OR REPLACE FUNCTION pg_temp.clear_staged(staged bigint) RETURNS void LANGUAGE plpgsql AS $clear$
 BEGIN
-    IF {" + ".join(f"pg_total_relation_size('pg_temp.{t}')" for t in STAGING_TABLES)}
-            > {STAGING_BYTES_BEFORE_TRUNCATE} THEN
+    IF staged > {STAGED_ROWS_BEFORE_TRUNCATE} OR {_STAGING_BYTES} > {STAGING_BYTES_BEFORE_TRUNCATE} THEN
         TRUNCATE {", ".join(STAGING_TABLES)};
     ELSE
         {" ".join(f"DELETE FROM {t};" for t in STAGING_TABLES)}
@@ -263,6 +265,7 @@ class BatchTransaction:
     def __init__(self, conn: asyncpg.Connection, group: str) -> None:
         self._conn = conn
         self._group = group
+        self.staged = 0  # rows put in the staging tables, which clear_staged() empties
 
     async def lock_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """Lock (creating at 0 if new) and return the next offset to apply of each partition."""
@@ -315,6 +318,7 @@ class BatchTransaction:
         )
 
     async def _stage(self, table: str, records: Sequence[tuple[Any, ...]]) -> None:
+        self.staged += len(records)
         await self._conn.copy_records_to_table(
             table, records=records, columns=list(COLUMNS[table]), schema_name="pg_temp"
         )
@@ -353,8 +357,9 @@ class PostgresStore:
     @asynccontextmanager
     async def batch(self) -> AsyncIterator[BatchTransaction]:
         async with self._pool.acquire() as conn, conn.transaction():
-            yield BatchTransaction(conn, self._group)
-            await conn.execute("SELECT pg_temp.clear_staged()")
+            tx = BatchTransaction(conn, self._group)
+            yield tx
+            await conn.execute("SELECT pg_temp.clear_staged($1)", tx.staged)
 
     async def stored_offsets(self, topic: str) -> dict[int, int]:
         """Partition → next offset to apply, for the partitions that have applied anything."""

@@ -2,8 +2,8 @@
 
 They are plain temp tables emptied by `pg_temp.clear_staged()` before each commit (not
 ON COMMIT DELETE ROWS, which truncates every one of them at every commit): a small batch's
-rows are deleted, and once dead rows add up the tables are truncated so they cannot grow
-without bound (temp tables are never autovacuumed).
+rows are deleted; a large batch, or dead rows adding up, truncates them, so they cannot
+grow without bound (temp tables are never autovacuumed).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from services.infra.settings import Role, Settings
 from services.projector.projection import Projector
 from services.projector.store import (
     SESSION_SETUP,
-    STAGING_BYTES_BEFORE_TRUNCATE,
+    STAGED_ROWS_BEFORE_TRUNCATE,
     STAGING_TABLES,
     PostgresStore,
     create_projector_pool,
@@ -56,23 +56,25 @@ async def test_every_batch_leaves_the_staging_tables_empty(db: Settings) -> None
         await pool.close()
 
 
-async def test_small_leftovers_are_deleted_and_large_ones_truncated(db: Settings) -> None:
+async def test_small_batches_are_deleted_and_large_ones_or_many_leftovers_truncated(db: Settings) -> None:
     conn = await asyncpg.connect(db.pg_dsn(Role.PROJECTOR))
-    try:
-        await conn.execute(SESSION_SETUP)
-        async with conn.transaction():
-            await conn.execute("INSERT INTO stage_wanted SELECT 'org', 's' || n FROM generate_series(1, 100) n")
-            await conn.execute("SELECT pg_temp.clear_staged()")
-        assert await staged_rows(conn) == 0
-        assert 0 < await staged_bytes(conn) < STAGING_BYTES_BEFORE_TRUNCATE  # deleted: the pages stay
 
+    async def stage_and_clear(rows: int, *, reported: int) -> None:
         async with conn.transaction():
             await conn.execute(
-                "INSERT INTO stage_wanted SELECT 'org', repeat('s', 60) || n FROM generate_series(1, 60000) n"
+                "INSERT INTO stage_wanted SELECT 'org', repeat('s', 60) || n FROM generate_series(1, $1::int) n", rows
             )
-            assert await staged_bytes(conn) > STAGING_BYTES_BEFORE_TRUNCATE
-            await conn.execute("SELECT pg_temp.clear_staged()")
+            await conn.execute("SELECT pg_temp.clear_staged($1)", reported)
         assert await staged_rows(conn) == 0
-        assert await staged_bytes(conn) < 256 * 1024  # truncated: the tables' first (empty) pages only
+
+    try:
+        await conn.execute(SESSION_SETUP)
+        empty = await staged_bytes(conn)
+        await stage_and_clear(100, reported=100)
+        assert await staged_bytes(conn) > empty  # deleted: the pages stay
+        await stage_and_clear(STAGED_ROWS_BEFORE_TRUNCATE + 1, reported=STAGED_ROWS_BEFORE_TRUNCATE + 1)
+        assert await staged_bytes(conn) == empty  # a large batch: truncated
+        await stage_and_clear(60_000, reported=100)  # as if many small batches had left their dead rows
+        assert await staged_bytes(conn) == empty  # past the size limit: truncated
     finally:
         await conn.close()
