@@ -424,6 +424,23 @@ class TenantPlan:
     def changed(self) -> bool:
         return self.applied > 0
 
+    def absorb(self, later: TenantPlan) -> None:
+        """Add the plan of this tenant's next events (planned on this plan's heads): one plan for both.
+
+        Last row per key wins, as if both had been planned as one batch; history rows are all kept.
+        """
+        assert later.org_id == self.org_id
+        self.applied += later.applied
+        self.duplicates += later.duplicates
+        self.chain_breaks += later.chain_breaks
+        self.heads.update(later.heads)
+        self.definitions.update(later.definitions)
+        self.system.update(later.system)
+        self.overrides.update(later.overrides)
+        self.history += later.history
+        self.invalidations |= later.invalidations
+        self.rejected += later.rejected
+
 
 def plan_tenant(
     org_id: str | None,

@@ -32,6 +32,7 @@ from services.projector.planning import (
     group_by_tenant,
     next_offsets,
     plan_tenant,
+    stored_definition,
 )
 
 log = logging.getLogger(__name__)
@@ -283,3 +284,130 @@ class Projector:
                 self.totals.applied,
             )
         self._window = Totals()
+
+
+class RejectedByPostgres(Exception):
+    """Postgres refused a checkpoint's rows as data (see `is_data_error`); nothing of it was kept."""
+
+
+class FoldingProjector:
+    """A rebuild's projector: batches folded per tenant in memory, written with their offsets at checkpoints.
+
+    For a schema no one else writes (services/projector/rebuild.py). `add` decodes a batch
+    and plans it with `plan_tenant` on the stream heads and definitions it holds in memory,
+    merging each tenant's plan into the one pending since the last checkpoint: the final row
+    of every override, system default and definition, the final heads, and every history
+    row. `checkpoint` writes that, the dead letters and the offsets after the last record
+    added in one transaction, through the same store statements as `Projector.apply`: what
+    `Projector.apply` would write for all those records as one batch. Between checkpoints
+    nothing is stored, so a crash resumes from the last one.
+
+    Heads and definitions not in memory are read from the store, unless nothing had been
+    projected into it when this started (the live projector's `HeadCache.complete`).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        dead_letters: DeadLetterSink,
+        *,
+        decode: Decoder = decode_record,
+        max_heads: int = 2_000_000,
+    ) -> None:
+        self._store = store
+        self._dead_letters = dead_letters
+        self._decode = decode
+        self._max_heads = max_heads
+        self._heads: dict[str, Head] = {}  # committed and pending: this process is the only writer
+        self._definitions: dict[str, dict[str, Any]] = {}
+        self._complete: bool | None = None  # None: not asked yet
+        self._pending: dict[str | None, TenantPlan] = {}
+        self._letters: list[DeadLetter] = []
+        self._first: dict[TopicPartition, int] = {}  # each partition's first offset since the last checkpoint
+        self._next: dict[TopicPartition, int] = {}
+        self.pending = 0  # records added since the last checkpoint
+        self.totals = Totals()
+
+    async def add(self, records: Sequence[RawRecord]) -> None:
+        """Decode and plan `records` (the next ones of their partitions) on what came before."""
+        if not records:
+            return
+        if self._complete is None:
+            async with self._store.batch() as tx:
+                self._complete = await tx.nothing_projected()
+        for r in records:
+            self._first.setdefault(TopicPartition(r.topic, r.partition), r.offset)
+        for tp, offset in next_offsets(records).items():
+            self._next[tp] = max(offset, self._next.get(tp, 0))
+        decoded, letters = _sort(records, None, self._decode)
+        self._letters += letters
+        groups = group_by_tenant(decoded)
+        if not self._complete:
+            await self._read_unknown(groups)
+        for org_id, items in groups.items():
+            wanted = {i.envelope.flag_key for i in items if i.scope is None}
+            definitions = {k: self._definitions[k] for k in wanted if k in self._definitions}
+            plan = plan_tenant(org_id, items, self._heads, definitions)
+            self._heads.update(plan.heads)
+            for flag_key, row in plan.definitions.items():
+                self._definitions[flag_key] = stored_definition(row._asdict())  # as the next batch would read it
+            self._letters += [DeadLetter.of(item.record, reason) for item, reason in plan.rejected]
+            for broken in plan.chain_breaks:
+                log.warning("hash chain break, applied anyway: %s", broken)
+            pending = self._pending.get(org_id)
+            if pending is None:
+                self._pending[org_id] = plan
+            else:
+                pending.absorb(plan)
+        self.pending += len(records)
+
+    async def _read_unknown(self, groups: Mapping[str | None, Sequence[Decoded]]) -> None:
+        """The stored heads and definitions this batch needs and memory lacks (all committed: none pending)."""
+        wanted: dict[str | None, list[str]] = {}
+        for org_id, items in groups.items():
+            missing = {i.envelope.stream for i in items} - self._heads.keys()
+            if missing:
+                wanted[org_id] = sorted(missing)
+        flag_keys = {i.envelope.flag_key for i in groups.get(None, ()) if i.scope is None} - self._definitions.keys()
+        if not wanted and not flag_keys:
+            return
+        async with self._store.batch() as tx:
+            if wanted:
+                self._heads.update(await tx.heads(wanted))
+            if flag_keys:
+                self._definitions.update(await tx.definitions(flag_keys))
+
+    async def checkpoint(self) -> BatchResult:
+        """Write what was added since the last checkpoint, and the offsets after it, in one transaction.
+
+        Raises `RejectedByPostgres` for a data error (nothing written; this projector is then
+        spent), `InfrastructureError` when the partitions were advanced by someone else.
+        """
+        result = BatchResult(records=self.pending)
+        if not self._next:
+            return result
+        plans = list(self._pending.values())
+        try:
+            async with self._store.batch() as tx:
+                stored = await tx.lock_offsets(sorted(self._next))
+                overtaken = [tp for tp, first in self._first.items() if stored[tp] > first]
+                if overtaken:
+                    raise InfrastructureError(f"{overtaken} were applied by another consumer during this fold")
+                await tx.write(plans)
+                if self._letters:
+                    await self._dead_letters.publish(self._letters)
+                await tx.advance(self._next)
+        except Exception as exc:
+            if is_data_error(exc):
+                raise RejectedByPostgres(str(exc)) from exc
+            raise
+        result.dead_letters = len(self._letters)
+        for plan in plans:
+            result.applied += plan.applied
+            result.duplicates += plan.duplicates
+            result.chain_breaks += len(plan.chain_breaks)
+        self.totals.add(result)
+        self._pending, self._letters, self._first, self.pending = {}, [], {}, 0
+        if len(self._heads) > self._max_heads:  # all of them are stored now: read again when needed
+            self._heads, self._definitions, self._complete = {}, {}, False
+        return result

@@ -42,13 +42,15 @@ from services.infra.kafka import client_options, topic_partitions
 from services.infra.settings import Role, Settings
 from services.projector.fastdecode import decode_fast
 from services.projector.planning import CacheTarget, DeadLetter
-from services.projector.projection import Projector
+from services.projector.projection import FoldingProjector, Projector, RejectedByPostgres
 from services.projector.store import PostgresStore, create_projector_pool
 
 log = logging.getLogger(__name__)
 
 # As `python -m services.projector` sets them: a batch makes many short-lived acyclic objects.
 GC_THRESHOLDS = (100_000, 50, 100)
+CHECKPOINT = 100_000  # records per transaction: folded in memory, written with their offsets
+FETCH = 10_000  # records per Kafka fetch at most
 LIVE = "public"
 OFFSETS = "projector_offsets"
 READ_MODELS = """
@@ -64,6 +66,16 @@ RLS_FLAGS = "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid 
 GRANTS = """
 SELECT a.grantee::regrole::text AS grantee, a.privilege_type FROM pg_class c, aclexplode(c.relacl) a
 WHERE c.oid = $1::regclass AND a.grantee <> c.relowner AND a.grantee <> 0
+"""
+# The history's secondary indexes serve readers only (the replay inserts into the table and
+# never reads it): built once at the end (`finish_schema`) instead of row by row, with the
+# live indexes' names and definitions. The unique ones stay: they are checks.
+DEFERRED_INDEXES = """
+SELECT c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = t.relnamespace
+WHERE n.nspname = $1 AND t.relname = 'flag_history' AND NOT i.indisunique
+ORDER BY c.relname
 """
 GROUP_OFFSETS = "SELECT partition, next_offset FROM {schema}.projector_offsets WHERE consumer_group = $1 AND topic = $2"
 
@@ -123,7 +135,19 @@ async def create_schema(owner: asyncpg.Connection, schema: str) -> None:
                 )
             for g in await owner.fetch(GRANTS, live):
                 await owner.execute(f"GRANT {g['privilege_type']} ON {new} TO {quoted(g['grantee'])}")
+        for index in await owner.fetch(DEFERRED_INDEXES, schema):
+            await owner.execute(f"DROP INDEX {s}.{quoted(index['name'])}")
     log.info("created schema %s for the rebuild", schema)
+
+
+async def finish_schema(owner: asyncpg.Connection, schema: str) -> None:
+    """Build the indexes `create_schema` left out, as the live ones; nothing for those already there."""
+    for index in await owner.fetch(DEFERRED_INDEXES, LIVE):
+        definition = index["definition"]
+        head, on, rest = definition.partition(f" ON {LIVE}.")
+        assert on and head.startswith("CREATE INDEX "), definition
+        head = head.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1)
+        await owner.execute(f"{head} ON {quoted(schema)}.{rest}")
 
 
 async def group_offsets(conn: asyncpg.Connection, schema: str, group: str, topic: str) -> dict[int, int]:
@@ -177,15 +201,17 @@ async def replay(
     *,
     until: Mapping[int, int] | None = None,
     partitions: Sequence[int] | None = None,
-    batch: int = 10_000,
+    batch: int = CHECKPOINT,
     stop_after: int | None = None,
     bar: bool = True,
     report: Callable[[int], None] | None = None,
 ) -> int:
     """Apply the topic (or some of its partitions) to `schema` from its stored offsets up to `until`.
 
-    `until` defaults to the current end. Returns how many records were consumed; `report`
-    is told each batch's size. `stop_after` ends early (an interrupted run, in tests).
+    `until` defaults to the current end. Records are folded in memory (`FoldingProjector`)
+    and written with their offsets every `batch` records, in one transaction each. Returns
+    how many records were consumed; `report` is told each fetched batch's size.
+    `stop_after` ends early (an interrupted run, in tests).
     """
     pool = await create_projector_pool(settings, schema=schema)
     consumer = AIOKafkaConsumer(
@@ -196,7 +222,9 @@ async def replay(
     progress: Bar | None = None
     try:
         store = PostgresStore(pool, settings.projector_group)
-        projector = Projector(store, Unchanged(), NoInvalidation(), retry_backoff=0.0, decode=decode_fast)
+        folder = FoldingProjector(PostgresStore(pool, settings.projector_group, new_history=True), Unchanged(),
+                                  decode=decode_fast)  # fmt: skip
+        fallback: Projector | None = None  # after Postgres refused a checkpoint: batch by batch, as live
         chosen = partitions if partitions is not None else await topic_partitions(settings, settings.topic)
         tps = [TopicPartition(settings.topic, p) for p in chosen]
         consumer.assign(tps)
@@ -210,10 +238,13 @@ async def replay(
         progress = Bar(sum(max(end[p] - start.get(p, 0), 0) for p in end)) if bar else None
         consumed = 0
         while remaining and (stop_after is None or consumed < stop_after):
-            fetched = await consumer.getmany(*remaining, timeout_ms=500, max_records=batch)
+            fetched = await consumer.getmany(*remaining, timeout_ms=500, max_records=min(batch, FETCH))
             records = [r for tp, rs in fetched.items() for r in rs if r.offset < end[tp.partition]]
             if records:
-                await projector.handle(records)
+                if fallback is not None:
+                    await fallback.handle(records)
+                else:
+                    await folder.add(records)
                 consumed += len(records)
                 if progress:
                     progress.add(len(records))
@@ -222,6 +253,17 @@ async def replay(
             for tp in list(remaining):
                 if await consumer.position(tp) >= end[tp.partition]:
                     remaining.discard(tp)
+            done = not remaining or (stop_after is not None and consumed >= stop_after)
+            if fallback is None and (folder.pending >= batch or done):
+                try:
+                    await folder.checkpoint()
+                except RejectedByPostgres as exc:
+                    log.warning("Postgres refused a checkpoint (%s); going on batch by batch from the last one", exc)
+                    fallback = Projector(store, Unchanged(), NoInvalidation(), retry_backoff=0.0, decode=decode_fast)
+                    stored = await store.stored_offsets(settings.topic)
+                    for tp in tps:
+                        consumer.seek(tp, stored.get(tp.partition, 0))
+                    remaining = {tp for tp in tps if stored.get(tp.partition, 0) < end[tp.partition]}
         return consumed
     finally:
         if progress:
@@ -301,7 +343,7 @@ async def end_offsets(settings: Settings, partitions: Sequence[int]) -> dict[int
 
 
 async def rebuild(
-    settings: Settings, schema: str, *, switch: bool, batch: int = 10_000, workers: int = 1, bar: bool = True
+    settings: Settings, schema: str, *, switch: bool, batch: int = CHECKPOINT, workers: int = 1, bar: bool = True
 ) -> str | None:
     """Create (or resume) `schema`, replay the topic into it, and switch over if asked.
 
@@ -314,6 +356,7 @@ async def rebuild(
             await replay_parallel(settings, schema, workers=workers, batch=batch, bar=bar)
         else:
             await replay(settings, schema, batch=batch, bar=bar)
+        await finish_schema(owner, schema)
         if not switch:
             return None
         return await switch_over(settings, owner, schema, batch=batch)
@@ -321,7 +364,7 @@ async def rebuild(
         await owner.close()
 
 
-async def switch_over(settings: Settings, owner: asyncpg.Connection, schema: str, *, batch: int = 10_000) -> str:
+async def switch_over(settings: Settings, owner: asyncpg.Connection, schema: str, *, batch: int = CHECKPOINT) -> str:
     """Catch `schema` up to the live offsets while the live projector waits, then swap in one commit."""
     retired = f"retired_{datetime.now(UTC):%Y%m%d%H%M%S}"
     async with owner.transaction():
@@ -341,16 +384,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--schema", default="rebuild", help="the new schema (resumes it when it exists)")
     parser.add_argument("--switch", action="store_true", help="make the rebuilt read models live when done")
-    parser.add_argument("--batch", type=int, default=10_000, help="records per transaction")
+    parser.add_argument("--batch", type=int, default=CHECKPOINT, help="records per transaction (checkpoint)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes, each some partitions")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("services.projector.projection").setLevel(logging.WARNING)
     gc.set_threshold(*GC_THRESHOLDS)
-    retired = asyncio.run(
-        rebuild(Settings(), args.schema, switch=args.switch, batch=args.batch, workers=args.workers)
-    )
+    retired = asyncio.run(rebuild(Settings(), args.schema, switch=args.switch, batch=args.batch, workers=args.workers))
     if retired:
         print(f"switched over; the previous read models are in schema {retired}")
 
