@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -48,12 +49,19 @@ from services.projector.planning import MAX_INT4, MAX_INT8, DeadLetter, Decoded,
 __all__ = ["decode_event", "decode_fast"]
 
 ENVELOPE_KEYS = frozenset(Envelope.model_fields)
+SPEC_VERSION_BYTES = SPEC_VERSION.encode()
+# What `events.to_record` writes; any other name (another case, an extra header) takes the full path.
+HEADER_NAMES = frozenset(
+    {"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject", "ce_streamversion", "ce_sequence",
+     "ce_partitionkey", "content-type"}
+)  # fmt: skip
 # `$` would also match before a final newline in Python; the models' regexes do not.
 FLAG_KEY = re.compile(FLAG_KEY_PATTERN.rstrip("$") + r"\Z")
 ORG_ID = re.compile(ORG_ID_PATTERN.rstrip("$") + r"\Z")
 USER_ID = re.compile(USER_ID_PATTERN.rstrip("$") + r"\Z")
 HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z\Z")
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 PLATFORMS = {p.value: p for p in Platform}
 LEVELS = {lv.value: lv for lv in Level}
 SETTING_KEYS = frozenset({"enabled", "rollout_percentage"})
@@ -73,9 +81,33 @@ FAST_TYPES: dict[str, tuple[type[Any], frozenset[str]]] = {
 }
 
 
-# Every field is replaced by `model_copy(update=...)`, which (like `model_construct`) does not validate: the
-# checks above did. A copy is cheaper than `model_construct`, which walks the fields and their aliases.
-TEMPLATE = Envelope.model_construct(**dict.fromkeys(Envelope.model_fields))
+def _builder(cls: type[Any]) -> Callable[[dict[str, Any]], Any]:
+    """`cls.model_construct(**values)` for values naming every field, without its walk over fields and aliases.
+
+    What `model_construct` sets, checked to be all it would do for `cls`: no aliases, no
+    extra fields kept, no private attributes, no post-init. The checks above did the validation.
+    """
+    assert cls.model_config.get("extra") != "allow" and not cls.__pydantic_post_init__
+    assert not cls.__private_attributes__ and not cls.__pydantic_root_model__
+    assert all(f.alias is None and f.validation_alias is None for f in cls.__pydantic_fields__.values())
+    names = tuple(cls.__pydantic_fields__)
+    new, setattr_ = cls.__new__, object.__setattr__
+
+    def build(values: dict[str, Any]) -> Any:
+        if len(values) != len(names):
+            raise _Unusual
+        model = new(cls)
+        setattr_(model, "__dict__", {name: values[name] for name in names})  # the fields' order, as pydantic's
+        setattr_(model, "__pydantic_fields_set__", set(names))
+        setattr_(model, "__pydantic_extra__", None)
+        setattr_(model, "__pydantic_private__", None)
+        return model
+
+    return build
+
+
+_build_envelope = _builder(Envelope)
+_BUILDERS = {cls: _builder(cls) for cls, _ in FAST_TYPES.values()}
 ACTORS_KEPT = 10_000
 
 
@@ -102,8 +134,8 @@ def decode_fast(record: RawRecord) -> Decoded | DeadLetter | None:
 
 
 def _decode(record: RawRecord) -> Decoded:
-    envelope, scope = _envelope(record.value)
-    _check_headers(record.headers, str(envelope.event_id), envelope.type)
+    envelope, scope, raw_id = _envelope(record.value)
+    _check_headers(record.headers, raw_id, envelope.type)
     if record.key != scope.partition_key.encode():
         raise _Unusual
     try:
@@ -114,8 +146,8 @@ def _decode(record: RawRecord) -> Decoded:
     return Decoded(record, envelope, scope, envelope.new)
 
 
-def _envelope(value: bytes | None) -> tuple[Envelope, Scope]:
-    """What `events.decode(value)` returns (and the change's scope), for the plain setting events only."""
+def _envelope(value: bytes | None) -> tuple[Envelope, Scope, str]:
+    """What `events.decode(value)` returns (and the change's scope and event id as written), plain settings only."""
     if value is None or b"\\u0000" in value:
         raise _Unusual
     fields = orjson.loads(value)
@@ -128,7 +160,8 @@ def _envelope(value: bytes | None) -> tuple[Envelope, Scope]:
     if known is None or fields["schema_version"] != 1 or type(fields["schema_version"]) is not int:
         raise _Unusual
     change_type, data_keys = known
-    event_id = _event_id(fields["event_id"])
+    raw_id = fields["event_id"]
+    event_id = _event_id(raw_id)
     data = fields["data"]
     if type(data) is not dict or data.keys() != data_keys or data["type"] != kind:
         raise _Unusual
@@ -157,32 +190,34 @@ def _envelope(value: bytes | None) -> tuple[Envelope, Scope]:
     del fields["hash"]
     if hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest() != sealed:
         raise _Unusual
-    envelope = TEMPLATE.model_copy(
-        update={
+    envelope = _build_envelope(
+        {
             "event_id": event_id, "type": kind, "schema_version": 1, "stream": stream, "version": version,
             "sequence": sequence, "occurred_at": occurred_at, "org_id": org_id, "flag_key": flag_key,
             "actor": _actor(actor["id"], actor["name"]), "reason": reason, "previous": previous, "new": new,
             "data": change, "prev_hash": prev_hash, "hash": sealed,
         }
     )  # fmt: skip
-    return envelope, scope
+    return envelope, scope, raw_id
 
 
 def _event_id(raw: Any) -> UUID:
-    if type(raw) is not str:
-        raise _Unusual
-    event_id = UUID(raw)
-    if str(event_id) != raw:
-        raise _Unusual
-    return event_id
+    if type(raw) is not str or not CANONICAL_UUID.match(raw):
+        raise _Unusual  # only the form `str(UUID)` writes: then `UUID(raw)` gives it back
+    return UUID(raw)
 
 
 def _check_headers(headers: Any, event_id: str, kind: str) -> None:
-    """The CloudEvents headers `from_record` requires, read the same way (last one of a name wins)."""
-    ce = {name.lower(): raw.decode() for name, raw in headers or ()}
-    if ce.get("ce_specversion") != SPEC_VERSION or ce.get("ce_id") != event_id:
+    """The CloudEvents headers `from_record` requires, read the same way (last one of a name wins).
+
+    Compared as bytes; a header name outside the lower-case ones a producer writes goes to the full path.
+    """
+    ce = dict(headers or ())
+    if not ce.keys() <= HEADER_NAMES:
         raise _Unusual
-    if ce.get("ce_type") != f"{TYPE_PREFIX}{kind}.v1":
+    if ce.get("ce_specversion") != SPEC_VERSION_BYTES or ce.get("ce_id") != event_id.encode():
+        raise _Unusual
+    if ce.get("ce_type") != f"{TYPE_PREFIX}{kind}.v1".encode():
         raise _Unusual
 
 
@@ -225,7 +260,7 @@ def _change(change_type: type[Any], data: dict[str, Any]) -> tuple[Any, Scope]:
             values["platform"] = platform
         if user_id is not None:
             values["user_id"] = user_id
-    return change_type.model_construct(**values), scope
+    return _BUILDERS[change_type](values), scope
 
 
 _actors: dict[tuple[str, str], Actor] = {}
