@@ -1,6 +1,6 @@
 """Rebuild throughput: N events (default 1,000,000) from a topic of the bench's own, end to end into Postgres.
 
-    .venv/bin/python -m bench.rebuild [--events 1000000] [--batch 10000] [--workers 2] [--partitions 6]
+    .venv/bin/python -m bench.rebuild [--events 1000000] [--batch 100000] [--workers 2] [--partitions 6]
 
 Target (issue 4): >= 20,000 events/s, measured from the start of
 `services.projector.rebuild.rebuild` (schema creation, consumer start) to the
@@ -47,7 +47,7 @@ from events.cloudevents import CONTENT_TYPE, SOURCE, SPEC_VERSION, TYPE_PREFIX
 from flagcore import SEED_FLAGS, transition
 from services.infra.kafka import client_options
 from services.infra.settings import Settings
-from services.projector.rebuild import GC_THRESHOLDS, rebuild
+from services.projector.rebuild import CHECKPOINT, GC_THRESHOLDS, rebuild
 from tests.support.factories import LogBuilder
 
 TARGET = 20_000
@@ -197,7 +197,7 @@ async def produce(settings: Settings, events: Iterator[Event], total: int) -> fl
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--batch", type=int, default=10_000, help="records per rebuild transaction")
+    parser.add_argument("--batch", type=int, default=CHECKPOINT, help="records per rebuild transaction")
     parser.add_argument("--workers", type=int, default=2, help="rebuild processes (the machine has 2 cores)")
     parser.add_argument("--partitions", type=int, default=6, help="partitions of the bench's topic")
     args = parser.parse_args()

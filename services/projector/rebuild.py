@@ -67,8 +67,13 @@ GRANTS = """
 SELECT a.grantee::regrole::text AS grantee, a.privilege_type FROM pg_class c, aclexplode(c.relacl) a
 WHERE c.oid = $1::regclass AND a.grantee <> c.relowner AND a.grantee <> 0
 """
+# The history is append-only and the rebuild writes each tenant's rows as that tenant's: its
+# rows are copied straight into it (binary COPY, which Postgres refuses on a table under
+# row-level security) and its RLS is switched on at the switch-over, as the live table's.
+# Until then the schema serves nobody: only the projector role may use it.
+COPIED_STRAIGHT = ("flag_history",)
 # The history's secondary indexes serve readers only (the replay inserts into the table and
-# never reads it): built once at the end (`finish_schema`) instead of row by row, with the
+# never reads it): built once at the end (`build_indexes`) instead of row by row, with the
 # live indexes' names and definitions. The unique ones stay: they are checks.
 DEFERRED_INDEXES = """
 SELECT c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition FROM pg_index i
@@ -120,11 +125,8 @@ async def create_schema(owner: asyncpg.Connection, schema: str) -> None:
         for table in await read_model_tables(owner):
             live, new = f"{LIVE}.{quoted(table)}", f"{s}.{quoted(table)}"
             await owner.execute(f"CREATE TABLE {new} (LIKE {live} INCLUDING ALL)")
-            rls, force = await owner.fetchrow(RLS_FLAGS, live)
-            if rls:
-                await owner.execute(f"ALTER TABLE {new} ENABLE ROW LEVEL SECURITY")
-            if force:
-                await owner.execute(f"ALTER TABLE {new} FORCE ROW LEVEL SECURITY")
+            if table not in COPIED_STRAIGHT:
+                await _copy_rls(owner, live, new)
             for p in await owner.fetch(POLICIES, LIVE, table):
                 roles = ", ".join("PUBLIC" if r == "public" else quoted(r) for r in p["roles"])
                 clause = f" USING ({p['qual']})" if p["qual"] else ""
@@ -140,14 +142,32 @@ async def create_schema(owner: asyncpg.Connection, schema: str) -> None:
     log.info("created schema %s for the rebuild", schema)
 
 
-async def finish_schema(owner: asyncpg.Connection, schema: str) -> None:
-    """Build the indexes `create_schema` left out, as the live ones; nothing for those already there."""
+async def _copy_rls(owner: asyncpg.Connection, live: str, new: str) -> None:
+    rls, force = await owner.fetchrow(RLS_FLAGS, live)
+    if rls:
+        await owner.execute(f"ALTER TABLE {new} ENABLE ROW LEVEL SECURITY")
+    if force:
+        await owner.execute(f"ALTER TABLE {new} FORCE ROW LEVEL SECURITY")
+
+
+async def build_indexes(owner: asyncpg.Connection, schema: str) -> None:
+    """Build the history indexes `create_schema` left out, as the live ones; nothing for those already there."""
     for index in await owner.fetch(DEFERRED_INDEXES, LIVE):
         definition = index["definition"]
         head, on, rest = definition.partition(f" ON {LIVE}.")
         assert on and head.startswith("CREATE INDEX "), definition
         head = head.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1)
         await owner.execute(f"{head} ON {quoted(schema)}.{rest}")
+
+
+async def finish_schema(owner: asyncpg.Connection, schema: str) -> None:
+    """Make `schema`'s tables what the live ones are: the deferred indexes, then row-level security.
+
+    Run by `switch_over` just before the swap, after its last replay (which copies history straight).
+    """
+    await build_indexes(owner, schema)
+    for table in COPIED_STRAIGHT:
+        await _copy_rls(owner, f"{LIVE}.{quoted(table)}", f"{quoted(schema)}.{quoted(table)}")
 
 
 async def group_offsets(conn: asyncpg.Connection, schema: str, group: str, topic: str) -> dict[int, int]:
@@ -356,7 +376,7 @@ async def rebuild(
             await replay_parallel(settings, schema, workers=workers, batch=batch, bar=bar)
         else:
             await replay(settings, schema, batch=batch, bar=bar)
-        await finish_schema(owner, schema)
+        await build_indexes(owner, schema)
         if not switch:
             return None
         return await switch_over(settings, owner, schema, batch=batch)
@@ -375,6 +395,7 @@ async def switch_over(settings: Settings, owner: asyncpg.Connection, schema: str
         behind = {p: o for p, o in live.items() if rebuilt.get(p, 0) < o}
         if behind:
             await replay(settings, schema, until={**rebuilt, **behind}, batch=batch, bar=False)
+        await finish_schema(owner, schema)  # the indexes are there already (`rebuild`): RLS on
         await swap(owner, schema, retired)
     log.info("switched over: the rebuilt read models are live; the previous ones are in schema %s", retired)
     return retired

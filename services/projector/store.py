@@ -104,11 +104,9 @@ END
 $clear$;
 """
 
-# Staged rows → read models. Constant text: the only input is what was staged. `new_history`
-# (a rebuild): history rows are inserted without ON CONFLICT, which costs Postgres about three
-# times as much per row; an event id already there is then refused as data (unique violation).
+# Staged rows → read models. Constant text: the only input is what was staged.
 APPLY_STAGED = """
-CREATE OR REPLACE FUNCTION pg_temp.apply_staged(new_history boolean) RETURNS void LANGUAGE plpgsql AS $apply$
+CREATE OR REPLACE FUNCTION pg_temp.apply_staged() RETURNS void LANGUAGE plpgsql AS $apply$
 DECLARE
     tenant text;
 BEGIN
@@ -131,12 +129,8 @@ BEGIN
     DELETE FROM system_defaults WHERE flag_key IN (SELECT flag_key FROM stage_system_deletes);
     INSERT INTO stream_heads SELECT stream, org_id, version, hash FROM stage_heads WHERE org_id IS NULL
     ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version, hash = EXCLUDED.hash;
-    IF new_history THEN
-        INSERT INTO flag_history SELECT * FROM stage_history WHERE org_id IS NULL;
-    ELSE
-        INSERT INTO flag_history SELECT * FROM stage_history WHERE org_id IS NULL
-        ON CONFLICT (event_id) DO NOTHING;
-    END IF;
+    INSERT INTO flag_history SELECT * FROM stage_history WHERE org_id IS NULL
+    ON CONFLICT (event_id) DO NOTHING;
 
     FOR tenant IN SELECT DISTINCT org_id FROM stage_heads WHERE org_id IS NOT NULL LOOP
         PERFORM set_config('flags.org_id', tenant, true);  -- RLS: this tenant's rows only
@@ -166,12 +160,8 @@ BEGIN
         ) AS c(flag_key, n);
         INSERT INTO stream_heads SELECT stream, org_id, version, hash FROM stage_heads WHERE org_id = tenant
         ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version, hash = EXCLUDED.hash;
-        IF new_history THEN
-            INSERT INTO flag_history SELECT * FROM stage_history WHERE org_id = tenant;
-        ELSE
-            INSERT INTO flag_history SELECT * FROM stage_history WHERE org_id = tenant
-            ON CONFLICT (event_id) DO NOTHING;
-        END IF;
+        INSERT INTO flag_history SELECT * FROM stage_history WHERE org_id = tenant
+        ON CONFLICT (event_id) DO NOTHING;
     END LOOP;
     PERFORM set_config('flags.org_id', '', true);
     -- In key order, so concurrent projectors lock the count rows in the same order.
@@ -309,11 +299,15 @@ class BatchTransaction:
     async def write(self, plans: Sequence[TenantPlan]) -> None:
         """Stage every plan's rows, then apply them tenant by tenant in one statement."""
         tables = staged_rows(plans)
+        if self._new_history and "stage_history" in tables:
+            await self._conn.copy_records_to_table(
+                "flag_history", records=tables.pop("stage_history"), columns=list(HISTORY_COLUMNS)
+            )
         if not tables:
             return
         for name, rows in tables.items():
             await self._stage(name, rows)
-        await self._conn.execute("SELECT pg_temp.apply_staged($1)", self._new_history)
+        await self._conn.execute("SELECT pg_temp.apply_staged()")
 
     async def advance(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Store the next offsets (never moving one backwards)."""
@@ -362,7 +356,9 @@ class PostgresStore:
     """The read-model database as the projector role.
 
     `new_history=True` (a rebuild's fold, whose events were never applied): history rows are
-    inserted without ON CONFLICT, so an event id met again is a data error instead of skipped.
+    copied straight into `flag_history`, which must have no row-level security (a rebuild's
+    has none until it is finished), with no ON CONFLICT, so an event id met again is a data
+    error instead of skipped; half the work of staging them and inserting them tenant by tenant.
     """
 
     def __init__(self, pool: asyncpg.Pool, group: str, *, new_history: bool = False) -> None:

@@ -6,7 +6,8 @@ produced onto three partitions. The live projector applies it into `public` in
 partition-interleaved batches of random sizes; `rebuild` replays the topic into a new
 schema (folded in memory, checkpoints of a few records, one or two workers). Every
 read-model table must hold the same rows (offsets without their timestamps), and the
-history indexes built at the end must be the live ones.
+history indexes built at the end and its row-level security, switched on when the schema is
+finished, must be the live ones.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from services.infra.kafka import client_options
 from services.infra.settings import Role, Settings
 from services.projector.planning import CacheTarget, DeadLetter
 from services.projector.projection import Projector
-from services.projector.rebuild import read_model_tables, rebuild
+from services.projector.rebuild import finish_schema, read_model_tables, rebuild
 from services.projector.store import PostgresStore, create_projector_pool
 from tests.unit.test_projector_folding import a_log
 from tests.unit.test_projector_planning import Rec
@@ -124,6 +125,20 @@ async def history_indexes(settings: Settings, schema: str) -> list[str]:
         await owner.close()
 
 
+async def finished_security(settings: Settings, schema: str) -> tuple[list[tuple[str, bool, bool]], ...]:
+    """Each read-model table's (name, RLS, forced RLS), live and rebuilt, once the rebuilt schema is finished."""
+    owner = await asyncpg.connect(settings.pg_dsn(Role.OWNER))
+    try:
+        await finish_schema(owner, schema)
+        flags = "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = $1::regclass"
+        found: list[list[tuple[str, bool, bool]]] = []
+        for s in ("public", schema):
+            found.append([(t, *(await owner.fetchrow(flags, f'"{s}".{t}'))) for t in await read_model_tables(owner, s)])
+        return tuple(found)
+    finally:
+        await owner.close()
+
+
 @pytest.fixture(scope="module")
 def projected(make_settings: Callable[[], Settings]) -> Settings:
     settings = make_settings()
@@ -142,3 +157,5 @@ def test_rebuilt_tables_equal_the_live_projection_table_by_table(projected: Sett
     assert all(found[t][2] > 0 for t in ("overrides", "flag_history", "stream_heads", "flags", "system_defaults"))
     assert found["projector_offsets"][2] == PARTITIONS
     assert asyncio.run(history_indexes(projected, schema)) == asyncio.run(history_indexes(projected, "public"))
+    live, rebuilt = asyncio.run(finished_security(projected, schema))
+    assert rebuilt == live and ("flag_history", True, True) in live
