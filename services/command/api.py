@@ -26,8 +26,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from events import Envelope, Platform, Scope, Variant
-from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
+from events import Variant
+from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN
 from flagcore import InvalidTransition, format_instant
 from services.audit.api import router as timetravel_router
 from services.auth.http import Caller, denial_metrics, install_auth_handlers
@@ -35,40 +35,31 @@ from services.auth.policy import Action, Principal, authorize
 from services.command.audit_api import router as audit_router
 from services.command.commands import (
     UNSET,
-    AnyCommand,
     ArchiveFlag,
-    CancelScheduledSetting,
-    ClearOverride,
     DefineFlag,
     EngageKillSwitch,
     ReleaseKillSwitch,
-    ScheduleSetting,
-    SetSetting,
     UpdateFlag,
 )
 from services.command.errors import InvalidCommand, StoreUnavailable, UnknownFlag, UnknownKey, VersionConflict
 from services.command.key_api import router as key_router
+from services.command.level_api import router as level_router
 from services.command.lifecycle import stale_report
 from services.command.middleware import RequestGuard
 from services.command.ports import EventStore
+from services.command.routing import CHANGE_RESPONSES, ERRORS, FlagKeyPath, Service, given, meta, run
 from services.command.schemas import (
     ArchiveFlagRequest,
-    CancelScheduleRequest,
     ChangeResult,
-    ClearRequest,
     DefineFlagRequest,
-    ErrorBody,
-    EventSummary,
     KillSwitchRequest,
-    ScheduleRequest,
-    SettingRequest,
     StaleFlagOut,
     StaleFlagsOut,
     StreamValue,
     UpdateFlagRequest,
     VariantIn,
 )
-from services.command.service import CommandService, Outcome, utc_now
+from services.command.service import CommandService, utc_now
 from services.command.whoami import router as whoami_router
 from services.http import (
     CORS,
@@ -97,27 +88,6 @@ class RelayView(Protocol):
 
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
-
-FlagKeyPath = Annotated[
-    str,
-    Path(min_length=1, max_length=100, pattern=FLAG_KEY_PATTERN, description="Dotted lower-case flag key."),
-]
-OrgPath = Annotated[str, Path(pattern=ORG_ID_PATTERN, description="Organisation (tenant) id.")]
-UserPath = Annotated[str, Path(pattern=USER_ID_PATTERN, description="User id within the organisation.")]
-PlatformPath = Annotated[Platform, Path(description="One of the six ad platforms.")]
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": text}
-    for status, text in {
-        400: "Malformed JSON.",
-        404: "Unknown or archived flag.",
-        409: "Version conflict or invalid transition.",
-        413: "Body too large.",
-        415: "Body is not application/json.",
-        422: "Invalid request; `field` names the culprit.",
-        503: "PostgreSQL unavailable.",
-    }.items()
-}
 
 
 def create_app(
@@ -149,6 +119,7 @@ def create_app(
     app.add_exception_handler(HTTPProblem, problem_handler)
     app.include_router(_probes)
     app.include_router(_writes, dependencies=[Depends(_charge_write)])
+    app.include_router(level_router, dependencies=[Depends(_charge_write)])
     app.include_router(_reads)
     app.include_router(key_router, dependencies=[Depends(_charge_write)])
     app.include_router(audit_router, dependencies=[Depends(_charge_write)])
@@ -182,38 +153,9 @@ async def _charge_write(request: Request, caller: Caller) -> None:
         raise HTTPProblem(rate_limited(wait, reason="too many changes from this key"))
 
 
-def _service(request: Request) -> CommandService:
-    service: CommandService | None = request.app.state.service
-    if service is None:
-        raise StoreUnavailable("the service is not started")
-    return service
-
-
-Service = Annotated[CommandService, Depends(_service)]
-
-
 # --- writes ------------------------------------------------------------------------
 
-_writes = APIRouter(
-    prefix="/v1",
-    tags=["changes"],
-    responses={200: {"model": ChangeResult, "description": "Nothing to change: nothing written."}, **_ERRORS},
-)
-
-
-async def _run(service: CommandService, command: AnyCommand, response: Response) -> ChangeResult:
-    outcome = await service.execute(command)
-    response.status_code = 201 if outcome.changed else 200
-    return _result(outcome)
-
-
-def _meta(body: Any, caller: Principal) -> dict[str, Any]:
-    """Why (from the body) and who (from the key, never from the body)."""
-    return {"reason": body.reason, "actor": caller.actor, "expected_version": body.expected_version}
-
-
-def _given(body: Any, name: str) -> Any:
-    return getattr(body, name) if name in body.model_fields_set else UNSET
+_writes = APIRouter(prefix="/v1", tags=["changes"], responses=CHANGE_RESPONSES)
 
 
 @_writes.post("/flags", status_code=201, response_model=ChangeResult, summary="Define a flag")
@@ -227,9 +169,9 @@ async def define_flag(body: DefineFlagRequest, service: Service, caller: Caller,
         owner=body.owner,
         variants=_variants(body.variants),
         expires_at=body.expires_at,
-        **_meta(body, caller),
+        **meta(body, caller),
     )
-    return await _run(service, command, response)
+    return await run(service, command, response)
 
 
 @_writes.patch("/flags/{flag_key}", status_code=201, response_model=ChangeResult, summary="Update a flag")
@@ -239,19 +181,19 @@ async def update_flag(
     authorize(caller, Action.MANAGE_FLAGS)
     command = UpdateFlag(
         flag_key=flag_key,
-        kind=_given(body, "kind"),
-        description=_given(body, "description"),
-        owner=_given(body, "owner"),
-        group=_given(body, "group"),
+        kind=given(body, "kind"),
+        description=given(body, "description"),
+        owner=given(body, "owner"),
+        group=given(body, "group"),
         variants=UNSET if "variants" not in body.model_fields_set else _variants(body.variants or []),
-        expires_at=_given(body, "expires_at"),
-        **_meta(body, caller),
+        expires_at=given(body, "expires_at"),
+        **meta(body, caller),
     )
-    return await _run(service, command, response)
+    return await run(service, command, response)
 
 
-def _variants(given: list[VariantIn]) -> tuple[Variant, ...]:
-    return tuple(Variant(name=v.name, weight=v.weight) for v in given)
+def _variants(variants: list[VariantIn]) -> tuple[Variant, ...]:
+    return tuple(Variant(name=v.name, weight=v.weight) for v in variants)
 
 
 @_writes.post("/flags/{flag_key}/archive", status_code=201, response_model=ChangeResult, summary="Archive a flag")
@@ -259,135 +201,10 @@ async def archive_flag(
     flag_key: FlagKeyPath, body: ArchiveFlagRequest, service: Service, caller: Caller, response: Response
 ) -> ChangeResult:
     authorize(caller, Action.MANAGE_FLAGS)
-    return await _run(service, ArchiveFlag(flag_key=flag_key, **_meta(body, caller)), response)
+    return await run(service, ArchiveFlag(flag_key=flag_key, **meta(body, caller)), response)
 
 
-async def _set(
-    scope: Scope, flag_key: str, body: SettingRequest, service: CommandService, caller: Principal, response: Response
-) -> ChangeResult:
-    _authorize_scope(caller, scope)
-    command = SetSetting(
-        scope=scope,
-        flag_key=flag_key,
-        enabled=_given(body, "enabled"),
-        rollout_percentage=_given(body, "rollout_percentage"),
-        **_meta(body, caller),
-    )
-    return await _run(service, command, response)
-
-
-async def _clear(
-    scope: Scope, flag_key: str, body: ClearRequest, service: CommandService, caller: Principal, response: Response
-) -> ChangeResult:
-    _authorize_scope(caller, scope)
-    return await _run(service, ClearOverride(scope=scope, flag_key=flag_key, **_meta(body, caller)), response)
-
-
-def _authorize_scope(caller: Principal, scope: Scope) -> None:
-    if scope.org_id is None:
-        authorize(caller, Action.MANAGE_FLAGS)
-    else:
-        authorize(caller, Action.CHANGE_OVERRIDES, org_id=scope.org_id)
-
-
-@_writes.put("/flags/{flag_key}/system", status_code=201, response_model=ChangeResult, summary="Set the system default")
-async def set_system(
-    flag_key: FlagKeyPath, body: SettingRequest, service: Service, caller: Caller, response: Response
-) -> ChangeResult:
-    return await _set(Scope.system(), flag_key, body, service, caller, response)
-
-
-@_writes.put(
-    "/orgs/{org_id}/flags/{flag_key}", status_code=201, response_model=ChangeResult, summary="Set an org override"
-)
-async def set_org(
-    org_id: OrgPath, flag_key: FlagKeyPath, body: SettingRequest, service: Service, caller: Caller, response: Response
-) -> ChangeResult:
-    return await _set(Scope.org(org_id), flag_key, body, service, caller, response)
-
-
-@_writes.delete(
-    "/orgs/{org_id}/flags/{flag_key}", status_code=201, response_model=ChangeResult, summary="Clear an org override"
-)
-async def clear_org(
-    org_id: OrgPath, flag_key: FlagKeyPath, body: ClearRequest, service: Service, caller: Caller, response: Response
-) -> ChangeResult:
-    return await _clear(Scope.org(org_id), flag_key, body, service, caller, response)
-
-
-@_writes.put(
-    "/orgs/{org_id}/platforms/{platform}/flags/{flag_key}",
-    status_code=201,
-    response_model=ChangeResult,
-    summary="Set a platform override",
-)
-async def set_platform(
-    org_id: OrgPath,
-    platform: PlatformPath,
-    flag_key: FlagKeyPath,
-    body: SettingRequest,
-    service: Service,
-    caller: Caller,
-    response: Response,
-) -> ChangeResult:
-    return await _set(Scope.for_platform(org_id, platform), flag_key, body, service, caller, response)
-
-
-@_writes.delete(
-    "/orgs/{org_id}/platforms/{platform}/flags/{flag_key}",
-    status_code=201,
-    response_model=ChangeResult,
-    summary="Clear a platform override",
-)
-async def clear_platform(
-    org_id: OrgPath,
-    platform: PlatformPath,
-    flag_key: FlagKeyPath,
-    body: ClearRequest,
-    service: Service,
-    caller: Caller,
-    response: Response,
-) -> ChangeResult:
-    return await _clear(Scope.for_platform(org_id, platform), flag_key, body, service, caller, response)
-
-
-@_writes.put(
-    "/orgs/{org_id}/users/{user_id}/flags/{flag_key}",
-    status_code=201,
-    response_model=ChangeResult,
-    summary="Set a user override",
-)
-async def set_user(
-    org_id: OrgPath,
-    user_id: UserPath,
-    flag_key: FlagKeyPath,
-    body: SettingRequest,
-    service: Service,
-    caller: Caller,
-    response: Response,
-) -> ChangeResult:
-    return await _set(Scope.user(org_id, user_id), flag_key, body, service, caller, response)
-
-
-@_writes.delete(
-    "/orgs/{org_id}/users/{user_id}/flags/{flag_key}",
-    status_code=201,
-    response_model=ChangeResult,
-    summary="Clear a user override",
-)
-async def clear_user(
-    org_id: OrgPath,
-    user_id: UserPath,
-    flag_key: FlagKeyPath,
-    body: ClearRequest,
-    service: Service,
-    caller: Caller,
-    response: Response,
-) -> ChangeResult:
-    return await _clear(Scope.user(org_id, user_id), flag_key, body, service, caller, response)
-
-
-# --- kill switches and schedules ------------------------------------------------------
+# --- kill switches ------------------------------------------------------
 
 
 @_writes.post(
@@ -401,7 +218,7 @@ async def engage_kill_switch(
 ) -> ChangeResult:
     """Off everywhere at once, over every level, until released. System admins only; 422 for a non-ops flag."""
     authorize(caller, Action.MANAGE_FLAGS)
-    return await _run(service, EngageKillSwitch(flag_key=flag_key, **_meta(body, caller)), response)
+    return await run(service, EngageKillSwitch(flag_key=flag_key, **meta(body, caller)), response)
 
 
 @_writes.delete(
@@ -411,188 +228,12 @@ async def release_kill_switch(
     flag_key: FlagKeyPath, body: KillSwitchRequest, service: Service, caller: Caller, response: Response
 ) -> ChangeResult:
     authorize(caller, Action.MANAGE_FLAGS)
-    return await _run(service, ReleaseKillSwitch(flag_key=flag_key, **_meta(body, caller)), response)
-
-
-async def _schedule(
-    scope: Scope, flag_key: str, body: ScheduleRequest, service: CommandService, caller: Principal, response: Response
-) -> ChangeResult:
-    _authorize_scope(caller, scope)
-    command = ScheduleSetting(
-        scope=scope,
-        flag_key=flag_key,
-        effective_at=body.effective_at,
-        enabled=body.enabled,
-        rollout_percentage=body.rollout_percentage,
-        **_meta(body, caller),
-    )
-    return await _run(service, command, response)
-
-
-async def _unschedule(
-    scope: Scope,
-    flag_key: str,
-    body: CancelScheduleRequest,
-    service: CommandService,
-    caller: Principal,
-    response: Response,
-) -> ChangeResult:
-    _authorize_scope(caller, scope)
-    command = CancelScheduledSetting(
-        scope=scope, flag_key=flag_key, effective_at=body.effective_at, **_meta(body, caller)
-    )
-    return await _run(service, command, response)
-
-
-@_writes.put(
-    "/flags/{flag_key}/system/schedule",
-    status_code=201,
-    response_model=ChangeResult,
-    summary="Schedule the system default",
-)
-async def schedule_system(
-    flag_key: FlagKeyPath, body: ScheduleRequest, service: Service, caller: Caller, response: Response
-) -> ChangeResult:
-    return await _schedule(Scope.system(), flag_key, body, service, caller, response)
-
-
-@_writes.delete(
-    "/flags/{flag_key}/system/schedule",
-    status_code=201,
-    response_model=ChangeResult,
-    summary="Cancel a scheduled system default",
-)
-async def unschedule_system(
-    flag_key: FlagKeyPath, body: CancelScheduleRequest, service: Service, caller: Caller, response: Response
-) -> ChangeResult:
-    return await _unschedule(Scope.system(), flag_key, body, service, caller, response)
-
-
-@_writes.put(
-    "/orgs/{org_id}/flags/{flag_key}/schedule",
-    status_code=201,
-    response_model=ChangeResult,
-    summary="Schedule an org override",
-)
-async def schedule_org(
-    org_id: OrgPath, flag_key: FlagKeyPath, body: ScheduleRequest, service: Service, caller: Caller, response: Response
-) -> ChangeResult:
-    return await _schedule(Scope.org(org_id), flag_key, body, service, caller, response)
-
-
-@_writes.delete(
-    "/orgs/{org_id}/flags/{flag_key}/schedule",
-    status_code=201,
-    response_model=ChangeResult,
-    summary="Cancel a scheduled org override",
-)
-async def unschedule_org(
-    org_id: OrgPath,
-    flag_key: FlagKeyPath,
-    body: CancelScheduleRequest,
-    service: Service,
-    caller: Caller,
-    response: Response,
-) -> ChangeResult:
-    return await _unschedule(Scope.org(org_id), flag_key, body, service, caller, response)
-
-
-@_writes.put(
-    "/orgs/{org_id}/platforms/{platform}/flags/{flag_key}/schedule",
-    status_code=201,
-    response_model=ChangeResult,
-    summary="Schedule a platform override",
-)
-async def schedule_platform(
-    org_id: OrgPath,
-    platform: PlatformPath,
-    flag_key: FlagKeyPath,
-    body: ScheduleRequest,
-    service: Service,
-    caller: Caller,
-    response: Response,
-) -> ChangeResult:
-    return await _schedule(Scope.for_platform(org_id, platform), flag_key, body, service, caller, response)
-
-
-@_writes.delete(
-    "/orgs/{org_id}/platforms/{platform}/flags/{flag_key}/schedule",
-    status_code=201,
-    response_model=ChangeResult,
-    summary="Cancel a scheduled platform override",
-)
-async def unschedule_platform(
-    org_id: OrgPath,
-    platform: PlatformPath,
-    flag_key: FlagKeyPath,
-    body: CancelScheduleRequest,
-    service: Service,
-    caller: Caller,
-    response: Response,
-) -> ChangeResult:
-    return await _unschedule(Scope.for_platform(org_id, platform), flag_key, body, service, caller, response)
-
-
-@_writes.put(
-    "/orgs/{org_id}/users/{user_id}/flags/{flag_key}/schedule",
-    status_code=201,
-    response_model=ChangeResult,
-    summary="Schedule a user override",
-)
-async def schedule_user(
-    org_id: OrgPath,
-    user_id: UserPath,
-    flag_key: FlagKeyPath,
-    body: ScheduleRequest,
-    service: Service,
-    caller: Caller,
-    response: Response,
-) -> ChangeResult:
-    return await _schedule(Scope.user(org_id, user_id), flag_key, body, service, caller, response)
-
-
-@_writes.delete(
-    "/orgs/{org_id}/users/{user_id}/flags/{flag_key}/schedule",
-    status_code=201,
-    response_model=ChangeResult,
-    summary="Cancel a scheduled user override",
-)
-async def unschedule_user(
-    org_id: OrgPath,
-    user_id: UserPath,
-    flag_key: FlagKeyPath,
-    body: CancelScheduleRequest,
-    service: Service,
-    caller: Caller,
-    response: Response,
-) -> ChangeResult:
-    return await _unschedule(Scope.user(org_id, user_id), flag_key, body, service, caller, response)
-
-
-def _result(outcome: Outcome) -> ChangeResult:
-    return ChangeResult(
-        changed=outcome.changed,
-        stream=outcome.stream,
-        version=outcome.version,
-        events=[_summary(e) for e in outcome.events],
-    )
-
-
-def _summary(e: Envelope) -> EventSummary:
-    return EventSummary(
-        event_id=str(e.event_id),
-        type=e.type,
-        stream=e.stream,
-        version=e.version,
-        sequence=e.sequence,
-        previous=e.previous,
-        new=e.new,
-    )
+    return await run(service, ReleaseKillSwitch(flag_key=flag_key, **meta(body, caller)), response)
 
 
 # --- reads ---------------------------------------------------------------------------
 
-_reads = APIRouter(prefix="/v1", tags=["log"], responses={422: _ERRORS[422], 503: _ERRORS[503]})
+_reads = APIRouter(prefix="/v1", tags=["log"], responses={422: ERRORS[422], 503: ERRORS[503]})
 
 
 @_reads.get("/streams/{stream:path}", response_model=StreamValue, summary="A stream's head")

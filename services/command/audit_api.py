@@ -28,6 +28,7 @@ from services.command.audit_store import PostgresAuditStore
 from services.command.errors import InvalidCommand, StoreUnavailable, UnknownFlag
 from services.command.history import Cursor, HistoryFilter, HistoryLevel, InvalidCursor, csv_lines, entry, parse_instant
 from services.command.rollback import RollbackTarget, StreamRollback, rollback, rollback_reason
+from services.command.routing import event_summary
 from services.command.schemas import ErrorBody, EventSummary
 from services.command.service import CommandService, utc_now
 from services.http import HTTPProblem, problem
@@ -244,13 +245,7 @@ def _answer(target: RollbackTarget, reason: str, done: list[StreamRollback], res
             value=d.value,
             changed=d.changed,
             version=d.version,
-            events=[
-                EventSummary(
-                    event_id=str(e.event_id), type=e.type, stream=e.stream, version=e.version,
-                    sequence=e.sequence, previous=e.previous, new=e.new,
-                )
-                for e in d.events
-            ],
+            events=[event_summary(e) for e in d.events],
         )
         for d in done
     ]

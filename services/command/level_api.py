@@ -1,0 +1,137 @@
+"""Setting, clearing and scheduling a flag at each level: one route per (level, verb), made from one table.
+
+Written without `from __future__ import annotations`: each route's `scope` parameter is a
+dependency chosen per level, which FastAPI must see as an object, not a name to look up.
+"""
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+
+from events import Scope
+from services.auth.http import Caller
+from services.auth.policy import Action, Principal, authorize
+from services.command.commands import CancelScheduledSetting, ClearOverride, ScheduleSetting, SetSetting
+from services.command.routing import (
+    CHANGE_RESPONSES,
+    FlagKeyPath,
+    OrgPath,
+    PlatformPath,
+    Service,
+    UserPath,
+    given,
+    meta,
+    run,
+)
+from services.command.schemas import (
+    CancelScheduleRequest,
+    ChangeResult,
+    ClearRequest,
+    ScheduleRequest,
+    SettingRequest,
+)
+
+router = APIRouter(prefix="/v1", tags=["changes"], responses=CHANGE_RESPONSES)
+
+
+def _system() -> Scope:
+    return Scope.system()
+
+
+def _org(org_id: OrgPath) -> Scope:
+    return Scope.org(org_id)
+
+
+def _platform(org_id: OrgPath, platform: PlatformPath) -> Scope:
+    return Scope.for_platform(org_id, platform)
+
+
+def _user(org_id: OrgPath, user_id: UserPath) -> Scope:
+    return Scope.user(org_id, user_id)
+
+
+def _authorize(caller: Principal, scope: Scope) -> None:
+    if scope.org_id is None:
+        authorize(caller, Action.MANAGE_FLAGS)
+    else:
+        authorize(caller, Action.CHANGE_OVERRIDES, org_id=scope.org_id)
+
+
+def _add_routes(level: str, path: str, scope_of: Callable[..., Scope], setting: str, *, clearable: bool) -> None:
+    """PUT/DELETE `path` (set, clear) and `path`/schedule for one level; `setting` as in "Set an org override"."""
+    AtLevel = Annotated[Scope, Depends(scope_of)]
+    noun = setting.split(" ", 1)[1]
+    change = {"status_code": 201, "response_model": ChangeResult}
+
+    async def set_setting(
+        scope: AtLevel,
+        flag_key: FlagKeyPath,
+        body: SettingRequest,
+        service: Service,
+        caller: Caller,
+        response: Response,
+    ) -> ChangeResult:
+        _authorize(caller, scope)
+        command = SetSetting(
+            scope=scope,
+            flag_key=flag_key,
+            enabled=given(body, "enabled"),
+            rollout_percentage=given(body, "rollout_percentage"),
+            **meta(body, caller),
+        )
+        return await run(service, command, response)
+
+    async def clear_setting(
+        scope: AtLevel, flag_key: FlagKeyPath, body: ClearRequest, service: Service, caller: Caller, response: Response
+    ) -> ChangeResult:
+        _authorize(caller, scope)
+        return await run(service, ClearOverride(scope=scope, flag_key=flag_key, **meta(body, caller)), response)
+
+    async def schedule_setting(
+        scope: AtLevel,
+        flag_key: FlagKeyPath,
+        body: ScheduleRequest,
+        service: Service,
+        caller: Caller,
+        response: Response,
+    ) -> ChangeResult:
+        _authorize(caller, scope)
+        command = ScheduleSetting(
+            scope=scope,
+            flag_key=flag_key,
+            effective_at=body.effective_at,
+            enabled=body.enabled,
+            rollout_percentage=body.rollout_percentage,
+            **meta(body, caller),
+        )
+        return await run(service, command, response)
+
+    async def unschedule_setting(
+        scope: AtLevel,
+        flag_key: FlagKeyPath,
+        body: CancelScheduleRequest,
+        service: Service,
+        caller: Caller,
+        response: Response,
+    ) -> ChangeResult:
+        _authorize(caller, scope)
+        command = CancelScheduledSetting(
+            scope=scope, flag_key=flag_key, effective_at=body.effective_at, **meta(body, caller)
+        )
+        return await run(service, command, response)
+
+    router.put(path, name=f"set_{level}", summary=f"Set {setting}", **change)(set_setting)
+    if clearable:
+        router.delete(path, name=f"clear_{level}", summary=f"Clear {setting}", **change)(clear_setting)
+    schedule = f"{path}/schedule"
+    router.put(schedule, name=f"schedule_{level}", summary=f"Schedule {setting}", **change)(schedule_setting)
+    summary = f"Cancel a scheduled {noun}"
+    router.delete(schedule, name=f"unschedule_{level}", summary=summary, **change)(unschedule_setting)
+
+
+_add_routes("system", "/flags/{flag_key}/system", _system, "the system default", clearable=False)
+_add_routes("org", "/orgs/{org_id}/flags/{flag_key}", _org, "an org override", clearable=True)
+_add_routes("platform", "/orgs/{org_id}/platforms/{platform}/flags/{flag_key}", _platform, "a platform override",
+            clearable=True)  # fmt: skip
+_add_routes("user", "/orgs/{org_id}/users/{user_id}/flags/{flag_key}", _user, "a user override", clearable=True)
