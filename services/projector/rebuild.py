@@ -3,11 +3,14 @@
     python -m services.projector.rebuild [--schema NAME] [--switch] [--batch N]
 
 The live projection keeps serving while the rebuild replays the topic into
-`NAME` with the projector's own code (`Projector.apply`, the projector role, RLS
-and all), its offsets stored in `NAME` with the rows, so an interrupted rebuild
-resumes where it stopped. The read-model tables are the public tables the
-projector may write, copied with their indexes, row-level security and grants,
-so a new migration's table is rebuilt too.
+`NAME` with the projector's own planning and statements, as the projector role
+(`FoldingProjector`: batches folded in memory, written every `--batch` records with
+the offsets they cover, in `NAME`, so an interrupted rebuild resumes from the last
+checkpoint). The history is copied straight into its table, whose indexes and
+row-level security (which COPY cannot pass) are made the live ones at the end.
+The read-model tables are the public tables the projector may write, copied with
+their indexes, row-level security and grants, so a new migration's table is
+rebuilt too.
 
 Switch-over is a table swap in one owner transaction: it locks the live
 `projector_offsets` (the first thing every projector batch writes, so the live
