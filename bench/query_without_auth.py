@@ -40,6 +40,9 @@ class NoAuthentication(AuthGate):
     async def check(self, authorization: str | None, client: str, method: str, path: str) -> Principal:
         return BENCH_PRINCIPAL  # what the hot path asks
 
+    def verified(self, authorization: str | None, client: str) -> Principal:
+        return BENCH_PRINCIPAL  # what its synchronous path asks
+
 
 def asgi_app_from_env() -> FastAPI:
     app = query_app.app_from_env()

@@ -84,18 +84,24 @@ class Authenticator:
     async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
             raise Unauthenticated("an API key is required: send `Authorization: Bearer <key>`")
-        verified = self._verified.get(authorization)
-        if verified is not None:
-            age = self._monotonic() - verified[0]
-            if age < self._ttl:
-                principal = verified[1]
-                if principal.expires_at is not None and principal.expires_at <= self._now():
-                    raise Unauthenticated("this API key has expired")
-                if self._refresh_after is not None and age >= self._refresh_after:
-                    self._refresh(authorization, principal.key_id)
-                self._maybe_touch(principal.key_id)
-                return principal
-        return await self._verify(authorization)
+        principal = self.verified(authorization)
+        if principal is not None:
+            return principal
+        return await self._verify(authorization)  # which refuses an expired key against its cached record
+
+    def verified(self, authorization: str | None) -> Principal | None:
+        """`authenticate`'s answer if it needs no lookup (a header verified within the ttl, unexpired); else None."""
+        verified = self._verified.get(authorization) if authorization else None
+        if verified is None:
+            return None
+        age = self._monotonic() - verified[0]
+        principal = verified[1]
+        if age >= self._ttl or (principal.expires_at is not None and principal.expires_at <= self._now()):
+            return None
+        if self._refresh_after is not None and age >= self._refresh_after:
+            self._refresh(authorization, principal.key_id)  # type: ignore[arg-type]  # not None: it was found
+        self._maybe_touch(principal.key_id)
+        return principal
 
     def _refresh(self, authorization: str, key_id: str) -> None:
         """Verify `authorization` again against a record read now, off the request that noticed its age."""

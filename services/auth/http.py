@@ -69,6 +69,14 @@ class AuthGate:
                     await asyncio.sleep(delay)
             raise
 
+    def verified(self, authorization: str | None, client: str) -> Principal | None:
+        """`check`'s principal when it is known at once (`Authenticator.verified`) and the client is not blocked;
+        else None, and `check` decides (and refuses, counts and logs)."""
+        throttle = self.throttle
+        if throttle is not None and throttle.should_block(client) is not None:
+            return None
+        return self.authenticator.verified(authorization)
+
     def denied(self, request: Request, kind: str, detail: str | None, principal: Principal | None = None) -> None:
         self.deny(kind, detail, principal, _host(request), request.method, request.url.path)
 

@@ -72,6 +72,11 @@ class Forbidden(Exception):
         self.detail = detail
 
 
+def allowed(role: Role) -> frozenset[Action]:
+    """What `role` may ever do (before any org is named)."""
+    return _ALLOWED[role]
+
+
 def authorize_role(principal: Principal, action: Action) -> None:
     """Raise `Forbidden` unless `principal`'s role may ever do `action`: checked before any lookup."""
     if action not in _ALLOWED[principal.role]:

@@ -35,7 +35,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from services.auth.authenticator import Unauthenticated
 from services.auth.http import AuthGate, TooManyFailures
-from services.auth.policy import Action, Forbidden, Principal, authorize
+from services.auth.policy import Action, Forbidden, Principal, allowed, authorize, authorize_role
 from services.http import SecurityHeaders
 from services.http.errors import problem, rate_limited
 from services.http.unhandled import INTERNAL_ERROR_DETAIL
@@ -165,6 +165,7 @@ class HotPath:
                 answer = await _native(state.query_service(), principal, *native, query)
             else:
                 if_none_match = request.if_none_match if path == BULK else None
+                authorize_role(principal, Action.EVALUATE)  # as `ofrep` does first: refused, the body stays unread
                 answer = await self._ofrep(state, principal, path, await body(), if_none_match)
         except Unauthenticated as exc:
             return self._response(problem(401, "unauthenticated", exc.detail, headers=_CHALLENGE))
@@ -174,6 +175,9 @@ class HotPath:
             return self._response(problem(403, "forbidden", exc.detail))
         except TooManyFailures as exc:
             return self._response(rate_limited(exc.retry_after, reason="too many failed authentications"))
+        return self._reply(answer)
+
+    def _reply(self, answer: ofrep.Answer) -> Reply:
         if answer.status == 304:
             headers = [("etag", answer.etag), *self._security] if answer.etag is not None else [*self._security]
             return Reply(304, headers, answer.body)
@@ -181,6 +185,31 @@ class HotPath:
         if answer.etag is None:
             return Reply(answer.status, [_JSON, length, *self._security], answer.body)
         return Reply(answer.status, [_JSON, length, ("etag", answer.etag), *self._security], answer.body)
+
+    # --- the synchronous path: no await between reading the body and answering ----------------------------------
+
+    def evaluator(self, authorization: str | None, client: str) -> Principal | None:
+        """The caller, if known at once and allowed to evaluate (`AuthGate.verified`); else None: ask `reply`.
+
+        Then `planned` may answer once the body is read. Nothing is refused here: a refusal, with its count and
+        log, is `reply`'s.
+        """
+        gate: AuthGate | None = self.app.state.auth
+        if gate is None:
+            return None
+        principal = gate.verified(authorization, client)
+        if principal is None or Action.EVALUATE not in allowed(principal.role):
+            return None
+        return principal
+
+    def planned(self, principal: Principal, path: str, body: bytes, if_none_match: str | None) -> Reply | None:
+        """OFREP's answer to `evaluator`'s principal from a plan, as `reply` would give it; None: ask `reply`."""
+        try:
+            state = self.app.state
+            answer = self._planned(state, state.query_documents(), principal, path, body, if_none_match)
+        except Exception:  # `reply` answers it, and logs what it has to
+            return None
+        return None if answer is None else self._reply(answer)
 
     async def _ofrep(
         self, state: State, principal: Principal, path: str, body: bytes, if_none_match: str | None
