@@ -9,9 +9,11 @@ about 17 µs. So `POST /ofrep/v1/evaluate/flags[/{key}]` and the native
 same authentication (`AuthGate`: key cache, failed-auth throttle, denial log),
 authorisation and use cases (`services.query.ofrep`, `QueryService`, counted by `services.query.usage`), the same
 answers and error bodies, the same security headers (asked once of
-`SecurityHeaders`) and the same generic 500. An OFREP answer is served again
-from `services.query.answers` while the documents and schedules it came from
-are unchanged.
+`SecurityHeaders`) and the same generic 500. An OFREP answer for a user without
+an override of their own, whose documents the in-process cache holds, comes from a
+plan (`services.query.plans`: finished answer bytes per org and flag); otherwise it
+is served again from `services.query.answers` while the documents and schedules it
+came from are unchanged, or computed by the use cases.
 Everything else goes to the app, which documents these routes in OpenAPI
 and serves them itself to a browser (a request with `Origin`, when CORS is
 configured: the app's CORS layer decides) or when `FLAGS_QUERY_FAST_PATH=false`.
