@@ -36,7 +36,7 @@ from services.query.errors import InvalidParameter
 from services.query.ofrep import Answer, bulk_answer, render
 from services.query.service import QueryService
 
-__all__ = ["MAX_BULK_ANSWERS", "BulkPlan", "FlagPlan", "OrgPlans", "Plans", "bulk_body"]
+__all__ = ["MAX_BULK_ANSWERS", "MAX_KEPT_BULK", "BulkPlan", "FlagPlan", "OrgPlans", "Plans", "bulk_body"]
 
 _hash = mmh3.hash
 
@@ -123,12 +123,14 @@ class BulkPlan:
     """The bulk answer on one platform (or none): every flag's, with its ETag, kept per combination of outcomes.
 
     Only flags whose answer depends on the subject (splits, experiments) are asked; the answer for each
-    combination of their outcomes is built once (at most `MAX_BULK_ANSWERS` kept).
+    combination of their outcomes is built once (at most `MAX_BULK_ANSWERS` kept), counted in `kept`, the
+    worker's count of kept bulk answers, which `Plans` holds under `MAX_KEPT_BULK`.
     """
 
-    __slots__ = ("_answers", "_dynamic", "_rules")
+    __slots__ = ("_answers", "_dynamic", "_kept", "_rules")
 
-    def __init__(self, plans: list[FlagPlan], platform: str | None) -> None:
+    def __init__(self, plans: list[FlagPlan], platform: str | None, kept: list[int] | None = None) -> None:
+        self._kept = [0] if kept is None else kept
         self._rules = [p.rule(platform) for p in plans]
         self._dynamic = [r for r in self._rules if not r.fixed]
         self._answers: dict[tuple[int, ...], Answer] = {}
@@ -141,20 +143,24 @@ class BulkPlan:
         picks = iter(key)
         bodies = [r.answers[0 if r.fixed else next(picks)].body for r in self._rules]
         if len(self._answers) >= MAX_BULK_ANSWERS:
+            self._kept[0] -= len(self._answers)
             self._answers.clear()
+        self._kept[0] += 1
         kept = self._answers[key] = bulk_answer(bulk_body(bodies))
         return kept
 
 
-MAX_BULK_ANSWERS = 1024
+MAX_BULK_ANSWERS = 256  # per org and platform
+MAX_KEPT_BULK = 20_000  # per worker (a bulk answer of 34 flags is ~7 KB: at most ~140 MB)
 
 
 class OrgPlans:
     """One org's flag plans, for one catalogue and org document (the very objects); made a flag at a time."""
 
-    __slots__ = ("_bulk", "_bulk_since", "_bulk_until", "_flags", "_plans", "catalog", "keys", "org")
+    __slots__ = ("_bulk", "_bulk_since", "_bulk_until", "_flags", "_kept", "_plans", "catalog", "keys", "org")
 
-    def __init__(self, catalog: CompiledCatalog, org: CompiledOrg) -> None:
+    def __init__(self, catalog: CompiledCatalog, org: CompiledOrg, kept: list[int] | None = None) -> None:
+        self._kept = [0] if kept is None else kept
         self.catalog = catalog
         self.org = org
         self.keys = tuple(sorted(catalog.catalog.definitions))  # the bulk answer's flags, in its order
@@ -192,7 +198,7 @@ class OrgPlans:
             self._plans = plans
         bulk = self._bulk.get(platform)
         if bulk is None:
-            bulk = self._bulk[platform] = BulkPlan(self._plans, platform)
+            bulk = self._bulk[platform] = BulkPlan(self._plans, platform, self._kept)
         return bulk
 
     def _compile(self, flag_key: str, at: float) -> FlagPlan:
@@ -203,11 +209,13 @@ class OrgPlans:
 class Plans:
     """This worker's plans over `service`'s document cache: per org, for the documents it holds now."""
 
-    __slots__ = ("_max", "_orgs", "service")
+    __slots__ = ("_kept", "_max", "_max_kept", "_orgs", "service")
 
-    def __init__(self, service: QueryService, *, max_orgs: int = 10_000) -> None:
+    def __init__(self, service: QueryService, *, max_orgs: int = 10_000, max_kept_bulk: int = MAX_KEPT_BULK) -> None:
         self.service = service
         self._max = max_orgs
+        self._max_kept = max_kept_bulk
+        self._kept = [0]  # bulk answers made by all orgs' plans since they were last all let go (an upper bound)
         self._orgs: dict[str, OrgPlans] = {}
 
     def of(self, catalog: CompiledCatalog, org: CompiledOrg) -> OrgPlans:
@@ -216,7 +224,11 @@ class Plans:
         if plans is None or plans.catalog is not catalog or plans.org is not org:
             if len(self._orgs) >= self._max:
                 self._orgs.clear()
-            plans = self._orgs[org.org_id] = OrgPlans(catalog, org)
+            plans = self._orgs[org.org_id] = OrgPlans(catalog, org, self._kept)
+        if self._kept[0] > self._max_kept:  # let them all go: every org's plans are made again as asked
+            self._orgs.clear()
+            self._kept[0] = 0
+            plans = self._orgs[org.org_id] = OrgPlans(catalog, org, self._kept)
         return plans
 
 

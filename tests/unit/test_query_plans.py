@@ -200,3 +200,19 @@ def test_plans_are_made_again_for_other_documents() -> None:
     assert plans.of(catalog, org) is first
     assert plans.of(CompiledCatalog(state.catalog, b""), org) is not first  # a catalogue stored again
     assert plans.of(catalog, CompiledOrg(ORG, {}, {})) is not plans.of(catalog, org)
+
+
+def test_the_bulk_answers_kept_by_a_worker_are_bounded_across_orgs() -> None:
+    state = _state([RolloutPercentageSet(flag_key=key, level=Level.SYSTEM, percentage=50) for key in KEYS])
+    catalog = CompiledCatalog(state.catalog, b"")
+    plans = Plans(service=None, max_kept_bulk=20)  # type: ignore[arg-type]
+    at = T0.timestamp()
+    for i in range(20):
+        org = CompiledOrg(f"org-{i}", {}, {})
+        bulk = plans.of(catalog, org).bulk(None, at)
+        for j in range(30):  # three splits: at most 8 different answers per org
+            results = evaluate_all(state.catalog, state.tenant(org.org_id), user_id=f"u-{j}", now=T0)
+            expected = ofrep.bulk_answer(orjson.dumps({"flags": [ofrep._success(e) for e in results]}))
+            assert bulk.answer(f"u-{j}") == expected
+        assert plans._kept[0] <= 20 + 8  # let go once past the budget, when the next org is asked for
+    assert len(plans._orgs) < 20
