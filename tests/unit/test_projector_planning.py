@@ -374,6 +374,35 @@ def test_staged_rows_follow_the_staging_columns_and_split_deletes() -> None:
     }
 
 
+def test_staged_rows_put_the_fresh_streams_heads_and_overrides_apart_when_asked() -> None:
+    log = EventLog()
+    log.define("a.b")
+    log.org("o1", "a.b", True)
+    log.user("o1", "u1", "a.b", True)
+    log.user("o1", "u2", "a.b", True)
+    log.user("o1", "u2", "a.b", None)
+    groups = group_by_tenant(decoded(log))
+    plans = [plan_tenant(org, items, {}) for org, items in groups.items()]
+    for plan in plans:  # as the rebuild's fold marks them: here every stream is new, system ones too
+        plan.fresh = set(plan.heads) - {"org/o1/flag/a.b"}
+    assert staged_rows(plans) == staged_rows(plans, fresh=False)
+    assert not {"stage_fresh_heads", "stage_fresh_overrides"} & set(staged_rows(plans))
+    tables = staged_rows(plans, fresh=True)
+    for name, rows in tables.items():
+        assert all(len(row) == len(COLUMNS[name]) for row in rows), name
+    assert {(stream, org) for stream, org, *_ in tables["stage_heads"]} == {
+        ("flag/a.b", None),  # system streams stay on the upsert path
+        ("org/o1/flag/a.b", "o1"),
+    }
+    assert {(stream, org) for stream, org, *_ in tables["stage_fresh_heads"]} == {
+        ("org/o1/user/u1/flag/a.b", "o1"),
+        ("org/o1/user/u2/flag/a.b", "o1"),
+    }
+    assert [row[:4] for row in tables["stage_overrides"]] == [("o1", "org", "", "")]
+    assert [row[:4] for row in tables["stage_fresh_overrides"]] == [("o1", "user", "", "u1")]
+    assert tables["stage_override_deletes"] == [("o1", "user", "", "u2", "a.b")]  # deletes stay: counted as any
+
+
 # --- definitions written by an older schema ----------------------------------------------------
 
 
