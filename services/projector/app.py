@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_RECORDS = 1000
+POLL_MS = 1000
+EMPTY_AT_ONCE = 0.05  # seconds
 ASSIGN_RETRIES = (0.5, 1.0, 2.0, 4.0)
 
 
@@ -152,6 +156,22 @@ async def _tolerant_parse(
         return message
 
 
+async def poll(consumer: AIOKafkaConsumer) -> tuple[ConsumerRecord[Any, Any], ...]:
+    """One fetch for the subscriber's loop, in place of FastStream's batch `get_msg`.
+
+    That one sleeps its whole poll timeout (200 ms) after every empty poll, so a change that
+    arrived during the sleep waited for it: 207 ms p50 with changes a second apart, against
+    11 ms back to back. Here an empty poll returns at once and is polled again; `getmany`
+    itself waits (up to POLL_MS) for records, so only a poll that came back empty at once
+    (nothing assigned yet) is followed by a short pause.
+    """
+    started = time.monotonic()
+    fetched = await consumer.getmany(timeout_ms=POLL_MS, max_records=MAX_RECORDS)
+    if not fetched and time.monotonic() - started < EMPTY_AT_ONCE:
+        await asyncio.sleep(EMPTY_AT_ONCE)
+    return tuple(chain.from_iterable(fetched.values()))
+
+
 async def _raw_records(msg: StreamMessage[Any]) -> Any:
     """The projector reads `msg.raw_message` itself: skip FastStream's per-record body decoding."""
     return msg.raw_message
@@ -184,6 +204,7 @@ def create_app(settings: Settings) -> FastStream:
         description="Flag change events (CloudEvents binary mode) → read models, exactly once.",
     )
     listener.bind(subscriber)
+    subscriber.get_msg = poll  # type: ignore[method-assign]
 
     @subscriber
     async def project(msg: KafkaMessage) -> None:
