@@ -218,6 +218,38 @@ class Bar:
         self.stream.flush()
 
 
+class Collector:
+    """Cyclic garbage collection by hand during a replay: once every `every` records, and only of what is new.
+
+    The automatic collector traverses every young container again and again: with the
+    rebuild's thresholds (`GC_THRESHOLDS`) it took 14–16 µs per event of decoding, planning
+    and staging 300,000 events (load ~5; 64.8 µs per event in all, 53.3 with no collector).
+    Here it is off while a replay runs; every `every` records (a checkpoint's worth) one
+    collection finds the cycles made since the last, and `gc.freeze` then moves the survivors
+    (the heads and definitions kept in memory) out of every later collection's way: ~0.11 s
+    per 100,000 records. Frozen objects are still freed by reference counting; `stop` puts
+    things back as they were.
+    """
+
+    def __init__(self, *, every: int) -> None:
+        self.every = max(every, 1)
+        self._since = 0
+        self._automatic = gc.isenabled()
+        gc.disable()
+
+    def consumed(self, n: int) -> None:
+        self._since += n
+        if self._since >= self.every:
+            self._since = 0
+            gc.collect()
+            gc.freeze()
+
+    def stop(self) -> None:
+        gc.unfreeze()
+        if self._automatic:
+            gc.enable()
+
+
 async def replay(
     settings: Settings,
     schema: str,
@@ -235,6 +267,8 @@ async def replay(
     and written with their offsets every `batch` records, in one transaction each. Returns
     how many records were consumed; `report` is told each fetched batch's size.
     `stop_after` ends early (an interrupted run, in tests).
+
+    Cyclic garbage is collected by hand (`Collector`) instead of by the automatic collector.
     """
     pool = await create_projector_pool(settings, schema=schema, fresh_rows=True)
     # No CRC check of the record batches (check_crcs=False): the decoder verifies every event's own
@@ -246,6 +280,7 @@ async def replay(
     )  # fmt: skip
     await consumer.start()
     progress: Bar | None = None
+    collector = Collector(every=batch)
     try:
         store = PostgresStore(pool, settings.projector_group)
         folder = FoldingProjector(PostgresStore(pool, settings.projector_group, new_history=True, fresh_rows=True),
@@ -290,12 +325,14 @@ async def replay(
                     for tp in tps:
                         consumer.seek(tp, stored.get(tp.partition, 0))
                     remaining = {tp for tp in tps if stored.get(tp.partition, 0) < end[tp.partition]}
+            collector.consumed(len(records))  # after a checkpoint: what it wrote is garbage already
         return consumed
     finally:
         if progress:
             progress.finish()
         await consumer.stop()
         await pool.close()
+        collector.stop()
 
 
 async def replay_parallel(settings: Settings, schema: str, *, workers: int, batch: int, bar: bool = True) -> int:
