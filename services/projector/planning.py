@@ -419,7 +419,6 @@ class TenantPlan:
     history: list[HistoryRow] = field(default_factory=list)
     invalidations: set[CacheTarget] = field(default_factory=set)
     rejected: list[tuple[Decoded, str]] = field(default_factory=list)  # for the dead letters
-    fresh: set[str] = field(default_factory=set)  # streams known to have no stored head (set by a rebuild's fold)
 
     @property
     def changed(self) -> bool:
@@ -441,7 +440,6 @@ class TenantPlan:
         self.history += later.history
         self.invalidations |= later.invalidations
         self.rejected += later.rejected
-        self.fresh |= later.fresh
 
 
 def plan_tenant(

@@ -348,10 +348,6 @@ class FoldingProjector:
             wanted = {i.envelope.flag_key for i in items if i.scope is None}
             definitions = {k: self._definitions[k] for k in wanted if k in self._definitions}
             plan = plan_tenant(org_id, items, self._heads, definitions)
-            # Every stored head this batch needs is in memory (read above, or all of them): a stream
-            # missing has none, nor any override row (written only by its stream's events). Not
-            # `plan.heads.keys() - self._heads.keys()`: that walks every head in memory, per tenant.
-            plan.fresh = {stream for stream in plan.heads if stream not in self._heads}
             self._heads.update(plan.heads)
             for flag_key, row in plan.definitions.items():
                 self._definitions[flag_key] = stored_definition(row._asdict())  # as the next batch would read it

@@ -270,7 +270,7 @@ async def replay(
 
     Cyclic garbage is collected by hand (`Collector`) instead of by the automatic collector.
     """
-    pool = await create_projector_pool(settings, schema=schema, fresh_rows=True)
+    pool = await create_projector_pool(settings, schema=schema)
     # No CRC check of the record batches (check_crcs=False): the decoder verifies every event's own
     # SHA-256 over its exact bytes (a mismatch is a dead letter, as live) and compares the key and the
     # headers it reads with them, which catches any corruption of what the rebuild uses that a CRC would.
@@ -283,8 +283,8 @@ async def replay(
     collector = Collector(every=batch)
     try:
         store = PostgresStore(pool, settings.projector_group)
-        folder = FoldingProjector(PostgresStore(pool, settings.projector_group, new_history=True, fresh_rows=True),
-                                  Unchanged(), decode=decode_fast)  # fmt: skip
+        folder = FoldingProjector(PostgresStore(pool, settings.projector_group, new_history=True), Unchanged(),
+                                  decode=decode_fast)  # fmt: skip
         fallback: Projector | None = None  # after Postgres refused a checkpoint: batch by batch, as live
         chosen = partitions if partitions is not None else await topic_partitions(settings, settings.topic)
         tps = [TopicPartition(settings.topic, p) for p in chosen]

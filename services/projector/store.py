@@ -85,54 +85,28 @@ STAGING_TABLES = (
 )
 STAGING_BYTES_BEFORE_TRUNCATE = 4 << 20
 STAGED_ROWS_BEFORE_TRUNCATE = 500
+_STAGING_BYTES = " + ".join(f"pg_total_relation_size('pg_temp.{t}')" for t in STAGING_TABLES)
 
-
-def _clear_staged(tables: Sequence[str]) -> str:
-    """`pg_temp.clear_staged(staged)`, emptying `tables`.
-
-    Why not ON COMMIT DELETE ROWS: Postgres then truncates every staging table, index and
-    TOAST table at each commit that touched any of them, 3-4 ms, most of a one-event
-    batch's time. Deleting a small batch's rows costs microseconds; temp tables are never
-    autovacuumed, so once the dead rows add up to a few MB one TRUNCATE lets them go. A large
-    batch truncates at once: its dead rows would slow the next batches' per-tenant scans.
-    """
-    size = " + ".join(f"pg_total_relation_size('pg_temp.{t}')" for t in tables)
-    return f"""
+# Why not ON COMMIT DELETE ROWS: Postgres then truncates every staging table, index and
+# TOAST table at each commit that touched any of them, 3-4 ms, most of a one-event
+# batch's time. Deleting a small batch's rows costs microseconds; temp tables are never
+# autovacuumed, so once the dead rows add up to a few MB one TRUNCATE lets them go. A large
+# batch truncates at once: its dead rows would slow the next batches' per-tenant scans.
+CLEAR_STAGED = f"""
 CREATE OR REPLACE FUNCTION pg_temp.clear_staged(staged bigint) RETURNS void LANGUAGE plpgsql AS $clear$
 BEGIN
-    IF staged > {STAGED_ROWS_BEFORE_TRUNCATE} OR {size} > {STAGING_BYTES_BEFORE_TRUNCATE} THEN
-        TRUNCATE {", ".join(tables)};
+    IF staged > {STAGED_ROWS_BEFORE_TRUNCATE} OR {_STAGING_BYTES} > {STAGING_BYTES_BEFORE_TRUNCATE} THEN
+        TRUNCATE {", ".join(STAGING_TABLES)};
     ELSE
-        {" ".join(f"DELETE FROM {t};" for t in tables)}
+        {" ".join(f"DELETE FROM {t};" for t in STAGING_TABLES)}
     END IF;
 END
 $clear$;
 """
 
-
-CLEAR_STAGED = _clear_staged(STAGING_TABLES)
-
-
-def _apply_staged(name: str, *, fresh: bool = False) -> str:
-    """`pg_temp.<name>()`: staged rows → read models. Constant text: the only input is what was staged.
-
-    `fresh` (a rebuild's sessions, `FRESH_SETUP`): also the heads and overrides of streams that have
-    no stored head (`stage_fresh_*`), inserted without ON CONFLICT, as nothing can be in their way;
-    their flags are counted as the others are.
-    """
-    tenants = "SELECT DISTINCT org_id FROM stage_heads WHERE org_id IS NOT NULL"
-    touched = "SELECT flag_key FROM stage_override_deletes WHERE org_id = tenant"
-    insert_overrides = insert_heads = ""
-    if fresh:
-        tenants += " UNION SELECT org_id FROM stage_fresh_heads WHERE org_id IS NOT NULL"
-        touched += "\n                  UNION SELECT flag_key FROM stage_fresh_overrides WHERE org_id = tenant"
-        insert_overrides = "\n        INSERT INTO overrides SELECT * FROM stage_fresh_overrides WHERE org_id = tenant;"
-        insert_heads = (
-            "\n        INSERT INTO stream_heads SELECT stream, org_id, version, hash FROM stage_fresh_heads"
-            " WHERE org_id = tenant;"
-        )
-    return f"""
-CREATE OR REPLACE FUNCTION pg_temp.{name}() RETURNS void LANGUAGE plpgsql AS $apply$
+# Staged rows → read models. Constant text: the only input is what was staged.
+APPLY_STAGED = """
+CREATE OR REPLACE FUNCTION pg_temp.apply_staged() RETURNS void LANGUAGE plpgsql AS $apply$
 DECLARE
     tenant text;
 BEGIN
@@ -158,7 +132,7 @@ BEGIN
     INSERT INTO flag_history SELECT * FROM stage_history WHERE org_id IS NULL
     ON CONFLICT (event_id) DO NOTHING;
 
-    FOR tenant IN {tenants} LOOP
+    FOR tenant IN SELECT DISTINCT org_id FROM stage_heads WHERE org_id IS NOT NULL LOOP
         PERFORM set_config('flags.org_id', tenant, true);  -- RLS: this tenant's rows only
         -- flag_override_counts: minus this org's overrides of each touched flag before, plus after
         INSERT INTO stage_override_counts
@@ -166,14 +140,14 @@ BEGIN
             SELECT t.flag_key,
                    (SELECT count(*) FROM overrides o WHERE o.org_id = tenant AND o.flag_key = t.flag_key)::int
             FROM (SELECT flag_key FROM stage_overrides WHERE org_id = tenant
-                  UNION {touched}) t
+                  UNION SELECT flag_key FROM stage_override_deletes WHERE org_id = tenant) t
         ) AS c(flag_key, n);
         INSERT INTO overrides SELECT * FROM stage_overrides WHERE org_id = tenant
         ON CONFLICT (org_id, level, platform, user_id, flag_key) DO UPDATE SET
             enabled = EXCLUDED.enabled, rollout_percentage = EXCLUDED.rollout_percentage,
             stream = EXCLUDED.stream, version = EXCLUDED.version, event_id = EXCLUDED.event_id,
             actor = EXCLUDED.actor, reason = EXCLUDED.reason, updated_at = EXCLUDED.updated_at,
-            schedule = EXCLUDED.schedule;{insert_overrides}
+            schedule = EXCLUDED.schedule;
         DELETE FROM overrides o USING stage_override_deletes d
         WHERE d.org_id = tenant AND o.org_id = tenant AND o.level = d.level
           AND o.platform = d.platform AND o.user_id = d.user_id AND o.flag_key = d.flag_key;
@@ -182,10 +156,10 @@ BEGIN
             SELECT t.flag_key,
                    (SELECT count(*) FROM overrides o WHERE o.org_id = tenant AND o.flag_key = t.flag_key)::int
             FROM (SELECT flag_key FROM stage_overrides WHERE org_id = tenant
-                  UNION {touched}) t
+                  UNION SELECT flag_key FROM stage_override_deletes WHERE org_id = tenant) t
         ) AS c(flag_key, n);
         INSERT INTO stream_heads SELECT stream, org_id, version, hash FROM stage_heads WHERE org_id = tenant
-        ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version, hash = EXCLUDED.hash;{insert_heads}
+        ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version, hash = EXCLUDED.hash;
         INSERT INTO flag_history SELECT * FROM stage_history WHERE org_id = tenant
         ON CONFLICT (event_id) DO NOTHING;
     END LOOP;
@@ -200,9 +174,6 @@ BEGIN
 END
 $apply$;
 """
-
-
-APPLY_STAGED = _apply_staged("apply_staged")
 
 READ_STAGED_HEADS = """
 CREATE OR REPLACE FUNCTION pg_temp.read_staged_heads() RETURNS void LANGUAGE plpgsql AS $heads$
@@ -226,18 +197,6 @@ $heads$;
 
 # Functions in pg_temp, not DO blocks: compiled once per connection instead of per batch.
 SESSION_SETUP = STAGING_SETUP + CLEAR_STAGED + APPLY_STAGED + READ_STAGED_HEADS
-# A rebuild's sessions (`fresh_rows=True`) add: the heads and overrides of streams with no stored head.
-FRESH_TABLES = ("stage_fresh_heads", "stage_fresh_overrides")
-FRESH_SETUP = (
-    """
-CREATE TEMP TABLE IF NOT EXISTS stage_fresh_heads (stream text, org_id text, version int, hash text);
-CREATE TEMP TABLE IF NOT EXISTS stage_fresh_overrides (LIKE overrides);
-CREATE INDEX IF NOT EXISTS stage_fresh_heads_org ON stage_fresh_heads (org_id);
-CREATE INDEX IF NOT EXISTS stage_fresh_overrides_org ON stage_fresh_overrides (org_id);
-"""
-    + _clear_staged(STAGING_TABLES + FRESH_TABLES)
-    + _apply_staged("apply_staged_fresh", fresh=True)
-)
 
 HISTORY_COLUMNS = (
     "event_id", "sequence", "org_id", "stream", "version", "type", "flag_key", "level", "platform",
@@ -257,18 +216,12 @@ SYSTEM_COLUMNS = (
 )  # fmt: skip
 
 
-def staged_rows(plans: Iterable[TenantPlan], *, fresh: bool = False) -> dict[str, list[tuple[Any, ...]]]:
-    """Each staging table's rows for these plans (tables with no rows are left out).
-
-    `fresh`: a tenant's heads and override rows of the streams in its plan's `fresh` go to the
-    `stage_fresh_*` tables instead (their deletes stay: they delete nothing, but are counted as any).
-    """
+def staged_rows(plans: Iterable[TenantPlan]) -> dict[str, list[tuple[Any, ...]]]:
+    """Each staging table's rows for these plans (tables with no rows are left out)."""
     tables: dict[str, list[tuple[Any, ...]]] = {
         "stage_heads": [],
-        "stage_fresh_heads": [],
         "stage_history": [],
         "stage_overrides": [],
-        "stage_fresh_overrides": [],
         "stage_override_deletes": [],
         "stage_flags": [],
         "stage_system": [],
@@ -278,17 +231,13 @@ def staged_rows(plans: Iterable[TenantPlan], *, fresh: bool = False) -> dict[str
         if not plan.changed:
             continue
         org = plan.org_id
-        new = plan.fresh if fresh and org is not None else frozenset()
-        heads, overrides = tables["stage_heads"], tables["stage_overrides"]
-        fresh_heads, fresh_overrides = tables["stage_fresh_heads"], tables["stage_fresh_overrides"]
-        for stream, h in plan.heads.items():
-            (fresh_heads if stream in new else heads).append((stream, org, h.version, h.hash))
+        tables["stage_heads"].extend((stream, org, h.version, h.hash) for stream, h in plan.heads.items())
         tables["stage_history"].extend((h.event_id, h.sequence, org, *h[2:]) for h in plan.history)
         for key, row in plan.overrides.items():
             if row is None:
                 tables["stage_override_deletes"].append((org, *key))
             else:
-                (fresh_overrides if row.stream in new else overrides).append((org, *key, *row))
+                tables["stage_overrides"].append((org, *key, *row))
         tables["stage_flags"].extend(plan.definitions.values())
         for flag_key, row in plan.system.items():
             if row is None:
@@ -300,10 +249,8 @@ def staged_rows(plans: Iterable[TenantPlan], *, fresh: bool = False) -> dict[str
 
 COLUMNS: dict[str, Sequence[str]] = {
     "stage_heads": ("stream", "org_id", "version", "hash"),
-    "stage_fresh_heads": ("stream", "org_id", "version", "hash"),
     "stage_history": HISTORY_COLUMNS,
     "stage_overrides": OVERRIDE_COLUMNS,
-    "stage_fresh_overrides": OVERRIDE_COLUMNS,
     "stage_override_deletes": ("org_id", "level", "platform", "user_id", "flag_key"),
     "stage_flags": FLAG_COLUMNS,
     "stage_system": SYSTEM_COLUMNS,
@@ -315,14 +262,11 @@ COLUMNS: dict[str, Sequence[str]] = {
 class BatchTransaction:
     """One batch's transaction: lock offsets, read heads, write plans, advance offsets."""
 
-    def __init__(
-        self, conn: asyncpg.Connection, group: str, *, new_history: bool = False, fresh_rows: bool = False
-    ) -> None:
+    def __init__(self, conn: asyncpg.Connection, group: str, *, new_history: bool = False) -> None:
         self._conn = conn
         self._group = group
         self.staged = 0  # rows put in the staging tables, which clear_staged() empties
         self._new_history = new_history
-        self._fresh_rows = fresh_rows
 
     async def lock_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """Lock (creating at 0 if new) and return the next offset to apply of each partition."""
@@ -354,7 +298,7 @@ class BatchTransaction:
 
     async def write(self, plans: Sequence[TenantPlan]) -> None:
         """Stage every plan's rows, then apply them tenant by tenant in one statement."""
-        tables = staged_rows(plans, fresh=self._fresh_rows)
+        tables = staged_rows(plans)
         if self._new_history and "stage_history" in tables:
             await self._conn.copy_records_to_table(
                 "flag_history", records=tables.pop("stage_history"), columns=list(HISTORY_COLUMNS)
@@ -363,10 +307,7 @@ class BatchTransaction:
             return
         for name, rows in tables.items():
             await self._stage(name, rows)
-        if self._fresh_rows:
-            await self._conn.execute("SELECT pg_temp.apply_staged_fresh()")
-        else:
-            await self._conn.execute("SELECT pg_temp.apply_staged()")
+        await self._conn.execute("SELECT pg_temp.apply_staged()")
 
     async def advance(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Store the next offsets (never moving one backwards)."""
@@ -392,18 +333,11 @@ async def _setup_session(conn: asyncpg.Connection) -> None:
     await conn.execute(SESSION_SETUP)
 
 
-async def _setup_fresh_session(conn: asyncpg.Connection) -> None:
-    await conn.execute(SESSION_SETUP + FRESH_SETUP)
-
-
-async def create_projector_pool(
-    settings: Settings, *, schema: str | None = None, fresh_rows: bool = False
-) -> asyncpg.Pool:
+async def create_projector_pool(settings: Settings, *, schema: str | None = None) -> asyncpg.Pool:
     """Connections as the projector role, each with its staging tables.
 
     `schema` puts the read models of another schema first on the search path (a rebuild:
     services/projector/rebuild.py); every statement here names its tables unqualified.
-    `fresh_rows`: also what a `PostgresStore(fresh_rows=True)` needs (`FRESH_SETUP`).
     """
     server_settings = {"search_path": f'"{schema}"'} if schema is not None else None
     pool = await asyncpg.create_pool(
@@ -411,7 +345,7 @@ async def create_projector_pool(
         min_size=1,
         max_size=2,
         command_timeout=60,
-        init=_setup_fresh_session if fresh_rows else _setup_session,
+        init=_setup_session,
         server_settings=server_settings,
     )
     assert pool is not None
@@ -425,22 +359,17 @@ class PostgresStore:
     copied straight into `flag_history`, which must have no row-level security (a rebuild's
     has none until it is finished), with no ON CONFLICT, so an event id met again is a data
     error instead of skipped; half the work of staging them and inserting them tenant by tenant.
-
-    `fresh_rows=True` (a pool made with `fresh_rows=True`; a rebuild's fold, which knows which
-    streams have no stored head: `TenantPlan.fresh`): their heads and overrides are inserted
-    without ON CONFLICT.
     """
 
-    def __init__(self, pool: asyncpg.Pool, group: str, *, new_history: bool = False, fresh_rows: bool = False) -> None:
+    def __init__(self, pool: asyncpg.Pool, group: str, *, new_history: bool = False) -> None:
         self._pool = pool
         self._group = group
         self._new_history = new_history
-        self._fresh_rows = fresh_rows
 
     @asynccontextmanager
     async def batch(self) -> AsyncIterator[BatchTransaction]:
         async with self._pool.acquire() as conn, conn.transaction():
-            tx = BatchTransaction(conn, self._group, new_history=self._new_history, fresh_rows=self._fresh_rows)
+            tx = BatchTransaction(conn, self._group, new_history=self._new_history)
             yield tx
             await conn.execute("SELECT pg_temp.clear_staged($1)", tx.staged)
 

@@ -111,39 +111,6 @@ def test_folding_with_checkpoints_writes_what_the_live_projector_writes(seed: in
     assert expected.state["overrides"] and expected.state["flags"]
 
 
-@pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("resume", [False, True])
-def test_a_checkpoint_marks_fresh_exactly_the_streams_with_no_stored_head(seed: int, resume: bool) -> None:
-    """What the rebuild's store inserts without ON CONFLICT: never a stream already stored, and all the others."""
-    rng = random.Random(seed)
-    fetches = interleaved(with_trouble(partitioned(a_log(seed)), rng), rng)
-    checked: list[tuple[int, int]] = []
-
-    async def run() -> FakeStore:
-        store = FakeStore()
-
-        def check(plan: TenantPlan) -> bool:
-            stored = store.state["heads"]  # committed: what Postgres holds before this checkpoint
-            assert plan.fresh == {s for s in plan.heads if s not in stored}
-            checked.append((len(plan.fresh), len(plan.heads)))
-            return False  # never refuse the write
-
-        store.fail_write = check
-        folder = FoldingProjector(store, FakeDeadLetters(store), decode=decode_fast)
-        for fetch in fetches:
-            await folder.add(fetch)
-            if folder.pending >= 25:
-                await folder.checkpoint()
-                if resume:
-                    folder = FoldingProjector(store, FakeDeadLetters(store), decode=decode_fast)
-        await folder.checkpoint()
-        return store
-
-    store = asyncio.run(run())
-    assert sum(f for f, _ in checked) == len(store.state["heads"])  # each stream fresh once: when first stored
-    assert any(f < h for f, h in checked)  # and some checkpoints also update stored streams
-
-
 def test_a_checkpoint_is_one_transaction_and_a_fold_reads_no_head_on_an_empty_store() -> None:
     log = a_log(1)
     recs = partitioned(log, 1)[0]

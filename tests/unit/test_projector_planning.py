@@ -42,7 +42,7 @@ from services.projector.planning import (
     next_offsets,
     plan_tenant,
 )
-from services.projector.store import APPLY_STAGED, COLUMNS, FRESH_SETUP, SESSION_SETUP, staged_rows
+from services.projector.store import COLUMNS, staged_rows
 from tests.unit.test_projector_eventlog import EventLog, random_log
 
 TOPIC = "flags.changes"
@@ -372,53 +372,6 @@ def test_staged_rows_follow_the_staging_columns_and_split_deletes() -> None:
         ("org/o1/flag/a.b", "o1", 1),
         ("org/o1/user/u1/flag/a.b", "o1", 2),
     }
-
-
-def test_staged_rows_put_the_fresh_streams_heads_and_overrides_apart_when_asked() -> None:
-    log = EventLog()
-    log.define("a.b")
-    log.org("o1", "a.b", True)
-    log.user("o1", "u1", "a.b", True)
-    log.user("o1", "u2", "a.b", True)
-    log.user("o1", "u2", "a.b", None)
-    groups = group_by_tenant(decoded(log))
-    plans = [plan_tenant(org, items, {}) for org, items in groups.items()]
-    for plan in plans:  # as the rebuild's fold marks them: here every stream is new, system ones too
-        plan.fresh = set(plan.heads) - {"org/o1/flag/a.b"}
-    assert staged_rows(plans) == staged_rows(plans, fresh=False)
-    assert not {"stage_fresh_heads", "stage_fresh_overrides"} & set(staged_rows(plans))
-    tables = staged_rows(plans, fresh=True)
-    for name, rows in tables.items():
-        assert all(len(row) == len(COLUMNS[name]) for row in rows), name
-    assert {(stream, org) for stream, org, *_ in tables["stage_heads"]} == {
-        ("flag/a.b", None),  # system streams stay on the upsert path
-        ("org/o1/flag/a.b", "o1"),
-    }
-    assert {(stream, org) for stream, org, *_ in tables["stage_fresh_heads"]} == {
-        ("org/o1/user/u1/flag/a.b", "o1"),
-        ("org/o1/user/u2/flag/a.b", "o1"),
-    }
-    assert [row[:4] for row in tables["stage_overrides"]] == [("o1", "org", "", "")]
-    assert [row[:4] for row in tables["stage_fresh_overrides"]] == [("o1", "user", "", "u1")]
-    assert tables["stage_override_deletes"] == [("o1", "user", "", "u2", "a.b")]  # deletes stay: counted as any
-
-
-def test_the_live_sessions_know_nothing_of_fresh_rows_and_the_rebuilds_apply_them_besides_the_rest() -> None:
-    assert "fresh" not in SESSION_SETUP and "pg_temp.apply_staged()" in APPLY_STAGED
-    fresh = FRESH_SETUP.split("pg_temp.apply_staged_fresh()", 1)[1].splitlines()
-    live = APPLY_STAGED.split("pg_temp.apply_staged()", 1)[1].splitlines()
-    changed = [line for line in live if line not in fresh]  # every other live line is there, in order
-    assert [line.strip()[:30] for line in changed] == [
-        "FOR tenant IN SELECT DISTINCT ",
-        "UNION SELECT flag_key FROM sta",
-        "UNION SELECT flag_key FROM sta",
-    ]
-    kept = [line for line in fresh if line in live]
-    assert kept == [line for line in live if line in fresh]
-    added = [line.strip() for line in fresh if line not in live]
-    assert sum("stage_fresh_overrides" in line for line in added) == 3  # two counts and one insert
-    assert sum("INSERT INTO stream_heads" in line and "stage_fresh_heads" in line for line in added) == 1
-    assert all("ON CONFLICT" not in line for line in added)
 
 
 # --- definitions written by an older schema ----------------------------------------------------
