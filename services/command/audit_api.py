@@ -28,7 +28,7 @@ from services.command.audit_store import PostgresAuditStore
 from services.command.errors import InvalidCommand, StoreUnavailable, UnknownFlag
 from services.command.history import Cursor, HistoryFilter, HistoryLevel, InvalidCursor, csv_lines, entry, parse_instant
 from services.command.rollback import RollbackTarget, StreamRollback, rollback, rollback_reason
-from services.command.routing import event_summary
+from services.command.routing import Service, event_summary
 from services.command.schemas import ErrorBody, EventSummary
 from services.command.service import CommandService, utc_now
 from services.http import HTTPProblem, problem
@@ -60,15 +60,7 @@ def _audit(request: Request) -> PostgresAuditStore:
     return store
 
 
-def _service(request: Request) -> CommandService:
-    service: CommandService | None = request.app.state.service
-    if service is None:
-        raise StoreUnavailable("the service is not started")
-    return service
-
-
 Audit = Annotated[PostgresAuditStore, Depends(_audit)]
-Service = Annotated[CommandService, Depends(_service)]
 
 
 def _instant(text: str | None, field: str) -> datetime | None:
@@ -102,9 +94,7 @@ async def history(
     flag: Annotated[str | None, Query(max_length=100, pattern=FLAG_KEY_PATTERN)] = None,
     actor: Annotated[str | None, Query(min_length=1, max_length=200, description="Actor id or name.")] = None,
     level: Annotated[list[HistoryLevel], Query(description="Repeat to allow several.")] = [],  # noqa: B006
-    type: Annotated[
-        list[str], Query(description="Event type, e.g. `OrgOverrideSet`; repeat to allow several.")
-    ] = [],  # noqa: B006
+    type: Annotated[list[str], Query(description="Event type, e.g. `OrgOverrideSet`; repeat to allow several.")] = [],  # noqa: B006
     since: Annotated[str | None, Query(description="RFC 3339; events at or after it.")] = None,
     until: Annotated[str | None, Query(description="RFC 3339, not in the future; events before it.")] = None,
     cursor: Annotated[str | None, Query(max_length=64, description="`next_cursor` of the previous page.")] = None,
@@ -255,8 +245,13 @@ def _answer(target: RollbackTarget, reason: str, done: list[StreamRollback], res
 
 
 async def _run(
-    service: CommandService, audit: PostgresAuditStore, streams: list[str], target: RollbackTarget,
-    body: RollbackRequest, caller: Principal, response: Response,
+    service: CommandService,
+    audit: PostgresAuditStore,
+    streams: list[str],
+    target: RollbackTarget,
+    body: RollbackRequest,
+    caller: Principal,
+    response: Response,
 ) -> RollbackResult:
     done = await rollback(service, audit, streams, target, reason=body.reason, actor=caller.actor)
     return _answer(target, body.reason, done, response)

@@ -28,7 +28,7 @@ from services.projector.planning import CacheTarget, DeadLetter
 from services.projector.projection import Projector
 from services.projector.rebuild import finish_schema, read_model_tables, rebuild
 from services.projector.store import PostgresStore, create_projector_pool
-from tests.unit.test_projector_folding import a_log
+from tests.unit.test_projector_folding import a_log, interleaved
 from tests.unit.test_projector_planning import Rec
 
 pytestmark = pytest.mark.integration
@@ -82,13 +82,7 @@ async def project_live(settings: Settings, parts: list[list[Rec]], rng: random.R
     pool = await create_projector_pool(settings)
     try:
         projector = Projector(PostgresStore(pool, settings.projector_group), Kept(), Quiet(), retry_backoff=0)
-        cursors = [0] * len(parts)
-        while any(c < len(p) for c, p in zip(cursors, parts, strict=True)):
-            batch: list[Rec] = []
-            for i, p in enumerate(parts):
-                n = rng.randint(0, 9)
-                batch += p[cursors[i] : cursors[i] + n]
-                cursors[i] = min(cursors[i] + n, len(p))
+        for batch in interleaved(parts, rng):
             await projector.handle(batch)
     finally:
         await pool.close()
