@@ -28,8 +28,8 @@ from services.command.audit_store import PostgresAuditStore
 from services.command.errors import InvalidCommand, StoreUnavailable, UnknownFlag
 from services.command.history import Cursor, HistoryFilter, HistoryLevel, InvalidCursor, csv_lines, entry, parse_instant
 from services.command.rollback import RollbackTarget, StreamRollback, rollback, rollback_reason
-from services.command.routing import Service, event_summary
-from services.command.schemas import ErrorBody, EventSummary
+from services.command.routing import Service, error_responses, event_summary
+from services.command.schemas import EventSummary
 from services.command.service import CommandService, utc_now
 from services.http import HTTPProblem, problem
 
@@ -39,16 +39,15 @@ EXPORT_BATCH = 500
 JSONL = "application/x-ndjson"
 _FORMATS = {"application/x-ndjson": "jsonl", "application/jsonl": "jsonl", "text/csv": "csv"}
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": text}
-    for status, text in {
+_ERRORS = error_responses(
+    {
         403: "This key may not read or change that org.",
         404: "Unknown org (`unknown_org`) or flag (`unknown_flag`).",
         409: "A change landed on a stream while it was being rolled back.",
         422: "Invalid request; `field` names the culprit (a malformed or future instant, a missing version…).",
         503: "PostgreSQL unavailable.",
-    }.items()
-}
+    }
+)
 
 router = APIRouter(prefix="/v1", tags=["audit"], responses=_ERRORS)
 

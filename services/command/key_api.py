@@ -20,7 +20,7 @@ from services.auth.keys import generate
 from services.auth.policy import Action, Forbidden, Principal, Role, authorize, authorize_grant, authorize_role
 from services.command.errors import InvalidCommand, UnknownKey
 from services.command.key_store import KeyInfo, PostgresKeyStore
-from services.command.schemas import ErrorBody
+from services.command.routing import error_responses
 
 KeyIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="The key's id (not the key).")]
 
@@ -47,9 +47,8 @@ class KeyExpiryRequest(BaseModel):
 
 # Every failure answers the command API's error shape; without these, OpenAPI would
 # document FastAPI's default 422 body, which this API never sends.
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": text}
-    for status, text in {
+_ERRORS = error_responses(
+    {
         400: "Malformed JSON.",
         401: "No usable API key.",
         403: "This key may not manage that key.",
@@ -59,8 +58,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         422: "Invalid request; `field` names the culprit.",
         429: "Too many failed authentications from this client.",
         503: "PostgreSQL unavailable.",
-    }.items()
-}
+    }
+)
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=_ERRORS)
 

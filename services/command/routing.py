@@ -23,9 +23,14 @@ OrgPath = Annotated[str, Path(pattern=ORG_ID_PATTERN, description="Organisation 
 UserPath = Annotated[str, Path(pattern=USER_ID_PATTERN, description="User id within the organisation.")]
 PlatformPath = Annotated[Platform, Path(description="One of the six ad platforms.")]
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": text}
-    for status, text in {
+
+def error_responses(texts: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these statuses, each with the one error body every failure answers."""
+    return {status: {"model": ErrorBody, "description": text} for status, text in texts.items()}
+
+
+ERRORS = error_responses(
+    {
         400: "Malformed JSON.",
         404: "Unknown or archived flag.",
         409: "Version conflict or invalid transition.",
@@ -33,8 +38,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         415: "Body is not application/json.",
         422: "Invalid request; `field` names the culprit.",
         503: "PostgreSQL unavailable.",
-    }.items()
-}
+    }
+)
 CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": ChangeResult, "description": "Nothing to change: nothing written."},
     **ERRORS,
