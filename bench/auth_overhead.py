@@ -5,8 +5,8 @@
 Target (access-control issue): at most 5 % less throughput with authentication on,
 for OFREP and for native evaluation.
 
-"auth on" is the query service as shipped (`python -m services.query`: RSGI with the
-hot path), asked with an evaluator key of the org; "auth off" is
+"auth on" is the query service as shipped (`python -m services.query`: the product's HTTP
+server with the hot path), asked with an evaluator key of the org; "auth off" is
 `bench.query_without_auth`, the same server whose `AuthGate` returns a fixed
 evaluator of the same org without looking at the request. Both run at once on the
 same database, Redis and seeded flags (`bench.ofrep.seed`), and wrk sends both the

@@ -2,10 +2,10 @@
 
     .venv/bin/python -m bench.ofrep [--seconds 10] [--rounds 2] [--peers] [--no-fastapi] [--scenarios ...]
 
-The query service runs as `python -m services.query` (granian, two workers on
-uvloop) on a stack of its own, twice: as served (RSGI and the hot path,
-`services.query.rsgi`) and with `FLAGS_QUERY_FAST_PATH=false` (the same
-handlers behind FastAPI's routing on ASGI), so the cost of the layers shows. Both use an
+The query service runs as `python -m services.query` (two workers on uvloop) on
+a stack of its own, twice: as served (the product's HTTP server and the hot path,
+`services.query.site`) and with `FLAGS_QUERY_FAST_PATH=false` (the same
+handlers behind FastAPI's routing on granian's ASGI), so the cost of the layers shows. Both use an
 evaluator key of the org. Ten flags are seeded; the measured one has a 50%
 sticky rollout at the org level, and the context names a user and a platform.
 "single" and "bulk" repeat one context, so after the first the hot path answers
@@ -276,7 +276,7 @@ async def main() -> None:
         key = await seed(stack.command_url, admin_headers(settings))
         answer = await wait_for_seed(stack.query_url, key)
         print(f"flagstream answers {answer}", file=sys.stderr)
-        servers = {"flagstream (RSGI, fast path)": flagstream_targets(stack.query_url, key)}
+        servers = {"flagstream (hot path)": flagstream_targets(stack.query_url, key)}
         if not args.no_fastapi:
             port = free_port()
             routed = ServiceProcess("query", settings.model_copy(update={"query_port": port, "query_fast_path": False}),

@@ -2,8 +2,8 @@
 
     FLAGS_...=... .venv/bin/python -m bench.query_without_auth
 
-The same server as `python -m services.query` (RSGI with the OFREP and native hot
-path, or the FastAPI app alone with `FLAGS_QUERY_FAST_PATH=false`), except that
+The same server as `python -m services.query` (the product's HTTP server with the
+OFREP and native hot path, or the FastAPI app alone with `FLAGS_QUERY_FAST_PATH=false`), except that
 the app's `AuthGate` is replaced, before its lifespan starts, by one that returns
 a fixed evaluator `Principal` of the bench's org without looking at the request. Both the hot path
 and FastAPI's dependency ask that gate, so authorisation still runs, on that
@@ -23,7 +23,7 @@ from services.auth.policy import Principal, Role
 from services.infra.settings import Settings
 from services.query import app as query_app
 from services.query.__main__ import serve
-from services.query.rsgi import RSGIQueryApp
+from services.query.site import QuerySite
 
 BENCH_PRINCIPAL = Principal("0000000000000000", "benchmark, auth off", Role.EVALUATOR, ORG)  # as the bench's key
 
@@ -50,9 +50,9 @@ def asgi_app_from_env() -> FastAPI:
     return app
 
 
-def rsgi_app_from_env() -> RSGIQueryApp:
-    return RSGIQueryApp(asgi_app_from_env(), cors=bool(Settings().cors_origins))
+def site_from_env() -> QuerySite:
+    return QuerySite(asgi_app_from_env(), cors=bool(Settings().cors_origins))
 
 
 if __name__ == "__main__":
-    serve("bench.query_without_auth:rsgi_app_from_env", "bench.query_without_auth:asgi_app_from_env")
+    serve("bench.query_without_auth:site_from_env", "bench.query_without_auth:asgi_app_from_env")

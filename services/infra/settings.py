@@ -95,12 +95,13 @@ class Settings(BaseSettings):
     redis_prefix: str = "flags"
     cache_ttl_seconds: int = 3600
     query_cache: bool = True  # False only to measure the uncached path
-    query_fast_path: bool = True  # False: the FastAPI app alone on ASGI, no RSGI hot path (to measure the difference)
+    query_fast_path: bool = True  # False: the FastAPI app alone on ASGI, no hot path (to measure the difference)
 
     command_host: str = "127.0.0.1"
     command_port: int = 8081
     query_host: str = "127.0.0.1"
     query_port: int = 8082
+    query_workers: int = 0  # worker processes; 0: one per CPU this process may run on
     max_body_bytes: int = 16 * 1024
     cors_origins: list[str] = []  # FLAGS_CORS_ORIGINS='["https://admin.example"]'; empty: no cross-origin access
     command_rate_per_second: float = 20.0  # writes per API key on the command API, refilled continuously

@@ -1,34 +1,47 @@
-"""`python -m services.query`: serve the query API with granian, two workers on uvloop.
+"""`python -m services.query`: serve the query API, a worker process per CPU (`FLAGS_QUERY_WORKERS`) on uvloop.
 
-On RSGI with the OFREP fast path (`services.query.rsgi`); with
-`FLAGS_QUERY_FAST_PATH=false`, the FastAPI app alone on ASGI. Measured beside
-Unleash Edge (bench/README.md): uvloop rather than asyncio's loop served a third
-more OFREP requests; two workers (each with its own caches and invalidation
-subscription) about half as many again, with lower p99s. The loop is named here,
-not left to granian's `auto`, so the choice is this service's.
+On the product's own HTTP server (`services.httpserver`) with the evaluation
+hot path (`services.query.site`); with `FLAGS_QUERY_FAST_PATH=false`, the
+FastAPI app alone on granian's ASGI interface (to measure the difference).
+Measured beside Unleash Edge (bench/README.md): two workers, each with its own
+caches and invalidation subscription, served about half as many requests again
+as one, with lower p99s.
 """
 
 from __future__ import annotations
 
+import os
+
 from granian import Granian
 from granian.constants import Interfaces, Loops
 
+from services.httpserver import serve as serve_http
 from services.infra.settings import Settings
+from services.query.fastpath import security_headers
 
 
 def serve(
-    rsgi_factory: str = "services.query.rsgi:app_from_env", asgi_factory: str = "services.query.app:app_from_env"
+    site_factory: str = "services.query.site:site_from_env", asgi_factory: str = "services.query.app:app_from_env"
 ) -> None:
-    """Serve one of two app factories (import paths, for granian), as the settings choose."""
+    """Serve one of two factories (import paths), as the settings choose."""
     settings = Settings()
-    fast = settings.query_fast_path
+    workers = settings.query_workers or len(os.sched_getaffinity(0))
+    if settings.query_fast_path:
+        serve_http(
+            site_factory,
+            host=settings.query_host,
+            port=settings.query_port,
+            workers=workers,
+            headers=security_headers(),
+        )
+        return
     Granian(
-        rsgi_factory if fast else asgi_factory,
+        asgi_factory,
         factory=True,
         address=settings.query_host,
         port=settings.query_port,
-        interface=Interfaces.RSGI if fast else Interfaces.ASGI,
-        workers=2,
+        interface=Interfaces.ASGI,
+        workers=workers,
         loop=Loops.uvloop,
     ).serve()
 

@@ -19,8 +19,9 @@ and serves them itself to a browser (a request with `Origin`, when CORS is
 configured: the app's CORS layer decides) or when `FLAGS_QUERY_FAST_PATH=false`.
 
 `FastPath` is the ASGI adapter (in-process tests, any ASGI server);
-`services.query.rsgi` is the one `python -m services.query` serves, on
-granian's RSGI interface, which costs less per request than ASGI.
+`services.query.site` is the one `python -m services.query` serves, on the
+product's own HTTP server (`services.httpserver`), which costs far less per
+request than any ASGI server.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from services.auth.policy import Action, Forbidden, Principal, allowed, authoriz
 from services.http import SecurityHeaders
 from services.http.errors import problem, rate_limited
 from services.http.unhandled import INTERNAL_ERROR_DETAIL
+from services.httpserver.message import Reply
 from services.query import ofrep, rendering, validation
 from services.query.answers import AnswerCache, Recorder
 from services.query.errors import InvalidParameter, Unavailable, UnknownFlag
@@ -51,7 +53,6 @@ __all__ = [
     "FastPath",
     "HotPath",
     "HotRequest",
-    "Reply",
     "has_origin",
     "is_hot",
     "is_ofrep",
@@ -91,17 +92,6 @@ def native_target(method: str, path: str) -> tuple[str, str] | None:
 def is_hot(method: str, path: str) -> bool:
     """A request `HotPath` answers itself."""
     return is_ofrep(method, path) or native_target(method, path) is not None
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    status: int
-    headers: Headers  # as RSGI takes them; `raw_headers` for ASGI
-    body: bytes
-
-    @property
-    def raw_headers(self) -> RawHeaders:
-        return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in self.headers]
 
 
 @dataclass(frozen=True, slots=True)

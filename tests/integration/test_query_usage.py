@@ -1,6 +1,6 @@
 """Evaluation counts and override counts on the real stack (Kafka, Postgres, Redis, the services as processes).
 
-Evaluations on every route (the native single-flag GET and OFREP on the RSGI hot path, the
+Evaluations on every route (the native single-flag GET and OFREP on the hot path, the
 native bulk GET on the app) are counted per org and flag, flushed to Redis about once a
 second by the query service, and read back per org (its audit readers) or for every org
 (system-wide readers). The override counts route answers what the projector counted.

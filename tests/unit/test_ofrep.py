@@ -1,9 +1,9 @@
 """OFREP over the app in process: shapes, reasons, error codes, ETags and access, on both HTTP paths.
 
 Every test runs twice: through the fast path's ASGI adapter and through
-FastAPI's routes; the answers must be the same. The RSGI adapter, which
-`python -m services.query` serves, is tested on the running stack
-(tests/integration/test_ofrep.py).
+FastAPI's routes; the answers must be the same. The site `python -m services.query`
+serves is compared with them in tests/unit/test_query_site.py, and tested on the
+running stack (tests/integration/test_ofrep.py).
 """
 
 from __future__ import annotations

@@ -1,0 +1,394 @@
+"""One client connection: HTTP/1.1 parsed by httptools, answered in order, with limits and timeouts.
+
+A handler returns a `Reply` (written at once, inside the `data_received` call
+that completed the request) or an awaitable of one (run as a task; requests
+pipelined behind it wait their turn, so answers leave in the order asked).
+Everything a client can get wrong is answered here with a status and a short
+JSON error and the connection closed: a malformed request 400, a head over the
+limit 431, a body over the limit 413, a request too slow to arrive 408.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import httptools
+import orjson
+
+from services.http.errors import error_body
+from services.http.unhandled import INTERNAL_ERROR_DETAIL
+from services.httpserver.message import Clock, Reply, Request, encode
+
+__all__ = ["Connection", "Handler", "Limits"]
+
+log = logging.getLogger("flagstream.http")
+
+Headers = Sequence[tuple[str, str]]
+Handler = Callable[[Request], "Reply | Awaitable[Reply]"]
+
+_JSON = ("content-type", "application/json")
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+LINGER = 2.0  # seconds a refused connection's input is read and dropped before the close
+_QUEUED_BEFORE_PAUSE = 16  # pipelined requests held while one is answered, before reading stops
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_head: int = 64 * 1024  # request line and headers, bytes
+    max_body: int = 1024 * 1024
+    request_timeout: float = 30.0  # from a request's first byte to its last
+    keep_alive: float = 75.0  # an idle connection's life (longer than the usual load balancer's 60 s)
+
+
+def refusal(status: int, error: str, detail: str, field: str | None = None) -> Reply:
+    """The product's error document (`services.http.errors`), for what the server itself refuses."""
+    return Reply(status, [_JSON], orjson.dumps(error_body(error, detail, field)))
+
+
+def internal_error() -> Reply:
+    return refusal(500, "internal_error", INTERNAL_ERROR_DETAIL)
+
+
+class Connection(asyncio.Protocol):
+    """One connection's parser, its queue of pipelined requests and its timers (checked by `Connections`)."""
+
+    __slots__ = (
+        "_busy",
+        "_chunks",
+        "_client",
+        "_clock",
+        "_closing",
+        "_head_bytes",
+        "_headers",
+        "_in_head",
+        "_limits",
+        "_parser",
+        "_queue",
+        "_refusal",
+        "_server",
+        "_size",
+        "_url",
+        "_writable",
+        "connections",
+        "handler",
+        "idle_since",
+        "lingering_since",
+        "reading_since",
+        "transport",
+    )
+
+    def __init__(self, handler: Handler, connections: Connections) -> None:
+        self.handler = handler
+        self.connections = connections
+        self._limits = connections.limits
+        self._clock = connections.clock
+        self._parser = httptools.HttpRequestParser(self)
+        self._queue: deque[Request] = deque()
+        self._busy = False  # a handler's task is answering
+        self._closing = False  # close once the answers owed are written
+        self._writable = True
+        self._url: list[bytes] = []
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._head_bytes = 0
+        self._in_head = False
+        self._refusal: Reply | None = None  # owed once the answers before it are written
+        self.reading_since: float | None = None  # monotonic start of a request not yet whole
+        self.lingering_since: float | None = None  # a refusal was sent: input is dropped until the close
+        self.idle_since = time.monotonic()
+
+    # --- asyncio ----------------------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]  # a stream's (uvloop's TCPTransport)
+        self._client = _address(transport.get_extra_info("peername"))
+        self._server = _address(transport.get_extra_info("sockname"))
+        self.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        self._queue.clear()
+        self._closing = True
+
+    def data_received(self, data: bytes) -> None:
+        if self._refusal is not None or self.lingering_since is not None:
+            return  # after a refusal: dropped unread
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._finish_then_close()  # the request was answered or queued; what follows it is not HTTP we speak
+            return
+        except httptools.HttpParserCallbackError as exc:
+            refused = exc.__context__
+            if not isinstance(refused, _Refused):
+                log.error("the HTTP parser's callback failed", exc_info=refused)
+            self._refuse(refused.reply if isinstance(refused, _Refused) else internal_error())
+            return
+        except httptools.HttpParserError:
+            self._refuse(refusal(400, "bad_request", "the request is not valid HTTP/1.1"))
+            return
+        if self._in_head:  # bound what the parser buffers of one head, even within a single header
+            self._head_bytes += len(data)
+            if self._head_bytes > 16 * self._limits.max_head:
+                self._refuse(self._head_too_large())
+
+    def pause_writing(self) -> None:
+        self._writable = False
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._writable = True
+        if not self._busy and not self._closing:
+            self.transport.resume_reading()
+
+    # --- httptools --------------------------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = []
+        self._headers = []
+        self._chunks = []
+        self._size = 0
+        self._head_bytes = 0
+        self._in_head = True
+        self.reading_since = time.monotonic()
+
+    def on_url(self, url: bytes) -> None:
+        self._url.append(url)
+        self._size += len(url)
+        if self._size > self._limits.max_head:
+            detail = f"the request target exceeds {self._limits.max_head} bytes"
+            raise _Refused(refusal(414, "uri_too_long", detail, "path"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+        self._size += len(name) + len(value) + 4
+        if self._size > self._limits.max_head:
+            raise _Refused(self._head_too_large())
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._size = 0
+        announced = self._announced_length()
+        if announced is not None and announced > self._limits.max_body:
+            raise _Refused(self._body_too_large())
+        if self._parser.get_http_version() == "1.1" and _header(self._headers, b"expect") == b"100-continue":
+            self.transport.write(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._size += len(body)
+        if self._size > self._limits.max_body:
+            raise _Refused(self._body_too_large())
+
+    def on_message_complete(self) -> None:
+        self.reading_since = None
+        parser = self._parser
+        raw = self._url[0] if len(self._url) == 1 else b"".join(self._url)
+        url = httptools.parse_url(raw)
+        raw_path = url.path or b"/"
+        chunks = self._chunks
+        request = Request(
+            parser.get_method().decode("ascii"),
+            unquote(raw_path.decode("latin-1")),
+            raw_path,
+            url.query or b"",
+            self._headers,
+            chunks[0] if len(chunks) == 1 else b"".join(chunks),
+            parser.get_http_version(),
+            self._client,
+            self._server,
+        )
+        if not parser.should_keep_alive():
+            self._closing = True  # answer this one, then close: the client said so (or spoke HTTP/1.0)
+            self.transport.pause_reading()
+        if self._busy:
+            self._queue.append(request)
+            if len(self._queue) >= _QUEUED_BEFORE_PAUSE:
+                self.transport.pause_reading()
+            return
+        self._answer(request)
+
+    # --- answering --------------------------------------------------------------------------------------------------
+
+    def _answer(self, request: Request) -> None:
+        try:
+            reply = self.handler(request)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            reply = self._internal_error()
+        if isinstance(reply, Reply):
+            self._write(request, reply, last=self._owes_nothing_more())
+            return
+        self._busy = True
+        asyncio.get_running_loop().create_task(self._await(request, reply))
+
+    async def _await(self, request: Request, pending: Awaitable[Reply]) -> None:
+        try:
+            reply = await pending
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            reply = self._internal_error()
+        self._busy = False
+        if self.transport.is_closing():
+            return
+        self._write(request, reply, last=self._owes_nothing_more())
+        while self._queue and not self._busy:
+            self._answer(self._queue.popleft())
+        if self._busy:
+            return
+        if self._refusal is not None:
+            self._send_refusal()
+        elif not self._closing and self._writable:
+            self.transport.resume_reading()
+
+    def _write(self, request: Request, reply: Reply, *, last: bool) -> None:
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(encode(reply, self._clock, keep_alive=not last, head=request.method == "HEAD"))
+        self.idle_since = time.monotonic()
+        if last:
+            transport.close()
+
+    def _refuse(self, reply: Reply) -> None:
+        """Answer a request that cannot be read (after the answers owed before it), then close.
+
+        What follows it on the wire cannot be trusted, so it is read and dropped: closing a socket with unread
+        input resets the connection, and a reset can destroy the refusal before the client reads it. The write side
+        is shut at once (the client reads the refusal, then the end); the rest closes when the client does, or
+        after `LINGER` seconds.
+        """
+        self.reading_since = None
+        self._closing = True
+        self._refusal = Reply(reply.status, [*reply.headers, *self.connections.headers], reply.body)
+        if not self._busy:
+            self._send_refusal()
+
+    def _send_refusal(self) -> None:
+        refusal, self._refusal = self._refusal, None
+        transport = self.transport
+        if refusal is None or transport.is_closing():
+            return
+        transport.write(encode(refusal, self._clock, keep_alive=False))
+        self.lingering_since = time.monotonic()
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:
+            transport.close()
+
+    def _owes_nothing_more(self) -> bool:
+        """This answer is the last one: the connection is closing and no answer or refusal waits behind it."""
+        return self._closing and not self._queue and self._refusal is None
+
+    def _finish_then_close(self) -> None:
+        self._closing = True
+        self.transport.pause_reading()
+        if not self._busy and not self._queue:
+            self.transport.close()
+
+    def _internal_error(self) -> Reply:
+        reply = internal_error()
+        return Reply(500, [*reply.headers, *self.connections.headers], reply.body)
+
+    def _head_too_large(self) -> Reply:
+        detail = f"the request's headers exceed {self._limits.max_head} bytes"
+        return refusal(431, "headers_too_large", detail, "headers")
+
+    def _body_too_large(self) -> Reply:
+        return refusal(413, "body_too_large", f"the body exceeds {self._limits.max_body} bytes", "body")
+
+    def _announced_length(self) -> int | None:
+        value = _header(self._headers, b"content-length")
+        return int(value) if value is not None and value.isdigit() else None  # the parser refused any other value
+
+    # --- timers and shutdown (`Connections` calls these) ------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """Close the connection if it has been idle too long, or a request has taken too long to arrive."""
+        if self.lingering_since is not None:
+            if now - self.lingering_since > LINGER:
+                self.transport.close()
+            return
+        if self._busy or self.transport.is_closing():
+            return
+        if self.reading_since is not None:
+            if now - self.reading_since > self._limits.request_timeout:
+                self._refuse(refusal(408, "request_timeout", "the request took too long to arrive"))
+        elif not self._queue and now - self.idle_since > self._limits.keep_alive:
+            self.transport.close()
+
+    def shut_down(self) -> None:
+        """Close now if nothing is owed, else after the answers owed (each says `connection: close`)."""
+        if self._busy or self._queue:
+            self._finish_then_close()
+        elif not self.transport.is_closing():
+            self.transport.close()
+
+
+class _Refused(Exception):
+    """Raised from a parser callback: httptools stops, and `data_received` answers `reply` and closes."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.status)
+        self.reply = reply
+
+
+class Connections:
+    """A worker's open connections, their limits, the `date` clock, and the timer that checks them each second."""
+
+    def __init__(self, limits: Limits, headers: Headers = ()) -> None:
+        self.limits = limits
+        self.headers = headers  # on every answer the server writes itself (a refusal, a 500)
+        self.clock = Clock()
+        self._open: set[Connection] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, connection: Connection) -> None:
+        self._open.add(connection)
+
+    def discard(self, connection: Connection) -> None:
+        self._open.discard(connection)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = loop.call_later(1.0, self._tick, loop)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.clock.tick()
+        now = time.monotonic()
+        for connection in list(self._open):
+            connection.expire(now)
+        self._timer = loop.call_later(1.0, self._tick, loop)
+
+    def shut_down(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for connection in list(self._open):
+            connection.shut_down()
+
+    def close_all(self) -> None:
+        """What is still open after the drain: cut."""
+        for connection in list(self._open):
+            connection.transport.abort()
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def _address(address: object) -> tuple[str, int]:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return str(address[0]), int(address[1])
+    return ("unknown", 0)

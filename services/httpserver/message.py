@@ -1,0 +1,74 @@
+"""What a handler reads (`Request`) and answers (`Reply`), and the bytes an answer goes out as."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+
+__all__ = ["Clock", "Reply", "Request", "encode"]
+
+Headers = list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    headers: Headers  # names in lower case; `content-length` is added when missing
+    body: bytes
+
+    @property
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in self.headers]
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str  # percent-decoded, as ASGI's `path`
+    raw_path: bytes
+    query_string: bytes
+    headers: list[tuple[bytes, bytes]]  # names in lower case, in the order sent
+    body: bytes
+    http_version: str
+    client: tuple[str, int]
+    server: tuple[str, int]
+
+    def header(self, name: bytes) -> str | None:
+        """The first value of `name` (lower case), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value.decode("latin-1")
+        return None
+
+
+class Clock:
+    """The `date` header's value, formatted once a second rather than per answer (RFC 9110 asks for it)."""
+
+    __slots__ = ("line",)
+
+    def __init__(self) -> None:
+        self.line = b""
+        self.tick()
+
+    def tick(self) -> None:
+        self.line = b"date: " + formatdate(time.time(), usegmt=True).encode() + b"\r\n"
+
+
+_STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in HTTPStatus}
+_NO_BODY = frozenset((204, 304))
+
+
+def encode(reply: Reply, clock: Clock, *, keep_alive: bool, head: bool = False) -> bytes:
+    """The answer on the wire: status line, headers (with `content-length` and `date`), body (none for HEAD)."""
+    status = reply.status
+    line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} \r\n".encode()
+    lines = [f"{name}: {value}\r\n" for name, value in reply.headers]
+    no_body = status in _NO_BODY or status < 200
+    if not no_body and not any(name == "content-length" for name, _ in reply.headers):
+        lines.append(f"content-length: {len(reply.body)}\r\n")
+    if not keep_alive:
+        lines.append("connection: close\r\n")
+    head_bytes = line + "".join(lines).encode("latin-1") + clock.line + b"\r\n"
+    return head_bytes if head or no_body else head_bytes + reply.body

@@ -1,0 +1,73 @@
+"""The query service on `services.httpserver`: evaluations answered by `HotPath`, the rest by the FastAPI app.
+
+OFREP and native single-flag evaluation are the hot path. A verified evaluator
+whose answer a plan holds is answered synchronously, inside the `data_received`
+call that completed the request; any other hot request is answered by
+`HotPath.reply` (the same authentication, refusals, counts and logs as ever);
+everything else (bulk native evaluation, the catalogue, probes, the docs, and a
+browser's request when CORS is configured) goes to the app through the ASGI
+bridge, after the app's lifespan started the worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI
+
+from services.httpserver import ASGIBridge, Lifespan, Reply, Request
+from services.infra.settings import Settings
+from services.query.app import app_from_env as fastapi_app_from_env
+from services.query.fastpath import HotPath, HotRequest, is_hot
+
+__all__ = ["QuerySite", "site_from_env"]
+
+
+class QuerySite:
+    """A `services.httpserver.Site` for the query app."""
+
+    __slots__ = ("_bridge", "_cors", "_endpoint", "_lifespan", "app")
+
+    def __init__(self, app: FastAPI, *, cors: bool = False) -> None:
+        self.app = app
+        self._cors = cors  # the app has a CORS layer: leave requests from browsers to it
+        self._endpoint = HotPath(app)
+        self._lifespan = Lifespan(app)
+        self._bridge = ASGIBridge(app, self._lifespan.state)
+
+    async def start(self) -> None:
+        await self._lifespan.startup()
+
+    async def stop(self) -> None:
+        await self._lifespan.shutdown()
+
+    def handle(self, request: Request) -> Reply | Awaitable[Reply]:
+        method, path = request.method, request.path
+        if not is_hot(method, path) or (self._cors and request.header(b"origin") is not None):
+            return self._bridge(request)
+        authorization = request.header(b"authorization")
+        if_none_match = request.header(b"if-none-match")
+        client = request.client[0]
+        endpoint = self._endpoint
+        if method == "POST":  # OFREP: a known evaluator's answer from a plan, with no await at all
+            principal = endpoint.evaluator(authorization, client)
+            if principal is not None:
+                reply = endpoint.planned(principal, path, request.body, if_none_match)
+                if reply is not None:
+                    return reply
+        hot = HotRequest(method, path, request.query_string.decode("latin-1"), client, authorization, if_none_match)
+        return endpoint.reply(hot, _body(request.body))
+
+
+def _body(body: bytes) -> Callable[[], Awaitable[bytes]]:
+    """The reader `HotPath.reply` awaits: the server has read the whole body already."""
+
+    async def read() -> bytes:
+        return body
+
+    return read
+
+
+def site_from_env() -> QuerySite:
+    """Factory for `services.httpserver.serve` (`python -m services.query`)."""
+    return QuerySite(fastapi_app_from_env(), cors=bool(Settings().cors_origins))
