@@ -34,6 +34,7 @@ Handler = Callable[[Request], "Reply | Awaitable[Reply]"]
 
 _JSON = ("content-type", "application/json")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_METHODS = {m.encode(): m for m in ("GET", "POST", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS")}
 LINGER = 2.0  # seconds a refused connection's input is read and dropped before the close
 _QUEUED_BEFORE_PAUSE = 16  # pipelined requests held while one is answered, before reading stops
 
@@ -157,7 +158,7 @@ class Connection(asyncio.Protocol):
         self._size = 0
         self._head_bytes = 0
         self._in_head = True
-        self.reading_since = time.monotonic()
+        self.reading_since = self.connections.now
 
     def on_url(self, url: bytes) -> None:
         self._url.append(url)
@@ -174,11 +175,16 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._size = 0
-        announced = self._announced_length()
-        if announced is not None and announced > self._limits.max_body:
-            raise _Refused(self._body_too_large())
-        if self._parser.get_http_version() == "1.1" and _header(self._headers, b"expect") == b"100-continue":
+        self._size = 0  # from here, the body's size
+        announced = expect = None
+        for name, value in self._headers:
+            if name == b"content-length":
+                announced = value  # digits: the parser refused anything else
+            elif name == b"expect":
+                expect = value
+        if announced is not None and int(announced) > self._limits.max_body:
+            raise _Refused(self._body_too_large())  # refused unread
+        if expect == b"100-continue" and self._parser.get_http_version() == "1.1":
             self.transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
@@ -191,14 +197,19 @@ class Connection(asyncio.Protocol):
         self.reading_since = None
         parser = self._parser
         raw = self._url[0] if len(self._url) == 1 else b"".join(self._url)
-        url = httptools.parse_url(raw)
-        raw_path = url.path or b"/"
+        if raw[:1] == b"/" and b"?" not in raw:  # the usual target: a plain path, nothing to split
+            raw_path, query = raw, b""
+        else:
+            url = httptools.parse_url(raw)
+            raw_path, query = url.path or b"/", url.query or b""
+        path = raw_path.decode("latin-1")
         chunks = self._chunks
+        method = parser.get_method()
         request = Request(
-            parser.get_method().decode("ascii"),
-            unquote(raw_path.decode("latin-1")),
+            _METHODS.get(method) or method.decode("latin-1"),
+            unquote(path) if "%" in path else path,
             raw_path,
-            url.query or b"",
+            query,
             self._headers,
             chunks[0] if len(chunks) == 1 else b"".join(chunks),
             parser.get_http_version(),
@@ -253,7 +264,7 @@ class Connection(asyncio.Protocol):
         if transport.is_closing():
             return
         transport.write(encode(reply, self._clock, keep_alive=not last, head=request.method == "HEAD"))
-        self.idle_since = time.monotonic()
+        self.idle_since = self.connections.now
         if last:
             transport.close()
 
@@ -304,10 +315,6 @@ class Connection(asyncio.Protocol):
     def _body_too_large(self) -> Reply:
         return refusal(413, "body_too_large", f"the body exceeds {self._limits.max_body} bytes", "body")
 
-    def _announced_length(self) -> int | None:
-        value = _header(self._headers, b"content-length")
-        return int(value) if value is not None and value.isdigit() else None  # the parser refused any other value
-
     # --- timers and shutdown (`Connections` calls these) ------------------------------------------------------------
 
     def expire(self, now: float) -> None:
@@ -347,6 +354,7 @@ class Connections:
         self.limits = limits
         self.headers = headers  # on every answer the server writes itself (a refusal, a 500)
         self.clock = Clock()
+        self.now = time.monotonic()  # as of the last tick: the timeouts count whole seconds
         self._open: set[Connection] = set()
         self._timer: asyncio.TimerHandle | None = None
 
@@ -364,7 +372,7 @@ class Connections:
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self.clock.tick()
-        now = time.monotonic()
+        self.now = now = time.monotonic()
         for connection in list(self._open):
             connection.expire(now)
         self._timer = loop.call_later(1.0, self._tick, loop)
@@ -379,13 +387,6 @@ class Connections:
         """What is still open after the drain: cut."""
         for connection in list(self._open):
             connection.transport.abort()
-
-
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
 
 
 def _address(address: object) -> tuple[str, int]:
