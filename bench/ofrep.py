@@ -23,6 +23,12 @@ through its frontend API: `/api/frontend/features/{name}` for one flag and
 Each (server, scenario, connections) runs `--rounds` times, servers alternating,
 and the table gives the mean. Target (issue 7): at least Edge's throughput with
 a p99 no worse.
+
+Where the processes run: wrk on CPU 0 and the servers on the other CPUs, so the
+load generator never takes a server's core (standard practice; on this 2-core
+machine each server gets one core, and both size themselves to it: flagstream
+starts a worker per CPU it may use, Edge's tokio a thread per CPU). `--shared-cpus`
+lets every process run anywhere, as the runs before 2026-11-30 did.
 """
 
 from __future__ import annotations
@@ -89,11 +95,13 @@ class Target:
         return "\n".join(lines) + "\n"
 
 
-def wrk(target: Target, *, connections: int, seconds: int) -> dict[str, float]:
+def wrk(target: Target, *, connections: int, seconds: int, apart: bool = False) -> dict[str, float]:
+    """wrk's figures; `apart`: wrk on WRK_CPU alone (`place_servers` put the servers on the others)."""
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     script.write_text(target.script())
     args = [ensure_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), target.url]
-    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    placed = _on_wrk_cpu if apart else None
+    out = subprocess.run(args, check=True, capture_output=True, text=True, preexec_fn=placed).stdout
     script.unlink()
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
@@ -102,6 +110,22 @@ def wrk(target: Target, *, connections: int, seconds: int) -> dict[str, float]:
     for pct, value, unit in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
         result[f"p{pct}"] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
     return result
+
+
+WRK_CPU = 0
+
+
+def place_servers() -> set[int]:
+    """Run this process, and so every server it starts from now on, on every CPU but wrk's."""
+    cpus = os.sched_getaffinity(0) - {WRK_CPU}
+    if not cpus:
+        raise SystemExit("--shared-cpus is needed on a machine with one CPU")
+    os.sched_setaffinity(0, cpus)
+    return cpus
+
+
+def _on_wrk_cpu() -> None:
+    os.sched_setaffinity(0, {WRK_CPU})
 
 
 # --- flagstream ----------------------------------------------------------------------------------------------
@@ -236,13 +260,13 @@ class Edge:
 
 
 def measure(
-    servers: dict[str, dict[str, Target]], scenarios: list[str], *, seconds: int, rounds: int
+    servers: dict[str, dict[str, Target]], scenarios: list[str], *, seconds: int, rounds: int, apart: bool
 ) -> dict[str, dict[str, float]]:
     """{"server | scenario | -cN": mean figures}, servers alternating within each round."""
     for targets in servers.values():  # warm caches and connections (every user's document, for "users")
         for name, target in targets.items():
             if name in scenarios:
-                wrk(target, connections=16, seconds=25 if target.users else 1)
+                wrk(target, connections=16, seconds=25 if target.users else 1, apart=apart)
     runs: dict[str, list[dict[str, float]]] = {}
     for scenario in scenarios:
         for connections in (16, 64):
@@ -250,7 +274,7 @@ def measure(
                 order = [s for s in servers if scenario in servers[s]]
                 order = order if i % 2 == 0 else list(reversed(order))
                 for server in order:
-                    figures = wrk(servers[server][scenario], connections=connections, seconds=seconds)
+                    figures = wrk(servers[server][scenario], connections=connections, seconds=seconds, apart=apart)
                     runs.setdefault(f"{server} | {scenario} | -c{connections}", []).append(figures)
                     print(f"  round {i + 1} {server:<28} {scenario:<6} -c{connections:<3} {figures['rps']:>9,.0f} req/s"
                           f"   p50 {figures['p50']:.2f} ms   p99 {figures['p99']:.2f} ms", file=sys.stderr)
@@ -263,11 +287,14 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--peers", action="store_true", help="run Unleash Edge beside it")
     parser.add_argument("--no-fastapi", action="store_true", help="leave out the FastAPI build (quicker comparisons)")
+    parser.add_argument("--shared-cpus", action="store_true", help="wrk and the servers on any CPU, not apart")
     parser.add_argument("--scenarios", nargs="+", default=["single", "bulk", "users", "native"],
                         choices=["single", "bulk", "users", "native"],
                         help="users: single, a different user each request; native: GET /v1/orgs/{org}/flags/{key}")
     args = parser.parse_args()
-    settings = await isolated_settings("ofrep")
+    settings = await isolated_settings("ofrep")  # the local servers (Postgres, Kafka, Redis) are started first
+    if not args.shared_cpus:
+        print(f"wrk on CPU {WRK_CPU}, the servers on CPUs {sorted(place_servers())}", file=sys.stderr)
     logs = Path(tempfile.mkdtemp())
     stack = start_stack(settings, logs)
     routed: ServiceProcess | None = None
@@ -290,7 +317,7 @@ async def main() -> None:
             print(f"unleash-edge answers {peer}", file=sys.stderr)
             assert peer["enabled"] is answer["value"], "Edge and flagstream disagree on the measured flag"
             servers["Unleash Edge (frontend API)"] = edge.targets()
-        results = measure(servers, args.scenarios, seconds=args.seconds, rounds=args.rounds)
+        results = measure(servers, args.scenarios, seconds=args.seconds, rounds=args.rounds, apart=not args.shared_cpus)
     finally:
         if edge is not None:
             edge.stop()

@@ -25,7 +25,7 @@ from services.http.errors import error_body
 from services.http.unhandled import INTERNAL_ERROR_DETAIL
 from services.httpserver.message import Clock, Reply, Request, encode
 
-__all__ = ["Connection", "Handler", "Limits"]
+__all__ = ["Connection", "Connections", "Handler", "Headers", "Limits", "internal_error", "refusal"]
 
 log = logging.getLogger("flagstream.http")
 
