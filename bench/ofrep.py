@@ -333,8 +333,9 @@ async def main() -> None:
     (RESULTS / "ofrep.json").write_text(json.dumps(results, indent=1))
     load = os.getloadavg()[0]
     print(f"load average at the end: {load:.1f} on {os.cpu_count()} cores")
-    title = (f"OFREP over HTTP, wrk -t1, mean of {args.rounds} rounds of {args.seconds} s "
-             f"({os.cpu_count()} cores, load average {load:.0f})")
+    where = "wrk and servers on any CPU" if args.shared_cpus else f"wrk on CPU {WRK_CPU}, servers on the others"
+    title = (f"OFREP over HTTP, wrk -t1, mean of {args.rounds} rounds of {args.seconds} s\n"
+             f"({os.cpu_count()} cores, {where}, load average {load:.0f})")
     grouped_bar_plot(results, RESULTS / "ofrep.png", title=title)
     print(f"\nwrote {RESULTS / 'ofrep.json'} and {RESULTS / 'ofrep.png'}")
 

@@ -59,8 +59,11 @@ def grouped_bar_plot(results: dict[str, dict[str, float]], path: Path, *, title:
                          rotation=20)
         panel.set_ylabel(label)
         panel.grid(True, axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[1].set_yscale("log")  # p99s from ~1 ms to ~100 ms: on a linear axis the small ones vanish
+    axes[1].set_ylabel("p99 latency (ms, log scale)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(servers), fontsize=8)  # below: over the bars it hid some
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path)
     plt.close(fig)
