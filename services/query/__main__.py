@@ -10,6 +10,7 @@ as one, with lower p99s.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from granian import Granian
@@ -27,6 +28,8 @@ def serve(
     settings = Settings()
     workers = settings.query_workers or len(os.sched_getaffinity(0))
     if settings.query_fast_path:
+        # configured before the workers are forked, so the supervisor's lines (a worker died, the port is taken) show
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         serve_http(
             site_factory,
             host=settings.query_host,
