@@ -357,12 +357,16 @@ class Connections:
         self.now = time.monotonic()  # as of the last tick: the timeouts count whole seconds
         self._open: set[Connection] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self.on_close: Callable[[], None] | None = None  # a connection has closed (the acceptor counts them)
 
     def add(self, connection: Connection) -> None:
         self._open.add(connection)
 
     def discard(self, connection: Connection) -> None:
-        self._open.discard(connection)
+        if connection in self._open:
+            self._open.remove(connection)
+            if self.on_close is not None:
+                self.on_close()
 
     def __len__(self) -> int:
         return len(self._open)

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -340,6 +341,15 @@ def _get(port: int) -> bytes | None:
         return None
 
 
+def _pids_of(clients: list[socket.socket]) -> Counter[bytes]:
+    """Which worker holds each kept-alive connection (each answer names its worker's pid)."""
+    pids: Counter[bytes] = Counter()
+    for client in clients:
+        client.sendall(get("/"))
+        pids[client.recv(4096).rpartition(b"pid ")[2]] += 1
+    return pids
+
+
 def test_workers_serve_a_port_refuse_a_taken_one_and_stop_on_sigterm() -> None:
     port = _free_port()
     process = _serve(port)
@@ -348,6 +358,14 @@ def test_workers_serve_a_port_refuse_a_taken_one_and_stop_on_sigterm() -> None:
         while (raw := _get(port)) is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert raw is not None and raw.startswith(b"HTTP/1.1 200 OK") and b"pid " in raw
+        time.sleep(1.0)  # both workers started (the first answer needed only one)
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(16)]
+        try:  # 16 connections opened at once are spread evenly over the two workers, not left to who wakes first
+            pids = _pids_of(clients)
+            assert len(pids) == 2 and max(pids.values()) - min(pids.values()) <= 2, pids
+        finally:
+            for client in clients:
+                client.close()
         second = _serve(port)
         _, err = second.communicate(timeout=20)
         assert second.returncode != 0 and b"cannot listen on 127.0.0.1:" in err
