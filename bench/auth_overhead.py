@@ -13,7 +13,9 @@ same database, Redis and seeded flags (`bench.ofrep.seed`), and wrk sends both t
 same requests, `Authorization` header included: OFREP single-flag evaluation and
 the native `GET`, cached answers (where a fixed cost shows most), `-t1 -c16` and
 `-c1`. The builds take turns, in alternating order, for `--rounds` rounds; figures
-are means over rounds. A micro-benchmark times `Authenticator.authenticate` with a
+are means over rounds. wrk runs on CPU 0 and both servers on the other CPUs, as in
+`bench.ofrep` (with everything on any CPU, two busy servers and wrk on 2 cores gave
+gaps of 15–22% between rounds, either way). A micro-benchmark times `Authenticator.authenticate` with a
 warm key cache, the in-process work every request does between cache refreshes.
 """
 
@@ -33,7 +35,7 @@ from pathlib import Path
 import httpx
 
 from bench.harness import REPO, drop_database, isolated_settings
-from bench.ofrep import Target, flagstream_targets, seed, wait_for_seed, wrk
+from bench.ofrep import WRK_CPU, Target, flagstream_targets, place_servers, seed, wait_for_seed, wrk
 from services.auth.authenticator import Authenticator
 from services.auth.policy import Role
 from services.infra.settings import Settings
@@ -106,14 +108,14 @@ def http_rounds(targets: dict[str, dict[str, Target]], *, seconds: int, rounds: 
     """{"<scenario> -c<n>": {build: mean figures}}, each build run `rounds` times in alternating order."""
     for builds in targets.values():  # warm both: document cache, key cache, connections
         for target in builds.values():
-            wrk(target, connections=16, seconds=2)
+            wrk(target, connections=16, seconds=2, apart=True)
     results: dict[str, dict[str, dict]] = {}
     for scenario, builds in targets.items():
         for connections in (16, 1):
             runs: dict[str, list[dict[str, float]]] = {name: [] for name in builds}
             for i in range(rounds):
                 for name in list(builds) if i % 2 == 0 else list(reversed(builds)):
-                    figures = wrk(builds[name], connections=connections, seconds=seconds)
+                    figures = wrk(builds[name], connections=connections, seconds=seconds, apart=True)
                     runs[name].append(figures)
                     print(f"  round {i + 1}, {scenario:<6} -c{connections:<2} {name:<8} {figures['rps']:>9,.0f} req/s"
                           f"   p50 {figures['p50']:.3f} ms   p99 {figures['p99']:.3f} ms", file=sys.stderr)
@@ -150,6 +152,7 @@ async def main() -> None:
     args = parser.parse_args()
     micro = await authenticate_micro()
     settings = await isolated_settings("auth")
+    print(f"wrk on CPU {WRK_CPU}, the servers on CPUs {sorted(place_servers())}", file=sys.stderr)
     logs = Path(tempfile.mkdtemp())
     stack = start_stack(settings, logs)
     off = AuthOffService(settings, logs)
