@@ -74,6 +74,7 @@ def serve(
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
+        listener.close()
         for process, _, _ in running.values():
             if process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
@@ -99,7 +100,6 @@ def serve(
             log.error("worker %s died (exit code %s); starting another", process.pid, process.exitcode)
             time.sleep(0.5)
             start(index)
-    listener.close()
     if failed:
         raise SystemExit(1)
 
@@ -162,6 +162,7 @@ class Work:
         self.ready.set()
         await stopped.wait()
         acceptor.close()
+        self.listener.close()  # once every process has closed it, a client connecting now is refused, not left waiting
         connections.shut_down()
         deadline = loop.time() + DRAIN_SECONDS
         while len(connections) and loop.time() < deadline:
