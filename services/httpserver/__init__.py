@@ -10,6 +10,7 @@ it: no task, no thread, no await. The same bare answer served 80–97k requests/
 - `Connection`: one client connection, HTTP/1.1 keep-alive and pipelining, limits and timeouts;
 - `Request`, `Reply`: what a handler reads and answers;
 - `ASGIBridge`, `Lifespan`: any other request goes to an ASGI app, whose lifespan the worker runs;
+- `BalancedAcceptor` (`accept`): the workers share the socket, each holding about as many connections as the others;
 - `serve`: the listening socket, worker processes, graceful shutdown.
 """
 

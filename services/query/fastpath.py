@@ -66,7 +66,6 @@ log = logging.getLogger("flagstream.http")
 BULK = "/ofrep/v1/evaluate/flags"
 SINGLE = BULK + "/"
 NATIVE = "/v1/orgs/"
-RawHeaders = list[tuple[bytes, bytes]]
 Headers = list[tuple[str, str]]
 _JSON = ("content-type", "application/json")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="flagstream"'}
