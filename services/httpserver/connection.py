@@ -25,7 +25,7 @@ from services.http.errors import error_body
 from services.http.unhandled import INTERNAL_ERROR_DETAIL
 from services.httpserver.message import Clock, Reply, Request, encode
 
-__all__ = ["Connection", "Connections", "Handler", "Headers", "Limits", "internal_error", "refusal"]
+__all__ = ["Connection", "Connections", "Handler", "Headers", "Limits"]
 
 log = logging.getLogger("flagstream.http")
 
@@ -45,15 +45,6 @@ class Limits:
     max_body: int = 1024 * 1024
     request_timeout: float = 30.0  # from a request's first byte to its last
     keep_alive: float = 75.0  # an idle connection's life (longer than the usual load balancer's 60 s)
-
-
-def refusal(status: int, error: str, detail: str, field: str | None = None) -> Reply:
-    """The product's error document (`services.http.errors`), for what the server itself refuses."""
-    return Reply(status, [_JSON], orjson.dumps(error_body(error, detail, field)))
-
-
-def internal_error() -> Reply:
-    return refusal(500, "internal_error", INTERNAL_ERROR_DETAIL)
 
 
 class Connection(asyncio.Protocol):
@@ -130,10 +121,10 @@ class Connection(asyncio.Protocol):
             refused = exc.__context__
             if not isinstance(refused, _Refused):
                 log.error("the HTTP parser's callback failed", exc_info=refused)
-            self._refuse(refused.reply if isinstance(refused, _Refused) else internal_error())
+            self._refuse(refused.reply if isinstance(refused, _Refused) else self._internal_error())
             return
         except httptools.HttpParserError:
-            self._refuse(refusal(400, "bad_request", "the request is not valid HTTP/1.1"))
+            self._refuse(self.connections.refusal(400, "bad_request", "the request is not valid HTTP/1.1"))
             return
         if self._in_head:  # bound what the parser buffers of one head, even within a single header
             self._head_bytes += len(data)
@@ -165,7 +156,7 @@ class Connection(asyncio.Protocol):
         self._size += len(url)
         if self._size > self._limits.max_head:
             detail = f"the request target exceeds {self._limits.max_head} bytes"
-            raise _Refused(refusal(414, "uri_too_long", detail, "path"))
+            raise _Refused(self.connections.refusal(414, "uri_too_long", detail, "path"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
@@ -278,7 +269,7 @@ class Connection(asyncio.Protocol):
         """
         self.reading_since = None
         self._closing = True
-        self._refusal = Reply(reply.status, [*reply.headers, *self.connections.headers], reply.body)
+        self._refusal = reply
         if not self._busy:
             self._send_refusal()
 
@@ -305,15 +296,15 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
     def _internal_error(self) -> Reply:
-        reply = internal_error()
-        return Reply(500, [*reply.headers, *self.connections.headers], reply.body)
+        return self.connections.refusal(500, "internal_error", INTERNAL_ERROR_DETAIL)
 
     def _head_too_large(self) -> Reply:
         detail = f"the request's headers exceed {self._limits.max_head} bytes"
-        return refusal(431, "headers_too_large", detail, "headers")
+        return self.connections.refusal(431, "headers_too_large", detail, "headers")
 
     def _body_too_large(self) -> Reply:
-        return refusal(413, "body_too_large", f"the body exceeds {self._limits.max_body} bytes", "body")
+        detail = f"the body exceeds {self._limits.max_body} bytes"
+        return self.connections.refusal(413, "body_too_large", detail, "body")
 
     # --- timers and shutdown (`Connections` calls these) ------------------------------------------------------------
 
@@ -327,7 +318,7 @@ class Connection(asyncio.Protocol):
             return
         if self.reading_since is not None:
             if now - self.reading_since > self._limits.request_timeout:
-                self._refuse(refusal(408, "request_timeout", "the request took too long to arrive"))
+                self._refuse(self.connections.refusal(408, "request_timeout", "the request took too long to arrive"))
         elif not self._queue and now - self.idle_since > self._limits.keep_alive:
             self.transport.close()
 
@@ -358,6 +349,10 @@ class Connections:
         self._open: set[Connection] = set()
         self._timer: asyncio.TimerHandle | None = None
         self.on_close: Callable[[], None] | None = None  # a connection has closed (the acceptor counts them)
+
+    def refusal(self, status: int, error: str, detail: str, field: str | None = None, **extra: object) -> Reply:
+        """An answer the server writes itself: the product's error document (`services.http.errors`), its headers."""
+        return Reply(status, [_JSON, *self.headers], orjson.dumps(error_body(error, detail, field, **extra)))
 
     def add(self, connection: Connection) -> None:
         self._open.add(connection)
