@@ -30,7 +30,7 @@ from flagcore import enabled_platforms as core_enabled_platforms
 from flagsdk import snapshot
 from flagsdk.errors import BootstrapError, SnapshotError
 from flagsdk.follower import Follower, StreamStats
-from flagsdk.plans import Plan, compile_plan
+from flagsdk.plans import Check, compile_check
 from services.infra.kafka import client_options
 from services.infra.settings import Settings
 
@@ -98,10 +98,10 @@ class FlagClient:
         self._snapshot_path = None if snapshot_path is None else Path(snapshot_path)
         self._timeout = timeout
         self._reconnect_delay = reconnect_delay
-        self._lock = threading.Lock()  # the fold and plan compilation; evaluation reads without it
+        self._lock = threading.Lock()  # the fold and check compilation; evaluation reads without it
         self._state = FlagState()  # until started: every flag is unknown, so off (never an exception)
         self._topic = ""
-        self._plans: dict[str, Plan] = {}
+        self._checks: dict[str, Check] = {}
         self._source = ""
         self._follower: Follower | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -192,7 +192,7 @@ class FlagClient:
             loop.close()
 
     def _apply(self, envelopes: list[Envelope]) -> tuple[int, int]:
-        """Runs on the stream thread: fold, then drop every plan (they are rebuilt on demand)."""
+        """Runs on the stream thread: fold, then drop every check (they are made again on demand)."""
         changed = refused = 0
         with self._lock:
             for envelope in envelopes:
@@ -202,7 +202,7 @@ class FlagClient:
                     refused += 1
                     log.warning("flag stream: refusing event %s: %s", envelope.event_id, exc)
             if changed:
-                self._plans = {}
+                self._checks = {}
         return changed, refused
 
     def reconnect(self, timeout: float = 10.0) -> None:
@@ -216,13 +216,13 @@ class FlagClient:
 
     def is_enabled(self, flag_key: str, *, platform: str | None = None, user: str | None = None) -> bool:
         """The flag's value for the org, one of its platforms and one user; off for an unknown flag."""
-        plans = self._plans
-        plan = plans.get(flag_key)
-        if plan is None:
+        checks = self._checks
+        check = checks.get(flag_key)
+        if check is None:
             with self._lock:
-                plan = compile_plan(self._state, self.org_id, flag_key, datetime.now(UTC))
-            plans[flag_key] = plan
-        return plan(platform, user)
+                check = compile_check(self._state, self.org_id, flag_key, time.time())
+            checks[flag_key] = check
+        return check(platform, user)
 
     def evaluate(self, flag_key: str, *, platform: str | None = None, user: str | None = None) -> Resolution:
         """The value with its reason, the level that decided and the event that set it."""

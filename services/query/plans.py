@@ -1,35 +1,22 @@
 """OFREP answers precompiled per (org, flag): the hot path for a context no answer was kept for. Pure: no I/O.
 
-`flagcore.evaluate` walks four levels and builds an `Evaluation` that OFREP then
-turns into a dict and serialises, on every request. But for one org and flag, and a
-user without an override of their own, what decides is fixed by the catalogue and the
-org's document until one of them changes or a scheduled step falls due: per platform
-(or none) the answer is a constant, one sticky-bucket compare between two answers, or
-an experiment arm. A `FlagPlan` asks `flagcore.evaluate` once per platform the org
-overrides (and once for any other), keeps the finished answer bytes (rendered by
-`services.query.ofrep`, so they are its bytes), and answers a subject with at most a
-murmur3 hash, as `flagsdk.plans` does for the SDK.
-
-A plan is good for the documents it was made from (the caller checks they are the
-very objects the document cache holds) and from the instant it was made until the
-first scheduled instant of the flag's settings in them; a user with an override of
-the flag is never answered from it (the caller evaluates in full). Kill switch and
-archival come before every level in `flagcore.evaluate`, so they give a constant.
-tests/unit/test_query_plans.py checks plans against `flagcore.evaluate` on generated
-logs, across schedule boundaries.
+`flagcore.plans.compile_flag` compiles one org's flag into rules (per platform:
+every answer it can give and which one a subject gets); a `FlagPlan` here renders
+each rule's answers once (by `services.query.ofrep`, so they are its bytes) and
+answers a subject by indexing them, with at most a murmur3 hash. It is good for the
+documents it was made from (the caller checks they are the very objects the
+document cache holds) and for the core plan's time span; a user with an override
+of the flag is never answered from it (the caller evaluates in full).
+tests/unit/test_query_plans.py checks plans against the use cases' answers.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import replace
-from datetime import UTC, datetime
 
-import mmh3
-
-from flagcore import Catalog, Evaluation, Reason, Setting, TenantRules, evaluate, select_variant
-from flagcore.evaluation import ON
+from flagcore import Catalog, TenantRules
+from flagcore.plans import Pick, Rule, compile_flag
 from services.query import validation
 from services.query.documents import CompiledCatalog, CompiledOrg
 from services.query.errors import InvalidParameter
@@ -38,53 +25,16 @@ from services.query.service import QueryService
 
 __all__ = ["MAX_BULK_ANSWERS", "MAX_KEPT_BULK", "BulkPlan", "FlagPlan", "OrgPlans", "Plans", "bulk_body"]
 
-_hash = mmh3.hash
 
+class _Rendered:
+    """A core rule with its answers rendered: `answers[pick(subject)]` is the subject's."""
 
-class _Rule:
-    """How the flag resolves for one platform (or none), for a subject without a user override.
+    __slots__ = ("answers", "fixed", "pick")
 
-    `answers` holds every answer it can give, finished; `pick(subject)` says which (0 when it is fixed).
-    """
-
-    __slots__ = ("_arms", "_prefix", "answers", "fixed", "flag_key", "percentage", "variants")
-
-    def __init__(self, base: Evaluation, catalog: Catalog) -> None:
-        definition = catalog.definitions[base.flag_key]
-        self.flag_key = base.flag_key
-        self._prefix = base.flag_key + ":"
-        self.variants = definition.variants
-        self.percentage: int | None = None
-        self._arms: dict[str, int] = {}
-        split = base.reason is Reason.SPLIT
-        self.fixed = not split and (not base.value or not self.variants)
-        if self.fixed:
-            self.answers = (Answer(200, render(base)),)  # the same answer whoever asks: no bucket, no arm
-            return
-        # A split (the subject's bucket decides) or an experiment that is on (the subject's arm decides):
-        # 0 is off (never picked when not a split), 1 on without an arm, then one per arm.
-        if split:
-            assert base.rollout_percentage is not None
-            self.percentage = base.rollout_percentage
-        on = replace(base, value=True)
-        arms = sorted({v.name for v in self.variants} - {ON})
-        self._arms = {ON: 1} | {name: 2 + i for i, name in enumerate(arms)}
-        rendered = [replace(base, value=False, variant="off"), replace(on, variant=ON)]
-        rendered += [replace(on, variant=name) for name in arms]
-        self.answers = tuple(Answer(200, render(e)) for e in rendered)
-
-    def pick(self, subject: str) -> int:
-        """Which of `answers` is `subject`'s."""
-        if self.fixed:
-            return 0
-        pct = self.percentage
-        # flagcore.bucket is murmur3("{flag}:{subject}") % 100 + 1, in when bucket <= pct: hash % 100 < pct.
-        if pct is not None and _hash(self._prefix + subject, 0, False) % 100 >= pct:
-            return 0
-        if not self.variants:
-            return 1
-        chosen = select_variant(self.flag_key, subject, self.variants)
-        return 1 if chosen is None else self._arms[chosen.name]
+    def __init__(self, rule: Rule) -> None:
+        self.answers = tuple(Answer(200, render(e)) for e in rule.outcomes)
+        self.pick: Pick = rule.pick
+        self.fixed = rule.fixed
 
     def answer(self, subject: str) -> Answer:
         return self.answers[self.pick(subject)]
@@ -96,22 +46,14 @@ class FlagPlan:
     __slots__ = ("_default", "_platforms", "since", "until")
 
     def __init__(self, catalog: Catalog, org: CompiledOrg, flag_key: str, at: float) -> None:
-        now = datetime.fromtimestamp(at, UTC)
         tenant = TenantRules(org.org_id, org.org, org.platform, {})  # no user: the caller sees to that
-        platforms = [p for p, key in org.platform if key == flag_key]
-        self._default = _Rule(evaluate(catalog, tenant, flag_key, now=now), catalog)
-        self._platforms = {
-            p: _Rule(evaluate(catalog, tenant, flag_key, platform=p, now=now), catalog) for p in platforms
-        }
-        settings = [
-            catalog.system.get(flag_key),
-            org.org.get(flag_key),
-            *(org.platform[p, flag_key] for p in platforms),
-        ]
-        self.since = at
-        self.until = _first_change(settings, now)
+        plan = compile_flag(catalog, tenant, flag_key, at)
+        self._default = _Rendered(plan.default)
+        self._platforms = {p: _Rendered(rule) for p, rule in plan.platforms.items()}
+        self.since = plan.since
+        self.until = plan.until
 
-    def rule(self, platform: str | None) -> _Rule:
+    def rule(self, platform: str | None) -> _Rendered:
         return self._default if platform is None else self._platforms.get(platform, self._default)
 
     def answer(self, platform: str | None, subject: str) -> Answer:
@@ -236,7 +178,3 @@ def bulk_body(answers: Iterable[bytes]) -> bytes:
     """`{"flags": [...]}` of rendered answers: the bytes orjson gives for the whole (compact JSON composes)."""
     return b'{"flags":[' + b",".join(answers) + b"]}"
 
-
-def _first_change(settings: Iterable[Setting | None], now: datetime) -> float:
-    due = [t for s in settings if s is not None and (t := s.next_change(now)) is not None]
-    return min(due).timestamp() if due else math.inf

@@ -14,82 +14,13 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from events import (
-    FlagArchived,
-    FlagDefined,
-    FlagKind,
-    KillSwitchEngaged,
-    KillSwitchReleased,
-    Level,
-    OrgOverrideSet,
-    PlatformOverrideSet,
-    RolloutPercentageSet,
-    SettingScheduled,
-    SystemDefaultSet,
-    UserOverrideSet,
-    Variant,
-)
-from flagcore import FlagState, evaluate, evaluate_all, fold
+from events import KillSwitchEngaged, Level, OrgOverrideSet, PlatformOverrideSet, RolloutPercentageSet
+from flagcore import FlagState, evaluate, evaluate_all
 from services.query import ofrep
 from services.query.documents import CompiledCatalog, CompiledOrg
 from services.query.plans import MAX_BULK_ANSWERS, OrgPlans, Plans, bulk_body
-from tests.support.factories import T0, LogBuilder
-
-ORG = "acme"
-OPS = "platform.meta.enabled"  # an ops flag: its kill switch applies
-EXP = "exp.checkout.enabled"  # an experiment with three arms
-REL = "ai.insights.enabled"
-KEYS = [OPS, EXP, REL]
-USERS = [None, "u-1", "u-2", *(f"bulk-{i}" for i in range(40))]
-PLATFORMS = [None, "meta", "tiktok", "google"]
-
-key = st.sampled_from(KEYS)
-pct = st.integers(0, 100)
-when = st.integers(30, 90).map(lambda s: T0 + timedelta(seconds=s))
-level_scope = st.sampled_from(
-    [
-        {"level": Level.SYSTEM},
-        {"level": Level.ORG, "org_id": ORG},
-        {"level": Level.PLATFORM, "org_id": ORG, "platform": "meta"},
-        {"level": Level.PLATFORM, "org_id": ORG, "platform": "tiktok"},
-        {"level": Level.USER, "org_id": ORG, "user_id": "u-1"},
-    ]
-)
-changes = st.one_of(
-    st.builds(SystemDefaultSet, flag_key=key, enabled=st.booleans()),
-    st.builds(OrgOverrideSet, flag_key=key, org_id=st.just(ORG), enabled=st.booleans()),
-    st.builds(
-        PlatformOverrideSet,
-        flag_key=key,
-        org_id=st.just(ORG),
-        platform=st.sampled_from(["meta", "tiktok"]),
-        enabled=st.booleans(),
-    ),
-    st.builds(UserOverrideSet, flag_key=key, org_id=st.just(ORG), user_id=st.just("u-1"), enabled=st.booleans()),
-    st.tuples(key, level_scope, pct | st.none()).map(
-        lambda t: RolloutPercentageSet(flag_key=t[0], **t[1], percentage=t[2])
-    ),
-    st.tuples(key, level_scope, when, pct, st.booleans() | st.none()).map(
-        lambda t: SettingScheduled(flag_key=t[0], **t[1], effective_at=t[2], rollout_percentage=t[3], enabled=t[4])
-    ),
-    st.builds(KillSwitchEngaged, flag_key=st.just(OPS)),
-    st.builds(KillSwitchReleased, flag_key=st.just(OPS)),
-    st.builds(FlagArchived, flag_key=key),
-)
-
-
-def _state(log: list) -> FlagState:
-    builder = LogBuilder()
-    arms = (Variant(name="control", weight=500), Variant(name="new", weight=300), Variant(name="on", weight=200))
-    builder.extend(
-        [
-            FlagDefined(flag_key=OPS, group="platform", kind=FlagKind.OPS),
-            FlagDefined(flag_key=EXP, group="exp", kind=FlagKind.EXPERIMENT, variants=arms),
-            FlagDefined(flag_key=REL, group="ai"),
-            *log,
-        ]
-    )
-    return fold(builder.events)
+from tests.support.factories import T0
+from tests.support.generated_logs import KEYS, OPS, ORG, PLATFORMS, REL, USERS, changes, state_of
 
 
 def _plans(state: FlagState) -> OrgPlans:
@@ -118,7 +49,7 @@ def _check_flag(state: FlagState, plans: OrgPlans, flag_key: str, at: float) -> 
 @settings(max_examples=250, deadline=None)
 @given(st.lists(changes, max_size=10), st.integers(0, 100))
 def test_a_plan_answers_what_the_use_cases_answer_until_it_says_it_ends(log: list, offset: int) -> None:
-    state = _state(log)
+    state = state_of(log)
     plans = _plans(state)
     at = (T0 + timedelta(seconds=offset)).timestamp()
     for flag_key in KEYS:
@@ -136,7 +67,7 @@ def test_a_plan_answers_what_the_use_cases_answer_until_it_says_it_ends(log: lis
 @settings(max_examples=150, deadline=None)
 @given(st.lists(changes, max_size=10), st.integers(0, 100))
 def test_the_bulk_plan_answers_the_use_cases_bulk_answer_with_its_etag(log: list, offset: int) -> None:
-    state = _state(log)
+    state = state_of(log)
     plans = _plans(state)
     at = (T0 + timedelta(seconds=offset)).timestamp()
     now = datetime.fromtimestamp(at, UTC)
@@ -153,7 +84,7 @@ def test_the_bulk_plan_answers_the_use_cases_bulk_answer_with_its_etag(log: list
 
 
 def test_rendered_answers_compose_into_the_bulk_bytes() -> None:
-    state = _state([OrgOverrideSet(flag_key=REL, org_id=ORG, enabled=True)])
+    state = state_of([OrgOverrideSet(flag_key=REL, org_id=ORG, enabled=True)])
     results = evaluate_all(state.catalog, state.tenant(ORG), user_id="u-9", now=T0)
     whole = orjson.dumps({"flags": [ofrep._success(e) for e in results]})  # what the use cases serialise
     assert bulk_body(ofrep.render(e) for e in results) == whole
@@ -161,7 +92,7 @@ def test_rendered_answers_compose_into_the_bulk_bytes() -> None:
 
 
 def test_a_kill_switch_answers_disabled_for_everyone_even_over_overrides() -> None:
-    state = _state(
+    state = state_of(
         [
             PlatformOverrideSet(flag_key=OPS, org_id=ORG, platform="meta", enabled=True),
             RolloutPercentageSet(flag_key=OPS, level=Level.ORG, org_id=ORG, percentage=50),
@@ -177,13 +108,13 @@ def test_a_kill_switch_answers_disabled_for_everyone_even_over_overrides() -> No
 
 
 def test_unknown_and_malformed_keys_have_no_plan() -> None:
-    plans = _plans(_state([]))
+    plans = _plans(state_of([]))
     assert plans.flag("no.such.flag", T0.timestamp()) is None
     assert plans.flag("Not A Key", T0.timestamp()) is None
 
 
 def test_the_bulk_answers_kept_per_outcome_are_bounded() -> None:
-    state = _state([RolloutPercentageSet(flag_key=key, level=Level.ORG, org_id=ORG, percentage=50) for key in KEYS])
+    state = state_of([RolloutPercentageSet(flag_key=key, level=Level.ORG, org_id=ORG, percentage=50) for key in KEYS])
     bulk = _plans(state).bulk(None, T0.timestamp())
     for i in range(MAX_BULK_ANSWERS * 3):
         bulk.answer(f"user-{i}")
@@ -191,7 +122,7 @@ def test_the_bulk_answers_kept_per_outcome_are_bounded() -> None:
 
 
 def test_plans_are_made_again_for_other_documents() -> None:
-    state = _state([])
+    state = state_of([])
     tenant = state.tenant(ORG)
     catalog = CompiledCatalog(state.catalog, b"")
     org = CompiledOrg(ORG, dict(tenant.org), dict(tenant.platform))
@@ -203,7 +134,7 @@ def test_plans_are_made_again_for_other_documents() -> None:
 
 
 def test_the_bulk_answers_kept_by_a_worker_are_bounded_across_orgs() -> None:
-    state = _state([RolloutPercentageSet(flag_key=key, level=Level.SYSTEM, percentage=50) for key in KEYS])
+    state = state_of([RolloutPercentageSet(flag_key=key, level=Level.SYSTEM, percentage=50) for key in KEYS])
     catalog = CompiledCatalog(state.catalog, b"")
     plans = Plans(service=None, max_kept_bulk=20)  # type: ignore[arg-type]
     at = T0.timestamp()
