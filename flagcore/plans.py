@@ -29,7 +29,7 @@ from flagcore.evaluation import OFF, ON, Evaluation, Reason, evaluate
 from flagcore.model import Catalog, Definition, Setting, TenantRules
 from flagcore.variants import select_variant
 
-__all__ = ["FlagPlan", "Rule", "compile_flag"]
+__all__ = ["FlagPlan", "Rule", "compile_flag", "first_change"]
 
 Pick = Callable[[str], int]  # subject → index into a rule's outcomes
 
@@ -83,7 +83,7 @@ def compile_flag(catalog: Catalog, tenant: TenantRules, flag_key: str, at: float
         {p: rule(p) for p in platforms},
         frozenset(u for u, key in tenant.user if key == flag_key),
         at,
-        _first_change(settings, now),
+        first_change(settings, now),
     )
 
 
@@ -121,6 +121,7 @@ def _true(subject: str) -> bool:
     return True
 
 
-def _first_change(settings: Iterable[Setting | None], now: datetime) -> float:
+def first_change(settings: Iterable[Setting | None], now: datetime) -> float:
+    """The first scheduled instant after `now` among `settings` (infinity: none), in seconds since the epoch."""
     due = [t for s in settings if s is not None and (t := s.next_change(now)) is not None]
     return min(due).timestamp() if due else math.inf

@@ -16,14 +16,14 @@ Only 200s are kept: errors are cheap and some depend on more than the key.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from flagcore import Evaluation, Setting
+from flagcore import Evaluation
+from flagcore.plans import first_change
 from services.query.ofrep import Answer, Evaluator
 from services.query.service import QueryService
 
@@ -112,17 +112,12 @@ class AnswerCache:
             # The catalogue's and the org's: the same for every user of the org until a document changes.
             org = await self.service.org(org_id)
             settings = [*(await self.service.catalog()).catalog.system.values(), *org.org.values()]
-            shared = (generation, _first_change([*settings, *org.platform.values()], after))
+            shared = (generation, first_change([*settings, *org.platform.values()], after))
             if len(self._shared) >= self._max:
                 self._shared.clear()
             self._shared[org_id] = shared
         until = min(began + self.service.cache.ttl, shared[1])
         if user_id is not None:
-            until = min(until, _first_change((await self.service.user(org_id, user_id)).user.values(), after))
+            until = min(until, first_change((await self.service.user(org_id, user_id)).user.values(), after))
         return until
 
-
-def _first_change(settings: Iterable[Setting], after: datetime) -> float:
-    """The first scheduled instant after `after` among `settings` (infinity: none), in seconds since the epoch."""
-    changes = [change for setting in settings if (change := setting.next_change(after)) is not None]
-    return min(changes).timestamp() if changes else math.inf
