@@ -1,5 +1,16 @@
 """Setting, clearing and scheduling a flag at each level: one route per (level, verb), made from one table.
 
+The routes, by their FastAPI names (as in the OpenAPI document), each made by `_add_routes` from
+the handler named after its verb (`set_setting`, `clear_setting`, `schedule_setting`, `unschedule_setting`):
+
+- `set_system`, `schedule_system`, `unschedule_system`: `/v1/flags/{flag_key}/system`
+- `set_org`, `clear_org`, `schedule_org`, `unschedule_org`: `/v1/orgs/{org_id}/flags/{flag_key}`
+- `set_platform`, `clear_platform`, `schedule_platform`, `unschedule_platform`:
+  `/v1/orgs/{org_id}/platforms/{platform}/flags/{flag_key}`
+- `set_user`, `clear_user`, `schedule_user`, `unschedule_user`: `/v1/orgs/{org_id}/users/{user_id}/flags/{flag_key}`
+
+`set_*` is PUT on the path, `clear_*` DELETE, `schedule_*` and `unschedule_*` PUT and DELETE on `{path}/schedule`.
+
 Written without `from __future__ import annotations`: each route's `scope` parameter is a
 dependency chosen per level, which FastAPI must see as an object, not a name to look up.
 """
