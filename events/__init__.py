@@ -1,38 +1,67 @@
-"""The wire contract: every change as an immutable, versioned, hash-chained event."""
+"""The wire contract: every change as an immutable, versioned, hash-chained event.
 
-from events.changes import (
-    CHANGE_TYPES,
-    AnyChange,
-    ApiKeyCreated,
-    ApiKeyExpirySet,
-    ApiKeyRevoked,
-    Change,
-    FlagArchived,
-    FlagChange,
-    FlagDefined,
-    FlagUpdated,
-    KeyChange,
-    KillSwitchEngaged,
-    KillSwitchReleased,
-    OrgOverrideCleared,
-    OrgOverrideSet,
-    PlatformOverrideCleared,
-    PlatformOverrideSet,
-    RolloutPercentageSet,
-    ScheduledSettingCancelled,
-    SettingScheduled,
-    SystemDefaultSet,
-    UserOverrideCleared,
-    UserOverrideSet,
-    Variant,
-    key_stream,
-)
-from events.cloudevents import Record, from_record, to_record
-from events.codec import decode
-from events.envelope import GENESIS_HASH, Actor, Envelope, canonical_json, hash_of, seal
-from events.errors import DecodeError, EventError
-from events.scope import SYSTEM_PARTITION_KEY, Scope, definition_stream
-from events.vocabulary import RESOLUTION_ORDER, FlagKind, KeyRole, Level, Platform
+Its names load on first use (PEP 562): the vocabulary alone (`from events import Platform`, what the
+CLI needs to build its parser) costs no pydantic model building, which is most of the 250 ms that
+importing every module costs. `_EXPORTS` says where each name of `__all__` lives; tests/unit/test_events.py
+checks the two agree with the imports below, which are what type checkers read.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from events.changes import (
+        CHANGE_TYPES,
+        AnyChange,
+        ApiKeyCreated,
+        ApiKeyExpirySet,
+        ApiKeyRevoked,
+        Change,
+        FlagArchived,
+        FlagChange,
+        FlagDefined,
+        FlagUpdated,
+        KeyChange,
+        KillSwitchEngaged,
+        KillSwitchReleased,
+        OrgOverrideCleared,
+        OrgOverrideSet,
+        PlatformOverrideCleared,
+        PlatformOverrideSet,
+        RolloutPercentageSet,
+        ScheduledSettingCancelled,
+        SettingScheduled,
+        SystemDefaultSet,
+        UserOverrideCleared,
+        UserOverrideSet,
+        Variant,
+        key_stream,
+    )
+    from events.cloudevents import Record, from_record, to_record
+    from events.codec import decode
+    from events.envelope import GENESIS_HASH, Actor, Envelope, canonical_json, hash_of, seal
+    from events.errors import DecodeError, EventError
+    from events.scope import SYSTEM_PARTITION_KEY, Scope, definition_stream
+    from events.vocabulary import RESOLUTION_ORDER, FlagKind, KeyRole, Level, Platform
+
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "events.changes": (
+        "CHANGE_TYPES", "AnyChange", "ApiKeyCreated", "ApiKeyExpirySet", "ApiKeyRevoked", "Change", "FlagArchived",
+        "FlagChange", "FlagDefined", "FlagUpdated", "KeyChange", "KillSwitchEngaged", "KillSwitchReleased",
+        "OrgOverrideCleared", "OrgOverrideSet", "PlatformOverrideCleared", "PlatformOverrideSet",
+        "RolloutPercentageSet", "ScheduledSettingCancelled", "SettingScheduled", "SystemDefaultSet",
+        "UserOverrideCleared", "UserOverrideSet", "Variant", "key_stream",
+    ),
+    "events.cloudevents": ("Record", "from_record", "to_record"),
+    "events.codec": ("decode",),
+    "events.envelope": ("GENESIS_HASH", "Actor", "Envelope", "canonical_json", "hash_of", "seal"),
+    "events.errors": ("DecodeError", "EventError"),
+    "events.scope": ("SYSTEM_PARTITION_KEY", "Scope", "definition_stream"),
+    "events.vocabulary": ("RESOLUTION_ORDER", "FlagKind", "KeyRole", "Level", "Platform"),
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "CHANGE_TYPES",
@@ -81,3 +110,16 @@ __all__ = [
     "seal",
     "to_record",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'events' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -166,3 +166,22 @@ def test_a_lone_surrogate_is_a_decode_error_not_a_crash() -> None:
     """JSON may escape a lone surrogate; it is not Unicode, so the event goes to the dead letters."""
     with pytest.raises(DecodeError, match="not valid Unicode"):
         decode(b'{"a": "\\ud800", "hash": "x", "data": {}}')
+
+
+def test_the_packages_lazy_names_are_its_public_surface_and_resolve() -> None:
+    import ast
+    import importlib
+    from pathlib import Path
+
+    import events
+
+    source = Path(events.__file__).read_text()
+    checked = {
+        alias.name
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("events.")
+        for alias in node.names
+    }
+    assert set(events.__all__) == set(events._HOME) == checked  # the three lists agree
+    for name in events.__all__:
+        assert getattr(events, name) is getattr(importlib.import_module(events._HOME[name]), name)
