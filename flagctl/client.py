@@ -8,18 +8,11 @@ from typing import Any, BinaryIO
 
 import httpx
 
+from flagctl.errors import ApiError
+
 # A 429 (the command API's per-key write rate, or a client that failed to authenticate)
 # says when to come back; waits beyond this many seconds are reported, not slept through.
 MAX_RETRY_WAIT = 30.0
-
-
-class ApiError(Exception):
-    """The service refused or could not be reached; `str()` is what to print."""
-
-    def __init__(self, message: str, status: int | None = None, body: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body or {}
 
 
 class Client:

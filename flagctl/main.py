@@ -1,6 +1,8 @@
 """flagctl: change flags with a reason, ask why a flag is on, read the log.
 
 Exit status: 0 success, 1 the service refused or could not be reached, 2 bad usage.
+The parser is built from the vocabulary alone; the HTTP client, the core and the log
+reader are imported by the commands that use them, so `--help` starts like a CLI.
 """
 
 from __future__ import annotations
@@ -11,25 +13,25 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from events import Platform
-from flagcore import SEED_FLAGS
 from flagctl import audit, semantics, timetravel
-from flagctl.client import ApiError, Client
+from flagctl.errors import ApiError, UsageError
 from flagctl.report import report_change
 
+if TYPE_CHECKING:
+    from flagctl.client import Client
+
 Handler = Callable[[Client, argparse.Namespace], int]
-
-
-class UsageError(Exception):
-    """The arguments parse but do not make sense together."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from flagctl.client import Client  # after parsing: --help and usage errors need no HTTP client
+
     client = Client(args.command_url, args.query_url, key=_api_key(args.key))
     try:
         return int(args.handler(client, args))
@@ -307,6 +309,8 @@ def cmd_keys_revoke(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_catalog_load(client: Client, args: argparse.Namespace) -> int:
+    from flagcore import SEED_FLAGS
+
     defined = skipped = 0
     total = len(SEED_FLAGS)
     for i, seed in enumerate(SEED_FLAGS, 1):

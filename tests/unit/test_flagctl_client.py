@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from flagctl.client import MAX_RETRY_WAIT, ApiError, Client
+from flagctl.client import MAX_RETRY_WAIT, Client
+from flagctl.errors import ApiError
 
 
 def client_answering(*answers: httpx.Response) -> tuple[Client, list[float], list[httpx.Request]]:
