@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from events import Platform
-from flagctl.client import Client
 from flagctl.report import report_change
+
+if TYPE_CHECKING:
+    from flagctl.client import Client
 
 SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
 
