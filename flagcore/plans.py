@@ -95,8 +95,8 @@ def _rule(base: Evaluation, definition: Definition | None) -> Rule:
         return Rule((base,), _zero, lambda subject: value, True)
     on = replace(base, value=True, bucket=None)
     arms = sorted({v.name for v in variants} - {ON})
-    outcomes = (replace(on, value=False, variant=OFF), replace(on, variant=ON))
-    outcomes += tuple(replace(on, variant=name) for name in arms)
+    off = replace(on, value=False, variant=OFF)
+    outcomes = (off, replace(on, variant=ON), *[replace(on, variant=name) for name in arms])
     index = {ON: 1} | {name: 2 + i for i, name in enumerate(arms)}
     flag_key = base.flag_key
 

@@ -18,6 +18,7 @@ from events import (
     ApiKeyRevoked,
     Change,
     FlagArchived,
+    FlagChange,
     FlagDefined,
     FlagKind,
     FlagUpdated,
@@ -115,7 +116,7 @@ def transition(previous: Value, change: Change, *, at: datetime | None = None) -
 
 def _described(change: FlagDefined | FlagUpdated, previous: dict[str, Any]) -> dict[str, Any]:
     """A definition's value; variants, expiry and the kill switch appear only once set, as old values lack them."""
-    value = {
+    value: dict[str, Any] = {
         "kind": change.kind.value,
         "description": change.description,
         "owner": change.owner,
@@ -161,7 +162,7 @@ def _instant(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
-def _require_live_definition(previous: Value, change: Change) -> None:
+def _require_live_definition(previous: Value, change: FlagChange) -> None:
     if previous is None:
         raise InvalidTransition(f"flag {change.flag_key!r} is not defined")
     if previous.get("archived"):
