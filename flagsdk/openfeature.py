@@ -42,7 +42,7 @@ class FlagstreamProvider(AbstractProvider):
         context = evaluation_context or EvaluationContext()
         attributes = context.attributes or {}
         platform = attributes.get("platform")
-        if platform is not None and platform not in PLATFORMS:
+        if platform is not None and (not isinstance(platform, str) or platform not in PLATFORMS):
             return _error(default_value, ErrorCode.INVALID_CONTEXT, f"platform must be one of {sorted(PLATFORMS)}")
         org = attributes.get("org")
         if org is not None and org != self.client.org_id:

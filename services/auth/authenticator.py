@@ -139,6 +139,7 @@ class Authenticator:
         principal = Principal(record.key_id, record.name, record.role, record.org_id, record.expires_at)
         if len(self._verified) > 10_000:
             self._verified.clear()  # bounded; only verified headers ever get in
+        assert key_id is not None  # the record was found by it
         self._verified[authorization] = (self._cache[key_id][0], principal)
         return principal
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from events import (
     Change,
@@ -52,7 +52,7 @@ from services.command.commands import (
 from services.command.errors import InvalidCommand, UnknownFlag
 
 Value = dict[str, Any] | None
-C = TypeVar("C", bound=Change)
+C = TypeVar("C", bound=BaseModel)
 
 __all__ = ["decide", "require_live_flag"]
 

@@ -16,7 +16,7 @@ dependency chosen per level, which FastAPI must see as an object, not a name to 
 """
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 
@@ -73,7 +73,6 @@ def _add_routes(level: str, path: str, scope_of: Callable[..., Scope], setting: 
     """PUT/DELETE `path` (set, clear) and `path`/schedule for one level; `setting` as in "Set an org override"."""
     AtLevel = Annotated[Scope, Depends(scope_of)]
     noun = setting.split(" ", 1)[1]
-    change = {"status_code": 201, "response_model": ChangeResult}
 
     async def set_setting(
         scope: AtLevel,
@@ -132,13 +131,15 @@ def _add_routes(level: str, path: str, scope_of: Callable[..., Scope], setting: 
         )
         return await run(service, command, response)
 
-    router.put(path, name=f"set_{level}", summary=f"Set {setting}", **change)(set_setting)
+    def route(method: Callable[..., Any], at: str, name: str, summary: str, handler: Callable[..., Any]) -> None:
+        method(at, name=name, summary=summary, status_code=201, response_model=ChangeResult)(handler)
+
+    route(router.put, path, f"set_{level}", f"Set {setting}", set_setting)
     if clearable:
-        router.delete(path, name=f"clear_{level}", summary=f"Clear {setting}", **change)(clear_setting)
+        route(router.delete, path, f"clear_{level}", f"Clear {setting}", clear_setting)
     schedule = f"{path}/schedule"
-    router.put(schedule, name=f"schedule_{level}", summary=f"Schedule {setting}", **change)(schedule_setting)
-    summary = f"Cancel a scheduled {noun}"
-    router.delete(schedule, name=f"unschedule_{level}", summary=summary, **change)(unschedule_setting)
+    route(router.put, schedule, f"schedule_{level}", f"Schedule {setting}", schedule_setting)
+    route(router.delete, schedule, f"unschedule_{level}", f"Cancel a scheduled {noun}", unschedule_setting)
 
 
 _add_routes("system", "/flags/{flag_key}/system", _system, "the system default", clearable=False)

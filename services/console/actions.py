@@ -4,6 +4,7 @@ Rolling back one change from the audit log takes the same two steps."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -42,8 +43,12 @@ from services.console.web import api, changing, current, render, safe_return
 Change = SettingChange | DefinitionEdit | KillSwitch | ScheduleStep | DefineFlag | ArchiveFlag
 WHAT = {SettingChange: "setting", DefinitionEdit: "definition", KillSwitch: "kill", ScheduleStep: "schedule",
         DefineFlag: "define", ArchiveFlag: "archive"}
-CATALOGUE = {"definition": parse_definition_edit, "kill": lambda form, _: parse_kill_switch(form),
-             "define": lambda form, _: parse_define_flag(form), "archive": lambda form, _: parse_archive_flag(form)}
+CATALOGUE: dict[str, Callable[[dict[str, str], Any], Change]] = {
+    "definition": parse_definition_edit,
+    "kill": lambda form, _: parse_kill_switch(form),
+    "define": lambda form, _: parse_define_flag(form),
+    "archive": lambda form, _: parse_archive_flag(form),
+}
 
 
 async def _parse(client: Api, session: Session, form: dict[str, str]) -> tuple[Change, dict[str, Any]]:

@@ -257,7 +257,7 @@ def variants_text(variants: list[dict[str, Any]]) -> str:
 
 def parse_variants(text: str) -> list[dict[str, Any]]:
     """`control=50, new=50` (percentages) or thousandths summing to 1000; empty: no variants."""
-    variants = []
+    variants: list[dict[str, Any]] = []
     for part in filter(None, (p.strip() for p in text.replace("\n", ",").split(","))):
         name, _, weight = part.partition("=")
         name, weight = name.strip(), weight.strip()
@@ -289,11 +289,11 @@ def parse_definition_edit(form: Mapping[str, str], current: Value) -> Definition
             value = None  # an empty owner removes it
         if name == "description" and len(value or "") > 1000:
             raise InvalidInput("new_description", "at most 1000 characters")
-        current = before.get(name) if name != "description" else before.get(name, "")
+        was = before.get(name) if name != "description" else before.get(name, "")
         if name == "expires_at":  # compared as instants: the form has minutes, the value seconds and a zone
             value = iso(instant(form, "new_expires_at")) if value else None
-            current = current and iso(instant({"x": current}, "x"))
-        if value != current:
+            was = was and iso(instant({"x": was}, "x"))
+        if value != was:
             changes[name] = value
     if "new_variants" in form:
         variants = parse_variants(text(form, "new_variants"))

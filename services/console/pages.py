@@ -227,7 +227,8 @@ async def change_form(request: Request) -> Response:
     require(session.principal, target.action, target.org_id)
     head = await api(request, session).stream(target.stream)
     value = head["value"] or {}
-    state = {True: "on", False: "off"}.get(value.get("enabled"), "inherit" if value else "on")
+    enabled: bool | None = value.get("enabled")
+    state = "on" if enabled else "off" if enabled is False else "inherit" if value else "on"
     return render(request, "change.html", {
         "target": target, "head": head, "current": describe(head["value"]), "state": state,
         "rollout": value.get("rollout_percentage"), "return_to": request.query_params.get("return_to", ""),

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, MutableSequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from multiprocessing.synchronize import Event
-from typing import Protocol
+from typing import Protocol, cast
 
 import uvloop
 
@@ -87,7 +87,7 @@ def serve(
     failed = False
     while running:
         for sentinel in wait(list(running), timeout=1.0):
-            process, ready, index = running.pop(sentinel)  # type: ignore[call-overload]
+            process, ready, index = running.pop(cast(int, sentinel))  # `wait` gives back the sentinels it was given
             process.join()
             counts[index] = GONE
             if stopping:
