@@ -23,14 +23,17 @@ def in_rollout(flag_key: str, subject_id: str, percentage: int) -> bool:
     return percentage > 0 and bucket(flag_key, subject_id) <= percentage
 
 
-def rollout_test(flag_key: str, percentage: int) -> Callable[[str], bool]:
-    """`in_rollout` for one flag and percentage, as one hash and a compare: what compiled plans call.
+def rollout_test(flag_key: str, percentage: int, tenant_id: str) -> Callable[[str | None, str | None], bool]:
+    """`in_rollout` for one flag, percentage and tenant, as one hash and a compare: what compiled plans call.
 
-    `bucket <= percentage` is `hash % 100 < percentage`, which is also false for 0%.
+    It takes (user, platform) as a plan's `enabled` does: no user means the tenant itself is the subject;
+    the platform is the plan's business, not the bucket's. `bucket <= percentage` is `hash % 100 < percentage`,
+    which is also false for 0%.
     """
     prefix = flag_key + ":"
+    tenant_key = prefix + tenant_id
 
-    def inside(subject_id: str) -> bool:
-        return _hash(prefix + subject_id, 0, False) % 100 < percentage
+    def inside(user: str | None, platform: str | None = None) -> bool:
+        return _hash(tenant_key if user is None else prefix + user, 0, False) % 100 < percentage
 
     return inside

@@ -1,25 +1,28 @@
-"""Evaluation compiled: for one tenant and flag, every answer it can give and which one a subject gets.
+"""Evaluation compiled: for one tenant and flag, every answer it can give and which one a user gets.
 
 `evaluate` walks four levels and builds an `Evaluation` on every call. For one
-tenant and flag, and a subject without a user override of its own, what decides
-is fixed by the catalogue and the tenant's org and platform settings until one of
+tenant and flag, and a user without an override of their own, what decides is
+fixed by the catalogue and the tenant's org and platform settings until one of
 them changes or a scheduled step falls due: per platform (or none) the answer is a
 constant, one sticky-bucket compare between two answers, or an experiment arm.
 `compile_flag` asks `evaluate` once per platform the tenant overrides (and once for
 any other) and keeps, per platform, a `Rule`: its possible answers and the
-subject → answer function. The query service renders a rule's answers once and
-serves them; the SDK calls a rule's `enabled`. Neither re-derives a rule of
-evaluation: a new rule is written in `evaluate` and compiled here.
+user → answer function. The query service renders a rule's answers once and serves
+them; the SDK calls the plan's `enabled`. Neither re-derives a rule of evaluation:
+a new rule is written in `evaluate` and compiled here.
 
-A plan is good from `since` until `until` (seconds since the epoch), the first
-scheduled instant of the settings it read; a subject in `users` (a user with an
-override of the flag) is never answered from it: the caller evaluates in full.
+Every compiled function takes the user (None: the tenant itself is the subject,
+as in `evaluate`). A plan's rules are good from `since` until `until` (seconds
+since the epoch), the first scheduled instant of the settings they read, for users
+not in `users` (those with an override of the flag); `enabled` is good always: it
+evaluates in full for those users and past `until`.
 tests/unit/test_core_plans.py checks plans against `evaluate` on generated logs.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -29,30 +32,32 @@ from flagcore.evaluation import OFF, ON, Evaluation, Reason, evaluate
 from flagcore.model import Catalog, Definition, Setting, TenantRules
 from flagcore.variants import select_variant
 
-__all__ = ["FlagPlan", "Rule", "compile_flag", "first_change"]
+__all__ = ["Enabled", "FlagPlan", "Pick", "Rule", "compile_flag", "first_change"]
 
-Pick = Callable[[str], int]  # subject → index into a rule's outcomes
+Pick = Callable[[str | None], int]  # user → index into a rule's outcomes
+Enabled = Callable[[str | None, str | None], bool]  # (user, platform) → value
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """How the flag resolves on one platform (or none) for a subject without a user override.
+    """How the flag resolves on one platform (or none) for a user without an override of their own.
 
-    `outcomes[pick(subject)]` is `evaluate`'s answer for that subject but for the rollout bucket, which is
-    the subject's own (`flagcore.bucket`) and left None; `enabled(subject)` is its value, with at most one
-    hash. A fixed rule has one outcome. Otherwise outcome 0 is off (outside the rollout), 1 is on without an
-    arm and 2… are the experiment's arms in name order.
+    `outcomes[pick(user)]` is `evaluate`'s answer for that user but for the rollout bucket, which is the
+    subject's own (`flagcore.bucket`) and left None; `enabled(user)` is its value, with at most one hash
+    (its second parameter, the platform, is the plan's and ignored: a rule is one platform's). A fixed rule
+    has one outcome. Otherwise outcome 0 is off (outside the rollout), 1 is on without an arm and 2… are
+    the experiment's arms in name order.
     """
 
     outcomes: tuple[Evaluation, ...]
     pick: Pick
-    enabled: Callable[[str], bool]
+    enabled: Enabled
     fixed: bool
 
 
 @dataclass(frozen=True, slots=True)
 class FlagPlan:
-    """One flag's rules for one tenant, good from `since` until `until` for subjects not in `users`."""
+    """One flag's rules for one tenant, and `enabled(user, platform)`: `evaluate(...).value`, compiled."""
 
     flag_key: str
     default: Rule
@@ -60,6 +65,7 @@ class FlagPlan:
     users: frozenset[str]
     since: float
     until: float
+    enabled: Enabled
 
     def rule(self, platform: str | None) -> Rule:
         return self.default if platform is None else self.platforms.get(platform, self.default)
@@ -73,26 +79,53 @@ def compile_flag(catalog: Catalog, tenant: TenantRules, flag_key: str, at: float
     platforms = [p for p, key in tenant.platform if key == flag_key]
 
     def rule(platform: str | None) -> Rule:
-        return _rule(evaluate(catalog, without_users, flag_key, platform=platform, now=now), definition)
+        base = evaluate(catalog, without_users, flag_key, platform=platform, now=now)
+        return _rule(base, definition, tenant.org_id)
 
     settings = [catalog.system.get(flag_key), tenant.org.get(flag_key)]
     settings += [tenant.platform[p, flag_key] for p in platforms]
-    return FlagPlan(
-        flag_key,
-        rule(None),
-        {p: rule(p) for p in platforms},
-        frozenset(u for u, key in tenant.user if key == flag_key),
-        at,
-        first_change(settings, now),
-    )
+    default = rule(None)
+    rules = {p: rule(p) for p in platforms}
+    users = frozenset(u for u, key in tenant.user if key == flag_key)
+    until = first_change(settings, now)
+    if not rules and not users and until == math.inf:
+        enabled = default.enabled  # the plain case: one call, one hash at most
+    else:
+        enabled = _dispatch(catalog, tenant, flag_key, default, rules, users, until)
+    return FlagPlan(flag_key, default, rules, users, at, until, enabled)
 
 
-def _rule(base: Evaluation, definition: Definition | None) -> Rule:
+def _dispatch(
+    catalog: Catalog,
+    tenant: TenantRules,
+    flag_key: str,
+    default: Rule,
+    rules: dict[str, Rule],
+    users: frozenset[str],
+    until: float,
+) -> Enabled:
+    """`enabled` when there is more to it than the default rule: a platform's rule, or `evaluate` in full."""
+    by_platform = {p: r.enabled for p, r in rules.items()}
+    plain = default.enabled
+
+    def enabled(user: str | None, platform: str | None = None) -> bool:
+        if (user is not None and user in users) or time.time() >= until:
+            return evaluate(catalog, tenant, flag_key, platform=platform, user_id=user).value
+        return (plain if platform is None else by_platform.get(platform, plain))(user, platform)
+
+    return enabled
+
+
+def _rule(base: Evaluation, definition: Definition | None, tenant_id: str) -> Rule:
     variants = definition.variants if definition is not None else ()
     split = base.reason is Reason.SPLIT
     if not split and (not base.value or not variants):  # the same answer whoever asks: no bucket, no arm
         value = base.value
-        return Rule((base,), _zero, lambda subject: value, True)
+
+        def fixed(user: str | None, platform: str | None = None) -> bool:
+            return value
+
+        return Rule((base,), _zero, fixed, True)
     on = replace(base, value=True, bucket=None)
     arms = sorted({v.name for v in variants} - {ON})
     off = replace(on, value=False, variant=OFF)
@@ -100,24 +133,24 @@ def _rule(base: Evaluation, definition: Definition | None) -> Rule:
     index = {ON: 1} | {name: 2 + i for i, name in enumerate(arms)}
     flag_key = base.flag_key
 
-    def arm(subject: str) -> int:
-        chosen = select_variant(flag_key, subject, variants)
+    def arm(user: str | None) -> int:
+        chosen = select_variant(flag_key, tenant_id if user is None else user, variants)
         return 1 if chosen is None else index[chosen.name]
 
     if not split:  # an experiment that is on: the subject's arm decides
-        return Rule(outcomes, arm, _true, False)
+        return Rule(outcomes, arm, _on, False)
     assert base.rollout_percentage is not None
-    inside = rollout_test(flag_key, base.rollout_percentage)
+    inside = rollout_test(flag_key, base.rollout_percentage, tenant_id)
     if not variants:
-        return Rule(outcomes, lambda subject: 1 if inside(subject) else 0, inside, False)
-    return Rule(outcomes, lambda subject: arm(subject) if inside(subject) else 0, inside, False)
+        return Rule(outcomes, lambda user: 1 if inside(user) else 0, inside, False)
+    return Rule(outcomes, lambda user: arm(user) if inside(user) else 0, inside, False)
 
 
-def _zero(subject: str) -> int:
+def _zero(user: str | None) -> int:
     return 0
 
 
-def _true(subject: str) -> bool:
+def _on(user: str | None, platform: str | None = None) -> bool:
     return True
 
 

@@ -27,10 +27,10 @@ import httpx
 from events import Envelope, Level, Platform
 from flagcore import ErrorCode, Evaluation, FlagError, FlagState, Reason, evaluate, evaluate_all
 from flagcore import enabled_platforms as core_enabled_platforms
+from flagcore.plans import Enabled, compile_flag
 from flagsdk import snapshot
 from flagsdk.errors import BootstrapError, SnapshotError
 from flagsdk.follower import Follower, StreamStats
-from flagsdk.plans import Check, compile_check
 from services.infra.kafka import client_options
 from services.infra.settings import Settings
 
@@ -101,7 +101,7 @@ class FlagClient:
         self._lock = threading.Lock()  # the fold and check compilation; evaluation reads without it
         self._state = FlagState()  # until started: every flag is unknown, so off (never an exception)
         self._topic = ""
-        self._checks: dict[str, Check] = {}
+        self._checks: dict[str, Enabled] = {}  # per flag, `flagcore.plans`' compiled value
         self._source = ""
         self._follower: Follower | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -220,9 +220,10 @@ class FlagClient:
         check = checks.get(flag_key)
         if check is None:
             with self._lock:
-                check = compile_check(self._state, self.org_id, flag_key, time.time())
+                state = self._state
+                check = compile_flag(state.catalog, state.tenant(self.org_id), flag_key, time.time()).enabled
             checks[flag_key] = check
-        return check(platform, user)
+        return check(user, platform)
 
     def evaluate(self, flag_key: str, *, platform: str | None = None, user: str | None = None) -> Resolution:
         """The value with its reason, the level that decided and the event that set it."""

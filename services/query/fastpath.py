@@ -254,12 +254,11 @@ class HotPath:
         if plans is None or plans.service is not documents:
             plans = self._plans = Plans(documents)
         org_plans = plans.of(catalog, org)
-        subject = who.org_id if who.user_id is None else who.user_id
         now = time.time()
         if path == BULK:
             if user is not None and user.user:
                 return None
-            answer = org_plans.bulk(who.platform, now).answer(subject)
+            answer = org_plans.bulk(who.platform, now).answer(who.user_id)
             state.count_evaluations(who.org_id, org_plans.keys)
             return ofrep.conditional(answer, if_none_match)
         key = path[len(SINGLE) :]
@@ -269,7 +268,7 @@ class HotPath:
         if plan is None:
             return None
         state.count_evaluations(who.org_id, (key,))
-        return plan.answer(who.platform, subject)
+        return plan.answer(who.platform, who.user_id)
 
     def _response(self, response: Response) -> Reply:
         raw = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in response.raw_headers]

@@ -1,9 +1,9 @@
 """OFREP answers precompiled per (org, flag): the hot path for a context no answer was kept for. Pure: no I/O.
 
 `flagcore.plans.compile_flag` compiles one org's flag into rules (per platform:
-every answer it can give and which one a subject gets); a `FlagPlan` here renders
+every answer it can give and which one a user gets); a `FlagPlan` here renders
 each rule's answers once (by `services.query.ofrep`, so they are its bytes) and
-answers a subject by indexing them, with at most a murmur3 hash. It is good for the
+answers a user (or the org) by indexing them, with at most a murmur3 hash. It is good for the
 documents it was made from (the caller checks they are the very objects the
 document cache holds) and for the core plan's time span; a user with an override
 of the flag is never answered from it (the caller evaluates in full).
@@ -27,7 +27,7 @@ __all__ = ["MAX_BULK_ANSWERS", "MAX_KEPT_BULK", "BulkPlan", "FlagPlan", "OrgPlan
 
 
 class _Rendered:
-    """A core rule with its answers rendered: `answers[pick(subject)]` is the subject's."""
+    """A core rule with its answers rendered: `answers[pick(user)]` is the user's (None: the org's)."""
 
     __slots__ = ("answers", "fixed", "pick")
 
@@ -36,8 +36,8 @@ class _Rendered:
         self.pick: Pick = rule.pick
         self.fixed = rule.fixed
 
-    def answer(self, subject: str) -> Answer:
-        return self.answers[self.pick(subject)]
+    def answer(self, user: str | None) -> Answer:
+        return self.answers[self.pick(user)]
 
 
 class FlagPlan:
@@ -56,9 +56,9 @@ class FlagPlan:
     def rule(self, platform: str | None) -> _Rendered:
         return self._default if platform is None else self._platforms.get(platform, self._default)
 
-    def answer(self, platform: str | None, subject: str) -> Answer:
-        """The answer for `subject` (the user, else the org) on `platform`: `subject` has no user override."""
-        return self.rule(platform).answer(subject)
+    def answer(self, platform: str | None, user: str | None) -> Answer:
+        """The answer for `user` (None: the org) on `platform`: `user` has no override of the flag."""
+        return self.rule(platform).answer(user)
 
 
 class BulkPlan:
@@ -77,8 +77,8 @@ class BulkPlan:
         self._dynamic = [r for r in self._rules if not r.fixed]
         self._answers: dict[tuple[int, ...], Answer] = {}
 
-    def answer(self, subject: str) -> Answer:
-        key = tuple([r.pick(subject) for r in self._dynamic])
+    def answer(self, user: str | None) -> Answer:
+        key = tuple([r.pick(user) for r in self._dynamic])
         kept = self._answers.get(key)
         if kept is not None:
             return kept

@@ -41,7 +41,7 @@ def _check_flag(state: FlagState, plans: OrgPlans, flag_key: str, at: float) -> 
         if user in overridden:
             continue  # the hot path leaves a user's own override to the use cases
         for platform in PLATFORMS:
-            answer = plan.answer(platform, ORG if user is None else user)
+            answer = plan.answer(platform, user)
             assert (answer.status, answer.etag) == (200, None)
             assert answer.body == _expected(state, flag_key, platform, user, at), (flag_key, user, platform)
 
@@ -79,7 +79,7 @@ def test_the_bulk_plan_answers_the_use_cases_bulk_answer_with_its_etag(log: list
         for platform in PLATFORMS:
             results = evaluate_all(state.catalog, tenant, platform=platform, user_id=user, now=now)
             expected = ofrep.bulk_answer(orjson.dumps({"flags": [orjson.loads(ofrep.render(e)) for e in results]}))
-            assert plans.bulk(platform, at).answer(ORG if user is None else user) == expected
+            assert plans.bulk(platform, at).answer(user) == expected
     assert plans.keys == tuple(sorted(state.catalog.definitions))
 
 
