@@ -5,7 +5,7 @@
 Target (issue 4): p99 < 50 ms for `GET /v1/audit/at` (one org's flags as of a random
 instant, for a platform and a user), measured at the client over HTTP against the real
 command service. The events (sealed as in `bench.rebuild`) are copied straight into
-`event_store`; the snapshot job (`services.audit.snapshots.take`) then snapshots every
+`event_store`; the snapshot job (`services.command.timetravel.snapshots.take`) then snapshots every
 scope every `--every` of its events.
 """
 
@@ -26,9 +26,9 @@ import httpx
 from bench.harness import drop_database, isolated_settings, percentiles
 from bench.plots import latency_plot
 from bench.rebuild import PLATFORMS, fast_log
-from services.audit.positions import kafka_positions
-from services.audit.snapshots import take
-from services.audit.store import PostgresHistory
+from services.command.eventstore.snapshot_store import PostgresHistory
+from services.command.timetravel.positions import kafka_positions
+from services.command.timetravel.snapshots import take
 from services.infra.postgres import create_pool
 from services.infra.settings import Role, Settings
 from tests.support.auth import admin_headers

@@ -29,7 +29,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from events import Variant
 from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN
 from flagcore import InvalidTransition, format_instant
-from services.audit.api import router as timetravel_router
 from services.auth.http import Caller, denial_metrics, install_auth_handlers
 from services.auth.policy import Action, Principal, authorize
 from services.command.audit_api import router as audit_router
@@ -60,6 +59,7 @@ from services.command.schemas import (
     VariantIn,
 )
 from services.command.service import CommandService, utc_now
+from services.command.timetravel.api import router as timetravel_router
 from services.command.whoami import router as whoami_router
 from services.http import (
     CORS,

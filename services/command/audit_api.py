@@ -1,7 +1,7 @@
 """The audit routes of the command API: history (paged, or exported as JSON Lines / CSV) and rollback.
 
 History reads the event store — every event ever accepted, the same bytes as on
-Kafka — through `audit_store`; who may read what is `Action.READ_AUDIT`: an
+Kafka — through `eventstore.audit_reads`; who may read what is `Action.READ_AUDIT`: an
 org-scoped key (org admin, auditor) sees its own org's events, and with
 `catalog=true` the definitions and system defaults every org sees, never
 another org's.
@@ -24,8 +24,8 @@ from events import Platform, Scope, definition_stream
 from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, FlagKey, UserId
 from services.auth.http import Caller
 from services.auth.policy import Action, Principal, authorize
-from services.command.audit_store import PostgresAuditStore
 from services.command.errors import InvalidCommand, StoreUnavailable, UnknownFlag
+from services.command.eventstore.audit_reads import PostgresAuditStore
 from services.command.history import Cursor, HistoryFilter, HistoryLevel, InvalidCursor, csv_lines, entry, parse_instant
 from services.command.rollback import RollbackTarget, StreamRollback, rollback, rollback_reason
 from services.command.routing import Service, error_responses, event_summary

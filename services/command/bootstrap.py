@@ -14,17 +14,17 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.audit.store import PostgresHistory
-from services.audit.timetravel import TimeTravel
 from services.auth.authenticator import Authenticator
 from services.auth.http import AuthGate
 from services.auth.postgres import PostgresKeyLookup
 from services.command.api import attach, create_app
-from services.command.audit_store import PostgresAuditStore
 from services.command.errors import StoreUnavailable
+from services.command.eventstore.audit_reads import PostgresAuditStore
+from services.command.eventstore.snapshot_store import PostgresHistory
+from services.command.eventstore.writes import PostgresEventStore
 from services.command.key_store import PostgresKeyStore
 from services.command.relay import Relay
-from services.command.store import PostgresEventStore
+from services.command.timetravel.service import TimeTravel
 from services.http.throttle import FailedAuthThrottle
 from services.infra.kafka import create_producer, ensure_topics
 from services.infra.postgres import create_pool

@@ -1,6 +1,6 @@
 """History of the log for people: filters, the paging cursor, and each event as one flat entry.
 
-Pure. The rows come from `audit_store` (the event store, whose bodies are the
+Pure. The rows come from `eventstore.audit_reads` (the event store, whose bodies are the
 exact bytes published on Kafka); this module decides what a row says to an
 auditor — who, when, why, where, previous → new — and how it is written as
 JSON, JSON Lines or CSV.

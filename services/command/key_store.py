@@ -16,7 +16,8 @@ from events import Actor, ApiKeyCreated, ApiKeyExpirySet, ApiKeyRevoked, Envelop
 from services.auth.keys import NewKey
 from services.auth.policy import Role
 from services.command.errors import UnknownKey
-from services.command.store import _translated, read_head, write_events
+from services.command.eventstore.driver_errors import translated
+from services.command.eventstore.writes import read_head, write_events
 
 _COLUMNS = "key_id, name, role, org_id, created_at, created_by, expires_at, revoked_at, last_used_at"
 
@@ -57,7 +58,7 @@ class PostgresKeyStore:
         now: datetime,
     ) -> tuple[KeyInfo, Envelope]:
         change = ApiKeyCreated(key_id=new_key.key_id, org_id=org_id, name=name, role=role, expires_at=expires_at)
-        async with _translated(), self._pool.acquire() as conn, conn.transaction():
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
             envelope = await self._record(conn, change, actor, reason, now)
             row = await conn.fetchrow(
                 f"INSERT INTO api_keys (key_id, name, role, org_id, secret_hash, created_at, created_by, expires_at) "
@@ -68,7 +69,7 @@ class PostgresKeyStore:
 
     async def revoke(self, key_id: str, *, actor: Actor, reason: str, now: datetime) -> tuple[KeyInfo, Envelope | None]:
         """Revoke; revoking an already revoked key changes nothing (no event)."""
-        async with _translated(), self._pool.acquire() as conn, conn.transaction():
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
             info = await self._locked(conn, key_id)
             if info.revoked_at is not None:
                 return info, None
@@ -81,7 +82,7 @@ class PostgresKeyStore:
     async def set_expiry(
         self, key_id: str, expires_at: datetime | None, *, actor: Actor, reason: str, now: datetime
     ) -> tuple[KeyInfo, Envelope | None]:
-        async with _translated(), self._pool.acquire() as conn, conn.transaction():
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
             info = await self._locked(conn, key_id)
             if info.revoked_at is not None or info.expires_at == expires_at:
                 return info, None
@@ -93,13 +94,13 @@ class PostgresKeyStore:
         return KeyInfo.of(row), envelope
 
     async def get(self, key_id: str) -> KeyInfo | None:
-        async with _translated():
+        async with translated():
             row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = $1", key_id)
         return None if row is None else KeyInfo.of(row)
 
     async def list(self, *, org_id: str | None) -> list[KeyInfo]:
         """One org's keys, or every key when `org_id` is None."""
-        async with _translated():
+        async with translated():
             rows = await self._pool.fetch(
                 f"SELECT {_COLUMNS} FROM api_keys WHERE $1::text IS NULL OR org_id = $1 ORDER BY created_at",
                 org_id,

@@ -28,7 +28,6 @@ from events import Actor, Envelope, FlagKind
 from events.changes import Variant
 from flagcore.instants import parse_instant
 from flagcore.transitions import Value, caught_up
-from services.command.audit_store import StoredValue
 from services.command.commands import (
     AnyCommand,
     CancelScheduledSetting,
@@ -39,6 +38,7 @@ from services.command.commands import (
     UpdateFlag,
 )
 from services.command.errors import InvalidCommand
+from services.command.eventstore.audit_reads import StoredValue
 from services.command.history import HistoryLevel, level_of, setting_scope
 from services.command.service import CommandService, utc_now
 

@@ -3,7 +3,8 @@
 The decision is always made on the head the append is checked against: a
 request without `expected_version` still appends with the version it read, and
 is re-decided on the new head when it loses a race, so last-writer-wins never
-records a stale `previous` or re-applies a no-op.
+records a stale `previous` or re-applies a no-op. This is the command side's one
+retry: the store tries each append once and reports a lost race as `VersionConflict`.
 """
 
 from __future__ import annotations

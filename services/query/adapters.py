@@ -49,7 +49,17 @@ USER_SQL = (
 OVERRIDE_COUNTS_SQL = "SELECT flag_key, orgs, overrides FROM flag_override_counts WHERE overrides > 0 ORDER BY flag_key"
 
 
+# Every failure of the driver or the socket counts as Postgres unavailable (a 503), not only a lost connection.
 DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+@asynccontextmanager
+async def translated() -> AsyncIterator[None]:
+    """The one translation of asyncpg's failures into the query service's own: `Unavailable("postgres")`."""
+    try:
+        yield
+    except DRIVER_ERRORS as exc:
+        raise Unavailable("postgres", str(exc) or type(exc).__name__) from exc
 
 
 class PostgresDocuments:
@@ -88,11 +98,8 @@ class PostgresDocuments:
 
     @asynccontextmanager
     async def _read(self, org_id: str | None) -> AsyncIterator[asyncpg.Connection]:
-        try:
-            async with tenant_transaction(self._pool, org_id) as conn:
-                yield conn
-        except DRIVER_ERRORS as exc:
-            raise Unavailable("postgres", str(exc) or type(exc).__name__) from exc
+        async with translated(), tenant_transaction(self._pool, org_id) as conn:
+            yield conn
 
     async def ping(self) -> bool:
         try:

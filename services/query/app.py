@@ -42,12 +42,13 @@ from services.infra.cache_keys import CacheKeys
 from services.infra.postgres import create_pool
 from services.infra.settings import Role, Settings
 from services.query import rendering, validation
-from services.query.adapters import InvalidationListener, PostgresDocuments, RedisDocuments
+from services.query.adapters import DRIVER_ERRORS, InvalidationListener, PostgresDocuments, RedisDocuments
 from services.query.bootstrap import install_bootstrap_route
 from services.query.cache import DocumentCache
-from services.query.errors import InvalidParameter, Unavailable, UnknownFlag
+from services.query.errors import QueryError, Unavailable
 from services.query.ofrep import Evaluator
 from services.query.ofrep_api import install as install_ofrep
+from services.query.refusals import refusal
 from services.query.service import QueryService
 from services.query.usage import MAX_MINUTES, CountingEvaluator, UsageCounter, UsageStore, flush_forever, series, window
 from services.query.usage_redis import FAILURES as USAGE_FAILURES
@@ -253,7 +254,7 @@ class Runtime:
         keys = CacheKeys(s.redis_prefix)
         try:
             pool = await create_pool(s, Role.QUERY, min_size=2, max_size=10)
-        except (OSError, asyncpg.PostgresError) as exc:  # serve (503s) and report not ready until it is up
+        except DRIVER_ERRORS as exc:  # serve (503s) and report not ready until it is up
             log.error("Postgres unreachable at start: %r", exc)
             pool = await create_pool(s, Role.QUERY, min_size=0, max_size=10)
         redis: Redis | None = None
@@ -497,19 +498,10 @@ def create_app(
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(InvalidParameter)
-    async def invalid(_: Request, exc: InvalidParameter) -> Response:
-        return _json(rendering.error("invalid_request", exc.detail, exc.field), 422)
-
-    @app.exception_handler(UnknownFlag)
-    async def unknown(_: Request, exc: UnknownFlag) -> Response:
-        return _json(rendering.error("unknown_flag", str(exc), "flag_key", flag_key=exc.flag_key), 404)
-
-    @app.exception_handler(Unavailable)
-    async def unavailable(_: Request, exc: Unavailable) -> Response:
-        log.warning("answering 503: %s", exc)
-        body = rendering.error("unavailable", f"{exc.dependency} is unavailable", None, dependency=exc.dependency)
-        return _json(body, 503)
+    @app.exception_handler(QueryError)
+    async def refused(_: Request, exc: QueryError) -> Response:
+        status, body = refusal(exc)
+        return _json(body, status)
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(_: Request, exc: RequestValidationError) -> Response:

@@ -27,7 +27,7 @@ from services.auth.policy import Action, authorize
 from services.infra.postgres import set_tenant
 from services.infra.settings import Settings
 from services.query import validation
-from services.query.adapters import DRIVER_ERRORS
+from services.query.adapters import translated
 from services.query.documents import dumps
 from services.query.errors import Unavailable
 
@@ -57,14 +57,11 @@ OrgPath = Annotated[str, Path(description="Organisation id.", json_schema_extra=
 
 async def read_bootstrap(pool: asyncpg.Pool, settings: Settings, org_id: str) -> dict[str, Any]:
     """The org's snapshot document (see the module docstring)."""
-    try:
-        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            await set_tenant(conn, org_id)
-            heads = await conn.fetch(HEADS_SQL, org_id)
-            last = {r["stream"]: r for r in await conn.fetch(LAST_VALUES_SQL, org_id)}
-            offsets = await conn.fetch(OFFSETS_SQL, settings.projector_group, settings.topic)
-    except DRIVER_ERRORS as exc:
-        raise Unavailable("postgres", str(exc) or type(exc).__name__) from exc
+    async with translated(), pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        await set_tenant(conn, org_id)
+        heads = await conn.fetch(HEADS_SQL, org_id)
+        last = {r["stream"]: r for r in await conn.fetch(LAST_VALUES_SQL, org_id)}
+        offsets = await conn.fetch(OFFSETS_SQL, settings.projector_group, settings.topic)
     return {
         "org_id": org_id,
         "topic": settings.topic,

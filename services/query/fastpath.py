@@ -45,8 +45,9 @@ from services.http.unhandled import INTERNAL_ERROR_DETAIL
 from services.httpserver.message import Reply
 from services.query import ofrep, rendering, validation
 from services.query.answers import AnswerCache, Recorder
-from services.query.errors import InvalidParameter, Unavailable, UnknownFlag
+from services.query.errors import QueryError
 from services.query.plans import Plans
+from services.query.refusals import refusal
 from services.query.service import QueryService
 
 __all__ = [
@@ -278,7 +279,7 @@ class HotPath:
 async def _native(
     service: ofrep.Evaluator, principal: Principal, org_id: str, flag_key: str, query: QueryParams
 ) -> ofrep.Answer:
-    """`GET /v1/orgs/{org_id}/flags/{flag_key}` as the app's route answers it, errors as its handlers do."""
+    """`GET /v1/orgs/{org_id}/flags/{flag_key}` as the app's route answers it, errors as its handler does."""
     try:
         org = validation.org_id(org_id)
         authorize(principal, Action.EVALUATE, org_id=org)
@@ -286,14 +287,8 @@ async def _native(
         platform = validation.platform(query.get("platform"))
         user = validation.user_id(query.get("user"))
         result = await service.evaluate(org, key, platform=platform, user_id=user)
-    except InvalidParameter as exc:
-        return ofrep.Answer(422, rendering.error("invalid_request", exc.detail, exc.field))
-    except UnknownFlag as exc:
-        return ofrep.Answer(404, rendering.error("unknown_flag", str(exc), "flag_key", flag_key=exc.flag_key))
-    except Unavailable as exc:
-        log.warning("answering 503: %s", exc)
-        detail = f"{exc.dependency} is unavailable"
-        return ofrep.Answer(503, rendering.error("unavailable", detail, None, dependency=exc.dependency))
+    except QueryError as exc:
+        return ofrep.Answer(*refusal(exc))
     return ofrep.Answer(200, rendering.dumps(rendering.evaluation(result)))
 
 

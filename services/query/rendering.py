@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from flagcore import Evaluation
+from services.http.errors import error_body
 from services.query.documents import event_block
 
 OPTIONS = orjson.OPT_UTC_Z
@@ -32,4 +33,5 @@ def dumps(value: Any) -> bytes:
 
 
 def error(code: str, detail: str, field: str | None = None, **extra: Any) -> bytes:
-    return orjson.dumps({"error": code, "detail": detail, "field": field, **extra})
+    """The product's error document (`services.http.error_body`), as bytes."""
+    return orjson.dumps(error_body(code, detail, field, **extra))

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from events import Actor, OrgOverrideSet
-from services.command.store import read_head, write_events
+from services.command.eventstore.writes import read_head, write_events
 from services.infra.settings import Role, Settings
 from tests.support.auth import admin_headers, bearer
 from tests.support.processes import ServiceProcess

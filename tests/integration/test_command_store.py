@@ -19,11 +19,13 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from events import GENESIS_HASH, Actor, FlagDefined, OrgOverrideSet, RolloutPercentageSet, decode, from_record
+from events import GENESIS_HASH, Actor, FlagDefined, OrgOverrideSet, RolloutPercentageSet, Scope, decode, from_record
 from services.command import chain
+from services.command.commands import SetSetting
 from services.command.errors import VersionConflict
+from services.command.eventstore.writes import PostgresEventStore
 from services.command.relay import Relay
-from services.command.store import PostgresEventStore
+from services.command.service import CommandService, Outcome
 from services.infra.kafka import create_producer
 from services.infra.postgres import create_pool
 from services.infra.settings import Role, Settings
@@ -124,12 +126,13 @@ async def _insert_held_open(settings: Settings, change: Any) -> tuple[asyncpg.Co
     return conn, envelope
 
 
-@pytest.mark.parametrize(("expected", "outcome"), [(0, "conflict"), (None, "retried")])
-async def test_a_unique_violation_becomes_a_conflict_or_a_retry(
-    store_settings: Settings, pg_store: PostgresEventStore, expected: int | None, outcome: str
+@pytest.mark.parametrize("expected", [0, None])
+async def test_a_unique_violation_is_a_conflict_naming_the_new_version(
+    store_settings: Settings, pg_store: PostgresEventStore, expected: int | None
 ) -> None:
+    """The store tries an append once; retrying (re-deciding on the new head) is `CommandService`'s."""
     key, org = await defined_flag(pg_store), fresh_org()
-    held, theirs = await _insert_held_open(store_settings, OrgOverrideSet(flag_key=key, org_id=org, enabled=False))
+    held, _ = await _insert_held_open(store_settings, OrgOverrideSet(flag_key=key, org_id=org, enabled=False))
     try:
         ours = asyncio.create_task(
             append(pg_store, OrgOverrideSet(flag_key=key, org_id=org, enabled=True), expected_version=expected)
@@ -137,35 +140,50 @@ async def test_a_unique_violation_becomes_a_conflict_or_a_retry(
         await asyncio.sleep(0.3)
         assert not ours.done(), "the second insert of version 1 should wait on the primary key"
         await held.execute("COMMIT")
-        if outcome == "conflict":
-            with pytest.raises(VersionConflict) as caught:
-                await ours
-            assert (caught.value.current_version, caught.value.expected_version) == (1, 0)
-        else:
-            (envelope,) = await ours
-            assert (envelope.version, envelope.prev_hash, envelope.previous) == (2, theirs.hash, theirs.new)
+        with pytest.raises(VersionConflict) as caught:
+            await ours
+        assert (caught.value.current_version, caught.value.expected_version) == (1, expected)
     finally:
         await held.close()
 
 
-async def test_concurrent_last_writer_wins_appends_never_share_a_version(
+async def test_a_command_that_loses_a_race_is_decided_again_on_the_new_head(
+    store_settings: Settings, pg_store: PostgresEventStore
+) -> None:
+    key, org = await defined_flag(pg_store), fresh_org()
+    held, theirs = await _insert_held_open(store_settings, OrgOverrideSet(flag_key=key, org_id=org, enabled=False))
+    try:
+        command = SetSetting(scope=Scope.org(org), flag_key=key, enabled=True, reason="ours", actor=ACTOR)
+        ours = asyncio.create_task(CommandService(pg_store, clock=lambda: NOW).execute(command))
+        await asyncio.sleep(0.3)
+        assert not ours.done(), "the second insert of version 1 should wait on the primary key"
+        await held.execute("COMMIT")
+        (envelope,) = (await ours).events
+        assert (envelope.version, envelope.prev_hash, envelope.previous) == (2, theirs.hash, theirs.new)
+    finally:
+        await held.close()
+
+
+async def test_concurrent_last_writer_wins_commands_never_share_a_version(
     store_settings: Settings, pg_store: PostgresEventStore
 ) -> None:
     key, org = await defined_flag(pg_store), fresh_org()
     other = await open_store(store_settings)
     try:
-        stores = [pg_store, other]
+        services = [CommandService(pg_store, clock=lambda: NOW), CommandService(other, clock=lambda: NOW)]
         results = await asyncio.gather(
             *(
-                append(stores[i % 2], RolloutPercentageSet(flag_key=key, level="org", org_id=org, percentage=i))
+                services[i % 2].execute(
+                    SetSetting(scope=Scope.org(org), flag_key=key, rollout_percentage=i, reason="it", actor=ACTOR)
+                )
                 for i in range(12)
             ),
             return_exceptions=True,
         )
     finally:
         await other._pool.close()
-    written = [r[0] for r in results if isinstance(r, list)]
-    assert all(isinstance(r, list | VersionConflict) for r in results), results
+    written = [e for r in results if isinstance(r, Outcome) for e in r.events]
+    assert all(isinstance(r, Outcome | VersionConflict) for r in results), results
     assert written  # every retry round has a winner; the rest give up after three attempts
 
     conn = await asyncpg.connect(store_settings.pg_dsn(Role.COMMAND))

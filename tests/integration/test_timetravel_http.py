@@ -11,10 +11,10 @@ import asyncpg
 import httpx
 import pytest
 
-from services.audit.positions import kafka_positions
-from services.audit.snapshots import take
-from services.audit.store import PostgresHistory
-from services.audit.timetravel import Asked, TimeTravel
+from services.command.eventstore.snapshot_store import PostgresHistory
+from services.command.timetravel.positions import kafka_positions
+from services.command.timetravel.service import Asked, TimeTravel
+from services.command.timetravel.snapshots import take
 from services.infra.postgres import create_pool
 from services.infra.settings import Role
 from tests.conftest import Stack

@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from events import Actor, FlagKind, Scope
-from services.command.audit_store import page_query
 from services.command.chain import EMPTY_HEAD, seal_changes
 from services.command.commands import DefineFlag, EngageKillSwitch, ScheduleSetting, SetSetting, UpdateFlag
 from services.command.errors import InvalidCommand, VersionConflict
+from services.command.eventstore.audit_reads import page_query
 from services.command.handlers import decide
 from services.command.history import (
     CSV_COLUMNS,

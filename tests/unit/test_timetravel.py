@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from events import Envelope, FlagDefined, OrgOverrideSet
 from flagcore import evaluate, fold
 from flagcore.history import scope_of_stream
-from services.audit.errors import BadInstant, UnknownFlag, UnknownOrg
-from services.audit.snapshots import take
-from services.audit.store import Part, Run
-from services.audit.timetravel import Asked, TimeTravel
+from services.command.eventstore.snapshot_store import Part, Run
+from services.command.timetravel.errors import BadInstant, UnknownFlag, UnknownOrg
+from services.command.timetravel.service import Asked, TimeTravel
+from services.command.timetravel.snapshots import take
 from tests.support.factories import LogBuilder
 from tests.unit.test_fold import FLAGS, ORGS, PLATFORMS, USERS, changes
 

@@ -7,7 +7,7 @@ latest part always covers all of its events up to the last run. Parts are saved 
 are cut (each is sound on its own; a run that stops half-way is redone from the last
 recorded run, the fold skipping what a saved part already holds). It records the run's
 Kafka position too: per partition, the offset after the last record it covered (the
-relay publishes in sequence order). `python -m services.audit.snapshots [--every N]
+relay publishes in sequence order). `python -m services.command.timetravel.snapshots [--every N]
 [--loop SECONDS]` runs it once, or every SECONDS.
 """
 
@@ -21,8 +21,8 @@ from datetime import datetime
 
 from flagcore import FlagState
 from flagcore.history import restore, scope_of_stream, snapshot
-from services.audit.positions import kafka_positions
-from services.audit.store import Part, PostgresHistory, Run
+from services.command.eventstore.snapshot_store import Part, PostgresHistory, Run
+from services.command.timetravel.positions import kafka_positions
 from services.infra.postgres import create_pool
 from services.infra.settings import Role, Settings
 

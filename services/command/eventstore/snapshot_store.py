@@ -1,13 +1,12 @@
-"""All SQL of time travel and snapshots, over the event store, as the command role.
+"""The SQL of time travel and of the snapshot job, over the event store and the snapshots, as the command role.
 
 Events come back as decoded envelopes (their hashes checked, by the fast path where it applies); snapshot parts as
-their JSON documents. asyncpg's connection failures become `StoreUnavailable`.
+their JSON documents. Connection failures become `StoreUnavailable` (`driver_errors`).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
@@ -18,7 +17,7 @@ import orjson
 
 from events import Envelope
 from flagcore.history import SYSTEM_SCOPE
-from services.command.errors import StoreUnavailable
+from services.command.eventstore.driver_errors import translated
 from services.projector.fastdecode import decode_event
 
 # Decoded events kept per process, keyed by their exact stored bytes (so a row altered in the
@@ -106,7 +105,7 @@ class PostgresHistory:
         self._decoded: dict[bytes, Envelope] = {}
 
     async def org_known(self, org_id: str) -> bool:
-        async with _translated():
+        async with translated():
             return bool(await self._pool.fetchval(_ORG_KNOWN, org_id))
 
     async def nearest_part(self, scope: str, instant: datetime, prefixes: tuple[str, ...] | None = None) -> Part | None:
@@ -114,7 +113,7 @@ class PostgresHistory:
 
         With `prefixes`, its document holds only the streams that start with one of them.
         """
-        async with _translated():
+        async with translated():
             if prefixes is None:
                 row = await self._pool.fetchrow(_NEAREST, scope, instant)
             else:
@@ -123,7 +122,7 @@ class PostgresHistory:
 
     async def part_is_sound(self, part: Part) -> bool:
         """Does the log still hold exactly what the stored part folded (every head's hash, the count)?"""
-        async with _translated():
+        async with translated():
             row = await self._pool.fetchrow(_scoped(_SOUND, part.scope), part.scope, part.sequence)
         return row["counted"] == part.events and row["matching"] == row["heads"]
 
@@ -134,7 +133,7 @@ class PostgresHistory:
 
         With `prefixes`, only the events of streams that start with one of them.
         """
-        async with _translated():
+        async with translated():
             rows = await self._pool.fetch(
                 _scoped(_EVENTS, scope), scope, after, until, list(prefixes) if prefixes is not None else None
             )
@@ -153,7 +152,7 @@ class PostgresHistory:
     # --- the snapshot job -----------------------------------------------------------
 
     async def latest_run(self) -> Run | None:
-        async with _translated():
+        async with translated():
             row = await self._pool.fetchrow(_LATEST_RUN)
         if row is None:
             return None
@@ -161,13 +160,13 @@ class PostgresHistory:
         return Run(row["sequence"], row["covered_until"], offsets)
 
     async def latest_parts(self) -> list[Part]:
-        async with _translated():
+        async with translated():
             rows = await self._pool.fetch(_LATEST_PARTS)
         return [Part(r["scope"], r["sequence"], r["events"], orjson.loads(r["state"])) for r in rows]
 
     async def cutoff(self, settle_seconds: float) -> int | None:
         """The highest sequence a run may cover now; None when there is none."""
-        async with _translated():
+        async with translated():
             value = await self._pool.fetchval(_CUTOFF, settle_seconds)
         return None if value is None else int(value)
 
@@ -176,7 +175,7 @@ class PostgresHistory:
     ) -> AsyncIterator[tuple[int, datetime, Envelope]]:
         """Flag events with `after` < sequence <= `upto`, in sequence order, paged."""
         while True:
-            async with _translated():
+            async with translated():
                 rows = await self._pool.fetch(_SINCE, after, upto, page)
             for r in rows:
                 yield r["sequence"], r["occurred_at"], decode_event(bytes(r["body"]))
@@ -186,7 +185,7 @@ class PostgresHistory:
 
     async def save_parts(self, parts: Sequence[tuple[Part, datetime]]) -> None:
         """Add parts. A part is whole on its own, so a run that stops half-way leaves only sound ones."""
-        async with _translated():
+        async with translated():
             await self._pool.executemany(
                 "INSERT INTO snapshots (scope, sequence, covered_until, events, state) VALUES ($1, $2, $3, $4, $5)",
                 [(p.scope, p.sequence, until, p.events, orjson.dumps(p.doc).decode()) for p, until in parts],
@@ -195,7 +194,7 @@ class PostgresHistory:
 
     async def save_run(self, run: Run) -> None:
         """Record a finished run: the next one starts after its sequence."""
-        async with _translated():
+        async with translated():
             await self._pool.execute(
                 "INSERT INTO snapshot_runs (sequence, covered_until, kafka_offsets) VALUES ($1, $2, $3)",
                 run.sequence,
@@ -207,13 +206,3 @@ class PostgresHistory:
 def _scoped(sql: str, scope: str) -> str:
     return sql.format(scope=_SYSTEM_SCOPE if scope == SYSTEM_SCOPE else _ORG_SCOPE)
 
-
-_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
-
-
-@asynccontextmanager
-async def _translated() -> AsyncIterator[None]:
-    try:
-        yield
-    except _UNAVAILABLE as exc:
-        raise StoreUnavailable(str(exc)) from exc

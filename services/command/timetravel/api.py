@@ -18,12 +18,12 @@ from events import Platform
 from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
 from flagcore import EventRef
 from flagcore.history import FlagView
-from services.audit.errors import AuditError, OrgRequired
-from services.audit.timetravel import Asked, TimeTravel
 from services.auth.http import Caller
 from services.auth.policy import Action, Principal, authorize
 from services.command.errors import StoreUnavailable
 from services.command.schemas import ErrorBody
+from services.command.timetravel.errors import AuditError, OrgRequired
+from services.command.timetravel.service import Asked, TimeTravel
 from services.http import problem
 
 router = APIRouter(

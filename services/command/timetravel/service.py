@@ -18,8 +18,8 @@ from typing import Protocol
 from events import Envelope, Scope
 from flagcore import FlagState, fold
 from flagcore.history import SYSTEM_SCOPE, FlagView, diff_views, org_view, restore
-from services.audit.errors import BadInstant, UnknownFlag, UnknownOrg
-from services.audit.store import Part
+from services.command.eventstore.snapshot_store import Part
+from services.command.timetravel.errors import BadInstant, UnknownFlag, UnknownOrg
 
 log = logging.getLogger(__name__)
 

@@ -1,18 +1,18 @@
-"""All SQL of the command side: the event store, which is also the transactional outbox.
+"""The write side of the event store, which is also the transactional outbox.
 
 The primary key (stream, version) is the optimistic-concurrency check: two
 writers that read the same head both try to insert head+1 and the loser gets a
-unique violation, reported as `VersionConflict`. Each append notifies
+unique violation, reported as `VersionConflict`; the append is tried once, and
+`CommandService` alone retries, re-deciding on the new head. Each append notifies
 `flags_outbox` in the same transaction, so the relay wakes exactly on commit.
-asyncpg's exceptions stop here: connection failures become `StoreUnavailable`.
+Connection failures become `StoreUnavailable` (`driver_errors`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import asyncpg
@@ -20,7 +20,8 @@ import asyncpg
 from events import Actor, Change, Envelope
 from flagcore import StreamHead
 from services.command import chain
-from services.command.errors import StoreUnavailable, VersionConflict
+from services.command.errors import VersionConflict
+from services.command.eventstore.driver_errors import UNAVAILABLE, translated
 from services.command.ports import OUTBOX_CHANNEL, StoredEvent
 
 log = logging.getLogger(__name__)
@@ -29,15 +30,6 @@ log = logging.getLogger(__name__)
 # two-int4 one; PostgreSQL keeps the two spaces apart, and both are per database.
 RELAY_LOCK_KEY = int.from_bytes(b"flagrlay", "big")
 FLAG_LOCK_SPACE = int.from_bytes(b"flag", "big")
-APPEND_ATTEMPTS = 3
-
-_UNAVAILABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-)
 
 _HEAD = "SELECT version, hash, body FROM event_store WHERE stream = $1 ORDER BY version DESC LIMIT 1"
 _INSERT = """
@@ -62,14 +54,14 @@ class PostgresEventStore:
     # --- reads -----------------------------------------------------------------
 
     async def stream_head(self, stream: str) -> StreamHead:
-        async with _translated():
+        async with translated():
             row = await self._pool.fetchrow(_HEAD, stream)
         return chain.EMPTY_HEAD if row is None else chain.head_from_body(*row)
 
     async def list_events(
         self, *, org: str | None = None, flag: str | None = None, after: int = 0, limit: int = 100
     ) -> list[StoredEvent]:
-        async with _translated():
+        async with translated():
             rows = await self._pool.fetch(_LIST, after, org, flag, limit)
         return [StoredEvent(r["sequence"], bytes(r["body"])) for r in rows]
 
@@ -86,50 +78,33 @@ class PostgresEventStore:
     ) -> list[Envelope]:
         """Append `changes` to their stream in one transaction, as consecutive versions.
 
-        With `expected_version` a lost race is a `VersionConflict`; without it
-        the caller asked for last-writer-wins, so the append is retried on the
-        new head (up to `APPEND_ATTEMPTS` times).
+        A lost race (another writer inserted the same version first) is a `VersionConflict`
+        naming the stream's new version, whether or not `expected_version` was given.
         """
         stream = chain.target_stream(changes)
-        attempts = 1 if expected_version is not None else APPEND_ATTEMPTS
-        for attempt in range(1, attempts + 1):
-            try:
-                async with _translated():
-                    return await self._append_once(stream, changes, actor, reason, expected_version, occurred_at)
-            except asyncpg.UniqueViolationError as exc:
-                if exc.constraint_name != "event_store_pkey":
-                    raise
-                log.info("append to %s lost a race (attempt %d/%d)", stream, attempt, attempts)
-                if attempt == attempts:
-                    current = await self.stream_head(stream)
-                    raise VersionConflict(stream, current.version, expected_version) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _append_once(
-        self,
-        stream: str,
-        changes: Sequence[Change],
-        actor: Actor,
-        reason: str,
-        expected_version: int | None,
-        occurred_at: datetime,
-    ) -> list[Envelope]:
         defines = changes[0].scope is None
-        async with self._pool.acquire() as conn, conn.transaction():
-            # Settings share the flag's lock and definition changes take it alone,
-            # so no setting can commit after the archive that should refuse it.
-            lock = "pg_advisory_xact_lock" if defines else "pg_advisory_xact_lock_shared"
-            await conn.execute(f"SELECT {lock}($1, hashtext($2))", FLAG_LOCK_SPACE, changes[0].flag_key)
-            head = await read_head(conn, stream)
-            chain.check_expected(stream, head, expected_version)
-            definition = head if defines else await read_head(conn, chain.definition_of(changes))
-            chain.check_flag(changes, definition)
-            return await write_events(conn, changes, head, actor=actor, reason=reason, occurred_at=occurred_at)
+        try:
+            async with translated(), self._pool.acquire() as conn, conn.transaction():
+                # Settings share the flag's lock and definition changes take it alone,
+                # so no setting can commit after the archive that should refuse it.
+                lock = "pg_advisory_xact_lock" if defines else "pg_advisory_xact_lock_shared"
+                await conn.execute(f"SELECT {lock}($1, hashtext($2))", FLAG_LOCK_SPACE, changes[0].flag_key)
+                head = await read_head(conn, stream)
+                chain.check_expected(stream, head, expected_version)
+                definition = head if defines else await read_head(conn, chain.definition_of(changes))
+                chain.check_flag(changes, definition)
+                return await write_events(conn, changes, head, actor=actor, reason=reason, occurred_at=occurred_at)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != "event_store_pkey":
+                raise
+            log.info("append to %s lost a race", stream)
+            current = await self.stream_head(stream)
+            raise VersionConflict(stream, current.version, expected_version) from exc
 
     # --- the outbox --------------------------------------------------------------
 
     async def unpublished(self, limit: int) -> list[StoredEvent]:
-        async with _translated():
+        async with translated():
             rows = await self._pool.fetch(
                 "SELECT sequence, body FROM event_store WHERE published_at IS NULL ORDER BY sequence LIMIT $1",
                 limit,
@@ -139,7 +114,7 @@ class PostgresEventStore:
     async def mark_published(self, sequences: Sequence[int]) -> None:
         if not sequences:
             return
-        async with _translated():
+        async with translated():
             await self._pool.execute(
                 "UPDATE event_store SET published_at = now() "
                 "WHERE sequence = ANY($1::bigint[]) AND published_at IS NULL",
@@ -147,17 +122,17 @@ class PostgresEventStore:
             )
 
     async def count_unpublished(self) -> int:
-        async with _translated():
+        async with translated():
             count = await self._pool.fetchval("SELECT count(*) FROM event_store WHERE published_at IS NULL")
         return int(count)
 
     async def ping(self) -> None:
-        async with _translated():
+        async with translated():
             await self._pool.fetchval("SELECT 1", timeout=2)
 
     async def acquire_relay_lease(self, on_notify: Callable[[], None]) -> PostgresRelayLease | None:
         """A dedicated connection holding the relay lock and LISTENing on the outbox channel."""
-        async with _translated():
+        async with translated():
             conn = await asyncpg.connect(self._dsn, timeout=5)
             try:
                 if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
@@ -186,7 +161,7 @@ class PostgresRelayLease:
             return
         try:
             await asyncio.wait_for(self._conn.close(), timeout=5)
-        except (TimeoutError, *_UNAVAILABLE, asyncpg.InterfaceError):
+        except UNAVAILABLE:
             self._conn.terminate()
 
 
@@ -232,11 +207,3 @@ def _row(e: Envelope) -> tuple[object, ...]:
         e.to_json(),
     )
 
-
-@asynccontextmanager
-async def _translated() -> AsyncIterator[None]:
-    """Connection-level failures become `StoreUnavailable`; everything else passes."""
-    try:
-        yield
-    except _UNAVAILABLE as exc:
-        raise StoreUnavailable(f"PostgreSQL unavailable: {exc.__class__.__name__}: {exc}") from exc

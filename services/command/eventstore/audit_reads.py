@@ -19,8 +19,8 @@ from typing import Any
 
 import asyncpg
 
+from services.command.eventstore.driver_errors import translated
 from services.command.history import LEVEL_PATTERNS, Cursor, HistoryFilter, actor_needles
-from services.command.store import _translated
 
 __all__ = ["PostgresAuditStore", "StoredValue"]
 
@@ -35,25 +35,25 @@ class PostgresAuditStore:
 
     async def horizon(self) -> int:
         """The current visibility horizon: an export pins it so that it ends."""
-        async with _translated():
+        async with translated():
             return int(await self._pool.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"))
 
     async def page(
         self, wanted: HistoryFilter, *, after: Cursor | None, limit: int, horizon: int | None = None
     ) -> list[tuple[Cursor, bytes]]:
         sql, args = page_query(wanted, after=after or Cursor(0, 0), limit=limit, horizon=horizon)
-        async with _translated():
+        async with translated():
             rows = await self._pool.fetch(sql, *args)
         return [(Cursor(r["txid"], r["sequence"]), bytes(r["body"])) for r in rows]
 
     async def org_known(self, org: str) -> bool:
         """Has anything ever been recorded for `org`?"""
-        async with _translated():
+        async with translated():
             return bool(await self._pool.fetchval("SELECT EXISTS (SELECT 1 FROM event_store WHERE org_id = $1)", org))
 
     async def override_streams(self, org: str, flag: str | None) -> list[str]:
         """Every override stream the org has ever had (of one flag, or of all)."""
-        async with _translated():
+        async with translated():
             rows = await self._pool.fetch(
                 "SELECT DISTINCT stream FROM event_store WHERE org_id = $1 AND stream LIKE 'org/%'"
                 " AND ($2::text IS NULL OR flag_key = $2) ORDER BY stream",
@@ -64,7 +64,7 @@ class PostgresAuditStore:
 
     async def value_as_of(self, stream: str, at: datetime) -> StoredValue:
         """The stream's value after its last event at or before `at` (version 0, None: nothing yet)."""
-        async with _translated():
+        async with translated():
             row = await self._pool.fetchrow(
                 "SELECT version, convert_from(body, 'UTF8')::jsonb -> 'new' AS new FROM event_store"
                 " WHERE stream = $1 AND occurred_at <= $2 ORDER BY version DESC LIMIT 1",
@@ -75,7 +75,7 @@ class PostgresAuditStore:
 
     async def value_at_version(self, stream: str, version: int) -> StoredValue | None:
         """The stream's value right after `version`; None when the stream has no such version."""
-        async with _translated():
+        async with translated():
             new = await self._pool.fetchrow(
                 "SELECT convert_from(body, 'UTF8')::jsonb -> 'new' AS new FROM event_store"
                 " WHERE stream = $1 AND version = $2",

@@ -1,0 +1,7 @@
+"""The event store's one home: every SQL statement over `event_store`, `snapshots` and `snapshot_runs`.
+
+`writes` appends (the optimistic-concurrency check, the outbox and the relay's lease),
+`audit_reads` pages the history and reads stream values as of an instant or a version,
+`snapshot_store` serves time travel and the snapshot job. All connect as `flags_command`,
+and asyncpg's exceptions stop at `driver_errors`.
+"""
