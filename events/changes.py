@@ -11,19 +11,9 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from events.fields import FlagKey, OrgId, Percentage, UserId
 from events.scope import SYSTEM_PARTITION_KEY, Scope, definition_stream
-from events.vocabulary import (
-    VARIANT_NAME_PATTERN,
-    VARIANT_WEIGHT_TOTAL,
-    FlagKey,
-    FlagKind,
-    KeyRole,
-    Level,
-    OrgId,
-    Percentage,
-    Platform,
-    UserId,
-)
+from events.vocabulary import VARIANT_NAME_PATTERN, VARIANT_WEIGHT_TOTAL, FlagKind, KeyRole, Level, Platform
 
 
 class Change(BaseModel):

@@ -17,7 +17,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from events.changes import AnyChange
-from events.vocabulary import FlagKey, Reason
+from events.fields import FlagKey, Reason
 
 GENESIS_HASH = "0" * 64
 HASH_PATTERN = r"^[0-9a-f]{64}$"

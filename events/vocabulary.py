@@ -1,16 +1,14 @@
 """The words every event uses: levels, platforms, flag kinds and identifier syntax.
 
 They live in the wire contract because a value that is valid on the wire must be
-valid everywhere else; the services and the pure core import them from here.
+valid everywhere else; the services and the pure core import them from here. Plain
+Python: the pydantic field types built from these patterns are in `events.fields`.
 """
 
 from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated
-
-from pydantic import Field, StringConstraints
 
 
 class Level(StrEnum):
@@ -64,27 +62,3 @@ VARIANT_WEIGHT_TOTAL = 1000  # Unleash normalises variant weights to thousandths
 FLAG_KEY_RE = re.compile(FLAG_KEY_PATTERN)
 ORG_ID_RE = re.compile(ORG_ID_PATTERN)
 USER_ID_RE = re.compile(USER_ID_PATTERN)
-
-FlagKey = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=100,
-        pattern=FLAG_KEY_PATTERN,
-        description="Dotted lower-case key, e.g. `platform.meta.enabled`.",
-    ),
-]
-OrgId = Annotated[
-    str,
-    Field(pattern=ORG_ID_PATTERN, description="Organisation (tenant) id: letters, digits, `_`, `-`."),
-]
-UserId = Annotated[
-    str,
-    Field(pattern=USER_ID_PATTERN, description="User id within the organisation."),
-]
-Percentage = Annotated[int, Field(ge=0, le=100, description="Share of users, 0–100.")]
-Reason = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
-    Field(description="Why the change was made; required, never blank."),
-]

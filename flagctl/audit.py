@@ -14,18 +14,19 @@ event of a stream removed, or altered and re-sealed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from events import Platform
-from flagcore.verification import LogVerifier, Report
-from flagctl.client import ApiError, Client
-from flagctl.logreader import LogUnavailable, Progress, TopicExtent, read_topic
-from services.infra.settings import Settings
+from flagctl.errors import ApiError
+
+if TYPE_CHECKING:
+    from flagcore.verification import Report
+    from flagctl.client import Client
+    from flagctl.logreader import TopicExtent
 
 __all__ = ["TAMPERED", "add_parser"]
 
@@ -129,6 +130,13 @@ def _value(value: dict[str, Any] | None) -> str:
 
 
 def cmd_verify(client: Client, args: argparse.Namespace) -> int:
+    # Reading the whole topic needs Kafka's client and the verifier: loaded here, not for every command.
+    import asyncio
+
+    from flagcore.verification import LogVerifier
+    from flagctl.logreader import LogUnavailable, Progress, read_topic
+    from services.infra.settings import Settings
+
     settings = Settings()
     topic = args.topic or settings.topic
     verifier = LogVerifier(tolerate_duplicates=args.tolerate_duplicates)

@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -24,7 +24,6 @@ from flagctl.report import report_change
 if TYPE_CHECKING:
     from flagctl.client import Client
 
-Handler = Callable[[Client, argparse.Namespace], int]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

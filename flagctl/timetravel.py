@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from events import Platform
-from flagctl.client import Client
-from services.audit.projection_check import verify_projection
-from services.infra.settings import Settings
+
+if TYPE_CHECKING:
+    from flagctl.client import Client
 
 MISMATCH = 3  # as `flagctl audit verify` exits when the log fails verification
 
@@ -74,7 +73,15 @@ def cmd_diff(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_verify_projection(args: argparse.Namespace) -> int:
-    """Runs here, not through the services: it needs the owner and projector roles (FLAGS_* settings)."""
+    """Runs here, not through the services: it needs the owner and projector roles (FLAGS_* settings).
+
+    The one command that loads service code: the projector's replay, into a scratch schema.
+    """
+    import asyncio
+
+    from services.audit.projection_check import verify_projection
+    from services.infra.settings import Settings
+
     report = asyncio.run(verify_projection(Settings(), bar=not getattr(args, "quiet", False)))
     if getattr(args, "json", False):
         print(json.dumps(asdict(report), indent=2))

@@ -21,7 +21,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from events import Platform, Scope, definition_stream
-from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, FlagKey, UserId
+from events.fields import FlagKey, UserId
+from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN
 from services.auth.http import Caller
 from services.auth.policy import Action, Principal, authorize
 from services.command.errors import InvalidCommand, StoreUnavailable, UnknownFlag

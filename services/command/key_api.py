@@ -14,7 +14,8 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from events import Envelope
-from events.vocabulary import ORG_ID_PATTERN, OrgId, Reason
+from events.fields import OrgId, Reason
+from events.vocabulary import ORG_ID_PATTERN
 from services.auth.http import Caller
 from services.auth.keys import generate
 from services.auth.policy import Action, Forbidden, Principal, Role, authorize, authorize_grant, authorize_role

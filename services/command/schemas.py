@@ -24,8 +24,9 @@ from pydantic import (
 )
 
 from events import FlagKind
-from events.vocabulary import VARIANT_NAME_PATTERN, VARIANT_WEIGHT_TOTAL, FlagKey
-from events.vocabulary import Reason as EventReason
+from events.fields import FlagKey
+from events.fields import Reason as EventReason
+from events.vocabulary import VARIANT_NAME_PATTERN, VARIANT_WEIGHT_TOTAL
 
 
 def _no_nul(value: str) -> str:
