@@ -60,6 +60,7 @@ from services.command.schemas import (
 )
 from services.command.service import CommandService, utc_now
 from services.command.timetravel.api import router as timetravel_router
+from services.command.timetravel.errors import TimeTravelError
 from services.command.whoami import router as whoami_router
 from services.http import (
     CORS,
@@ -69,6 +70,7 @@ from services.http import (
     UnhandledErrors,
     error_body,
     normalise_origin,
+    problem,
     problem_handler,
     rate_limited,
 )
@@ -457,6 +459,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidCommand)
     async def refused(_: Request, exc: InvalidCommand) -> JSONResponse:
         return _json_error(422, "invalid_request", exc.detail, exc.field)
+
+    @app.exception_handler(TimeTravelError)
+    async def time_travel_refused(_: Request, exc: TimeTravelError) -> Response:
+        return problem(exc.status, exc.code, exc.detail, field=exc.field)
 
     @app.exception_handler(StoreUnavailable)
     async def unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
 from pydantic import AwareDatetime
 
 from events import Platform
@@ -22,9 +21,8 @@ from services.auth.http import Caller
 from services.auth.policy import Action, Principal, authorize
 from services.command.errors import StoreUnavailable
 from services.command.schemas import ErrorBody
-from services.command.timetravel.errors import AuditError, OrgRequired
+from services.command.timetravel.errors import OrgRequired
 from services.command.timetravel.service import Asked, TimeTravel
-from services.http import problem
 
 router = APIRouter(
     prefix="/v1/audit",
@@ -52,11 +50,8 @@ async def at(
     platform: PlatformQ = None,
     user: UserQ = None,
 ) -> Any:
-    try:
-        asked = _asked(caller, org, platform, user)
-        views = await _travel(request).at(asked, at, flag)
-    except AuditError as exc:
-        return _refusal(exc)
+    asked = _asked(caller, org, platform, user)
+    views = await _travel(request).at(asked, at, flag)
     return {**_who(asked), "at": _iso(at), "flags": [_view(k, v) for k, v in views.items()]}
 
 
@@ -70,11 +65,8 @@ async def diff(
     platform: PlatformQ = None,
     user: UserQ = None,
 ) -> Any:
-    try:
-        asked = _asked(caller, org, platform, user)
-        changes = await _travel(request).diff(asked, since, until)
-    except AuditError as exc:
-        return _refusal(exc)
+    asked = _asked(caller, org, platform, user)
+    changes = await _travel(request).diff(asked, since, until)
     return {
         **_who(asked),
         "from": _iso(since),
@@ -98,10 +90,6 @@ def _travel(request: Request) -> TimeTravel:
     if travel is None:
         raise StoreUnavailable("time travel is not started")
     return travel
-
-
-def _refusal(exc: AuditError) -> Response:
-    return problem(exc.status, exc.code, exc.detail, field=exc.field)
 
 
 def _who(asked: Asked) -> dict[str, Any]:

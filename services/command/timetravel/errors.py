@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from services.command.errors import CommandError
 
-class AuditError(Exception):
-    """Base of this package's errors: `status`, a stable `code` and the `field` at fault."""
+
+class TimeTravelError(CommandError):
+    """Base of time travel's errors: `status`, a stable `code` and the `field` at fault (`api` answers them)."""
 
     status = 422
     code = "invalid_request"
@@ -15,21 +17,21 @@ class AuditError(Exception):
         self.field = field
 
 
-class UnknownOrg(AuditError):
+class UnknownOrg(TimeTravelError):
     status = 404
     code = "unknown_org"
 
 
-class UnknownFlag(AuditError):
+class UnknownFlag(TimeTravelError):
     status = 404
     code = "unknown_flag"
 
 
-class BadInstant(AuditError):
+class BadInstant(TimeTravelError):
     """An instant in the future, or a range that runs backwards."""
 
 
-class OrgRequired(AuditError):
+class OrgRequired(TimeTravelError):
     """A system-wide key must name the org it asks about."""
 
     def __init__(self) -> None:
