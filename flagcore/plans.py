@@ -142,8 +142,8 @@ def _rule(base: Evaluation, definition: Definition | None, tenant_id: str) -> Ru
     assert base.rollout_percentage is not None
     inside = rollout_test(flag_key, base.rollout_percentage, tenant_id)
     if not variants:
-        return Rule(outcomes, lambda user: 1 if inside(user) else 0, inside, False)
-    return Rule(outcomes, lambda user: arm(user) if inside(user) else 0, inside, False)
+        return Rule(outcomes, lambda user: 1 if inside(user, None) else 0, inside, False)
+    return Rule(outcomes, lambda user: arm(user) if inside(user, None) else 0, inside, False)
 
 
 def _zero(user: str | None) -> int:
