@@ -22,9 +22,9 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from events import Platform
-from flagcore.verification import LogVerifier, Report
 from flagctl.client import ApiError, Client
 from flagctl.logreader import LogUnavailable, Progress, TopicExtent, read_topic
+from flaglog.verification import LogVerifier, Report
 from services.infra.settings import Settings
 
 __all__ = ["TAMPERED", "add_parser"]

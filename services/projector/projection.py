@@ -19,21 +19,11 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from services.projector.planning import (
-    CacheTarget,
-    DeadLetter,
-    Decoded,
-    Head,
-    HeadCache,
-    RawRecord,
-    TenantPlan,
-    TopicPartition,
-    decode_record,
-    group_by_tenant,
-    next_offsets,
-    plan_tenant,
-    stored_definition,
-)
+from flaglog import DeadLetter, Decoded, RawRecord, TopicPartition, decode_record, next_offsets
+from services.projector.cache_targets import CacheTarget
+from services.projector.heads import Head, HeadCache
+from services.projector.rows import stored_definition
+from services.projector.tenant_plan import TenantPlan, group_by_tenant, plan_tenant
 
 log = logging.getLogger(__name__)
 

@@ -41,10 +41,10 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from flaglog import DeadLetter, decode_fast
 from services.infra.kafka import client_options, topic_partitions
 from services.infra.settings import Role, Settings
-from services.projector.fastdecode import decode_fast
-from services.projector.planning import CacheTarget, DeadLetter
+from services.projector.cache_targets import CacheTarget
 from services.projector.projection import FoldingProjector, Projector, RejectedByPostgres
 from services.projector.store import PostgresStore, create_projector_pool
 

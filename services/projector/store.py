@@ -18,8 +18,11 @@ from typing import Any
 
 import asyncpg
 
+from flaglog import TopicPartition
 from services.infra.settings import Role, Settings
-from services.projector.planning import Head, TenantPlan, TopicPartition, stored_definition
+from services.projector.heads import Head
+from services.projector.rows import stored_definition
+from services.projector.tenant_plan import TenantPlan
 
 LOCK_OFFSETS = """
     SELECT topic, partition, next_offset FROM projector_offsets
