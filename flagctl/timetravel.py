@@ -11,8 +11,8 @@ from urllib.parse import urlencode
 
 from events import Platform
 from flagctl.client import Client
-from services.audit.projection_check import verify_projection
 from services.infra.settings import Settings
+from services.projector.projection_check import verify_projection
 
 MISMATCH = 3  # as `flagctl audit verify` exits when the log fails verification
 

@@ -283,7 +283,7 @@ class RejectedByPostgres(Exception):
 class FoldingProjector:
     """A rebuild's projector: batches folded per tenant in memory, written with their offsets at checkpoints.
 
-    For a schema no one else writes (services/projector/rebuild.py). `add` decodes a batch
+    For a schema no one else writes (services/projector/rebuild/). `add` decodes a batch
     and plans it with `plan_tenant` on the stream heads and definitions it holds in memory,
     merging each tenant's plan into the one pending since the last checkpoint: the final row
     of every override, system default and definition, the final heads, and every history

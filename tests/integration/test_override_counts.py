@@ -23,7 +23,7 @@ from services.infra.provision import migrate
 from services.infra.settings import Role, Settings
 from services.projector.cache_targets import CacheTarget
 from services.projector.projection import Projector
-from services.projector.rebuild import create_schema
+from services.projector.rebuild.schema import create_schema
 from services.projector.store import PostgresStore, create_projector_pool
 from services.query.adapters import PostgresDocuments
 from tests.support.records import Rec
