@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.rebuild [--events 1000000] [--batch 100000] [--workers 2] [--partitions 6]
 
 Target (issue 4): >= 20,000 events/s, measured from the start of
-`services.projector.rebuild.rebuild` (schema creation, consumer start) to the
+`services.projector.rebuild.operation.rebuild` (schema creation, consumer start) to the
 switch-over committed. The events are sealed here without pydantic (the
 canonical JSON and its SHA-256 written directly; a sample is decoded with
 `events.decode` to prove them sound) and produced straight onto the topic.
@@ -47,7 +47,9 @@ from events.cloudevents import CONTENT_TYPE, SOURCE, SPEC_VERSION, TYPE_PREFIX
 from flagcore import SEED_FLAGS, transition
 from services.infra.kafka import client_options
 from services.infra.settings import Settings
-from services.projector.rebuild import CHECKPOINT, GC_THRESHOLDS, rebuild
+from services.projector.rebuild.manual_gc import GC_THRESHOLDS
+from services.projector.rebuild.operation import rebuild
+from services.projector.rebuild.replay import CHECKPOINT
 from tests.support.factories import LogBuilder
 
 TARGET = 20_000

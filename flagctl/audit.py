@@ -24,9 +24,9 @@ from events import Platform
 from flagctl.errors import ApiError
 
 if TYPE_CHECKING:
-    from flagcore.verification import Report
     from flagctl.client import Client
     from flagctl.logreader import TopicExtent
+    from flaglog.verification import Report
 
 __all__ = ["TAMPERED", "add_parser"]
 
@@ -133,8 +133,8 @@ def cmd_verify(client: Client, args: argparse.Namespace) -> int:
     # Reading the whole topic needs Kafka's client and the verifier: loaded here, not for every command.
     import asyncio
 
-    from flagcore.verification import LogVerifier
     from flagctl.logreader import LogUnavailable, Progress, read_topic
+    from flaglog.verification import LogVerifier
     from services.infra.settings import Settings
 
     settings = Settings()

@@ -17,7 +17,7 @@ from typing import TextIO
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from flagcore.verification import LogRecord
+from flaglog.verification import LogRecord
 from services.infra.kafka import client_options, topic_partitions
 from services.infra.settings import Settings
 

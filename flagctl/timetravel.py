@@ -79,8 +79,8 @@ def cmd_verify_projection(args: argparse.Namespace) -> int:
     """
     import asyncio
 
-    from services.audit.projection_check import verify_projection
     from services.infra.settings import Settings
+    from services.projector.projection_check import verify_projection
 
     report = asyncio.run(verify_projection(Settings(), bar=not getattr(args, "quiet", False)))
     if getattr(args, "json", False):

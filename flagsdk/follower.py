@@ -5,8 +5,8 @@ offsets its snapshot covers and advance only after a record has been folded, so 
 reconnect (after any failure) seeks back to exactly the next record to fold —
 nothing missed, nothing applied twice (the fold also skips any version it already
 has, as a relay that re-publishes after a crash requires). Records keyed by another
-org are dropped before they are decoded; the rest are accepted or refused by the
-projector's own `decode_record`, so the SDK folds exactly what the read models hold.
+org are dropped before they are decoded; the rest are accepted or refused by
+`flaglog.decode_record`, the projector's decoder, so the SDK folds exactly what the read models hold.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from events import SYSTEM_PARTITION_KEY, Envelope
-from services.projector.planning import Decoded, decode_record
+from flaglog import Decoded, decode_record
 
 log = logging.getLogger(__name__)
 

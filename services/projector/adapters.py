@@ -11,8 +11,9 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from flaglog import DeadLetter
 from services.infra.cache_keys import CacheKeys
-from services.projector.planning import CacheTarget, DeadLetter
+from services.projector.cache_targets import CacheTarget
 
 log = logging.getLogger(__name__)
 

@@ -19,21 +19,11 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from services.projector.planning import (
-    CacheTarget,
-    DeadLetter,
-    Decoded,
-    Head,
-    HeadCache,
-    RawRecord,
-    TenantPlan,
-    TopicPartition,
-    decode_record,
-    group_by_tenant,
-    next_offsets,
-    plan_tenant,
-    stored_definition,
-)
+from flaglog import DeadLetter, Decoded, RawRecord, TopicPartition, decode_record, next_offsets
+from services.projector.cache_targets import CacheTarget
+from services.projector.heads import Head, HeadCache
+from services.projector.rows import stored_definition
+from services.projector.tenant_plan import TenantPlan, group_by_tenant, plan_tenant
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +283,7 @@ class RejectedByPostgres(Exception):
 class FoldingProjector:
     """A rebuild's projector: batches folded per tenant in memory, written with their offsets at checkpoints.
 
-    For a schema no one else writes (services/projector/rebuild.py). `add` decodes a batch
+    For a schema no one else writes (services/projector/rebuild/). `add` decodes a batch
     and plans it with `plan_tenant` on the stream heads and definitions it holds in memory,
     merging each tenant's plan into the one pending since the last checkpoint: the final row
     of every override, system default and definition, the final heads, and every history

@@ -18,8 +18,11 @@ from typing import Any
 
 import asyncpg
 
+from flaglog import TopicPartition
 from services.infra.settings import Role, Settings
-from services.projector.planning import Head, TenantPlan, TopicPartition, stored_definition
+from services.projector.heads import Head
+from services.projector.rows import stored_definition
+from services.projector.tenant_plan import TenantPlan
 
 LOCK_OFFSETS = """
     SELECT topic, partition, next_offset FROM projector_offsets
@@ -337,7 +340,7 @@ async def create_projector_pool(settings: Settings, *, schema: str | None = None
     """Connections as the projector role, each with its staging tables.
 
     `schema` puts the read models of another schema first on the search path (a rebuild:
-    services/projector/rebuild.py); every statement here names its tables unqualified.
+    services/projector/rebuild/); every statement here names its tables unqualified.
     """
     server_settings = {"search_path": f'"{schema}"'} if schema is not None else None
     pool = await asyncpg.create_pool(

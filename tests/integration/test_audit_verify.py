@@ -24,8 +24,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from events import hash_of
-from flagcore.verification import LogRecord
 from flagctl.logreader import read_topic
+from flaglog.verification import LogRecord
 from services.infra.kafka import client_options
 from services.infra.settings import Settings
 from tests.support.auth import admin_headers

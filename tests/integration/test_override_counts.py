@@ -17,16 +17,17 @@ import asyncpg
 import pytest
 
 from events import Envelope, Level, Platform, RolloutPercentageSet
+from flaglog import DeadLetter
 from services.infra.postgres import create_pool, tenant_transaction
 from services.infra.provision import migrate
 from services.infra.settings import Role, Settings
-from services.projector.planning import CacheTarget, DeadLetter
+from services.projector.cache_targets import CacheTarget
 from services.projector.projection import Projector
-from services.projector.rebuild import create_schema
+from services.projector.rebuild.schema import create_schema
 from services.projector.store import PostgresStore, create_projector_pool
 from services.query.adapters import PostgresDocuments
+from tests.support.records import Rec
 from tests.unit.test_projector_eventlog import EventLog, _org, _platform, _user
-from tests.unit.test_projector_planning import Rec
 
 pytestmark = pytest.mark.integration
 

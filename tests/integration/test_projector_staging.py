@@ -23,7 +23,7 @@ from services.projector.store import (
     create_projector_pool,
 )
 from tests.integration.test_override_counts import Letters, Quiet, random_log
-from tests.unit.test_projector_planning import Rec
+from tests.support.records import Rec
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,11 @@ import httpx
 import pytest
 
 from flagctl.main import main as flagctl
-from services.audit.projection_check import verify_projection
 from services.infra.settings import Role, Settings
-from services.projector.rebuild import create_schema, group_offsets, rebuild, replay
+from services.projector.projection_check import verify_projection
+from services.projector.rebuild.operation import rebuild
+from services.projector.rebuild.replay import replay
+from services.projector.rebuild.schema import create_schema, group_offsets
 from tests.conftest import Stack, start_stack
 from tests.support.processes import settings_env
 

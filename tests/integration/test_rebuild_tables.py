@@ -22,14 +22,16 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from events import GENESIS_HASH, Actor, UserOverrideSet, seal, to_record
+from flaglog import DeadLetter
 from services.infra.kafka import client_options
 from services.infra.settings import Role, Settings
-from services.projector.planning import CacheTarget, DeadLetter
+from services.projector.cache_targets import CacheTarget
 from services.projector.projection import Projector
-from services.projector.rebuild import finish_schema, read_model_tables, rebuild
+from services.projector.rebuild.operation import rebuild
+from services.projector.rebuild.schema import finish_schema, read_model_tables
 from services.projector.store import PostgresStore, create_projector_pool
+from tests.support.records import Rec
 from tests.unit.test_projector_folding import a_log, interleaved
-from tests.unit.test_projector_planning import Rec
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ projector must dead-letter, each certainly unsound by construction: random bytes
 random JSON, a sound event with one field changed (so its hash no longer holds)
 or resealed with a value that breaks a rule, a wrong record key, a required
 CloudEvents header missing or wrong, and missing values. Both are plain
-`GarbageRecord`s, which fit `services.projector.planning.RawRecord`; `produce()`
+`GarbageRecord`s, which fit `flaglog.RawRecord`; `produce()`
 maps them to what a Kafka producer sends.
 """
 

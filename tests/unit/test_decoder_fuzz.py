@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from events import decode
-from services.projector.planning import DeadLetter, Decoded, decode_record
+from flaglog import DeadLetter, Decoded, decode_record
 from tests.support.garbage import (
     CHECKED_HEADERS,
     GarbageRecord,

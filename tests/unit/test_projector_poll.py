@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from services.projector import app
-from tests.unit.test_projector_planning import Rec
+from tests.support.records import Rec
 
 
 class Consumer:

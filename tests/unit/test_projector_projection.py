@@ -12,10 +12,13 @@ import asyncpg
 import pytest
 
 from events import FlagDefined, seal, to_record
-from services.projector.planning import CacheTarget, DeadLetter, Head, TenantPlan, TopicPartition
+from flaglog import DeadLetter, TopicPartition
+from services.projector.cache_targets import CacheTarget
+from services.projector.heads import Head
 from services.projector.projection import InfrastructureError, Projector
+from services.projector.tenant_plan import TenantPlan
+from tests.support.records import Rec, records
 from tests.unit.test_projector_eventlog import EventLog
-from tests.unit.test_projector_planning import Rec, records
 
 TP = TopicPartition("flags.changes", 0)
 

@@ -21,7 +21,9 @@ from events import (
     seal,
     to_record,
 )
-from services.projector.planning import DeadLetter, Decoded, decode_record, plan_tenant, stored_definition
+from flaglog import DeadLetter, Decoded, decode_record
+from services.projector.rows import stored_definition
+from services.projector.tenant_plan import plan_tenant
 from tests.support.factories import ALICE, T0, LogBuilder
 
 KEY = "exp.checkout"

@@ -19,7 +19,7 @@ from events import (
     Variant,
 )
 from flagcore import TenantRules, evaluate, fold
-from services.projector.planning import definition_row, override_key, setting_row
+from services.projector.rows import definition_row, override_key, setting_row
 from services.query.documents import (
     catalog_document,
     compile_catalog,

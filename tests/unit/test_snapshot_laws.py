@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from events import FlagDefined, Level, OrgOverrideSet, to_record
 from flagcore import FlagState, fold
 from flagcore.history import SYSTEM_SCOPE, restore, scope_of_stream, snapshot
-from services.projector.planning import Decoded, decode_record, group_by_tenant, plan_tenant
+from flaglog import Decoded, decode_record
+from services.projector.tenant_plan import group_by_tenant, plan_tenant
 from tests.support.factories import LogBuilder
 from tests.unit.test_fold import changes
 

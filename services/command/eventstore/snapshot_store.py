@@ -17,8 +17,8 @@ import orjson
 
 from events import Envelope
 from flagcore.history import SYSTEM_SCOPE
+from flaglog import decode_event
 from services.command.eventstore.driver_errors import translated
-from services.projector.fastdecode import decode_event
 
 # Decoded events kept per process, keyed by their exact stored bytes (so a row altered in the
 # store is decoded, and its hash checked, again): time travel reads the same recent events often.

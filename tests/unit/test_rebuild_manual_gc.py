@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from services.projector.rebuild import Collector
+from services.projector.rebuild.manual_gc import Collector
 
 
 class Node:

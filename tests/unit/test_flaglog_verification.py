@@ -15,7 +15,7 @@ from events import Actor, Change, OrgOverrideSet, PlatformOverrideSet, RolloutPe
 from events.changes import FlagDefined
 from events.vocabulary import Level
 from flagcore import StreamHead
-from flagcore.verification import LogRecord, LogVerifier, ProblemKind, Report, Severity, verify
+from flaglog.verification import LogRecord, LogVerifier, ProblemKind, Report, Severity, verify
 from services.command.chain import EMPTY_HEAD, seal_changes
 
 FLAG = "ads.export"

@@ -36,9 +36,8 @@ from events import (
     to_record,
 )
 from events.cloudevents import SPEC_VERSION, TYPE_PREFIX
-from services.projector import fastdecode
-from services.projector.fastdecode import decode_event, decode_fast
-from services.projector.planning import DeadLetter, Decoded, decode_record, group_by_tenant, plan_tenant
+from flaglog import DeadLetter, Decoded, decode_event, decode_fast, decode_record, fastdecode
+from services.projector.tenant_plan import group_by_tenant, plan_tenant
 from tests.support.garbage import SOUND, TOPIC, GarbageRecord, bad_records, json_values, sound_records
 from tests.unit.test_projector_eventlog import EventLog, random_log
 

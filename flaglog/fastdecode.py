@@ -1,6 +1,6 @@
 """A fast decode path for replay: the common setting events checked without building them through pydantic.
 
-`decode_fast(record)` returns exactly what `planning.decode_record(record)` returns,
+`decode_fast(record)` returns exactly what `flaglog.decoding.decode_record(record)` returns,
 and `decode_event(body)` what `events.decode(body)` returns (time travel reads the
 event store with it).
 It accepts only the shape a canonical producer writes for the plain setting
@@ -44,7 +44,10 @@ from events import (
 from events.cloudevents import SPEC_VERSION, TYPE_PREFIX
 from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
 from flagcore import InvalidTransition, transition
-from services.projector.planning import MAX_INT4, MAX_INT8, DeadLetter, Decoded, RawRecord, decode_record
+from flaglog.checks import MAX_INT4, MAX_INT8
+from flaglog.dead_letters import DeadLetter
+from flaglog.decoding import Decoded, decode_record
+from flaglog.records import RawRecord
 
 __all__ = ["decode_event", "decode_fast"]
 

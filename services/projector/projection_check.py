@@ -1,6 +1,6 @@
 """Proof that the read models match the log: replay it into a scratch schema and compare.
 
-The scratch schema is built by the rebuild's own replay (services/projector/rebuild.py)
+The scratch schema is built by the rebuild's own replay (services/projector/rebuild/)
 up to the live offsets, then compared with the live read models table by table,
 one checksum per org (and one for the system rows), inside a transaction that holds
 the live projector between batches, so both sides cover exactly the same records.
@@ -16,15 +16,8 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from services.infra.settings import Role, Settings
-from services.projector.rebuild import (
-    LIVE,
-    OFFSETS,
-    create_schema,
-    group_offsets,
-    quoted,
-    read_model_tables,
-    replay,
-)
+from services.projector.rebuild.replay import replay
+from services.projector.rebuild.schema import LIVE, OFFSETS, create_schema, group_offsets, quoted, read_model_tables
 
 SHOWN = 10  # differing rows named per table and org, each way
 SYSTEM = ""  # the checksum key of rows that belong to no org
