@@ -45,7 +45,7 @@ from events import (
 )
 from events.cloudevents import CONTENT_TYPE, SOURCE, SPEC_VERSION, TYPE_PREFIX
 from flagcore import SEED_FLAGS, transition
-from services.infra.kafka import client_options
+from flaglog.connection import client_options
 from services.infra.settings import Settings
 from services.projector.rebuild import CHECKPOINT, GC_THRESHOLDS, rebuild
 from tests.support.factories import LogBuilder

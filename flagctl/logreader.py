@@ -18,7 +18,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from flagcore.verification import LogRecord
-from services.infra.kafka import client_options, topic_partitions
+from flaglog.connection import client_options
+from services.infra.kafka import topic_partitions
 from services.infra.settings import Settings
 
 __all__ = ["LogUnavailable", "Progress", "TopicExtent", "read_topic"]

@@ -41,7 +41,8 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.infra.kafka import client_options, topic_partitions
+from flaglog.connection import client_options
+from services.infra.kafka import topic_partitions
 from services.infra.settings import Role, Settings
 from services.projector.fastdecode import decode_fast
 from services.projector.planning import CacheTarget, DeadLetter

@@ -22,7 +22,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from events import GENESIS_HASH, Actor, UserOverrideSet, seal, to_record
-from services.infra.kafka import client_options
+from flaglog.connection import client_options
 from services.infra.settings import Role, Settings
 from services.projector.planning import CacheTarget, DeadLetter
 from services.projector.projection import Projector
