@@ -86,11 +86,12 @@ class KafkaConnection(BaseSettings):
         # Imported here: only TLS needs aiokafka's helper, and it loads the whole client.
         from aiokafka.helpers import create_ssl_context
 
-        return create_ssl_context(
+        context: SSLContext = create_ssl_context(
             cafile=self.kafka_ssl_cafile,
             certfile=self.kafka_ssl_certfile,
             keyfile=self.kafka_ssl_keyfile,
         )
+        return context
 
     def sasl_credentials(self) -> tuple[str, str]:
         """The SASL user and password (the validator refuses a SASL protocol without both)."""
