@@ -30,7 +30,7 @@ from events import (
     to_record,
 )
 from flagcore import SEED_FLAGS
-from services.infra.kafka import client_options
+from flaglog.connection import client_options
 from tests.support.factories import LogBuilder
 from tests.support.processes import ServiceProcess
 

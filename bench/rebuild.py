@@ -45,7 +45,7 @@ from events import (
 )
 from events.cloudevents import CONTENT_TYPE, SOURCE, SPEC_VERSION, TYPE_PREFIX
 from flagcore import SEED_FLAGS, transition
-from services.infra.kafka import client_options
+from flaglog.connection import client_options
 from services.infra.settings import Settings
 from services.projector.rebuild.manual_gc import GC_THRESHOLDS
 from services.projector.rebuild.operation import rebuild

@@ -23,6 +23,7 @@ from bench.harness import Progress, drop_database, isolated_settings, percentile
 from bench.plots import latency_plot
 from flagsdk import FlagClient
 from tests.conftest import start_stack
+from tests.support.sdk import sdk_settings
 
 KEY = "ai.insights.enabled"
 ORG = "acme"
@@ -61,7 +62,7 @@ def main() -> None:
             http.post("/v1/flags", json={"key": KEY, "group": "ai", "reason": "bench"}).raise_for_status()
             body = {"name": "bench sdk", "role": "evaluator", "org_id": ORG, "reason": "bench"}
             key = http.post("/v1/keys", json=body).json()["key"]
-        with FlagClient.from_settings(settings, api_key=key, org_id=ORG) as client:
+        with FlagClient.from_settings(sdk_settings(settings), api_key=key, org_id=ORG) as client:
             client.wait_until_current()
             samples = measure(stack.command_url, stack.headers, client, args.changes)
             status = client.status()

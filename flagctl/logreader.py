@@ -17,8 +17,9 @@ from typing import TextIO
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from flaglog.connection import client_options
 from flaglog.verification import LogRecord
-from services.infra.kafka import client_options, topic_partitions
+from services.infra.kafka import topic_partitions
 from services.infra.settings import Settings
 
 __all__ = ["LogUnavailable", "Progress", "TopicExtent", "read_topic"]

@@ -1,8 +1,9 @@
-"""Reading the log: record decoding, dead letters, the fast decoder and hash-chain verification.
+"""Reading the log: record decoding, dead letters, the fast decoder, hash-chain verification, Kafka options.
 
-Pure (no Kafka, Postgres or Redis; it imports only `events` and `flagcore`): the
-projector, the rebuild, the audit service, the in-process SDK and `flagctl` read
-the log through this one package, so they accept and reject exactly the same records.
+Pure (no Kafka, Postgres or Redis client; it imports `events`, `flagcore` and
+pydantic): the projector, the rebuild, time travel, the in-process SDK and `flagctl`
+read the log through this one package, so they accept and reject exactly the same
+records; `flaglog.connection` is how every one of them is configured to reach it.
 """
 
 from flaglog.dead_letters import DeadLetter

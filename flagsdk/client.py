@@ -28,11 +28,11 @@ from events import Envelope, Level, Platform
 from flagcore import ErrorCode, Evaluation, FlagError, FlagState, Reason, evaluate, evaluate_all
 from flagcore import enabled_platforms as core_enabled_platforms
 from flagcore.plans import Enabled, compile_flag
+from flaglog.connection import client_options
 from flagsdk import snapshot
 from flagsdk.errors import BootstrapError, SnapshotError
 from flagsdk.follower import Follower, StreamStats
-from services.infra.kafka import client_options
-from services.infra.settings import Settings
+from flagsdk.settings import SdkSettings
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +109,15 @@ class FlagClient:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, api_key: str, org_id: str, **options: Any) -> FlagClient:
-        """A client for the deployment `settings` describe (the services' own `FLAGS_*` configuration)."""
-        query_url = f"http://{settings.query_host}:{settings.query_port}"
-        return cls(query_url=query_url, api_key=api_key, org_id=org_id, kafka=client_options(settings), **options)
+    def from_settings(cls, settings: SdkSettings, *, api_key: str, org_id: str, **options: Any) -> FlagClient:
+        """A client for the deployment `settings` describe (Kafka TLS/SASL included)."""
+        kafka = client_options(settings)
+        return cls(query_url=settings.query_base_url, api_key=api_key, org_id=org_id, kafka=kafka, **options)
+
+    @classmethod
+    def from_env(cls, *, api_key: str, org_id: str, **options: Any) -> FlagClient:
+        """A client for the deployment the `FLAGS_*` environment describes, as the services read it."""
+        return cls.from_settings(SdkSettings(), api_key=api_key, org_id=org_id, **options)
 
     @classmethod
     def from_state(cls, state: FlagState, *, org_id: str) -> FlagClient:

@@ -21,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from events import DecodeError, from_record
-from services.infra.kafka import client_options
+from flaglog.connection import client_options
 from services.infra.settings import Settings
 
 __all__ = ["Broadcaster", "TopicFeed", "median_and_p99"]

@@ -1,24 +1,22 @@
-"""Kafka plumbing: how every client connects, the topics (created explicitly, infinite retention), the producer.
+"""Kafka plumbing: the topics (created explicitly, infinite retention), the producer, the broker's security.
 
-`client_options(settings)` is the one place that turns the `kafka_*` settings into
-aiokafka's connection and security arguments; `broker_security(settings)` says the
-same to a FastStream `KafkaBroker`, which maps it back onto those arguments.
+Every client connects with `flaglog.connection.client_options(settings)`;
+`broker_security(settings)` says the same to a FastStream `KafkaBroker`, which maps
+it back onto those arguments.
 """
 
 from __future__ import annotations
 
 import logging
-from ssl import SSLContext
-from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.helpers import create_ssl_context
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
-from services.infra.settings import KafkaSaslMechanism, Settings
+from flaglog.connection import KafkaConnection, KafkaSaslMechanism, client_options
+from services.infra.settings import Settings
 
-__all__ = ["broker_security", "client_options", "create_producer", "ensure_topics"]
+__all__ = ["broker_security", "create_producer", "ensure_topics", "topic_partitions"]
 
 log = logging.getLogger(__name__)
 TOPIC_ALREADY_EXISTS = 36
@@ -30,51 +28,17 @@ _FASTSTREAM_SASL = {
 }
 
 
-def client_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments that connect any aiokafka client (producer, consumer, admin) to the cluster."""
-    protocol = settings.kafka_security_protocol
-    options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "security_protocol": protocol.value,
-    }
-    if protocol.uses_tls:
-        options["ssl_context"] = _ssl_context(settings)
-    if protocol.uses_sasl:
-        username, password = _sasl_credentials(settings)
-        options |= {
-            "sasl_mechanism": settings.kafka_sasl_mechanism.value,
-            "sasl_plain_username": username,
-            "sasl_plain_password": password,
-        }
-    return options
-
-
-def broker_security(settings: Settings) -> BaseSecurity | None:
+def broker_security(connection: KafkaConnection) -> BaseSecurity | None:
     """The same settings as a FastStream `security=` object (None: PLAINTEXT, FastStream's default)."""
-    protocol = settings.kafka_security_protocol
-    context = _ssl_context(settings) if protocol.uses_tls else None
+    protocol = connection.kafka_security_protocol
+    context = connection.ssl_context() if protocol.uses_tls else None
     if protocol.uses_sasl:
-        username, password = _sasl_credentials(settings)
-        sasl = _FASTSTREAM_SASL[settings.kafka_sasl_mechanism]
+        username, password = connection.sasl_credentials()
+        sasl = _FASTSTREAM_SASL[connection.kafka_sasl_mechanism]
         return sasl(username, password, ssl_context=context, use_ssl=protocol.uses_tls)
     if protocol.uses_tls:
         return BaseSecurity(ssl_context=context, use_ssl=True)
     return None
-
-
-def _ssl_context(settings: Settings) -> SSLContext:
-    """Verifies the broker's certificate and host name (against the system CAs when no cafile)."""
-    return create_ssl_context(
-        cafile=settings.kafka_ssl_cafile,
-        certfile=settings.kafka_ssl_certfile,
-        keyfile=settings.kafka_ssl_keyfile,
-    )
-
-
-def _sasl_credentials(settings: Settings) -> tuple[str, str]:
-    # Settings refuses a SASL protocol without both; this only narrows the types.
-    assert settings.kafka_sasl_username is not None and settings.kafka_sasl_password is not None
-    return settings.kafka_sasl_username, settings.kafka_sasl_password.get_secret_value()
 
 
 async def ensure_topics(settings: Settings) -> None:

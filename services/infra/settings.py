@@ -12,8 +12,9 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from pydantic import Field, FilePath, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, FilePath, model_validator
+
+from flaglog.connection import KafkaConnection
 
 REDACTED = "**********"
 
@@ -27,29 +28,6 @@ class Role(StrEnum):
     QUERY = "flags_query"
 
 
-class KafkaSecurityProtocol(StrEnum):
-    """aiokafka's `security_protocol`: TLS, SASL authentication, both, or neither."""
-
-    PLAINTEXT = "PLAINTEXT"
-    SSL = "SSL"
-    SASL_PLAINTEXT = "SASL_PLAINTEXT"
-    SASL_SSL = "SASL_SSL"
-
-    @property
-    def uses_tls(self) -> bool:
-        return self in (KafkaSecurityProtocol.SSL, KafkaSecurityProtocol.SASL_SSL)
-
-    @property
-    def uses_sasl(self) -> bool:
-        return self in (KafkaSecurityProtocol.SASL_PLAINTEXT, KafkaSecurityProtocol.SASL_SSL)
-
-
-class KafkaSaslMechanism(StrEnum):
-    SCRAM_SHA_256 = "SCRAM-SHA-256"
-    SCRAM_SHA_512 = "SCRAM-SHA-512"
-    PLAIN = "PLAIN"
-
-
 class PgSslMode(StrEnum):
     """libpq's sslmode values, all six accepted by asyncpg (`?sslmode=` in the DSN)."""
 
@@ -61,9 +39,8 @@ class PgSslMode(StrEnum):
     VERIFY_FULL = "verify-full"
 
 
-class Settings(BaseSettings):
-    # hide_input_in_errors: a validation error must not print the passwords it was given.
-    model_config = SettingsConfigDict(env_prefix="FLAGS_", frozen=True, hide_input_in_errors=True)
+class Settings(KafkaConnection):
+    """Everything a service reads; the Kafka connection (and the `FLAGS_` prefix) is `KafkaConnection`'s."""
 
     pg_admin_url: str = "postgresql://postgres:postgres@127.0.0.1:55432/postgres"
     pg_host: str = "127.0.0.1"
@@ -77,14 +54,6 @@ class Settings(BaseSettings):
     pg_sslmode: PgSslMode = PgSslMode.PREFER
     pg_sslrootcert: FilePath | None = None  # CA bundle; verify-ca/verify-full (and require) check against it
 
-    kafka_bootstrap: str = "127.0.0.1:59092"
-    kafka_security_protocol: KafkaSecurityProtocol = KafkaSecurityProtocol.PLAINTEXT
-    kafka_sasl_mechanism: KafkaSaslMechanism = KafkaSaslMechanism.SCRAM_SHA_256
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: FilePath | None = None  # None with SSL: the system's CA store
-    kafka_ssl_certfile: FilePath | None = None  # client certificate (mutual TLS), PEM
-    kafka_ssl_keyfile: FilePath | None = None  # its private key, unless inside the certfile
     topic: str = "flags.changes"
     dead_letter_topic: str = "flags.changes.dlq"
     topic_partitions: int = 3
@@ -113,27 +82,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _transport_settings_agree(self) -> Settings:
-        """Refuse combinations that would silently run with less security than asked for."""
-        protocol = self.kafka_security_protocol
-        if protocol.uses_sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
-            raise ValueError(f"kafka_security_protocol={protocol} needs kafka_sasl_username and kafka_sasl_password")
-        if not protocol.uses_sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
-            raise ValueError(
-                f"kafka_sasl_username/kafka_sasl_password are set but kafka_security_protocol={protocol} "
-                "does not authenticate; use SASL_PLAINTEXT or SASL_SSL"
-            )
-        ssl_files = [
-            name
-            for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
-            if getattr(self, name) is not None
-        ]
-        if ssl_files and not protocol.uses_tls:
-            raise ValueError(
-                f"{', '.join(ssl_files)} set but kafka_security_protocol={protocol} does not use TLS; "
-                "use SSL or SASL_SSL"
-            )
-        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
-            raise ValueError("kafka_ssl_keyfile needs kafka_ssl_certfile (the certificate it belongs to)")
+        """Refuse combinations that would silently run with less security than asked for (Kafka's: its own)."""
         if self.pg_sslrootcert is not None and self.pg_sslmode not in (
             PgSslMode.REQUIRE,
             PgSslMode.VERIFY_CA,

@@ -25,8 +25,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from events import hash_of
 from flagctl.logreader import read_topic
+from flaglog.connection import client_options
 from flaglog.verification import LogRecord
-from services.infra.kafka import client_options
 from services.infra.settings import Settings
 from tests.support.auth import admin_headers
 from tests.support.processes import REPO, ServiceProcess, settings_env

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 
 from events import GENESIS_HASH, Actor, UserOverrideSet, seal, to_record
 from flaglog import DeadLetter
-from services.infra.kafka import client_options
+from flaglog.connection import client_options
 from services.infra.settings import Role, Settings
 from services.projector.cache_targets import CacheTarget
 from services.projector.projection import Projector

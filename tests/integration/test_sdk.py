@@ -13,6 +13,7 @@ from flagsdk import BootstrapError, FlagClient
 from services.infra.settings import Settings
 from tests.conftest import Stack, start_stack
 from tests.support.auth import admin_headers
+from tests.support.sdk import sdk_settings
 from tests.support.servers import Servers
 
 pytestmark = pytest.mark.integration
@@ -97,7 +98,8 @@ def sdk_answers(client: FlagClient, flag: str) -> list[tuple[bool, str, str | No
 
 
 def client_for(stack: Stack, key: str, org: str, **options: object) -> FlagClient:
-    return FlagClient.from_settings(stack.settings, api_key=key, org_id=org, **options)  # type: ignore[arg-type]
+    settings = sdk_settings(stack.settings)
+    return FlagClient.from_settings(settings, api_key=key, org_id=org, **options)  # type: ignore[arg-type]
 
 
 def projected(stack: Stack, key: str, org: str, flag: str, level: str, value: bool) -> Callable[[], bool]:

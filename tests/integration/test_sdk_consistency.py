@@ -23,6 +23,7 @@ from tests.conftest import Stack, start_stack
 from tests.integration.test_projector_service import produce, topic_size, wait_for_offsets
 from tests.support.auth import admin_key
 from tests.support.consistency_cases import CASES, ORG, OTHER, Case, Outcome, sealed
+from tests.support.sdk import sdk_settings
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +54,8 @@ def run(clients: dict[str, FlagClient], cases: list[Case], label: str) -> list[s
 
 def test_the_sdk_answers_every_case_from_the_stream_and_from_a_bootstrap(stack: Stack) -> None:
     key = admin_key(stack.settings)
-    streamed = {org: FlagClient.from_settings(stack.settings, api_key=key, org_id=org).start() for org in (ORG, OTHER)}
+    sdk = sdk_settings(stack.settings)
+    streamed = {org: FlagClient.from_settings(sdk, api_key=key, org_id=org).start() for org in (ORG, OTHER)}
     bootstrapped: dict[str, FlagClient] = {}
     try:
         base = datetime.now(UTC) + LEAD
@@ -62,7 +64,7 @@ def test_the_sdk_answers_every_case_from_the_stream_and_from_a_bootstrap(stack: 
         asyncio.run(produce(stack.settings, [to_record(e) for e in events]))
         asyncio.run(wait_for_offsets(stack.settings, before + len(events)))
         bootstrapped = {
-            org: FlagClient.from_settings(stack.settings, api_key=key, org_id=org).start() for org in (ORG, OTHER)
+            org: FlagClient.from_settings(sdk, api_key=key, org_id=org).start() for org in (ORG, OTHER)
         }
         for client in (*streamed.values(), *bootstrapped.values()):
             assert client.wait_until_current()

@@ -20,7 +20,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 
-from services.infra.kafka import client_options, create_producer
+from flaglog.connection import client_options
+from services.infra.kafka import create_producer
 from services.infra.settings import PgSslMode, Role, Settings
 from tests.conftest import start_stack
 from tests.integration.test_end_to_end import KEY, answer, ensure_flag, put, wait_for

@@ -13,7 +13,8 @@ from faststream.kafka.security import parse_security
 from faststream.security import SASLPlaintext, SASLScram256, SASLScram512
 from pydantic import ValidationError
 
-from services.infra.kafka import broker_security, client_options
+from flaglog.connection import client_options
+from services.infra.kafka import broker_security
 from services.infra.settings import Role, Settings
 from tests.support.processes import settings_env
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.infra.kafka import client_options, topic_partitions
+from flaglog.connection import client_options
+from services.infra.kafka import topic_partitions
 from services.infra.settings import Settings
 
 

@@ -18,7 +18,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from flaglog import DeadLetter, decode_fast
-from services.infra.kafka import client_options, topic_partitions
+from flaglog.connection import client_options
+from services.infra.kafka import topic_partitions
 from services.infra.settings import Settings
 from services.projector.cache_targets import CacheTarget
 from services.projector.projection import FoldingProjector, Projector, RejectedByPostgres
