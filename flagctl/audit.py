@@ -134,10 +134,10 @@ def cmd_verify(client: Client, args: argparse.Namespace) -> int:
     import asyncio
 
     from flagctl.logreader import LogUnavailable, Progress, read_topic
+    from flaglog.connection import KafkaConnection
     from flaglog.verification import LogVerifier
-    from services.infra.settings import Settings
 
-    settings = Settings()
+    settings = KafkaConnection()
     topic = args.topic or settings.topic
     verifier = LogVerifier(tolerate_duplicates=args.tolerate_duplicates)
     progress = Progress(None if args.quiet or args.json else sys.stderr)

@@ -17,10 +17,9 @@ from typing import TextIO
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from flaglog.connection import client_options
+from flaglog.connection import KafkaConnection, client_options
 from flaglog.verification import LogRecord
 from services.infra.kafka import topic_partitions
-from services.infra.settings import Settings
 
 __all__ = ["LogUnavailable", "Progress", "TopicExtent", "read_topic"]
 
@@ -70,7 +69,7 @@ class Progress:
 
 
 async def read_topic(
-    settings: Settings,
+    settings: KafkaConnection,
     topic: str,
     on_record: Callable[[LogRecord], None],
     *,
@@ -129,7 +128,7 @@ async def _drain(
         progress(done, total, final=True)
 
 
-async def _known_partitions(settings: Settings, topic: str) -> list[int]:
+async def _known_partitions(settings: KafkaConnection, topic: str) -> list[int]:
     partitions = await topic_partitions(settings, topic)
     if not partitions:
         raise LogUnavailable(f"no topic {topic!r} on {settings.kafka_bootstrap}")

@@ -55,6 +55,7 @@ class KafkaConnection(BaseSettings):
     kafka_ssl_cafile: FilePath | None = None  # None with SSL: the system's CA store
     kafka_ssl_certfile: FilePath | None = None  # client certificate (mutual TLS), PEM
     kafka_ssl_keyfile: FilePath | None = None  # its private key, unless inside the certfile
+    topic: str = "flags.changes"  # the flag-change topic: the log of record
 
     @model_validator(mode="after")
     def _kafka_settings_agree(self) -> Self:

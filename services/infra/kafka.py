@@ -76,7 +76,7 @@ def create_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
-async def topic_partitions(settings: Settings, topic: str) -> list[int]:
+async def topic_partitions(settings: KafkaConnection, topic: str) -> list[int]:
     """The topic's partitions, as the cluster describes them (none when it does not exist)."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     try:

@@ -54,7 +54,6 @@ class Settings(KafkaConnection):
     pg_sslmode: PgSslMode = PgSslMode.PREFER
     pg_sslrootcert: FilePath | None = None  # CA bundle; verify-ca/verify-full (and require) check against it
 
-    topic: str = "flags.changes"
     dead_letter_topic: str = "flags.changes.dlq"
     topic_partitions: int = 3
     projector_group: str = "flags-projector"
