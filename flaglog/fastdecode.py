@@ -24,6 +24,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
+from pydantic import BaseModel
 
 from events import (
     Actor,
@@ -84,7 +85,7 @@ FAST_TYPES: dict[str, tuple[type[Any], frozenset[str]]] = {
 }
 
 
-def _builder(cls: type[Any]) -> Callable[[dict[str, Any]], Any]:
+def _builder(cls: type[BaseModel]) -> Callable[[dict[str, Any]], Any]:
     """`cls.model_construct(**values)` for values naming every field, without its walk over fields and aliases.
 
     What `model_construct` sets, checked to be all it would do for `cls`: no aliases, no

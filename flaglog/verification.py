@@ -514,7 +514,7 @@ class LogVerifier:
         self,
         stream: str | None,
         kind: ProblemKind,
-        where: tuple[int, int] | tuple[None, None],
+        where: tuple[int | None, int | None],  # (partition, offset); (None, None): not on the topic
         event_id: str | None,
         version: int | None,
         detail: str,

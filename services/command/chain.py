@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from uuid import UUID, uuid4
 
-from events import GENESIS_HASH, Actor, AnyChange, Change, Envelope, definition_stream, seal
+from events import GENESIS_HASH, Actor, AnyChange, Change, Envelope, FlagChange, FlagDefined, definition_stream, seal
 from flagcore import StreamHead, transition
 from services.command.errors import UnknownFlag, VersionConflict
 from services.command.handlers import require_live_flag
@@ -23,7 +23,7 @@ EMPTY_HEAD = StreamHead(version=0, hash=GENESIS_HASH, value=None)
 __all__ = ["EMPTY_HEAD", "check_expected", "check_flag", "head_from_body", "seal_changes", "target_stream"]
 
 
-def target_stream(changes: Sequence[Change]) -> str:
+def target_stream(changes: Sequence[FlagChange]) -> str:
     """The one stream a batch of changes appends to (a batch never spans streams)."""
     if not changes:
         raise ValueError("nothing to append")
@@ -33,7 +33,7 @@ def target_stream(changes: Sequence[Change]) -> str:
     return streams.pop()
 
 
-def definition_of(changes: Sequence[Change]) -> str:
+def definition_of(changes: Sequence[FlagChange]) -> str:
     return definition_stream(changes[0].flag_key)
 
 
@@ -42,12 +42,12 @@ def check_expected(stream: str, head: StreamHead, expected_version: int | None) 
         raise VersionConflict(stream, head.version, expected_version)
 
 
-def check_flag(changes: Sequence[Change], definition: StreamHead) -> None:
+def check_flag(changes: Sequence[FlagChange], definition: StreamHead) -> None:
     """Settings need a live flag; updating or archiving needs a defined one."""
     first = changes[0]
     if first.scope is not None:
         require_live_flag(first.flag_key, definition.value)
-    elif first.type != "FlagDefined" and definition.value is None:
+    elif not isinstance(first, FlagDefined) and definition.value is None:
         raise UnknownFlag(first.flag_key)
 
 

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from events import (
-    Change,
     FlagArchived,
+    FlagChange,
     FlagDefined,
     FlagKind,
     FlagUpdated,
@@ -57,7 +57,7 @@ C = TypeVar("C", bound=BaseModel)
 __all__ = ["decide", "require_live_flag"]
 
 
-def decide(command: AnyCommand, *, current: Value, definition: Value, now: datetime | None = None) -> list[Change]:
+def decide(command: AnyCommand, *, current: Value, definition: Value, now: datetime | None = None) -> list[FlagChange]:
     """The changes `command` makes, at `now`, to a stream whose value is `current`.
 
     `definition` is the value of the flag's definition stream (the same as
@@ -97,7 +97,7 @@ def require_live_flag(flag_key: str, definition: Value) -> None:
         raise UnknownFlag(flag_key, archived=True)
 
 
-def _define(command: DefineFlag, current: Value) -> list[Change]:
+def _define(command: DefineFlag, current: Value) -> list[FlagChange]:
     _check_variants(FlagKind(command.kind), command.variants)
     change = _build(
         FlagDefined,
@@ -113,7 +113,7 @@ def _define(command: DefineFlag, current: Value) -> list[Change]:
     return [change]
 
 
-def _update(command: UpdateFlag, current: Value) -> list[Change]:
+def _update(command: UpdateFlag, current: Value) -> list[FlagChange]:
     if current is None:
         raise UnknownFlag(command.flag_key)
     if current.get("archived"):
@@ -144,7 +144,7 @@ def _check_variants(kind: FlagKind, variants: tuple[Any, ...]) -> None:
         raise InvalidCommand(str(exc), field="variants") from exc
 
 
-def _kill_switch(command: EngageKillSwitch | ReleaseKillSwitch, current: Value) -> list[Change]:
+def _kill_switch(command: EngageKillSwitch | ReleaseKillSwitch, current: Value) -> list[FlagChange]:
     """Engaging (or releasing) twice changes nothing; only a live ops flag has a kill switch."""
     require_live_flag(command.flag_key, current)
     assert current is not None
@@ -158,7 +158,7 @@ def _kill_switch(command: EngageKillSwitch | ReleaseKillSwitch, current: Value) 
     return [KillSwitchEngaged(flag_key=command.flag_key) if engage else KillSwitchReleased(flag_key=command.flag_key)]
 
 
-def _schedule(command: ScheduleSetting, current: Value, now: datetime | None) -> list[Change]:
+def _schedule(command: ScheduleSetting, current: Value, now: datetime | None) -> list[FlagChange]:
     if now is not None and command.effective_at <= now:
         raise InvalidCommand("effective_at: must be in the future", field="effective_at")
     scope = command.scope
@@ -176,7 +176,7 @@ def _schedule(command: ScheduleSetting, current: Value, now: datetime | None) ->
     return [change] if transition(current, change, at=now) != caught_up(current, now) else []
 
 
-def _cancel(command: CancelScheduledSetting, current: Value, now: datetime | None) -> list[Change]:
+def _cancel(command: CancelScheduledSetting, current: Value, now: datetime | None) -> list[FlagChange]:
     """Cancelling a step that is not (or no longer) pending is refused, naming the instant."""
     pending = {parse_instant(s["at"]) for s in (caught_up(current, now) or {}).get("schedule") or ()}
     if command.effective_at not in pending:
@@ -194,7 +194,7 @@ def _cancel(command: CancelScheduledSetting, current: Value, now: datetime | Non
     ]
 
 
-def _archive(command: ArchiveFlag, current: Value) -> list[Change]:
+def _archive(command: ArchiveFlag, current: Value) -> list[FlagChange]:
     if current is None:
         raise UnknownFlag(command.flag_key)
     if current.get("archived"):
@@ -202,7 +202,7 @@ def _archive(command: ArchiveFlag, current: Value) -> list[Change]:
     return [FlagArchived(flag_key=command.flag_key)]
 
 
-def _set(command: SetSetting, current: Value, now: datetime | None) -> list[Change]:
+def _set(command: SetSetting, current: Value, now: datetime | None) -> list[FlagChange]:
     """Reach the target value with the fewest events: the on/off change first, then the rollout.
 
     `current` is already caught up to `now`: the values in force, not the stored ones.
@@ -218,7 +218,7 @@ def _set(command: SetSetting, current: Value, now: datetime | None) -> list[Chan
     target_rollout = (
         before.get("rollout_percentage") if command.rollout_percentage is UNSET else command.rollout_percentage
     )
-    changes: list[Change] = []
+    changes: list[FlagChange] = []
     value = current
     if target_enabled != before.get("enabled"):
         change = _cleared(scope, key) if target_enabled is None else _enabled(scope, key, target_enabled)
@@ -240,13 +240,13 @@ def _set(command: SetSetting, current: Value, now: datetime | None) -> list[Chan
     return changes
 
 
-def _clear(command: ClearOverride, current: Value) -> list[Change]:
+def _clear(command: ClearOverride, current: Value) -> list[FlagChange]:
     if command.scope.level is Level.SYSTEM:
         raise InvalidCommand("a system default cannot be cleared", field="enabled")
     return [] if current is None else [_cleared(command.scope, command.flag_key)]
 
 
-def _enabled(scope: Scope, key: str, enabled: bool) -> Change:
+def _enabled(scope: Scope, key: str, enabled: bool) -> FlagChange:
     match scope.level:
         case Level.SYSTEM:
             return SystemDefaultSet(flag_key=key, enabled=enabled)
@@ -259,7 +259,7 @@ def _enabled(scope: Scope, key: str, enabled: bool) -> Change:
     raise AssertionError(scope)  # pragma: no cover
 
 
-def _cleared(scope: Scope, key: str) -> Change:
+def _cleared(scope: Scope, key: str) -> FlagChange:
     match scope.level:
         case Level.ORG:
             return OrgOverrideCleared(flag_key=key, org_id=scope.org_id)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from events import Actor, Change, Envelope
+from events import Actor, Envelope, FlagChange
 from flagcore import StreamHead
 from services.command import chain
 from services.command.errors import StoreUnavailable
@@ -45,7 +45,7 @@ class InMemoryEventStore:
 
     async def append(
         self,
-        changes: Sequence[Change],
+        changes: Sequence[FlagChange],
         *,
         actor: Actor,
         reason: str,

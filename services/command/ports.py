@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from events import Actor, Change, Envelope
+from events import Actor, Envelope, FlagChange
 from flagcore import StreamHead
 
 OUTBOX_CHANNEL = "flags_outbox"
@@ -43,7 +43,7 @@ class EventStore(Protocol):
 
     async def append(
         self,
-        changes: Sequence[Change],
+        changes: Sequence[FlagChange],
         *,
         actor: Actor,
         reason: str,

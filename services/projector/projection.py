@@ -208,7 +208,7 @@ class Projector:
                 wanted[org_id] = missing
         if wanted:
             known.update(await tx.heads(wanted))
-        flag_keys = {i.envelope.flag_key for i in groups.get(None, ()) if i.scope is None}
+        flag_keys: set[str] = {i.envelope.flag_key for i in groups.get(None, ()) if i.scope is None}  # type: ignore[misc]
         definitions = await tx.definitions(flag_keys) if flag_keys else {}
         plans = [plan_tenant(org_id, items, known, definitions) for org_id, items in groups.items()]
         for plan in plans:
@@ -358,7 +358,8 @@ class FoldingProjector:
             missing = {i.envelope.stream for i in items} - self._heads.keys()
             if missing:
                 wanted[org_id] = sorted(missing)
-        flag_keys = {i.envelope.flag_key for i in groups.get(None, ()) if i.scope is None} - self._definitions.keys()
+        flag_keys: set[str] = {i.envelope.flag_key for i in groups.get(None, ()) if i.scope is None}  # type: ignore[misc]
+        flag_keys -= self._definitions.keys()
         if not wanted and not flag_keys:
             return
         async with self._store.batch() as tx:

@@ -89,7 +89,7 @@ def setting_row(envelope: Envelope, value: dict[str, Any]) -> SettingRow:
 
 def definition_row(envelope: Envelope, value: dict[str, Any]) -> DefinitionRow:
     return DefinitionRow(
-        envelope.flag_key,
+        envelope.flag_key,  # type: ignore[arg-type]  # a flag event's key, never None
         value["kind"],
         value["description"],
         value.get("owner"),
@@ -142,7 +142,7 @@ def history_row(envelope: Envelope, scope: Scope | None) -> HistoryRow:
         envelope.stream,
         envelope.version,
         envelope.type,
-        envelope.flag_key,
+        envelope.flag_key,  # type: ignore[arg-type]  # a flag event's key, never None
         None if scope is None else scope.level.value,
         None if scope is None or scope.platform is None else scope.platform.value,
         None if scope is None else scope.user_id,

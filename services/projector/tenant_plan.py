@@ -102,12 +102,13 @@ def plan_tenant(
             plan.duplicates += 1
             continue
         if item.scope is None:
+            key: str = env.flag_key  # type: ignore[assignment]  # a flag event's key, never None
             try:
-                value = definition_value(current.get(env.flag_key), env)
+                value = definition_value(current.get(key), env)
             except DecodeError as exc:
                 plan.rejected.append((item, exc.reason))
                 continue
-            current[env.flag_key] = value
+            current[key] = value
             item = replace(item, value=value)
         expected_version = 1 if head is None else head.version + 1
         expected_hash = head.hash if head is not None else GENESIS_HASH
@@ -126,11 +127,12 @@ def plan_tenant(
 
 def _place(plan: TenantPlan, item: Decoded) -> None:
     env, scope, value = item.envelope, item.scope, item.value
+    key: str = env.flag_key  # type: ignore[assignment]  # a flag event's key, never None
     if scope is None:
         assert value is not None  # computed by plan_tenant
-        plan.definitions[env.flag_key] = definition_row(env, value)
+        plan.definitions[key] = definition_row(env, value)
     elif scope.level is Level.SYSTEM:
-        plan.system[env.flag_key] = None if value is None else setting_row(env, value)
+        plan.system[key] = None if value is None else setting_row(env, value)
     else:
         row = None if value is None else setting_row(env, value)
-        plan.overrides[override_key(scope, env.flag_key)] = row
+        plan.overrides[override_key(scope, key)] = row

@@ -17,7 +17,7 @@ from datetime import datetime
 
 import asyncpg
 
-from events import Actor, Change, Envelope
+from events import Actor, Change, Envelope, FlagChange
 from flagcore import StreamHead
 from services.command import chain
 from services.command.errors import VersionConflict
@@ -69,7 +69,7 @@ class PostgresEventStore:
 
     async def append(
         self,
-        changes: Sequence[Change],
+        changes: Sequence[FlagChange],
         *,
         actor: Actor,
         reason: str,
