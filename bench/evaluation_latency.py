@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.evaluation_latency [--seconds 10]
 
-Targets (foundation issue): cached p50 < 1 ms and p99 < 2 ms; uncached p99 < 10 ms.
+Targets: cached p50 < 1 ms and p99 < 2 ms; uncached p99 < 10 ms.
 "cached": one org and user asked again and again (in-process cache hit).
 "cold user": a new user id on every request, so the user's overrides come from
 Redis (miss) and then Postgres under RLS. "no cache": the query service as

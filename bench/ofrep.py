@@ -21,8 +21,8 @@ through its frontend API: `/api/frontend/features/{name}` for one flag and
 (about 8 minutes on 2 cores; `FLAGS_UNLEASH_EDGE` names another binary).
 
 Each (server, scenario, connections) runs `--rounds` times, servers alternating,
-and the table gives the mean. Target (issue 7): at least Edge's throughput with
-a p99 no worse.
+and the table gives the mean. Target: at least Edge's throughput with a p99
+no worse.
 
 Where the processes run: wrk on CPU 0 and the servers on the other CPUs, so the
 load generator never takes a server's core (standard practice; on this 2-core
