@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.auth_overhead [--seconds 10] [--rounds 2]
 
-Target (access-control issue): at most 5 % less throughput with authentication on,
+Target: at most 5 % less throughput with authentication on,
 for OFREP and for native evaluation.
 
 "auth on" is the query service as shipped (`python -m services.query`: the product's HTTP

@@ -8,7 +8,7 @@ provider), UnleashClient (bootstrapped, no server), growthbook, the flagd provid
 in-process in file mode, launchdarkly-server-sdk with its file data source, and the
 bare bucketing formula (one murmur3 hash and a compare). Rounds are interleaved and
 the best round of each is kept. Peer SDKs are the `peers` optional dependencies,
-installed into this interpreter when missing. Targets (issue 7): ≥ 3× the fastest
+installed into this interpreter when missing. Targets: ≥ 3× the fastest
 peer, within 3× of the bare formula. Network, metrics and events are off for every SDK.
 """
 

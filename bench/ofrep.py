@@ -4,7 +4,7 @@
 
 The query service runs as `python -m services.query` (two workers on uvloop) on
 a stack of its own, twice: as served (the product's HTTP server and the hot path,
-`services.query.site`) and with `FLAGS_QUERY_FAST_PATH=false` (the same
+`services.query.site`) and as `bench.query_asgi` builds it (the same app and
 handlers behind FastAPI's routing on granian's ASGI), so the cost of the layers shows. Both use an
 evaluator key of the org. Ten flags are seeded; the measured one has a 50%
 sticky rollout at the org level, and the context names a user and a platform.
@@ -21,8 +21,8 @@ through its frontend API: `/api/frontend/features/{name}` for one flag and
 (about 8 minutes on 2 cores; `FLAGS_UNLEASH_EDGE` names another binary).
 
 Each (server, scenario, connections) runs `--rounds` times, servers alternating,
-and the table gives the mean. Target (issue 7): at least Edge's throughput with
-a p99 no worse.
+and the table gives the mean. Target: at least Edge's throughput with a p99
+no worse.
 
 Where the processes run: wrk on CPU 0 and the servers on the other CPUs, so the
 load generator never takes a server's core (standard practice; on this 2-core
@@ -306,8 +306,8 @@ async def main() -> None:
         servers = {"flagstream (hot path)": flagstream_targets(stack.query_url, key)}
         if not args.no_fastapi:
             port = free_port()
-            routed = ServiceProcess("query", settings.model_copy(update={"query_port": port, "query_fast_path": False}),
-                                    logs, f"http://127.0.0.1:{port}/healthz")
+            routed = ServiceProcess("query", settings.model_copy(update={"query_port": port}),
+                                    logs, f"http://127.0.0.1:{port}/healthz", module="bench.query_asgi")
             routed.log_path = logs / "query-routed.log"
             routed.start()
             servers["flagstream (FastAPI, ASGI)"] = flagstream_targets(f"http://127.0.0.1:{port}", key)

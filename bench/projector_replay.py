@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.projector_replay [--events 100000]
 
-Target (foundation issue): >= 5,000 events/s end to end, measured from the
+Target: >= 5,000 events/s end to end, measured from the
 projector's start (including its group join) to the last offset committed.
 """
 

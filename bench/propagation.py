@@ -2,9 +2,9 @@
 
     .venv/bin/python -m bench.propagation [--changes 500]
 
-Targets on loopback: p50 < 50 ms, p99 < 250 ms (foundation issue); p50 < 20 ms,
-p99 < 100 ms (issue 7). Each change flips an org override; the clock starts when
-the PUT returns and stops at the first query answer carrying the new value
+Targets on loopback: p50 < 50 ms, p99 < 250 ms, tightened since to p50 < 20 ms,
+p99 < 100 ms (the in-process SDK's, `bench.sdk_propagation`). Each change flips
+an org override; the clock starts when the PUT returns and stops at the first query answer carrying the new value
 (polled back to back). Between changes the bench pauses a random 0 to `--pause` seconds
 (default 0.4): changes come apart in real use, and back-to-back changes hid a 200 ms idle
 sleep in the projector's poll (now gone; `services/projector/app.py`).

@@ -3,9 +3,9 @@
     FLAGS_...=... .venv/bin/python -m bench.query_without_auth
 
 The same server as `python -m services.query` (the product's HTTP server with the
-OFREP and native hot path, or the FastAPI app alone with `FLAGS_QUERY_FAST_PATH=false`), except that
-the app's `AuthGate` is replaced, before its lifespan starts, by one that returns
-a fixed evaluator `Principal` of the bench's org without looking at the request. Both the hot path
+OFREP and native hot path), except that the app's `AuthGate` is replaced, before
+its lifespan starts, by one that returns a fixed evaluator `Principal` of the
+bench's org without looking at the request. Both the hot path
 and FastAPI's dependency ask that gate, so authorisation still runs, on that
 principal, exactly as for a real evaluator key: the difference between the two
 builds is authentication alone (header parsing, key cache, SHA-256, throttle
@@ -21,8 +21,8 @@ from bench.ofrep import ORG
 from services.auth.http import AuthGate
 from services.auth.policy import Principal, Role
 from services.infra.settings import Settings
-from services.query import app as query_app
 from services.query.__main__ import serve
+from services.query.bootstrap import app_from_env
 from services.query.site import QuerySite
 
 BENCH_PRINCIPAL = Principal("0000000000000000", "benchmark, auth off", Role.EVALUATOR, ORG)  # as the bench's key
@@ -44,15 +44,15 @@ class NoAuthentication(AuthGate):
         return BENCH_PRINCIPAL  # what its synchronous path asks
 
 
-def asgi_app_from_env() -> FastAPI:
-    app = query_app.app_from_env()
+def app_without_auth() -> FastAPI:
+    app = app_from_env()
     app.state.auth = NoAuthentication()  # set before the lifespan, which keeps a gate it finds
     return app
 
 
 def site_from_env() -> QuerySite:
-    return QuerySite(asgi_app_from_env(), cors=bool(Settings().cors_origins))
+    return QuerySite(app_without_auth(), cors=bool(Settings().cors_origins))
 
 
 if __name__ == "__main__":
-    serve("bench.query_without_auth:site_from_env", "bench.query_without_auth:asgi_app_from_env")
+    serve("bench.query_without_auth:site_from_env")

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.rebuild [--events 1000000] [--batch 100000] [--workers 2] [--partitions 6]
 
-Target (issue 4): >= 20,000 events/s, measured from the start of
+Target: >= 20,000 events/s, measured from the start of
 `services.projector.rebuild.operation.rebuild` (schema creation, consumer start) to the
 switch-over committed. The events are sealed here without pydantic (the
 canonical JSON and its SHA-256 written directly; a sample is decoded with

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.sdk_propagation [--changes 500]
 
-Target (issue 7): p50 < 20 ms, p99 < 100 ms. Each change flips the org's override
+Target: p50 < 20 ms, p99 < 100 ms, as for the query service (`bench.propagation`). Each change flips the org's override
 of one flag; the clock starts when the PUT returns and stops at the first
 `is_enabled` answer carrying the new value (polled every 0.2 ms). The path is the
 whole pipeline: outbox → relay → Kafka → the SDK's own consumer → fold.

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.timetravel [--events 1000000] [--queries 500] [--every 250]
 
-Target (issue 4): p99 < 50 ms for `GET /v1/audit/at` (one org's flags as of a random
+Target: p99 < 50 ms for `GET /v1/audit/at` (one org's flags as of a random
 instant, for a platform and a user), measured at the client over HTTP against the real
 command service. The events (sealed as in `bench.rebuild`) are copied straight into
 `event_store`; the snapshot job (`services.command.timetravel.snapshots.take`) then snapshots every

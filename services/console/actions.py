@@ -123,7 +123,7 @@ async def apply(request: Request) -> Response:
                                          "org": _org(change)})
 
 
-# --- rollback of one change (issue 4's rollback routes) ------------------------------------------------------
+# --- rollback of one change (the command API's rollback routes) -----------------------------------------------
 
 
 async def rollback_form(request: Request) -> Response:

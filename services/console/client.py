@@ -144,7 +144,7 @@ class HttpApi:
 
     async def at(self, *, org: str, at: str, flag: str | None, platform: str | None, user: str | None
                  ) -> dict[str, Any]:
-        """`GET /v1/audit/at`: the org's flags as they evaluated at an instant (time travel, issue 4)."""
+        """`GET /v1/audit/at`: the org's flags as they evaluated at an instant (time travel)."""
         params = {"org": org, "at": at, "flag": flag, "platform": platform, "user": user}
         return await self._call("GET", f"{self._command}/v1/audit/at", params=params)  # type: ignore[no-any-return]
 

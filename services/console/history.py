@@ -1,4 +1,4 @@
-"""Reading the log through the command API: `GET /v1/history` (issue 4), topped up by `GET /v1/events`.
+"""Reading the log through the command API: `GET /v1/history` (the audit trail), topped up by `GET /v1/events`.
 
 History is filtered on the server (org, flag, actor, kinds, time range) and
 paged oldest first with a cursor; it shows a row only once every transaction

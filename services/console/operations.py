@@ -1,5 +1,5 @@
-"""Changes beyond a level's value: defining and archiving flags, undoing one change (rollback, issue 4),
-the kill switch and scheduled steps (issue 7). Each, like `changes.SettingChange`, names its route, body,
+"""Changes beyond a level's value: defining and archiving flags, undoing one change (rollback),
+the kill switch and scheduled steps. Each, like `changes.SettingChange`, names its route, body,
 stream and the role it needs, and shows previous → new before anything is sent."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def rollbackable(entry: Any) -> bool:
 class Rollback:
     """Undo one change: restore the value its stream had just before it, as new events with their own reason.
 
-    Through the rollback routes (issue 4) for version 2 on; undoing a first
+    Through the rollback routes for version 2 on; undoing a first
     override is clearing it, through the ordinary route with the expected version.
     """
 
@@ -110,7 +110,7 @@ def parse_rollback(form: Mapping[str, str], *, reason_required: bool = True) -> 
 
 @dataclass(frozen=True, slots=True)
 class KillSwitch(OnDefinition):
-    """Engage (off everywhere, over every level) or release an ops flag's kill switch (issue 7's route)."""
+    """Engage (off everywhere, over every level) or release an ops flag's kill switch (the kill switch routes)."""
 
     flag_key: str
     engage: bool
@@ -144,7 +144,7 @@ def parse_kill_switch(form: Mapping[str, str]) -> KillSwitch:
 
 @dataclass(frozen=True, slots=True)
 class ScheduleStep:
-    """From `effective_at` on, a level takes these values (issue 7's schedule routes); or cancel that step."""
+    """From `effective_at` on, a level takes these values (the schedule routes); or cancel that step."""
 
     target: Target
     effective_at: datetime

@@ -201,7 +201,7 @@ async def explain(request: Request) -> Response:
     platform, user = _subject(request)
     client = api(request, session)
     flag = (params.get("flag") or "").strip()
-    if context["at"]:  # time travel: the answer as it was then, from the log (issue 4)
+    if context["at"]:  # time travel: the answer as it was then, from the log
         require(session.principal, Action.READ_AUDIT, org)
         if flag:
             parse_target({"flag": flag, "level": "system"})

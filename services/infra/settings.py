@@ -62,8 +62,6 @@ class Settings(KafkaConnection):
     redis_ssl_ca_certs: FilePath | None = None  # CA bundle for rediss://; None: the system's CA store
     redis_prefix: str = "flags"
     cache_ttl_seconds: int = 3600
-    query_cache: bool = True  # False only to measure the uncached path
-    query_fast_path: bool = True  # False: the FastAPI app alone on ASGI, no hot path (to measure the difference)
 
     command_host: str = "127.0.0.1"
     command_port: int = 8081

@@ -1,11 +1,9 @@
 """`python -m services.query`: serve the query API, a worker process per CPU (`FLAGS_QUERY_WORKERS`) on uvloop.
 
 On the product's own HTTP server (`services.httpserver`) with the evaluation
-hot path (`services.query.site`); with `FLAGS_QUERY_FAST_PATH=false`, the
-FastAPI app alone on granian's ASGI interface (to measure the difference).
-Measured beside Unleash Edge (bench/README.md): two workers, each with its own
-caches and invalidation subscription, served about half as many requests again
-as one, with lower p99s.
+hot path (`services.query.site`). Measured beside Unleash Edge (bench/README.md):
+two workers, each with its own caches and invalidation subscription, served
+about half as many requests again as one, with lower p99s.
 """
 
 from __future__ import annotations
@@ -13,40 +11,24 @@ from __future__ import annotations
 import logging
 import os
 
-from granian import Granian
-from granian.constants import Interfaces, Loops
-
 from services.httpserver import serve as serve_http
 from services.infra.settings import Settings
 from services.query.fastpath import security_headers
 
 
-def serve(
-    site_factory: str = "services.query.site:site_from_env", asgi_factory: str = "services.query.app:app_from_env"
-) -> None:
-    """Serve one of two factories (import paths), as the settings choose."""
+def serve(site_factory: str = "services.query.site:site_from_env") -> None:
+    """Serve the site that `site_factory` (an import path) makes, in each worker."""
     settings = Settings()
     workers = settings.query_workers or len(os.sched_getaffinity(0))
-    if settings.query_fast_path:
-        # configured before the workers are forked, so the supervisor's lines (a worker died, the port is taken) show
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        serve_http(
-            site_factory,
-            host=settings.query_host,
-            port=settings.query_port,
-            workers=workers,
-            headers=security_headers(),
-        )
-        return
-    Granian(
-        asgi_factory,
-        factory=True,
-        address=settings.query_host,
+    # configured before the workers are forked, so the supervisor's lines (a worker died, the port is taken) show
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve_http(
+        site_factory,
+        host=settings.query_host,
         port=settings.query_port,
-        interface=Interfaces.ASGI,
         workers=workers,
-        loop=Loops.uvloop,
-    ).serve()
+        headers=security_headers(),
+    )
 
 
 if __name__ == "__main__":

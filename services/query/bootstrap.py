@@ -1,124 +1,118 @@
-"""`GET /v1/orgs/{org_id}/bootstrap`: everything an in-process SDK needs to start following the topic.
+"""Wiring: the only module that names the query service's concrete adapters (asyncpg pool, Redis).
 
-One REPEATABLE READ transaction under the org's RLS reads the stream heads of the
-catalogue and of the org, each stream's value and deciding event (its last history
-row), and the projector's stored offsets. The projector commits read models, heads,
-history and offsets in one transaction, so the snapshot is exactly the fold of the
-topic up to those offsets: an SDK that folds from there misses nothing and applies
-nothing twice. The state is in `flagcore.history`'s snapshot format (one document
-per scope), which `flagcore.history.restore` turns back into a `FlagState`.
+Nothing connects at import time: the lifespan opens the pool, Redis, the
+invalidation listener and the usage flusher, connects the app's `Wiring`, and
+closes them all on shutdown. Postgres being down does not stop the start (the
+routes answer 503 and `/readyz` reports it until it is back); Redis is only a
+cache: the documents are read from Postgres while it is away.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Annotated, Any
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
-import orjson
-from fastapi import FastAPI, Path
-from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
-from events.vocabulary import ORG_ID_PATTERN
-from flagcore.history import SYSTEM_SCOPE, scope_of_stream
-from services.auth.http import Caller
-from services.auth.policy import Action, authorize
-from services.infra.postgres import set_tenant
-from services.infra.settings import Settings
-from services.query import validation
-from services.query.adapters import translated
-from services.query.documents import dumps
-from services.query.errors import Unavailable
+from services.auth.authenticator import Authenticator
+from services.auth.http import AuthGate
+from services.auth.postgres import PostgresKeyLookup
+from services.http.throttle import FailedAuthThrottle
+from services.infra.cache_keys import CacheKeys
+from services.infra.postgres import create_pool
+from services.infra.settings import Role, Settings
+from services.query.adapters import DRIVER_ERRORS, InvalidationListener, PostgresDocuments, RedisDocuments
+from services.query.api import create_app
+from services.query.cache import DocumentCache
+from services.query.dependencies import wiring_of
+from services.query.service import QueryService
+from services.query.snapshots import PostgresSnapshots
+from services.query.usage import UsageStore, flush_forever
+from services.query.usage_redis import FAILURES as USAGE_FAILURES
+from services.query.usage_redis import RedisUsage
 
-# RLS shows system rows and the org's. One pass over the history: each stream's last row.
-HEADS_SQL = "SELECT stream, version, hash FROM stream_heads WHERE org_id IS NULL OR org_id = $1"
-LAST_VALUES_SQL = """
-    SELECT DISTINCT ON (stream) stream, version, new, event_id, actor_name, reason, occurred_at
-    FROM flag_history WHERE org_id IS NULL OR org_id = $1
-    ORDER BY stream, version DESC
-"""
-OFFSETS_SQL = "SELECT partition, next_offset FROM projector_offsets WHERE consumer_group = $1 AND topic = $2"
+__all__ = ["app_from_env", "build_app", "connect", "postgres_pool"]
 
-
-class BootstrapOut(BaseModel):
-    """Documents the answer (the route returns the bytes it built)."""
-
-    org_id: str
-    topic: str = Field(description="The flag-change topic to follow from `offsets`.")
-    offsets: dict[str, int] = Field(description="Partition → the next offset to fold; a partition not named: 0.")
-    scopes: dict[str, dict[str, Any]] = Field(
-        description='`flagcore.history` snapshot documents: `""` (definitions, system defaults) and the org.'
-    )
+log = logging.getLogger(__name__)
+KEY_REFRESH_AFTER = 0.25  # s: half the key cache's life (services.auth.authenticator)
 
 
-OrgPath = Annotated[str, Path(description="Organisation id.", json_schema_extra={"pattern": ORG_ID_PATTERN})]
+def build_app(settings: Settings | None = None) -> FastAPI:
+    """The query app as deployed: documents cached in process and in Redis, evaluations counted in Redis."""
+    settings = settings if settings is not None else Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        s = settings
+        keys = CacheKeys(s.redis_prefix)
+        redis = Redis.from_url(
+            s.redis_url,
+            **s.redis_options(),
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+            retry=Retry(NoBackoff(), 1),
+        )
+        cache = DocumentCache(RedisDocuments(redis), ttl=s.cache_ttl_seconds)
+        usage = RedisUsage(redis, s.redis_prefix)
+        wiring = wiring_of(app)
+        async with postgres_pool(s) as pool:
+            listener = asyncio.create_task(InvalidationListener(redis, keys, cache).run())
+            flusher = asyncio.create_task(flush_forever(wiring.counter, usage, failures=USAGE_FAILURES))
+            connect(app, pool, cache, keys, usage=usage)
+            try:
+                yield
+            finally:
+                for task in (listener, flusher):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                await redis.aclose()
+
+    return create_app(settings, lifespan=lifespan)
 
 
-async def read_bootstrap(pool: asyncpg.Pool, settings: Settings, org_id: str) -> dict[str, Any]:
-    """The org's snapshot document (see the module docstring)."""
-    async with translated(), pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        await set_tenant(conn, org_id)
-        heads = await conn.fetch(HEADS_SQL, org_id)
-        last = {r["stream"]: r for r in await conn.fetch(LAST_VALUES_SQL, org_id)}
-        offsets = await conn.fetch(OFFSETS_SQL, settings.projector_group, settings.topic)
-    return {
-        "org_id": org_id,
-        "topic": settings.topic,
-        "offsets": {str(r["partition"]): r["next_offset"] for r in offsets},
-        "scopes": {scope: scope_document(scope, heads, last) for scope in (SYSTEM_SCOPE, org_id)},
-    }
+@asynccontextmanager
+async def postgres_pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """The query role's pool, closed on the way out; opened empty when Postgres is down, to serve 503s meanwhile."""
+    try:
+        pool = await create_pool(settings, Role.QUERY, min_size=2, max_size=10)
+    except DRIVER_ERRORS as exc:  # serve (503s) and report not ready until it is up
+        log.error("Postgres unreachable at start: %r", exc)
+        pool = await create_pool(settings, Role.QUERY, min_size=0, max_size=10)
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
-def scope_document(
-    scope: str, heads: Iterable[Mapping[str, Any]], last: Mapping[str, Mapping[str, Any]]
-) -> dict[str, Any]:
-    """One scope's heads and last history rows → `flagcore.history.snapshot`'s document."""
-    doc: dict[str, Any] = {"heads": []}
-    placed: dict[str, list[Any]] = {"definitions": [], "system": [], "org": [], "platform": [], "user": []}
-    for h in sorted(heads, key=lambda h: h["stream"]):
-        stream = h["stream"]
-        r = last.get(stream)
-        if scope_of_stream(stream) != scope or r is None or r["version"] != h["version"]:
-            continue  # not this scope's, or (never, as both commit together) a head without its history
-        value = None if r["new"] is None else orjson.loads(r["new"])
-        doc["heads"].append([stream, h["version"], h["hash"], value])
-        if value is None:
-            continue  # a cleared override: its head stays, nothing is placed
-        ref = [str(r["event_id"]), stream, r["version"], r["actor_name"], r["reason"], r["occurred_at"].isoformat()]
-        parts = stream.split("/")
-        if scope == SYSTEM_SCOPE:  # flag/{key} or flag/{key}/system
-            placed["system" if parts[-1] == "system" and len(parts) == 3 else "definitions"].append([parts[1], ref])
-        elif parts[2] == "flag":  # org/{org}/flag/{key}
-            placed["org"].append([parts[3], ref])
-        else:  # org/{org}/platform/{p}/flag/{key}, org/{org}/user/{u}/flag/{key}
-            placed[parts[2]].append([parts[3], parts[5], ref])
-    if scope == SYSTEM_SCOPE:
-        return doc | {"definitions": placed["definitions"], "system": placed["system"]}
-    return doc | {"org": placed["org"], "platform": placed["platform"], "user": placed["user"]}
-
-
-def install_bootstrap_route(
-    app: FastAPI,
-    settings: Settings,
-    pool: Callable[[], asyncpg.Pool | None],
-    *,
-    errors: Mapping[int | str, dict[str, Any]],
+def connect(
+    app: FastAPI, pool: asyncpg.Pool, cache: DocumentCache, keys: CacheKeys, *, usage: UsageStore | None
 ) -> None:
-    """Register the route; `pool` gives the query role's pool once the lifespan opened it, `errors` the
-    service's documented error answers (422, 503)."""
-
-    @app.get(
-        "/v1/orgs/{org_id}/bootstrap",
-        response_model=BootstrapOut,
-        summary="Snapshot for an in-process SDK: the org's state and the topic offsets it covers",
-        responses=dict(errors),
+    """Plug the Postgres adapters, `cache` and `usage` into the app's `Wiring`; authenticate with the keys in
+    Postgres unless the app was given a gate already."""
+    settings = wiring_of(app).settings
+    source = PostgresDocuments(pool)
+    if app.state.auth is None:
+        # A key in use is read again in the background at half its cache life: evaluations never wait on it.
+        authenticator = Authenticator(PostgresKeyLookup(pool), refresh_after=KEY_REFRESH_AFTER)
+        app.state.auth = AuthGate(authenticator, throttle=FailedAuthThrottle())
+    wiring_of(app).connect(
+        QueryService(cache, source, keys),
+        ping=source.ping,
+        usage=usage,
+        override_counts=source,
+        snapshots=PostgresSnapshots(pool, topic=settings.topic, projector_group=settings.projector_group),
     )
-    async def bootstrap(caller: Caller, org_id: OrgPath) -> Response:
-        org = validation.org_id(org_id)
-        authorize(caller, Action.EVALUATE, org_id=org)
-        connected = pool()
-        if connected is None:
-            raise Unavailable("postgres", "the service is starting")
-        document = await read_bootstrap(connected, settings, org)
-        return Response(dumps(document), media_type="application/json")
+
+
+def app_from_env() -> FastAPI:
+    """Factory for the server (`services.query.site`): settings from the `FLAGS_*` environment."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return build_app(Settings())

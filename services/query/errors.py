@@ -1,4 +1,4 @@
-"""The query service's exception tree; `services.query.app` maps each to an HTTP answer."""
+"""The query service's exception tree; `services.query.refusals` maps each to an HTTP answer."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ is served again from `services.query.answers` while the documents and schedules 
 came from are unchanged, or computed by the use cases.
 Everything else goes to the app, which documents these routes in OpenAPI
 and serves them itself to a browser (a request with `Origin`, when CORS is
-configured: the app's CORS layer decides) or when `FLAGS_QUERY_FAST_PATH=false`.
+configured: the app's CORS layer decides) or when the app is served alone (`bench.query_asgi`).
 
 `FastPath` is the ASGI adapter (in-process tests, any ASGI server);
 `services.query.site` is the one `python -m services.query` serves, on the
@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from fastapi import FastAPI
-from starlette.datastructures import QueryParams, State
+from starlette.datastructures import QueryParams
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
@@ -45,6 +45,7 @@ from services.http.unhandled import INTERNAL_ERROR_DETAIL
 from services.httpserver.message import Reply
 from services.query import ofrep, rendering, validation
 from services.query.answers import AnswerCache, Recorder
+from services.query.dependencies import Wiring, wiring_of
 from services.query.errors import QueryError
 from services.query.plans import Plans
 from services.query.refusals import refusal
@@ -126,10 +127,11 @@ _HOT_HEADERS = (b"authorization", b"if-none-match")
 class HotPath:
     """Authenticate, evaluate (OFREP or native), and turn every outcome into a `Reply` with the security headers."""
 
-    __slots__ = ("_answers", "_plans", "_security", "app")
+    __slots__ = ("_answers", "_plans", "_security", "_wiring", "app")
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
+        self._wiring: Wiring = wiring_of(app)  # the app's use cases, connected when its lifespan starts
         self._security = security_headers()
         self._answers: AnswerCache | None = None  # made on first use: the documents exist once the app has started
         self._plans: Plans | None = None
@@ -143,8 +145,7 @@ class HotPath:
             return self._response(problem(500, "internal_error", INTERNAL_ERROR_DETAIL))
 
     async def _answer(self, request: HotRequest, body: Callable[[], Awaitable[bytes]]) -> Reply:
-        state = self.app.state
-        gate: AuthGate | None = state.auth
+        gate: AuthGate | None = self.app.state.auth
         principal: Principal | None = None
         path = request.path
         try:
@@ -154,11 +155,11 @@ class HotPath:
             native = native_target(request.method, path)
             if native is not None:
                 query = QueryParams(request.query_string)
-                answer = await _native(state.query_service(), principal, *native, query)
+                answer = await _native(self._wiring.evaluations(), principal, *native, query)
             else:
                 if_none_match = request.if_none_match if path == BULK else None
                 authorize_role(principal, Action.EVALUATE)  # as `ofrep` does first: refused, the body stays unread
-                answer = await self._ofrep(state, principal, path, await body(), if_none_match)
+                answer = await self._ofrep(principal, path, await body(), if_none_match)
         except Unauthenticated as exc:
             return self._response(problem(401, "unauthenticated", exc.detail, headers=_CHALLENGE))
         except Forbidden as exc:
@@ -197,18 +198,17 @@ class HotPath:
     def planned(self, principal: Principal, path: str, body: bytes, if_none_match: str | None) -> Reply | None:
         """OFREP's answer to `evaluator`'s principal from a plan, as `reply` would give it; None: ask `reply`."""
         try:
-            state = self.app.state
-            answer = self._planned(state, state.query_documents(), principal, path, body, if_none_match)
+            wiring = self._wiring
+            answer = self._planned(wiring, wiring.documents(), principal, path, body, if_none_match)
         except Exception:  # `reply` answers it, and logs what it has to
             return None
         return None if answer is None else self._reply(answer)
 
-    async def _ofrep(
-        self, state: State, principal: Principal, path: str, body: bytes, if_none_match: str | None
-    ) -> ofrep.Answer:
+    async def _ofrep(self, principal: Principal, path: str, body: bytes, if_none_match: str | None) -> ofrep.Answer:
         """OFREP's answer: from a plan when the documents are at hand, else kept or computed by the use cases."""
-        documents: QueryService = state.query_documents()
-        planned = self._planned(state, documents, principal, path, body, if_none_match)
+        wiring = self._wiring
+        documents = wiring.documents()
+        planned = self._planned(wiring, documents, principal, path, body, if_none_match)
         if planned is not None:
             return planned
         answers = self._answers
@@ -217,10 +217,10 @@ class HotPath:
         key = (principal.role, principal.org_id, path, body)  # all of the caller that the answer depends on
         kept = answers.get(key)
         if kept is not None:
-            state.count_evaluations(kept.org_id, kept.flag_keys)
+            wiring.count_evaluations(kept.org_id, kept.flag_keys)
             return ofrep.conditional(kept.answer, if_none_match)
         started = answers.start()
-        recorder = Recorder(state.query_service())
+        recorder = Recorder(wiring.evaluations())
         if path == BULK:
             answer = await ofrep.evaluate_flags(recorder, principal, body, None)
         else:
@@ -230,7 +230,7 @@ class HotPath:
 
     def _planned(
         self,
-        state: State,
+        wiring: Wiring,
         documents: QueryService,
         principal: Principal,
         path: str,
@@ -260,7 +260,7 @@ class HotPath:
             if user is not None and user.user:
                 return None
             answer = org_plans.bulk(who.platform, now).answer(who.user_id)
-            state.count_evaluations(who.org_id, org_plans.keys)
+            wiring.count_evaluations(who.org_id, org_plans.keys)
             return ofrep.conditional(answer, if_none_match)
         key = path[len(SINGLE) :]
         if user is not None and (who.user_id, key) in user.user:
@@ -268,7 +268,7 @@ class HotPath:
         plan = org_plans.flag(key, now)
         if plan is None:
             return None
-        state.count_evaluations(who.org_id, (key,))
+        wiring.count_evaluations(who.org_id, (key,))
         return plan.answer(who.platform, who.user_id)
 
     def _response(self, response: Response) -> Reply:

@@ -8,10 +8,9 @@ one with its own `PARSE_ERROR`, not with a 422.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Path, Request
+from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -19,8 +18,9 @@ from events import Platform
 from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
 from services.auth.http import Caller
 from services.query import ofrep
+from services.query.dependencies import Evaluations
 
-__all__ = ["BULK_PATH", "FLAG_PATH", "install", "respond"]
+__all__ = ["BULK_PATH", "FLAG_PATH", "respond", "router"]
 
 FLAG_PATH = "/ofrep/v1/evaluate/flags/{key}"
 BULK_PATH = "/ofrep/v1/evaluate/flags"
@@ -105,46 +105,46 @@ async def _body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def install(app: FastAPI, service: Callable[[], ofrep.Evaluator]) -> None:
-    """Add the routes; `app.state.query_service` lets the hot path (`fastpath`) reach the same use cases."""
-    app.state.query_service = service
-    failure = {"model": FlagFailure}
+router = APIRouter()
+FAILURE = {"model": FlagFailure}
+BULK_FAILURE = {"model": BulkFailure}
 
-    @app.post(
-        FLAG_PATH,
-        response_model=FlagAnswer,
-        responses={
-            400: {**failure, "description": "PARSE_ERROR, TARGETING_KEY_MISSING or INVALID_CONTEXT"},
-            404: {**failure, "description": "FLAG_NOT_FOUND"},
-            413: {**failure, "description": "PARSE_ERROR: the body is too large"},
-            503: {**failure, "description": "GENERAL: Postgres is unreachable"},
-        },
-        openapi_extra=REQUEST_BODY,
-        tags=["OFREP"],
-        summary="OFREP: evaluate one flag",
-    )
-    async def ofrep_evaluate_flag(caller: Caller, key: KeyPath, request: Request) -> Response:
-        return respond(await ofrep.evaluate_flag(service(), caller, key, await _body(request)))
 
-    bulk_failure = {"model": BulkFailure}
+@router.post(
+    FLAG_PATH,
+    response_model=FlagAnswer,
+    responses={
+        400: {**FAILURE, "description": "PARSE_ERROR, TARGETING_KEY_MISSING or INVALID_CONTEXT"},
+        404: {**FAILURE, "description": "FLAG_NOT_FOUND"},
+        413: {**FAILURE, "description": "PARSE_ERROR: the body is too large"},
+        503: {**FAILURE, "description": "GENERAL: Postgres is unreachable"},
+    },
+    openapi_extra=REQUEST_BODY,
+    tags=["OFREP"],
+    summary="OFREP: evaluate one flag",
+)
+async def ofrep_evaluate_flag(caller: Caller, evaluator: Evaluations, key: KeyPath, request: Request) -> Response:
+    return respond(await ofrep.evaluate_flag(evaluator, caller, key, await _body(request)))
 
-    @app.post(
-        BULK_PATH,
-        response_model=BulkAnswer,
-        responses={
-            200: {"headers": {"ETag": {"description": "Tag of this answer", "schema": {"type": "string"}}}},
-            304: {"description": "The answer is the one whose ETag was sent in If-None-Match"},
-            400: {**bulk_failure, "description": "PARSE_ERROR, TARGETING_KEY_MISSING or INVALID_CONTEXT"},
-            413: {**bulk_failure, "description": "PARSE_ERROR: the body is too large"},
-            503: {**bulk_failure, "description": "GENERAL: Postgres is unreachable"},
-        },
-        openapi_extra=REQUEST_BODY,
-        tags=["OFREP"],
-        summary="OFREP: evaluate every flag",
-    )
-    async def ofrep_evaluate_flags(
-        caller: Caller,
-        request: Request,
-        if_none_match: Annotated[str | None, Header(description="ETag of an answer the caller holds")] = None,
-    ) -> Response:
-        return respond(await ofrep.evaluate_flags(service(), caller, await _body(request), if_none_match))
+
+@router.post(
+    BULK_PATH,
+    response_model=BulkAnswer,
+    responses={
+        200: {"headers": {"ETag": {"description": "Tag of this answer", "schema": {"type": "string"}}}},
+        304: {"description": "The answer is the one whose ETag was sent in If-None-Match"},
+        400: {**BULK_FAILURE, "description": "PARSE_ERROR, TARGETING_KEY_MISSING or INVALID_CONTEXT"},
+        413: {**BULK_FAILURE, "description": "PARSE_ERROR: the body is too large"},
+        503: {**BULK_FAILURE, "description": "GENERAL: Postgres is unreachable"},
+    },
+    openapi_extra=REQUEST_BODY,
+    tags=["OFREP"],
+    summary="OFREP: evaluate every flag",
+)
+async def ofrep_evaluate_flags(
+    caller: Caller,
+    evaluator: Evaluations,
+    request: Request,
+    if_none_match: Annotated[str | None, Header(description="ETag of an answer the caller holds")] = None,
+) -> Response:
+    return respond(await ofrep.evaluate_flags(evaluator, caller, await _body(request), if_none_match))

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from services.httpserver import ASGIBridge, Lifespan, Reply, Request
 from services.infra.settings import Settings
-from services.query.app import app_from_env as fastapi_app_from_env
+from services.query.bootstrap import app_from_env as fastapi_app_from_env
 from services.query.fastpath import HotPath, HotRequest, is_hot
 
 __all__ = ["QuerySite", "site_from_env"]

@@ -40,10 +40,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class ServiceProcess:
-    """One service (`python -m services.<name>`) with its log in a file."""
+    """One service (`python -m services.<name>`, or `module`: a bench's own build of it) with its log in a file."""
 
-    def __init__(self, name: str, settings: Settings, log_dir: Path, health_url: str | None = None) -> None:
+    def __init__(
+        self, name: str, settings: Settings, log_dir: Path, health_url: str | None = None, *, module: str | None = None
+    ) -> None:
         self.name = name
+        self.module = module if module is not None else f"services.{name}"
         self.settings = settings
         self.health_url = health_url
         self.log_path = log_dir / f"{name}.log"
@@ -52,7 +55,7 @@ class ServiceProcess:
     def start(self, timeout: float = 30.0) -> ServiceProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.name}"],
+            [sys.executable, "-m", self.module],
             cwd=REPO,
             env=settings_env(self.settings),
             stdout=log,

@@ -20,7 +20,7 @@ from services.auth.policy import Role
 from services.infra.cache_keys import CacheKeys
 from services.infra.settings import Settings
 from services.query import ofrep
-from services.query.app import create_app
+from services.query.api import create_app
 from services.query.cache import DocumentCache
 from services.query.fastpath import FastPath
 from services.query.service import QueryService

@@ -16,10 +16,12 @@ from flagcore import bucket, fold
 from services.auth.policy import Role
 from services.infra.cache_keys import CacheKeys
 from services.infra.settings import Settings
-from services.query.app import create_app
+from services.query.api import create_app
 from services.query.cache import DocumentCache
+from services.query.dependencies import wiring_of
 from services.query.documents import dumps, org_document
 from services.query.fastpath import FastPath
+from services.query.ofrep import Evaluator
 from services.query.service import QueryService
 from tests.support.auth import MemoryKeys, bearer, memory_gate
 from tests.unit.test_projector_eventlog import EventLog
@@ -57,18 +59,18 @@ class World:
         self.keys = keys
         self.computed = 0  # evaluations the use cases ran (not served from the answer cache)
         self.counted: list[tuple[str, tuple[str, ...]]] = []  # evaluations served from it, as counted
-        state = app.state
-        evaluator, count = state.query_service, state.count_evaluations
+        wiring = wiring_of(app)
+        evaluations, count = wiring.evaluations, wiring.count_evaluations
 
-        def computing() -> object:
+        def computing() -> Evaluator:
             self.computed += 1
-            return evaluator()
+            return evaluations()
 
         def counting(org_id: str, flag_keys: tuple[str, ...]) -> None:
             self.counted.append((org_id, flag_keys))
             count(org_id, flag_keys)
 
-        state.query_service, state.count_evaluations = computing, counting
+        wiring.evaluations, wiring.count_evaluations = computing, counting  # type: ignore[method-assign]
 
     async def post(self, path: str, body: object, *, org: str | None = "acme", role: Role = Role.EVALUATOR,
                    headers: dict[str, str] | None = None) -> httpx.Response:

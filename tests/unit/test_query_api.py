@@ -13,7 +13,7 @@ from flagcore import FlagState, bucket, fold
 from services.auth.policy import Role
 from services.infra.cache_keys import CacheKeys
 from services.infra.settings import Settings
-from services.query.app import create_app
+from services.query.api import create_app
 from services.query.cache import DocumentCache
 from services.query.documents import catalog_document, dumps, org_document, user_document
 from services.query.errors import Unavailable

@@ -19,7 +19,7 @@ from flagcore import FlagState, evaluate, fold
 from flagcore.history import SYSTEM_SCOPE
 from flagsdk import SnapshotError
 from flagsdk.snapshot import dump, parse
-from services.query.bootstrap import scope_document
+from services.query.snapshots import scope_document
 from tests.support.factories import LogBuilder
 
 ORG = "acme"

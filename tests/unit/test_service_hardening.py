@@ -22,7 +22,7 @@ from services.http import FailedAuthThrottle
 from services.http.unhandled import INTERNAL_ERROR_DETAIL
 from services.infra.cache_keys import CacheKeys
 from services.infra.settings import Settings
-from services.query.app import create_app as query_app
+from services.query.api import create_app as query_app
 from services.query.cache import DocumentCache
 from services.query.service import QueryService
 from tests.support.auth import MemoryKeys, bearer, memory_gate
