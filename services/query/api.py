@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -60,7 +60,7 @@ from services.query.usage_redis import FAILURES as USAGE_FAILURES
 
 __all__ = ["create_app"]
 
-REDIS_DOWN = {503: {"model": ErrorOut, "description": "Redis is unreachable."}}
+REDIS_DOWN: dict[int | str, dict[str, Any]] = {503: {"model": ErrorOut, "description": "Redis is unreachable."}}
 SnapshotOrgPath = Annotated[str, Path(description="Organisation id.", json_schema_extra={"pattern": ORG_ID_PATTERN})]
 
 router = APIRouter()
