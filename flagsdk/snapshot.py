@@ -1,6 +1,6 @@
 """Snapshots: a document ↔ the fold's state for one org and the topic offsets that state covers.
 
-The document is what `GET /v1/orgs/{org}/bootstrap` answers (services/query/bootstrap.py)
+The document is what `GET /v1/orgs/{org}/bootstrap` answers (services/query/snapshots.py)
 and what the client writes to its snapshot file: the state in `flagcore.history`'s
 snapshot format (one document per scope: the catalogue's, the org's), so the pure
 core both writes and restores it, and the next offset to fold per partition.
