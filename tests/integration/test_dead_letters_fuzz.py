@@ -23,9 +23,9 @@ from hypothesis.strategies import SearchStrategy
 
 from services.infra.settings import Role, Settings
 from tests.integration.test_projector_service import read_topic, tenant_rows, wait_for_offsets
+from tests.support.eventlog import EventLog
 from tests.support.garbage import BAD_KINDS, GarbageRecord
 from tests.support.processes import ServiceProcess
-from tests.unit.test_projector_eventlog import EventLog
 
 pytestmark = pytest.mark.integration
 

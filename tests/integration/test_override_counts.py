@@ -26,8 +26,8 @@ from services.projector.projection import Projector
 from services.projector.rebuild.schema import create_schema
 from services.projector.store import PostgresStore, create_projector_pool
 from services.query.adapters import PostgresDocuments
+from tests.support.eventlog import EventLog, org_change, platform_change, user_change
 from tests.support.records import Rec
-from tests.unit.test_projector_eventlog import EventLog, _org, _platform, _user
 
 pytestmark = pytest.mark.integration
 
@@ -63,9 +63,9 @@ def random_log(seed: int, events: int) -> tuple[EventLog, list[str], list[str]]:
         platform, user = rng.choice(PLATFORMS), rng.choice(USERS)
         level = rng.choice([Level.ORG, Level.PLATFORM, Level.USER])
         changes = [
-            _org(org, flag, value),
-            _platform(org, platform, flag, value),
-            _user(org, user, flag, value),
+            org_change(org, flag, value),
+            platform_change(org, platform, flag, value),
+            user_change(org, user, flag, value),
             RolloutPercentageSet(
                 flag_key=flag, level=level, org_id=org, percentage=rng.choice([None, 0, 30, 100]),
                 platform=Platform(platform) if level is Level.PLATFORM else None,

@@ -26,8 +26,8 @@ from flagcore import fold
 from services.infra.cache_keys import CacheKeys
 from services.infra.postgres import set_tenant
 from services.infra.settings import Role, Settings
+from tests.support.eventlog import EventLog, random_log
 from tests.support.processes import ServiceProcess
-from tests.unit.test_projector_eventlog import EventLog, random_log
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from flagcore import bucket, evaluate, fold
 from services.infra.settings import Settings
 from tests.integration.test_projector_service import publish_and_wait
 from tests.support.auth import admin_headers
+from tests.support.eventlog import EventLog
 from tests.support.processes import ServiceProcess, free_port
-from tests.unit.test_projector_eventlog import EventLog
 
 pytestmark = pytest.mark.integration
 

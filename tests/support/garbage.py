@@ -20,7 +20,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from events import Level, hash_of
-from tests.unit.test_projector_eventlog import EventLog, random_log
+from tests.support.eventlog import EventLog, random_log
 
 TOPIC = "flags.changes"
 CHECKED_HEADERS = ("ce_specversion", "ce_id", "ce_type")  # what `events.from_record` insists on

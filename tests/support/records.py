@@ -21,7 +21,7 @@ class Rec:
 
 
 class Log(Protocol):
-    """An event log that can say what records its events become (`tests.unit.test_projector_eventlog.EventLog`)."""
+    """An event log that can say what records its events become (`tests.support.eventlog.EventLog`)."""
 
     def records(self) -> list[Record]: ...
 

@@ -10,8 +10,8 @@ import pytest
 
 from events import Level, OrgOverrideSet, hash_of
 from flaglog import DeadLetter, Decoded, TopicPartition, decode_record
+from tests.support.eventlog import EventLog
 from tests.support.records import TOPIC, Rec, records
-from tests.unit.test_projector_eventlog import EventLog
 
 
 def test_a_sound_record_decodes_with_the_value_it_sets() -> None:

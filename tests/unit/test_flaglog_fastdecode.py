@@ -38,8 +38,8 @@ from events import (
 from events.cloudevents import SPEC_VERSION, TYPE_PREFIX
 from flaglog import DeadLetter, Decoded, decode_event, decode_fast, decode_record, fastdecode
 from services.projector.tenant_plan import group_by_tenant, plan_tenant
+from tests.support.eventlog import EventLog, random_log
 from tests.support.garbage import SOUND, TOPIC, GarbageRecord, bad_records, json_values, sound_records
-from tests.unit.test_projector_eventlog import EventLog, random_log
 
 many = settings(max_examples=300, deadline=None)
 FAST_TYPES = set(fastdecode.FAST_TYPES)

@@ -19,8 +19,8 @@ from flaglog import TopicPartition, decode_fast
 from services.projector.heads import Head
 from services.projector.projection import FoldingProjector, InfrastructureError, Projector, RejectedByPostgres
 from services.projector.tenant_plan import TenantPlan
+from tests.support.eventlog import EventLog, random_log
 from tests.support.records import Rec
-from tests.unit.test_projector_eventlog import EventLog, random_log
 from tests.unit.test_projector_projection import FakeDeadLetters, FakeInvalidator, FakeStore
 
 TOPIC = "flags.changes"

@@ -28,8 +28,8 @@ from services.projector.heads import Head, HeadCache
 from services.projector.rows import OverrideKey
 from services.projector.store import COLUMNS, staged_rows
 from services.projector.tenant_plan import TenantPlan, group_by_tenant, plan_tenant
+from tests.support.eventlog import EventLog, random_log
 from tests.support.records import TOPIC, Rec, records
-from tests.unit.test_projector_eventlog import EventLog, random_log
 
 
 def decoded(log: EventLog) -> list[Decoded]:

@@ -17,8 +17,8 @@ from services.projector.cache_targets import CacheTarget
 from services.projector.heads import Head
 from services.projector.projection import InfrastructureError, Projector
 from services.projector.tenant_plan import TenantPlan
+from tests.support.eventlog import EventLog
 from tests.support.records import Rec, records
-from tests.unit.test_projector_eventlog import EventLog
 
 TP = TopicPartition("flags.changes", 0)
 

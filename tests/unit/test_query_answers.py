@@ -24,7 +24,7 @@ from services.query.fastpath import FastPath
 from services.query.ofrep import Evaluator
 from services.query.service import QueryService
 from tests.support.auth import MemoryKeys, bearer, memory_gate
-from tests.unit.test_projector_eventlog import EventLog
+from tests.support.eventlog import EventLog
 from tests.unit.test_query_api import KEY, StateSource, sample_log
 from tests.unit.test_query_documents import override_rows
 

@@ -19,7 +19,7 @@ from services.query.documents import catalog_document, dumps, org_document, user
 from services.query.errors import Unavailable
 from services.query.service import QueryService
 from tests.support.auth import MemoryKeys, bearer, memory_gate
-from tests.unit.test_projector_eventlog import EventLog
+from tests.support.eventlog import EventLog
 from tests.unit.test_query_documents import catalog_rows, override_rows
 
 KEY = "ai.insights.enabled"

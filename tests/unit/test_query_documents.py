@@ -23,7 +23,7 @@ from services.query.documents import (
     org_document,
     user_document,
 )
-from tests.unit.test_projector_eventlog import EventLog, random_log
+from tests.support.eventlog import EventLog, random_log
 
 # --- rows as the read models hold them, made from a folded state ---------------------------------
 

@@ -1,4 +1,4 @@
-"""Shorthands over `tests.support.factories.LogBuilder` for the projector and query tests, and their tests.
+"""Shorthands over `tests.support.factories.LogBuilder` for the projector and query tests.
 
 `EventLog` names changes by level (`org`, `platform`, `user`, `rollout`, ...) and maps
 the sealed, hash-chained events to Kafka records, so a test can say what happened
@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 
 from events import (
-    GENESIS_HASH,
     Actor,
     AnyChange,
     Envelope,
@@ -27,10 +26,8 @@ from events import (
     SystemDefaultSet,
     UserOverrideCleared,
     UserOverrideSet,
-    from_record,
     to_record,
 )
-from flagcore import fold
 from tests.support.factories import LogBuilder
 
 
@@ -63,13 +60,13 @@ class EventLog:
         return self.add(SystemDefaultSet(flag_key=key, enabled=enabled))
 
     def org(self, org: str, key: str, enabled: bool | None) -> Envelope:
-        return self.add(_org(org, key, enabled))
+        return self.add(org_change(org, key, enabled))
 
     def platform(self, org: str, platform: str, key: str, enabled: bool | None) -> Envelope:
-        return self.add(_platform(org, platform, key, enabled))
+        return self.add(platform_change(org, platform, key, enabled))
 
     def user(self, org: str, user: str, key: str, enabled: bool | None) -> Envelope:
-        return self.add(_user(org, user, key, enabled))
+        return self.add(user_change(org, user, key, enabled))
 
     def rollout(
         self,
@@ -96,20 +93,20 @@ class EventLog:
         return [to_record(e) for e in self.events]
 
 
-def _org(org: str, key: str, enabled: bool | None) -> AnyChange:
+def org_change(org: str, key: str, enabled: bool | None) -> AnyChange:
     if enabled is None:
         return OrgOverrideCleared(flag_key=key, org_id=org)
     return OrgOverrideSet(flag_key=key, org_id=org, enabled=enabled)
 
 
-def _platform(org: str, platform: str, key: str, enabled: bool | None) -> AnyChange:
+def platform_change(org: str, platform: str, key: str, enabled: bool | None) -> AnyChange:
     p = Platform(platform)
     if enabled is None:
         return PlatformOverrideCleared(flag_key=key, org_id=org, platform=p)
     return PlatformOverrideSet(flag_key=key, org_id=org, platform=p, enabled=enabled)
 
 
-def _user(org: str, user: str, key: str, enabled: bool | None) -> AnyChange:
+def user_change(org: str, user: str, key: str, enabled: bool | None) -> AnyChange:
     if enabled is None:
         return UserOverrideCleared(flag_key=key, org_id=org, user_id=user)
     return UserOverrideSet(flag_key=key, org_id=org, user_id=user, enabled=enabled)
@@ -134,11 +131,11 @@ def random_log(
         if roll < 0.05:
             change = SystemDefaultSet(flag_key=key, enabled=bool(value))
         elif roll < 0.35:
-            change = _org(org, key, value)
+            change = org_change(org, key, value)
         elif roll < 0.55:
-            change = _platform(org, rng.choice(platforms), key, value)
+            change = platform_change(org, rng.choice(platforms), key, value)
         elif roll < 0.85:
-            change = _user(org, f"user-{rng.randrange(users)}", key, value)
+            change = user_change(org, f"user-{rng.randrange(users)}", key, value)
         else:
             level = rng.choice([Level.ORG, Level.PLATFORM, Level.USER, Level.SYSTEM])
             change = RolloutPercentageSet(
@@ -151,29 +148,3 @@ def random_log(
             )
         log.try_add(change)  # a change that would change nothing is skipped, as the command side does
     return log
-
-
-# --- the builder's own tests ------------------------------------------------------
-
-
-def test_events_chain_per_stream_and_decode_from_their_records() -> None:
-    log = EventLog()
-    log.define("a.b")
-    first = log.org("org-1", "a.b", True)
-    second = log.org("org-1", "a.b", False)
-    assert (first.version, second.version) == (1, 2)
-    assert first.prev_hash == GENESIS_HASH and second.prev_hash == first.hash
-    assert second.previous == {"enabled": True, "rollout_percentage": None}
-    for envelope, record in zip(log.events, log.records(), strict=True):
-        assert from_record(record.value, record.headers) == envelope
-        assert record.key == envelope.partition_key.encode()
-
-
-def test_random_log_folds_without_errors_and_is_reproducible() -> None:
-    a = random_log(400, orgs=["o1", "o2"], seed=3)
-    b = random_log(400, orgs=["o1", "o2"], seed=3)
-    assert [e.data for e in a.events] == [e.data for e in b.events]
-    state = fold(a.events)
-    assert len(state.catalog.definitions) == 8
-    assert set(state.tenants) <= {"o1", "o2"}
-    assert len(a.events) == 400
