@@ -8,44 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from events import (
-    FlagArchived,
     FlagDefined,
     Level,
     OrgOverrideCleared,
     OrgOverrideSet,
-    PlatformOverrideCleared,
-    PlatformOverrideSet,
     RolloutPercentageSet,
     SystemDefaultSet,
-    UserOverrideCleared,
-    UserOverrideSet,
 )
 from flagcore import FlagState, fold
 from tests.support.factories import LogBuilder
-
-FLAGS = ["ai.insights.enabled", "platform.meta.enabled", "campaign.creation.enabled"]
-ORGS = ["acme", "globex"]
-PLATFORMS = ["meta", "tiktok"]
-USERS = ["u1", "u2"]
-
-flag = st.sampled_from(FLAGS)
-org = st.sampled_from(ORGS)
-pct = st.one_of(st.none(), st.integers(0, 100))
-
-changes = st.one_of(
-    st.builds(FlagDefined, flag_key=flag, group=st.just("g")),
-    st.builds(FlagArchived, flag_key=flag),
-    st.builds(SystemDefaultSet, flag_key=flag, enabled=st.booleans()),
-    st.builds(OrgOverrideSet, flag_key=flag, org_id=org, enabled=st.booleans()),
-    st.builds(OrgOverrideCleared, flag_key=flag, org_id=org),
-    st.builds(PlatformOverrideSet, flag_key=flag, org_id=org, platform=st.sampled_from(PLATFORMS),
-              enabled=st.booleans()),
-    st.builds(PlatformOverrideCleared, flag_key=flag, org_id=org, platform=st.sampled_from(PLATFORMS)),
-    st.builds(UserOverrideSet, flag_key=flag, org_id=org, user_id=st.sampled_from(USERS), enabled=st.booleans()),
-    st.builds(UserOverrideCleared, flag_key=flag, org_id=org, user_id=st.sampled_from(USERS)),
-    st.builds(RolloutPercentageSet, flag_key=flag, level=st.just(Level.ORG), org_id=org, percentage=pct),
-    st.builds(RolloutPercentageSet, flag_key=flag, level=st.just(Level.SYSTEM), percentage=pct),
-)
+from tests.support.fold_changes import changes
 
 
 def sealed(change_list) -> list:

@@ -14,7 +14,7 @@ from flagcore.history import SYSTEM_SCOPE, restore, scope_of_stream, snapshot
 from flaglog import Decoded, decode_record
 from services.projector.tenant_plan import group_by_tenant, plan_tenant
 from tests.support.factories import LogBuilder
-from tests.unit.test_fold import changes
+from tests.support.fold_changes import changes
 
 
 class _Record:

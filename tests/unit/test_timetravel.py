@@ -18,7 +18,7 @@ from services.command.timetravel.errors import BadInstant, UnknownFlag, UnknownO
 from services.command.timetravel.service import Asked, TimeTravel
 from services.command.timetravel.snapshots import take
 from tests.support.factories import LogBuilder
-from tests.unit.test_fold import FLAGS, ORGS, PLATFORMS, USERS, changes
+from tests.support.fold_changes import FLAGS, ORGS, PLATFORMS, USERS, changes
 
 
 class MemoryHistory:
