@@ -25,7 +25,8 @@ from services.query.cache import DocumentCache
 from services.query.fastpath import FastPath
 from services.query.service import QueryService
 from tests.support.auth import MemoryKeys, bearer, memory_gate
-from tests.unit.test_query_api import KEY, StateSource, sample_log
+from tests.support.query_fakes import StateSource
+from tests.support.query_sample import KEY, sample_log
 
 FLAG = f"/ofrep/v1/evaluate/flags/{KEY}"
 BULK = "/ofrep/v1/evaluate/flags"

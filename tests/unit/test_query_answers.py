@@ -25,8 +25,8 @@ from services.query.ofrep import Evaluator
 from services.query.service import QueryService
 from tests.support.auth import MemoryKeys, bearer, memory_gate
 from tests.support.eventlog import EventLog
-from tests.unit.test_query_api import KEY, StateSource, sample_log
-from tests.unit.test_query_documents import override_rows
+from tests.support.query_fakes import StateSource, override_rows
+from tests.support.query_sample import KEY, sample_log
 
 FLAG = f"/ofrep/v1/evaluate/flags/{KEY}"
 BULK = "/ofrep/v1/evaluate/flags"

@@ -8,63 +8,17 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from events import Level, Platform
-from flagcore import FlagState, bucket, fold
+from events import Platform
+from flagcore import bucket, fold
 from services.auth.policy import Role
 from services.infra.cache_keys import CacheKeys
 from services.infra.settings import Settings
 from services.query.api import create_app
 from services.query.cache import DocumentCache
-from services.query.documents import catalog_document, dumps, org_document, user_document
-from services.query.errors import Unavailable
 from services.query.service import QueryService
 from tests.support.auth import MemoryKeys, bearer, memory_gate
-from tests.support.eventlog import EventLog
-from tests.unit.test_query_documents import catalog_rows, override_rows
-
-KEY = "ai.insights.enabled"
-
-
-class StateSource:
-    """Documents as Postgres would give them, from a folded state."""
-
-    def __init__(self, state: FlagState) -> None:
-        self.state = state
-        self.down = False
-
-    async def catalog(self) -> bytes:
-        self._check()
-        return dumps(catalog_document(*catalog_rows(self.state.catalog)))
-
-    async def org(self, org_id: str) -> bytes:
-        self._check()
-        rows = [r for r in override_rows(self.state.tenant(org_id)) if r["level"] != "user"]
-        return dumps(org_document(org_id, rows))
-
-    async def user(self, org_id: str, user_id: str) -> bytes:
-        self._check()
-        rows = override_rows(self.state.tenant(org_id))
-        return dumps(user_document(org_id, user_id, [r for r in rows if r["user_id"] == user_id]))
-
-    def _check(self) -> None:
-        if self.down:
-            raise Unavailable("postgres", "connection refused")
-
-
-def sample_log() -> EventLog:
-    log = EventLog()
-    log.define(KEY, group="ai")
-    log.define("platform.meta.enabled", group="platform")
-    log.define("platform.google.enabled", group="platform")
-    log.system(KEY, False)
-    log.system("platform.meta.enabled", True)
-    log.org("acme", KEY, True)
-    log.rollout(KEY, 30, level=Level.ORG, org="acme")
-    log.platform("acme", "tiktok", KEY, True)
-    log.user("acme", "u-1", KEY, False)
-    log.platform("acme", "google", "platform.google.enabled", True)
-    log.platform("acme", "meta", "platform.meta.enabled", False)
-    return log
+from tests.support.query_fakes import StateSource
+from tests.support.query_sample import KEY, sample_log
 
 
 @pytest.fixture

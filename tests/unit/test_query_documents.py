@@ -24,53 +24,7 @@ from services.query.documents import (
     user_document,
 )
 from tests.support.eventlog import EventLog, random_log
-
-# --- rows as the read models hold them, made from a folded state ---------------------------------
-
-
-def _setting_row(flag_key: str, s: Setting, **extra: Any) -> dict[str, Any]:
-    assert s.source is not None
-    return {
-        "flag_key": flag_key,
-        "enabled": s.enabled,
-        "rollout_percentage": s.rollout_percentage,
-        "stream": s.source.stream,
-        "version": s.source.version,
-        "event_id": uuid.UUID(s.source.event_id),
-        "actor": s.source.actor,
-        "reason": s.source.reason,
-        "updated_at": s.source.occurred_at,
-        **extra,
-    }
-
-
-def catalog_rows(catalog: Catalog) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    flags = []
-    for key, d in catalog.definitions.items():
-        assert d.source is not None
-        flags.append(
-            {
-                "flag_key": key,
-                "kind": d.kind.value,
-                "description": d.description,
-                "owner": d.owner,
-                "grp": d.group,
-                "archived": d.archived,
-                "version": d.source.version,
-                "event_id": uuid.UUID(d.source.event_id),
-                "actor": d.source.actor,
-                "reason": d.source.reason,
-                "updated_at": d.source.occurred_at,
-            }
-        )
-    return flags, [_setting_row(k, s) for k, s in catalog.system.items()]
-
-
-def override_rows(rules: TenantRules) -> list[dict[str, Any]]:
-    rows = [_setting_row(k, s, level="org", platform="", user_id="") for k, s in rules.org.items()]
-    rows += [_setting_row(k, s, level="platform", platform=p, user_id="") for (p, k), s in rules.platform.items()]
-    rows += [_setting_row(k, s, level="user", platform="", user_id=u) for (u, k), s in rules.user.items()]
-    return rows
+from tests.support.query_fakes import catalog_rows, override_rows, setting_row
 
 
 def compiled_documents(state: FlagState, org: str, user: str | None) -> tuple[Catalog, TenantRules]:
@@ -128,7 +82,7 @@ def test_org_and_user_documents_round_trip_and_an_empty_one_is_still_a_document(
 def test_event_times_travel_as_utc_rfc3339() -> None:
     at = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
     ref = EventRef(str(uuid.uuid4()), "org/o/flag/a.b", 3, "alice", "why", at)
-    raw = dumps(org_document("o", [_setting_row("a.b", Setting(True, None, ref), level="org", platform="")]))
+    raw = dumps(org_document("o", [setting_row("a.b", Setting(True, None, ref), level="org", platform="")]))
     assert b'"occurred_at":"2026-03-01T12:30:00Z"' in raw
     assert compile_org(raw).org["a.b"].source == ref
 

@@ -26,7 +26,8 @@ from services.query.api import create_app as query_app
 from services.query.cache import DocumentCache
 from services.query.service import QueryService
 from tests.support.auth import MemoryKeys, bearer, memory_gate
-from tests.unit.test_query_api import KEY, StateSource, sample_log
+from tests.support.query_fakes import StateSource
+from tests.support.query_sample import KEY, sample_log
 
 ADMIN_UI = "https://admin.flagstream.example"
 SECURITY_HEADERS = {

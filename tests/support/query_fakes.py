@@ -1,0 +1,88 @@
+"""The query service's `DocumentSource` in memory: documents built from a folded state, as Postgres would give them.
+
+`catalog_rows` and `override_rows` turn a `flagcore` state into rows shaped like the read
+models' (`flags`, `system_defaults`, `overrides`), so the documents go through the same
+builders (`services.query.documents`) as the Postgres source's rows do.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flagcore import Catalog, FlagState, Setting, TenantRules
+from services.query.documents import catalog_document, dumps, org_document, user_document
+from services.query.errors import Unavailable
+
+
+def setting_row(flag_key: str, s: Setting, **extra: Any) -> dict[str, Any]:
+    assert s.source is not None
+    return {
+        "flag_key": flag_key,
+        "enabled": s.enabled,
+        "rollout_percentage": s.rollout_percentage,
+        "stream": s.source.stream,
+        "version": s.source.version,
+        "event_id": uuid.UUID(s.source.event_id),
+        "actor": s.source.actor,
+        "reason": s.source.reason,
+        "updated_at": s.source.occurred_at,
+        **extra,
+    }
+
+
+def catalog_rows(catalog: Catalog) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows of `flags` and of `system_defaults`."""
+    flags = []
+    for key, d in catalog.definitions.items():
+        assert d.source is not None
+        flags.append(
+            {
+                "flag_key": key,
+                "kind": d.kind.value,
+                "description": d.description,
+                "owner": d.owner,
+                "grp": d.group,
+                "archived": d.archived,
+                "version": d.source.version,
+                "event_id": uuid.UUID(d.source.event_id),
+                "actor": d.source.actor,
+                "reason": d.source.reason,
+                "updated_at": d.source.occurred_at,
+            }
+        )
+    return flags, [setting_row(k, s) for k, s in catalog.system.items()]
+
+
+def override_rows(rules: TenantRules) -> list[dict[str, Any]]:
+    """One org's rows of `overrides`, every level."""
+    rows = [setting_row(k, s, level="org", platform="", user_id="") for k, s in rules.org.items()]
+    rows += [setting_row(k, s, level="platform", platform=p, user_id="") for (p, k), s in rules.platform.items()]
+    rows += [setting_row(k, s, level="user", platform="", user_id=u) for (u, k), s in rules.user.items()]
+    return rows
+
+
+class StateSource:
+    """Documents as Postgres would give them, from a folded state; `down` makes it unavailable."""
+
+    def __init__(self, state: FlagState) -> None:
+        self.state = state
+        self.down = False
+
+    async def catalog(self) -> bytes:
+        self._check()
+        return dumps(catalog_document(*catalog_rows(self.state.catalog)))
+
+    async def org(self, org_id: str) -> bytes:
+        self._check()
+        rows = [r for r in override_rows(self.state.tenant(org_id)) if r["level"] != "user"]
+        return dumps(org_document(org_id, rows))
+
+    async def user(self, org_id: str, user_id: str) -> bytes:
+        self._check()
+        rows = override_rows(self.state.tenant(org_id))
+        return dumps(user_document(org_id, user_id, [r for r in rows if r["user_id"] == user_id]))
+
+    def _check(self) -> None:
+        if self.down:
+            raise Unavailable("postgres", "connection refused")
