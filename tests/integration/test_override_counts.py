@@ -16,64 +16,23 @@ from typing import Any
 import asyncpg
 import pytest
 
-from events import Envelope, Level, Platform, RolloutPercentageSet
-from flaglog import DeadLetter
+from events import Envelope, Level
 from services.infra.postgres import create_pool, tenant_transaction
 from services.infra.provision import migrate
 from services.infra.settings import Role, Settings
-from services.projector.cache_targets import CacheTarget
 from services.projector.projection import Projector
 from services.projector.rebuild.schema import create_schema
 from services.projector.store import PostgresStore, create_projector_pool
 from services.query.adapters import PostgresDocuments
-from tests.support.eventlog import EventLog, org_change, platform_change, user_change
+from tests.support.eventlog import override_churn
+from tests.support.projector_fakes import NoDeadLetters, NullInvalidator
 from tests.support.records import Rec
 
 pytestmark = pytest.mark.integration
 
-PLATFORMS = ("meta", "tiktok")
-USERS = ("u1", "u2")
-
-
-class Letters:
-    async def publish(self, letters: Sequence[DeadLetter]) -> None:
-        raise AssertionError(f"unexpected dead letters: {letters}")
-
-
-class Quiet:
-    async def invalidate(self, targets: Sequence[CacheTarget]) -> bool:
-        return True
-
-
 @pytest.fixture(scope="module")
 def db(make_settings: Callable[[], Settings]) -> Settings:
     return make_settings()
-
-
-def random_log(seed: int, events: int) -> tuple[EventLog, list[str], list[str]]:
-    """Sets and clears of org, platform and user overrides and rollouts, over a few orgs and flags."""
-    rng = random.Random(seed)
-    orgs = [f"c{seed}-org{i}" for i in range(3)]
-    flags = [f"c{seed}.flag{i}" for i in range(3)]
-    log = EventLog()
-    for flag in flags:
-        log.define(flag)
-    while len(log.events) < len(flags) + events:
-        org, flag, value = rng.choice(orgs), rng.choice(flags), rng.choice([True, False, None])
-        platform, user = rng.choice(PLATFORMS), rng.choice(USERS)
-        level = rng.choice([Level.ORG, Level.PLATFORM, Level.USER])
-        changes = [
-            org_change(org, flag, value),
-            platform_change(org, platform, flag, value),
-            user_change(org, user, flag, value),
-            RolloutPercentageSet(
-                flag_key=flag, level=level, org_id=org, percentage=rng.choice([None, 0, 30, 100]),
-                platform=Platform(platform) if level is Level.PLATFORM else None,
-                user_id=user if level is Level.USER else None,
-            ),
-        ]
-        log.try_add(rng.choice(changes))  # None when it changes nothing, as the command side refuses it
-    return log, orgs, flags
 
 
 def expected_counts(events: Sequence[Envelope]) -> dict[str, tuple[int, int]]:
@@ -120,14 +79,15 @@ async def apply_in_batches(projector: Projector, records: Sequence[Rec], rng: ra
 
 @pytest.mark.parametrize("seed", range(4))
 async def test_counts_equal_the_projection_after_every_batch_and_after_a_rebuild(db: Settings, seed: int) -> None:
-    log, orgs, flags = random_log(seed, 90)
+    log, orgs, flags = override_churn(seed, 90)
     topic = f"counts.{seed}"
     records = [Rec(topic, 0, i, r.key, r.value, tuple(r.headers)) for i, r in enumerate(log.records())]
     rng = random.Random(seed)
     projector_pool = await create_projector_pool(db)
     query_pool = await create_pool(db, Role.QUERY, min_size=1, max_size=2)
     try:
-        projector = Projector(PostgresStore(projector_pool, db.projector_group), Letters(), Quiet(), retry_backoff=0)
+        store = PostgresStore(projector_pool, db.projector_group)
+        projector = Projector(store, NoDeadLetters(), NullInvalidator(), retry_backoff=0)
         async for done in apply_in_batches(projector, records, rng):
             held = await projected_counts(query_pool, orgs)
             assert await table_counts(query_pool, flags) == held
@@ -145,7 +105,8 @@ async def test_counts_equal_the_projection_after_every_batch_and_after_a_rebuild
             await owner.close()
         rebuilt_pool = await create_projector_pool(db, schema=schema)
         try:
-            rebuilder = Projector(PostgresStore(rebuilt_pool, db.projector_group), Letters(), Quiet(), retry_backoff=0)
+            rebuilt = PostgresStore(rebuilt_pool, db.projector_group)
+            rebuilder = Projector(rebuilt, NoDeadLetters(), NullInvalidator(), retry_backoff=0)
             async for _ in apply_in_batches(rebuilder, records, random.Random(seed + 100)):
                 pass
             rows = await rebuilt_pool.fetch(
@@ -160,13 +121,14 @@ async def test_counts_equal_the_projection_after_every_batch_and_after_a_rebuild
 
 
 async def test_the_migration_counts_the_overrides_a_database_already_has(db: Settings) -> None:
-    log, orgs, flags = random_log(10, 60)
+    log, orgs, flags = override_churn(10, 60)
     records = [Rec("counts.migration", 0, i, r.key, r.value, tuple(r.headers)) for i, r in enumerate(log.records())]
     projector_pool = await create_projector_pool(db)
     query_pool = await create_pool(db, Role.QUERY, min_size=1, max_size=2)
     owner = await asyncpg.connect(db.pg_dsn(Role.OWNER))
     try:
-        await Projector(PostgresStore(projector_pool, db.projector_group), Letters(), Quiet()).apply(records)
+        store = PostgresStore(projector_pool, db.projector_group)
+        await Projector(store, NoDeadLetters(), NullInvalidator()).apply(records)
         await projector_pool.close()  # its sessions' plans name the table about to be dropped
         held = await projected_counts(query_pool, orgs)
         assert held == expected_counts(log.events) and held

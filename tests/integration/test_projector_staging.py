@@ -22,7 +22,8 @@ from services.projector.store import (
     PostgresStore,
     create_projector_pool,
 )
-from tests.integration.test_override_counts import Letters, Quiet, random_log
+from tests.support.eventlog import override_churn
+from tests.support.projector_fakes import NoDeadLetters, NullInvalidator
 from tests.support.records import Rec
 
 pytestmark = pytest.mark.integration
@@ -42,11 +43,12 @@ async def staged_bytes(conn: asyncpg.Connection) -> int:
 
 
 async def test_every_batch_leaves_the_staging_tables_empty(db: Settings) -> None:
-    log, _, _ = random_log(31, 40)
+    log, _, _ = override_churn(31, 40)
     records = [Rec("staging.batches", 0, i, r.key, r.value, tuple(r.headers)) for i, r in enumerate(log.records())]
     pool = await create_projector_pool(db)
     try:
-        projector = Projector(PostgresStore(pool, db.projector_group), Letters(), Quiet(), retry_backoff=0)
+        store = PostgresStore(pool, db.projector_group)
+        projector = Projector(store, NoDeadLetters(), NullInvalidator(), retry_backoff=0)
         for start in range(0, len(records), 4):
             result = await projector.apply(records[start : start + 4])
             assert result.applied > 0

@@ -25,13 +25,13 @@ from events import GENESIS_HASH, Actor, UserOverrideSet, seal, to_record
 from flaglog import DeadLetter
 from flaglog.connection import client_options
 from services.infra.settings import Role, Settings
-from services.projector.cache_targets import CacheTarget
 from services.projector.projection import Projector
 from services.projector.rebuild.operation import rebuild
 from services.projector.rebuild.schema import finish_schema, read_model_tables
 from services.projector.store import PostgresStore, create_projector_pool
-from tests.support.records import Rec
-from tests.unit.test_projector_folding import a_log, interleaved
+from tests.support.eventlog import mixed_log
+from tests.support.projector_fakes import NullInvalidator
+from tests.support.records import Rec, interleaved
 
 pytestmark = pytest.mark.integration
 
@@ -43,14 +43,9 @@ class Kept:
         pass
 
 
-class Quiet:
-    async def invalidate(self, targets: Sequence[CacheTarget]) -> bool:
-        return True
-
-
 def the_log(topic: str) -> list[list[Rec]]:
     """Each partition's records, keyed by org as the relay keys them, with the troubles above."""
-    log = a_log(11)
+    log = mixed_log(11)
     first = next(e for e in log.events if e.org_id == "o1")
     again = seal(  # a new stream's first event under an event id o1 already used
         event_id=first.event_id, sequence=10_000, version=1, occurred_at=first.occurred_at + timedelta(days=1),
@@ -83,7 +78,7 @@ async def produce(settings: Settings, parts: list[list[Rec]]) -> None:
 async def project_live(settings: Settings, parts: list[list[Rec]], rng: random.Random) -> None:
     pool = await create_projector_pool(settings)
     try:
-        projector = Projector(PostgresStore(pool, settings.projector_group), Kept(), Quiet(), retry_backoff=0)
+        projector = Projector(PostgresStore(pool, settings.projector_group), Kept(), NullInvalidator(), retry_backoff=0)
         for batch in interleaved(parts, rng):
             await projector.handle(batch)
     finally:

@@ -2,7 +2,8 @@
 
 `EventLog` names changes by level (`org`, `platform`, `user`, `rollout`, ...) and maps
 the sealed, hash-chained events to Kafka records, so a test can say what happened
-in one line per event and produce exactly what the relay would publish.
+in one line per event and produce exactly what the relay would publish. `random_log`,
+`mixed_log` and `override_churn` are reproducible random logs for the projector's tests.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from events import (
     Actor,
     AnyChange,
     Envelope,
+    FlagArchived,
     FlagDefined,
     FlagKind,
+    KillSwitchEngaged,
+    KillSwitchReleased,
     Level,
     OrgOverrideCleared,
     OrgOverrideSet,
@@ -148,3 +152,41 @@ def random_log(
             )
         log.try_add(change)  # a change that would change nothing is skipped, as the command side does
     return log
+
+
+def mixed_log(seed: int) -> EventLog:
+    """`random_log` over three orgs, then an ops flag whose kill switch is engaged and released, and an archive."""
+    log = random_log(150, orgs=["o1", "o2", "o3"], flags=4, users=3, seed=seed)
+    key = "test.ops-kill"
+    log.define(key, kind=FlagKind.OPS)
+    log.add(KillSwitchEngaged(flag_key=key))
+    log.org("o1", key, True)
+    log.add(KillSwitchReleased(flag_key=key))
+    log.add(FlagArchived(flag_key="test.flag-3.enabled"))
+    return log
+
+
+def override_churn(seed: int, events: int) -> tuple[EventLog, list[str], list[str]]:
+    """Sets and clears of org, platform and user overrides and rollouts, over a few orgs and flags."""
+    rng = random.Random(seed)
+    orgs = [f"c{seed}-org{i}" for i in range(3)]
+    flags = [f"c{seed}.flag{i}" for i in range(3)]
+    log = EventLog()
+    for flag in flags:
+        log.define(flag)
+    while len(log.events) < len(flags) + events:
+        org, flag, value = rng.choice(orgs), rng.choice(flags), rng.choice([True, False, None])
+        platform, user = rng.choice(("meta", "tiktok")), rng.choice(("u1", "u2"))
+        level = rng.choice([Level.ORG, Level.PLATFORM, Level.USER])
+        changes = [
+            org_change(org, flag, value),
+            platform_change(org, platform, flag, value),
+            user_change(org, user, flag, value),
+            RolloutPercentageSet(
+                flag_key=flag, level=level, org_id=org, percentage=rng.choice([None, 0, 30, 100]),
+                platform=Platform(platform) if level is Level.PLATFORM else None,
+                user_id=user if level is Level.USER else None,
+            ),
+        ]
+        log.try_add(rng.choice(changes))  # None when it changes nothing, as the command side refuses it
+    return log, orgs, flags

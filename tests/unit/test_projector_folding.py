@@ -11,20 +11,17 @@ from __future__ import annotations
 import asyncio
 import random
 
-import asyncpg
 import pytest
 
-from events import FlagArchived, FlagKind, KillSwitchEngaged, KillSwitchReleased
 from flaglog import TopicPartition, decode_fast
 from services.projector.heads import Head
 from services.projector.projection import FoldingProjector, InfrastructureError, Projector, RejectedByPostgres
 from services.projector.tenant_plan import TenantPlan
-from tests.support.eventlog import EventLog, random_log
-from tests.support.records import Rec
-from tests.unit.test_projector_projection import FakeDeadLetters, FakeInvalidator, FakeStore
+from tests.support.eventlog import EventLog, mixed_log
+from tests.support.projector_fakes import FakeDeadLetters, FakeInvalidator, FakeStore
+from tests.support.records import Rec, interleaved
 
 TOPIC = "flags.changes"
-ORGS = ["o1", "o2", "o3"]
 
 
 def partitioned(log: EventLog, partitions: int = 2) -> list[list[Rec]]:
@@ -34,17 +31,6 @@ def partitioned(log: EventLog, partitions: int = 2) -> list[list[Rec]]:
         p = parts[sum(r.key or b"") % partitions]
         p.append(Rec(TOPIC, parts.index(p), len(p), r.key, r.value, tuple(r.headers)))
     return parts
-
-
-def a_log(seed: int) -> EventLog:
-    log = random_log(150, orgs=ORGS, flags=4, users=3, seed=seed)
-    key = "test.ops-kill"
-    log.define(key, kind=FlagKind.OPS)
-    log.add(KillSwitchEngaged(flag_key=key))
-    log.org("o1", key, True)
-    log.add(KillSwitchReleased(flag_key=key))
-    log.add(FlagArchived(flag_key="test.flag-3.enabled"))
-    return log
 
 
 def with_trouble(parts: list[list[Rec]], rng: random.Random) -> list[list[Rec]]:
@@ -57,21 +43,6 @@ def with_trouble(parts: list[list[Rec]], rng: random.Random) -> list[list[Rec]]:
         body = [*recs, *again, broken]
         out.append([Rec(TOPIC, p, i, r.key, r.value, r.headers) for i, r in enumerate(body)])
     return out
-
-
-def interleaved(parts: list[list[Rec]], rng: random.Random) -> list[list[Rec]]:
-    """Fetches as a consumer gets them: a few records of one partition or another at a time."""
-    cursors = [0] * len(parts)
-    fetches = []
-    while any(c < len(p) for c, p in zip(cursors, parts, strict=True)):
-        fetch: list[Rec] = []
-        for i, p in enumerate(parts):
-            n = rng.randint(0, 6)
-            fetch += p[cursors[i] : cursors[i] + n]
-            cursors[i] = min(cursors[i] + n, len(p))
-        if fetch:
-            fetches.append(fetch)
-    return fetches
 
 
 async def live(fetches: list[list[Rec]]) -> FakeStore:
@@ -101,7 +72,7 @@ async def folded(fetches: list[list[Rec]], rng: random.Random, *, resume: bool) 
 @pytest.mark.parametrize("resume", [False, True])
 def test_folding_with_checkpoints_writes_what_the_live_projector_writes(seed: int, resume: bool) -> None:
     rng = random.Random(seed)
-    fetches = interleaved(with_trouble(partitioned(a_log(seed)), rng), rng)
+    fetches = interleaved(with_trouble(partitioned(mixed_log(seed)), rng), rng)
     expected = asyncio.run(live(fetches))
     store, dead = asyncio.run(folded(fetches, rng, resume=resume))
     history = store.state.pop("history")
@@ -113,7 +84,7 @@ def test_folding_with_checkpoints_writes_what_the_live_projector_writes(seed: in
 
 
 def test_a_checkpoint_is_one_transaction_and_a_fold_reads_no_head_on_an_empty_store() -> None:
-    log = a_log(1)
+    log = mixed_log(1)
     recs = partitioned(log, 1)[0]
     store = FakeStore()
     folder = FoldingProjector(store, FakeDeadLetters(store))
@@ -128,7 +99,7 @@ def test_a_checkpoint_is_one_transaction_and_a_fold_reads_no_head_on_an_empty_st
 
 
 def test_a_data_error_keeps_nothing_and_someone_elses_progress_stops_the_fold() -> None:
-    recs = partitioned(a_log(2), 1)[0]
+    recs = partitioned(mixed_log(2), 1)[0]
     store = FakeStore()
     store.fail_write = lambda plan: plan.org_id == "o2"
     folder = FoldingProjector(store, FakeDeadLetters(store))
@@ -155,5 +126,3 @@ def test_absorb_keeps_the_last_row_per_key_and_every_history_row() -> None:
     assert (first.applied, first.duplicates, first.heads) == (3, 1, {"s": Head(3, "c")})
     assert first.overrides == {("org", "", "", "k"): "row"} and first.history == ["h1", "h2", "h3"]
 
-
-_ = asyncpg  # the fake store raises asyncpg's DataError
