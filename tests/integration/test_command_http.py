@@ -19,8 +19,8 @@ import pytest
 
 from events import decode, from_record
 from services.infra.settings import Settings
-from tests.integration.test_command_store import consume_all
 from tests.support.auth import admin_headers
+from tests.support.kafka import consume_all
 from tests.support.processes import ServiceProcess
 
 pytestmark = pytest.mark.integration

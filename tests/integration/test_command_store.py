@@ -17,7 +17,6 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events import GENESIS_HASH, Actor, FlagDefined, OrgOverrideSet, RolloutPercentageSet, Scope, decode, from_record
 from services.command import chain
@@ -29,6 +28,7 @@ from services.command.service import CommandService, Outcome
 from services.infra.kafka import create_producer
 from services.infra.postgres import create_pool
 from services.infra.settings import Role, Settings
+from tests.support.kafka import consume_all, topic_size
 from tests.unit.test_command_store_contract import StoreContract, fresh_key, fresh_org
 
 pytestmark = pytest.mark.integration
@@ -201,38 +201,6 @@ async def test_concurrent_last_writer_wins_commands_never_share_a_version(
 
 
 # --- the relay against the real broker -------------------------------------------------------
-
-
-async def consume_all(settings: Settings, expected: int, timeout: float = 20.0) -> list[Any]:
-    """Every record of the topic from the beginning (no group), stopping once `expected` arrived."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(settings.topic, p) for p in range(settings.topic_partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        records: list[Any] = []
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(records) < expected and asyncio.get_running_loop().time() < deadline:
-            batch = await consumer.getmany(timeout_ms=300)
-            for part in batch.values():
-                records.extend(part)
-        await asyncio.sleep(0.5)  # anything beyond `expected` would be a duplicate: give it a chance
-        for part in (await consumer.getmany(timeout_ms=300)).values():
-            records.extend(part)
-        return records
-    finally:
-        await consumer.stop()
-
-
-async def topic_size(settings: Settings) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets([TopicPartition(settings.topic, p) for p in range(settings.topic_partitions)])
-        return sum(ends.values())
-    finally:
-        await consumer.stop()
 
 
 async def wait_drained(relay: Relay, timeout: float = 20.0) -> None:

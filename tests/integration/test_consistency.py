@@ -23,8 +23,9 @@ from events import to_record
 from flagcore import evaluate, fold
 from services.infra.settings import Settings
 from tests.conftest import Stack, start_stack
-from tests.integration.test_projector_service import produce, topic_size, wait_for_offsets
 from tests.support.consistency_cases import CASES, Case, Outcome, sealed
+from tests.support.kafka import produce, topic_size
+from tests.support.projection import wait_for_offsets
 
 pytestmark = pytest.mark.integration
 

@@ -22,10 +22,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.strategies import SearchStrategy
 
 from services.infra.settings import Role, Settings
-from tests.integration.test_projector_service import read_topic, tenant_rows, wait_for_offsets
 from tests.support.eventlog import EventLog
 from tests.support.garbage import BAD_KINDS, GarbageRecord
+from tests.support.kafka import read_topic
 from tests.support.processes import ServiceProcess
+from tests.support.projection import tenant_rows, wait_for_offsets
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,9 @@ services.projector` and is killed with SIGKILL where a test needs a crash.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,78 +17,18 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
 from events import Record
 from flagcore import fold
 from services.infra.cache_keys import CacheKeys
-from services.infra.postgres import set_tenant
 from services.infra.settings import Role, Settings
 from tests.support.eventlog import EventLog, random_log
+from tests.support.kafka import produce, read_topic
 from tests.support.processes import ServiceProcess
+from tests.support.projection import applied_offsets, publish_and_wait, tenant_rows, wait_for_offsets
 
 pytestmark = pytest.mark.integration
-
-
-# --- helpers (the query service's integration tests use them too) --------------------------------
-
-
-async def produce(settings: Settings, records: Iterable[Record], *, topic: str | None = None) -> None:
-    """Send records as the relay would (idempotent, acks=all), in order, and wait for all acks."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True, acks="all", linger_ms=5
-    )
-    await producer.start()
-    try:
-        pending = [
-            await producer.send(topic or settings.topic, value=r.value, key=r.key, headers=list(r.headers))
-            for r in records
-        ]
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], *, timeout: float = 60, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
-        await asyncio.sleep(0.1)
-
-
-async def applied_offsets(settings: Settings) -> int:
-    """Sum over partitions of the next offset the projector stored: records consumed so far."""
-    conn = await asyncpg.connect(settings.pg_dsn(Role.PROJECTOR))
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT coalesce(sum(next_offset), 0) FROM projector_offsets WHERE consumer_group = $1",
-                settings.projector_group,
-            )
-        )
-    finally:
-        await conn.close()
-
-
-async def wait_for_offsets(settings: Settings, total: int, *, timeout: float = 90) -> None:
-    async def done() -> bool:
-        return await applied_offsets(settings) >= total
-
-    await wait_until(done, timeout=timeout, what=f"{total} records consumed")
-
-
-async def topic_size(settings: Settings, topic: str | None = None) -> int:
-    """Records in the topic so far (sum of the partitions' end offsets)."""
-    name = topic or settings.topic
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(name, p) for p in range(settings.topic_partitions)]
-        return sum((await consumer.end_offsets(partitions)).values())
-    finally:
-        await consumer.stop()
 
 
 @asynccontextmanager
@@ -99,17 +38,6 @@ async def running_projector(settings: Settings, log_dir: Path) -> AsyncIterator[
         yield process
     finally:
         process.stop()
-
-
-async def tenant_rows(settings: Settings, role: Role, org_id: str | None, sql: str, *args: Any) -> list[asyncpg.Record]:
-    """Rows of `sql` in a transaction scoped to `org_id` (RLS), connected as `role`."""
-    conn = await asyncpg.connect(settings.pg_dsn(role))
-    try:
-        async with conn.transaction():
-            await set_tenant(conn, org_id)
-            return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
@@ -228,23 +156,6 @@ async def test_exactly_once_across_a_sigkill_and_republished_duplicates(
 # --- (b) dead letters ------------------------------------------------------------------------------
 
 
-async def read_topic(settings: Settings, topic: str, count: int, *, timeout: float = 20) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    found: list[Any] = []
-    try:
-        deadline = time.monotonic() + timeout
-        while len(found) < count and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for recs in batch.values():
-                found.extend(recs)
-    finally:
-        await consumer.stop()
-    return found
-
-
 async def test_malformed_records_go_to_the_dead_letter_topic_and_the_rest_applies(
     fresh_settings: Settings, log_dir: Path
 ) -> None:
@@ -309,13 +220,6 @@ def projector(settings: Settings, module_log_dir: Path) -> Iterator[ServiceProce
     process = ServiceProcess("projector", settings, module_log_dir).start()
     yield process
     process.stop()
-
-
-async def publish_and_wait(settings: Settings, log: EventLog, since: int = 0) -> None:
-    """Produce the log's events from index `since` and wait until the projector consumed them."""
-    before = await topic_size(settings)
-    await produce(settings, log.records()[since:])
-    await wait_for_offsets(settings, before + len(log.events) - since)
 
 
 async def test_rls_shows_a_tenant_only_its_own_rows(settings: Settings, projector: ServiceProcess) -> None:

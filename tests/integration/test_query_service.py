@@ -16,10 +16,10 @@ import pytest_asyncio
 from events import Envelope, Level, Platform
 from flagcore import bucket, evaluate, fold
 from services.infra.settings import Settings
-from tests.integration.test_projector_service import publish_and_wait
 from tests.support.auth import admin_headers
 from tests.support.eventlog import EventLog
 from tests.support.processes import ServiceProcess, free_port
+from tests.support.projection import publish_and_wait
 
 pytestmark = pytest.mark.integration
 

@@ -20,9 +20,10 @@ from events import to_record
 from flagsdk import FlagClient
 from services.infra.settings import Settings
 from tests.conftest import Stack, start_stack
-from tests.integration.test_projector_service import produce, topic_size, wait_for_offsets
 from tests.support.auth import admin_key
 from tests.support.consistency_cases import CASES, ORG, OTHER, Case, Outcome, sealed
+from tests.support.kafka import produce, topic_size
+from tests.support.projection import wait_for_offsets
 from tests.support.sdk import sdk_settings
 
 pytestmark = pytest.mark.integration
