@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -16,9 +14,10 @@ from services.command.admin_key import create_key
 from services.infra.kafka import ensure_topics
 from services.infra.provision import provision
 from services.infra.settings import Settings
-from tests.support.auth import admin_headers, register_admin_key
-from tests.support.processes import ServiceProcess, free_port
+from tests.support.auth import register_admin_key
+from tests.support.processes import free_port
 from tests.support.servers import Servers, real_servers
+from tests.support.stack import Stack, start_stack
 
 
 @pytest.fixture(scope="session")
@@ -75,45 +74,6 @@ async def _drop_databases(admin_url: str, names: list[str]) -> None:
 def settings(make_settings: Callable[[], Settings]) -> Settings:
     """The database and topics shared by integration tests that use distinct org ids."""
     return make_settings()
-
-
-@dataclass
-class Stack:
-    settings: Settings
-    command: ServiceProcess
-    projector: ServiceProcess
-    query: ServiceProcess
-
-    @property
-    def command_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.command_port}"
-
-    @property
-    def query_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.query_port}"
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """Authorization as the database's system admin."""
-        return admin_headers(self.settings)
-
-    def stop(self) -> None:
-        for service in (self.command, self.projector, self.query):
-            service.stop()
-
-
-def start_stack(settings: Settings, log_dir: Path) -> Stack:
-    base = "http://127.0.0.1"
-    stack = Stack(
-        settings,
-        ServiceProcess("command", settings, log_dir, f"{base}:{settings.command_port}/healthz"),
-        ServiceProcess("projector", settings, log_dir),
-        ServiceProcess("query", settings, log_dir, f"{base}:{settings.query_port}/healthz"),
-    )
-    stack.command.start()
-    stack.projector.start()
-    stack.query.start()
-    return stack
 
 
 @pytest.fixture(scope="session")

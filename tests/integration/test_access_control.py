@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from events import decode
-from tests.conftest import Stack
 from tests.support.auth import admin_key, bearer
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 

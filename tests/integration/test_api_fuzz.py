@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
 from services.infra.settings import Settings
-from tests.conftest import Stack, start_stack
+from tests.support.stack import Stack, start_stack
 
 pytestmark = pytest.mark.integration
 

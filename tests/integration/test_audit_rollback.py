@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from services.infra.settings import Settings
-from tests.conftest import Stack, start_stack
 from tests.support.auth import bearer
 from tests.support.processes import REPO, settings_env
+from tests.support.stack import Stack, start_stack
 
 pytestmark = pytest.mark.integration
 

@@ -25,8 +25,8 @@ import pytest
 from services.command.api import create_app as command_app
 from services.infra.settings import Settings
 from services.query.api import create_app as query_app
-from tests.conftest import Stack, start_stack
 from tests.support.auth import admin_headers, bearer
+from tests.support.stack import Stack, start_stack
 from tests.support.tenants import (
     REASON,
     Evidence,

@@ -22,10 +22,10 @@ import pytest_asyncio
 from events import to_record
 from flagcore import evaluate, fold
 from services.infra.settings import Settings
-from tests.conftest import Stack, start_stack
 from tests.support.consistency_cases import CASES, Case, Outcome, sealed
 from tests.support.kafka import produce, topic_size
 from tests.support.projection import wait_for_offsets
+from tests.support.stack import Stack, start_stack
 
 pytestmark = pytest.mark.integration
 

@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from services.infra.settings import Role, Settings
-from tests.conftest import Stack, start_stack
 from tests.support.auth import admin_headers, bearer
+from tests.support.stack import Stack, start_stack
 from tests.support.tenants import REASON, Evidence, Tenants, create_key, expect, seed_tenants
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ import pytest
 
 from flagcore import Variant, select_variant
 from services.infra.settings import Role
-from tests.conftest import Stack
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 

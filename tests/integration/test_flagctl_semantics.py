@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from flagctl.main import main
-from tests.conftest import Stack
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -26,8 +26,8 @@ from flagcore import bucket
 from flagcore.model import Variant
 from flagcore.variants import select_variant
 from services.infra.settings import Settings
-from tests.conftest import Stack, start_stack
 from tests.support.auth import bearer
+from tests.support.stack import Stack, start_stack
 
 pytestmark = pytest.mark.integration
 

@@ -21,8 +21,8 @@ from redis.asyncio import Redis
 from services.infra.settings import Settings
 from services.query.usage import RETENTION_MINUTES, window
 from services.query.usage_redis import RedisUsage
-from tests.conftest import Stack, start_stack
 from tests.support.auth import bearer
+from tests.support.stack import Stack, start_stack
 
 pytestmark = pytest.mark.integration
 

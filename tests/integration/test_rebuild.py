@@ -23,8 +23,8 @@ from services.projector.projection_check import verify_projection
 from services.projector.rebuild.operation import rebuild
 from services.projector.rebuild.replay import replay
 from services.projector.rebuild.schema import create_schema, group_offsets
-from tests.conftest import Stack, start_stack
 from tests.support.processes import settings_env
+from tests.support.stack import Stack, start_stack
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,10 @@ import pytest
 
 from flagsdk import BootstrapError, FlagClient
 from services.infra.settings import Settings
-from tests.conftest import Stack, start_stack
 from tests.support.auth import admin_headers
 from tests.support.sdk import sdk_settings
 from tests.support.servers import Servers
+from tests.support.stack import Stack, start_stack
 
 pytestmark = pytest.mark.integration
 

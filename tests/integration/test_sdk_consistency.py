@@ -19,12 +19,12 @@ import pytest
 from events import to_record
 from flagsdk import FlagClient
 from services.infra.settings import Settings
-from tests.conftest import Stack, start_stack
 from tests.support.auth import admin_key
 from tests.support.consistency_cases import CASES, ORG, OTHER, Case, Outcome, sealed
 from tests.support.kafka import produce, topic_size
 from tests.support.projection import wait_for_offsets
 from tests.support.sdk import sdk_settings
+from tests.support.stack import Stack, start_stack
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from services.command.timetravel.service import Asked, TimeTravel
 from services.command.timetravel.snapshots import take
 from services.infra.postgres import create_pool
 from services.infra.settings import Role
-from tests.conftest import Stack
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 
