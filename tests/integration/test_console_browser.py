@@ -20,7 +20,7 @@ import pytest_asyncio
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from services.infra.settings import Settings
-from tests.integration.test_console_http import FLAG, ConsoleStack, start_console
+from tests.support.console import FLAG, ConsoleStack, start_console
 from tests.support.processes import REPO
 
 pytestmark = pytest.mark.integration

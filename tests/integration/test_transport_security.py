@@ -23,9 +23,9 @@ from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed, Unsu
 from flaglog.connection import client_options
 from services.infra.kafka import create_producer
 from services.infra.settings import PgSslMode, Role, Settings
-from tests.conftest import start_stack
-from tests.integration.test_end_to_end import KEY, answer, ensure_flag, put, wait_for
+from tests.support.http_flows import KEY, answer, ensure_flag, put, wait_for
 from tests.support.servers import Servers
+from tests.support.stack import start_stack
 
 pytestmark = pytest.mark.integration
 
