@@ -1,5 +1,7 @@
-"""The Postgres event store and the relay against the real PostgreSQL and Kafka.
+"""What only the Postgres event store shows, and the relay, against the real PostgreSQL and Kafka.
 
+The `EventStore` contract it shares with the in-memory store is tests/contract/test_event_store.py;
+here: appends racing on two real connections, a writer held mid-commit, and the relay on a real broker.
 Uses its own fresh database and topic (`make_settings`), not the shared one:
 the relay lock and the outbox are per database, so a command service started
 by another test on the shared database would otherwise publish (or hold the
@@ -29,7 +31,7 @@ from services.infra.kafka import create_producer
 from services.infra.postgres import create_pool
 from services.infra.settings import Role, Settings
 from tests.support.kafka import consume_all, topic_size
-from tests.unit.test_command_store_contract import StoreContract, fresh_key, fresh_org
+from tests.support.names import fresh_key, fresh_org
 
 pytestmark = pytest.mark.integration
 
@@ -52,12 +54,6 @@ async def pg_store(store_settings: Settings) -> AsyncIterator[PostgresEventStore
     store = await open_store(store_settings)
     yield store
     await store._pool.close()
-
-
-class TestPostgresEventStore(StoreContract):
-    @pytest.fixture
-    def store(self, pg_store: PostgresEventStore) -> PostgresEventStore:
-        return pg_store
 
 
 async def append(store: PostgresEventStore, *changes: Any, expected_version: int | None = None) -> list[Any]:
@@ -241,7 +237,7 @@ async def test_relay_outage_then_recovery_publishes_everything_once_in_order(
     finally:
         await up.stop()
 
-    # Nothing was published before (the contract tests only mark rows by hand), so the
+    # Nothing was published before (no relay ran on this database), so the
     # topic must now hold exactly the rows that were pending: each once.
     records = await consume_all(store_settings, len(pending))
     assert sorted(from_record(r.value, r.headers).sequence for r in records) == pending

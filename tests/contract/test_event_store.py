@@ -1,15 +1,20 @@
-"""The `EventStore` contract, run here against the in-memory store and in
-tests/integration/test_command_store.py against PostgreSQL: one set of tests, every backend."""
+"""The command side's `EventStore` port (services/command/ports.py): one contract, run on the in-memory store and on
+PostgreSQL.
+
+What only Postgres can show (two real connections racing, a writer held mid-commit, the relay on a real broker)
+is in tests/integration/test_command_store.py.
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
-import uuid
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from events import (
     GENESIS_HASH,
@@ -25,19 +30,15 @@ from events import (
 )
 from flagcore import InvalidTransition
 from services.command.errors import UnknownFlag, VersionConflict
+from services.command.eventstore.writes import PostgresEventStore
 from services.command.memory import InMemoryEventStore
 from services.command.ports import EventStore
+from services.infra.postgres import create_pool
+from services.infra.settings import Role, Settings
+from tests.support.names import fresh_key, fresh_org
 
 ACTOR = Actor(id="tester", name="tester")
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def fresh_key() -> str:
-    return f"t{uuid.uuid4().hex[:10]}.enabled"
-
-
-def fresh_org() -> str:
-    return f"org-{uuid.uuid4().hex[:10]}"
 
 
 async def append(store: EventStore, *changes: Any, expected_version: int | None = None) -> list[Any]:
@@ -50,7 +51,7 @@ async def define(store: EventStore, key: str) -> None:
     await append(store, FlagDefined(flag_key=key, group="t"), expected_version=0)
 
 
-class StoreContract:
+class EventStoreContract:
     """Subclass with a `store` fixture; every test uses its own flag key and org."""
 
     async def test_an_empty_stream_has_version_zero(self, store: EventStore) -> None:
@@ -189,7 +190,27 @@ class StoreContract:
         await again.release()
 
 
-class TestInMemoryEventStore(StoreContract):
+class TestInMemoryEventStore(EventStoreContract):
     @pytest.fixture
     def store(self) -> InMemoryEventStore:
         return InMemoryEventStore()
+
+
+@pytest.fixture(scope="module")
+def event_store_settings(make_settings: Callable[[], Settings]) -> Settings:
+    """A database of its own: the outbox and the relay lease are per database."""
+    return make_settings()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def postgres_event_store(event_store_settings: Settings) -> AsyncIterator[PostgresEventStore]:
+    pool = await create_pool(event_store_settings, Role.COMMAND, min_size=1, max_size=4)
+    yield PostgresEventStore(pool, dsn=event_store_settings.pg_dsn(Role.COMMAND))
+    await pool.close()
+
+
+@pytest.mark.integration
+class TestPostgresEventStore(EventStoreContract):
+    @pytest.fixture
+    def store(self, postgres_event_store: PostgresEventStore) -> PostgresEventStore:
+        return postgres_event_store
