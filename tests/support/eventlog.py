@@ -3,12 +3,14 @@
 `EventLog` names changes by level (`org`, `platform`, `user`, `rollout`, ...) and maps
 the sealed, hash-chained events to Kafka records, so a test can say what happened
 in one line per event and produce exactly what the relay would publish. `random_log`,
-`mixed_log` and `override_churn` are reproducible random logs for the projector's tests.
+`mixed_log` and `override_churn` are reproducible random logs for the projector's tests; `every_row_log`
+writes one of every kind of read-model row (the contracts of the projector store and the document source).
 """
 
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 
 from events import (
     Actor,
@@ -27,9 +29,11 @@ from events import (
     PlatformOverrideSet,
     Record,
     RolloutPercentageSet,
+    SettingScheduled,
     SystemDefaultSet,
     UserOverrideCleared,
     UserOverrideSet,
+    Variant,
     to_record,
 )
 from tests.support.factories import LogBuilder
@@ -190,3 +194,39 @@ def override_churn(seed: int, events: int) -> tuple[EventLog, list[str], list[st
         ]
         log.try_add(rng.choice(changes))  # None when it changes nothing, as the command side refuses it
     return log, orgs, flags
+
+
+LATER = datetime(2030, 1, 1, tzinfo=UTC)  # after every event of these logs: a step scheduled then stays pending
+
+
+def every_row_log(org: str = "o1", other: str = "o2") -> EventLog:
+    """Definitions of every kind (variants and an expiry, a kill switch engaged, an archive), system defaults and
+    rollouts, overrides at every level with a pending schedule, and a clear at each level (its row deleted)."""
+    log = EventLog()
+    log.define("c.release", group="c")
+    log.add(
+        FlagDefined(
+            flag_key="c.experiment", group="c", kind=FlagKind.EXPERIMENT, description="arms", owner="growth",
+            variants=(Variant(name="control", weight=500), Variant(name="blue", weight=500)), expires_at=LATER,
+        )
+    )  # fmt: skip
+    log.define("c.ops", group="ops", kind=FlagKind.OPS)
+    log.add(KillSwitchEngaged(flag_key="c.ops"))
+    log.define("c.retired")
+    log.add(FlagArchived(flag_key="c.retired"))
+    log.system("c.release", True)
+    log.rollout("c.experiment", 40, level=Level.SYSTEM)
+    log.rollout("c.ops", 10, level=Level.SYSTEM)
+    log.rollout("c.ops", None, level=Level.SYSTEM)
+    log.org(org, "c.release", False)
+    log.rollout("c.release", 25, level=Level.ORG, org=org)
+    log.add(SettingScheduled(flag_key="c.release", level=Level.ORG, org_id=org, effective_at=LATER, enabled=True))
+    log.platform(org, "meta", "c.release", True)
+    log.platform(org, "tiktok", "c.release", True)
+    log.platform(org, "tiktok", "c.release", None)
+    log.user(org, "u1", "c.release", True)
+    log.user(org, "u2", "c.experiment", False)
+    log.user(org, "u2", "c.experiment", None)
+    log.org(other, "c.experiment", True)
+    log.user(other, "u1", "c.release", False)
+    return log

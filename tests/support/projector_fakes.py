@@ -1,7 +1,9 @@
 """Fakes of the projector's ports (`services.projector.projection`): the store, the dead-letter sink, the invalidator.
 
 `FakeStore` holds the read models as plain dicts in `state` and applies a batch all or
-nothing. `NoDeadLetters` and `NullInvalidator` serve tests whose logs are all sound.
+nothing; tests/contract/test_projector_store.py runs it and `PostgresStore` through one
+contract. Its history is a list, not a table keyed by event id, so a test sees an event
+written twice. `NoDeadLetters` and `NullInvalidator` serve tests whose logs are all sound.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncpg
 from flaglog import DeadLetter, TopicPartition
 from services.projector.cache_targets import CacheTarget
 from services.projector.heads import Head
+from services.projector.rows import stored_definition
 from services.projector.tenant_plan import TenantPlan
 
 
@@ -34,20 +37,24 @@ class FakeTransaction:
         return {k: self.state["flags"][k] for k in flag_keys if k in self.state["flags"]}
 
     async def heads(self, wanted: Mapping[str | None, Iterable[str]]) -> dict[str, Head]:
-        streams = [s for group in wanted.values() for s in group]
-        self.store.head_reads += len(streams)
-        return {s: self.state["heads"][s] for s in streams if s in self.state["heads"]}
+        """Read tenant by tenant, as RLS lets Postgres: a stream asked for under another org is not found."""
+        asked = [(org, stream) for org, streams in wanted.items() for stream in streams]
+        self.store.head_reads += len(asked)
+        stored = self.state["heads"]
+        return {stream: stored[org, stream] for org, stream in asked if (org, stream) in stored}
 
     async def write(self, plans: Sequence[TenantPlan]) -> None:
         for plan in plans:
             if self.store.fail_write is not None and self.store.fail_write(plan):
                 raise asyncpg.DataError("value out of range")
-            self.state["heads"].update(plan.heads)
+            self.state["heads"].update(((plan.org_id, stream), head) for stream, head in plan.heads.items())
             for key, d in plan.definitions.items():
-                self.state["flags"][key] = {
-                    "kind": d.kind, "description": d.description, "owner": d.owner, "group": d.grp,
-                    "archived": d.archived,
-                }  # fmt: skip
+                self.state["flags"][key] = stored_definition(d._asdict())  # what a `flags` row reads back as
+            for key, setting in plan.system.items():
+                if setting is None:
+                    self.state["system"].pop(key, None)
+                else:
+                    self.state["system"][key] = setting
             for key, row in plan.overrides.items():
                 full = (plan.org_id, *key)
                 if row is None:
@@ -66,7 +73,9 @@ class FakeStore:
     """In-memory tables with all-or-nothing batches."""
 
     def __init__(self) -> None:
-        self.state: dict[str, Any] = {"offsets": {}, "heads": {}, "overrides": {}, "history": [], "flags": {}}
+        self.state: dict[str, Any] = {
+            "offsets": {}, "heads": {}, "overrides": {}, "history": [], "flags": {}, "system": {},
+        }  # fmt: skip
         self.log: list[str] = []
         self.head_reads = 0
         self.fail_write: Any = None
@@ -80,6 +89,9 @@ class FakeStore:
         yield FakeTransaction(self, draft)
         self.state = draft
         self.log.append("commit")
+
+    async def stored_offsets(self, topic: str) -> dict[int, int]:
+        return {tp.partition: n for tp, n in self.state["offsets"].items() if tp.topic == topic and n > 0}
 
 
 class FakeDeadLetters:
