@@ -2,13 +2,16 @@
 
 `catalog_rows` and `override_rows` turn a `flagcore` state into rows shaped like the read
 models' (`flags`, `system_defaults`, `overrides`), so the documents go through the same
-builders (`services.query.documents`) as the Postgres source's rows do.
+builders (`services.query.documents`) as the Postgres source's rows do;
+tests/contract/test_document_source.py holds it and `PostgresDocuments` to the same documents.
 """
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
+
+import orjson
 
 from flagcore import Catalog, FlagState, Setting, TenantRules
 from services.query.documents import catalog_document, dumps, org_document, user_document
@@ -17,6 +20,7 @@ from services.query.errors import Unavailable
 
 def setting_row(flag_key: str, s: Setting, **extra: Any) -> dict[str, Any]:
     assert s.source is not None
+    steps = [step.to_value() for step in s.schedule]
     return {
         "flag_key": flag_key,
         "enabled": s.enabled,
@@ -27,6 +31,7 @@ def setting_row(flag_key: str, s: Setting, **extra: Any) -> dict[str, Any]:
         "actor": s.source.actor,
         "reason": s.source.reason,
         "updated_at": s.source.occurred_at,
+        "schedule": orjson.dumps(steps).decode() if steps else None,  # JSON text, as `schedule::text` reads
         **extra,
     }
 
@@ -49,6 +54,9 @@ def catalog_rows(catalog: Catalog) -> tuple[list[dict[str, Any]], list[dict[str,
                 "actor": d.source.actor,
                 "reason": d.source.reason,
                 "updated_at": d.source.occurred_at,
+                "killed": d.killed,
+                "variants": orjson.dumps([{"name": v.name, "weight": v.weight} for v in d.variants]).decode(),
+                "expires_at": d.expires_at,
             }
         )
     return flags, [setting_row(k, s) for k, s in catalog.system.items()]
@@ -82,6 +90,15 @@ class StateSource:
         self._check()
         rows = override_rows(self.state.tenant(org_id))
         return dumps(user_document(org_id, user_id, [r for r in rows if r["user_id"] == user_id]))
+
+    async def scheduled(self, org_id: str) -> list[dict[str, Any]]:
+        self._check()
+        rows = [r for r in override_rows(self.state.tenant(org_id)) if r["schedule"] is not None]
+        return [
+            {"level": r["level"], "platform": r["platform"], "user_id": r["user_id"], "flag_key": r["flag_key"],
+             "schedule": orjson.loads(r["schedule"])}
+            for r in sorted(rows, key=lambda r: (r["flag_key"], r["level"], r["platform"], r["user_id"]))
+        ]  # fmt: skip
 
     def _check(self) -> None:
         if self.down:

@@ -19,13 +19,12 @@ from services.infra.settings import Settings
 from services.query.api import create_app
 from services.query.cache import DocumentCache
 from services.query.dependencies import wiring_of
-from services.query.documents import dumps, org_document
 from services.query.fastpath import FastPath
 from services.query.ofrep import Evaluator
 from services.query.service import QueryService
 from tests.support.auth import MemoryKeys, bearer, memory_gate
 from tests.support.eventlog import EventLog
-from tests.support.query_fakes import StateSource, override_rows
+from tests.support.query_fakes import StateSource
 from tests.support.query_sample import KEY, sample_log
 
 FLAG = f"/ofrep/v1/evaluate/flags/{KEY}"
@@ -34,17 +33,6 @@ KEYS = CacheKeys("t")
 # u-1 has an override of KEY of their own: what plans (services.query.plans) leave to the use cases and this cache.
 CONTEXT = {"context": {"targetingKey": "u-1"}}
 PLANNED = {"context": {"targetingKey": "u-7"}}  # no override: answered from a plan once the documents are at hand
-
-
-class ScheduledSource(StateSource):
-    """Org documents with their settings' pending steps, as the projector's rows carry them."""
-
-    async def org(self, org_id: str) -> bytes:
-        tenant = self.state.tenant(org_id)
-        rows = [r for r in override_rows(tenant) if r["level"] == "org"]
-        for row in rows:
-            row["schedule"] = orjson.dumps([step.to_value() for step in tenant.org[row["flag_key"]].schedule])
-        return dumps(org_document(org_id, rows))
 
 
 class World:
@@ -85,7 +73,7 @@ class World:
 
 @pytest_asyncio.fixture
 async def world() -> AsyncIterator[World]:
-    source = ScheduledSource(fold(sample_log().events))
+    source = StateSource(fold(sample_log().events))
     service = QueryService(DocumentCache(None, ttl=60), source, KEYS)
     service.cache.online = True  # as the invalidation listener sets it once subscribed
     keys = MemoryKeys()
