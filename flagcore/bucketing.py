@@ -14,9 +14,14 @@ import mmh3
 _hash = mmh3.hash
 
 
+def sticky_point(flag_key: str, subject_id: str, seed: int, modulus: int) -> int:
+    """`murmur3_x86_32("{flag}:{id}", seed) % modulus + 1`: Unleash's stickiness, for rollouts and variant arms."""
+    return _hash(f"{flag_key}:{subject_id}", seed, False) % modulus + 1
+
+
 def bucket(flag_key: str, subject_id: str) -> int:
     """The subject's bucket for this flag, 1–100."""
-    return _hash(f"{flag_key}:{subject_id}", 0, signed=False) % 100 + 1
+    return sticky_point(flag_key, subject_id, 0, 100)
 
 
 def in_rollout(flag_key: str, subject_id: str, percentage: int) -> bool:

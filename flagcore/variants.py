@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import mmh3
-
+from flagcore.bucketing import sticky_point
 from flagcore.model import Variant
 
 VARIANT_SEED = 86028157
@@ -21,7 +20,7 @@ VARIANT_SEED = 86028157
 
 def variant_bucket(flag_key: str, subject_id: str, total_weight: int) -> int:
     """The subject's point on the weight line, 1–`total_weight`."""
-    return mmh3.hash(f"{flag_key}:{subject_id}", VARIANT_SEED, signed=False) % total_weight + 1
+    return sticky_point(flag_key, subject_id, VARIANT_SEED, total_weight)
 
 
 def select_variant(flag_key: str, subject_id: str, variants: Sequence[Variant]) -> Variant | None:
