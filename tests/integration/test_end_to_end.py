@@ -12,7 +12,6 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events import from_record
 from flagcore import FlagState, evaluate, fold
@@ -20,6 +19,7 @@ from services.infra.postgres import set_tenant
 from services.infra.settings import Role, Settings
 from tests.support.auth import admin_key
 from tests.support.http_flows import KEY, answer, ensure_flag, put, wait_for
+from tests.support.kafka import read_to_end
 from tests.support.stack import Stack, start_stack
 
 pytestmark = pytest.mark.integration
@@ -139,21 +139,7 @@ def test_flagctl_loads_the_catalogue_and_explains(stack: Stack, org_id) -> None:
 
 async def _read_log(settings: Settings) -> list:
     """Every event on the topic, decoded, in partition order (a fresh replay's input)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(settings.topic, p) for p in range(settings.topic_partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        events = []
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                events.extend(from_record(r.value, r.headers) for r in records)
-        return events
-    finally:
-        await consumer.stop()
+    return [from_record(r.value, r.headers) for r in await read_to_end(settings)]
 
 
 async def _projected_overrides(settings: Settings, orgs: list[str]) -> dict:

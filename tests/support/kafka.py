@@ -79,3 +79,22 @@ async def consume_all(settings: Settings, expected: int, timeout: float = 20.0) 
         return records
     finally:
         await consumer.stop()
+
+
+async def read_to_end(settings: Settings) -> list[Any]:
+    """Every record of the topic up to its end offsets at the call, in partition order: a fresh replay's input."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(settings.topic, p) for p in range(settings.topic_partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        records: list[Any] = []
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(timeout_ms=500)
+            for part in batch.values():
+                records.extend(part)
+        return records
+    finally:
+        await consumer.stop()
