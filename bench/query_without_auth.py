@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 
 from bench.ofrep import ORG
-from services.auth.http import AuthGate
+from services.auth.http import AuthGate, use_gate
 from services.auth.policy import Principal, Role
 from services.infra.settings import Settings
 from services.query.__main__ import serve
@@ -46,7 +46,7 @@ class NoAuthentication(AuthGate):
 
 def app_without_auth() -> FastAPI:
     app = app_from_env()
-    app.state.auth = NoAuthentication()  # set before the lifespan, which keeps a gate it finds
+    use_gate(app, NoAuthentication())  # set before the lifespan, which keeps a gate it finds
     return app
 
 

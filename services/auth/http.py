@@ -4,6 +4,9 @@
 body) for a key that may not do what it asked; 429 when a client keeps sending
 bad keys (or, on the command API, when a key writes faster than its rate).
 Every denial is counted and logged, never with the key itself.
+
+An app's gate is installed by its composition root (or a test) with `use_gate` and read with
+`gate_of`; routes ask for it as the typed dependency `Gate`, and for the caller as `Caller`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Annotated, Protocol
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.applications import Starlette
 
 from services.auth.authenticator import Authenticator, Unauthenticated
 from services.auth.policy import Forbidden, Principal
@@ -40,7 +44,7 @@ class TooManyFailures(Exception):
 
 
 class AuthGate:
-    """What an app holds in `app.state.auth`: the authenticator, the throttle, the denial counts."""
+    """What an app authenticates with (`use_gate`): the authenticator, the throttle, the denial counts."""
 
     def __init__(self, authenticator: Authenticator, *, throttle: Throttle | None = None) -> None:
         self.authenticator = authenticator
@@ -93,10 +97,28 @@ def _host(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def _authenticated(request: Request) -> Principal:
-    gate: AuthGate | None = getattr(request.app.state, "auth", None)
+def use_gate(app: Starlette, gate: AuthGate | None) -> None:
+    """Authenticate `app`'s requests with `gate` (None: refuse them all, as before the start)."""
+    app.state.auth = gate
+
+
+def gate_of(app: Starlette) -> AuthGate | None:
+    """The gate `use_gate` installed, None until one is (the only reader of the app's attribute)."""
+    gate: AuthGate | None = getattr(app.state, "auth", None)
+    return gate
+
+
+async def _gate(request: Request) -> AuthGate:
+    gate = gate_of(request.app)
     if gate is None:  # not started yet: fail closed
         raise Unauthenticated("authentication is not available yet; retry shortly")
+    return gate
+
+
+Gate = Annotated[AuthGate, Depends(_gate)]
+
+
+async def _authenticated(request: Request, gate: Gate) -> Principal:
     principal = await gate.principal(request)
     request.state.principal = principal
     return principal
@@ -116,7 +138,9 @@ def install_auth_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, exc: Forbidden) -> JSONResponse:
-        app.state.auth.denied(request, "forbidden", exc.detail, getattr(request.state, "principal", None))
+        gate = gate_of(app)
+        if gate is not None:
+            gate.denied(request, "forbidden", exc.detail, getattr(request.state, "principal", None))
         return JSONResponse({"error": "forbidden", "detail": exc.detail, "field": None}, status_code=403)
 
     @app.exception_handler(TooManyFailures)

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from events import Variant
 from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN
 from flagcore import InvalidTransition, format_instant
-from services.auth.http import Caller, denial_metrics, install_auth_handlers
+from services.auth.http import AuthGate, Caller, Gate, denial_metrics, gate_of, install_auth_handlers, use_gate
 from services.auth.policy import Action, Principal, authorize
 from services.command.audit_api import router as audit_router
 from services.command.commands import (
@@ -40,13 +40,14 @@ from services.command.commands import (
     ReleaseKillSwitch,
     UpdateFlag,
 )
+from services.command.dependencies import Service, Wired, Wiring, wiring_of
 from services.command.errors import InvalidCommand, StoreUnavailable, UnknownFlag, UnknownKey, VersionConflict
 from services.command.key_api import router as key_router
 from services.command.level_api import router as level_router
 from services.command.lifecycle import stale_report
 from services.command.middleware import RequestGuard
-from services.command.ports import EventStore
-from services.command.routing import CHANGE_RESPONSES, ERRORS, FlagKeyPath, Service, given, meta, run
+from services.command.ports import EventStore, RelayView
+from services.command.routing import CHANGE_RESPONSES, ERRORS, FlagKeyPath, given, meta, run
 from services.command.schemas import (
     ArchiveFlagRequest,
     ChangeResult,
@@ -58,7 +59,7 @@ from services.command.schemas import (
     UpdateFlagRequest,
     VariantIn,
 )
-from services.command.service import CommandService, utc_now
+from services.command.service import utc_now
 from services.command.timetravel.api import router as timetravel_router
 from services.command.timetravel.errors import TimeTravelError
 from services.command.whoami import router as whoami_router
@@ -78,15 +79,7 @@ from services.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["attach", "create_app"]
-
-
-class RelayView(Protocol):
-    """What the API shows of the relay: its backlog and state."""
-
-    async def lag(self) -> int: ...
-
-    def status(self) -> dict[str, Any]: ...
+__all__ = ["create_app"]
 
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -97,19 +90,20 @@ def create_app(
     *,
     store: EventStore | None = None,
     relay: RelayView | None = None,
+    auth: AuthGate | None = None,
     lifespan: Lifespan | None = None,
     clock: Callable[[], datetime] = utc_now,
 ) -> FastAPI:
-    """The ASGI app. Give `store` directly (tests), or a `lifespan` that calls `attach` (bootstrap)."""
+    """The ASGI app. Give `store` (and `auth`) directly (tests), or a `lifespan` that connects the app's
+    `Wiring` and installs its gate (bootstrap)."""
     app = FastAPI(
         title="flagstream command API",
         version="1",
         description="Changes to feature flags, recorded as hash-chained events and relayed to Kafka.",
         lifespan=lifespan,
     )
-    app.state.service = None
-    app.state.relay = None
-    app.state.write_limiter = TokenBucketLimiter(settings.command_rate_per_second, settings.command_rate_burst)
+    app.state.wiring = Wiring(TokenBucketLimiter(settings.command_rate_per_second, settings.command_rate_burst))
+    use_gate(app, auth)
     # add_middleware wraps what is there: the last one added sees the request first.
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(UnhandledErrors)
@@ -128,30 +122,21 @@ def create_app(
     app.include_router(whoami_router)
     app.include_router(timetravel_router)
     if store is not None:
-        attach(app, store, relay=relay, clock=clock)
+        wiring_of(app).connect(store, relay=relay, clock=clock)
     return app
-
-
-def attach(
-    app: FastAPI, store: EventStore, *, relay: RelayView | None = None, clock: Callable[[], datetime] = utc_now
-) -> None:
-    app.state.service = CommandService(store, clock=clock)
-    app.state.clock = clock
-    app.state.relay = relay
 
 
 _DOCS_PATHS = ("/docs", "/redoc", "/docs/oauth2-redirect")
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-async def _charge_write(request: Request, caller: Caller) -> None:
+async def _charge_write(request: Request, caller: Caller, wiring: Wired, gate: Gate) -> None:
     """Take one token from the caller's bucket for a write (reads are free), or answer 429."""
     if request.method not in _WRITE_METHODS:
         return
-    limiter: TokenBucketLimiter = request.app.state.write_limiter
-    wait = limiter.try_acquire(caller.key_id)
+    wait = wiring.write_limiter.try_acquire(caller.key_id)
     if wait:
-        request.app.state.auth.denied(request, "rate_limited", f"retry in {wait:.2f} s", caller)
+        gate.denied(request, "rate_limited", f"retry in {wait:.2f} s", caller)
         raise HTTPProblem(rate_limited(wait, reason="too many changes from this key"))
 
 
@@ -279,14 +264,14 @@ async def list_events(
 
 @_reads.get("/reports/stale-flags", response_model=StaleFlagsOut, summary="Flags due for removal")
 async def stale_flags(
-    request: Request,
+    wiring: Wired,
     service: Service,
     caller: Caller,
     days: Annotated[int, Query(ge=1, le=3650, description="Unchanged for at least this many days.")] = 30,
 ) -> StaleFlagsOut:
     """Expired flags, and flags fully on or off and unchanged for `days` days (system-wide readers only)."""
     authorize(caller, Action.READ_AUDIT, org_id=None)
-    now: datetime = request.app.state.clock()
+    now = wiring.clock()
     report = await stale_report(service.store, now=now, days=days)
     return StaleFlagsOut(
         days=days,
@@ -328,9 +313,8 @@ async def healthz() -> dict[str, str]:
 
 
 @_probes.get("/readyz", summary="PostgreSQL is reachable", responses={503: {"description": "Not ready."}})
-async def readyz(request: Request) -> JSONResponse:
-    service: CommandService | None = request.app.state.service
-    relay: RelayView | None = request.app.state.relay
+async def readyz(wiring: Wired) -> JSONResponse:
+    service, relay = wiring.service, wiring.relay
     if service is None:
         return JSONResponse({"status": "starting", "postgres": "unknown"}, status_code=503)
     try:
@@ -345,8 +329,8 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @_probes.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
-async def metrics(request: Request) -> PlainTextResponse:
-    relay: RelayView | None = request.app.state.relay
+async def metrics(request: Request, wiring: Wired) -> PlainTextResponse:
+    relay = wiring.relay
     lines: list[str] = []
     if relay is not None:
         status = relay.status()
@@ -368,7 +352,7 @@ async def metrics(request: Request) -> PlainTextResponse:
             "# TYPE flags_relay_kafka_up gauge",
             f"flags_relay_kafka_up {int(status['kafka'] == 'ok')}",
         ]
-    gate = getattr(request.app.state, "auth", None)
+    gate = gate_of(request.app)
     if gate is not None:
         lines += denial_metrics(gate)
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
@@ -25,11 +25,12 @@ from events.fields import FlagKey, UserId
 from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN
 from services.auth.http import Caller
 from services.auth.policy import Action, Principal, authorize
-from services.command.errors import InvalidCommand, StoreUnavailable, UnknownFlag
-from services.command.eventstore.audit_reads import PostgresAuditStore
+from services.command.dependencies import Audit, Service
+from services.command.errors import InvalidCommand, UnknownFlag
 from services.command.history import Cursor, HistoryFilter, HistoryLevel, InvalidCursor, csv_lines, entry, parse_instant
+from services.command.ports import AuditTrail
 from services.command.rollback import RollbackTarget, StreamRollback, rollback, rollback_reason
-from services.command.routing import Service, error_responses, event_summary
+from services.command.routing import error_responses, event_summary
 from services.command.schemas import EventSummary
 from services.command.service import CommandService, utc_now
 from services.http import HTTPProblem, problem
@@ -51,16 +52,6 @@ _ERRORS = error_responses(
 )
 
 router = APIRouter(prefix="/v1", tags=["audit"], responses=_ERRORS)
-
-
-def _audit(request: Request) -> PostgresAuditStore:
-    store: PostgresAuditStore | None = getattr(request.app.state, "audit", None)
-    if store is None:
-        raise StoreUnavailable("the audit store is not started")
-    return store
-
-
-Audit = Annotated[PostgresAuditStore, Depends(_audit)]
 
 
 def _instant(text: str | None, field: str) -> datetime | None:
@@ -147,7 +138,7 @@ async def history(
 
 
 async def _export(
-    audit: PostgresAuditStore, wanted: HistoryFilter, rows: list[tuple[Cursor, bytes]], horizon: int, *, csv: bool
+    audit: AuditTrail, wanted: HistoryFilter, rows: list[tuple[Cursor, bytes]], horizon: int, *, csv: bool
 ) -> AsyncIterator[bytes]:
     """Page by page up to the pinned horizon; the first page was read before the answer started."""
     header = csv
@@ -246,7 +237,7 @@ def _answer(target: RollbackTarget, reason: str, done: list[StreamRollback], res
 
 async def _run(
     service: CommandService,
-    audit: PostgresAuditStore,
+    audit: AuditTrail,
     streams: list[str],
     target: RollbackTarget,
     body: RollbackRequest,

@@ -15,9 +15,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.auth.authenticator import Authenticator
-from services.auth.http import AuthGate
+from services.auth.http import AuthGate, use_gate
 from services.auth.postgres import PostgresKeyLookup
-from services.command.api import attach, create_app
+from services.command.api import create_app
+from services.command.dependencies import wiring_of
 from services.command.errors import StoreUnavailable
 from services.command.eventstore.audit_reads import PostgresAuditStore
 from services.command.eventstore.snapshot_store import PostgresHistory
@@ -47,11 +48,12 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             topic=settings.topic,
             prepare=lambda: ensure_topics(settings),
         )
-        attach(app, store, relay=relay)
-        app.state.keys = PostgresKeyStore(pool)
-        app.state.timetravel = TimeTravel(PostgresHistory(pool))
-        app.state.audit = PostgresAuditStore(pool)
-        app.state.auth = AuthGate(Authenticator(PostgresKeyLookup(pool)), throttle=FailedAuthThrottle())
+        wiring = wiring_of(app)
+        wiring.connect(store, relay=relay)
+        wiring.keys = PostgresKeyStore(pool)
+        wiring.timetravel = TimeTravel(PostgresHistory(pool))
+        wiring.audit = PostgresAuditStore(pool)
+        use_gate(app, AuthGate(Authenticator(PostgresKeyLookup(pool)), throttle=FailedAuthThrottle()))
         try:
             await store.ping()
         except StoreUnavailable as exc:

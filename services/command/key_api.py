@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from events import Envelope
@@ -19,8 +19,9 @@ from events.vocabulary import ORG_ID_PATTERN
 from services.auth.http import Caller
 from services.auth.keys import generate
 from services.auth.policy import Action, Forbidden, Principal, Role, authorize, authorize_grant, authorize_role
+from services.command.dependencies import Wired
 from services.command.errors import InvalidCommand, UnknownKey
-from services.command.key_store import KeyInfo, PostgresKeyStore
+from services.command.ports import KeyInfo, KeyStore
 from services.command.routing import error_responses
 
 KeyIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="The key's id (not the key).")]
@@ -65,13 +66,6 @@ _ERRORS = error_responses(
 router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=_ERRORS)
 
 
-def _store(request: Request) -> PostgresKeyStore:
-    store: PostgresKeyStore | None = getattr(request.app.state, "keys", None)
-    if store is None:
-        raise InvalidCommand("key management is not available on this instance")
-    return store
-
-
 def _view(info: KeyInfo, envelope: Envelope | None = None) -> dict[str, Any]:
     view = {
         "id": info.key_id,
@@ -89,7 +83,7 @@ def _view(info: KeyInfo, envelope: Envelope | None = None) -> dict[str, Any]:
     return view
 
 
-async def _reachable(store: PostgresKeyStore, caller: Principal, key_id: str) -> KeyInfo:
+async def _reachable(store: KeyStore, caller: Principal, key_id: str) -> KeyInfo:
     authorize_role(caller, Action.MANAGE_KEYS)  # a role that manages no keys learns nothing of any
     info = await store.get(key_id)
     if info is None:
@@ -104,12 +98,12 @@ async def _reachable(store: PostgresKeyStore, caller: Principal, key_id: str) ->
 
 
 @router.post("", status_code=201, summary="Create a key (shown once)")
-async def create_key(body: CreateKeyRequest, caller: Caller, request: Request) -> dict[str, Any]:
+async def create_key(body: CreateKeyRequest, caller: Caller, wiring: Wired) -> dict[str, Any]:
     authorize_grant(caller, body.role, body.org_id)
     if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
         raise InvalidCommand("expires_at must be in the future", field="expires_at")
     new_key = generate()
-    info, envelope = await _store(request).create(
+    info, envelope = await wiring.key_store().create(
         new_key, name=body.name, role=body.role, org_id=body.org_id, expires_at=body.expires_at,
         actor=caller.actor, reason=body.reason, now=datetime.now(UTC),
     )
@@ -119,18 +113,18 @@ async def create_key(body: CreateKeyRequest, caller: Caller, request: Request) -
 @router.get("", summary="List keys (never the keys themselves)")
 async def list_keys(
     caller: Caller,
-    request: Request,
+    wiring: Wired,
     org: Annotated[str | None, Query(pattern=ORG_ID_PATTERN, description="Only this org's keys.")] = None,
 ) -> dict[str, Any]:
     if caller.org_id is not None:
         org = org or caller.org_id
     authorize(caller, Action.MANAGE_KEYS, org_id=org)
-    return {"keys": [_view(k) for k in await _store(request).list(org_id=org)]}
+    return {"keys": [_view(k) for k in await wiring.key_store().list(org_id=org)]}
 
 
 @router.post("/{key_id}/revoke", summary="Revoke a key (effective within one second everywhere)")
-async def revoke_key(key_id: KeyIdPath, body: RevokeKeyRequest, caller: Caller, request: Request) -> dict[str, Any]:
-    store = _store(request)
+async def revoke_key(key_id: KeyIdPath, body: RevokeKeyRequest, caller: Caller, wiring: Wired) -> dict[str, Any]:
+    store = wiring.key_store()
     await _reachable(store, caller, key_id)
     info, envelope = await store.revoke(key_id, actor=caller.actor, reason=body.reason, now=datetime.now(UTC))
     return {**_view(info, envelope), "changed": envelope is not None}
@@ -138,9 +132,9 @@ async def revoke_key(key_id: KeyIdPath, body: RevokeKeyRequest, caller: Caller, 
 
 @router.put("/{key_id}/expiry", summary="Set or remove a key's expiry")
 async def set_key_expiry(
-    key_id: KeyIdPath, body: KeyExpiryRequest, caller: Caller, request: Request
+    key_id: KeyIdPath, body: KeyExpiryRequest, caller: Caller, wiring: Wired
 ) -> dict[str, Any]:
-    store = _store(request)
+    store = wiring.key_store()
     await _reachable(store, caller, key_id)
     info, envelope = await store.set_expiry(
         key_id, body.expires_at, actor=caller.actor, reason=body.reason, now=datetime.now(UTC)

@@ -7,7 +7,6 @@ is written in the same transaction, so the table and the log cannot disagree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -18,27 +17,9 @@ from services.auth.policy import Role
 from services.command.errors import UnknownKey
 from services.command.eventstore.driver_errors import translated
 from services.command.eventstore.writes import read_head, write_events
+from services.command.ports import KeyInfo
 
 _COLUMNS = "key_id, name, role, org_id, created_at, created_by, expires_at, revoked_at, last_used_at"
-
-
-@dataclass(frozen=True, slots=True)
-class KeyInfo:
-    """A key as listed: everything but the secret's hash."""
-
-    key_id: str
-    name: str
-    role: Role
-    org_id: str | None
-    created_at: datetime
-    created_by: str
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    last_used_at: datetime | None
-
-    @classmethod
-    def of(cls, row: asyncpg.Record) -> KeyInfo:
-        return cls(**{**dict(row), "role": Role(row["role"])})
 
 
 class PostgresKeyStore:
@@ -65,7 +46,7 @@ class PostgresKeyStore:
                 f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_COLUMNS}",
                 new_key.key_id, name, role.value, org_id, new_key.secret_hash, now, actor.id, expires_at,
             )
-        return KeyInfo.of(row), envelope
+        return _info(row), envelope
 
     async def revoke(self, key_id: str, *, actor: Actor, reason: str, now: datetime) -> tuple[KeyInfo, Envelope | None]:
         """Revoke; revoking an already revoked key changes nothing (no event)."""
@@ -77,7 +58,7 @@ class PostgresKeyStore:
             row = await conn.fetchrow(
                 f"UPDATE api_keys SET revoked_at = $2 WHERE key_id = $1 RETURNING {_COLUMNS}", key_id, now
             )
-        return KeyInfo.of(row), envelope
+        return _info(row), envelope
 
     async def set_expiry(
         self, key_id: str, expires_at: datetime | None, *, actor: Actor, reason: str, now: datetime
@@ -91,12 +72,12 @@ class PostgresKeyStore:
             row = await conn.fetchrow(
                 f"UPDATE api_keys SET expires_at = $2 WHERE key_id = $1 RETURNING {_COLUMNS}", key_id, expires_at
             )
-        return KeyInfo.of(row), envelope
+        return _info(row), envelope
 
     async def get(self, key_id: str) -> KeyInfo | None:
         async with translated():
             row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = $1", key_id)
-        return None if row is None else KeyInfo.of(row)
+        return None if row is None else _info(row)
 
     async def list(self, *, org_id: str | None) -> list[KeyInfo]:
         """One org's keys, or every key when `org_id` is None."""
@@ -105,13 +86,13 @@ class PostgresKeyStore:
                 f"SELECT {_COLUMNS} FROM api_keys WHERE $1::text IS NULL OR org_id = $1 ORDER BY created_at",
                 org_id,
             )
-        return [KeyInfo.of(r) for r in rows]
+        return [_info(r) for r in rows]
 
     async def _locked(self, conn: asyncpg.Connection, key_id: str) -> KeyInfo:
         row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = $1 FOR UPDATE", key_id)
         if row is None:
             raise UnknownKey(key_id)
-        return KeyInfo.of(row)
+        return _info(row)
 
     async def _record(
         self, conn: asyncpg.Connection, change: KeyChange, actor: Actor, reason: str, now: datetime
@@ -119,3 +100,7 @@ class PostgresKeyStore:
         head = await read_head(conn, key_stream(change.key_id))
         (envelope,) = await write_events(conn, [change], head, actor=actor, reason=reason, occurred_at=now)
         return envelope
+
+
+def _info(row: asyncpg.Record) -> KeyInfo:
+    return KeyInfo(**{**dict(row), "role": Role(row["role"])})

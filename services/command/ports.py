@@ -1,8 +1,10 @@
 """The ports the command side depends on, so the API and the relay run on any adapter.
 
-`EventStore` is implemented by `store.PostgresEventStore` (production) and
+`EventStore` is implemented by `eventstore.writes.PostgresEventStore` (production) and
 `memory.InMemoryEventStore` (unit tests); `Producer` is the subset of
-aiokafka's producer the relay uses.
+aiokafka's producer the relay uses. `KeyStore` (`key_store.PostgresKeyStore`), `AuditTrail`
+(`eventstore.audit_reads.PostgresAuditStore`) and `RelayView` (`relay.Relay`) are what the
+routes use; `bootstrap` plugs the concrete ones in.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Any, Protocol
 
 from events import Actor, Envelope, FlagChange
 from flagcore import StreamHead
+from services.auth.keys import NewKey
+from services.auth.policy import Role
+from services.command.history import Cursor, HistoryFilter
 
 OUTBOX_CHANNEL = "flags_outbox"
 
@@ -86,3 +91,76 @@ class Producer(Protocol):
         timestamp_ms: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> asyncio.Future[Any]: ...
+
+
+class RelayView(Protocol):
+    """What the API shows of the relay: its backlog and state."""
+
+    async def lag(self) -> int: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """A key as listed: everything but the secret's hash."""
+
+    key_id: str
+    name: str
+    role: Role
+    org_id: str | None
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class KeyStore(Protocol):
+    """API keys: each change is a row and its event (stream `key/<id>`), written together."""
+
+    async def create(
+        self,
+        new_key: NewKey,
+        *,
+        name: str,
+        role: Role,
+        org_id: str | None,
+        expires_at: datetime | None,
+        actor: Actor,
+        reason: str,
+        now: datetime,
+    ) -> tuple[KeyInfo, Envelope]: ...
+
+    async def revoke(
+        self, key_id: str, *, actor: Actor, reason: str, now: datetime
+    ) -> tuple[KeyInfo, Envelope | None]: ...
+
+    async def set_expiry(
+        self, key_id: str, expires_at: datetime | None, *, actor: Actor, reason: str, now: datetime
+    ) -> tuple[KeyInfo, Envelope | None]: ...
+
+    async def get(self, key_id: str) -> KeyInfo | None: ...
+
+    async def list(self, *, org_id: str | None) -> list[KeyInfo]: ...
+
+
+StoredValue = tuple[int, dict[str, Any] | None]  # (version, the stream's value after it)
+
+
+class AuditTrail(Protocol):
+    """The history pages over the event store, and stream values as of an instant or a version (rollback)."""
+
+    async def horizon(self) -> int: ...
+
+    async def page(
+        self, wanted: HistoryFilter, *, after: Cursor | None, limit: int, horizon: int | None = None
+    ) -> list[tuple[Cursor, bytes]]: ...
+
+    async def org_known(self, org: str) -> bool: ...
+
+    async def override_streams(self, org: str, flag: str | None) -> list[str]: ...
+
+    async def value_as_of(self, stream: str, at: datetime) -> StoredValue: ...
+
+    async def value_at_version(self, stream: str, version: int) -> StoredValue | None: ...

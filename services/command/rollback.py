@@ -38,8 +38,8 @@ from services.command.commands import (
     UpdateFlag,
 )
 from services.command.errors import InvalidCommand
-from services.command.eventstore.audit_reads import StoredValue
 from services.command.history import HistoryLevel, level_of, setting_scope
+from services.command.ports import StoredValue
 from services.command.service import CommandService, utc_now
 
 __all__ = ["RollbackTarget", "StreamRollback", "ValueReader", "rollback", "rollback_reason"]

@@ -1,17 +1,16 @@
-"""What every change route shares: path parameters, the error responses, the service, and
-turning a command's outcome into HTTP (201 when something was written, 200 when not)."""
+"""What every change route shares: path parameters, the error responses, and turning a
+command's outcome into HTTP (201 when something was written, 200 when not)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Request, Response
+from fastapi import Path, Response
 
 from events import Envelope, Platform
 from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
 from services.auth.policy import Principal
 from services.command.commands import UNSET, AnyCommand
-from services.command.errors import StoreUnavailable
 from services.command.schemas import ChangeResult, ErrorBody, EventSummary
 from services.command.service import CommandService, Outcome
 
@@ -44,16 +43,6 @@ CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": ChangeResult, "description": "Nothing to change: nothing written."},
     **ERRORS,
 }
-
-
-def _service(request: Request) -> CommandService:
-    service: CommandService | None = request.app.state.service
-    if service is None:
-        raise StoreUnavailable("the service is not started")
-    return service
-
-
-Service = Annotated[CommandService, Depends(_service)]
 
 
 async def run(service: CommandService, command: AnyCommand, response: Response) -> ChangeResult:

@@ -11,7 +11,7 @@ from services.infra.settings import Settings
 def main() -> None:
     settings = Settings()
     Granian(
-        "services.console.app:app_from_env",
+        "services.console.bootstrap:app_from_env",
         factory=True,
         address=settings.console_host,
         port=settings.console_port,

@@ -24,7 +24,6 @@ from services.console.changes import (
     parse_setting_change,
     parse_target,
 )
-from services.console.client import Api, ApiError
 from services.console.history import changes_since, read_log
 from services.console.operations import (
     ArchiveFlag,
@@ -37,7 +36,7 @@ from services.console.operations import (
     parse_rollback,
     parse_schedule_step,
 )
-from services.console.sessions import Session
+from services.console.ports import Api, ApiError, Session
 from services.console.web import api, changing, current, render, safe_return
 
 Change = SettingChange | DefinitionEdit | KillSwitch | ScheduleStep | DefineFlag | ArchiveFlag

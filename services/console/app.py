@@ -3,22 +3,17 @@
 Its own small service rather than routes in the command service: it only
 calls the two APIs, as any client would, so it can fail or be redeployed
 without touching the write path, and its cookies and templates stay out of a
-JSON API. Only this module names the concrete adapters (Redis, httpx, Kafka);
-tests hand in a `MemorySessionStore` and a fake `Api`.
+JSON API. It names no concrete adapter: `bootstrap` connects Redis, httpx and Kafka
+in its lifespan; tests hand in a `MemorySessionStore` and a fake `Api`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from urllib.parse import quote
 
-import httpx
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -30,13 +25,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.auth.policy import Forbidden
 from services.console import actions, keys, pages, signin
 from services.console.changes import InvalidInput
-from services.console.client import Api, ApiError, HttpApi
-from services.console.live import Broadcaster, TopicFeed
-from services.console.sessions import RedisSessionStore, SessionStore
+from services.console.dependencies import Wiring, wired
+from services.console.ports import Api, ApiError, SessionStore
 from services.console.web import COOKIE, HERE, CsrfRejected, SignInRequired, render
 from services.infra.settings import Settings
 
-__all__ = ["app_from_env", "create_app"]
+__all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -79,39 +73,10 @@ def create_app(
     *,
     sessions: SessionStore | None = None,
     api_for: Callable[[str], Api] | None = None,
-    live: bool = True,
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
 ) -> Starlette:
-    """The console; its lifespan connects Redis, the APIs and the topic unless `sessions` and `api_for` are given."""
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redis: Redis | None = None
-        http: httpx.AsyncClient | None = None
-        feed_task: asyncio.Task[None] | None = None
-        if app.state.sessions is None:
-            redis = Redis.from_url(settings.redis_url, **settings.redis_options())
-            app.state.sessions = RedisSessionStore(redis, prefix=settings.redis_prefix,
-                                                   idle=settings.console_idle_seconds)
-        if app.state.api_for is None:
-            http = httpx.AsyncClient(timeout=10.0)
-            command = f"http://{settings.command_host}:{settings.command_port}"
-            query = f"http://{settings.query_host}:{settings.query_port}"
-            app.state.api_for = lambda key: HttpApi(http, command_url=command, query_url=query, key=key)
-        if live:
-            app.state.feed = TopicFeed(settings, app.state.broadcaster)
-            feed_task = asyncio.create_task(app.state.feed.run())
-        try:
-            yield
-        finally:
-            if feed_task is not None:
-                feed_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await feed_task
-            if http is not None:
-                await http.aclose()
-            if redis is not None:
-                await redis.aclose()
-
+    """The console. Give `sessions` and `api_for` directly (tests, no live feed), or a `lifespan` that connects
+    the app's `Wiring` (`bootstrap`)."""
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
@@ -132,11 +97,7 @@ def create_app(
         },
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.sessions = sessions
-    app.state.api_for = api_for
-    app.state.broadcaster = Broadcaster()
-    app.state.feed = None
+    app.state.wiring = Wiring(settings, sessions=sessions, api_for=api_for)
     app.add_middleware(SecurityHeaders)
     return app
 
@@ -181,7 +142,7 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     if exc.status == 401:  # the key was revoked or expired while signed in
         session_id = request.cookies.get(COOKIE)
         if session_id:
-            await request.app.state.sessions.delete(session_id)
+            await wired(request).session_store().delete(session_id)
         response = RedirectResponse("/signin?why=revoked", status_code=303)
         response.delete_cookie(COOKIE, path="/")
         return response
@@ -206,10 +167,3 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("console error on %s %s", request.method, request.url.path, exc_info=exc)
     return _error(request, 500, "Something went wrong", "The console hit an unexpected error; it has been logged.")
-
-
-def app_from_env() -> Any:
-    """Factory for granian: settings from the `FLAGS_*` environment."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call is noise, not a log
-    return create_app(Settings())

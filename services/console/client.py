@@ -1,69 +1,19 @@
 """The console's only way to the data: the command and query APIs, called with the user's own key.
 
-`ApiError` carries the API's status and JSON error (`error`, `detail`, `field`,
-and for a 409 the current version); an unreachable API is a 503 `ApiError`.
-The `Api` protocol is the port the routes use; unit tests pass a fake of it.
+`HttpApi` is the adapter of the `ports.Api` port the routes use (unit tests pass a fake of it); it raises
+`ports.ApiError` with the API's status and JSON error, and a 503 `ApiError` for an unreachable API.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-__all__ = ["Api", "ApiError", "HttpApi"]
+from services.console.ports import ApiError
 
-
-class ApiError(Exception):
-    """The API refused (4xx), failed (5xx) or could not be reached (503 with code `unreachable`)."""
-
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        self.status = status
-        self.body = body
-        self.code = str(body.get("error", "error"))
-        self.detail = str(body.get("detail", "the service refused the request"))
-        self.field = body.get("field")
-        super().__init__(f"{status} {self.code}: {self.detail}")
-
-
-class Api(Protocol):
-    async def whoami(self) -> dict[str, Any]: ...
-
-    async def catalog(self) -> list[dict[str, Any]]: ...
-
-    async def evaluate(self, org: str, flag: str, *, platform: str | None, user: str | None) -> dict[str, Any]: ...
-
-    async def evaluate_all(self, org: str, *, platform: str | None, user: str | None) -> list[dict[str, Any]]: ...
-
-    async def platforms(self, org: str) -> list[str]: ...
-
-    async def stream(self, stream: str) -> dict[str, Any]: ...
-
-    async def events(self, *, org: str | None, flag: str | None, after: int, limit: int) -> dict[str, Any]: ...
-
-    async def history(self, params: dict[str, Any]) -> dict[str, Any]: ...
-
-    async def export(self, params: dict[str, Any]) -> bytes: ...
-
-    async def diff(self, *, org: str, since: str, until: str) -> dict[str, Any]: ...
-
-    async def stale_flags(self) -> dict[str, Any]: ...
-
-    async def schedules(self, org: str) -> dict[str, Any]: ...
-
-    async def at(self, *, org: str, at: str, flag: str | None, platform: str | None, user: str | None
-                 ) -> dict[str, Any]: ...
-
-    async def keys(self, org: str | None) -> list[dict[str, Any]]: ...
-
-    async def change(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]: ...
-
-    async def readiness(self) -> dict[str, Any]: ...
-
-    async def override_counts(self) -> dict[str, dict[str, int]]: ...
-
-    async def usage(self, org: str | None, *, minutes: int) -> dict[str, Any]: ...
+__all__ = ["HttpApi"]
 
 
 class HttpApi:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.console.audit import KINDS, AuditFilter, entry
-from services.console.client import Api
+from services.console.ports import Api
 
 PAGE = 1000
 MAX_PAGES = 20

@@ -12,9 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
-from datetime import UTC, datetime
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -22,38 +19,12 @@ from aiokafka.errors import KafkaError
 
 from events import DecodeError, from_record
 from flaglog.connection import client_options
+from services.console.broadcast import Broadcaster
 from services.infra.settings import Settings
 
-__all__ = ["Broadcaster", "TopicFeed", "median_and_p99"]
+__all__ = ["TopicFeed"]
 
 log = logging.getLogger(__name__)
-QUEUE_SIZE = 1000
-
-
-class Broadcaster:
-    """Fan-out to subscribers; a subscriber that cannot keep up loses its oldest entries, never blocks the feed."""
-
-    def __init__(self, *, keep: int = 500) -> None:
-        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
-        self.delays: deque[float] = deque(maxlen=keep)  # seconds from commit to this consumer
-        self.seen = 0
-
-    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
-        self._subscribers.add(queue)
-        return queue
-
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
-        self._subscribers.discard(queue)
-
-    def publish(self, envelope: dict[str, Any], *, received: datetime | None = None) -> None:
-        self.seen += 1
-        occurred = datetime.fromisoformat(str(envelope["occurred_at"]).replace("Z", "+00:00"))
-        self.delays.append(max(0.0, ((received or datetime.now(UTC)) - occurred).total_seconds()))
-        for queue in self._subscribers:
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(envelope)
 
 
 class TopicFeed:
@@ -127,10 +98,3 @@ class TopicFeed:
             with contextlib.suppress(Exception):
                 await admin.close()
         return sum(max(0, end - (committed[tp].offset if tp in committed else 0)) for tp, end in ends.items())
-
-
-def median_and_p99(values: list[float]) -> tuple[float, float] | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]

@@ -20,12 +20,12 @@ from starlette.routing import Route
 from events import Level, Platform
 from services.console import audit, charts
 from services.console.access import Action, home_page, may, require, scoped_org
+from services.console.broadcast import median_and_p99
 from services.console.changes import InvalidInput, Target, describe, org_id, parse_target
-from services.console.client import Api, ApiError
+from services.console.dependencies import wired
 from services.console.history import history_params, read_log
-from services.console.live import median_and_p99
 from services.console.operations import rollbackable, target_of_stream
-from services.console.sessions import Session
+from services.console.ports import Api, ApiError, LiveFeed, Session
 from services.console.web import api, current, render, templates
 
 AUDIT_ROWS = 200
@@ -298,8 +298,9 @@ async def audit_live(request: Request) -> Response:
     """New entries as server-sent events of rendered rows, for as long as the session lasts."""
     session = await current(request)
     keep = _audit_filter(request, session)
-    broadcaster = request.app.state.broadcaster
-    lasts = float(request.app.state.settings.console_idle_seconds)
+    wiring = wired(request)
+    broadcaster = wiring.broadcaster
+    lasts = float(wiring.settings.console_idle_seconds)
     row = templates.get_template("_entry.html")
 
     async def stream() -> Any:
@@ -335,10 +336,10 @@ async def audit_live(request: Request) -> Response:
 async def status(request: Request) -> Response:
     session = await current(request)
     client = api(request, session)
-    feed = request.app.state.feed
+    wiring = wired(request)
+    feed = wiring.feed
     readiness, projector_lag = await asyncio.gather(client.readiness(), _lag(feed))
-    broadcaster = request.app.state.broadcaster
-    delays = median_and_p99(list(broadcaster.delays))
+    delays = median_and_p99(list(wiring.broadcaster.delays))
     context: dict[str, Any] = {"readiness": readiness, "projector_lag": projector_lag, "delays": delays,
                                "live": feed is not None and feed.ready.is_set(), "recent": None, "charts": [],
                                "upcoming": None, "stale": None}
@@ -403,7 +404,7 @@ def _kind(event_type: str) -> str:
     return next((kind for kind, types in audit.KINDS.items() if event_type in types), "other")
 
 
-async def _lag(feed: Any) -> int | None:
+async def _lag(feed: LiveFeed | None) -> int | None:
     return None if feed is None else await feed.projector_lag()
 
 

@@ -9,58 +9,14 @@ is the fake the unit tests use, with the same contract.
 from __future__ import annotations
 
 import hashlib
-import json
-import secrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Protocol
 
 from redis.asyncio import Redis
 
-from services.auth.policy import Principal, Role
+from services.console.ports import Session, new_token
 
-__all__ = ["MemorySessionStore", "RedisSessionStore", "Session", "SessionStore", "new_token"]
-
-
-def new_token() -> str:
-    """256 random bits, URL-safe: session ids and CSRF tokens."""
-    return secrets.token_urlsafe(32)
-
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    """Who is signed in: their key (never sent to the browser), its role and scope, and the CSRF token."""
-
-    api_key: str
-    key_id: str
-    name: str
-    role: str
-    org_id: str | None
-    csrf: str
-
-    @property
-    def principal(self) -> Principal:
-        return Principal(key_id=self.key_id, name=self.name, role=Role(self.role), org_id=self.org_id)
-
-    def dumps(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def loads(cls, raw: str | bytes) -> Session:
-        return cls(**json.loads(raw))
-
-
-class SessionStore(Protocol):
-    async def create(self, session: Session) -> str:
-        """Store `session`; return the new session id for the cookie."""
-        ...
-
-    async def get(self, session_id: str) -> Session | None:
-        """The live session, its idle timer restarted; None when unknown or idle too long."""
-        ...
-
-    async def delete(self, session_id: str) -> None: ...
+__all__ = ["MemorySessionStore", "RedisSessionStore"]
 
 
 def _digest(session_id: str) -> str:

@@ -10,8 +10,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from services.console.access import home_page
-from services.console.client import ApiError
-from services.console.sessions import Session, new_token
+from services.console.dependencies import wired
+from services.console.ports import ApiError, Session, new_token
 from services.console.web import COOKIE, SIGNIN_COOKIE, changing, form_of, render, safe_return, same_origin
 
 SIGNIN_TTL = 600
@@ -23,7 +23,7 @@ def _signin_page(request: Request, *, error: str | None = None, status: int = 20
                                               "next": safe_return(request.query_params.get("next"), "")},
                       status=status)
     response.set_cookie(SIGNIN_COOKIE, token, max_age=SIGNIN_TTL, httponly=True, samesite="strict",
-                        secure=request.app.state.settings.console_secure_cookie, path="/signin")
+                        secure=wired(request).settings.console_secure_cookie, path="/signin")
     return response
 
 
@@ -42,29 +42,30 @@ async def signin(request: Request) -> Response:
     if not key:
         return _signin_page(request, error="key: paste your API key", status=422)
     try:
-        me = await request.app.state.api_for(key).whoami()
+        me = await wired(request).api(key).whoami()
     except ApiError as exc:
         if exc.status in (401, 403):
             return _signin_page(request, error="key: not accepted (unknown, revoked or expired)", status=401)
         if exc.status == 429:
             return _signin_page(request, error="Too many failed sign-ins; wait a minute and retry.", status=429)
         return _signin_page(request, error="The command service is unavailable; retry shortly.", status=503)
+    sessions = wired(request).session_store()
     old = request.cookies.get(COOKIE)
     if old:
-        await request.app.state.sessions.delete(old)  # never carry a session id across a sign-in
+        await sessions.delete(old)  # never carry a session id across a sign-in
     session = Session(api_key=key, key_id=me["key_id"], name=me["name"], role=me["role"], org_id=me["org_id"],
                       csrf=new_token())
-    session_id = await request.app.state.sessions.create(session)
+    session_id = await sessions.create(session)
     response = RedirectResponse(safe_return(form.get("next"), home_page(session.principal)), status_code=303)
     response.set_cookie(COOKIE, session_id, httponly=True, samesite="strict", path="/",
-                        secure=request.app.state.settings.console_secure_cookie)
+                        secure=wired(request).settings.console_secure_cookie)
     response.delete_cookie(SIGNIN_COOKIE, path="/signin")
     return response
 
 
 async def signout(request: Request) -> Response:
     await changing(request)
-    await request.app.state.sessions.delete(request.cookies[COOKIE])
+    await wired(request).session_store().delete(request.cookies[COOKIE])
     response = RedirectResponse("/signin", status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response

@@ -19,8 +19,8 @@ from starlette.templating import Jinja2Templates
 
 from services.console.access import Capabilities
 from services.console.changes import describe, variants_text
-from services.console.client import Api
-from services.console.sessions import Session, SessionStore
+from services.console.dependencies import wired
+from services.console.ports import Api, Session
 
 __all__ = ["COOKIE", "CsrfRejected", "SignInRequired", "current", "render", "safe_return", "templates"]
 
@@ -52,8 +52,7 @@ async def current(request: Request) -> Session:
     session_id = request.cookies.get(COOKIE)
     if not session_id:
         raise SignInRequired()
-    store: SessionStore = request.app.state.sessions
-    session = await store.get(session_id)
+    session = await wired(request).session_store().get(session_id)
     if session is None:
         raise SignInRequired("Your session ended (signed out, or idle too long). Please sign in again.")
     request.state.session = session
@@ -61,7 +60,8 @@ async def current(request: Request) -> Session:
 
 
 def api(request: Request, session: Session) -> Api:
-    return request.app.state.api_for(session.api_key)  # type: ignore[no-any-return]
+    """The APIs, called with the signed-in user's own key."""
+    return wired(request).api(session.api_key)
 
 
 def same_origin(request: Request) -> bool:

@@ -1,7 +1,8 @@
-"""Bootstrap: the FastStream broker and subscriber, the rebalance listener, and the adapters.
+"""The projector's consumer: the FastStream broker and subscriber, the rebalance listener, and the poll.
 
-This is the only module that names concrete adapters. Nothing connects at import
-time: `create_app(settings)` declares, its lifespan connects.
+It names no concrete adapter: the subscriber hands each batch to the `Wiring`'s projector and the listener
+reads the `Wiring`'s stored offsets, both connected by the lifespan `bootstrap` gives. Nothing connects
+at import time: `create_app` declares, its lifespan connects.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from itertools import chain
 from typing import TYPE_CHECKING, Any
@@ -19,16 +20,11 @@ from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.message import StreamMessage
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
-from services.infra.cache_keys import CacheKeys
-from services.infra.kafka import broker_security, create_producer, ensure_topics
+from services.infra.kafka import broker_security
 from services.infra.settings import Settings
-from services.projector.adapters import KafkaDeadLetters, RedisInvalidator
-from services.projector.projection import Projector
-from services.projector.store import PostgresStore, create_projector_pool
+from services.projector.dependencies import Wiring
+from services.projector.ports import StoredOffsets
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer
@@ -41,48 +37,6 @@ EMPTY_AT_ONCE = 0.05  # seconds
 ASSIGN_RETRIES = (0.5, 1.0, 2.0, 4.0)
 
 
-class Runtime:
-    """What the lifespan connects: the projector and the store the listener reads offsets from."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.projector: Projector | None = None
-        self.store: PostgresStore | None = None
-
-    @asynccontextmanager
-    async def lifespan(self) -> AsyncIterator[None]:
-        s = self.settings
-        async with AsyncExitStack() as stack:
-            await ensure_topics(s)
-            pool = await create_projector_pool(s)
-            stack.push_async_callback(pool.close)
-            producer = create_producer(s)
-            await producer.start()
-            stack.push_async_callback(producer.stop)
-            redis = Redis.from_url(
-                s.redis_url,
-                **s.redis_options(),
-                socket_timeout=2,
-                socket_connect_timeout=2,
-                retry=Retry(NoBackoff(), 1),
-            )
-            stack.push_async_callback(redis.aclose)
-            self.store = PostgresStore(pool, s.projector_group)
-            self.projector = Projector(
-                self.store,
-                KafkaDeadLetters(producer, s.dead_letter_topic),
-                RedisInvalidator(redis, CacheKeys(s.redis_prefix)),
-            )
-            log.info(
-                "projector ready: topic %s, group %s, dead letters to %s",
-                s.topic,
-                s.projector_group,
-                s.dead_letter_topic,
-            )
-            yield
-            log.info("projector stopping; applied %d events in total", self.projector.totals.applied)
-
-
 class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
     """On assignment, position each partition at the next offset stored in Postgres.
 
@@ -90,8 +44,8 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
     because it is committed in the same transaction as the read models.
     """
 
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
+    def __init__(self, wiring: Wiring) -> None:
+        self._wiring = wiring
         self._subscriber: Any = None
 
     def bind(self, subscriber: Any) -> None:
@@ -107,7 +61,7 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         consumer = self._consumer()
-        store = self._runtime.store
+        store = self._wiring.offsets
         if consumer is None or store is None or not assigned:
             return
         stored = await self._stored(store)
@@ -125,10 +79,10 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
                 placed[tp.partition] = offset
         log.info("partitions assigned, positioned at %s", placed)
 
-    async def _stored(self, store: PostgresStore) -> dict[int, int] | None:
+    async def _stored(self, store: StoredOffsets) -> dict[int, int] | None:
         for delay in (*ASSIGN_RETRIES, None):
             try:
-                return await store.stored_offsets(self._runtime.settings.topic)
+                return await store.stored_offsets(self._wiring.settings.topic)
             except Exception as exc:
                 if delay is None:
                     log.error("reading stored offsets failed: %r", exc)
@@ -177,8 +131,10 @@ async def _raw_records(msg: StreamMessage[Any]) -> Any:
     return msg.raw_message
 
 
-def create_app(settings: Settings) -> FastStream:
-    runtime = Runtime(settings)
+def create_app(
+    settings: Settings, wiring: Wiring, *, lifespan: Callable[[], AbstractAsyncContextManager[None]]
+) -> FastStream:
+    """The consumer of `settings.topic`, applying batches with `wiring`'s projector once `lifespan` connected it."""
     # The broker's own per-message access log goes to DEBUG; the projector logs progress.
     broker = KafkaBroker(
         settings.kafka_bootstrap,
@@ -186,7 +142,7 @@ def create_app(settings: Settings) -> FastStream:
         client_id="flagstream-projector",
         log_level=logging.DEBUG,
     )
-    listener = SeekToStoredOffsets(runtime)
+    listener = SeekToStoredOffsets(wiring)
     subscriber = broker.subscriber(
         settings.topic,
         group_id=settings.projector_group,
@@ -209,7 +165,6 @@ def create_app(settings: Settings) -> FastStream:
     @subscriber
     async def project(msg: KafkaMessage) -> None:
         """Apply one batch; raising (infrastructure only) rewinds the batch for redelivery."""
-        assert runtime.projector is not None
-        await runtime.projector.handle(msg.raw_message)  # a tuple of aiokafka ConsumerRecords
+        await wiring.connected().handle(msg.raw_message)  # a tuple of aiokafka ConsumerRecords
 
-    return FastStream(broker, lifespan=runtime.lifespan)
+    return FastStream(broker, lifespan=lifespan)

@@ -1,6 +1,6 @@
 """Applying a batch of records exactly once: one transaction for read models and offsets.
 
-`Projector.apply` is the whole use case, written against three ports (the store,
+`Projector.apply` is the whole use case, written against three ports (`ports`: the store,
 the dead-letter sink and the invalidator) so tests can run it with fakes. It never
 raises for a bad record: a record that cannot be decoded, or that Postgres rejects
 as data, goes to the dead-letter topic. It raises `InfrastructureError` when a
@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 
 from flaglog import DeadLetter, Decoded, RawRecord, TopicPartition, decode_record, next_offsets
 from services.projector.cache_targets import CacheTarget
 from services.projector.heads import Head, HeadCache
+from services.projector.ports import DeadLetterSink, Invalidator, Store, Transaction
 from services.projector.rows import stored_definition
 from services.projector.tenant_plan import TenantPlan, group_by_tenant, plan_tenant
 
@@ -30,29 +30,6 @@ log = logging.getLogger(__name__)
 
 class InfrastructureError(Exception):
     """A dependency (Postgres, Kafka) failed; the batch was not applied and will be retried."""
-
-
-class Transaction(Protocol):
-    """One batch's unit of work on the store; nothing is kept unless it completes."""
-
-    async def lock_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]: ...
-    async def nothing_projected(self) -> bool: ...
-    async def definitions(self, flag_keys: Iterable[str]) -> dict[str, dict[str, Any]]: ...
-    async def heads(self, wanted: Mapping[str | None, Iterable[str]]) -> dict[str, Head]: ...
-    async def write(self, plans: Sequence[TenantPlan]) -> None: ...
-    async def advance(self, offsets: Mapping[TopicPartition, int]) -> None: ...
-
-
-class Store(Protocol):
-    def batch(self) -> AbstractAsyncContextManager[Transaction]: ...
-
-
-class DeadLetterSink(Protocol):
-    async def publish(self, letters: Sequence[DeadLetter]) -> None: ...
-
-
-class Invalidator(Protocol):
-    async def invalidate(self, targets: Sequence[CacheTarget]) -> bool: ...
 
 
 def is_data_error(exc: BaseException) -> bool:

@@ -25,7 +25,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN
-from services.auth.http import AuthGate, Caller, install_auth_handlers
+from services.auth.http import AuthGate, Caller, install_auth_handlers, use_gate
 from services.auth.policy import Action, authorize
 from services.http import CORS, SecurityHeaders, UnhandledErrors, normalise_origin
 from services.infra.settings import Settings
@@ -295,7 +295,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.wiring = wiring
-    app.state.auth = auth  # `services.auth.http` and the hot path ask it; a lifespan keeps a gate it finds
+    use_gate(app, auth)  # `services.auth.http` and the hot path ask it; a lifespan keeps a gate it finds
     app.include_router(router)
     app.include_router(ofrep_api.router)
     app.include_router(snapshot_router)

@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from services.auth.authenticator import Authenticator
-from services.auth.http import AuthGate
+from services.auth.http import AuthGate, gate_of, use_gate
 from services.auth.postgres import PostgresKeyLookup
 from services.http.throttle import FailedAuthThrottle
 from services.infra.cache_keys import CacheKeys
@@ -99,10 +99,10 @@ def connect(
     Postgres unless the app was given a gate already."""
     settings = wiring_of(app).settings
     source = PostgresDocuments(pool)
-    if app.state.auth is None:
+    if gate_of(app) is None:
         # A key in use is read again in the background at half its cache life: evaluations never wait on it.
         authenticator = Authenticator(PostgresKeyLookup(pool), refresh_after=KEY_REFRESH_AFTER)
-        app.state.auth = AuthGate(authenticator, throttle=FailedAuthThrottle())
+        use_gate(app, AuthGate(authenticator, throttle=FailedAuthThrottle()))
     wiring_of(app).connect(
         QueryService(cache, source, keys),
         ping=source.ping,

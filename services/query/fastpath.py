@@ -37,7 +37,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from services.auth.authenticator import Unauthenticated
-from services.auth.http import AuthGate, TooManyFailures
+from services.auth.http import TooManyFailures, gate_of
 from services.auth.policy import Action, Forbidden, Principal, allowed, authorize, authorize_role
 from services.http import SecurityHeaders
 from services.http.errors import problem, rate_limited
@@ -145,7 +145,7 @@ class HotPath:
             return self._response(problem(500, "internal_error", INTERNAL_ERROR_DETAIL))
 
     async def _answer(self, request: HotRequest, body: Callable[[], Awaitable[bytes]]) -> Reply:
-        gate: AuthGate | None = self.app.state.auth
+        gate = gate_of(self.app)
         principal: Principal | None = None
         path = request.path
         try:
@@ -187,7 +187,7 @@ class HotPath:
         Then `planned` may answer once the body is read. Nothing is refused here: a refusal, with its count and
         log, is `reply`'s.
         """
-        gate: AuthGate | None = self.app.state.auth
+        gate = gate_of(self.app)
         if gate is None:
             return None
         principal = gate.verified(authorization, client)

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 import pytest
 import pytest_asyncio
 
 from events import GENESIS_HASH, Actor, Envelope
-from services.auth.keys import NewKey, generate
+from services.auth.keys import generate
 from services.auth.policy import Role
 from services.command.errors import UnknownKey
-from services.command.key_store import KeyInfo, PostgresKeyStore
+from services.command.key_store import PostgresKeyStore
+from services.command.ports import KeyInfo, KeyStore
 from services.infra.postgres import create_pool
 from services.infra.settings import Role as DatabaseRole
 from services.infra.settings import Settings
@@ -27,25 +27,6 @@ from tests.support.names import fresh_org
 
 ADMIN = Actor(id="key-admin", name="admin")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-class KeyStore(Protocol):
-    async def create(
-        self, new_key: NewKey, *, name: str, role: Role, org_id: str | None, expires_at: datetime | None,
-        actor: Actor, reason: str, now: datetime,
-    ) -> tuple[KeyInfo, Envelope]: ...  # fmt: skip
-
-    async def revoke(
-        self, key_id: str, *, actor: Actor, reason: str, now: datetime
-    ) -> tuple[KeyInfo, Envelope | None]: ...
-
-    async def set_expiry(
-        self, key_id: str, expires_at: datetime | None, *, actor: Actor, reason: str, now: datetime
-    ) -> tuple[KeyInfo, Envelope | None]: ...
-
-    async def get(self, key_id: str) -> KeyInfo | None: ...
-
-    async def list(self, *, org_id: str | None) -> list[KeyInfo]: ...
 
 
 async def create(

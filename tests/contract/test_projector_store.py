@@ -23,7 +23,7 @@ from flagcore import Definition, Setting, fold
 from flaglog import Decoded, TopicPartition, decode_record
 from services.infra.settings import Role, Settings
 from services.projector.heads import Head
-from services.projector.projection import Transaction
+from services.projector.ports import Transaction
 from services.projector.store import PostgresStore, create_projector_pool
 from services.projector.tenant_plan import TenantPlan, group_by_tenant, plan_tenant
 from tests.support.eventlog import EventLog, every_row_log

@@ -16,7 +16,7 @@ from services.auth.keys import NewKey
 from services.auth.policy import Role
 from services.command import chain
 from services.command.errors import UnknownKey
-from services.command.key_store import KeyInfo
+from services.command.ports import KeyInfo
 
 
 class MemoryKeyStore:

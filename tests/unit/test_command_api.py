@@ -44,8 +44,7 @@ def keys() -> MemoryKeys:
 
 @pytest.fixture
 async def client(store: InMemoryEventStore, keys: MemoryKeys) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(SETTINGS, store=store)
-    app.state.auth = memory_gate(keys)
+    app = create_app(SETTINGS, store=store, auth=memory_gate(keys))
     admin = keys.issue(Role.SYSTEM_ADMIN, name="ops")
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://command", headers=bearer(admin)
@@ -381,9 +380,8 @@ async def test_an_unexpected_failure_is_a_generic_500_and_is_logged(
         async def stream_head(self, stream: str) -> Any:
             raise RuntimeError("secret internals at /srv/db")
 
-    app = create_app(SETTINGS, store=Broken())
     keys = MemoryKeys()
-    app.state.auth = memory_gate(keys)
+    app = create_app(SETTINGS, store=Broken(), auth=memory_gate(keys))
     headers = bearer(keys.issue(Role.SYSTEM_ADMIN))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://command", headers=headers
@@ -460,9 +458,8 @@ class SyncClient:
 
     def __init__(self, store: InMemoryEventStore) -> None:
         self._runner = asyncio.Runner()
-        app = create_app(SETTINGS, store=store)
         keys = MemoryKeys()
-        app.state.auth = memory_gate(keys)
+        app = create_app(SETTINGS, store=store, auth=memory_gate(keys))
         self._client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://command",
             headers=bearer(keys.issue(Role.SYSTEM_ADMIN)),

@@ -51,8 +51,7 @@ def keys() -> MemoryKeys:
 
 @pytest.fixture
 async def client(clock: Clock, keys: MemoryKeys) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(), store=InMemoryEventStore(), clock=clock)
-    app.state.auth = memory_gate(keys)
+    app = create_app(Settings(), store=InMemoryEventStore(), auth=memory_gate(keys), clock=clock)
     admin = keys.issue(Role.SYSTEM_ADMIN, name="ops")
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://command", headers=bearer(admin)

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from services.console.app import create_app
-from services.console.client import ApiError
+from services.console.ports import ApiError
 from services.console.sessions import MemorySessionStore
 from services.console.web import COOKIE
 from services.infra.settings import Settings
@@ -229,7 +229,6 @@ async def console() -> AsyncIterator[Console]:
         Settings(console_idle_seconds=60),
         sessions=MemorySessionStore(idle=60, clock=clock),
         api_for=lambda key: FakeApi(world, key),
-        live=False,
     )  # type: ignore[arg-type,return-value]
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://console.test") as client:

@@ -24,7 +24,8 @@ from services.console.operations import (
     rollbackable,
     target_of_stream,
 )
-from services.console.sessions import MemorySessionStore, Session
+from services.console.ports import Session
+from services.console.sessions import MemorySessionStore
 
 
 def principal(role: Role, org: str | None = None) -> Principal:

@@ -59,13 +59,12 @@ class Apps:
     def __init__(self, settings: Settings, *, throttle: FailedAuthThrottle | None = None) -> None:
         self.keys = MemoryKeys()
         self.store = InMemoryEventStore()
-        self.command = command_app(settings, store=self.store)
-        self.command.state.auth = AuthGate(Authenticator(self.keys, ttl=0.0), throttle=throttle)
+        gate = AuthGate(Authenticator(self.keys, ttl=0.0), throttle=throttle)
+        self.command = command_app(settings, store=self.store, auth=gate)
         self.source = StateSource(fold(sample_log().events))
         service = QueryService(DocumentCache(None, ttl=60, local=False), self.source, CacheKeys("t"))
-        self.query = query_app(settings, service=service, auth=memory_gate(self.keys))
-        if throttle is not None:
-            self.query.state.auth.throttle = throttle
+        query_gate = AuthGate(Authenticator(self.keys, ttl=0.0), throttle=throttle)
+        self.query = query_app(settings, service=service, auth=query_gate)
         self.admin = bearer(self.keys.issue(Role.SYSTEM_ADMIN, name="ops"))
 
     def client(self, app: FastAPI) -> httpx.AsyncClient:
@@ -138,8 +137,7 @@ async def test_command_500_and_503_carry_the_headers_and_no_internals(apps: Apps
         async def list_events(self, **_: Any) -> Any:
             raise RuntimeError("password=hunter2 at SELECT * FROM event_store")
 
-    app = command_app(Settings(), store=Broken())
-    app.state.auth = memory_gate(apps.keys)
+    app = command_app(Settings(), store=Broken(), auth=memory_gate(apps.keys))
     async with apps.client(app) as client:
         broken = await client.get("/v1/events", headers=apps.admin)
         apps.store.available = False

@@ -21,11 +21,9 @@ import asyncpg
 
 from services.command.eventstore.driver_errors import translated
 from services.command.history import LEVEL_PATTERNS, Cursor, HistoryFilter, actor_needles
+from services.command.ports import StoredValue
 
 __all__ = ["PostgresAuditStore", "StoredValue"]
-
-StoredValue = tuple[int, dict[str, Any] | None]  # (version, the stream's value after it)
-
 
 class PostgresAuditStore:
     """Reads only; connected as `flags_command`, which may SELECT the event store."""

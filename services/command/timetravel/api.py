@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
 from events import Platform
@@ -19,10 +19,10 @@ from flagcore import EventRef
 from flagcore.history import FlagView
 from services.auth.http import Caller
 from services.auth.policy import Action, Principal, authorize
-from services.command.errors import StoreUnavailable
+from services.command.dependencies import Wired
 from services.command.schemas import ErrorBody
 from services.command.timetravel.errors import OrgRequired
-from services.command.timetravel.service import Asked, TimeTravel
+from services.command.timetravel.service import Asked
 
 router = APIRouter(
     prefix="/v1/audit",
@@ -42,7 +42,7 @@ Instant = Annotated[AwareDatetime, Query(description="RFC 3339 with an offset, e
 
 @router.get("/at", summary="An org's flags as they evaluated at an instant, and which event decided each")
 async def at(
-    request: Request,
+    wiring: Wired,
     caller: Caller,
     at: Instant,
     org: Org = None,
@@ -51,13 +51,13 @@ async def at(
     user: UserQ = None,
 ) -> Any:
     asked = _asked(caller, org, platform, user)
-    views = await _travel(request).at(asked, at, flag)
+    views = await wiring.time_travel().at(asked, at, flag)
     return {**_who(asked), "at": _iso(at), "flags": [_view(k, v) for k, v in views.items()]}
 
 
 @router.get("/diff", summary="What changed for an org between two instants")
 async def diff(
-    request: Request,
+    wiring: Wired,
     caller: Caller,
     since: Annotated[AwareDatetime, Query(alias="from", description="The earlier instant (RFC 3339).")],
     until: Annotated[AwareDatetime, Query(alias="to", description="The later instant (RFC 3339).")],
@@ -66,7 +66,7 @@ async def diff(
     user: UserQ = None,
 ) -> Any:
     asked = _asked(caller, org, platform, user)
-    changes = await _travel(request).diff(asked, since, until)
+    changes = await wiring.time_travel().diff(asked, since, until)
     return {
         **_who(asked),
         "from": _iso(since),
@@ -83,13 +83,6 @@ def _asked(caller: Principal, org: str | None, platform: Platform | None, user: 
     if org is None:
         raise OrgRequired()
     return Asked(org, platform.value if platform else None, user)
-
-
-def _travel(request: Request) -> TimeTravel:
-    travel: TimeTravel | None = getattr(request.app.state, "timetravel", None)
-    if travel is None:
-        raise StoreUnavailable("time travel is not started")
-    return travel
 
 
 def _who(asked: Asked) -> dict[str, Any]:

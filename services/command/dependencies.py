@@ -1,0 +1,86 @@
+"""What the command routes use, in one typed object, and the FastAPI dependencies that hand it out.
+
+`Wiring` is made with the app (`api.create_app`) and connected by the composition root
+(`bootstrap`) when the lifespan starts, or at once by a test that hands in an event store.
+The app holds it as `app.state.wiring`, read only by `wiring_of`; routes ask for its parts
+as typed parameters (`Service`, `Audit`, `Wired`). A part not connected yet answers as the
+route always has: 503 for the stores, 422 for key management on an instance without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+
+from services.command.errors import InvalidCommand, StoreUnavailable
+from services.command.ports import AuditTrail, EventStore, KeyStore, RelayView
+from services.command.service import CommandService, utc_now
+from services.command.timetravel.service import TimeTravel
+from services.http import TokenBucketLimiter
+
+
+@dataclass(eq=False)
+class Wiring:
+    """The use cases and the stores behind the routes; None until connected."""
+
+    write_limiter: TokenBucketLimiter  # every write is charged to its key's bucket
+    clock: Callable[[], datetime] = utc_now
+    service: CommandService | None = None
+    relay: RelayView | None = None
+    keys: KeyStore | None = None
+    audit: AuditTrail | None = None
+    timetravel: TimeTravel | None = None
+
+    def connect(
+        self, store: EventStore, *, relay: RelayView | None = None, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        """Plug the event store in: the commands, and the relay's state for `/readyz` and `/metrics`."""
+        self.service = CommandService(store, clock=clock)
+        self.clock = clock
+        self.relay = relay
+
+    def command_service(self) -> CommandService:
+        if self.service is None:
+            raise StoreUnavailable("the service is not started")
+        return self.service
+
+    def key_store(self) -> KeyStore:
+        if self.keys is None:
+            raise InvalidCommand("key management is not available on this instance")
+        return self.keys
+
+    def audit_trail(self) -> AuditTrail:
+        if self.audit is None:
+            raise StoreUnavailable("the audit store is not started")
+        return self.audit
+
+    def time_travel(self) -> TimeTravel:
+        if self.timetravel is None:
+            raise StoreUnavailable("time travel is not started")
+        return self.timetravel
+
+
+def wiring_of(app: FastAPI) -> Wiring:
+    wiring: Wiring = app.state.wiring
+    return wiring
+
+
+async def _wiring(request: Request) -> Wiring:
+    return wiring_of(request.app)
+
+
+async def _service(request: Request) -> CommandService:
+    return wiring_of(request.app).command_service()
+
+
+async def _audit(request: Request) -> AuditTrail:
+    return wiring_of(request.app).audit_trail()
+
+
+Wired = Annotated[Wiring, Depends(_wiring)]
+Service = Annotated[CommandService, Depends(_service)]
+Audit = Annotated[AuditTrail, Depends(_audit)]

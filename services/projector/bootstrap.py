@@ -1,0 +1,70 @@
+"""Wiring: the only module that names the projector's concrete adapters (asyncpg pool, aiokafka producer, Redis).
+
+Nothing connects at import time: the lifespan makes sure of the topics, opens the pool, the dead-letter
+producer and Redis, connects the consumer's `Wiring`, and closes them all on shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from faststream import FastStream
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from services.infra.cache_keys import CacheKeys
+from services.infra.kafka import create_producer, ensure_topics
+from services.infra.settings import Settings
+from services.projector.adapters import KafkaDeadLetters, RedisInvalidator
+from services.projector.app import create_app
+from services.projector.dependencies import Wiring
+from services.projector.projection import Projector
+from services.projector.store import PostgresStore, create_projector_pool
+
+__all__ = ["build_app"]
+
+log = logging.getLogger(__name__)
+
+
+def build_app(settings: Settings) -> FastStream:
+    """The projector as deployed: read models and offsets in Postgres, dead letters to Kafka, invalidations to Redis."""
+    wiring = Wiring(settings)
+
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        s = settings
+        async with AsyncExitStack() as stack:
+            await ensure_topics(s)
+            pool = await create_projector_pool(s)
+            stack.push_async_callback(pool.close)
+            producer = create_producer(s)
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+            redis = Redis.from_url(
+                s.redis_url,
+                **s.redis_options(),
+                socket_timeout=2,
+                socket_connect_timeout=2,
+                retry=Retry(NoBackoff(), 1),
+            )
+            stack.push_async_callback(redis.aclose)
+            store = PostgresStore(pool, s.projector_group)
+            projector = Projector(
+                store,
+                KafkaDeadLetters(producer, s.dead_letter_topic),
+                RedisInvalidator(redis, CacheKeys(s.redis_prefix)),
+            )
+            wiring.offsets, wiring.projector = store, projector
+            log.info(
+                "projector ready: topic %s, group %s, dead letters to %s",
+                s.topic,
+                s.projector_group,
+                s.dead_letter_topic,
+            )
+            yield
+            log.info("projector stopping; applied %d events in total", projector.totals.applied)
+
+    return create_app(settings, wiring, lifespan=lifespan)
