@@ -25,6 +25,10 @@ class Destination:
     url: str = field(repr=False)
     secret: str | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.kind is DestinationKind.WEBHOOK and not self.secret:
+            raise ValueError("secret: a webhook destination signs its deliveries (Standard Webhooks `whsec_...`)")
+
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
