@@ -86,7 +86,7 @@ class Dispatcher:
 
     async def _deliver(self, delivery: Delivery) -> None:
         subscription_id = delivery.subscription.id
-        settled = await self._durably(partial(self._log.settled, subscription_id, delivery.event_ids))
+        settled = await self._durably(partial(self._log.settled, delivery.subscription, delivery.event_ids))
         if settled.issuperset(delivery.event_ids):
             log.info("already told %s about %s: not sent again", subscription_id, delivery.message_id)
             return

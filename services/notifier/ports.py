@@ -21,7 +21,7 @@ class SubscriptionSource(Protocol):
 class DeliveryLog(Protocol):
     """Where every attempt and every outcome is recorded, durably, before the topic offset moves past it."""
 
-    async def settled(self, subscription_id: str, event_ids: Sequence[UUID]) -> set[UUID]:
+    async def settled(self, subscription: Subscription, event_ids: Sequence[UUID]) -> set[UUID]:
         """Which of `event_ids` already have an outcome (delivered or dead) for this subscription."""
         ...
 

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from events import Actor, AnyChange, Envelope, FlagDefined, FlagKind
 from services.notifier.deliveries import Attempt, DeadLetter
+from services.notifier.subscriptions import Subscription
 from tests.support.factories import ALICE, LogBuilder
 
 
@@ -36,8 +37,8 @@ class MemoryDeliveryLog:
         self.outcomes: dict[tuple[str, UUID], str] = {}
         self.dead: list[DeadLetter] = []
 
-    async def settled(self, subscription_id: str, event_ids: Sequence[UUID]) -> set[UUID]:
-        return {e for e in event_ids if (subscription_id, e) in self.outcomes}
+    async def settled(self, subscription: Subscription, event_ids: Sequence[UUID]) -> set[UUID]:
+        return {e for e in event_ids if (subscription.id, e) in self.outcomes}
 
     async def record_attempt(self, attempt: Attempt) -> None:
         self.attempts.append(attempt)
