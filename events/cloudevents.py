@@ -34,20 +34,25 @@ def ce_type(envelope: Envelope) -> str:
     return f"{TYPE_PREFIX}{envelope.type}.v{envelope.schema_version}"
 
 
+def attributes(envelope: Envelope) -> dict[str, str]:
+    """The envelope's CloudEvents context attributes (spec names, without the `ce_` of Kafka headers)."""
+    return {
+        "specversion": SPEC_VERSION,
+        "id": str(envelope.event_id),
+        "source": SOURCE,
+        "type": ce_type(envelope),
+        "time": envelope.occurred_at.isoformat().replace("+00:00", "Z"),
+        "subject": envelope.stream,
+        "streamversion": str(envelope.version),
+        "sequence": str(envelope.sequence),
+        "partitionkey": envelope.partition_key,
+    }
+
+
 def to_record(envelope: Envelope, value: bytes | None = None) -> Record:
     """Map an envelope to a Kafka record; `value` may pass the stored canonical bytes."""
-    headers = {
-        "ce_specversion": SPEC_VERSION,
-        "ce_id": str(envelope.event_id),
-        "ce_source": SOURCE,
-        "ce_type": ce_type(envelope),
-        "ce_time": envelope.occurred_at.isoformat().replace("+00:00", "Z"),
-        "ce_subject": envelope.stream,
-        "ce_streamversion": str(envelope.version),
-        "ce_sequence": str(envelope.sequence),
-        "ce_partitionkey": envelope.partition_key,
-        "content-type": CONTENT_TYPE,
-    }
+    headers = {f"ce_{name}": text for name, text in attributes(envelope).items()}
+    headers["content-type"] = CONTENT_TYPE
     return Record(
         key=envelope.partition_key.encode(),
         value=value if value is not None else envelope.to_json(),

@@ -42,6 +42,7 @@ def make_settings(servers: Servers) -> Iterator[Callable[[], Settings]]:
             topic=f"test.{run}.changes",
             dead_letter_topic=f"test.{run}.changes.dlq",
             projector_group=f"test-{run}-projector",
+            notifier_group=f"test-{run}-notifier",
             redis_url=servers.redis_url,
             redis_prefix=f"test-{run}",
             command_port=free_port(),

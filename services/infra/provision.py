@@ -46,7 +46,7 @@ async def migrate(settings: Settings) -> list[str]:
             "CREATE TABLE IF NOT EXISTS schema_migrations "
             "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        for role in (Role.COMMAND, Role.PROJECTOR, Role.QUERY):
+        for role in (Role.COMMAND, Role.PROJECTOR, Role.QUERY, Role.NOTIFIER):
             await conn.execute(f'GRANT USAGE ON SCHEMA public TO "{role.value}"')
         applied = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
         done = []

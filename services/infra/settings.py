@@ -26,6 +26,7 @@ class Role(StrEnum):
     COMMAND = "flags_command"
     PROJECTOR = "flags_projector"
     QUERY = "flags_query"
+    NOTIFIER = "flags_notifier"
 
 
 class PgSslMode(StrEnum):
@@ -50,6 +51,7 @@ class Settings(KafkaConnection):
     pg_password_flags_command: str = Field("flags_command", repr=False)
     pg_password_flags_projector: str = Field("flags_projector", repr=False)
     pg_password_flags_query: str = Field("flags_query", repr=False)
+    pg_password_flags_notifier: str = Field("flags_notifier", repr=False)
     # TLS to Postgres, for the service roles' DSNs and for `pg_admin_url` unless it names its own.
     pg_sslmode: PgSslMode = PgSslMode.PREFER
     pg_sslrootcert: FilePath | None = None  # CA bundle; verify-ca/verify-full (and require) check against it
@@ -76,6 +78,21 @@ class Settings(KafkaConnection):
     console_port: int = 8083
     console_idle_seconds: int = 900  # a console session unused this long is gone: sign in again
     console_secure_cookie: bool = False  # True behind HTTPS: the session cookie is then sent over TLS only
+
+    # The notifier (services/notifier): Slack and webhook deliveries of flag changes.
+    notifier_group: str = "flags-notifier"
+    notifier_subscriptions_file: FilePath | None = None  # JSON list of subscriptions (until they are event-sourced)
+    notifier_console_url: str = "http://127.0.0.1:8083"  # where a message's "audit entry" link points
+    # Hosts (names or IP literals) a destination may name although they resolve to private, loopback or
+    # link-local addresses, and may be reached over plain http: FLAGS_NOTIFIER_ALLOW_HOSTS='["127.0.0.1"]'.
+    notifier_allow_hosts: list[str] = []
+    notifier_connect_timeout: float = 3.0  # s
+    notifier_read_timeout: float = 5.0  # s
+    notifier_response_bytes: int = 4096  # of a destination's answer, kept for the delivery log
+    notifier_max_attempts: int = 6  # per delivery, then a dead letter
+    notifier_backoff_base: float = 0.5  # s: full jitter over base * 2**(attempt-1), capped
+    notifier_backoff_cap: float = 60.0  # s
+    notifier_attempts_kept: int = 50  # per subscription, in the delivery log
 
     @model_validator(mode="after")
     def _transport_settings_agree(self) -> Settings:

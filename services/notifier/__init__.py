@@ -1,0 +1,6 @@
+"""The notifier: tells Slack channels and webhooks that a flag changed.
+
+A consumer of the change topic in its own group. `subscriptions`, `notices`, `messages` and
+`retries` are pure; `ports` says what the rest needs; `delivery`, `guard`, `store`, `sources`
+and `consumer` are the adapters; `bootstrap` is the only module that wires them.
+"""

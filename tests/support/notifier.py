@@ -1,0 +1,54 @@
+"""What the notifier's tests share: logs with bulk changes, subscriptions, and an in-memory delivery log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from uuid import UUID
+
+from events import Actor, AnyChange, Envelope, FlagDefined, FlagKind
+from services.notifier.deliveries import Attempt, DeadLetter
+from services.notifier.subscriptions import Subscription
+from tests.support.factories import ALICE, LogBuilder
+
+
+def seal_bulk(log: LogBuilder, changes: Iterable[AnyChange], *, reason: str, actor: Actor = ALICE) -> list[Envelope]:
+    """Seal `changes` as one command does: one actor, one reason, one instant."""
+    start = log.clock
+    sealed = []
+    for change in changes:
+        log.clock = start
+        envelope = log.append(change, reason=reason, actor=actor)
+        assert envelope is not None, change
+        sealed.append(envelope)
+    log.clock = start + timedelta(seconds=1)
+    return sealed
+
+
+def defined(key: str, *, kind: FlagKind = FlagKind.RELEASE, group: str = "core") -> FlagDefined:
+    return FlagDefined(flag_key=key, kind=kind, group=group)
+
+
+class MemoryDeliveryLog:
+    """The delivery log in memory (the `DeliveryLog` port), keeping what Postgres keeps."""
+
+    def __init__(self) -> None:
+        self.attempts: list[Attempt] = []
+        self.outcomes: dict[tuple[str, UUID], str] = {}
+        self.dead: list[DeadLetter] = []
+
+    async def settled(self, subscription: Subscription, event_ids: Sequence[UUID]) -> set[UUID]:
+        return {e for e in event_ids if (subscription.id, e) in self.outcomes}
+
+    async def record_attempt(self, attempt: Attempt) -> None:
+        self.attempts.append(attempt)
+
+    async def record_outcome(self, attempt: Attempt, dead: DeadLetter | None) -> None:
+        self.attempts.append(attempt)
+        for event_id in attempt.delivery.event_ids:
+            self.outcomes.setdefault((attempt.delivery.subscription.id, event_id), "dead" if dead else "delivered")
+        if dead is not None:
+            self.dead.append(dead)
+
+    def of(self, subscription_id: str) -> list[Attempt]:
+        return [a for a in self.attempts if a.delivery.subscription.id == subscription_id]
