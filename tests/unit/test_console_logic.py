@@ -297,7 +297,7 @@ def test_define_and_archive_forms() -> None:
     assert define.body() == {"key": "ai.summaries.enabled", "group": "ai", "kind": "release", "description": "d",
                              "reason": "new feature", "expected_version": 0}
     assert parse_define_flag(define.fields()) == define
-    for bad, field in (({"new_group": ""}, "new_group"), ({"new_kind": "whim"}, "new_kind"), ({"flag": "X"}, "flag")):
+    for bad, field in (({"new_group": ""}, "new_group"), ({"new_kind": "whim"}, "new_kind"), ({"flag": "x y"}, "flag")):
         with pytest.raises(InvalidInput) as caught:
             parse_define_flag({**form, **bad})
         assert caught.value.field == field
