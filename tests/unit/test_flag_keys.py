@@ -8,6 +8,7 @@ and the fast decoder must all say the same of any string, and every key the old 
 from __future__ import annotations
 
 import string
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -21,6 +22,9 @@ from events.vocabulary import FLAG_KEY_PATTERN, MAX_FLAG_KEY, is_flag_key
 from flagcore import evaluate, fold
 from flagcore.catalog import SEED_FLAGS
 from flaglog import Decoded, decode_fast, decode_record, fastdecode
+from services.command.api import create_app as command_app
+from services.infra.settings import Settings
+from services.query.api import create_app as query_app
 from tests.support.eventlog import EventLog
 
 ALPHABET = string.ascii_letters + string.digits + "_-."
@@ -125,3 +129,53 @@ def test_events_of_migrated_keys_decode_the_same_on_both_paths_at_every_level() 
         assert isinstance(full, Decoded) and isinstance(fast, Decoded), (full, fast)
         assert fast.envelope == full.envelope and (fast.scope, fast.value) == (full.scope, full.value)
         assert full.envelope.flag_key in ("new_checkout", "Feature.A", LONGEST)
+
+
+# --- the OpenAPI documents state the rule ----------------------------------------------------------------------
+
+KEY_NAMES = {"flag_key", "key", "flag"}
+
+
+def _stated(schema: dict[str, Any]) -> dict[str, Any]:
+    """The string constraints a (possibly nullable: `anyOf`) schema states, merged."""
+    merged = {k: v for k, v in schema.items() if k != "anyOf"}
+    for branch in schema.get("anyOf", ()):
+        merged.update(branch)
+    return merged
+
+
+def flag_key_fields() -> list[tuple[str, dict[str, Any]]]:
+    """(where, schema) of every flag key either app's document declares: path and query parameters, body fields."""
+    found = []
+    for app in (command_app(Settings()), query_app(Settings())):
+        doc = app.openapi()
+        components = doc["components"]["schemas"]
+        for path, operations in doc["paths"].items():
+            for method, operation in operations.items():
+                where = f"{app.title}: {method.upper()} {path}"
+                found += [
+                    (f"{where} {p['in']} {p['name']}", p["schema"])
+                    for p in operation.get("parameters", ())
+                    if p["name"] in KEY_NAMES and p["in"] in ("path", "query")
+                ]
+                body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+                ref = body.get("$ref", "")
+                properties = components[ref.rsplit("/", 1)[-1]].get("properties", {}) if ref else {}
+                found += [(f"{where} body {n}", s) for n, s in properties.items() if n in {"flag_key", "key"}]
+    return found
+
+
+def test_every_documented_flag_key_states_the_pattern_and_the_lengths() -> None:
+    fields = flag_key_fields()
+    assert {
+        "flagstream command API: POST /v1/flags body key",
+        "flagstream command API: PUT /v1/orgs/{org_id}/flags/{flag_key} path flag_key",
+        "flagstream command API: POST /v1/orgs/{org_id}/rollback body flag_key",
+        "flagstream command API: GET /v1/history query flag",
+        "flagstream query: GET /v1/orgs/{org_id}/flags/{flag_key} path flag_key",
+        "flagstream query: POST /ofrep/v1/evaluate/flags/{key} path key",
+    } <= {where for where, _ in fields}
+    for where, schema in fields:
+        stated = _stated(schema)
+        assert (stated.get("pattern"), stated.get("minLength"), stated.get("maxLength")) == (
+            FLAG_KEY_PATTERN, 1, MAX_FLAG_KEY), where  # fmt: skip
