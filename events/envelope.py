@@ -18,6 +18,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from events.changes import AnyChange
 from events.fields import FlagKey, Reason
+from events.scope import MAX_STREAM_LENGTH
 
 GENESIS_HASH = "0" * 64
 HASH_PATTERN = r"^[0-9a-f]{64}$"
@@ -39,7 +40,7 @@ class Envelope(BaseModel):
     event_id: UUID
     type: str
     schema_version: int = Field(ge=1, description="Schema version the data was written in.")
-    stream: str = Field(min_length=1, max_length=400)
+    stream: str = Field(min_length=1, max_length=MAX_STREAM_LENGTH)
     version: int = Field(ge=1, description="Position in the stream, from 1, without gaps.")
     sequence: int = Field(ge=1, description="Global order assigned by the command store.")
     occurred_at: AwareDatetime

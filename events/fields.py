@@ -9,15 +9,15 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
+from events.vocabulary import FLAG_KEY_PATTERN, FLAG_KEY_RULE, MAX_FLAG_KEY, ORG_ID_PATTERN, USER_ID_PATTERN
 
 FlagKey = Annotated[
     str,
     Field(
         min_length=1,
-        max_length=100,
+        max_length=MAX_FLAG_KEY,
         pattern=FLAG_KEY_PATTERN,
-        description="Dotted lower-case key, e.g. `platform.meta.enabled`.",
+        description=f"Flag key, exactly as written (case matters): {FLAG_KEY_RULE}.",
     ),
 ]
 OrgId = Annotated[

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from events.vocabulary import Level, Platform
 
 SYSTEM_PARTITION_KEY = "_system"
+# The longest stream name, `org/<org id: 64>/user/<user id: 128>/flag/<flag key: 255>`, is 463 characters.
+MAX_STREAM_LENGTH = 512
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,15 @@ class KeyRole(StrEnum):
     EVALUATOR = "evaluator"
 
 
-FLAG_KEY_PATTERN = r"^[a-z][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)*$"
+# A flag key as other systems write them (Unleash, flagd, LaunchDarkly exports): ASCII letters of either case,
+# digits, `_`, `-` and `.`, 1 to 255 characters, case preserved (`Feature.A` and `feature.a` are two flags).
+# Never `/` (a stream name's separator, a URL's path), whitespace, `:` (a Redis key's separator) or anything
+# outside ASCII. Not dots alone: `.` and `..` are dot-segments a URL client removes before sending, so such a
+# key could be written but never addressed. Written without look-around so that pydantic's regex engine,
+# JSON Schema (ECMA-262) and the generators that read the OpenAPI document all read it the same way.
+MAX_FLAG_KEY = 255
+FLAG_KEY_PATTERN = r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$"
+FLAG_KEY_RULE = "1-255 ASCII letters (either case), digits, `_`, `-` or `.`, not dots alone, e.g. `Feature.A`"
 ORG_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+:-]{0,127}$"
 
@@ -62,3 +70,11 @@ VARIANT_WEIGHT_TOTAL = 1000  # Unleash normalises variant weights to thousandths
 FLAG_KEY_RE = re.compile(FLAG_KEY_PATTERN)
 ORG_ID_RE = re.compile(ORG_ID_PATTERN)
 USER_ID_RE = re.compile(USER_ID_PATTERN)
+
+
+def is_flag_key(value: object) -> bool:
+    """Whether `value` is a valid flag key: the one test every layer that is not a pydantic model applies.
+
+    `fullmatch`, because `re.match` with `$` would accept a key followed by a newline.
+    """
+    return isinstance(value, str) and len(value) <= MAX_FLAG_KEY and FLAG_KEY_RE.fullmatch(value) is not None

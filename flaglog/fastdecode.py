@@ -43,7 +43,7 @@ from events import (
     decode,
 )
 from events.cloudevents import SPEC_VERSION, TYPE_PREFIX
-from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
+from events.vocabulary import FLAG_KEY_PATTERN, MAX_FLAG_KEY, ORG_ID_PATTERN, USER_ID_PATTERN
 from flagcore import InvalidTransition, transition
 from flaglog.checks import MAX_INT4, MAX_INT8
 from flaglog.dead_letters import DeadLetter
@@ -228,7 +228,7 @@ def _check_headers(headers: Any, event_id: str, kind: str) -> None:
 def _change(change_type: type[Any], data: dict[str, Any]) -> tuple[Any, Scope]:
     """The change model (built unvalidated after checking each field as the model would) and its scope."""
     flag_key = data["flag_key"]
-    if type(flag_key) is not str or len(flag_key) > 100 or not FLAG_KEY.match(flag_key):
+    if type(flag_key) is not str or len(flag_key) > MAX_FLAG_KEY or not FLAG_KEY.match(flag_key):
         raise _Unusual
     values: dict[str, Any] = {"flag_key": flag_key, "type": data["type"]}
     org_id = data.get("org_id")

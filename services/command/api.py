@@ -27,7 +27,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events import Variant
-from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN
+from events.scope import MAX_STREAM_LENGTH
+from events.vocabulary import ORG_ID_PATTERN
 from flagcore import InvalidTransition, format_instant
 from services.auth.http import AuthGate, Caller, Gate, denial_metrics, gate_of, install_auth_handlers, use_gate
 from services.auth.policy import Action, Principal, authorize
@@ -47,7 +48,7 @@ from services.command.level_api import router as level_router
 from services.command.lifecycle import stale_report
 from services.command.middleware import RequestGuard
 from services.command.ports import EventStore, RelayView
-from services.command.routing import CHANGE_RESPONSES, ERRORS, FlagKeyPath, given, meta, run
+from services.command.routing import CHANGE_RESPONSES, ERRORS, FlagKeyPath, FlagKeyQuery, given, meta, run
 from services.command.schemas import (
     ArchiveFlagRequest,
     ChangeResult,
@@ -227,7 +228,12 @@ _reads = APIRouter(prefix="/v1", tags=["log"], responses={422: ERRORS[422], 503:
 async def get_stream(
     stream: Annotated[
         str,
-        Path(min_length=1, max_length=400, pattern=r"^[^\x00-\x1f\x7f]+$", description="e.g. `org/acme/flag/x`."),
+        Path(
+            min_length=1,
+            max_length=MAX_STREAM_LENGTH,
+            pattern=r"^[^\x00-\x1f\x7f]+$",
+            description="e.g. `org/acme/flag/x`.",
+        ),
     ],
     service: Service,
     caller: Caller,
@@ -246,9 +252,7 @@ async def list_events(
     service: Service,
     caller: Caller,
     org: Annotated[str | None, Query(pattern=ORG_ID_PATTERN, description="Only this org's events.")] = None,
-    flag: Annotated[
-        str | None, Query(max_length=100, pattern=FLAG_KEY_PATTERN, description="Only this flag's events.")
-    ] = None,
+    flag: FlagKeyQuery = None,
     after: Annotated[int, Query(ge=0, le=2**63 - 1, description="Last sequence already seen.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:

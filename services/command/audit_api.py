@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from events import Platform, Scope, definition_stream
 from events.fields import FlagKey, UserId
-from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN
+from events.vocabulary import ORG_ID_PATTERN
 from services.auth.http import Caller
 from services.auth.policy import Action, Principal, authorize
 from services.command.dependencies import Audit, Service
@@ -30,7 +30,7 @@ from services.command.errors import InvalidCommand, UnknownFlag
 from services.command.history import Cursor, HistoryFilter, HistoryLevel, InvalidCursor, csv_lines, entry, parse_instant
 from services.command.ports import AuditTrail
 from services.command.rollback import RollbackTarget, StreamRollback, rollback, rollback_reason
-from services.command.routing import error_responses, event_summary
+from services.command.routing import FlagKeyPath, FlagKeyQuery, error_responses, event_summary
 from services.command.schemas import EventSummary
 from services.command.service import CommandService, utc_now
 from services.http import HTTPProblem, problem
@@ -82,7 +82,7 @@ async def history(
     catalog: Annotated[
         bool, Query(description="With `org`: also the definitions and system defaults every org sees.")
     ] = False,
-    flag: Annotated[str | None, Query(max_length=100, pattern=FLAG_KEY_PATTERN)] = None,
+    flag: FlagKeyQuery = None,
     actor: Annotated[str | None, Query(min_length=1, max_length=200, description="Actor id or name.")] = None,
     level: Annotated[list[HistoryLevel], Query(description="Repeat to allow several.")] = [],  # noqa: B006
     type: Annotated[list[str], Query(description="Event type, e.g. `OrgOverrideSet`; repeat to allow several.")] = [],  # noqa: B006
@@ -303,7 +303,7 @@ async def _is_live(service: CommandService, stream: str) -> bool:
     summary="Restore a flag's definition and system default as of an instant, or one of them to a version",
 )
 async def rollback_system(
-    flag_key: Annotated[str, Path(min_length=1, max_length=100, pattern=FLAG_KEY_PATTERN)],
+    flag_key: FlagKeyPath,
     body: FlagRollbackRequest,
     service: Service,
     audit: Audit,

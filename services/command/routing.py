@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Path, Response
+from fastapi import Path, Query, Response
 
 from events import Envelope, Platform
-from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
+from events.vocabulary import FLAG_KEY_PATTERN, FLAG_KEY_RULE, MAX_FLAG_KEY, ORG_ID_PATTERN, USER_ID_PATTERN
 from services.auth.policy import Principal
 from services.command.commands import UNSET, AnyCommand
 from services.command.schemas import ChangeResult, ErrorBody, EventSummary
@@ -16,7 +16,11 @@ from services.command.service import CommandService, Outcome
 
 FlagKeyPath = Annotated[
     str,
-    Path(min_length=1, max_length=100, pattern=FLAG_KEY_PATTERN, description="Dotted lower-case flag key."),
+    Path(min_length=1, max_length=MAX_FLAG_KEY, pattern=FLAG_KEY_PATTERN, description=f"Flag key: {FLAG_KEY_RULE}."),
+]
+FlagKeyQuery = Annotated[
+    str | None,
+    Query(min_length=1, max_length=MAX_FLAG_KEY, pattern=FLAG_KEY_PATTERN, description="Only this flag."),
 ]
 OrgPath = Annotated[str, Path(pattern=ORG_ID_PATTERN, description="Organisation (tenant) id.")]
 UserPath = Annotated[str, Path(pattern=USER_ID_PATTERN, description="User id within the organisation.")]

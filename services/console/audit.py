@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from events.vocabulary import FLAG_KEY_RE
+from events.vocabulary import FLAG_KEY_RULE, is_flag_key
 from services.console.changes import describe
 from services.console.forms import InvalidInput, org_id
 
@@ -122,8 +122,8 @@ class AuditFilter:
 
 def parse_filter(form: Mapping[str, str]) -> AuditFilter:
     flag = (form.get("flag") or "").strip() or None
-    if flag and not FLAG_KEY_RE.match(flag):
-        raise InvalidInput("flag", "must be a dotted lower-case key such as ai.insights.enabled")
+    if flag and not is_flag_key(flag):
+        raise InvalidInput("flag", f"must be {FLAG_KEY_RULE}")
     kind = (form.get("kind") or "").strip() or None
     if kind and kind not in KINDS:
         raise InvalidInput("kind", f"must be one of {', '.join(KINDS)}")

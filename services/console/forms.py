@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from events.vocabulary import FLAG_KEY_RE, ORG_ID_RE
+from events.vocabulary import FLAG_KEY_RULE, ORG_ID_RE, is_flag_key
 
 __all__ = ["MAX_REASON", "InvalidInput", "expected_version", "flag_key", "instant", "iso", "optional", "org_id",
            "reason", "text"]
@@ -30,8 +30,8 @@ def text(form: Mapping[str, str], name: str) -> str:
 
 def flag_key(form: Mapping[str, str]) -> str:
     key = text(form, "flag")
-    if not key or len(key) > 100 or not FLAG_KEY_RE.match(key):
-        raise InvalidInput("flag", "must be a dotted lower-case key such as ai.insights.enabled")
+    if not is_flag_key(key):
+        raise InvalidInput("flag", f"must be {FLAG_KEY_RULE}")
     return key
 
 

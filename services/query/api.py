@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN
+from events.vocabulary import ORG_ID_PATTERN
 from services.auth.http import AuthGate, Caller, install_auth_handlers, use_gate
 from services.auth.policy import Action, authorize
 from services.http import CORS, SecurityHeaders, UnhandledErrors, normalise_origin
@@ -147,7 +147,7 @@ async def schedules(
     service: Documents,
     org_id: OrgPath,
     flag: Annotated[
-        str | None, Query(description="Only this flag.", json_schema_extra={"pattern": FLAG_KEY_PATTERN})
+        str | None, Query(description="Only this flag.", json_schema_extra=validation.FLAG_KEY_SCHEMA)
     ] = None,
 ) -> Response:
     """Pending steps at the system level and in the org's overrides, soonest first (audit readers)."""

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from events import Platform
-from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
+from events.vocabulary import ORG_ID_PATTERN, USER_ID_PATTERN
 from services.auth.http import Caller
 from services.query import ofrep
 from services.query.dependencies import Evaluations
+from services.query.routing import FlagPath
 
 __all__ = ["BULK_PATH", "FLAG_PATH", "respond", "router"]
 
@@ -81,10 +82,6 @@ REQUEST_BODY: dict[str, Any] = {
     }
 }
 
-KeyPath = Annotated[
-    str,
-    Path(description="Flag key.", json_schema_extra={"pattern": FLAG_KEY_PATTERN}, examples=["ai.insights.enabled"]),
-]
 
 
 def respond(answer: ofrep.Answer) -> Response:
@@ -123,7 +120,7 @@ BULK_FAILURE = {"model": BulkFailure}
     tags=["OFREP"],
     summary="OFREP: evaluate one flag",
 )
-async def ofrep_evaluate_flag(caller: Caller, evaluator: Evaluations, key: KeyPath, request: Request) -> Response:
+async def ofrep_evaluate_flag(caller: Caller, evaluator: Evaluations, key: FlagPath, request: Request) -> Response:
     return respond(await ofrep.evaluate_flag(evaluator, caller, key, await _body(request)))
 
 

@@ -9,9 +9,10 @@ from fastapi import Path, Query
 from fastapi.responses import JSONResponse, Response
 
 from events import Platform
-from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
+from events.vocabulary import FLAG_KEY_RULE, ORG_ID_PATTERN, USER_ID_PATTERN
 from services.query.schemas import ErrorOut
 from services.query.usage import MAX_MINUTES
+from services.query.validation import FLAG_KEY_SCHEMA
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorOut, "description": "A malformed org id, flag key, platform or user id."},
@@ -23,7 +24,11 @@ OrgPath = Annotated[
 ]
 FlagPath = Annotated[
     str,
-    Path(description="Flag key.", json_schema_extra={"pattern": FLAG_KEY_PATTERN}, examples=["ai.insights.enabled"]),
+    Path(
+        description=f"Flag key, exactly as written: {FLAG_KEY_RULE}.",
+        json_schema_extra=FLAG_KEY_SCHEMA,
+        examples=["ai.insights.enabled"],
+    ),
 ]
 PlatformQuery = Annotated[
     str | None,

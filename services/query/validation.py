@@ -1,13 +1,20 @@
-"""Syntax of the request's identifiers, checked with the wire contract's own patterns."""
+"""Syntax of the request's identifiers, checked with the wire contract's own patterns.
+
+Checked here rather than by FastAPI so that the hot path (`services.query.fastpath`), which answers ahead of
+the app, refuses exactly what the app refuses, with the same body; the routes' documents state the same
+constraints (`FLAG_KEY_SCHEMA`).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from events import Platform
-from events.vocabulary import FLAG_KEY_RE, ORG_ID_RE, USER_ID_RE
+from events.vocabulary import FLAG_KEY_PATTERN, FLAG_KEY_RULE, MAX_FLAG_KEY, ORG_ID_RE, USER_ID_RE, is_flag_key
 from services.query.errors import InvalidParameter
 
 PLATFORMS = frozenset(p.value for p in Platform)
-MAX_FLAG_KEY = 100
+FLAG_KEY_SCHEMA: dict[str, Any] = {"minLength": 1, "maxLength": MAX_FLAG_KEY, "pattern": FLAG_KEY_PATTERN}
 
 
 def org_id(value: str, field: str = "org_id") -> str:
@@ -17,8 +24,8 @@ def org_id(value: str, field: str = "org_id") -> str:
 
 
 def flag_key(value: str, field: str = "flag_key") -> str:
-    if len(value) > MAX_FLAG_KEY or not FLAG_KEY_RE.fullmatch(value):
-        raise InvalidParameter(field, f"{field} must be a dotted lower-case key matching {FLAG_KEY_RE.pattern}")
+    if not is_flag_key(value):
+        raise InvalidParameter(field, f"{field} must be {FLAG_KEY_RULE}")
     return value
 
 

@@ -298,10 +298,29 @@ def test_define_and_archive_forms() -> None:
     assert define.body() == {"key": "ai.summaries.enabled", "group": "ai", "kind": "release", "description": "d",
                              "reason": "new feature", "expected_version": 0}
     assert parse_define_flag(define.fields()) == define
-    for bad, field in (({"new_group": ""}, "new_group"), ({"new_kind": "whim"}, "new_kind"), ({"flag": "X"}, "flag")):
+    for bad, field in (({"new_group": ""}, "new_group"), ({"new_kind": "whim"}, "new_kind"), ({"flag": "x y"}, "flag")):
         with pytest.raises(InvalidInput) as caught:
             parse_define_flag({**form, **bad})
         assert caught.value.field == field
     archive = parse_archive_flag({"flag": "ai.x", "reason": "done", "expected_version": "7"})
     assert (archive.path, archive.body()) == ("/v1/flags/ai.x/archive", {"reason": "done", "expected_version": 7})
     assert archive.rows({"archived": False})[0][1:] == ("live", "archived: off everywhere, no more changes")
+
+
+@pytest.mark.parametrize("key", ["Feature.A", "new_checkout", "Checkout-V2_beta", "K" * 255])
+def test_the_forms_take_keys_as_other_systems_write_them_exactly(key: str) -> None:
+    define = parse_define_flag({"flag": key, "new_group": "migrated", "new_kind": "release", "reason": "import"})
+    assert (define.path, define.stream, define.body()["key"]) == ("/v1/flags", f"flag/{key}", key)
+    target = parse_target({"flag": key, "level": "user", "org": "acme", "user": "u-1"})
+    assert target.path == f"/v1/orgs/acme/users/u-1/flags/{key}"  # every character unreserved: nothing to encode
+    archive = parse_archive_flag({"flag": key, "reason": "done", "expected_version": "1"})
+    assert archive.path == f"/v1/flags/{key}/archive"
+    assert audit.parse_filter({"flag": key}).flag == key
+
+
+@pytest.mark.parametrize("key", ["a/b", "a b", "caf\u00e9", "K" * 256, "..", "a\nb"])
+def test_the_forms_refuse_an_invalid_key_naming_the_field(key: str) -> None:
+    for parse in (lambda: parse_target({"flag": key, "level": "system"}), lambda: audit.parse_filter({"flag": key})):
+        with pytest.raises(InvalidInput) as caught:
+            parse()
+        assert caught.value.field == "flag"

@@ -45,6 +45,7 @@ from flagcore import (
     transition,
 )
 from flagcore import Variant as Arm
+from flagcore.plans import compile_flag
 from tests.support.factories import T0, LogBuilder
 
 KEY = "ai.insights.enabled"
@@ -299,17 +300,42 @@ def test_client_specification_feature_c_under_the_current_seed(user) -> None:
     assert select_variant("Feature.Variants.C", user, SPEC_C).name == "variant2"
 
 
-def test_matches_unleash_engine() -> None:
+# Keys as an Unleash or flagd export writes them (case, `_`, `-`, `.`, the longest allowed): the key is the
+# bucketing group exactly as written, so a migrated flag keeps its users' buckets and arms.
+MIGRATED_KEYS = ["exp.checkout", "Feature.A", "feature.a", "new_checkout", "Checkout-V2_beta", 
+                 "K" * 200 + "." + "z" * 54]
+
+
+@pytest.mark.parametrize("key", MIGRATED_KEYS, ids=lambda k: k[:20])
+def test_matches_unleash_engine(key: str) -> None:
     engine = UnleashEngine()
     variants = [{"name": a.name, "weight": a.weight, "stickiness": "default"} for a in ARMS]
-    feature = {"name": "exp.checkout", "enabled": True, "strategies": [{"name": "default"}], "variants": variants}
+    feature = {"name": key, "enabled": True, "strategies": [{"name": "default"}], "variants": variants}
     engine.take_state(json.dumps({"version": 1, "features": [feature]}))
     for i in range(500):
         user = f"user-{i}"
-        assert (
-            select_variant("exp.checkout", user, ARMS).name
-            == engine.get_variant("exp.checkout", {"userId": user}).variant.name
-        )
+        assert select_variant(key, user, ARMS).name == engine.get_variant(key, {"userId": user}).variant.name
+
+
+@pytest.mark.parametrize("key", MIGRATED_KEYS, ids=lambda k: k[:20])
+def test_a_rollout_buckets_users_as_unleash_gradual_rollout_does(key: str) -> None:
+    """A system-level 30% rollout, evaluated and compiled, against Unleash's flexibleRollout (group = the key)."""
+    log = LogBuilder()
+    log.extend([
+        FlagDefined(flag_key=key, group="migrated"),
+        SystemDefaultSet(flag_key=key, enabled=True),
+        RolloutPercentageSet(flag_key=key, level=Level.SYSTEM, percentage=30),
+    ])  # fmt: skip
+    state = fold(log.events)
+    engine = UnleashEngine()
+    rollout = {"name": "flexibleRollout", "parameters": {"rollout": "30", "stickiness": "userId", "groupId": key}}
+    engine.take_state(json.dumps({"version": 1, "features": [{"name": key, "enabled": True, "strategies": [rollout]}]}))
+    plan = compile_flag(state.catalog, state.tenant("acme"), key, T.timestamp())
+    users = [f"user-{i}" for i in range(1000)]
+    unleash = [engine.is_enabled(key, {"userId": u}).is_enabled for u in users]
+    assert [evaluate(state.catalog, state.tenant("acme"), key, user_id=u).value for u in users] == unleash
+    assert [plan.enabled(u, None) for u in users] == unleash
+    assert 200 < sum(unleash) < 400
 
 
 def experiment_state(*changes) -> FlagState:

@@ -255,7 +255,7 @@ async def test_the_native_route_answers_alike_before_the_app() -> None:
         (f"/v1/orgs/acme/flags/{KEY}", {"platform": ""}, own),
         (f"/v1/orgs/acme/flags/{KEY}", {"platform": "myspace"}, own),
         (f"/v1/orgs/acme/flags/{KEY}", {"user": "has space"}, own),
-        ("/v1/orgs/acme/flags/Bad_Key", {}, own),
+        ("/v1/orgs/acme/flags/Bad%20Key", {}, own),
         ("/v1/orgs/acme/flags/no.such.flag", {}, own),
         ("/v1/orgs/bad org!/flags/x", {}, own),
         (f"/v1/orgs/globex/flags/{KEY}", {}, own),

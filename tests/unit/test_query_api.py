@@ -92,7 +92,7 @@ async def test_the_catalogue_listing(client: httpx.AsyncClient) -> None:
     ("path", "params", "field"),
     [
         ("/v1/orgs/bad org!/flags/" + KEY, {}, "org_id"),
-        ("/v1/orgs/acme/flags/Not.A.Key", {}, "flag_key"),
+        ("/v1/orgs/acme/flags/Not%20A%20Key", {}, "flag_key"),
         ("/v1/orgs/acme/flags/" + KEY, {"platform": "myspace"}, "platform"),
         ("/v1/orgs/acme/flags/" + KEY, {"user": "has space"}, "user"),
         ("/v1/orgs/acme/flags", {"platform": "META"}, "platform"),

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
 from events import Platform
-from events.vocabulary import FLAG_KEY_PATTERN, ORG_ID_PATTERN, USER_ID_PATTERN
+from events.vocabulary import FLAG_KEY_PATTERN, MAX_FLAG_KEY, ORG_ID_PATTERN, USER_ID_PATTERN
 from flagcore import EventRef
 from flagcore.history import FlagView
 from services.auth.http import Caller
@@ -46,7 +46,7 @@ async def at(
     caller: Caller,
     at: Instant,
     org: Org = None,
-    flag: Annotated[str | None, Query(max_length=100, pattern=FLAG_KEY_PATTERN)] = None,
+    flag: Annotated[str | None, Query(min_length=1, max_length=MAX_FLAG_KEY, pattern=FLAG_KEY_PATTERN)] = None,
     platform: PlatformQ = None,
     user: UserQ = None,
 ) -> Any:
