@@ -30,7 +30,9 @@ class HttpMetrics:
         self.errors = errors  # by the `error` code of a JSON error body (`services.http.errors`)
         self.error_codes = LabelGuard(limit=100)
         self.requests = metrics.counter(
-            "http_requests", "HTTP requests answered, by route template, method and status.", ("route", "method", "status")
+            "http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ("route", "method", "status"),
         )
         self.duration = metrics.histogram(
             "http_request_duration_seconds", "Time to answer an HTTP request, by route template.", ("route", "method")
