@@ -45,6 +45,7 @@ async def isolated_settings(label: str, **overrides: object) -> Settings:
         redis_prefix=f"bench-{run}",
         command_port=free_port(),
         query_port=free_port(),
+        projector_port=free_port(),
         # a benchmark writes as fast as it can with one key: the per-key write rate would be the figure
         command_rate_per_second=1_000_000.0,
         command_rate_burst=1_000_000,

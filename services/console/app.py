@@ -35,6 +35,8 @@ from services.console.live import Broadcaster, TopicFeed
 from services.console.sessions import RedisSessionStore, SessionStore
 from services.console.web import COOKIE, HERE, CsrfRejected, SignInRequired, render
 from services.infra.settings import Settings
+from services.observability import Metrics
+from services.observability.asgi import install as install_metrics
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -138,6 +140,7 @@ def create_app(
     app.state.broadcaster = Broadcaster()
     app.state.feed = None
     app.add_middleware(SecurityHeaders)
+    install_metrics(app, Metrics())  # /metrics: the console's requests by route and status
     return app
 
 

@@ -12,6 +12,7 @@ import time
 import orjson
 from fastapi import FastAPI, Request, Response
 from prometheus_client import Counter
+from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.observability.guard import LabelGuard
@@ -91,7 +92,7 @@ def _is_json(headers: object) -> bool:
     return any(name == b"content-type" and value.startswith(b"application/json") for name, value in headers)  # type: ignore[attr-defined]
 
 
-def install(app: FastAPI, metrics: Metrics, *, errors: Counter | None = None) -> HttpMetrics:
+def install(app: Starlette, metrics: Metrics, *, errors: Counter | None = None) -> HttpMetrics:
     """Count `app`'s requests and serve `metrics` at `GET /metrics` (Prometheus text or OpenMetrics).
 
     `errors`, a counter with one label (the code), counts the app's JSON error answers by their `error` code.
@@ -103,5 +104,8 @@ def install(app: FastAPI, metrics: Metrics, *, errors: Counter | None = None) ->
         body, content_type = await metrics.page(request.headers.get("accept"))
         return Response(body, media_type=content_type)
 
-    app.add_api_route("/metrics", page, methods=["GET"], summary="Prometheus metrics", tags=["probes"])
+    if isinstance(app, FastAPI):  # documented with the other probes
+        app.add_api_route("/metrics", page, methods=["GET"], summary="Prometheus metrics", tags=["probes"])
+    else:
+        app.add_route("/metrics", page, methods=["GET"])
     return http

@@ -26,7 +26,9 @@ from redis.backoff import NoBackoff
 from services.infra.cache_keys import CacheKeys
 from services.infra.kafka import broker_security, create_producer, ensure_topics
 from services.infra.settings import Settings
+from services.observability.endpoint import MetricsEndpoint
 from services.projector.adapters import KafkaDeadLetters, RedisInvalidator
+from services.projector.metrics import ProjectorMetrics
 from services.projector.projection import Projector
 from services.projector.store import PostgresStore, create_projector_pool
 
@@ -48,6 +50,7 @@ class Runtime:
         self.settings = settings
         self.projector: Projector | None = None
         self.store: PostgresStore | None = None
+        self.metrics: ProjectorMetrics | None = None  # set by `create_app` once the subscriber exists
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
@@ -73,6 +76,8 @@ class Runtime:
                 KafkaDeadLetters(producer, s.dead_letter_topic),
                 RedisInvalidator(redis, CacheKeys(s.redis_prefix)),
             )
+            if self.metrics is not None:
+                await _serve_metrics(stack, self.metrics, s)
             log.info(
                 "projector ready: topic %s, group %s, dead letters to %s",
                 s.topic,
@@ -81,6 +86,17 @@ class Runtime:
             )
             yield
             log.info("projector stopping; applied %d events in total", self.projector.totals.applied)
+
+
+async def _serve_metrics(stack: AsyncExitStack, metrics: ProjectorMetrics, settings: Settings) -> None:
+    """The projector's /metrics endpoint; a port in use is logged, and the projector projects without it."""
+    endpoint = MetricsEndpoint(metrics.metrics, host=settings.projector_host, port=settings.projector_port)
+    try:
+        await endpoint.start()
+    except OSError as exc:
+        log.error("metrics endpoint not started on %s:%d: %s", settings.projector_host, settings.projector_port, exc)
+        return
+    stack.push_async_callback(endpoint.stop)
 
 
 class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -98,7 +114,8 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
         """The subscriber whose consumer (created at broker start) this listener positions."""
         self._subscriber = subscriber
 
-    def _consumer(self) -> AIOKafkaConsumer | None:
+    def consumer(self) -> AIOKafkaConsumer | None:
+        """The subscriber's consumer, once the broker has started it."""
         return getattr(self._subscriber, "consumer", None)
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -106,7 +123,7 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
             log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        consumer = self._consumer()
+        consumer = self.consumer()
         store = self._runtime.store
         if consumer is None or store is None or not assigned:
             return
@@ -204,12 +221,20 @@ def create_app(settings: Settings) -> FastStream:
         description="Flag change events (CloudEvents binary mode) → read models, exactly once.",
     )
     listener.bind(subscriber)
+    runtime.metrics = ProjectorMetrics(listener.consumer)
     subscriber.get_msg = poll  # type: ignore[method-assign]
 
     @subscriber
     async def project(msg: KafkaMessage) -> None:
         """Apply one batch; raising (infrastructure only) rewinds the batch for redelivery."""
         assert runtime.projector is not None
-        await runtime.projector.handle(msg.raw_message)  # a tuple of aiokafka ConsumerRecords
+        records = msg.raw_message  # a tuple of aiokafka ConsumerRecords
+        started = time.monotonic()
+        result = None
+        try:
+            result = await runtime.projector.handle(records)
+        finally:
+            if runtime.metrics is not None:
+                runtime.metrics.batch(records, result, time.monotonic() - started)
 
     return FastStream(broker, lifespan=runtime.lifespan)
