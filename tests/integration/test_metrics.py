@@ -7,6 +7,7 @@ workers answer, then a write, a refused write and the projection of the write.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,9 +17,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from services.infra.settings import Settings
-from tests.support.metrics import Page, scrape, settled, wait_for_page
+from tests.support.metrics import Page, referenced_metrics, scrape, settled, wait_for_page
 from tests.support.processes import ServiceProcess, free_port
 from tests.support.stack import Stack, start_stack
 
@@ -199,3 +201,23 @@ def test_the_console_counts_its_requests_by_route(deployment: Deployment) -> Non
     assert after.value(requests, **ok) - before.value(requests, **ok) == 2
     missing = {"route": "__unmatched__", "method": "GET", "status": "404"}
     assert after.value(requests, **missing) - before.value(requests, **missing) == 1
+
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def test_the_alerts_and_the_dashboard_name_only_metrics_a_service_exports(deployment: Deployment) -> None:
+    rules = yaml.safe_load((DEPLOY / "prometheus/alerts.yml").read_text())
+    alerts = {rule["alert"]: rule for group in rules["groups"] for rule in group["rules"]}
+    assert {"FlagstreamProjectorLagging", "FlagstreamDeadLettersGrowing", "FlagstreamOutboxBacklogGrowing",
+            "FlagstreamRelayDown"} <= set(alerts)
+    for name, rule in alerts.items():
+        assert rule["expr"].strip() and rule["labels"]["severity"] and rule["annotations"]["summary"], name
+    dashboard = json.loads((DEPLOY / "grafana/flagstream.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    assert exprs, "the dashboard has no queries"
+    referenced = referenced_metrics("\n".join(rule["expr"] for rule in alerts.values()) + "\n" + "\n".join(exprs))
+    pages = [scrape(url) for url in deployment.urls.values()]
+    missing = sorted(name for name in referenced if not any(page.declares(name) for page in pages))
+    assert not missing, f"named by deploy/ but exported by no service: {missing}"
+    assert len(referenced) >= 15, referenced
