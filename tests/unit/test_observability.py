@@ -50,8 +50,8 @@ def test_exposures_count_every_evaluation_they_hold_through_the_fold() -> None:
     counts.add(("f1", "on"))
     exposures.flush()
     samples = _samples(metrics)
-    assert samples[("e_total", (("flag", "f1"), ("variant", "on")))] == 4
-    assert samples[("e_total", (("flag", OTHER), ("variant", "off")))] == 3
+    assert samples[("flagstream_e_total", (("flag", "f1"), ("variant", "on")))] == 4
+    assert samples[("flagstream_e_total", (("flag", OTHER), ("variant", "off")))] == 3
     exposures.flush()
     assert _samples(metrics) == samples
 
@@ -67,8 +67,8 @@ def test_a_delta_tally_adds_only_what_the_running_count_grew_by() -> None:
     delta.flush()
     delta.flush()
     samples = _samples(metrics)
-    assert samples[("d_total", (("cause", "forbidden"),))] == 3
-    assert samples[("d_total", (("cause", "throttled"),))] == 1
+    assert samples[("flagstream_d_total", (("cause", "forbidden"),))] == 3
+    assert samples[("flagstream_d_total", (("cause", "throttled"),))] == 1
 
 
 async def test_the_page_is_openmetrics_when_asked_and_prometheus_text_otherwise() -> None:
