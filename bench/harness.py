@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -23,8 +24,13 @@ from tests.support.processes import free_port
 REPO = Path(__file__).resolve().parents[1]
 
 
+NAMED = ("FLAGS_PG_ADMIN_URL", "FLAGS_KAFKA_BOOTSTRAP", "FLAGS_REDIS_URL")
+
+
 def stack_env() -> dict[str, str]:
-    """Start the local servers (idempotent) and return their URLs."""
+    """The servers' URLs: those the environment names (as the tests take them), else the local ones, started."""
+    if all(os.environ.get(name) for name in NAMED):
+        return {name: os.environ[name] for name in NAMED}
     subprocess.run(["bash", str(REPO / "scripts/stack"), "start"], check=True, stdout=subprocess.DEVNULL)
     out = subprocess.run(["bash", str(REPO / "scripts/stack"), "env"], check=True, capture_output=True, text=True)
     return dict(line.removeprefix("export ").split("=", 1) for line in out.stdout.splitlines() if "=" in line)
@@ -45,6 +51,7 @@ async def isolated_settings(label: str, **overrides: object) -> Settings:
         redis_prefix=f"bench-{run}",
         command_port=free_port(),
         query_port=free_port(),
+        projector_port=free_port(),
         # a benchmark writes as fast as it can with one key: the per-key write rate would be the figure
         command_rate_per_second=1_000_000.0,
         command_rate_burst=1_000_000,

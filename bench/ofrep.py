@@ -1,6 +1,7 @@
 """OFREP over HTTP with wrk, single flag and bulk, at `-t1 -c16` and `-c64`; with `--peers`, Unleash Edge beside it.
 
-    .venv/bin/python -m bench.ofrep [--seconds 10] [--rounds 2] [--peers] [--no-fastapi] [--scenarios ...]
+    .venv/bin/python -m bench.ofrep [--seconds 10] [--rounds 2] [--peers] [--no-fastapi] [--metrics-off]
+                                   [--scenarios ...]
 
 The query service runs as `python -m services.query` (two workers on uvloop) on
 a stack of its own, twice: as served (the product's HTTP server and the hot path,
@@ -12,6 +13,10 @@ sticky rollout at the org level, and the context names a user and a platform.
 them from its answer cache (`services.query.answers`); "users" asks for a
 different user each request (25,000 in turn, more than both workers' answer caches keep),
 so every answer is computed.
+
+`--metrics-off` adds the same server with its evaluation metrics switched off
+(`bench.query_without_metrics`), alternating with the one served, so the table
+shows what the metrics cost the hot path (target: at most 5% of throughput).
 
 `--peers` adds Unleash Edge (Rust), offline from a features file holding the
 same ten flags (the measured one a 50% `flexibleRollout` on `userId`), asked
@@ -287,6 +292,8 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--peers", action="store_true", help="run Unleash Edge beside it")
     parser.add_argument("--no-fastapi", action="store_true", help="leave out the FastAPI build (quicker comparisons)")
+    parser.add_argument("--metrics-off", action="store_true",
+                        help="also run the hot path with its metrics off (what they cost)")
     parser.add_argument("--shared-cpus", action="store_true", help="wrk and the servers on any CPU, not apart")
     parser.add_argument("--scenarios", nargs="+", default=["single", "bulk", "users", "native"],
                         choices=["single", "bulk", "users", "native"],
@@ -298,6 +305,7 @@ async def main() -> None:
     logs = Path(tempfile.mkdtemp())
     stack = start_stack(settings, logs)
     routed: ServiceProcess | None = None
+    unmeasured: ServiceProcess | None = None
     edge: Edge | None = None
     try:
         key = await seed(stack.command_url, admin_headers(settings))
@@ -311,6 +319,14 @@ async def main() -> None:
             routed.log_path = logs / "query-routed.log"
             routed.start()
             servers["flagstream (FastAPI, ASGI)"] = flagstream_targets(f"http://127.0.0.1:{port}", key)
+        if args.metrics_off:
+            port = free_port()
+            unmeasured = ServiceProcess("query", settings.model_copy(update={"query_port": port}), logs,
+                                        f"http://127.0.0.1:{port}/healthz", module="bench.query_without_metrics")
+            unmeasured.log_path = logs / "query-unmeasured.log"
+            unmeasured.start()
+            await wait_for_seed(f"http://127.0.0.1:{port}", key)
+            servers["flagstream (metrics off)"] = flagstream_targets(f"http://127.0.0.1:{port}", key)
         if args.peers:
             edge = Edge(logs).start()
             peer = httpx.get(edge.targets()["single"].url, headers={"Authorization": EDGE_TOKEN}).json()
@@ -323,6 +339,8 @@ async def main() -> None:
             edge.stop()
         if routed is not None:
             routed.stop()
+        if unmeasured is not None:
+            unmeasured.stop()
         stack.stop()
         await drop_database(settings)
     print(f"\n{'server':<30} {'scenario':<8} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")

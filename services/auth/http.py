@@ -146,14 +146,3 @@ def install_auth_handlers(app: FastAPI) -> None:
     @app.exception_handler(TooManyFailures)
     async def throttled(_: Request, exc: TooManyFailures) -> Response:
         return rate_limited(exc.retry_after, reason="too many failed authentications")
-
-
-def denial_metrics(gate: AuthGate) -> list[str]:
-    """Prometheus lines for the denial counters."""
-    lines = [
-        "# HELP flags_auth_denials_total Requests refused by authentication or authorisation.",
-        "# TYPE flags_auth_denials_total counter",
-    ]
-    for kind in ("unauthenticated", "forbidden", "throttled", "rate_limited"):
-        lines.append(f'flags_auth_denials_total{{kind="{kind}"}} {gate.denials[kind]}')
-    return lines

@@ -23,14 +23,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events import Variant
 from events.scope import MAX_STREAM_LENGTH
 from events.vocabulary import ORG_ID_PATTERN
 from flagcore import InvalidTransition, format_instant
-from services.auth.http import AuthGate, Caller, Gate, denial_metrics, gate_of, install_auth_handlers, use_gate
+from services.auth.http import AuthGate, Caller, Gate, install_auth_handlers, use_gate
 from services.auth.policy import Action, Principal, authorize
 from services.command.audit_api import router as audit_router
 from services.command.commands import (
@@ -46,6 +46,7 @@ from services.command.errors import InvalidCommand, StoreUnavailable, UnknownFla
 from services.command.key_api import router as key_router
 from services.command.level_api import router as level_router
 from services.command.lifecycle import stale_report
+from services.command.metrics import install_metrics
 from services.command.middleware import RequestGuard
 from services.command.ports import EventStore, RelayView
 from services.command.routing import CHANGE_RESPONSES, ERRORS, FlagKeyPath, FlagKeyQuery, given, meta, run
@@ -111,6 +112,7 @@ def create_app(
     if settings.cors_origins:  # checked now: a bad origin stops the start, not the first request
         app.add_middleware(CORS, origins=[normalise_origin(o) for o in settings.cors_origins])
     app.add_middleware(SecurityHeaders, docs_paths=_DOCS_PATHS)
+    install_metrics(app)  # /metrics, and every request counted (services.command.metrics)
     _install_error_handlers(app)
     install_auth_handlers(app)
     app.add_exception_handler(HTTPProblem, problem_handler)
@@ -330,36 +332,6 @@ async def readyz(wiring: Wired) -> JSONResponse:
     if relay is not None:
         answer["relay"] = relay.status()
     return JSONResponse(answer)
-
-
-@_probes.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
-async def metrics(request: Request, wiring: Wired) -> PlainTextResponse:
-    relay = wiring.relay
-    lines: list[str] = []
-    if relay is not None:
-        status = relay.status()
-        try:
-            lag = await relay.lag()
-        except StoreUnavailable:
-            lag = -1
-        lines += [
-            "# HELP flags_outbox_lag Events accepted but not yet acknowledged by Kafka (-1: unknown).",
-            "# TYPE flags_outbox_lag gauge",
-            f"flags_outbox_lag {lag}",
-            "# HELP flags_relay_published_total Events this process published to Kafka.",
-            "# TYPE flags_relay_published_total counter",
-            f"flags_relay_published_total {status['published_total']}",
-            "# HELP flags_relay_leader 1 when this process is the active relay.",
-            "# TYPE flags_relay_leader gauge",
-            f"flags_relay_leader {int(status['leader'])}",
-            "# HELP flags_relay_kafka_up 0 while the relay cannot reach Kafka.",
-            "# TYPE flags_relay_kafka_up gauge",
-            f"flags_relay_kafka_up {int(status['kafka'] == 'ok')}",
-        ]
-    gate = gate_of(request.app)
-    if gate is not None:
-        lines += denial_metrics(gate)
-    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
 
 # --- errors --------------------------------------------------------------------------

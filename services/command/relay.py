@@ -104,6 +104,7 @@ class Relay:
         self._postgres = _Outage("PostgreSQL")
         self.is_leader = False
         self.published_total = 0
+        self.published_at: float | None = None  # seconds since the epoch of the last events marked published
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -138,6 +139,7 @@ class Relay:
             "leader": self.is_leader,
             "kafka": "down" if self._kafka.down else "ok",
             "published_total": self.published_total,
+            "published_at": self.published_at,
         }
 
     # --- the loop ----------------------------------------------------------------
@@ -223,6 +225,7 @@ class Relay:
         if rows:
             await self._store.mark_published([r.sequence for r in rows])
             self.published_total += len(rows)
+            self.published_at = time.time()
             log.debug("relay: published %d events up to sequence %d", len(rows), rows[-1].sequence)
 
     async def _ready_producer(self) -> Producer:

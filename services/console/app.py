@@ -29,6 +29,8 @@ from services.console.dependencies import Wiring, wired
 from services.console.ports import Api, ApiError, SessionStore
 from services.console.web import COOKIE, HERE, CsrfRejected, SignInRequired, render
 from services.infra.settings import Settings
+from services.observability import Metrics
+from services.observability.asgi import install as install_metrics
 
 __all__ = ["create_app"]
 
@@ -99,6 +101,7 @@ def create_app(
     )
     app.state.wiring = Wiring(settings, sessions=sessions, api_for=api_for)
     app.add_middleware(SecurityHeaders)
+    install_metrics(app, Metrics())  # /metrics: the console's requests by route and status
     return app
 
 

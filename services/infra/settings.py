@@ -70,6 +70,8 @@ class Settings(KafkaConnection):
     query_host: str = "127.0.0.1"
     query_port: int = 8082
     query_workers: int = 0  # worker processes; 0: one per CPU this process may run on
+    projector_host: str = "127.0.0.1"  # the projector's only HTTP: /metrics and /healthz
+    projector_port: int = 8084
     max_body_bytes: int = 16 * 1024
     cors_origins: list[str] = []  # FLAGS_CORS_ORIGINS='["https://admin.example"]'; empty: no cross-origin access
     command_rate_per_second: float = 20.0  # writes per API key on the command API, refilled continuously

@@ -24,6 +24,7 @@ from faststream.message import StreamMessage
 from services.infra.kafka import broker_security
 from services.infra.settings import Settings
 from services.projector.dependencies import Wiring
+from services.projector.metrics import ProjectorMetrics
 from services.projector.ports import StoredOffsets
 
 if TYPE_CHECKING:
@@ -52,7 +53,8 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
         """The subscriber whose consumer (created at broker start) this listener positions."""
         self._subscriber = subscriber
 
-    def _consumer(self) -> AIOKafkaConsumer | None:
+    def consumer(self) -> AIOKafkaConsumer | None:
+        """The subscriber's consumer, once the broker has started it."""
         return getattr(self._subscriber, "consumer", None)
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -60,7 +62,7 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
             log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        consumer = self._consumer()
+        consumer = self.consumer()
         store = self._wiring.offsets
         if consumer is None or store is None or not assigned:
             return
@@ -160,11 +162,18 @@ def create_app(
         description="Flag change events (CloudEvents binary mode) → read models, exactly once.",
     )
     listener.bind(subscriber)
+    wiring.metrics = metrics = ProjectorMetrics(listener.consumer)
     subscriber.get_msg = poll  # type: ignore[method-assign]
 
     @subscriber
     async def project(msg: KafkaMessage) -> None:
         """Apply one batch; raising (infrastructure only) rewinds the batch for redelivery."""
-        await wiring.connected().handle(msg.raw_message)  # a tuple of aiokafka ConsumerRecords
+        records = msg.raw_message  # a tuple of aiokafka ConsumerRecords
+        started = time.monotonic()
+        result = None
+        try:
+            result = await wiring.connected().handle(records)
+        finally:
+            metrics.batch(records, result, time.monotonic() - started)
 
     return FastStream(broker, lifespan=lifespan)

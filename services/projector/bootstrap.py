@@ -18,9 +18,11 @@ from redis.backoff import NoBackoff
 from services.infra.cache_keys import CacheKeys
 from services.infra.kafka import create_producer, ensure_topics
 from services.infra.settings import Settings
+from services.observability.endpoint import MetricsEndpoint
 from services.projector.adapters import KafkaDeadLetters, RedisInvalidator
 from services.projector.app import create_app
 from services.projector.dependencies import Wiring
+from services.projector.metrics import ProjectorMetrics
 from services.projector.projection import Projector
 from services.projector.store import PostgresStore, create_projector_pool
 
@@ -58,6 +60,8 @@ def build_app(settings: Settings) -> FastStream:
                 RedisInvalidator(redis, CacheKeys(s.redis_prefix)),
             )
             wiring.offsets, wiring.projector = store, projector
+            if wiring.metrics is not None:
+                await _serve_metrics(stack, wiring.metrics, s)
             log.info(
                 "projector ready: topic %s, group %s, dead letters to %s",
                 s.topic,
@@ -68,3 +72,14 @@ def build_app(settings: Settings) -> FastStream:
             log.info("projector stopping; applied %d events in total", projector.totals.applied)
 
     return create_app(settings, wiring, lifespan=lifespan)
+
+
+async def _serve_metrics(stack: AsyncExitStack, metrics: ProjectorMetrics, settings: Settings) -> None:
+    """The projector's /metrics endpoint; a port in use is logged, and the projector projects without it."""
+    endpoint = MetricsEndpoint(metrics.metrics, host=settings.projector_host, port=settings.projector_port)
+    try:
+        await endpoint.start()
+    except OSError as exc:
+        log.error("metrics endpoint not started on %s:%d: %s", settings.projector_host, settings.projector_port, exc)
+        return
+    stack.push_async_callback(endpoint.stop)

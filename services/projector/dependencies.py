@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.infra.settings import Settings
+from services.projector.metrics import ProjectorMetrics
 from services.projector.ports import StoredOffsets
 from services.projector.projection import Projector
 
@@ -22,6 +23,7 @@ class Wiring:
     settings: Settings
     projector: Projector | None = None
     offsets: StoredOffsets | None = None
+    metrics: ProjectorMetrics | None = None  # made with the subscriber, served by the lifespan
 
     def connected(self) -> Projector:
         if self.projector is None:  # a batch before the lifespan connected: nacked, delivered again

@@ -45,6 +45,7 @@ class BatchResult:
     duplicates: int = 0
     chain_breaks: int = 0
     dead_letters: int = 0
+    dead_letter_reasons: list[str] = field(default_factory=list)  # one per dead letter (the metrics count them)
     invalidations: set[CacheTarget] = field(default_factory=set)
     invalidated: bool = True
 
@@ -160,6 +161,7 @@ class Projector:
         self._heads.committed(heads, {tp: max(offset, advanced.get(tp, 0)) for tp, offset in stored.items()})
         result.skipped_offsets = len(records) - len(fresh)
         result.dead_letters = len(letters)
+        result.dead_letter_reasons = [letter.reason for letter in letters]
         for plan in plans:
             result.applied += plan.applied
             result.duplicates += plan.duplicates
@@ -206,6 +208,7 @@ class Projector:
             total.duplicates += one.duplicates
             total.chain_breaks += one.chain_breaks
             total.dead_letters += one.dead_letters
+            total.dead_letter_reasons += one.dead_letter_reasons
             total.invalidations |= one.invalidations
             total.invalidated = total.invalidated and one.invalidated
         return total

@@ -13,22 +13,31 @@ import os
 
 from services.httpserver import serve as serve_http
 from services.infra.settings import Settings
+from services.observability import multiprocess
 from services.query.fastpath import security_headers
 
 
 def serve(site_factory: str = "services.query.site:site_from_env") -> None:
-    """Serve the site that `site_factory` (an import path) makes, in each worker."""
+    """Serve the site that `site_factory` (an import path) makes, in each worker.
+
+    The workers' metrics add up in a directory made for this start (`services.observability.multiprocess`),
+    so whichever worker answers `/metrics` shows them all.
+    """
     settings = Settings()
     workers = settings.query_workers or len(os.sched_getaffinity(0))
     # configured before the workers are forked, so the supervisor's lines (a worker died, the port is taken) show
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve_http(
-        site_factory,
-        host=settings.query_host,
-        port=settings.query_port,
-        workers=workers,
-        headers=security_headers(),
-    )
+    metrics_dir = multiprocess.prepare("query")
+    try:
+        serve_http(
+            site_factory,
+            host=settings.query_host,
+            port=settings.query_port,
+            workers=workers,
+            headers=security_headers(),
+        )
+    finally:
+        multiprocess.remove(metrics_dir)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 
 from flagcore import Evaluation
 from flagcore.plans import first_change
+from services.observability.tally import Exposures
+from services.query.metrics import exposures_of
 from services.query.ofrep import Answer, Evaluator
 from services.query.service import QueryService
 
@@ -35,6 +37,7 @@ class Kept:
     answer: Answer
     org_id: str
     flag_keys: tuple[str, ...]  # what serving it again counts
+    exposures: Exposures  # and its evaluations, for the metrics
     generation: int
     until: float  # seconds since the epoch: the first instant it may be wrong
 
@@ -42,22 +45,25 @@ class Kept:
 class Recorder:
     """The evaluator, noting whom and what it evaluated: what a kept answer depends on and counts."""
 
-    __slots__ = ("_inner", "flag_keys", "org_id", "user_id")
+    __slots__ = ("_inner", "evaluations", "flag_keys", "org_id", "user_id")
 
     def __init__(self, inner: Evaluator) -> None:
         self._inner = inner
         self.org_id: str | None = None
         self.user_id: str | None = None
         self.flag_keys: tuple[str, ...] = ()
+        self.evaluations: tuple[Evaluation, ...] = ()
 
     async def evaluate(self, org_id: str, flag_key: str, *, platform: str | None, user_id: str | None) -> Evaluation:
         result = await self._inner.evaluate(org_id, flag_key, platform=platform, user_id=user_id)
         self.org_id, self.user_id, self.flag_keys = org_id, user_id, (flag_key,)
+        self.evaluations = (result,)
         return result
 
     async def evaluate_all(self, org_id: str, *, platform: str | None, user_id: str | None) -> list[Evaluation]:
         results = await self._inner.evaluate_all(org_id, platform=platform, user_id=user_id)
         self.org_id, self.user_id, self.flag_keys = org_id, user_id, tuple(e.flag_key for e in results)
+        self.evaluations = tuple(results)
         return results
 
 
@@ -101,7 +107,8 @@ class AnswerCache:
             return
         if len(self._kept) >= self._max:
             self._kept.popitem(last=False)  # the oldest; O(1), where a dict's first key is found by a scan
-        self._kept[key] = Kept(answer, recorder.org_id, recorder.flag_keys, generation, until)
+        exposures = exposures_of(recorder.evaluations)
+        self._kept[key] = Kept(answer, recorder.org_id, recorder.flag_keys, exposures, generation, until)
 
     async def _until(self, org_id: str, user_id: str | None, began: float) -> float:
         """The first scheduled instant after `began` in the documents evaluated, or the documents' TTL if sooner."""

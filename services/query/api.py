@@ -303,12 +303,22 @@ def create_app(
     app.add_exception_handler(RequestValidationError, request_invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
     install_auth_handlers(app)
+    _install_metrics(app, wiring)
     # add_middleware wraps what is there: the last one added sees the request first.
     app.add_middleware(UnhandledErrors)
     if settings.cors_origins:  # checked now: a bad origin stops the start, not the first request
         app.add_middleware(CORS, origins=[normalise_origin(o) for o in settings.cors_origins])
     app.add_middleware(SecurityHeaders, docs_paths=("/docs", "/redoc", "/docs/oauth2-redirect"))
     return app
+
+
+def _install_metrics(app: FastAPI, wiring: Wiring) -> None:
+    """/metrics, and the document cache's and the gate's counts read at each flush (services.query.metrics)."""
+    wiring.metrics.install(
+        app,
+        documents=lambda: None if wiring.service is None else wiring.service.cache.stats,
+        denials=lambda: None if app.state.auth is None else app.state.auth.denials,
+    )
 
 
 async def _always_ready() -> bool:

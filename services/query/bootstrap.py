@@ -28,10 +28,12 @@ from services.http.throttle import FailedAuthThrottle
 from services.infra.cache_keys import CacheKeys
 from services.infra.postgres import create_pool
 from services.infra.settings import Role, Settings
+from services.observability.tally import flush_every
 from services.query.adapters import DRIVER_ERRORS, InvalidationListener, PostgresDocuments, RedisDocuments
 from services.query.api import create_app
 from services.query.cache import DocumentCache
 from services.query.dependencies import wiring_of
+from services.query.metrics import FLUSH_SECONDS
 from services.query.service import QueryService
 from services.query.snapshots import PostgresSnapshots
 from services.query.usage import UsageStore, flush_forever
@@ -65,11 +67,12 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         async with postgres_pool(s) as pool:
             listener = asyncio.create_task(InvalidationListener(redis, keys, cache).run())
             flusher = asyncio.create_task(flush_forever(wiring.counter, usage, failures=USAGE_FAILURES))
+            metrics = asyncio.create_task(flush_every(FLUSH_SECONDS, wiring.metrics.flush))
             connect(app, pool, cache, keys, usage=usage)
             try:
                 yield
             finally:
-                for task in (listener, flusher):
+                for task in (listener, flusher, metrics):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task

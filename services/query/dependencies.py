@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI, Request
 
 from services.infra.settings import Settings
 from services.query.errors import Unavailable
+from services.query.metrics import MeasuredEvaluator, QueryMetrics
 from services.query.ofrep import Evaluator
 from services.query.ports import OverrideCounts, Snapshots
 from services.query.service import QueryService
@@ -36,6 +37,7 @@ class Wiring:
     override_counts: OverrideCounts | None = None
     snapshots: Snapshots | None = None
     counter: UsageCounter = field(default_factory=UsageCounter)
+    metrics: QueryMetrics = field(default_factory=QueryMetrics)  # services.query.metrics: /metrics
 
     def connect(
         self,
@@ -52,7 +54,8 @@ class Wiring:
         self.ping = ping
         self.override_counts = override_counts
         self.snapshots = snapshots
-        self.evaluator = service if usage is None else CountingEvaluator(service, self.counter)
+        counted = service if usage is None else CountingEvaluator(service, self.counter)
+        self.evaluator = MeasuredEvaluator(counted, self.metrics)
 
     def documents(self) -> QueryService:
         """The use cases (uncounted); the hot path's answer cache and plans check their documents."""

@@ -52,9 +52,11 @@ from services.query.refusals import refusal
 from services.query.service import QueryService
 
 __all__ = [
+    "BULK",
     "FastPath",
     "HotPath",
     "HotRequest",
+    "endpoint_of",
     "has_origin",
     "is_hot",
     "is_ofrep",
@@ -95,6 +97,11 @@ def is_hot(method: str, path: str) -> bool:
     return is_ofrep(method, path) or native_target(method, path) is not None
 
 
+def endpoint_of(method: str, path: str) -> str:
+    """A hot request's endpoint, as `services.query.metrics` labels it."""
+    return "native" if method == "GET" else "ofrep_bulk" if path == BULK else "ofrep_single"
+
+
 @dataclass(frozen=True, slots=True)
 class HotRequest:
     """What the hot path reads of a request, whichever server interface brought it."""
@@ -127,22 +134,31 @@ _HOT_HEADERS = (b"authorization", b"if-none-match")
 class HotPath:
     """Authenticate, evaluate (OFREP or native), and turn every outcome into a `Reply` with the security headers."""
 
-    __slots__ = ("_answers", "_plans", "_security", "_wiring", "app")
+    __slots__ = ("_answers", "_plans", "_security", "_wiring", "app", "metrics")
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
         self._wiring: Wiring = wiring_of(app)  # the app's use cases, connected when its lifespan starts
+        self.metrics = self._wiring.metrics
         self._security = security_headers()
         self._answers: AnswerCache | None = None  # made on first use: the documents exist once the app has started
         self._plans: Plans | None = None
 
-    async def reply(self, request: HotRequest, body: Callable[[], Awaitable[bytes]]) -> Reply:
-        """`request` gives the path and headers (and the client, for the throttle); `body` reads the body."""
+    async def reply(
+        self, request: HotRequest, body: Callable[[], Awaitable[bytes]], started: float | None = None
+    ) -> Reply:
+        """`request` gives the path and headers (and the client, for the throttle); `body` reads the body.
+
+        `started` (`time.perf_counter()`) is when the request was read: its answer's latency is counted from it.
+        """
+        started = time.perf_counter() if started is None else started
         try:
-            return await self._answer(request, body)
+            reply = await self._answer(request, body)
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
-            return self._response(problem(500, "internal_error", INTERNAL_ERROR_DETAIL))
+            reply = self._response(problem(500, "internal_error", INTERNAL_ERROR_DETAIL))
+        self.metrics.answered(endpoint_of(request.method, request.path), reply.status, time.perf_counter() - started)
+        return reply
 
     async def _answer(self, request: HotRequest, body: Callable[[], Awaitable[bytes]]) -> Reply:
         gate = gate_of(self.app)
@@ -218,7 +234,9 @@ class HotPath:
         kept = answers.get(key)
         if kept is not None:
             wiring.count_evaluations(kept.org_id, kept.flag_keys)
+            wiring.metrics.exposed(kept.exposures, "kept")
             return ofrep.conditional(kept.answer, if_none_match)
+        wiring.metrics.computed()
         started = answers.start()
         recorder = Recorder(wiring.evaluations())
         if path == BULK:
@@ -261,6 +279,7 @@ class HotPath:
                 return None
             answer = org_plans.bulk(who.platform, now).answer(who.user_id)
             wiring.count_evaluations(who.org_id, org_plans.keys)
+            wiring.metrics.exposed(answer.exposures, "plan")  # type: ignore[arg-type]  # a plan's answers have them
             return ofrep.conditional(answer, if_none_match)
         key = path[len(SINGLE) :]
         if user is not None and (who.user_id, key) in user.user:
@@ -269,7 +288,9 @@ class HotPath:
         if plan is None:
             return None
         wiring.count_evaluations(who.org_id, (key,))
-        return plan.answer(who.platform, who.user_id)
+        answer = plan.answer(who.platform, who.user_id)
+        wiring.metrics.exposed(answer.exposures, "plan")  # type: ignore[arg-type]  # a plan's answers have them
+        return answer
 
     def _response(self, response: Response) -> Reply:
         raw = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in response.raw_headers]

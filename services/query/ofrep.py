@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
@@ -26,6 +26,7 @@ import orjson
 from events.vocabulary import ORG_ID_RE, USER_ID_RE
 from flagcore import Evaluation, Reason
 from services.auth.policy import Action, Principal, authorize, authorize_role
+from services.observability.tally import Exposures
 from services.query import validation
 from services.query.errors import InvalidParameter, Unavailable, UnknownFlag
 
@@ -78,6 +79,8 @@ class Answer:
     status: int
     body: bytes
     etag: str | None = None
+    # A finished answer's evaluations, counted each time it is served; not part of the answer's equality.
+    exposures: Exposures | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +223,7 @@ def bulk_answer(payload: bytes) -> Answer:
 def conditional(answer: Answer, if_none_match: str | None) -> Answer:
     """A 304 for a caller that holds this answer already (its ETag listed), else the answer itself."""
     if if_none_match is not None and answer.etag is not None and _matches(if_none_match, answer.etag):
-        return Answer(304, b"", answer.etag)
+        return Answer(304, b"", answer.etag, answer.exposures)
     return answer
 
 

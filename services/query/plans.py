@@ -17,9 +17,11 @@ from collections.abc import Iterable
 
 from flagcore import Catalog, TenantRules
 from flagcore.plans import Pick, Rule, compile_flag
+from services.observability.tally import Exposures
 from services.query import validation
 from services.query.documents import CompiledCatalog, CompiledOrg
 from services.query.errors import InvalidParameter
+from services.query.metrics import labels_of
 from services.query.ofrep import Answer, bulk_answer, render
 from services.query.service import QueryService
 
@@ -29,10 +31,12 @@ __all__ = ["MAX_BULK_ANSWERS", "MAX_KEPT_BULK", "BulkPlan", "FlagPlan", "OrgPlan
 class _Rendered:
     """A core rule with its answers rendered: `answers[pick(user)]` is the user's (None: the org's)."""
 
-    __slots__ = ("answers", "fixed", "pick")
+    __slots__ = ("answers", "fixed", "labels", "pick")
 
     def __init__(self, rule: Rule) -> None:
-        self.answers = tuple(Answer(200, render(e)) for e in rule.outcomes)
+        self.labels = tuple(labels_of(e) for e in rule.outcomes)  # each answer's metric labels
+        outcomes = zip(rule.outcomes, self.labels, strict=True)
+        self.answers = tuple(Answer(200, render(e), None, Exposures([labels])) for e, labels in outcomes)
         self.pick: Pick = rule.pick
         self.fixed = rule.fixed
 
@@ -83,12 +87,15 @@ class BulkPlan:
         if kept is not None:
             return kept
         picks = iter(key)
-        bodies = [r.answers[0 if r.fixed else next(picks)].body for r in self._rules]
+        chosen = [0 if r.fixed else next(picks) for r in self._rules]
+        bodies = [r.answers[i].body for r, i in zip(self._rules, chosen, strict=True)]
         if len(self._answers) >= MAX_BULK_ANSWERS:
             self._kept[0] -= len(self._answers)
             self._answers.clear()
         self._kept[0] += 1
-        kept = self._answers[key] = bulk_answer(bulk_body(bodies))
+        made = bulk_answer(bulk_body(bodies))
+        exposures = Exposures([r.labels[i] for r, i in zip(self._rules, chosen, strict=True)])
+        kept = self._answers[key] = Answer(made.status, made.body, made.etag, exposures)
         return kept
 
 

@@ -12,13 +12,14 @@ bridge, after the app's lifespan started the worker.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 
 from fastapi import FastAPI
 
 from services.httpserver import ASGIBridge, Lifespan, Reply, Request
 from services.infra.settings import Settings
 from services.query.bootstrap import app_from_env as fastapi_app_from_env
-from services.query.fastpath import HotPath, HotRequest, is_hot
+from services.query.fastpath import BULK, HotPath, HotRequest, is_hot
 
 __all__ = ["QuerySite", "site_from_env"]
 
@@ -49,14 +50,18 @@ class QuerySite:
         if_none_match = request.header(b"if-none-match")
         client = request.client[0]
         endpoint = self._endpoint
+        started = perf_counter()
         if method == "POST":  # OFREP: a known evaluator's answer from a plan, with no await at all
             principal = endpoint.evaluator(authorization, client)
             if principal is not None:
                 reply = endpoint.planned(principal, path, request.body, if_none_match)
                 if reply is not None:
+                    endpoint.metrics.answered(
+                        "ofrep_bulk" if path == BULK else "ofrep_single", reply.status, perf_counter() - started
+                    )
                     return reply
         hot = HotRequest(method, path, request.query_string.decode("latin-1"), client, authorization, if_none_match)
-        return endpoint.reply(hot, _body(request.body))
+        return endpoint.reply(hot, _body(request.body), started)
 
 
 def _body(body: bytes) -> Callable[[], Awaitable[bytes]]:

@@ -48,6 +48,7 @@ OPEN = {
     ("command", "GET", "/metrics"),
     ("query", "GET", "/healthz"),
     ("query", "GET", "/readyz"),
+    ("query", "GET", "/metrics"),
 }
 
 # The callers, as columns. The last four must get 401 from every route that is not open.

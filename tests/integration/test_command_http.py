@@ -183,7 +183,7 @@ def test_probes_docs_and_metrics(http: httpx.Client, url: str) -> None:
     assert "outbox_lag" in ready.json()
     assert "/v1/flags" in http.get(f"{url}/openapi.json").json()["paths"]
     assert http.get(f"{url}/docs").status_code == 200
-    assert "flags_outbox_lag" in http.get(f"{url}/metrics").text
+    assert "flagstream_outbox_backlog_events" in http.get(f"{url}/metrics").text
 
 
 def test_accepted_changes_reach_kafka(http: httpx.Client, url: str, service: ServiceProcess) -> None:
@@ -213,7 +213,7 @@ def test_keeps_accepting_while_kafka_is_down_and_stops_cleanly(
         ready = http.get(f"{url}/readyz").json()
         # the admin key's ApiKeyCreated, the definition and the default: all waiting for Kafka
         assert ready["status"] == "ready" and ready["outbox_lag"] == 3
-        assert "flags_relay_kafka_up 0" in http.get(f"{url}/metrics").text
+        assert "flagstream_relay_kafka_up 0.0" in http.get(f"{url}/metrics").text
         asyncio.run(asyncio.sleep(2))  # several relay retries
     finally:
         assert down.proc is not None

@@ -26,6 +26,10 @@ class Stack:
         return f"http://127.0.0.1:{self.settings.query_port}"
 
     @property
+    def projector_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.projector_port}"
+
+    @property
     def headers(self) -> dict[str, str]:
         """Authorization as the database's system admin."""
         return admin_headers(self.settings)
@@ -40,7 +44,7 @@ def start_stack(settings: Settings, log_dir: Path) -> Stack:
     stack = Stack(
         settings,
         ServiceProcess("command", settings, log_dir, f"{base}:{settings.command_port}/healthz"),
-        ServiceProcess("projector", settings, log_dir),
+        ServiceProcess("projector", settings, log_dir, f"{base}:{settings.projector_port}/healthz"),
         ServiceProcess("query", settings, log_dir, f"{base}:{settings.query_port}/healthz"),
     )
     stack.command.start()

@@ -321,7 +321,7 @@ async def test_writes_past_a_keys_burst_get_429_with_retry_after_and_write_nothi
     assert written == 3  # the definition and two settings: the refused write wrote nothing
     assert theirs.status_code == 201
     assert [r.status_code for r in reads] == [200] * 5 and stream.status_code == 200
-    assert 'flags_auth_denials_total{kind="rate_limited"} 1' in metrics.text
+    assert 'flagstream_auth_denials_total{cause="rate_limited"} 1.0' in metrics.text
 
 
 async def test_refused_and_key_management_writes_are_charged_too() -> None:
@@ -375,4 +375,4 @@ async def test_a_client_sending_bad_keys_is_blocked_with_429_and_retry_after(ser
     assert 1 <= int(blocked.headers["retry-after"]) <= 30
     assert_hardened(blocked)
     if metrics is not None:
-        assert 'flags_auth_denials_total{kind="throttled"} 1' in metrics.text
+        assert 'flagstream_auth_denials_total{cause="throttled"} 1.0' in metrics.text

@@ -1,0 +1,100 @@
+"""The projector's metrics, served by its own small endpoint (`/metrics`, `/healthz` on `FLAGS_PROJECTOR_PORT`).
+
+Per partition, read at scrape time: the next offset applied, how many records
+the topic holds beyond it (`lag_records`, against the consumer's high watermark)
+and, while that is above 0, how old the last applied record is (`lag_seconds`:
+how far behind the projector runs; 0 when caught up). Per batch: its duration,
+what it applied, and each dead letter by reason (the reason's first words:
+the rest names a record). `event_age_seconds` is each record's age when its
+batch committed: the propagation delay from the relay to the read models.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from services.observability import LabelGuard, Metrics
+from services.projector.projection import BatchResult
+
+__all__ = ["ProjectorMetrics", "reason_of"]
+
+AGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+def reason_of(reason: str) -> str:
+    """A dead letter's reason as a label: what comes before its first `:` (the rest names the record)."""
+    return reason.split(":", 1)[0].strip()[:60] or "unknown"
+
+
+class ProjectorMetrics:
+    """What the projector counts; `consumer` gives the Kafka consumer once the broker made it (else None)."""
+
+    def __init__(self, consumer: Callable[[], Any], *, clock: Callable[[], float] = time.time) -> None:
+        self.metrics = m = Metrics()
+        self._consumer = consumer
+        self._clock = clock
+        self._started = clock()
+        self._next: dict[int, int] = {}  # partition -> next offset applied
+        self._newest: dict[int, float] = {}  # partition -> timestamp (s) of the last record applied
+        self._reasons = LabelGuard(limit=50)
+        self.batches = m.counter("projector_batches", "Batches applied.")
+        self.failures = m.counter("projector_batch_failures", "Batches not applied (a dependency failed), retried.")
+        self.applied = m.counter("projector_events_applied", "Events applied to the read models.")
+        self.duplicates = m.counter("projector_duplicate_events", "Events skipped as already applied.")
+        self.chain_breaks = m.counter("projector_chain_breaks", "Events applied despite a hash chain break.")
+        self.dead_letters = m.counter("dead_letters", "Records sent to the dead-letter topic, by reason.", ("reason",))
+        self.duration = m.histogram("projector_batch_duration_seconds", "Time to apply one batch.")
+        self.age = m.histogram(
+            "projector_event_age_seconds", "A record's age when its batch committed.", buckets=AGE_BUCKETS
+        )
+        self.offset = m.gauge("projector_offset", "The next offset to apply, per partition.", ("partition",))
+        self.lag_records = m.gauge(
+            "projector_lag_records", "Records on the topic not yet applied, per partition.", ("partition",)
+        )
+        self.lag_seconds = m.gauge(
+            "projector_lag_seconds", "While behind: the age of the last record applied, per partition.", ("partition",)
+        )
+        m.before_scrape(self.refresh)
+
+    def batch(self, records: Sequence[Any], result: BatchResult | None, seconds: float) -> None:
+        """One batch handled in `seconds`; `result` None: it failed and will be redelivered."""
+        self.duration.observe(seconds)
+        if result is None:
+            self.failures.inc()
+            return
+        self.batches.inc()
+        self.applied.inc(result.applied)
+        self.duplicates.inc(result.duplicates)
+        self.chain_breaks.inc(result.chain_breaks)
+        for reason in result.dead_letter_reasons:
+            self.dead_letters.labels(self._reasons(reason_of(reason))).inc()
+        now = self._clock()
+        for record in records:
+            partition = record.partition
+            if record.offset + 1 > self._next.get(partition, -1):
+                self._next[partition] = record.offset + 1
+            stamp = getattr(record, "timestamp", None)
+            if stamp is not None:
+                self._newest[partition] = max(self._newest.get(partition, 0.0), stamp / 1000)
+                self.age.observe(max(0.0, now - stamp / 1000))
+
+    async def refresh(self) -> None:
+        consumer = self._consumer()
+        if consumer is None:
+            return
+        now = self._clock()
+        for tp in consumer.assignment():
+            label = str(tp.partition)
+            applied = self._next.get(tp.partition)
+            if applied is None:
+                applied = await consumer.position(tp)
+            self.offset.labels(label).set(applied)
+            end = consumer.highwater(tp)
+            if end is None:
+                continue
+            behind = max(0, end - applied)
+            self.lag_records.labels(label).set(behind)
+            since = self._newest.get(tp.partition, self._started)
+            self.lag_seconds.labels(label).set(max(0.0, now - since) if behind else 0.0)
