@@ -57,6 +57,10 @@ class Unauthenticated(Exception):
         self.detail = detail
 
 
+class KeyStoreUnavailable(Exception):
+    """The key store cannot be reached: the key may well be valid, so this is a 503 "retry later", never a 401."""
+
+
 class Authenticator:
     def __init__(
         self,

@@ -30,6 +30,7 @@ from events import Variant
 from events.scope import MAX_STREAM_LENGTH
 from events.vocabulary import ORG_ID_PATTERN
 from flagcore import InvalidTransition, format_instant
+from services.auth.authenticator import KeyStoreUnavailable
 from services.auth.http import AuthGate, Caller, Gate, install_auth_handlers, use_gate
 from services.auth.policy import Action, Principal, authorize
 from services.command.audit_api import router as audit_router
@@ -67,6 +68,7 @@ from services.command.timetravel.errors import TimeTravelError
 from services.command.whoami import router as whoami_router
 from services.http import (
     CORS,
+    UNAVAILABLE_HEADERS,
     HTTPProblem,
     SecurityHeaders,
     TokenBucketLimiter,
@@ -341,7 +343,8 @@ _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"
 
 
 def _json_error(status: int, code: str, detail: str, field: str | None = None, **extra: Any) -> JSONResponse:
-    return JSONResponse(error_body(code, detail, field, **extra), status_code=status)
+    headers = UNAVAILABLE_HEADERS if status == 503 else None
+    return JSONResponse(error_body(code, detail, field, **extra), status_code=status, headers=headers)
 
 
 _SYNTAX = {
@@ -428,6 +431,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
         log.warning("request failed, store unavailable: %s", exc)
         return _json_error(503, "store_unavailable", "the event store is unavailable; retry later")
+
+    @app.exception_handler(KeyStoreUnavailable)
+    async def keys_unavailable(_: Request, exc: KeyStoreUnavailable) -> JSONResponse:
+        return _json_error(503, "store_unavailable", "the API key store is unavailable; retry later")
 
     @app.exception_handler(StarletteHTTPException)
     async def http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

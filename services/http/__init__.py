@@ -11,7 +11,15 @@ None of it imports FastAPI; Starlette's types and `Response` only.
 """
 
 from services.http.cors import CORS, normalise_origin
-from services.http.errors import HTTPProblem, error_body, problem, problem_handler, rate_limited, retry_after_seconds
+from services.http.errors import (
+    UNAVAILABLE_HEADERS,
+    HTTPProblem,
+    error_body,
+    problem,
+    problem_handler,
+    rate_limited,
+    retry_after_seconds,
+)
 from services.http.headers import API_CSP, FASTAPI_CDN, SELF_HOSTED, DocsAssets, SecurityHeaders
 from services.http.ratelimit import TokenBucketLimiter
 from services.http.throttle import FailedAuthThrottle, client_key
@@ -22,6 +30,7 @@ __all__ = [
     "CORS",
     "FASTAPI_CDN",
     "SELF_HOSTED",
+    "UNAVAILABLE_HEADERS",
     "DocsAssets",
     "FailedAuthThrottle",
     "HTTPProblem",

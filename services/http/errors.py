@@ -19,9 +19,19 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["HTTPProblem", "error_body", "problem", "problem_handler", "rate_limited", "retry_after_seconds"]
+__all__ = [
+    "UNAVAILABLE_HEADERS",
+    "HTTPProblem",
+    "error_body",
+    "problem",
+    "problem_handler",
+    "rate_limited",
+    "retry_after_seconds",
+]
 
 JSON = "application/json"
+# Every 503 (a store or broker out of reach) says when to try again: soon, the pools reconnect by themselves.
+UNAVAILABLE_HEADERS = {"Retry-After": "1"}
 
 
 def error_body(error: str, detail: str, field: str | None = None, **extra: Any) -> dict[str, Any]:

@@ -25,9 +25,11 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events.vocabulary import ORG_ID_PATTERN
+from services.auth.authenticator import KeyStoreUnavailable
 from services.auth.http import AuthGate, Caller, install_auth_handlers, use_gate
 from services.auth.policy import Action, authorize
 from services.http import CORS, SecurityHeaders, UnhandledErrors, normalise_origin
+from services.http.errors import UNAVAILABLE_HEADERS
 from services.infra.settings import Settings
 from services.query import ofrep_api, rendering, validation
 from services.query.dependencies import NOT_STARTED, Documents, Evaluations, Wired, Wiring
@@ -254,9 +256,11 @@ async def bootstrap(caller: Caller, wiring: Wired, org_id: SnapshotOrgPath) -> R
 
 
 async def refused(_: Request, exc: Exception) -> Response:
+    if isinstance(exc, KeyStoreUnavailable):
+        exc = Unavailable("postgres", str(exc))
     assert isinstance(exc, QueryError)
     status, body = refusal(exc)
-    return json_answer(body, status)
+    return json_answer(body, status, UNAVAILABLE_HEADERS if status == 503 else None)
 
 
 async def request_invalid(_: Request, exc: Exception) -> Response:
@@ -300,6 +304,7 @@ def create_app(
     app.include_router(ofrep_api.router)
     app.include_router(snapshot_router)
     app.add_exception_handler(QueryError, refused)
+    app.add_exception_handler(KeyStoreUnavailable, refused)
     app.add_exception_handler(RequestValidationError, request_invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
     install_auth_handlers(app)

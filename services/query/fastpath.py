@@ -36,17 +36,17 @@ from starlette.datastructures import QueryParams
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from services.auth.authenticator import Unauthenticated
+from services.auth.authenticator import KeyStoreUnavailable, Unauthenticated
 from services.auth.http import TooManyFailures, gate_of
 from services.auth.policy import Action, Forbidden, Principal, allowed, authorize, authorize_role
 from services.http import SecurityHeaders
-from services.http.errors import problem, rate_limited
+from services.http.errors import UNAVAILABLE_HEADERS, problem, rate_limited
 from services.http.unhandled import INTERNAL_ERROR_DETAIL
 from services.httpserver.message import Reply
 from services.query import ofrep, rendering, validation
 from services.query.answers import AnswerCache, Recorder
 from services.query.dependencies import Wiring, wiring_of
-from services.query.errors import QueryError
+from services.query.errors import QueryError, Unavailable
 from services.query.plans import Plans
 from services.query.refusals import refusal
 from services.query.service import QueryService
@@ -73,6 +73,7 @@ NATIVE = "/v1/orgs/"
 Headers = list[tuple[str, str]]
 _JSON = ("content-type", "application/json")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="flagstream"'}
+_RETRY_AFTER = [(name.lower(), value) for name, value in UNAVAILABLE_HEADERS.items()]
 
 
 def is_ofrep(method: str, path: str) -> bool:
@@ -184,6 +185,8 @@ class HotPath:
             return self._response(problem(403, "forbidden", exc.detail))
         except TooManyFailures as exc:
             return self._response(rate_limited(exc.retry_after, reason="too many failed authentications"))
+        except KeyStoreUnavailable as exc:
+            return self._reply(ofrep.Answer(*refusal(Unavailable("postgres", str(exc)))))
         return self._reply(answer)
 
     def _reply(self, answer: ofrep.Answer) -> Reply:
@@ -191,6 +194,8 @@ class HotPath:
             headers = [("etag", answer.etag), *self._security] if answer.etag is not None else [*self._security]
             return Reply(304, headers, answer.body)
         length = ("content-length", str(len(answer.body)))
+        if answer.status == 503:
+            return Reply(503, [_JSON, length, *_RETRY_AFTER, *self._security], answer.body)
         if answer.etag is None:
             return Reply(answer.status, [_JSON, length, *self._security], answer.body)
         return Reply(answer.status, [_JSON, length, ("etag", answer.etag), *self._security], answer.body)

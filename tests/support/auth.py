@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.auth.authenticator import Authenticator, KeyRecord
+from services.auth.authenticator import Authenticator, KeyRecord, KeyStoreUnavailable
 from services.auth.http import AuthGate
 from services.auth.keys import generate
 from services.auth.policy import Role
@@ -18,6 +18,7 @@ class MemoryKeys:
 
     records: dict[str, KeyRecord] = field(default_factory=dict)
     touched: list[str] = field(default_factory=list)
+    down: bool = False  # the store is out of reach: lookups raise `KeyStoreUnavailable`, as the Postgres one does
 
     def issue(self, role: Role, org_id: str | None = None, *, name: str | None = None,
               expires_at: datetime | None = None) -> str:
@@ -29,6 +30,8 @@ class MemoryKeys:
         return new.token
 
     async def find_key(self, key_id: str) -> KeyRecord | None:
+        if self.down:
+            raise KeyStoreUnavailable("PostgreSQL unavailable: ConnectionRefusedError")
         return self.records.get(key_id)
 
     async def touch_key(self, key_id: str, at: datetime) -> None:

@@ -402,7 +402,9 @@ async def test_an_unexpected_failure_is_a_generic_500_and_is_logged(
 
 async def test_a_database_outage_is_503_not_500(defined: httpx.AsyncClient, store: InMemoryEventStore) -> None:
     store.available = False
-    assert_error(await defined.put(URL, json=body(enabled=True)), 503, "store_unavailable")
+    refused = await defined.put(URL, json=body(enabled=True))
+    assert_error(refused, 503, "store_unavailable")
+    assert refused.headers["retry-after"] == "1"
     assert (await defined.get("/readyz")).status_code == 503
     assert (await defined.get("/healthz")).status_code == 200
     store.available = True
@@ -511,3 +513,18 @@ def test_no_byte_string_yields_a_500(sync_client: SyncClient) -> None:
             assert {"error", "detail", "field"} <= set(response.json())
 
     check()
+
+
+async def test_a_key_store_outage_is_503_with_retry_after_not_401_or_500() -> None:
+    keys = MemoryKeys()
+    app = create_app(SETTINGS, store=InMemoryEventStore(), auth=memory_gate(keys))
+    headers = bearer(keys.issue(Role.SYSTEM_ADMIN))
+    keys.down = True
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://command", headers=headers
+    ) as client:
+        refused = await client.put(URL, json=body(enabled=True))
+        error = assert_error(refused, 503, "store_unavailable")
+        assert "key store" in error["detail"] and refused.headers["retry-after"] == "1"
+        keys.down = False
+        assert (await client.put(URL, json=body(enabled=True))).status_code < 500

@@ -133,3 +133,16 @@ async def test_other_routes_go_to_the_app(world: World) -> None:
     assert not at_once
     assert (reply.status, reply.body) == (asgi.status_code, asgi.content) == (200, b'{"status":"ok"}')
     assert reply.headers == asgi.headers.multi_items()
+
+
+async def test_a_key_store_outage_is_503_with_retry_after_on_both(world: World) -> None:
+    world.keys.down = True  # a key not seen before must be read from the store, which is out of reach
+    for path in (FLAG, BULK):
+        reply, asgi = await world.both(path, {"context": {"targetingKey": "u-7"}})
+        assert asgi.status_code == 503 and asgi.headers["retry-after"] == "1"
+        assert asgi.json()["error"] == "unavailable" and asgi.json()["dependency"] == "postgres"
+        _same(reply, asgi)
+    world.keys.down = False
+    reply, asgi = await world.both(FLAG, {"context": {"targetingKey": "u-7"}})
+    assert asgi.status_code == 200
+    _same(reply, asgi)

@@ -10,20 +10,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import asyncpg
-
 from services.command.errors import StoreUnavailable
-
-# OperatorInterventionError covers an administrator's shutdown and CannotConnectNowError (starting up);
-# InterfaceError a connection closed under an operation.
-UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-)
+from services.infra.pg_errors import UNREACHABLE
 
 
 @asynccontextmanager
@@ -31,5 +19,5 @@ async def translated() -> AsyncIterator[None]:
     """Connection-level failures become `StoreUnavailable`; everything else passes."""
     try:
         yield
-    except UNAVAILABLE as exc:
+    except UNREACHABLE as exc:
         raise StoreUnavailable(f"PostgreSQL unavailable: {exc.__class__.__name__}: {exc}") from exc

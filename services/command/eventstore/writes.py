@@ -21,8 +21,9 @@ from events import Actor, Change, Envelope, FlagChange
 from flagcore import StreamHead
 from services.command import chain
 from services.command.errors import VersionConflict
-from services.command.eventstore.driver_errors import UNAVAILABLE, translated
+from services.command.eventstore.driver_errors import translated
 from services.command.ports import OUTBOX_CHANNEL, StoredEvent
+from services.infra.pg_errors import UNREACHABLE
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ class PostgresRelayLease:
             return
         try:
             await asyncio.wait_for(self._conn.close(), timeout=5)
-        except UNAVAILABLE:
+        except UNREACHABLE:
             self._conn.terminate()
 
 
