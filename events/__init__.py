@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         UserOverrideCleared,
         UserOverrideSet,
         Variant,
+        VariantSelected,
         key_stream,
     )
     from events.cloudevents import Record, from_record, to_record
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from events.envelope import GENESIS_HASH, Actor, Envelope, canonical_json, hash_of, seal
     from events.errors import DecodeError, EventError
     from events.scope import SYSTEM_PARTITION_KEY, Scope, definition_stream
-    from events.vocabulary import RESOLUTION_ORDER, FlagKind, KeyRole, Level, Platform
+    from events.vocabulary import RESOLUTION_ORDER, FlagKind, KeyRole, Level, Platform, ValueType
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "events.changes": (
@@ -52,14 +53,14 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "FlagChange", "FlagDefined", "FlagUpdated", "KeyChange", "KillSwitchEngaged", "KillSwitchReleased",
         "OrgOverrideCleared", "OrgOverrideSet", "PlatformOverrideCleared", "PlatformOverrideSet",
         "RolloutPercentageSet", "ScheduledSettingCancelled", "SettingScheduled", "SystemDefaultSet",
-        "UserOverrideCleared", "UserOverrideSet", "Variant", "key_stream",
+        "UserOverrideCleared", "UserOverrideSet", "Variant", "VariantSelected", "key_stream",
     ),
     "events.cloudevents": ("Record", "from_record", "to_record"),
     "events.codec": ("decode",),
     "events.envelope": ("GENESIS_HASH", "Actor", "Envelope", "canonical_json", "hash_of", "seal"),
     "events.errors": ("DecodeError", "EventError"),
     "events.scope": ("SYSTEM_PARTITION_KEY", "Scope", "definition_stream"),
-    "events.vocabulary": ("RESOLUTION_ORDER", "FlagKind", "KeyRole", "Level", "Platform"),
+    "events.vocabulary": ("RESOLUTION_ORDER", "FlagKind", "KeyRole", "Level", "Platform", "ValueType"),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -100,7 +101,9 @@ __all__ = [
     "SystemDefaultSet",
     "UserOverrideCleared",
     "UserOverrideSet",
+    "ValueType",
     "Variant",
+    "VariantSelected",
     "canonical_json",
     "decode",
     "definition_stream",

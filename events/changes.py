@@ -7,13 +7,23 @@ the version written today; older versions are lifted by `events.upcasting`.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from events.fields import FlagKey, OrgId, Percentage, UserId
 from events.scope import SYSTEM_PARTITION_KEY, Scope, definition_stream
-from events.vocabulary import VARIANT_NAME_PATTERN, VARIANT_WEIGHT_TOTAL, FlagKind, KeyRole, Level, Platform
+from events.values import check_typed
+from events.vocabulary import (
+    MAX_VARIANTS,
+    VARIANT_NAME_PATTERN,
+    VARIANT_WEIGHT_TOTAL,
+    FlagKind,
+    KeyRole,
+    Level,
+    Platform,
+    ValueType,
+)
 
 
 class Change(BaseModel):
@@ -78,6 +88,12 @@ class _Described(FlagChange):
     group: str = Field(min_length=1, max_length=64)
     variants: tuple[Variant, ...] = Field(default=(), description="Experiment arms; weights sum to 1000.")
     expires_at: AwareDatetime | None = Field(default=None, description="When the flag is due for removal.")
+    value_type: ValueType = Field(default=ValueType.BOOLEAN, description="What the flag's variants hold.")
+    values: dict[str, JsonValue] = Field(
+        default_factory=dict, description="A typed flag's variants: name → value of `value_type` (none for boolean)."
+    )
+    default_variant: str | None = Field(default=None, description="What a level that turns the flag on serves.")
+    off_variant: str | None = Field(default=None, description="What the flag serves when off.")
 
     @field_validator("expires_at")
     @classmethod
@@ -87,6 +103,9 @@ class _Described(FlagChange):
     @model_validator(mode="after")
     def _variants_are_an_experiment(self) -> _Described:
         check_variants(self.kind, self.variants)
+        check_typed(self.value_type, self.values, self.default_variant, self.off_variant)
+        if self.variants and self.value_type is not ValueType.BOOLEAN:
+            raise ValueError("variants: a typed flag splits its users with a split at a level, not experiment arms")
         return self
 
 
@@ -113,16 +132,17 @@ def check_variants(kind: FlagKind, variants: tuple[Variant, ...]) -> None:
 
 
 class FlagDefined(_Described):
-    """A new flag exists. v1 had no kind, owner or group; v2 no variants or expiry (see upcasting)."""
+    """A new flag exists. v1 had no kind, owner or group; v2 no variants or expiry; v3 no value type."""
 
-    SCHEMA_VERSION: ClassVar[int] = 3
+    SCHEMA_VERSION: ClassVar[int] = 4
     type: Literal["FlagDefined"] = "FlagDefined"
 
 
 class FlagUpdated(_Described):
-    """A flag's descriptive attributes changed (the full new set is carried). v1 had no variants or expiry."""
+    """A flag's descriptive attributes changed (the full new set is carried). v1 had no variants or expiry;
+    v2 no value type (see upcasting)."""
 
-    SCHEMA_VERSION: ClassVar[int] = 2
+    SCHEMA_VERSION: ClassVar[int] = 3
     type: Literal["FlagUpdated"] = "FlagUpdated"
     kind: FlagKind
 
@@ -238,6 +258,56 @@ class RolloutPercentageSet(FlagChange):
         return Scope(self.level, self.org_id, self.platform, self.user_id)
 
 
+class VariantSelected(FlagChange):
+    """What a level serves when it is on: one variant, a weighted split of variants, or (both None) the default.
+
+    A split is Unleash's sticky variant assignment (`flagcore.variants`), weights in thousandths summing
+    to 1000. A rollout percentage at the same level still decides who is on at all.
+    """
+
+    type: Literal["VariantSelected"] = "VariantSelected"
+    level: Level
+    org_id: OrgId | None = None
+    platform: Platform | None = None
+    user_id: UserId | None = None
+    variant: str | None = Field(default=None, pattern=VARIANT_NAME_PATTERN, description="The variant served.")
+    split: tuple[Variant, ...] | None = Field(default=None, description="Variants and weights (sum 1000).")
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> VariantSelected:
+        Scope(self.level, self.org_id, self.platform, self.user_id)
+        if self.variant is not None and self.split is not None:
+            raise ValueError("a level serves one variant or a split, not both")
+        if self.split is not None:
+            check_split(self.split)
+        return self
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.level, self.org_id, self.platform, self.user_id)
+
+
+def check_split(split: tuple[Variant, ...]) -> None:
+    """A split names 1–50 distinct variants whose weights sum to 1000 thousandths."""
+    if not split or len(split) > MAX_VARIANTS:
+        raise ValueError(f"split: 1 to {MAX_VARIANTS} variants")
+    names = [v.name for v in split]
+    if len(set(names)) != len(names):
+        raise ValueError("split: names must be distinct")
+    total = sum(v.weight for v in split)
+    if total != VARIANT_WEIGHT_TOTAL:
+        raise ValueError(f"split: weights must sum to {VARIANT_WEIGHT_TOTAL}, not {total}")
+
+
+def selection_value(change: VariantSelected) -> dict[str, Any]:
+    """The keys a level's stream value holds for this selection (none for the default)."""
+    if change.variant is not None:
+        return {"variant": change.variant}
+    if change.split is not None:
+        return {"split": [{"name": v.name, "weight": v.weight} for v in change.split]}
+    return {}
+
+
 class _ScheduledAtScope(FlagChange):
     """A change to the schedule of one scope's setting (any level)."""
 
@@ -339,6 +409,7 @@ AnyChange = Annotated[
     | UserOverrideSet
     | UserOverrideCleared
     | RolloutPercentageSet
+    | VariantSelected
     | ApiKeyCreated
     | ApiKeyRevoked
     | ApiKeyExpirySet,
@@ -363,6 +434,7 @@ CHANGE_TYPES: dict[str, type[Change]] = {
         UserOverrideSet,
         UserOverrideCleared,
         RolloutPercentageSet,
+        VariantSelected,
         ApiKeyCreated,
         ApiKeyRevoked,
         ApiKeyExpirySet,

@@ -70,3 +70,14 @@ def _flag_updated_v1(data: Data) -> Data:
     data.setdefault("variants", [])
     data.setdefault("expires_at", None)
     return data
+
+
+@upcaster("FlagDefined", 3)
+@upcaster("FlagUpdated", 2)
+def _typed_values(data: Data) -> Data:
+    """Until v4 (FlagDefined) and v3 (FlagUpdated) every flag was boolean, with the implicit on/off variants."""
+    data.setdefault("value_type", "boolean")
+    data.setdefault("values", {})
+    data.setdefault("default_variant", None)
+    data.setdefault("off_variant", None)
+    return data

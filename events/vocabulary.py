@@ -43,6 +43,16 @@ class FlagKind(StrEnum):
     PERMISSION = "permission"
 
 
+class ValueType(StrEnum):
+    """What a flag's variants hold: OpenFeature's five types (`object` is a JSON object or array)."""
+
+    BOOLEAN = "boolean"
+    STRING = "string"
+    INTEGER = "integer"
+    FLOAT = "float"
+    OBJECT = "object"
+
+
 class KeyRole(StrEnum):
     """What an API key may do (see `services.auth.policy`)."""
 
@@ -66,6 +76,9 @@ USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+:-]{0,127}$"
 
 VARIANT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 VARIANT_WEIGHT_TOTAL = 1000  # Unleash normalises variant weights to thousandths
+MAX_VARIANTS = 50  # named variants of a typed flag, and arms of a split
+MAX_STRING_VALUE = 10_000  # characters of a string variant's value
+MAX_OBJECT_VALUE_BYTES = 16_384  # canonical JSON bytes of an object variant's value
 
 FLAG_KEY_RE = re.compile(FLAG_KEY_PATTERN)
 ORG_ID_RE = re.compile(ORG_ID_PATTERN)

@@ -7,7 +7,7 @@ in-process SDK both run this exact code, so they cannot disagree.
 from flagcore.bucketing import bucket, in_rollout
 from flagcore.catalog import SEED_FLAGS, SeedFlag
 from flagcore.errors import FlagError, InvalidTransition
-from flagcore.evaluation import ErrorCode, Evaluation, Reason, evaluate, evaluate_all
+from flagcore.evaluation import ErrorCode, Evaluation, Reason, evaluate, evaluate_all, served
 from flagcore.instants import format_instant, parse_instant
 from flagcore.lifecycle import StaleFlag, stale_flags
 from flagcore.model import Catalog, Definition, EventRef, ScheduledStep, Setting, TenantRules, Variant
@@ -47,6 +47,7 @@ __all__ = [
     "parse_instant",
     "platform_flag",
     "select_variant",
+    "served",
     "stale_flags",
     "transition",
     "variant_bucket",

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from events import Level
 from flagcore.bucketing import bucket
@@ -39,19 +40,19 @@ class ErrorCode(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Evaluation:
     flag_key: str
-    value: bool
+    value: Any  # the flag's type: bool, str, int, float, or a JSON object/array
     reason: Reason
     level: Level | None = None
     source: EventRef | None = None
     rollout_percentage: int | None = None
     bucket: int | None = None
     error_code: ErrorCode | None = None
-    variant: str | None = None  # the experiment arm when on, else "on"/"off"; None only on error
+    variant: str | None = None  # the variant served (a boolean's "on"/"off" or experiment arm); None on error
     killed: bool = False  # the ops flag's kill switch decided
 
     def explain(self) -> str:
         """One sentence a support engineer can read out."""
-        state = "on" if self.value else "off"
+        state = ("on" if self.value else "off") if type(self.value) is bool else f"variant {self.variant}"
         if self.error_code is not None:
             return f"{self.flag_key} is {state}: {self.error_code.value}"
         if self.reason is Reason.DEFAULT:
@@ -67,7 +68,7 @@ class Evaluation:
             else "fixed value"
         )
         who = f" by {self.source.actor} ({self.source.reason!r})" if self.source else ""
-        arm = f", variant {self.variant}" if self.variant not in (ON, OFF) else ""
+        arm = f", variant {self.variant}" if self.variant not in (ON, OFF) and type(self.value) is bool else ""
         return f"{self.flag_key} is {state}: {self.level} level, {rule}{arm}, set{who}"
 
 
@@ -87,21 +88,38 @@ def evaluate(
     definition = catalog.definitions.get(flag_key)
     if definition is None:
         return Evaluation(flag_key, False, Reason.ERROR, error_code=ErrorCode.FLAG_NOT_FOUND)
+    off, off_value = definition.off_variant, definition.value_of(definition.off_variant)
     if definition.archived:
-        return Evaluation(flag_key, False, Reason.DISABLED, Level.SYSTEM, definition.source, variant=OFF)
+        return Evaluation(flag_key, off_value, Reason.DISABLED, Level.SYSTEM, definition.source, variant=off)
     if definition.killed:
-        return Evaluation(flag_key, False, Reason.DISABLED, Level.SYSTEM, definition.source, variant=OFF, killed=True)
+        source = definition.source
+        return Evaluation(flag_key, off_value, Reason.DISABLED, Level.SYSTEM, source, variant=off, killed=True)
     subject = user_id if user_id is not None else tenant.org_id
+    decided = deciding_setting(catalog, tenant, flag_key, platform, user_id, now)
+    if decided is None:
+        return Evaluation(flag_key, off_value, Reason.DEFAULT, variant=off)
+    return _decide(definition, decided[0], decided[1], subject)
+
+
+def deciding_setting(
+    catalog: Catalog,
+    tenant: TenantRules,
+    flag_key: str,
+    platform: str | None,
+    user_id: str | None,
+    now: datetime | None,
+) -> tuple[Level, Setting] | None:
+    """The highest level that says something about the flag, with its setting in force at `now`."""
     for level, setting in _candidates(catalog, tenant, flag_key, platform, user_id):
         if setting is None:
             continue
         if setting.schedule:
             now = now if now is not None else datetime.now(UTC)
             setting = setting.in_force(now)
-        if setting.enabled is None and setting.rollout_percentage is None:
+        if not setting.speaks:
             continue
-        return _decide(definition, level, setting, subject)
-    return Evaluation(flag_key, False, Reason.DEFAULT, variant=OFF)
+        return level, setting
+    return None
 
 
 def _candidates(
@@ -122,23 +140,36 @@ def _candidates(
 def _decide(definition: Definition, level: Level, setting: Setting, subject: str) -> Evaluation:
     flag_key = definition.key
     fixed = Reason.STATIC if level is Level.SYSTEM else Reason.TARGETING_MATCH
+    off = definition.off_variant
     if setting.enabled is False:
-        return Evaluation(flag_key, False, fixed, level, setting.source, variant=OFF)
+        return Evaluation(flag_key, definition.value_of(off), fixed, level, setting.source, variant=off)
     pct = setting.rollout_percentage
     if pct is None:
-        return Evaluation(flag_key, True, fixed, level, setting.source, variant=_arm(definition, subject))
+        variant = served(definition, setting, subject)
+        reason = Reason.SPLIT if setting.split is not None else fixed
+        return Evaluation(flag_key, definition.value_of(variant), reason, level, setting.source, variant=variant)
     b = bucket(flag_key, subject)
     on = pct > 0 and b <= pct
-    variant = _arm(definition, subject) if on else OFF
-    return Evaluation(flag_key, on, Reason.SPLIT, level, setting.source, pct, b, variant=variant)
+    variant = served(definition, setting, subject) if on else off
+    value = definition.value_of(variant)
+    return Evaluation(flag_key, value, Reason.SPLIT, level, setting.source, pct, b, variant=variant)
 
 
-def _arm(definition: Definition, subject: str) -> str:
-    """The variant of a subject the flag is on for: its experiment arm, or "on"."""
-    if not definition.variants:
-        return ON
-    chosen = select_variant(definition.key, subject, definition.variants)
-    return ON if chosen is None else chosen.name
+def served(definition: Definition, setting: Setting, subject: str) -> str:
+    """The variant a subject the level turns on is served: the level's variant, its split's arm for the
+    subject, the experiment's arm (a boolean experiment), or the flag's default variant ("on" for a boolean).
+
+    A variant the definition no longer names serves the default.
+    """
+    if setting.variant is not None:
+        return setting.variant if definition.known(setting.variant) else definition.default_variant
+    arms = setting.split if setting.split is not None else definition.variants
+    if not arms:
+        return definition.default_variant
+    chosen = select_variant(definition.key, subject, arms)
+    if chosen is None or not definition.known(chosen.name):
+        return definition.default_variant
+    return chosen.name
 
 
 def evaluate_all(

@@ -46,8 +46,10 @@ class FlagView:
         """What a diff compares: the answer, why, the deciding event, and each level's value."""
         e = self.evaluation
         decided_by = e.source.event_id if e.source else None
-        levels = tuple(sorted((name, s.enabled, s.rollout_percentage) for name, s in self.settings.items()))
-        return (e.value, e.reason, e.level, decided_by, e.rollout_percentage, levels)
+        levels = tuple(
+            sorted((name, s.enabled, s.rollout_percentage, s.variant, s.split) for name, s in self.settings.items())
+        )
+        return (repr(e.value), e.variant, e.reason, e.level, decided_by, e.rollout_percentage, levels)
 
 
 def org_view(

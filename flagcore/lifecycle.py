@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from events import ValueType
 from flagcore.model import Definition, Setting
 from flagcore.state import FlagState
 
@@ -30,7 +31,7 @@ class StaleFlag:
     reason: StaleReason
     last_changed_at: datetime | None
     expires_at: datetime | None
-    value: bool | None  # the value everyone gets; None for an expired flag that is still split
+    value: bool | None  # the value everyone gets; None for an expired flag that is still split, or a typed flag
 
 
 def stale_flags(state: FlagState, *, now: datetime, days: int) -> list[StaleFlag]:
@@ -81,6 +82,8 @@ def _uniform_value(
     """The one value every subject gets now and later, or None when subjects differ or a step is pending."""
     if definition.killed:
         return False
+    if definition.value_type is not ValueType.BOOLEAN:
+        return None  # a typed flag is reported when it expires (which value everyone gets is not a bool)
     values = set()
     for setting in [s for s in (system, *overrides) if s is not None]:
         if setting.next_change(now) is not None:
@@ -100,6 +103,8 @@ def _fixed_value(setting: Setting) -> bool | None:
     """On or off for every subject under this setting, or None for a partial rollout."""
     if setting.enabled is False or setting.rollout_percentage == 0:
         return False
+    if setting.split is not None or setting.variant is not None:
+        return None  # a boolean level choosing an arm or a split: not "fully on"
     if setting.rollout_percentage in (None, 100):
         return True
     return None

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from events import Envelope, FlagKind
+from events import Envelope, FlagKind, ValueType
+from events.values import BOOLEAN_VARIANTS
 from flagcore.instants import format_instant, parse_instant
 
 
@@ -50,8 +51,17 @@ class ScheduledStep:
 
 
 @dataclass(frozen=True, slots=True)
+class Variant:
+    """A weighted variant: an experiment arm, or an arm of a level's split (weights sum to 1000)."""
+
+    name: str
+    weight: int
+
+
+@dataclass(frozen=True, slots=True)
 class Setting:
-    """A level's say on a flag: on/off, a sticky rollout, or both (on for N%), and what is scheduled.
+    """A level's say on a flag: on/off, a sticky rollout, or both (on for N%), what it serves when on
+    (`variant`, or a weighted `split` of variants; neither: the flag's default), and what is scheduled.
 
     `schedule` holds only steps later than the stream's last event (earlier ones were
     folded in by `transition`), in time order; `in_force(now)` applies those due.
@@ -61,18 +71,44 @@ class Setting:
     rollout_percentage: int | None
     source: EventRef | None = None
     schedule: tuple[ScheduledStep, ...] = ()
+    variant: str | None = None
+    split: tuple[Variant, ...] | None = None
 
     @classmethod
     def from_value(cls, value: dict[str, Any], source: EventRef | None = None) -> Setting:
         steps = tuple(ScheduledStep.from_value(s) for s in value.get("schedule") or ())
-        return cls(value.get("enabled"), value.get("rollout_percentage"), source, steps)
+        split = value.get("split")
+        return cls(
+            value.get("enabled"),
+            value.get("rollout_percentage"),
+            source,
+            steps,
+            value.get("variant"),
+            None if split is None else tuple(Variant(v["name"], v["weight"]) for v in split),
+        )
 
     def to_value(self) -> dict[str, Any]:
         """The stream value this setting was read from (`from_value`'s inverse)."""
         value: dict[str, Any] = {"enabled": self.enabled, "rollout_percentage": self.rollout_percentage}
         if self.schedule:
             value["schedule"] = [s.to_value() for s in self.schedule]
+        value.update(self.selection())
         return value
+
+    def selection(self) -> dict[str, Any]:
+        """The `variant` or `split` key of the stream value (none when the level serves the default)."""
+        if self.variant is not None:
+            return {"variant": self.variant}
+        if self.split is not None:
+            return {"split": [{"name": v.name, "weight": v.weight} for v in self.split]}
+        return {}
+
+    @property
+    def speaks(self) -> bool:
+        """Whether the level says anything (a setting with nothing in force is passed over)."""
+        return not (
+            self.enabled is None and self.rollout_percentage is None and self.variant is None and self.split is None
+        )
 
     def in_force(self, now: datetime) -> Setting:
         """The setting at `now`: the stored values with every step due by `now` applied, in order."""
@@ -82,19 +118,11 @@ class Setting:
                 break
             enabled = enabled if step.enabled is None else step.enabled
             pct = pct if step.rollout_percentage is None else step.rollout_percentage
-        return Setting(enabled, pct, self.source)
+        return Setting(enabled, pct, self.source, (), self.variant, self.split)
 
     def next_change(self, now: datetime) -> datetime | None:
         """The first scheduled instant after `now` (None: nothing pending)."""
         return next((s.at for s in self.schedule if s.at > now), None)
-
-
-@dataclass(frozen=True, slots=True)
-class Variant:
-    """An experiment arm and its weight in thousandths (the weights sum to 1000)."""
-
-    name: str
-    weight: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +137,22 @@ class Definition:
     killed: bool = False  # an ops flag's kill switch: off everywhere, whatever the levels say
     variants: tuple[Variant, ...] = ()
     expires_at: datetime | None = None
+    value_type: ValueType = ValueType.BOOLEAN
+    values: tuple[tuple[str, Any], ...] = ()  # a typed flag's variants (name, value), in name order
+    default_variant: str = "on"  # what a level that turns the flag on serves, unless it names a variant
+    off_variant: str = "off"  # what the flag serves when off: no level on, archived, killed, outside a rollout
+
+    def value_of(self, variant: str) -> Any:
+        """The value a variant serves (a boolean flag's are on/off; an unknown name serves the default's)."""
+        if self.value_type is ValueType.BOOLEAN:
+            return variant != self.off_variant
+        table = dict(self.values)
+        return table[variant] if variant in table else table[self.default_variant]
+
+    def known(self, variant: str) -> bool:
+        if self.value_type is ValueType.BOOLEAN:
+            return variant in BOOLEAN_VARIANTS or any(v.name == variant for v in self.variants)
+        return any(name == variant for name, _ in self.values)
 
     @classmethod
     def from_value(cls, key: str, value: dict[str, Any], source: EventRef | None = None) -> Definition:
@@ -124,6 +168,7 @@ class Definition:
             killed=bool(value.get("killed", False)),
             variants=tuple(Variant(v["name"], v["weight"]) for v in value.get("variants") or ()),
             expires_at=None if expires is None else parse_instant(expires),
+            **typed_fields(value),
         )
 
     def to_value(self) -> dict[str, Any]:
@@ -141,7 +186,25 @@ class Definition:
             value["variants"] = [{"name": v.name, "weight": v.weight} for v in self.variants]
         if self.expires_at is not None:
             value["expires_at"] = format_instant(self.expires_at)
+        if self.value_type is not ValueType.BOOLEAN:
+            value["value_type"] = self.value_type.value
+            value["values"] = dict(self.values)
+            value["default_variant"] = self.default_variant
+            value["off_variant"] = self.off_variant
         return value
+
+
+def typed_fields(value: dict[str, Any]) -> dict[str, Any]:
+    """A definition value's typed part as `Definition` fields (a value without one is a boolean flag's)."""
+    kind = value.get("value_type")
+    if kind is None or kind == ValueType.BOOLEAN.value:
+        return {}
+    return {
+        "value_type": ValueType(kind),
+        "values": tuple(sorted(value["values"].items())),
+        "default_variant": value["default_variant"],
+        "off_variant": value["off_variant"],
+    }
 
 
 @dataclass(slots=True)

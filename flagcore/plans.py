@@ -26,16 +26,17 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from flagcore.bucketing import rollout_test
-from flagcore.evaluation import OFF, ON, Evaluation, Reason, evaluate
-from flagcore.model import Catalog, Definition, Setting, TenantRules
+from flagcore.evaluation import Evaluation, deciding_setting, evaluate, served
+from flagcore.model import Catalog, Definition, Setting, TenantRules, Variant
 from flagcore.variants import select_variant
 
 __all__ = ["Enabled", "FlagPlan", "Pick", "Rule", "compile_flag", "first_change"]
 
 Pick = Callable[[str | None], int]  # user → index into a rule's outcomes
-Enabled = Callable[[str | None, str | None], bool]  # (user, platform) → value
+Enabled = Callable[[str | None, str | None], Any]  # (user, platform) → value (a boolean flag's: on/off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +46,9 @@ class Rule:
     `outcomes[pick(user)]` is `evaluate`'s answer for that user but for the rollout bucket, which is the
     subject's own (`flagcore.bucket`) and left None; `enabled(user)` is its value, with at most one hash
     (its second parameter, the platform, is the plan's and ignored: a rule is one platform's). A fixed rule
-    has one outcome. Otherwise outcome 0 is off (outside the rollout), 1 is on without an arm and 2… are
-    the experiment's arms in name order.
+    has one outcome. Otherwise outcome 0 is the off variant (outside the rollout), 1 the flag's default
+    variant (on without an arm: a boolean's "on") and 2… the other variants of the level's split, or of
+    the experiment's arms, in name order.
     """
 
     outcomes: tuple[Evaluation, ...]
@@ -80,7 +82,10 @@ def compile_flag(catalog: Catalog, tenant: TenantRules, flag_key: str, at: float
 
     def rule(platform: str | None) -> Rule:
         base = evaluate(catalog, without_users, flag_key, platform=platform, now=now)
-        return _rule(base, definition, tenant.org_id)
+        decided = None
+        if definition is not None and not definition.archived and not definition.killed:
+            decided = deciding_setting(catalog, without_users, flag_key, platform, None, now)
+        return _rule(base, definition, None if decided is None else decided[1], tenant.org_id)
 
     settings = [catalog.system.get(flag_key), tenant.org.get(flag_key)]
     settings += [tenant.platform[p, flag_key] for p in platforms]
@@ -108,7 +113,7 @@ def _dispatch(
     by_platform = {p: r.enabled for p, r in rules.items()}
     plain = default.enabled
 
-    def enabled(user: str | None, platform: str | None = None) -> bool:
+    def enabled(user: str | None, platform: str | None = None) -> Any:
         if (user is not None and user in users) or time.time() >= until:
             return evaluate(catalog, tenant, flag_key, platform=platform, user_id=user).value
         return (plain if platform is None else by_platform.get(platform, plain))(user, platform)
@@ -116,41 +121,61 @@ def _dispatch(
     return enabled
 
 
-def _rule(base: Evaluation, definition: Definition | None, tenant_id: str) -> Rule:
-    variants = definition.variants if definition is not None else ()
-    split = base.reason is Reason.SPLIT
-    if not split and (not base.value or not variants):  # the same answer whoever asks: no bucket, no arm
-        value = base.value
+def _rule(base: Evaluation, definition: Definition | None, setting: Setting | None, tenant_id: str) -> Rule:
+    """The rule of `base` (the tenant's own answer), given the setting that decided it (None: no level did)."""
+    pct = None if setting is None else setting.rollout_percentage
+    arms: tuple[Variant, ...] = ()
+    if definition is not None and setting is not None and setting.variant is None:
+        arms = setting.split if setting.split is not None else definition.variants
+    if definition is None or setting is None or setting.enabled is False or (pct is None and not arms):
+        value = base.value  # the same answer whoever asks: no bucket, no arm
 
-        def fixed(user: str | None, platform: str | None = None) -> bool:
+        def fixed(user: str | None, platform: str | None = None) -> Any:
             return value
 
         return Rule((base,), _zero, fixed, True)
-    on = replace(base, value=True, bucket=None)
-    arms = sorted({v.name for v in variants} - {ON})
-    off = replace(on, value=False, variant=OFF)
-    outcomes = (off, replace(on, variant=ON), *[replace(on, variant=name) for name in arms])
-    index = {ON: 1} | {name: 2 + i for i, name in enumerate(arms)}
-    flag_key = base.flag_key
+    # What a subject inside gets without an arm: the level's variant, else the default (as `served` does).
+    fallback = served(definition, setting, tenant_id) if not arms else definition.default_variant
+    names = sorted({v.name for v in arms if definition.known(v.name)} - {fallback})
+    on = replace(base, bucket=None)
+    off = replace(on, value=definition.value_of(definition.off_variant), variant=definition.off_variant)
+    outcomes = (off, *[replace(on, value=definition.value_of(n), variant=n) for n in (fallback, *names)])
+    index = {fallback: 1} | {name: 2 + i for i, name in enumerate(names)}
+    values = tuple(o.value for o in outcomes)
+    boolean = values[0] is False and all(v is True for v in values[1:])  # on/off: the value is `inside`
+    flag_key = definition.key
 
     def arm(user: str | None) -> int:
-        chosen = select_variant(flag_key, tenant_id if user is None else user, variants)
-        return 1 if chosen is None else index[chosen.name]
+        chosen = select_variant(flag_key, tenant_id if user is None else user, arms)
+        return 1 if chosen is None else index.get(chosen.name, 1)
 
-    if not split:  # an experiment that is on: the subject's arm decides
-        return Rule(outcomes, arm, _on, False)
-    assert base.rollout_percentage is not None
-    inside = rollout_test(flag_key, base.rollout_percentage, tenant_id)
-    if not variants:
-        return Rule(outcomes, lambda user: 1 if inside(user, None) else 0, inside, False)
-    return Rule(outcomes, lambda user: arm(user) if inside(user, None) else 0, inside, False)
+    def valued(pick: Pick) -> Enabled:
+        def value(user: str | None, platform: str | None = None) -> Any:
+            return values[pick(user)]
+
+        return value
+
+    if pct is None:  # on for everyone: the subject's arm decides
+        return Rule(outcomes, arm, _on if boolean else valued(arm), False)
+    inside = rollout_test(flag_key, pct, tenant_id)
+    if not arms:
+
+        def pick(user: str | None) -> int:
+            return 1 if inside(user, None) else 0
+
+    else:
+
+        def pick(user: str | None) -> int:
+            return arm(user) if inside(user, None) else 0
+
+    return Rule(outcomes, pick, inside if boolean else valued(pick), False)
 
 
 def _zero(user: str | None) -> int:
     return 0
 
 
-def _on(user: str | None, platform: str | None = None) -> bool:
+def _on(user: str | None, platform: str | None = None) -> Any:
     return True
 
 

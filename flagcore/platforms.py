@@ -15,7 +15,7 @@ def is_platform_enabled(
     catalog: Catalog, tenant: TenantRules, platform: Platform | str, *, user_id: str | None = None
 ) -> bool:
     p = Platform(platform)
-    return evaluate(catalog, tenant, platform_flag(p), platform=p.value, user_id=user_id).value
+    return evaluate(catalog, tenant, platform_flag(p), platform=p.value, user_id=user_id).value is True
 
 
 def enabled_platforms(

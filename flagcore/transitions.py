@@ -34,7 +34,10 @@ from events import (
     SystemDefaultSet,
     UserOverrideCleared,
     UserOverrideSet,
+    ValueType,
+    VariantSelected,
 )
+from events.changes import selection_value
 from flagcore.errors import InvalidTransition
 from flagcore.instants import format_instant, parse_instant
 
@@ -57,6 +60,9 @@ def transition(previous: Value, change: Change, *, at: datetime | None = None) -
             assert previous is not None
             if previous.get("killed") and change.kind is not FlagKind.OPS:
                 raise InvalidTransition(f"flag {change.flag_key!r} has its kill switch engaged: it stays an ops flag")
+            was = previous.get("value_type", ValueType.BOOLEAN.value)
+            if change.value_type.value != was:
+                raise InvalidTransition(f"flag {change.flag_key!r} is a {was} flag: its value type cannot change")
             return _described(change, previous)
         case FlagArchived():
             _require_live_definition(previous, change)
@@ -70,12 +76,16 @@ def transition(previous: Value, change: Change, *, at: datetime | None = None) -
             return {**previous, "killed": isinstance(change, KillSwitchEngaged)}
         case SystemDefaultSet() | OrgOverrideSet() | PlatformOverrideSet() | UserOverrideSet():
             before = caught_up(previous, at) or {}
-            return _setting(change.enabled, before.get("rollout_percentage"), before.get("schedule"))
+            return _setting(change.enabled, before.get("rollout_percentage"), before.get("schedule"), _chosen(before))
         case OrgOverrideCleared() | PlatformOverrideCleared() | UserOverrideCleared():
             return None  # the whole override goes, schedule included
         case RolloutPercentageSet():
             before = caught_up(previous, at) or {}
-            return _setting(before.get("enabled"), change.percentage, before.get("schedule"))
+            return _setting(before.get("enabled"), change.percentage, before.get("schedule"), _chosen(before))
+        case VariantSelected():
+            before = caught_up(previous, at) or {}
+            enabled, pct = before.get("enabled"), before.get("rollout_percentage")
+            return _setting(enabled, pct, before.get("schedule"), selection_value(change))
         case SettingScheduled():
             before = caught_up(previous, at) or {}
             if at is not None and change.effective_at <= at:
@@ -88,13 +98,13 @@ def transition(previous: Value, change: Change, *, at: datetime | None = None) -
             steps = [s for s in before.get("schedule") or () if parse_instant(s["at"]) != change.effective_at]
             steps.append(step)
             steps.sort(key=lambda s: parse_instant(s["at"]))
-            return _setting(before.get("enabled"), before.get("rollout_percentage"), steps)
+            return _setting(before.get("enabled"), before.get("rollout_percentage"), steps, _chosen(before))
         case ScheduledSettingCancelled():
             before = caught_up(previous, at) or {}
             steps = [s for s in before.get("schedule") or () if parse_instant(s["at"]) != change.effective_at]
             if len(steps) == len(before.get("schedule") or ()):
                 raise InvalidTransition(f"nothing is scheduled at {format_instant(change.effective_at)}")
-            return _setting(before.get("enabled"), before.get("rollout_percentage"), steps)
+            return _setting(before.get("enabled"), before.get("rollout_percentage"), steps, _chosen(before))
         case ApiKeyCreated():
             if previous is not None:
                 raise InvalidTransition(f"key {change.key_id} already exists")
@@ -129,18 +139,35 @@ def _described(change: FlagDefined | FlagUpdated, previous: dict[str, Any]) -> d
         value["variants"] = [{"name": v.name, "weight": v.weight} for v in change.variants]
     if change.expires_at is not None:
         value["expires_at"] = format_instant(change.expires_at)
+    if change.value_type is not ValueType.BOOLEAN:
+        value["value_type"] = change.value_type.value
+        value["values"] = dict(change.values)
+        value["default_variant"] = change.default_variant
+        value["off_variant"] = change.off_variant
     return value
 
 
-def _setting(enabled: bool | None, pct: int | None, schedule: list[dict[str, Any]] | None) -> Value:
-    """A setting's value; None when it says nothing. `schedule` appears only when non-empty,
-    so values written before schedules existed are reproduced byte for byte."""
-    if enabled is None and pct is None and not schedule:
+def _setting(
+    enabled: bool | None,
+    pct: int | None,
+    schedule: list[dict[str, Any]] | None,
+    chosen: dict[str, Any] | None = None,
+) -> Value:
+    """A setting's value; None when it says nothing. `schedule` and the level's `variant` or `split`
+    (`chosen`) appear only when set, so values written before they existed are reproduced byte for byte."""
+    if enabled is None and pct is None and not schedule and not chosen:
         return None
     value: dict[str, Any] = {"enabled": enabled, "rollout_percentage": pct}
     if schedule:
         value["schedule"] = schedule
+    if chosen:
+        value.update(chosen)
     return value
+
+
+def _chosen(value: dict[str, Any]) -> dict[str, Any]:
+    """The `variant` or `split` a setting's value holds (empty: it serves the flag's default)."""
+    return {k: value[k] for k in ("variant", "split") if k in value}
 
 
 def caught_up(value: Value, at: datetime | None) -> Value:
@@ -155,7 +182,7 @@ def caught_up(value: Value, at: datetime | None) -> Value:
             continue
         enabled = enabled if step["enabled"] is None else step["enabled"]
         pct = pct if step["rollout_percentage"] is None else step["rollout_percentage"]
-    return _setting(enabled, pct, pending)
+    return _setting(enabled, pct, pending, _chosen(value))
 
 
 def _instant(value: datetime | None) -> str | None:

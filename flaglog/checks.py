@@ -60,6 +60,7 @@ def check_definition(value: dict[str, Any] | None) -> None:
         and isinstance(value.get("archived", False), bool)
         and isinstance(value.get("killed", False), bool)
         and isinstance(value.get("variants", []), list)
+        and isinstance(value.get("values", {}), dict)
     )
     if not ok:
         raise DecodeError(f"definition value is malformed: {value!r}")
@@ -68,6 +69,7 @@ def check_definition(value: dict[str, Any] | None) -> None:
 def check_setting(value: dict[str, Any]) -> None:
     steps = value.get("schedule") or []
     ok = _setting_ok(value) and isinstance(steps, list) and all(_step_ok(s) for s in steps)
+    ok = ok and isinstance(value.get("variant"), str | None) and isinstance(value.get("split", []), list)
     if not ok:
         raise DecodeError(f"setting value is malformed: {value!r}")
 
