@@ -45,7 +45,16 @@ if TYPE_CHECKING:
     from events.envelope import GENESIS_HASH, Actor, Envelope, canonical_json, hash_of, seal
     from events.errors import DecodeError, EventError
     from events.scope import SYSTEM_PARTITION_KEY, Scope, definition_stream
-    from events.vocabulary import RESOLUTION_ORDER, FlagKind, KeyRole, Level, Platform, ValueType
+    from events.subscriptions import (
+        SubscriptionChange,
+        SubscriptionChanged,
+        SubscriptionCreated,
+        SubscriptionDeleted,
+        SubscriptionPaused,
+        SubscriptionResumed,
+        subscription_stream,
+    )
+    from events.vocabulary import RESOLUTION_ORDER, DestinationKind, FlagKind, KeyRole, Level, Platform, ValueType
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "events.changes": (
@@ -55,12 +64,18 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "RolloutPercentageSet", "ScheduledSettingCancelled", "SettingScheduled", "SystemDefaultSet",
         "UserOverrideCleared", "UserOverrideSet", "Variant", "VariantSelected", "key_stream",
     ),
+    "events.subscriptions": (
+        "SubscriptionChange", "SubscriptionChanged", "SubscriptionCreated", "SubscriptionDeleted",
+        "SubscriptionPaused", "SubscriptionResumed", "subscription_stream",
+    ),
     "events.cloudevents": ("Record", "from_record", "to_record"),
     "events.codec": ("decode",),
     "events.envelope": ("GENESIS_HASH", "Actor", "Envelope", "canonical_json", "hash_of", "seal"),
     "events.errors": ("DecodeError", "EventError"),
     "events.scope": ("SYSTEM_PARTITION_KEY", "Scope", "definition_stream"),
-    "events.vocabulary": ("RESOLUTION_ORDER", "FlagKind", "KeyRole", "Level", "Platform", "ValueType"),
+    "events.vocabulary": (
+        "RESOLUTION_ORDER", "DestinationKind", "FlagKind", "KeyRole", "Level", "Platform", "ValueType",
+    ),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -76,6 +91,7 @@ __all__ = [
     "ApiKeyRevoked",
     "Change",
     "DecodeError",
+    "DestinationKind",
     "Envelope",
     "EventError",
     "FlagArchived",
@@ -98,6 +114,12 @@ __all__ = [
     "ScheduledSettingCancelled",
     "Scope",
     "SettingScheduled",
+    "SubscriptionChange",
+    "SubscriptionChanged",
+    "SubscriptionCreated",
+    "SubscriptionDeleted",
+    "SubscriptionPaused",
+    "SubscriptionResumed",
     "SystemDefaultSet",
     "UserOverrideCleared",
     "UserOverrideSet",
@@ -111,6 +133,7 @@ __all__ = [
     "hash_of",
     "key_stream",
     "seal",
+    "subscription_stream",
     "to_record",
 ]
 

@@ -11,8 +11,18 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
+from events.base import Change
 from events.fields import FlagKey, OrgId, Percentage, UserId
-from events.scope import SYSTEM_PARTITION_KEY, Scope, definition_stream
+from events.scope import Scope, definition_stream
+from events.subscriptions import (
+    SubscriptionChange,
+    SubscriptionChanged,
+    SubscriptionCreated,
+    SubscriptionDeleted,
+    SubscriptionPaused,
+    SubscriptionResumed,
+    subscription_stream,
+)
 from events.values import check_typed
 from events.vocabulary import (
     MAX_VARIANTS,
@@ -24,27 +34,6 @@ from events.vocabulary import (
     Platform,
     ValueType,
 )
-
-
-class Change(BaseModel):
-    """Base of every event body: it names its stream, its tenant and its Kafka key."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    SCHEMA_VERSION: ClassVar[int] = 1
-
-    @property
-    def stream(self) -> str:
-        raise NotImplementedError
-
-    @property
-    def tenant(self) -> str | None:
-        """The organisation the change belongs to; None for system-wide changes."""
-        raise NotImplementedError
-
-    @property
-    def partition_key(self) -> str:
-        tenant = self.tenant
-        return SYSTEM_PARTITION_KEY if tenant is None else tenant
 
 
 class FlagChange(Change):
@@ -412,7 +401,12 @@ AnyChange = Annotated[
     | VariantSelected
     | ApiKeyCreated
     | ApiKeyRevoked
-    | ApiKeyExpirySet,
+    | ApiKeyExpirySet
+    | SubscriptionCreated
+    | SubscriptionChanged
+    | SubscriptionPaused
+    | SubscriptionResumed
+    | SubscriptionDeleted,
     Field(discriminator="type"),
 ]
 
@@ -438,5 +432,20 @@ CHANGE_TYPES: dict[str, type[Change]] = {
         ApiKeyCreated,
         ApiKeyRevoked,
         ApiKeyExpirySet,
+        SubscriptionCreated,
+        SubscriptionChanged,
+        SubscriptionPaused,
+        SubscriptionResumed,
+        SubscriptionDeleted,
     )
 }
+
+__all__ = [
+    "CHANGE_TYPES", "AnyChange", "ApiKeyCreated", "ApiKeyExpirySet", "ApiKeyRevoked", "Change", "FlagArchived",
+    "FlagChange", "FlagDefined", "FlagUpdated", "KeyChange", "KillSwitchEngaged", "KillSwitchReleased",
+    "OrgOverrideCleared", "OrgOverrideSet", "PlatformOverrideCleared", "PlatformOverrideSet",
+    "RolloutPercentageSet", "ScheduledSettingCancelled", "SettingScheduled", "SubscriptionChange",
+    "SubscriptionChanged", "SubscriptionCreated", "SubscriptionDeleted", "SubscriptionPaused",
+    "SubscriptionResumed", "SystemDefaultSet", "UserOverrideCleared", "UserOverrideSet", "Variant",
+    "check_variants", "in_utc", "key_stream", "subscription_stream",
+]  # fmt: skip

@@ -91,3 +91,14 @@ def is_flag_key(value: object) -> bool:
     `fullmatch`, because `re.match` with `$` would accept a key followed by a newline.
     """
     return isinstance(value, str) and len(value) <= MAX_FLAG_KEY and FLAG_KEY_RE.fullmatch(value) is not None
+
+
+class DestinationKind(StrEnum):
+    """Where a notification subscription delivers."""
+
+    SLACK = "slack"  # a Slack incoming webhook: Block Kit messages
+    WEBHOOK = "webhook"  # any HTTPS endpoint: CloudEvents JSON, signed per Standard Webhooks
+
+
+# A subscription's id: made by the command service, unique within the log.
+SUBSCRIPTION_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"

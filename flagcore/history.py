@@ -101,10 +101,10 @@ class Snapshot:
 
 
 def scope_of_stream(stream: str) -> str | None:
-    """The scope a flag stream belongs to (see `events.scope`); None for API key streams."""
+    """The scope a flag stream belongs to (see `events.scope`); None for API key and subscription streams."""
     if stream.startswith("flag/"):
         return SYSTEM_SCOPE
-    if stream.startswith("org/"):
+    if stream.startswith("org/") and "/flag/" in stream:
         return stream.split("/", 2)[1]
     return None
 

@@ -31,6 +31,12 @@ from events import (
     RolloutPercentageSet,
     ScheduledSettingCancelled,
     SettingScheduled,
+    SubscriptionChange,
+    SubscriptionChanged,
+    SubscriptionCreated,
+    SubscriptionDeleted,
+    SubscriptionPaused,
+    SubscriptionResumed,
     SystemDefaultSet,
     UserOverrideCleared,
     UserOverrideSet,
@@ -121,7 +127,40 @@ def transition(previous: Value, change: Change, *, at: datetime | None = None) -
             if isinstance(change, ApiKeyRevoked):
                 return {**previous, "revoked": True}
             return {**previous, "expires_at": _instant(change.expires_at)}
+        case SubscriptionChange():
+            return subscription_transition(previous, change)
     raise InvalidTransition(f"unknown change {type(change).__name__}")
+
+
+def subscription_transition(previous: Value, change: SubscriptionChange) -> Value:
+    """A subscription's value: its destination (sealed), its filters, whether it is paused; `{"deleted": true}`
+    once gone."""
+    if isinstance(change, SubscriptionCreated):
+        if previous is not None:
+            raise InvalidTransition(f"subscription {change.subscription_id} already exists")
+        sealed = {"destination": change.destination.value, "target": change.target, "sealed": change.sealed}
+        return {**sealed, **_filters(change), "paused": False}
+    if previous is None or previous.get("deleted"):
+        raise InvalidTransition(f"subscription {change.subscription_id} does not exist or is deleted")
+    match change:
+        case SubscriptionChanged():
+            return {**previous, **_filters(change)}
+        case SubscriptionPaused() | SubscriptionResumed():
+            return {**previous, "paused": isinstance(change, SubscriptionPaused)}
+        case SubscriptionDeleted():
+            return {"deleted": True}
+    raise InvalidTransition(f"unknown change {type(change).__name__}")
+
+
+def _filters(change: SubscriptionCreated | SubscriptionChanged) -> dict[str, Any]:
+    return {
+        "name": change.name,
+        "flag_pattern": change.flag_pattern,
+        "groups": list(change.groups),
+        "kinds": [k.value for k in change.kinds],
+        "levels": [lv.value for lv in change.levels],
+        "event_types": list(change.event_types),
+    }
 
 
 def _described(change: FlagDefined | FlagUpdated, previous: dict[str, Any]) -> dict[str, Any]:

@@ -13,11 +13,14 @@ from events import KeyRole
 from services.command.admin_key import create_key
 from services.infra.kafka import ensure_topics
 from services.infra.provision import provision
+from services.infra.sealing import new_key
 from services.infra.settings import Settings
 from tests.support.auth import register_admin_key
 from tests.support.processes import free_port
 from tests.support.servers import Servers, real_servers
 from tests.support.stack import Stack, start_stack
+
+SUBSCRIPTION_KEY = new_key()  # seals the test subscriptions' secrets; the notifier processes get it too
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +54,7 @@ def make_settings(servers: Servers) -> Iterator[Callable[[], Settings]]:
             # Tests write in tight loops with one admin key; the per-key write rate has its own tests.
             command_rate_per_second=10_000.0,
             command_rate_burst=10_000,
+            subscription_key=SUBSCRIPTION_KEY,
         )
         asyncio.run(provision(settings))
         asyncio.run(ensure_topics(settings))

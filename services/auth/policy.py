@@ -13,8 +13,8 @@ from enum import StrEnum
 from events import Actor, KeyRole
 
 # system-admin: flag definitions, system defaults, kill switches, any org
-# org-admin:    overrides, rollouts and schedules of its own org
-# auditor:      reads the audit trail of its scope, changes nothing
+# org-admin:    overrides, rollouts, schedules and notification subscriptions of its own org
+# auditor:      reads the audit trail and the subscriptions of its scope, changes nothing
 # evaluator:    evaluates its own org's flags, nothing else
 Role = KeyRole
 
@@ -26,19 +26,39 @@ class Action(StrEnum):
     READ_AUDIT = "read-audit"
     READ_CATALOG = "read-catalog"  # flag definitions: what exists, not any tenant's data
     MANAGE_KEYS = "manage-keys"
+    MANAGE_SUBSCRIPTIONS = "manage-subscriptions"  # notification subscriptions: system-wide, or of one org
+    READ_SUBSCRIPTIONS = "read-subscriptions"  # list them, and their deliveries (never their secrets)
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {
     Role.SYSTEM_ADMIN: frozenset(Action),
     Role.ORG_ADMIN: frozenset(
-        {Action.CHANGE_OVERRIDES, Action.EVALUATE, Action.READ_AUDIT, Action.READ_CATALOG, Action.MANAGE_KEYS}
+        {
+            Action.CHANGE_OVERRIDES,
+            Action.EVALUATE,
+            Action.READ_AUDIT,
+            Action.READ_CATALOG,
+            Action.MANAGE_KEYS,
+            Action.MANAGE_SUBSCRIPTIONS,
+            Action.READ_SUBSCRIPTIONS,
+        }
     ),
-    Role.AUDITOR: frozenset({Action.READ_AUDIT, Action.READ_CATALOG}),
+    Role.AUDITOR: frozenset({Action.READ_AUDIT, Action.READ_CATALOG, Action.READ_SUBSCRIPTIONS}),
     Role.EVALUATOR: frozenset({Action.EVALUATE, Action.READ_CATALOG}),
 }
 
 # Actions on one tenant's data: an org-scoped key may only name its own org.
-TENANT_ACTIONS = frozenset({Action.CHANGE_OVERRIDES, Action.EVALUATE, Action.READ_AUDIT, Action.MANAGE_KEYS})
+# A system-wide subscription (org None) is thus a system admin's (or a system-wide auditor's, to read).
+TENANT_ACTIONS = frozenset(
+    {
+        Action.CHANGE_OVERRIDES,
+        Action.EVALUATE,
+        Action.READ_AUDIT,
+        Action.MANAGE_KEYS,
+        Action.MANAGE_SUBSCRIPTIONS,
+        Action.READ_SUBSCRIPTIONS,
+    }
+)
 
 # Which roles an org admin may hand out within its own org.
 ORG_ADMIN_GRANTS = frozenset({Role.ORG_ADMIN, Role.AUDITOR, Role.EVALUATOR})

@@ -43,7 +43,15 @@ from services.command.commands import (
     UpdateFlag,
 )
 from services.command.dependencies import Service, Wired, Wiring, wiring_of
-from services.command.errors import InvalidCommand, StoreUnavailable, UnknownFlag, UnknownKey, VersionConflict
+from services.command.errors import (
+    InvalidCommand,
+    StoreUnavailable,
+    SubscriptionsUnavailable,
+    UnknownFlag,
+    UnknownKey,
+    UnknownSubscription,
+    VersionConflict,
+)
 from services.command.key_api import router as key_router
 from services.command.level_api import router as level_router
 from services.command.lifecycle import stale_report
@@ -63,6 +71,7 @@ from services.command.schemas import (
     VariantIn,
 )
 from services.command.service import utc_now
+from services.command.subscription_api import router as subscription_router
 from services.command.timetravel.api import router as timetravel_router
 from services.command.timetravel.errors import TimeTravelError
 from services.command.whoami import router as whoami_router
@@ -124,6 +133,7 @@ def create_app(
     app.include_router(_reads)
     app.include_router(key_router, dependencies=[Depends(_charge_write)])
     app.include_router(audit_router, dependencies=[Depends(_charge_write)])
+    app.include_router(subscription_router, dependencies=[Depends(_charge_write)])
     app.include_router(whoami_router)
     app.include_router(timetravel_router)
     if store is not None:
@@ -414,6 +424,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UnknownKey)
     async def unknown_key(_: Request, exc: UnknownKey) -> JSONResponse:
         return _json_error(404, "unknown_key", "no such API key", "key_id")
+
+    @app.exception_handler(UnknownSubscription)
+    async def unknown_subscription(_: Request, exc: UnknownSubscription) -> JSONResponse:
+        return _json_error(404, "unknown_subscription", "no such subscription", "subscription_id")
+
+    @app.exception_handler(SubscriptionsUnavailable)
+    async def subscriptions_unavailable(_: Request, exc: SubscriptionsUnavailable) -> JSONResponse:
+        return _json_error(503, "subscriptions_unavailable", str(exc))
 
     @app.exception_handler(InvalidTransition)
     async def transition(_: Request, exc: InvalidTransition) -> JSONResponse:

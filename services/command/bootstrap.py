@@ -25,10 +25,12 @@ from services.command.eventstore.snapshot_store import PostgresHistory
 from services.command.eventstore.writes import PostgresEventStore
 from services.command.key_store import PostgresKeyStore
 from services.command.relay import Relay
+from services.command.subscription_store import PostgresSubscriptionStore
 from services.command.timetravel.service import TimeTravel
 from services.http.throttle import FailedAuthThrottle
 from services.infra.kafka import create_producer, ensure_topics
 from services.infra.postgres import create_pool
+from services.infra.sealing import Sealer
 from services.infra.settings import Role, Settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,11 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         wiring.keys = PostgresKeyStore(pool)
         wiring.timetravel = TimeTravel(PostgresHistory(pool))
         wiring.audit = PostgresAuditStore(pool)
+        wiring.subscriptions = PostgresSubscriptionStore(pool)
+        if settings.subscription_key is not None:  # checked at start: a bad key stops it, not the first request
+            wiring.sealer = Sealer(settings.subscription_key.get_secret_value())
+        else:
+            log.warning("FLAGS_SUBSCRIPTION_KEY is not set: notification subscriptions cannot be created")
         use_gate(app, AuthGate(Authenticator(PostgresKeyLookup(pool)), throttle=FailedAuthThrottle()))
         try:
             await store.ping()

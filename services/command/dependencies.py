@@ -16,11 +16,12 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
-from services.command.errors import InvalidCommand, StoreUnavailable
-from services.command.ports import AuditTrail, EventStore, KeyStore, RelayView
+from services.command.errors import InvalidCommand, StoreUnavailable, SubscriptionsUnavailable
+from services.command.ports import AuditTrail, EventStore, KeyStore, RelayView, SubscriptionStore
 from services.command.service import CommandService, utc_now
 from services.command.timetravel.service import TimeTravel
 from services.http import TokenBucketLimiter
+from services.infra.sealing import Sealer
 
 
 @dataclass(eq=False)
@@ -34,6 +35,8 @@ class Wiring:
     keys: KeyStore | None = None
     audit: AuditTrail | None = None
     timetravel: TimeTravel | None = None
+    subscriptions: SubscriptionStore | None = None
+    sealer: Sealer | None = None  # from FLAGS_SUBSCRIPTION_KEY: seals a new subscription's secrets
 
     def connect(
         self, store: EventStore, *, relay: RelayView | None = None, clock: Callable[[], datetime] = utc_now
@@ -52,6 +55,16 @@ class Wiring:
         if self.keys is None:
             raise InvalidCommand("key management is not available on this instance")
         return self.keys
+
+    def subscription_store(self) -> SubscriptionStore:
+        if self.subscriptions is None:
+            raise StoreUnavailable("the subscription store is not started")
+        return self.subscriptions
+
+    def subscription_sealer(self) -> Sealer:
+        if self.sealer is None:
+            raise SubscriptionsUnavailable("FLAGS_SUBSCRIPTION_KEY is not set on this instance")
+        return self.sealer
 
     def audit_trail(self) -> AuditTrail:
         if self.audit is None:

@@ -41,6 +41,14 @@ class UnknownKey(CommandError):
         self.key_id = key_id
 
 
+class UnknownSubscription(CommandError):
+    """No such subscription within the caller's reach (the same answer whether it exists elsewhere)."""
+
+    def __init__(self, subscription_id: str) -> None:
+        super().__init__(f"no subscription {subscription_id!r}")
+        self.subscription_id = subscription_id
+
+
 class InvalidCommand(CommandError):
     """A well-formed request that asks for something the model does not allow."""
 
@@ -52,6 +60,10 @@ class InvalidCommand(CommandError):
 
 class StoreUnavailable(CommandError):
     """Postgres cannot be reached; the request may be retried."""
+
+
+class SubscriptionsUnavailable(CommandError):
+    """No key to seal subscription secrets with (FLAGS_SUBSCRIPTION_KEY): none can be created here."""
 
 
 class KafkaUnavailable(CommandError):

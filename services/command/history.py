@@ -38,7 +38,7 @@ __all__ = [
 
 
 class HistoryLevel(StrEnum):
-    """Where an event sits: a flag's definition, one of the four setting levels, or an API key."""
+    """Where an event sits: a flag's definition, one of the four setting levels, an API key, or a subscription."""
 
     DEFINITION = "definition"
     SYSTEM = "system"
@@ -46,6 +46,7 @@ class HistoryLevel(StrEnum):
     PLATFORM = "platform"
     USER = "user"
     KEY = "key"
+    SUBSCRIPTION = "subscription"
 
 
 # Flag keys, org ids, platforms and user ids never contain "/", so each stream name
@@ -57,6 +58,7 @@ LEVEL_PATTERNS: dict[HistoryLevel, str] = {
     HistoryLevel.PLATFORM: r"^org/[^/]+/platform/[^/]+/flag/[^/]+$",
     HistoryLevel.USER: r"^org/[^/]+/user/[^/]+/flag/[^/]+$",
     HistoryLevel.KEY: r"^key/[^/]+$",
+    HistoryLevel.SUBSCRIPTION: r"^(org/[^/]+/)?subscription/[^/]+$",
 }
 _COMPILED = {level: re.compile(pattern) for level, pattern in LEVEL_PATTERNS.items()}
 

@@ -2,7 +2,8 @@
 
 `EventStore` is implemented by `eventstore.writes.PostgresEventStore` (production) and
 `memory.InMemoryEventStore` (unit tests); `Producer` is the subset of
-aiokafka's producer the relay uses. `KeyStore` (`key_store.PostgresKeyStore`), `AuditTrail`
+aiokafka's producer the relay uses. `KeyStore` (`key_store.PostgresKeyStore`), `SubscriptionStore`
+(`subscription_store.PostgresSubscriptionStore`), `AuditTrail`
 (`eventstore.audit_reads.PostgresAuditStore`) and `RelayView` (`relay.Relay`) are what the
 routes use; `bootstrap` plugs the concrete ones in.
 """
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from events import Actor, Envelope, FlagChange
+from events import Actor, Envelope, FlagChange, SubscriptionChange
 from flagcore import StreamHead
+from flagcore.subscriptions import SubscriptionView
 from services.auth.keys import NewKey
 from services.auth.policy import Role
 from services.command.history import Cursor, HistoryFilter
@@ -143,6 +145,22 @@ class KeyStore(Protocol):
     async def get(self, key_id: str) -> KeyInfo | None: ...
 
     async def list(self, *, org_id: str | None) -> list[KeyInfo]: ...
+
+
+class SubscriptionStore(Protocol):
+    """Notification subscriptions: events in the event store, listed by folding them (`flagcore.subscriptions`)."""
+
+    async def append(
+        self, change: SubscriptionChange, *, expected_version: int | None, actor: Actor, reason: str, now: datetime
+    ) -> Envelope:
+        """Append one change to its stream; `VersionConflict`, `InvalidTransition`."""
+        ...
+
+    async def list(self, *, org_id: str | None) -> list[SubscriptionView]:
+        """The live subscriptions of one org, or the system-wide ones (None)."""
+        ...
+
+    async def get(self, org_id: str | None, subscription_id: str) -> SubscriptionView | None: ...
 
 
 StoredValue = tuple[int, dict[str, Any] | None]  # (version, the stream's value after it)

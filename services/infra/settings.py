@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from pydantic import Field, FilePath, model_validator
+from pydantic import Field, FilePath, SecretStr, model_validator
 
 from flaglog.connection import KafkaConnection
 
@@ -83,7 +83,11 @@ class Settings(KafkaConnection):
 
     # The notifier (services/notifier): Slack and webhook deliveries of flag changes.
     notifier_group: str = "flags-notifier"
-    notifier_subscriptions_file: FilePath | None = None  # JSON list of subscriptions (until they are event-sourced)
+    # Seals subscription secrets in the log (AES-256-GCM): 32 bytes, base64. The command service seals with
+    # it, the notifier opens with it; without it no subscription can be created (or delivered to).
+    subscription_key: SecretStr | None = None
+    notifier_host: str = "127.0.0.1"  # the notifier's /healthz, /readyz, /metrics and dead-letter API
+    notifier_port: int = 8085
     notifier_console_url: str = "http://127.0.0.1:8083"  # where a message's "audit entry" link points
     # Hosts (names or IP literals) a destination may name although they resolve to private, loopback or
     # link-local addresses, and may be reached over plain http: FLAGS_NOTIFIER_ALLOW_HOSTS='["127.0.0.1"]'.

@@ -10,33 +10,33 @@ from aiokafka import AIOKafkaConsumer
 
 from flaglog.connection import client_options
 from services.infra.kafka import ensure_topics
+from services.infra.sealing import Sealer
 from services.infra.settings import Settings
 from services.notifier.consumer import ChangeConsumer
+from services.notifier.directory import SubscriptionDirectory
 from services.notifier.dispatcher import Dispatcher
 from services.notifier.guard import AddressGuard
-from services.notifier.ports import SubscriptionSource
 from services.notifier.retries import RetryPolicy
 from services.notifier.sender import HttpSender, create_client
-from services.notifier.sources import FileSubscriptions, MemorySubscriptions
 from services.notifier.store import PostgresDeliveryLog, create_notifier_pool
 
-__all__ = ["run", "subscription_source"]
+__all__ = ["run", "subscription_sealer"]
 
 log = logging.getLogger(__name__)
 
 
-def subscription_source(settings: Settings) -> SubscriptionSource:
-    """The subscriptions file when one is set; none otherwise (the notifier then only folds and commits)."""
-    if settings.notifier_subscriptions_file is None:
-        log.warning("FLAGS_NOTIFIER_SUBSCRIPTIONS_FILE is not set: no subscriptions, nobody is told")
-        return MemorySubscriptions()
-    return FileSubscriptions(settings.notifier_subscriptions_file)
+def subscription_sealer(settings: Settings) -> Sealer | None:
+    """The key that opens the subscriptions' secrets; without one, no subscription is delivered to."""
+    if settings.subscription_key is None:
+        log.warning("FLAGS_SUBSCRIPTION_KEY is not set: no subscription's secrets open, nobody is told")
+        return None
+    return Sealer(settings.subscription_key.get_secret_value())
 
 
-async def run(settings: Settings, stop: asyncio.Event, *, source: SubscriptionSource | None = None) -> None:
+async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Run the notifier until `stop` is set."""
     s = settings
-    subscriptions = source if source is not None else subscription_source(s)
+    directory = SubscriptionDirectory(subscription_sealer(s))
     async with AsyncExitStack() as stack:
         await ensure_topics(s)
         pool = await create_notifier_pool(s)
@@ -58,7 +58,7 @@ async def run(settings: Settings, stop: asyncio.Event, *, source: SubscriptionSo
             isolation_level="read_committed",
         )
         consumer = ChangeConsumer(
-            kafka, topic=s.topic, dispatcher=dispatcher, subscriptions=subscriptions, console_url=s.notifier_console_url
+            kafka, topic=s.topic, dispatcher=dispatcher, directory=directory, console_url=s.notifier_console_url
         )
         await kafka.start()
         stack.push_async_callback(kafka.stop)

@@ -23,9 +23,9 @@ from aiokafka.errors import KafkaError
 from events import Envelope, EventError
 from events.cloudevents import from_record
 from services.notifier.deliveries import compose
+from services.notifier.directory import SubscriptionDirectory
 from services.notifier.dispatcher import Dispatcher
 from services.notifier.notices import Notice, NoticeFeed
-from services.notifier.ports import SubscriptionSource
 from services.notifier.progress import Progress
 from services.notifier.subscriptions import Subscription, matches
 
@@ -45,13 +45,13 @@ class ChangeConsumer:
         *,
         topic: str,
         dispatcher: Dispatcher,
-        subscriptions: SubscriptionSource,
+        directory: SubscriptionDirectory,
         console_url: str,
     ) -> None:
         self._consumer = consumer
         self._topic = topic
         self._dispatcher = dispatcher
-        self._subscriptions = subscriptions
+        self._directory = directory
         self._console_url = console_url
         self._feed = NoticeFeed()
         self._progress = Progress()
@@ -84,8 +84,9 @@ class ChangeConsumer:
             for record in records:
                 envelope = _decode(record)
                 if record.offset < self._resume.get(tp.partition, 0):
-                    if envelope is not None:
-                        self._feed.observe(envelope)  # delivered (or dead) before: fold only
+                    if envelope is not None:  # delivered (or dead) before: fold only
+                        self._feed.observe(envelope)
+                        self._directory.observe(envelope)
                     continue
                 ready.append((tp.partition, record.offset, envelope))
         if self._behind:
@@ -107,19 +108,21 @@ class ChangeConsumer:
             log.info("caught up with the delivery log on partitions %s", sorted(self._resume))
 
     async def _deliver(self, ready: Sequence[Held]) -> None:
-        subscriptions = await self._subscriptions.current()
         told: dict[str, list[Notice]] = defaultdict(list)
         where: dict[Any, tuple[int, int]] = {}
+        by_id: dict[str, Subscription] = {}
         for partition, offset, envelope in ready:
-            notice = self._feed.observe(envelope) if envelope is not None else None
+            if envelope is None or self._directory.observe(envelope):
+                continue  # not a change, or a subscription's: it applies to the changes after it
+            notice = self._feed.observe(envelope)
             if notice is None:
                 continue
             where[notice.envelope.event_id] = (partition, offset)
-            for subscription in subscriptions:
+            for subscription in self._directory.current:
                 if matches(subscription, notice):
                     told[subscription.id].append(notice)
+                    by_id[subscription.id] = subscription  # as it was when it heard the first of them
         waits: dict[tuple[int, int], list[asyncio.Future[None]]] = defaultdict(list)
-        by_id: dict[str, Subscription] = {s.id: s for s in subscriptions}
         for subscription_id, notices in told.items():
             for delivery in compose(by_id[subscription_id], notices, console_url=self._console_url):
                 done = self._dispatcher.submit(delivery)
@@ -139,6 +142,7 @@ class ChangeConsumer:
 
     async def _assigned(self, assigned: set[TopicPartition]) -> None:
         self._feed = NoticeFeed()  # the fold is rebuilt from the beginning of every owned partition
+        self._directory.reset()
         self._progress = Progress()
         self._held = []
         self._resume = {}

@@ -9,13 +9,7 @@ from uuid import UUID
 from services.notifier.deliveries import Attempt, DeadLetter, Delivery
 from services.notifier.subscriptions import Subscription
 
-__all__ = ["DeliveryLog", "Sender", "SubscriptionSource"]
-
-
-class SubscriptionSource(Protocol):
-    """The subscriptions in force now."""
-
-    async def current(self) -> Sequence[Subscription]: ...
+__all__ = ["DeliveryLog", "Sender"]
 
 
 class DeliveryLog(Protocol):

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from fnmatch import fnmatchcase
 
-from events import FlagKind, Level
+from events import DestinationKind, FlagKind, Level
 from services.notifier.notices import Notice
 
 __all__ = ["Destination", "DestinationKind", "Subscription", "matches"]
-
-
-class DestinationKind(StrEnum):
-    SLACK = "slack"  # a Slack incoming webhook: Block Kit messages, one per change or per bulk change
-    WEBHOOK = "webhook"  # any HTTPS endpoint: CloudEvents JSON, signed per Standard Webhooks
 
 
 @dataclass(frozen=True, slots=True)

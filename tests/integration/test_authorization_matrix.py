@@ -77,6 +77,7 @@ class World:
         self.victims: dict[str, str] = {}  # target -> id of a live key a refused revoke would hit
         self._n = itertools.count(1)
         self._last_pct: dict[str, int] = {}
+        self._subscriptions: dict[tuple[str, bool], str] = {}  # (target, paused) -> a live victim subscription
 
     def next(self) -> int:
         return next(self._n)
@@ -354,6 +355,57 @@ async def schedules(w: World, target: str, _: bool) -> Req:
     return Req("GET", f"/v1/orgs/{w.org(target)}/schedules", params={"flag": w.t.flag})
 
 
+def _subscriptions_path(w: World, target: str) -> str:
+    return "/v1/subscriptions" if target == "system" else f"/v1/orgs/{w.org(target)}/subscriptions"
+
+
+def _subscription_body(w: World) -> dict[str, Any]:
+    return _body(name=f"matrix {w.next()}", destination={"kind": "webhook", "url": "https://hooks.example/matrix"})
+
+
+async def _new_subscription(w: World, target: str, *, paused: bool = False) -> str:
+    path = _subscriptions_path(w, target)
+    made = await w.setup("POST", path, _subscription_body(w))
+    if paused:
+        await w.setup("POST", f"{path}/{made['id']}/pause", _body())
+    return str(made["id"])
+
+
+async def _subscription(w: World, target: str, allowed: bool, *, paused: bool = False) -> str:
+    """A fresh subscription for an allowed change; for a refused one, a live one it would have changed."""
+    if allowed:
+        return await _new_subscription(w, target, paused=paused)
+    if (target, paused) not in w._subscriptions:
+        w._subscriptions[target, paused] = await _new_subscription(w, target, paused=paused)
+    return w._subscriptions[target, paused]
+
+
+async def create_subscription(w: World, target: str, _: bool) -> Req:
+    return Req("POST", _subscriptions_path(w, target), _subscription_body(w))
+
+
+async def list_subscriptions(w: World, target: str, _: bool) -> Req:
+    return Req("GET", _subscriptions_path(w, target))
+
+
+async def get_subscription(w: World, target: str, _: bool) -> Req:
+    return Req("GET", f"{_subscriptions_path(w, target)}/{await _subscription(w, target, False)}")
+
+
+async def change_subscription(w: World, target: str, allowed: bool) -> Req:
+    sid = await _subscription(w, target, allowed)
+    return Req("PATCH", f"{_subscriptions_path(w, target)}/{sid}", _body(flag_pattern=f"p{w.next()}.*"))
+
+
+def act_on_subscription(action: str) -> Builder:
+    async def build(w: World, target: str, allowed: bool) -> Req:
+        sid = await _subscription(w, target, allowed, paused=action == "resume")
+        path = f"{_subscriptions_path(w, target)}/{sid}"
+        return Req("DELETE", path, _body()) if action == "delete" else Req("POST", f"{path}/{action}", _body())
+
+    return build
+
+
 # --- the table ---------------------------------------------------------------------------------------------
 
 
@@ -381,7 +433,33 @@ SYSTEM_READ = {"system-admin": (200,), "org-admin of A": (403,), "auditor of A":
 OWN_OTHER = ("own", "other")
 KEYS = ("own", "other", "system")
 
+SUBSCRIPTION_ROUTES: dict[tuple[str, str], Builder] = {
+    ("POST", ""): create_subscription,
+    ("GET", ""): list_subscriptions,
+    ("GET", "/{subscription_id}"): get_subscription,
+    ("PATCH", "/{subscription_id}"): change_subscription,
+    ("DELETE", "/{subscription_id}"): act_on_subscription("delete"),
+    ("POST", "/{subscription_id}/pause"): act_on_subscription("pause"),
+    ("POST", "/{subscription_id}/resume"): act_on_subscription("resume"),
+}
+
+
+def _subscription_rows() -> dict[tuple[str, str, str], Row]:
+    """Notification subscriptions: managed like the flags of their scope, read like its audit trail."""
+    rows = {}
+    for (method, rest), build in SUBSCRIPTION_ROUTES.items():
+        read = method == "GET"
+        rows["command", method, f"/v1/subscriptions{rest}"] = Row(
+            build, ("system",), SYSTEM_READ if read else SYSTEM_WRITE
+        )
+        rows["command", method, f"/v1/orgs/{{org}}/subscriptions{rest}"] = Row(
+            build, OWN_OTHER, AUDIT_READ if read else OVERRIDE_WRITE
+        )
+    return rows
+
+
 MATRIX: dict[tuple[str, str, str], Row] = {
+    **_subscription_rows(),
     # flag semantics: kill switches (system admins), schedules at every scope, the stale report
     ("command", "POST", "/v1/flags/{flag_key}/kill-switch"): Row(engage_kill_switch, ("system",), SYSTEM_WRITE),
     ("command", "DELETE", "/v1/flags/{flag_key}/kill-switch"): Row(release_kill_switch, ("system",), SYSTEM_WRITE),

@@ -1,7 +1,8 @@
 """The notifier process on the real Kafka and Postgres, telling a real receiver on 127.0.0.1.
 
-Changes are sealed by `LogBuilder` and produced to the topic as the relay would; the notifier runs as
-`python -m services.notifier` with a subscriptions file, and is stopped (SIGTERM) or killed (SIGKILL)
+Changes are sealed by `LogBuilder` and produced to the topic as the relay would, after a
+`SubscriptionCreated` sealed with the test key; the notifier runs as `python -m services.notifier`,
+folds its subscription from the topic, and is stopped (SIGTERM) or killed (SIGKILL)
 and started again: every change reaches the receiver, and none is delivered twice.
 """
 
@@ -13,15 +14,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import orjson
 import pytest
 
 from events import Envelope, OrgOverrideSet, to_record
 from services.infra.postgres import create_pool, tenant_transaction
+from services.infra.sealing import Sealer
 from services.infra.settings import Role, Settings
 from tests.support.factories import LogBuilder
 from tests.support.kafka import produce
-from tests.support.notifier import defined
+from tests.support.notifier import defined, subscribed
 from tests.support.processes import ServiceProcess
 from tests.support.receivers import Answer, Received, Receiver
 
@@ -36,18 +37,21 @@ def db(make_settings: Callable[[], Settings]) -> Settings:
     return make_settings()
 
 
-def notifier_settings(db: Settings, tmp_path: Path, url: str) -> Settings:
-    subscriptions = tmp_path / "subscriptions.json"
-    subscriptions.write_bytes(orjson.dumps([
-        {"id": "everything", "destination": {"kind": "webhook", "url": url, "secret": SECRET}},
-    ]))
+def notifier_settings(db: Settings) -> Settings:
     return db.model_copy(update={
-        "notifier_subscriptions_file": subscriptions,
         "notifier_allow_hosts": ["127.0.0.1"],
         "notifier_backoff_base": 0.05,
         "notifier_backoff_cap": 0.2,
         "notifier_max_attempts": 1000,  # the receiver that is down comes back; nothing is dead-lettered here
     })
+
+
+def subscription(settings: Settings, log: LogBuilder, url: str) -> Envelope:
+    assert settings.subscription_key is not None
+    sealer = Sealer(settings.subscription_key.get_secret_value())
+    envelope = log.append(subscribed(sealer, "everything", url, secret=SECRET))
+    assert envelope is not None
+    return envelope
 
 
 def changes(log: LogBuilder, count: int, org: str = "acme") -> list[Envelope]:
@@ -90,10 +94,11 @@ async def test_a_restart_resumes_without_losing_or_resending_a_change(
     db: Settings, tmp_path: Path
 ) -> None:
     async with Receiver() as receiver:
-        settings = notifier_settings(db, tmp_path, receiver.url)
+        settings = notifier_settings(db)
         log = LogBuilder()
+        told = subscription(settings, log, receiver.url)
         first = [e for e in [log.append(defined("ai.insights.enabled"))] if e] + changes(log, 10)
-        await publish(settings, first)
+        await publish(settings, [told, *first])
         notifier = ServiceProcess("notifier", settings, tmp_path).start()
         try:
             got = await delivered_ids(receiver, len(first))
@@ -121,10 +126,11 @@ async def test_a_crash_while_a_destination_is_down_loses_nothing_and_resends_not
         return Answer() if up["answering"] else Answer(503, b"down on purpose")
 
     async with Receiver(respond) as receiver:
-        settings = notifier_settings(db, tmp_path, receiver.url)
+        settings = notifier_settings(db)
         log = LogBuilder()
+        told = subscription(settings, log, receiver.url)
         first = [e for e in [log.append(defined("ai.insights.enabled"))] if e] + changes(log, 5)
-        await publish(settings, first)
+        await publish(settings, [told, *first])
         notifier = ServiceProcess("notifier", settings, tmp_path).start()
         try:
             assert len(await delivered_ids(receiver, len(first))) == len(first), notifier.tail()

@@ -6,7 +6,20 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from uuid import UUID
 
-from events import Actor, AnyChange, Envelope, FlagDefined, FlagKind
+import orjson
+
+from events import (
+    Actor,
+    AnyChange,
+    DestinationKind,
+    Envelope,
+    FlagDefined,
+    FlagKind,
+    Level,
+    SubscriptionCreated,
+    subscription_stream,
+)
+from services.infra.sealing import Sealer
 from services.notifier.deliveries import Attempt, DeadLetter
 from services.notifier.subscriptions import Subscription
 from tests.support.factories import ALICE, LogBuilder
@@ -27,6 +40,28 @@ def seal_bulk(log: LogBuilder, changes: Iterable[AnyChange], *, reason: str, act
 
 def defined(key: str, *, kind: FlagKind = FlagKind.RELEASE, group: str = "core") -> FlagDefined:
     return FlagDefined(flag_key=key, kind=kind, group=group)
+
+
+def subscribed(
+    sealer: Sealer,
+    subscription_id: str,
+    url: str,
+    *,
+    org_id: str | None = None,
+    kind: DestinationKind = DestinationKind.WEBHOOK,
+    secret: str | None = None,
+    flag_pattern: str = "*",
+    kinds: tuple[FlagKind, ...] = (),
+    levels: tuple[Level, ...] = (),
+    event_types: tuple[str, ...] = (),
+) -> SubscriptionCreated:
+    """A `SubscriptionCreated` as the command service writes it: the URL and secret sealed to its stream."""
+    stream = subscription_stream(org_id, subscription_id)
+    return SubscriptionCreated(
+        subscription_id=subscription_id, org_id=org_id, name=subscription_id, destination=kind, target=url,
+        sealed=sealer.seal(orjson.dumps({"url": url, "secret": secret}), bound_to=stream),
+        flag_pattern=flag_pattern, kinds=kinds, levels=levels, event_types=event_types,
+    )  # fmt: skip
 
 
 class MemoryDeliveryLog:

@@ -22,15 +22,16 @@ PRINCIPALS = {
 
 # For each principal and action: allowed (Y) or refused (-) when the request names
 # its own org A, another org B, and no org at all.
-#                                 manage-flags  change-overrides  evaluate  read-audit  read-catalog  manage-keys
+# Columns: manage-flags, change-overrides, evaluate, read-audit, read-catalog, manage-keys,
+# manage-subscriptions, read-subscriptions.
 TABLE = {
-    "system-admin":               ("YYY",       "YYY",            "YYY",    "YYY",      "YYY",        "YYY"),
-    "org-admin of A":             ("---",       "Y--",            "Y--",    "Y--",      "YYY",        "Y--"),
-    "auditor of A":               ("---",       "---",            "---",    "Y--",      "YYY",        "---"),
-    "system auditor":             ("---",       "---",            "---",    "YYY",      "YYY",        "---"),
-    "evaluator of A":             ("---",       "---",            "Y--",    "---",      "YYY",        "---"),
-    "evaluator of no org":        ("---",       "---",            "---",    "---",      "---",        "---"),
-    "org-admin of no org":        ("---",       "---",            "---",    "---",      "---",        "---"),
+    "system-admin":        ("YYY", "YYY", "YYY", "YYY", "YYY", "YYY", "YYY", "YYY"),
+    "org-admin of A":      ("---", "Y--", "Y--", "Y--", "YYY", "Y--", "Y--", "Y--"),
+    "auditor of A":        ("---", "---", "---", "Y--", "YYY", "---", "---", "Y--"),
+    "system auditor":      ("---", "---", "---", "YYY", "YYY", "---", "---", "YYY"),
+    "evaluator of A":      ("---", "---", "Y--", "---", "YYY", "---", "---", "---"),
+    "evaluator of no org": ("---", "---", "---", "---", "---", "---", "---", "---"),
+    "org-admin of no org": ("---", "---", "---", "---", "---", "---", "---", "---"),
 }
 ACTIONS = (
     Action.MANAGE_FLAGS,
@@ -39,6 +40,8 @@ ACTIONS = (
     Action.READ_AUDIT,
     Action.READ_CATALOG,
     Action.MANAGE_KEYS,
+    Action.MANAGE_SUBSCRIPTIONS,
+    Action.READ_SUBSCRIPTIONS,
 )
 SCOPES = {"own org": A, "other org": B, "no org": None}
 

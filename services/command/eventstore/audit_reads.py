@@ -54,6 +54,7 @@ class PostgresAuditStore:
         async with translated():
             rows = await self._pool.fetch(
                 "SELECT DISTINCT stream FROM event_store WHERE org_id = $1 AND stream LIKE 'org/%'"
+                " AND flag_key IS NOT NULL"
                 " AND ($2::text IS NULL OR flag_key = $2) ORDER BY stream",
                 org,
                 flag,
