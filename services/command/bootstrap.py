@@ -24,6 +24,7 @@ from services.command.eventstore.audit_reads import PostgresAuditStore
 from services.command.eventstore.snapshot_store import PostgresHistory
 from services.command.eventstore.writes import PostgresEventStore
 from services.command.key_store import PostgresKeyStore
+from services.command.published_log import KafkaPublishedLog
 from services.command.relay import Relay
 from services.command.subscription_store import PostgresSubscriptionStore
 from services.command.timetravel.service import TimeTravel
@@ -49,6 +50,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             lambda: create_producer(settings),
             topic=settings.topic,
             prepare=lambda: ensure_topics(settings),
+            published=KafkaPublishedLog(settings),
         )
         wiring = wiring_of(app)
         wiring.connect(store, relay=relay)

@@ -4,8 +4,12 @@ One asyncio task per process, and one active relay per database: leadership is
 a session advisory lock on a dedicated connection, which also LISTENs on
 `flags_outbox` (with a 1 s poll as a fallback for a lost notification). A row
 is marked published only after Kafka acknowledged it (acks=all, idempotent
-producer), so a crash or an outage can only cause a re-send, never a loss;
-consumers de-duplicate on (stream, version). While Kafka is down the rows wait
+producer), so a crash or an outage never loses one. Nor does it send one twice:
+a record Kafka wrote whose acknowledgement was lost stays unmarked, and a new
+producer (a new leader, or the same relay after an outage) has a new producer id
+that Kafka's idempotence cannot match, so before a new producer's first send the
+relay reads the end of every partition (`PublishedLog`) and marks, rather than
+sends, what the topic already holds. While Kafka is down the rows wait
 in Postgres, the API keeps accepting changes, and the relay logs the outage
 once, backs off from 0.1 s to 5 s, and catches up when the broker returns.
 """
@@ -21,9 +25,9 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
-from events import decode, to_record
+from events import Envelope, decode, to_record
 from services.command.errors import KafkaUnavailable, StoreUnavailable
-from services.command.ports import EventStore, Producer, RelayLease, StoredEvent
+from services.command.ports import EventStore, Producer, PublishedLog, RelayLease, StoredEvent
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,7 @@ class Relay:
         *,
         topic: str,
         prepare: Callable[[], Awaitable[None]] | None = None,
+        published: PublishedLog | None = None,
         batch_size: int = BATCH_SIZE,
         poll_interval: float = 1.0,
         standby_interval: float = 2.0,
@@ -92,6 +97,8 @@ class Relay:
         self._topic = topic
         self._prepare = prepare
         self._prepared = prepare is None
+        self._published = published
+        self._settled = False  # the current producer checked the topic's end before its first send
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._standby_interval = standby_interval
@@ -104,6 +111,7 @@ class Relay:
         self._postgres = _Outage("PostgreSQL")
         self.is_leader = False
         self.published_total = 0
+        self.found_published_total = 0  # unmarked events found already in the topic, marked without a re-send
         self.published_at: float | None = None  # seconds since the epoch of the last events marked published
 
     # --- lifecycle ---------------------------------------------------------------
@@ -139,6 +147,7 @@ class Relay:
             "leader": self.is_leader,
             "kafka": "down" if self._kafka.down else "ok",
             "published_total": self.published_total,
+            "found_published_total": self.found_published_total,
             "published_at": self.published_at,
         }
 
@@ -189,7 +198,7 @@ class Relay:
                 await self._wait_for_wake()
 
     async def publish_batch(self) -> int:
-        """Publish the oldest unpublished events (up to one batch); returns how many were acknowledged.
+        """Publish the oldest unpublished events (up to one batch); returns how many are now marked published.
 
         Rows are marked in sequence order up to the first failure only, so a
         retry re-sends from there and never reorders a stream.
@@ -198,11 +207,15 @@ class Relay:
         if not rows:
             return 0
         producer = await self._ready_producer()
+        envelopes = [(row, decode(row.body)) for row in rows]
+        if not self._settled:
+            envelopes = await self._settle(envelopes)
         futures: list[asyncio.Future[Any]] = []
         error: BaseException | None = None
+        sent = [row for row, _ in envelopes]
         try:
-            for row in rows:
-                record = to_record(decode(row.body), value=row.body)
+            for row, envelope in envelopes:
+                record = to_record(envelope, value=row.body)
                 futures.append(
                     await producer.send(self._topic, value=record.value, key=record.key, headers=record.headers)
                 )
@@ -215,11 +228,36 @@ class Relay:
                 error = error or result
                 break
             delivered += 1
-        await self._mark(rows[:delivered])
+        await self._mark(sent[:delivered])
         if error is not None:
-            raise KafkaUnavailable(f"{delivered}/{len(rows)} delivered: {error!r}") from error
+            raise KafkaUnavailable(f"{delivered}/{len(sent)} delivered: {error!r}") from error
         self._kafka.recovered()
-        return delivered
+        return len(rows) - len(sent) + delivered
+
+    async def _settle(self, envelopes: list[tuple[StoredEvent, Envelope]]) -> list[tuple[StoredEvent, Envelope]]:
+        """Mark the events the topic already holds (sent by a producer that never saw them acknowledged).
+
+        Those are among the oldest unpublished rows, and each is among the last two batches of its partition:
+        only the batch in flight when the previous producer stopped can have been written unacknowledged, and
+        nothing is sent after it until this check ran. Returns the rest, to send.
+        """
+        if self._published is not None:
+            try:
+                held = await self._published.recent_event_ids(2 * self._batch_size)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                raise KafkaUnavailable(f"cannot read the topic's end: {exc!r}") from exc
+            found = [row for row, envelope in envelopes if str(envelope.event_id) in held]
+            if found:
+                await self._store.mark_published([row.sequence for row in found])
+                self.found_published_total += len(found)
+                log.warning(
+                    "relay: %d events were in Kafka already but not marked (a crash or an outage between Kafka's "
+                    "acknowledgement and the mark); marked, not sent again",
+                    len(found),
+                )
+                envelopes = [(row, envelope) for row, envelope in envelopes if str(envelope.event_id) not in held]
+        self._settled = True
+        return envelopes
 
     async def _mark(self, rows: Sequence[StoredEvent]) -> None:
         if rows:
@@ -245,6 +283,7 @@ class Relay:
         except (KafkaError, OSError, TimeoutError, RuntimeError) as exc:
             raise KafkaUnavailable(f"cannot connect: {exc!r}") from exc
         self._producer = producer
+        self._settled = False
         return producer
 
     async def _close_producer(self) -> None:

@@ -26,7 +26,11 @@ class FakeBroker:
         self.records: list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = []
         self.down = False
         self.fail_at: int | None = None
+        self.lose_acks_at: int | None = None  # from the n-th send of a producer: written, but its ack never comes
         self.producers = 0
+
+    def event_ids(self) -> list[str]:
+        return [dict(headers)["ce_id"].decode() for _, _, _, headers in self.records]
 
     def producer(self) -> FakeProducer:
         self.producers += 1
@@ -58,10 +62,29 @@ class FakeProducer:
         self.sent += 1
         if self.broker.down or (self.broker.fail_at is not None and self.sent >= self.broker.fail_at):
             future.set_exception(KafkaTimeoutError("expired"))
+        elif self.broker.lose_acks_at is not None and self.sent >= self.broker.lose_acks_at:
+            self.broker.records.append((topic, key, value, headers))
+            future.set_exception(KafkaTimeoutError("expired"))  # the broker wrote it; the answer was lost
         else:
             self.broker.records.append((topic, key, value, headers))
             future.set_result(len(self.broker.records))
         return future
+
+
+class FakePublishedLog:
+    """The broker's records as `PublishedLog` reads them: the ids of each 'partition's' last records."""
+
+    def __init__(self, broker: FakeBroker) -> None:
+        self.broker = broker
+        self.reads = 0
+
+    async def recent_event_ids(self, per_partition: int) -> set[str]:
+        self.reads += 1
+        return set(self.broker.event_ids()[-per_partition:])
+
+
+class Crash(BaseException):
+    """The process dying between Kafka's acknowledgement and the mark (kill -9 in production)."""
 
 
 async def fill(store: InMemoryEventStore, n: int, org: str = "acme") -> list[int]:
@@ -205,3 +228,58 @@ async def _true(value: bool) -> bool:
 
 async def _lag_is(relay: Relay, n: int) -> bool:
     return await relay.lag() == n
+
+
+async def test_events_kafka_wrote_before_a_crash_are_marked_by_the_next_relay_not_sent_again() -> None:
+    store, broker = InMemoryEventStore(), FakeBroker()
+    sequences = await fill(store, 5)
+    crashed = relay_for(store, broker, published=FakePublishedLog(broker))
+    marking = store.mark_published
+
+    async def crash(_sequences: Any) -> None:
+        raise Crash
+
+    store.mark_published = crash  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        await crashed.publish_batch()
+    store.mark_published = marking  # type: ignore[method-assign]
+    assert len(broker.records) == 5 and await crashed.lag() == 5
+
+    log = FakePublishedLog(broker)
+    restarted = relay_for(store, broker, published=log)
+    assert await restarted.publish_batch() == 5
+    assert await restarted.lag() == 0 and log.reads == 1
+    more = await fill_more(store, 2)
+    assert await restarted.publish_batch() == 2
+    assert log.reads == 1  # the same producer: checked once, before its first send
+    assert [from_record(v, h).sequence for _, _, v, h in broker.records] == sequences + more
+    assert len(set(broker.event_ids())) == len(broker.records)  # each event once
+    assert restarted.status()["found_published_total"] == 5 and restarted.status()["published_total"] == 2
+
+
+async def test_a_lost_acknowledgement_is_not_a_second_copy_after_the_outage() -> None:
+    store, broker = InMemoryEventStore(), FakeBroker()
+    sequences = await fill(store, 6)
+    broker.lose_acks_at = 3  # sends 1-2 acknowledged; 3-6 written but their answers lost
+    relay = relay_for(store, broker, published=FakePublishedLog(broker))
+    with pytest.raises(Exception, match="2/6 delivered"):
+        await relay.publish_batch()
+    broker.lose_acks_at = None
+    await relay._close_producer()  # what the loop does after a failure: the next send is a new producer's
+    assert await relay.publish_batch() == 4
+    assert [from_record(v, h).sequence for _, _, v, h in broker.records] == sequences
+    assert await relay.lag() == 0
+
+
+async def test_without_reading_the_topic_the_same_crash_would_send_twice() -> None:
+    """Why the relay reads the topic's end: a new producer's id defeats Kafka's idempotence."""
+    store, broker = InMemoryEventStore(), FakeBroker()
+    await fill(store, 3)
+    broker.lose_acks_at = 1
+    blind = relay_for(store, broker)
+    with pytest.raises(Exception, match="0/3 delivered"):
+        await blind.publish_batch()
+    broker.lose_acks_at = None
+    await blind._close_producer()
+    await blind.publish_batch()
+    assert len(broker.records) == 6 and len(set(broker.event_ids())) == 3
