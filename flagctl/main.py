@@ -44,15 +44,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         client.close()
 
 
+def _service_url(service: str, port: int) -> str:
+    """FLAGS_<SERVICE>_URL, else the local service on the port it was started with (as scripts/services does)."""
+    local = f"http://127.0.0.1:{os.environ.get(f'FLAGS_{service}_PORT') or port}"
+    return os.environ.get(f"FLAGS_{service}_URL") or local
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flagctl", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--command-url", default=os.environ.get("FLAGS_COMMAND_URL", "http://127.0.0.1:8081"),
-        help="command service (env FLAGS_COMMAND_URL)",
+        "--command-url", default=_service_url("COMMAND", 8081),
+        help="command service (env FLAGS_COMMAND_URL, else 127.0.0.1 on FLAGS_COMMAND_PORT, 8081)",
     )
     parser.add_argument(
-        "--query-url", default=os.environ.get("FLAGS_QUERY_URL", "http://127.0.0.1:8082"),
-        help="query service (env FLAGS_QUERY_URL)",
+        "--query-url", default=_service_url("QUERY", 8082),
+        help="query service (env FLAGS_QUERY_URL, else 127.0.0.1 on FLAGS_QUERY_PORT, 8082)",
     )
     parser.add_argument(
         "--key", help="API key (default: env FLAGS_API_KEY, else the bootstrap admin key file of this host)"
