@@ -67,6 +67,10 @@ class Settings(KafkaConnection):
     dead_letter_topic: str = "flags.changes.dlq"
     topic_partitions: int = 3
     projector_group: str = "flags-projector"
+    # Static group membership (Kafka's KIP-345): a projector restarted under the same id takes its partitions
+    # back at once instead of after a rebalance. One id per running instance (scripts/services sets one);
+    # None: dynamic membership.
+    projector_instance_id: str | None = None
 
     # TLS and password: rediss://:password@host:port/0
     redis_url: str = Field(default_factory=lambda: f"redis://{local_address('FLAGS_REDIS_PORT', LOCAL_REDIS_PORT)}/0")
