@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -62,7 +63,7 @@ class _Outage:
         self.failures += 1
         if self.since is None:
             self.since = time.monotonic()
-            log.warning("relay: %s unavailable, events stay queued in Postgres: %s", self.name, exc)
+            log.warning("relay: %s unavailable, events stay queued in Postgres: %s", self.name, str(exc) or repr(exc))
         else:
             log.debug("relay: %s still unavailable (%d failures): %s", self.name, self.failures, exc)
 
@@ -86,18 +87,31 @@ class Relay:
         topic: str,
         prepare: Callable[[], Awaitable[None]] | None = None,
         published: PublishedLog | None = None,
+        probe: Callable[[Producer], Awaitable[None]] | None = None,
         batch_size: int = BATCH_SIZE,
         poll_interval: float = 1.0,
         standby_interval: float = 2.0,
         min_backoff: float = 0.1,
         max_backoff: float = 5.0,
+        send_timeout: float = 5.0,
+        abandon_after: float = 120.0,
+        probe_interval: float = 2.0,
+        probe_timeout: float = 3.0,
     ) -> None:
+        """`probe` asks the cluster something over the producer's connection (services.infra.kafka.probe);
+        a batch not acknowledged within `send_timeout` reports Kafka down, and is given up after `abandon_after`."""
         self._store = store
         self._producer_factory = producer_factory
         self._topic = topic
         self._prepare = prepare
         self._prepared = prepare is None
         self._published = published
+        self._probe = probe
+        self._send_timeout = send_timeout
+        self._abandon_after = abandon_after
+        self._probe_interval = probe_interval
+        self._probe_timeout = probe_timeout
+        self._contacted = -math.inf  # monotonic time the cluster last answered
         self._settled = False  # the current producer checked the topic's end before its first send
         self._batch_size = batch_size
         self._poll_interval = poll_interval
@@ -188,6 +202,8 @@ class Relay:
             self._wake.clear()
             try:
                 published = await self.publish_batch()
+                if published == 0:
+                    await self._check_broker()
             except KafkaUnavailable as exc:
                 self._kafka.failed(exc.__cause__ or exc)
                 await self._close_producer()
@@ -221,18 +237,53 @@ class Relay:
                 )
         except (KafkaError, OSError) as exc:
             error = exc
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        if futures:
+            await self._outcome(asyncio.gather(*futures, return_exceptions=True))
         delivered = 0
-        for result in results:
-            if isinstance(result, BaseException):
-                error = error or result
+        for future in futures:
+            failure = _failure(future)
+            if failure is not None:
+                error = error or failure
                 break
             delivered += 1
         await self._mark(sent[:delivered])
         if error is not None:
             raise KafkaUnavailable(f"{delivered}/{len(sent)} delivered: {error!r}") from error
-        self._kafka.recovered()
+        self._contact()
         return len(rows) - len(sent) + delivered
+
+    async def _outcome(self, sends: asyncio.Future[Any]) -> None:
+        """Wait for the sends' acknowledgements (or failures), saying within `send_timeout` that Kafka is down.
+
+        A broker that took the requests and does not answer (paused, partitioned) is an outage, reported at
+        once; but the sends stay this producer's, which retries them under its own id and sequence numbers so
+        that the broker writes each once. A new producer would send them again under another id while the
+        broker may still write the first copies: a second copy in the log. Only after `abandon_after` does the
+        relay give them up (and settle what the topic holds before sending again).
+        """
+        try:
+            await asyncio.wait_for(asyncio.shield(sends), self._send_timeout)
+            return
+        except TimeoutError:
+            self._kafka.failed(TimeoutError(f"no acknowledgement within {self._send_timeout:g} s"))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(sends), self._abandon_after)
+
+    async def _check_broker(self) -> None:
+        """While idle, ask the cluster for its metadata every `probe_interval`: an outage shows within seconds
+        (in `status()`, `/readyz`, the metrics and the log) even when nothing is being published."""
+        if self._probe is None or time.monotonic() - self._contacted < self._probe_interval:
+            return
+        producer = await self._ready_producer()
+        try:
+            await asyncio.wait_for(self._probe(producer), self._probe_timeout)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise KafkaUnavailable(f"the cluster does not answer: {exc!r}") from exc
+        self._contact()
+
+    def _contact(self) -> None:
+        self._contacted = time.monotonic()
+        self._kafka.recovered()
 
     async def _settle(self, envelopes: list[tuple[StoredEvent, Envelope]]) -> list[tuple[StoredEvent, Envelope]]:
         """Mark the events the topic already holds (sent by a producer that never saw them acknowledged).
@@ -298,6 +349,15 @@ class Relay:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+def _failure(future: asyncio.Future[Any]) -> BaseException | None:
+    """Why a send was not acknowledged (None: it was)."""
+    if not future.done():
+        return TimeoutError("not acknowledged in time")
+    if future.cancelled():
+        return asyncio.CancelledError("cancelled")
+    return future.exception()
 
 
 async def _stop_quietly(producer: Producer) -> None:

@@ -283,3 +283,81 @@ async def test_without_reading_the_topic_the_same_crash_would_send_twice() -> No
     await blind._close_producer()
     await blind.publish_batch()
     assert len(broker.records) == 6 and len(set(broker.event_ids())) == 3
+
+
+class SilentProducer(FakeProducer):
+    """A broker that took the connection and never answers: sends are never acknowledged."""
+
+    async def send(self, topic: str, value: Any = None, key: Any = None, partition: Any = None,
+                   timestamp_ms: Any = None, headers: Any = None) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+
+class LateProducer(FakeProducer):
+    """A paused broker: it writes and acknowledges each send, but only `delay` seconds later."""
+
+    delay = 0.3
+
+    async def send(self, topic: str, value: Any = None, key: Any = None, partition: Any = None,
+                   timestamp_ms: Any = None, headers: Any = None) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def write() -> None:
+            self.broker.records.append((topic, key, value, headers))
+            future.set_result(len(self.broker.records))
+
+        asyncio.get_running_loop().call_later(self.delay, write)
+        return future
+
+
+async def test_sends_nobody_acknowledges_are_an_outage_within_the_send_timeout_then_given_up() -> None:
+    store, broker = InMemoryEventStore(), FakeBroker()
+    await fill(store, 3)
+    relay = Relay(store, lambda: SilentProducer(broker), topic="changes", send_timeout=0.1, abandon_after=0.2)
+    with pytest.raises(Exception, match="0/3 delivered"):
+        await relay.publish_batch()
+    assert relay.status()["kafka"] == "down"
+    assert await relay.lag() == 3
+
+
+async def test_a_late_broker_is_reported_down_but_its_sends_stay_with_the_producer_and_land_once() -> None:
+    store, broker = InMemoryEventStore(), FakeBroker()
+    sequences = await fill(store, 3)
+    made: list[LateProducer] = []
+    relay = Relay(store, lambda: made.append(LateProducer(broker)) or made[-1], topic="changes", send_timeout=0.1,
+                  published=FakePublishedLog(broker))
+    batch = asyncio.create_task(relay.publish_batch())
+    await asyncio.sleep(0.2)
+    assert relay.status()["kafka"] == "down" and not batch.done()  # said before the acknowledgements came
+    assert await batch == 3
+    assert relay.status()["kafka"] == "ok" and len(made) == 1  # no second producer, so no second copy
+    assert [from_record(v, h).sequence for _, _, v, h in broker.records] == sequences
+
+
+async def test_an_idle_relay_sees_the_broker_go_and_come_back(caplog: pytest.LogCaptureFixture) -> None:
+    store, broker = InMemoryEventStore(), FakeBroker()
+    await fill(store, 1)
+    answering = [True]
+    probes: list[float] = []
+
+    async def probe(_producer: Any) -> None:
+        probes.append(asyncio.get_running_loop().time())
+        if not answering[0]:
+            raise KafkaConnectionError("no broker")
+
+    relay = relay_for(store, broker, probe=probe, probe_interval=0.05, probe_timeout=0.1)
+    with caplog.at_level(logging.INFO, logger="services.command.relay"):
+        await relay.start()
+        try:
+            await eventually(lambda: _lag_is(relay, 0))
+            await eventually(lambda: _true(len(probes) >= 2))  # idle: asked every probe_interval
+            assert relay.status()["kafka"] == "ok"
+            answering[0] = False
+            await eventually(lambda: _true(relay.status()["kafka"] == "down"), timeout=2)
+            answering[0] = True
+            await eventually(lambda: _true(relay.status()["kafka"] == "ok"), timeout=2)
+        finally:
+            await relay.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "Kafka unavailable" in warnings[0] and "no broker" in warnings[0]
+    assert any("available again" in r.getMessage() for r in caplog.records)
