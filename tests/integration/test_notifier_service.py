@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from events import Envelope, OrgOverrideSet, to_record
@@ -22,6 +23,7 @@ from services.infra.sealing import Sealer
 from services.infra.settings import Role, Settings
 from tests.support.factories import LogBuilder
 from tests.support.kafka import produce
+from tests.support.metrics import scrape, wait_for_page
 from tests.support.notifier import defined, subscribed
 from tests.support.processes import ServiceProcess
 from tests.support.receivers import Answer, Received, Receiver
@@ -104,6 +106,12 @@ async def test_a_restart_resumes_without_losing_or_resending_a_change(
             got = await delivered_ids(receiver, len(first))
             assert got == [str(e.event_id) for e in first], notifier.tail()
             assert len(await outcomes(settings)) == len(first)
+            endpoint = f"http://127.0.0.1:{settings.notifier_port}"
+            assert httpx.get(f"{endpoint}/readyz").json() == {"status": "ready", "postgres": "ok"}
+            page = scrape(endpoint)
+            assert page.value("flagstream_notifier_deliveries_total", outcome="delivered", destination="webhook") \
+                == len(first)
+            wait_for_page(endpoint, lambda p: p.total("flagstream_notifier_consumer_lag_records") == 0)  # committed
             notifier.stop()  # SIGTERM: commits what is recorded
             second = changes(log, 10)
             await publish(settings, second)  # while the notifier is down
