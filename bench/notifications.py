@@ -95,7 +95,8 @@ async def measure(http: httpx.AsyncClient, command_url: str, receiver: Receiver,
     rng = random.Random(first)
     for i in range(first, first + changes):
         await asyncio.sleep(rng.uniform(0, pause))
-        put = await http.put(f"{command_url}/v1/orgs/bench/flags/{KEY}", json={"enabled": i % 2 == 0, "reason": "bench"})
+        body = {"enabled": i % 2 == 0, "reason": "bench"}
+        put = await http.put(f"{command_url}/v1/orgs/bench/flags/{KEY}", json=body)
         put.raise_for_status()
         sent[put.json()["events"][0]["event_id"]] = time.monotonic()
         progress.update(i - first + 1)
