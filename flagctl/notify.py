@@ -102,7 +102,10 @@ def cmd_add(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_list(client: Client, args: argparse.Namespace) -> int:
-    for s in client.command("GET", _base(args))["subscriptions"]:
+    found = client.command("GET", _base(args))["subscriptions"]
+    if not found and not args.json:
+        print("no subscriptions")
+    for s in found:
         if args.json:
             print(json.dumps(s))
             continue
@@ -132,6 +135,8 @@ def cmd_log(client: Client, args: argparse.Namespace) -> int:
         raise UsageError("notify log: --limit is 1 to 500")
     path, key = ("dead-letters", "dead_letters") if args.dead else ("deliveries", "attempts")
     rows = client.notifier("GET", f"{_one(args)}/{path}?limit={args.limit}")[key]
+    if not rows and not args.json:
+        print("no dead letters" if args.dead else "no attempts yet")
     for row in rows:
         if args.json:
             print(json.dumps(row))
