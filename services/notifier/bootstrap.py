@@ -88,15 +88,25 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
 
 
 async def _serve(stack: AsyncExitStack, app: FastAPI, settings: Settings) -> None:
-    """The HTTP endpoint on the notifier's own loop (granian embedded, as the command service); stopped first."""
-    server = Server(app, address=settings.notifier_host, port=settings.notifier_port, interface=Interfaces.ASGI,
-                    log_access=False)  # fmt: skip
+    """The HTTP endpoint on the notifier's own loop (granian embedded, as the command service), stopped first.
+
+    As the projector's: if it cannot serve (the port is taken), that is logged and the notifier delivers without it.
+    """
+    host, port = settings.notifier_host, settings.notifier_port
+    server = Server(app, address=host, port=port, interface=Interfaces.ASGI, log_access=False)
     serving = asyncio.create_task(server.serve(), name="notifier-http")
 
+    def ended(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            reason = str(task.exception()).splitlines()[0]
+            log.error("notifier API not served on %s:%d (%s); delivering without it", host, port, reason)
+
+    serving.add_done_callback(ended)
+
     async def stop() -> None:
-        server.stop()
-        await serving
+        if not serving.done():
+            server.stop()
+        await asyncio.gather(serving, return_exceptions=True)
 
     stack.push_async_callback(stop)
-    log.info("notifier API on http://%s:%d (/healthz, /readyz, /metrics, /v1)", settings.notifier_host,
-             settings.notifier_port)  # fmt: skip
+    log.info("notifier API on http://%s:%d (/healthz, /readyz, /metrics, /v1)", host, port)

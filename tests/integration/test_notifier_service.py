@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -158,3 +159,24 @@ async def test_a_crash_while_a_destination_is_down_loses_nothing_and_resends_not
             assert accepted_ids(receiver) == everything, notifier.tail()
         finally:
             notifier.stop()
+
+
+async def test_a_taken_port_is_logged_and_the_notifier_delivers_without_its_endpoint(
+    db: Settings, tmp_path: Path
+) -> None:
+    async with Receiver() as receiver:
+        settings = notifier_settings(db)
+        log = LogBuilder()
+        told = subscription(settings, log, receiver.url)
+        sent = [e for e in [log.append(defined("ai.insights.enabled"))] if e] + changes(log, 3)
+        await publish(settings, [told, *sent])
+        with socket.socket() as taken:
+            taken.bind((settings.notifier_host, settings.notifier_port))
+            taken.listen()
+            notifier = ServiceProcess("notifier", settings, tmp_path).start()
+            try:
+                assert await delivered_ids(receiver, len(sent)) == [str(e.event_id) for e in sent], notifier.tail()
+                assert "notifier API not served on" in notifier.tail(200)
+            finally:
+                notifier.stop()
+        assert notifier.proc is not None and notifier.proc.returncode == 0, notifier.tail()  # a clean stop
