@@ -53,7 +53,26 @@ def _api(request: Request) -> NotifierApi:
 
 Api = Annotated[NotifierApi, Depends(_api)]
 
-router = APIRouter(prefix="/v1", tags=["deliveries"])
+_ERROR: dict[str, Any] = {
+    "content": {"application/json": {"example": {"error": "code", "detail": "…", "field": None}}}
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {**_ERROR, "description": text}
+    for status, text in {
+        401: "No usable API key (`unauthenticated`).",
+        403: "This key may not read (or manage) that org's subscriptions (`forbidden`).",
+        404: "No such subscription in force (`unknown_subscription`, field `subscription_id`).",
+        422: "Invalid request; `field` names the culprit (`invalid_request`).",
+        429: "Too many failed authentications (`rate_limited`).",
+        503: "Still reading the log (`not_ready`), or Postgres out of reach (`store_unavailable`); `Retry-After`.",
+    }.items()
+}
+
+UNSENDABLE: dict[int | str, dict[str, Any]] = {
+    409: {**_ERROR, "description": "Paused, or its secrets do not open here (`subscription_unavailable`)."}
+}
+
+router = APIRouter(prefix="/v1", tags=["deliveries"], responses=ERRORS)
 probes = APIRouter(tags=["probes"])
 
 
@@ -116,14 +135,14 @@ async def org_dead_letters(org_id: OrgPath, subscription_id: SubscriptionPath, c
     return await _dead_letters(org_id, subscription_id, limit, caller, api)
 
 
-@router.post("/subscriptions/{subscription_id}/dead-letters/retry", status_code=202,
+@router.post("/subscriptions/{subscription_id}/dead-letters/retry", status_code=202, responses=UNSENDABLE,
              summary="Send a system-wide subscription's dead letters again, now")  # fmt: skip
 async def retry_system_dead_letters(subscription_id: SubscriptionPath, caller: Caller, api: Api) -> JSONResponse:
     return await _retry(None, subscription_id, caller, api)
 
 
 @router.post("/orgs/{org_id}/subscriptions/{subscription_id}/dead-letters/retry", status_code=202,
-             summary="Send an org subscription's dead letters again, now")  # fmt: skip
+             responses=UNSENDABLE, summary="Send an org subscription's dead letters again, now")  # fmt: skip
 async def retry_org_dead_letters(org_id: OrgPath, subscription_id: SubscriptionPath, caller: Caller, api: Api
                                  ) -> JSONResponse:  # fmt: skip
     return await _retry(org_id, subscription_id, caller, api)

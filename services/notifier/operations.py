@@ -15,6 +15,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from flagcore.subscriptions import SubscriptionView
 from services.notifier.deliveries import Delivery
 from services.notifier.directory import SubscriptionDirectory
 from services.notifier.ports import DeliveryReads
@@ -86,7 +87,7 @@ class Operations:
     def _settled(self, dead_id: int, _: asyncio.Future[None]) -> None:
         self._retrying.discard(dead_id)
 
-    def _known(self, org_id: str | None, subscription_id: str) -> tuple[Any, Subscription | None]:
+    def _known(self, org_id: str | None, subscription_id: str) -> tuple[SubscriptionView, Subscription | None]:
         if not self._caught_up():
             raise NotReady("the notifier is still reading the log; retry shortly")
         found = self._directory.find(org_id, subscription_id)
