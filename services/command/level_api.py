@@ -18,10 +18,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
-from events import Scope
+from events import Scope, Variant
 from services.auth.http import Caller
 from services.auth.policy import Action, Principal, authorize
-from services.command.commands import CancelScheduledSetting, ClearOverride, ScheduleSetting, SetSetting
+from services.command.commands import (
+    UNSET,
+    CancelScheduledSetting,
+    ClearOverride,
+    ScheduleSetting,
+    SetSetting,
+    Unset,
+)
 from services.command.dependencies import Service
 from services.command.routing import (
     CHANGE_RESPONSES,
@@ -39,6 +46,7 @@ from services.command.schemas import (
     ClearRequest,
     ScheduleRequest,
     SettingRequest,
+    VariantIn,
 )
 
 router = APIRouter(prefix="/v1", tags=["changes"], responses=CHANGE_RESPONSES)
@@ -87,9 +95,17 @@ async def _set(
         flag_key=flag_key,
         enabled=given(body, "enabled"),
         rollout_percentage=given(body, "rollout_percentage"),
+        variant=given(body, "variant"),
+        split=_split(given(body, "split")),
         **meta(body, caller),
     )
     return await run(service, command, response)
+
+
+def _split(split: list[VariantIn] | None | Unset) -> tuple[Variant, ...] | None | Unset:
+    if split is None or split is UNSET:
+        return split
+    return tuple(Variant(name=arm.name, weight=arm.weight) for arm in split)
 
 
 async def _clear(
