@@ -102,7 +102,7 @@ async def _set(
     return await run(service, command, response)
 
 
-def _split(split: list[VariantIn] | None | Unset) -> tuple[Variant, ...] | None | Unset:
+def _split(split: list[VariantIn] | Unset | None) -> tuple[Variant, ...] | Unset | None:
     if split is None or split is UNSET:
         return split
     return tuple(Variant(name=arm.name, weight=arm.weight) for arm in split)

@@ -120,10 +120,10 @@ async def rollback(
         if value is None and now:
             detail = f"{stream} was empty then; a definition or a system default cannot be removed"
             raise InvalidCommand(detail, field=field)
-        if level is HistoryLevel.SYSTEM and _in_force(caught_up(value, target.at))[0] is None:
-            if _in_force(caught_up(now, utc_now()))[0] is not None:
-                detail = f"{stream} was not switched on or off then; a system default cannot be unset"
-                raise InvalidCommand(detail, field=field)
+        unsettable = level is HistoryLevel.SYSTEM and _switched(value, target.at) is None
+        if unsettable and _switched(now, utc_now()) is not None:
+            detail = f"{stream} was not switched on or off then; a system default cannot be unset"
+            raise InvalidCommand(detail, field=field)
     text = rollback_reason(target, reason)
     done = []
     for stream, (version, value) in goals:
@@ -211,6 +211,11 @@ async def _restore(
             events += (await service.execute(cancel)).events
             head = await service.stream_head(stream)
     return StreamRollback(stream, goal_version, goal, head.version, events)
+
+
+def _switched(value: Value, at: datetime | None) -> bool | None:
+    """A system default's on/off in force at `at` (None: never switched, only a rollout or a selection)."""
+    return _in_force(caught_up(value, at))[0]
 
 
 def _in_force(value: Value) -> tuple[bool | None, int | None, dict[str, Any]]:

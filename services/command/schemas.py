@@ -157,7 +157,6 @@ def _split_total(arms: list[VariantIn]) -> list[VariantIn]:
 
 Split = Annotated[
     list[VariantIn],
-    AfterValidator(_split_total),
     Field(
         min_length=1,
         max_length=MAX_VARIANTS,
@@ -167,6 +166,7 @@ Split = Annotated[
             " (Unleash's sticky variant hash)."
         ),
     ),
+    AfterValidator(_split_total),
 ]
 
 
