@@ -5,8 +5,10 @@ a split, every refusal a 422 naming the field with nothing written, rollback, an
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -464,3 +466,35 @@ async def test_the_document_states_the_types_the_shapes_and_the_limits(client: h
     arm = schemas[split["items"]["$ref"].rsplit("/", 1)[-1]]["properties"]["weight"]
     assert (arm["minimum"], arm["maximum"]) == (0, 1000)
     assert "summing to exactly 1000" in split["description"]
+
+
+# --- the documented example runs ---------------------------------------------------------------------------------
+
+DOC = Path(__file__).parents[2] / "docs" / "flag-semantics.md"
+
+
+def documented_requests() -> list[tuple[str, str, dict[str, Any]]]:
+    """(method, path, body) of each curl command of the typed-flag example in docs/flag-semantics.md."""
+    text = DOC.read_text().split("## Typed flags", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    commands: list[list[str]] = []
+    for word in shlex.split(text.replace("\\\n", " ")):
+        if word == "curl":
+            commands.append([])
+        elif commands:
+            commands[-1].append(word)
+    return [
+        (c[c.index("-X") + 1], next(w for w in c if w.startswith("http://")).split(":8081", 1)[1],
+         json.loads(c[c.index("-d") + 1]))
+        for c in commands
+    ]  # fmt: skip
+
+
+async def test_the_documented_curl_example_runs(client: httpx.AsyncClient, store: InMemoryEventStore) -> None:
+    requests = documented_requests()
+    assert [method for method, _, _ in requests] == ["POST", "PUT", "PUT", "PUT", "PATCH"]
+    for method, path, payload in requests:
+        response = await client.request(method, path, json=payload)
+        assert response.status_code == 201, (path, response.text)
+    state = await state_of(store)
+    e = evaluate(state.catalog, state.tenant("acme"), "checkout.theme", platform="google")
+    assert (e.value, e.variant) == ("#00aa00", "green")
