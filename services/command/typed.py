@@ -1,8 +1,9 @@
 """Write-time checks of a typed flag's variants and of what a level serves, each refusal naming the field.
 
 `events.values` holds the rule of what the log may record; this adds what the command API refuses on top of
-it, so that every reader can hold what is written (an integer fits in 64 bits, no NUL that PostgreSQL cannot
-store, no NaN inside an object), and says the request's field names (`values.blue` is `variants.blue`). Pure.
+it, so that every reader can hold what is written (an integer fits in 64 bits; no NUL or lone surrogate, which
+PostgreSQL cannot store; no NaN inside an object), and says the request's field names (`values.blue` is
+`variants.blue`). Pure.
 """
 
 from __future__ import annotations
@@ -84,12 +85,19 @@ def _recorded(value_type: ValueType, name: str, value: Any) -> Any:
 
 
 def _unstorable(value: Any) -> str | None:
-    """What no reader could store or parse back: NUL in a string or key, a number that is not finite."""
+    """What no reader could store or parse back: NUL or a lone surrogate in a string or key (neither is UTF-8
+    that PostgreSQL holds), a number that is not finite (not JSON)."""
     pending = [value]
     while pending:
         item = pending.pop()
-        if isinstance(item, str) and "\x00" in item:
-            return "must not contain NUL characters"
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "must not contain NUL characters"
+            if not item.isascii():
+                try:
+                    item.encode()
+                except UnicodeEncodeError:
+                    return "must be valid Unicode text (no lone surrogates)"
         if isinstance(item, float) and not math.isfinite(item):
             return "numbers are finite"
         if isinstance(item, dict):
