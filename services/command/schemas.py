@@ -110,7 +110,7 @@ TypedVariants = Annotated[
             f"A typed flag's variants: name → value of the flag's `type`, 1–{MAX_VARIANTS} of them. A string is at"
             f" most {MAX_STRING_VALUE} characters; an integer within the signed 64-bit range; a float finite (an"
             f" integer is taken as a float); an object a JSON object or array of at most {MAX_OBJECT_VALUE_BYTES}"
-            " bytes of canonical JSON. No NUL characters."
+            " bytes of canonical JSON. No NUL characters or lone surrogates."
         ),
     ),
 ]
