@@ -3,14 +3,17 @@ relay to Kafka, and the fold of what reached the topic.
 
 A string flag is defined with variants over HTTP, an org set to a variant and a platform to a split; the events
 are read back from the topic and from the store (the exact stored bytes), and `flagcore` folds both to the
-values each subject is served. A refused write leaves the stream as it was.
+values each subject is served. A refused write leaves the stream as it was. History shows a selection's
+previous → new, time travel the variant served then, and a rollback to an instant restores the selection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +113,46 @@ def test_a_bad_typed_definition_writes_nothing(http: httpx.Client) -> None:
                                            "off_variant": "small"})  # fmt: skip
     assert (refused.status_code, refused.json()["field"]) == (422, "variants.big")
     assert http.get(f"/v1/streams/flag/{key}").json() == {"stream": f"flag/{key}", "version": 0, "value": None}
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def test_history_time_travel_and_rollback_show_and_restore_a_selection(http: httpx.Client) -> None:
+    key, org = f"it{uuid.uuid4().hex[:8]}.theme", f"org-{uuid.uuid4().hex[:8]}"
+    write(http, "POST", "/v1/flags", key=key, group="checkout", type="string", variants=COLOURS,
+          default_variant="blue", off_variant="red")  # fmt: skip
+    write(http, "PUT", f"/v1/orgs/{org}/flags/{key}", enabled=True, variant="green")
+    time.sleep(0.05)
+    green_at = datetime.now(UTC)
+    time.sleep(0.05)
+    write(http, "PUT", f"/v1/orgs/{org}/flags/{key}", split=SPLIT)
+
+    entries = http.get("/v1/history", params={"org": org, "flag": key}).json()["entries"]
+    selections = [(e["previous"], e["new"]) for e in entries if e["type"] == "VariantSelected"]
+    on = {"enabled": True, "rollout_percentage": None}
+    assert sorted(selections, key=lambda pair: "split" in (pair[1] or {})) == [
+        (on, on | {"variant": "green"}),
+        (on | {"variant": "green"}, on | {"split": SPLIT}),
+    ]
+
+    then = http.get("/v1/audit/at", params={"org": org, "at": _iso(green_at), "flag": key, "user": "u-1"})
+    assert then.status_code == 200, then.text
+    (view,) = then.json()["flags"]
+    assert (view["value"], view["variant"], view["settings"]["org"]["variant"]) == ("#00ff00", "green", "green")
+    now = http.get("/v1/audit/at", params={"org": org, "at": _iso(datetime.now(UTC)), "flag": key, "user": "u-1"})
+    (view,) = now.json()["flags"]
+    chosen = select_variant(key, "u-1", tuple(Variant(**arm) for arm in SPLIT))
+    assert chosen is not None and (view["variant"], view["reason"]) == (chosen.name, "SPLIT")
+    assert view["settings"]["org"]["split"] == SPLIT
+
+    back = write(http, "POST", f"/v1/orgs/{org}/rollback", at=_iso(green_at), flag_key=key)
+    [stream] = back["streams"]
+    assert [(e["type"], e["new"]) for e in stream["events"]] == [
+        ("VariantSelected", {"enabled": True, "rollout_percentage": None, "variant": "green"})
+    ]  # fmt: skip
+    head = http.get(f"/v1/streams/org/{org}/flag/{key}").json()
+    assert head["value"] == {"enabled": True, "rollout_percentage": None, "variant": "green"}
+    again = write(http, "POST", f"/v1/orgs/{org}/rollback", status=200, at=_iso(green_at), flag_key=key)
+    assert again["changed"] is False
