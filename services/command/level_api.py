@@ -7,7 +7,8 @@
 - `set_user`, `clear_user`, `schedule_user`, `unschedule_user`: `/v1/orgs/{org_id}/users/{user_id}/flags/{flag_key}`
 
 `set_*` is PUT on the path, `clear_*` DELETE, `schedule_*` and `unschedule_*` PUT and DELETE on `{path}/schedule`
-(the system default is never cleared, only set). Each route names its level's scope (`SystemScope`, `OrgScope`...)
+(the system default is never cleared, only set). A `set_*` body may also choose what the level serves when on:
+a `variant` or a weighted `split` (`VariantSelected`). Each route names its level's scope (`SystemScope`, `OrgScope`...)
 and hands over to the one function per verb (`_set`, `_clear`, `_schedule`, `_unschedule`). The handlers carry no
 docstring: the OpenAPI document describes them by their summaries alone.
 """

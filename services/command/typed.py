@@ -17,7 +17,7 @@ from events.values import TypedValueError, check_typed
 from flagcore.model import Definition
 from services.command.errors import InvalidCommand
 
-__all__ = ["INT64_MAX", "INT64_MIN", "checked_selection", "checked_values"]
+__all__ = ["checked_selection", "checked_values"]
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what OpenFeature's typed SDKs (Go, Java, .NET) hold
 
