@@ -4,6 +4,7 @@ a split, every refusal a 422 naming the field with nothing written, rollback, an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 from collections.abc import AsyncIterator
@@ -13,6 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from events import Actor, Scope, ValueType, Variant, decode
 from flagcore import Reason, evaluate, fold
@@ -23,6 +27,7 @@ from services.command.commands import DefineFlag, SetSetting, UpdateFlag
 from services.command.errors import InvalidCommand
 from services.command.memory import InMemoryEventStore
 from services.command.rollback import RollbackTarget, rollback
+from services.command.schemas import DefineFlagRequest, SettingRequest
 from services.command.service import CommandService
 from services.infra.settings import Settings
 from tests.support.auth import MemoryKeys, bearer, memory_gate
@@ -31,7 +36,8 @@ THEME = "checkout.theme"
 ORG = "acme"
 ORG_URL = f"/v1/orgs/{ORG}/flags/{THEME}"
 META_URL = f"/v1/orgs/{ORG}/platforms/meta/flags/{THEME}"
-SETTINGS = Settings(max_body_bytes=64 * 1024)  # room for an object value at its limit
+# Room for an object value at its limit, and for the generated writes of one key (its rate has its own tests).
+SETTINGS = Settings(max_body_bytes=64 * 1024, command_rate_per_second=10_000.0, command_rate_burst=10_000)
 THEME_BODY = {
     "key": THEME,
     "group": "checkout",
@@ -515,3 +521,72 @@ async def test_the_documented_curl_example_runs(client: httpx.AsyncClient, store
     state = await state_of(store)
     e = evaluate(state.catalog, state.tenant("acme"), "checkout.theme", platform="google")
     assert (e.value, e.variant) == ("#00aa00", "green")
+
+
+# --- whatever is sent: recorded as the log accepts it, or a 422 naming a field, nothing written ----------------
+
+finite = st.floats(allow_nan=False, allow_infinity=False)  # what httpx can send (NaN: a raw-body test above)
+scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | finite | st.text(max_size=12)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+variant_names = st.sampled_from(["blue", "red", "on", "off", "x-1", "", "no way", "a" * 65])
+typed_bodies = st.fixed_dictionaries(
+    {"type": st.sampled_from(["boolean", "string", "integer", "float", "object"])},
+    optional={
+        "variants": st.dictionaries(variant_names, json_values, max_size=4)
+        | st.lists(st.fixed_dictionaries({"name": variant_names, "weight": st.integers(-5, 1005)}), max_size=3),
+        "default_variant": variant_names | st.none(),
+        "off_variant": variant_names | st.none(),
+    },
+)
+selections = st.fixed_dictionaries(
+    {},
+    optional={
+        "enabled": st.none() | st.booleans(),
+        "variant": variant_names | st.none(),
+        "split": st.none()
+        | st.lists(st.fixed_dictionaries({"name": variant_names, "weight": st.integers(-5, 1005)}), max_size=3),
+    },
+)
+
+
+def test_any_typed_definition_or_selection_is_recorded_or_a_422_naming_a_field() -> None:
+    """The law behind the refusal tables: a 201 only writes events the log's own check accepts; anything else
+    writes nothing, and a 422 names a field of the request (or none, for the body as a whole). Never a 500."""
+    store, keys, runner = InMemoryEventStore(), MemoryKeys(), asyncio.Runner()
+    app = create_app(SETTINGS, store=store, auth=memory_gate(keys))
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://command", headers=bearer(keys.issue(Role.SYSTEM_ADMIN))
+    )
+    seen: set[int] = set()
+
+    def send(method: str, url: str, payload: dict[str, Any], fields: set[str]) -> None:
+        before = len(runner.run(store.list_events(limit=100_000)))
+        response = runner.run(client.request(method, url, json=payload))
+        assert response.status_code in (200, 201, 409, 422), response.text
+        written = runner.run(store.list_events(limit=100_000))[before:]
+        seen.add(response.status_code)
+        if response.status_code != 201:
+            assert written == [], response.text  # a refusal writes nothing
+        for event in written:
+            decode(event.body)  # the log's own check accepts every event written
+        if response.status_code == 422:
+            field = response.json()["field"]
+            assert field is None or field.split(".")[0] in fields, response.text
+
+    @hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(typed=typed_bodies, chosen=selections, n=st.integers(0, 10**9))
+    def check(typed: dict[str, Any], chosen: dict[str, Any], n: int) -> None:
+        send("POST", "/v1/flags", body(key=f"x.gen{n}", group="x", **typed), set(DefineFlagRequest.model_fields))
+        send("PUT", ORG_URL, body(**chosen), set(SettingRequest.model_fields))
+
+    try:
+        send("POST", "/v1/flags", body(**THEME_BODY), set())
+        check()
+    finally:
+        runner.run(client.aclose())
+        runner.close()
+    assert {201, 422} <= seen  # both outcomes were drawn
