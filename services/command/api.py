@@ -192,6 +192,7 @@ async def update_flag(
         description=given(body, "description"),
         owner=given(body, "owner"),
         group=given(body, "group"),
+        value_type=given(body, "type"),
         variants=_variants(variants) if isinstance(variants, list) else UNSET,
         values=variants if isinstance(variants, dict) else UNSET,
         default_variant=given(body, "default_variant"),

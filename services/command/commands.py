@@ -74,6 +74,7 @@ class UpdateFlag(Command):
     group: str | Unset = UNSET
     variants: tuple[Variant, ...] | Unset = UNSET
     expires_at: datetime | Unset | None = UNSET
+    value_type: ValueType | Unset = UNSET  # never changes: given, it must be the flag's
     values: Mapping[str, Any] | Unset = UNSET
     default_variant: str | Unset = UNSET
     off_variant: str | Unset = UNSET

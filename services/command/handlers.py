@@ -133,6 +133,9 @@ def _update(command: UpdateFlag, current: Value) -> list[FlagChange]:
         raise InvalidCommand("kind: the kill switch is engaged; release it before changing the kind", field="kind")
     variants = current.get("variants") or () if command.variants is UNSET else command.variants
     value_type = ValueType(current.get("value_type", ValueType.BOOLEAN.value))
+    if command.value_type not in (UNSET, value_type):
+        detail = f"type: {command.flag_key!r} is a {value_type.value} flag; a flag's type never changes"
+        raise InvalidCommand(detail, field="type")
     values = current.get("values") or {} if command.values is UNSET else command.values
     default = current.get("default_variant") if command.default_variant is UNSET else command.default_variant
     off = current.get("off_variant") if command.off_variant is UNSET else command.off_variant

@@ -219,11 +219,16 @@ class UpdateFlagRequest(WriteRequest):
         default=None,
         description="The full new set: a boolean flag's arms (`[]` removes them), or a typed flag's variants.",
     )
+    type: ValueType | None = Field(
+        default=None, description="The flag's type, unchanged: a type is fixed when the flag is defined (else 422)."
+    )
     default_variant: ChosenVariant | None = Field(default=None, description="A typed flag's new default variant.")
     off_variant: ChosenVariant | None = Field(default=None, description="A typed flag's new off variant.")
     expires_at: Instant | None = None
 
-    @field_validator("kind", "description", "group", "variants", "default_variant", "off_variant", mode="before")
+    @field_validator(
+        "kind", "description", "group", "type", "variants", "default_variant", "off_variant", mode="before"
+    )
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         if value is None:
