@@ -25,6 +25,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from events import FlagKind, ValueType
 from events.fields import FlagKey
@@ -215,15 +216,20 @@ class UpdateFlagRequest(WriteRequest):
     description: Description | None = None
     owner: Owner | None = None
     group: Group | None = None
-    variants: AnyVariants | None = Field(
+    # The typed fields refuse null (`_not_null`), so the document does not offer it (SkipJsonSchema).
+    variants: AnyVariants | SkipJsonSchema[None] = Field(
         default=None,
         description="The full new set: a boolean flag's arms (`[]` removes them), or a typed flag's variants.",
     )
-    type: ValueType | None = Field(
+    type: ValueType | SkipJsonSchema[None] = Field(
         default=None, description="The flag's type, unchanged: a type is fixed when the flag is defined (else 422)."
     )
-    default_variant: ChosenVariant | None = Field(default=None, description="A typed flag's new default variant.")
-    off_variant: ChosenVariant | None = Field(default=None, description="A typed flag's new off variant.")
+    default_variant: ChosenVariant | SkipJsonSchema[None] = Field(
+        default=None, description="A typed flag's new default variant."
+    )
+    off_variant: ChosenVariant | SkipJsonSchema[None] = Field(
+        default=None, description="A typed flag's new off variant."
+    )
     expires_at: Instant | None = None
 
     @field_validator(

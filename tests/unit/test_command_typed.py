@@ -483,6 +483,8 @@ async def test_the_document_states_the_types_the_shapes_and_the_limits(client: h
         assert define[name]["anyOf"][0]["pattern"] == "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
     update = schemas["UpdateFlagRequest"]["properties"]
     assert {"type", "variants", "default_variant", "off_variant"} <= set(update)
+    for name in ("type", "variants", "default_variant", "off_variant"):  # PATCH refuses null: not offered
+        assert "null" not in json.dumps(update[name]), name
     setting = schemas["SettingRequest"]["properties"]
     assert setting["variant"]["anyOf"][0]["pattern"] == "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
     split = setting["split"]["anyOf"][0]
