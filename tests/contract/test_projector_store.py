@@ -238,8 +238,8 @@ class TestPostgresStore(ProjectorStoreContract):
         def setting(row: Any) -> tuple[Any, ...]:
             schedule = None if row["schedule"] is None else orjson.loads(row["schedule"])
             split = None if row["split"] is None else orjson.loads(row["split"])
-            selection = (row["variant"], split)
-            return (row["enabled"], row["rollout_percentage"], row["version"], str(row["event_id"]), schedule, *selection)
+            selection = (schedule, row["variant"], split)
+            return (row["enabled"], row["rollout_percentage"], row["version"], str(row["event_id"]), *selection)
 
         async def read() -> dict[str, Any]:
             system = await tenant_rows(db, Role.PROJECTOR, None, f"SELECT flag_key, {columns} FROM system_defaults")
