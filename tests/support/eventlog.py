@@ -162,7 +162,8 @@ def random_log(
 
 
 def mixed_log(seed: int) -> EventLog:
-    """`random_log` over three orgs, then an ops flag whose kill switch is engaged and released, and an archive."""
+    """`random_log` over three orgs, then an ops flag whose kill switch is engaged and released, an archive, and
+    typed flags with a variant or split chosen at every level (`every_row_log`'s)."""
     log = random_log(150, orgs=["o1", "o2", "o3"], flags=4, users=3, seed=seed)
     key = "test.ops-kill"
     log.define(key, kind=FlagKind.OPS)
@@ -170,6 +171,7 @@ def mixed_log(seed: int) -> EventLog:
     log.org("o1", key, True)
     log.add(KillSwitchReleased(flag_key=key))
     log.add(FlagArchived(flag_key="test.flag-3.enabled"))
+    _typed_rows(log, "o1", "o2")
     return log
 
 
