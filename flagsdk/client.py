@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping
@@ -28,7 +29,8 @@ import orjson
 from events import Envelope, Level, Platform, ValueType
 from flagcore import ErrorCode, Evaluation, FlagError, FlagState, Reason, evaluate, evaluate_all
 from flagcore import enabled_platforms as core_enabled_platforms
-from flagcore.plans import Enabled, compile_flag
+from flagcore.bucketing import bucket
+from flagcore.plans import Enabled, FlagPlan, compile_flag
 from flaglog.connection import client_options
 from flagsdk import snapshot
 from flagsdk.errors import BootstrapError, SnapshotError
@@ -116,7 +118,7 @@ class FlagClient:
         self._state = FlagState()  # until started: every flag is unknown, so off (never an exception)
         self._topic = ""
         self._checks: dict[str, Enabled] = {}  # per boolean flag, `flagcore.plans`' compiled value
-        self._values: dict[str, tuple[ValueType | None, Enabled]] = {}  # per flag: its type (None: unknown), value
+        self._values: dict[str, tuple[ValueType | None, FlagPlan]] = {}  # per flag: its type (None: unknown), plan
         self._source = ""
         self._follower: Follower | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -241,8 +243,8 @@ class FlagClient:
         checks = self._checks
         check = checks.get(flag_key)
         if check is None:
-            kind, value_of = self._compiled(flag_key)
-            check = checks[flag_key] = value_of if kind in (ValueType.BOOLEAN, None) else _off
+            kind, plan = self._compiled(flag_key)
+            check = checks[flag_key] = plan.enabled if kind in (ValueType.BOOLEAN, None) else _off
         return check(user, platform)  # type: ignore[no-any-return]  # a boolean flag's value is a bool
 
     def get_string(self, flag_key: str, default: str, *, platform: str | None = None, user: str | None = None) -> str:
@@ -292,8 +294,8 @@ class FlagClient:
     ) -> Resolution:
         return self.resolve(flag_key, ValueType.OBJECT, default, platform=platform, user=user)
 
-    def _compiled(self, flag_key: str) -> tuple[ValueType | None, Enabled]:
-        """The flag's type (None: not defined) and its compiled value, made once per state.
+    def _compiled(self, flag_key: str) -> tuple[ValueType | None, FlagPlan]:
+        """The flag's type (None: not defined) and its plan (`flagcore.plans`), made once per state.
 
         Stored in the table read first: one the fold replaced meanwhile is dropped with what it holds."""
         values = self._values
@@ -303,12 +305,28 @@ class FlagClient:
                 state = self._state
                 definition = state.catalog.definitions.get(flag_key)
                 plan = compile_flag(state.catalog, state.tenant(self.org_id), flag_key, time.time())
-            found = values[flag_key] = (None if definition is None else definition.value_type, plan.enabled)
+            found = values[flag_key] = (None if definition is None else definition.value_type, plan)
         return found
 
     def _typed(self, flag_key: str, kind: ValueType, default: Any, platform: str | None, user: str | None) -> Any:
-        found, value_of = self._compiled(flag_key)
-        return value_of(user, platform) if found is kind else default
+        found = self._values.get(flag_key) or self._compiled(flag_key)
+        return found[1].enabled(user, platform) if found[0] is kind else default
+
+    def _evaluation(self, flag_key: str, platform: str | None, user: str | None) -> tuple[ValueType | None, Evaluation]:
+        """The flag's type and `flagcore.evaluate`'s answer, from the flag's plan where it holds (a user without an
+        override of the flag), else evaluated in full. A plan past its end (a scheduled step fell due) is made again."""
+        kind, plan = self._values.get(flag_key) or self._compiled(flag_key)
+        if plan.until != math.inf and time.time() >= plan.until:
+            self._values.pop(flag_key, None)
+            kind, plan = self._compiled(flag_key)
+        if user is not None and user in plan.users:
+            state = self._state
+            return kind, evaluate(state.catalog, state.tenant(self.org_id), flag_key, platform=platform, user_id=user)
+        rule = plan.platforms.get(platform, plan.default) if platform is not None else plan.default
+        e = rule.outcomes[rule.pick(user)]
+        if e.rollout_percentage is not None:  # a plan leaves the rollout bucket, the subject's own, to the caller
+            e = replace(e, bucket=bucket(flag_key, self.org_id if user is None else user))
+        return kind, e
 
     def resolve(
         self, flag_key: str, value_type: ValueType, default: Any, *, platform: str | None = None,
@@ -316,12 +334,10 @@ class FlagClient:
     ) -> Resolution:
         """The flag's details if it is a `value_type` flag (an object value: the caller's own copy); else
         `default`, with FLAG_NOT_FOUND or TYPE_MISMATCH."""
-        state = self._state
-        e = evaluate(state.catalog, state.tenant(self.org_id), flag_key, platform=platform, user_id=user)
+        kind, e = self._evaluation(flag_key, platform, user)
         if e.error_code is not None:
             return Resolution.failed(e, default, e.error_code)
-        definition = state.catalog.definitions.get(flag_key)  # there: `evaluate` found it, and none is ever removed
-        if definition is None or definition.value_type is not value_type:
+        if kind is not value_type:
             return Resolution.failed(e, default, ErrorCode.TYPE_MISMATCH)
         if value_type is ValueType.OBJECT:
             return replace(Resolution.of(e), value=_copy(e.value))
@@ -329,9 +345,7 @@ class FlagClient:
 
     def evaluate(self, flag_key: str, *, platform: str | None = None, user: str | None = None) -> Resolution:
         """The value (of the flag's type) with its reason, the level that decided and the event that set it."""
-        state = self._state
-        e = evaluate(state.catalog, state.tenant(self.org_id), flag_key, platform=platform, user_id=user)
-        return Resolution.of(e)
+        return Resolution.of(self._evaluation(flag_key, platform, user)[1])
 
     def evaluate_all(self, *, platform: str | None = None, user: str | None = None) -> list[Resolution]:
         state = self._state

@@ -3,8 +3,9 @@ details, against `flagcore.evaluate`."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import given, settings
@@ -62,10 +63,40 @@ def test_details_are_the_cores_answer_or_the_default_with_type_mismatch(log: lis
                     assert (r.value, r.variant, r.reason, r.level, r.error_code) == (
                         e.value, e.variant, e.reason, e.level, None
                     )
+                    assert r.evaluation == e  # from the plan, the rollout bucket included
                 else:
                     assert (r.value, r.variant, r.reason, r.error_code) == (
                         default, None, Reason.ERROR, ErrorCode.TYPE_MISMATCH
                     )
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(changes, max_size=10))
+def test_evaluate_answers_from_the_plan_exactly_what_flagcore_evaluate_answers(log: list) -> None:
+    state = state_of(log)
+    client = FlagClient.from_state(state, org_id=ORG)
+    tenant = state.tenant(ORG)
+    for key in [*KEYS, "no.such.flag"]:
+        for user in USERS[:12]:
+            for platform in PLATFORMS:
+                expected = evaluate(state.catalog, tenant, key, platform=platform, user_id=user)
+                assert client.evaluate(key, platform=platform, user=user).evaluation == expected, (key, user, platform)
+
+
+def test_details_follow_a_scheduled_step_that_falls_due_after_the_plan_was_made() -> None:
+    builder = LogBuilder()
+    key = "ai.insights.enabled"
+    soon = datetime.now(UTC) + timedelta(milliseconds=300)
+    builder.extend([
+        FlagDefined(flag_key=key, group="ai"),
+        OrgOverrideSet(flag_key=key, org_id=ORG, enabled=True),
+        SettingScheduled(flag_key=key, level=Level.ORG, org_id=ORG, effective_at=soon, enabled=False),
+    ])
+    client = FlagClient.from_state(fold(builder.events), org_id=ORG)
+    assert client.get_boolean_details(key, False, user="u-1").value is True
+    time.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 0.01)
+    after = client.get_boolean_details(key, True, user="u-1")
+    assert (after.value, after.variant, after.error_code) == (False, "off", None)
 
 
 def test_an_object_value_is_the_callers_own() -> None:
