@@ -6,12 +6,13 @@ query service as `python -m services.query` serves it answers. Every answer must
 core's over the same log: the value of the flag's type, the variant, the reason and the level.
 The real OpenFeature OFREP provider (`openfeature-provider-ofrep` from PyPI) resolves each type
 and reports TYPE_MISMATCH for a flag asked for as another type; so does the in-process SDK,
-bootstrapped from the query service.
+bootstrapped from the query service, and `flagctl eval` prints a typed value as JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from events import (
 )
 from flagcore import ErrorCode as CoreErrorCode
 from flagcore import FlagState, evaluate, evaluate_all, fold
+from flagctl.main import main as flagctl
 from flagsdk import FlagClient
 from services.infra.settings import Settings
 from tests.support.auth import bearer
@@ -212,3 +214,13 @@ def test_the_sdk_bootstrapped_from_the_query_service_serves_typed_values(world: 
         mismatch = flags.get_integer_details(THEME, 7)
         assert (mismatch.value, mismatch.error_code) == (7, CoreErrorCode.TYPE_MISMATCH)
         assert flags.is_enabled(PLAIN) is True and flags.is_enabled(THEME) is False
+
+
+def test_flagctl_eval_prints_a_typed_value_as_json(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    urls = ["--command-url", world.stack.command_url, "--query-url", world.stack.query_url, "--key", world.evaluator]
+    assert flagctl([*urls, "eval", LAYOUT, "--org", ORG, "--user", "u-42"]) == 0
+    value, variant, _, _ = world.expected(LAYOUT, None, "u-42")
+    line = capsys.readouterr().out
+    assert line.startswith(f"{json.dumps(value)}  {LAYOUT}") and f"variant {variant}" in line, line
+    assert flagctl([*urls, "eval", PLAIN, "--org", ORG]) == 0
+    assert capsys.readouterr().out.startswith(f"ON   {PLAIN}")
