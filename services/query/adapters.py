@@ -25,15 +25,15 @@ log = logging.getLogger(__name__)
 
 FLAGS_SQL = (
     "SELECT flag_key, kind, description, owner, grp, archived, version, event_id, actor, reason, updated_at, "
-    "killed, variants::text, expires_at FROM flags"
+    "killed, variants::text, expires_at, value_type, variant_values::text, default_variant, off_variant FROM flags"
 )
 SYSTEM_SQL = (
     "SELECT flag_key, enabled, rollout_percentage, stream, version, event_id, actor, reason, updated_at, "
-    "schedule::text FROM system_defaults"
+    "schedule::text, variant, split::text FROM system_defaults"
 )
 _OVERRIDE_COLUMNS = (
     "level, platform, flag_key, enabled, rollout_percentage, stream, version, event_id, actor, reason, updated_at, "
-    "schedule::text"
+    "schedule::text, variant, split::text"
 )
 # Every override of the org with pending steps (user level included), for the schedule listing.
 SCHEDULED_SQL = (
