@@ -8,7 +8,6 @@ SIGKILL cannot leave an orphaned worker holding the port and the relay lock.
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 
@@ -17,23 +16,7 @@ from granian.server.embed import Server
 
 from services.command.bootstrap import build_app
 from services.infra.settings import Settings
-
-
-class _QuietReconnects(logging.Filter):
-    """aiokafka logs every failed reconnect at ERROR; the relay already reports outages once."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not message.startswith(("Unable connect to", "Unable to bootstrap"))
-
-
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stdout,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("aiokafka").addFilter(_QuietReconnects())
+from services.observability.logs import configure_logging
 
 
 async def serve(settings: Settings) -> int:
@@ -52,8 +35,9 @@ async def serve(settings: Settings) -> int:
 
 
 def main() -> None:
-    configure_logging()
-    sys.exit(asyncio.run(serve(Settings())))
+    settings = Settings()
+    configure_logging(settings.log_format)
+    sys.exit(asyncio.run(serve(settings)))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,6 +22,7 @@ from services.console.dependencies import wiring_of
 from services.console.live import TopicFeed
 from services.console.sessions import RedisSessionStore
 from services.infra.settings import Settings
+from services.observability.logs import configure_logging
 
 __all__ = ["app_from_env", "build_app"]
 
@@ -56,6 +56,6 @@ def build_app(settings: Settings) -> Starlette:
 
 def app_from_env() -> Starlette:
     """Factory for granian: settings from the `FLAGS_*` environment."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call is noise, not a log
-    return build_app(Settings())
+    settings = Settings()
+    configure_logging(settings.log_format)
+    return build_app(settings)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, FilePath, SecretStr, model_validator
@@ -85,6 +85,7 @@ class Settings(KafkaConnection):
     query_workers: int = 0  # worker processes; 0: one per CPU this process may run on
     projector_host: str = "127.0.0.1"  # the projector's only HTTP: /metrics and /healthz
     projector_port: int = 8084
+    log_format: Literal["text", "json"] = "text"  # json: one object per line (services.observability.logs)
     max_body_bytes: int = 16 * 1024
     cors_origins: list[str] = []  # FLAGS_CORS_ORIGINS='["https://admin.example"]'; empty: no cross-origin access
     command_rate_per_second: float = 20.0  # writes per API key on the command API, refilled continuously

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 
 from services.infra.settings import Settings
 from services.notifier.bootstrap import run
+from services.observability.logs import configure_logging
 
 
-async def _main() -> None:
+async def _main(settings: Settings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run(Settings(), stop)
+    await run(settings, stop)
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    asyncio.run(_main())
+    settings = Settings()
+    configure_logging(settings.log_format)
+    asyncio.run(_main(settings))
 
 
 if __name__ == "__main__":

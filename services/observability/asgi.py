@@ -2,12 +2,14 @@
 
 The route label is the matched route's template (`/v1/flags/{flag_key}`), never
 the raw path, so a scan of random paths adds one series (`__unmatched__`), not
-one per path.
+one per path. Each request's log lines carry its `request_id`: the caller's
+`X-Request-Id` when it sent a sane one, else a fresh one.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 
 import orjson
 from fastapi import FastAPI, Request, Response
@@ -16,12 +18,14 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.observability.guard import LabelGuard
+from services.observability.logs import log_ids
 from services.observability.registry import Metrics
 
 __all__ = ["UNMATCHED", "HttpMetrics", "RequestMetrics", "install"]
 
 UNMATCHED = "__unmatched__"
 MAX_ERROR_BODY = 64 * 1024  # an error body longer than this is not read for its code
+MAX_REQUEST_ID = 128
 
 
 class HttpMetrics:
@@ -70,12 +74,12 @@ class RequestMetrics:
             await send(message)
 
         try:
-            await self.app(scope, receive, sending)
+            with log_ids(request_id=request_id(scope)):
+                await self.app(scope, receive, sending)
         finally:
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
             self.http.requests.labels(route, scope["method"], str(status)).inc()
             self.http.duration.labels(route, scope["method"]).observe(time.perf_counter() - started)
-
 
     def _count_error(self, body: bytes) -> None:
         if self.http.errors is None or len(body) > MAX_ERROR_BODY:
@@ -86,6 +90,16 @@ class RequestMetrics:
             return
         if isinstance(code, str):
             self.http.errors.labels(self.http.error_codes(code)).inc()
+
+
+def request_id(scope: Scope) -> str:
+    """The caller's `X-Request-Id` if short and printable ASCII (it goes into log lines), else a new one."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            if 0 < len(value) <= MAX_REQUEST_ID and value.isascii() and value.decode().isprintable():
+                return str(value.decode())
+            break
+    return uuid.uuid4().hex
 
 
 def _is_json(headers: object) -> bool:

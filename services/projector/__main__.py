@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 
 from services.infra.settings import Settings
+from services.observability.logs import configure_logging
 from services.projector.bootstrap import build_app
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    settings = Settings()
+    configure_logging(settings.log_format)
     # A batch allocates hundreds of thousands of short-lived, acyclic objects (freed by reference
     # counting); the default thresholds would run the cycle collector thousands of times per batch
     # over a large, long-lived heap (the stream-head cache). Measured: about 30% more events/s.
     gc.set_threshold(100_000, 50, 100)
-    asyncio.run(build_app(Settings()).run())
+    asyncio.run(build_app(settings).run())
 
 
 if __name__ == "__main__":

@@ -8,12 +8,12 @@ about half as many requests again as one, with lower p99s.
 
 from __future__ import annotations
 
-import logging
 import os
 
 from services.httpserver import serve as serve_http
 from services.infra.settings import Settings
 from services.observability import multiprocess
+from services.observability.logs import configure_logging
 from services.query.fastpath import security_headers
 
 
@@ -26,7 +26,7 @@ def serve(site_factory: str = "services.query.site:site_from_env") -> None:
     settings = Settings()
     workers = settings.query_workers or len(os.sched_getaffinity(0))
     # configured before the workers are forked, so the supervisor's lines (a worker died, the port is taken) show
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_format)
     metrics_dir = multiprocess.prepare("query")
     try:
         serve_http(

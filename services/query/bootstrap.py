@@ -28,6 +28,7 @@ from services.http.throttle import FailedAuthThrottle
 from services.infra.cache_keys import CacheKeys
 from services.infra.postgres import create_pool
 from services.infra.settings import Role, Settings
+from services.observability.logs import configure_logging
 from services.observability.tally import flush_every
 from services.query.adapters import DRIVER_ERRORS, InvalidationListener, PostgresDocuments, RedisDocuments
 from services.query.api import create_app
@@ -117,5 +118,6 @@ def connect(
 
 def app_from_env() -> FastAPI:
     """Factory for the server (`services.query.site`): settings from the `FLAGS_*` environment."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return build_app(Settings())
+    settings = Settings()
+    configure_logging(settings.log_format)
+    return build_app(settings)
