@@ -83,8 +83,9 @@ class Settings(KafkaConnection):
     query_host: str = "127.0.0.1"
     query_port: int = 8082
     query_workers: int = 0  # worker processes; 0: one per CPU this process may run on
-    projector_host: str = "127.0.0.1"  # the projector's only HTTP: /metrics and /healthz
+    projector_host: str = "127.0.0.1"  # the projector's only HTTP: /metrics, /healthz, /readyz
     projector_port: int = 8084
+    projector_ready_lag_seconds: float = 30.0  # /readyz answers 503 while a partition is further behind than this
     log_format: Literal["text", "json"] = "text"  # json: one object per line (services.observability.logs)
     max_body_bytes: int = 16 * 1024
     cors_origins: list[str] = []  # FLAGS_CORS_ORIGINS='["https://admin.example"]'; empty: no cross-origin access

@@ -22,8 +22,8 @@ from services.observability.endpoint import MetricsEndpoint
 from services.projector.adapters import KafkaDeadLetters, RedisInvalidator
 from services.projector.app import create_app
 from services.projector.dependencies import Wiring
-from services.projector.metrics import ProjectorMetrics
 from services.projector.projection import Projector
+from services.projector.readiness import ProjectorReadiness
 from services.projector.store import PostgresStore, create_projector_pool
 
 __all__ = ["build_app"]
@@ -61,7 +61,11 @@ def build_app(settings: Settings) -> FastStream:
             )
             wiring.offsets, wiring.projector = store, projector
             if wiring.metrics is not None:
-                await _serve_metrics(stack, wiring.metrics, s)
+                lag = s.projector_ready_lag_seconds
+                ready = ProjectorReadiness(wiring.metrics.lags, store.ping, max_lag_seconds=lag)
+                page = wiring.metrics.metrics
+                endpoint = MetricsEndpoint(page, host=s.projector_host, port=s.projector_port, ready=ready)
+                await _serve_metrics(stack, endpoint, s)
             log.info(
                 "projector ready: topic %s, group %s, dead letters to %s",
                 s.topic,
@@ -74,9 +78,8 @@ def build_app(settings: Settings) -> FastStream:
     return create_app(settings, wiring, lifespan=lifespan)
 
 
-async def _serve_metrics(stack: AsyncExitStack, metrics: ProjectorMetrics, settings: Settings) -> None:
-    """The projector's /metrics endpoint; a port in use is logged, and the projector projects without it."""
-    endpoint = MetricsEndpoint(metrics.metrics, host=settings.projector_host, port=settings.projector_port)
+async def _serve_metrics(stack: AsyncExitStack, endpoint: MetricsEndpoint, settings: Settings) -> None:
+    """The projector's /metrics and /readyz endpoint; a port in use is logged, and the projector projects without it."""
     try:
         await endpoint.start()
     except OSError as exc:

@@ -13,14 +13,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from services.observability import LabelGuard, Metrics
 from services.projector.projection import BatchResult
 
-__all__ = ["ProjectorMetrics", "reason_of"]
+__all__ = ["Lag", "ProjectorMetrics", "reason_of"]
 
 AGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class Lag(NamedTuple):
+    """A partition's next offset to apply, records behind its end (None: end not known yet), seconds behind."""
+
+    next_offset: int
+    records: int | None
+    seconds: float
 
 
 def reason_of(reason: str) -> str:
@@ -80,21 +88,30 @@ class ProjectorMetrics:
                 self._newest[partition] = max(self._newest.get(partition, 0.0), stamp / 1000)
                 self.age.observe(max(0.0, now - stamp / 1000))
 
-    async def refresh(self) -> None:
+    async def lags(self) -> dict[int, Lag] | None:
+        """Per assigned partition, how far the projector runs behind the topic's end; None before the consumer exists.
+
+        A partition whose end Kafka has not told yet (no fetch answered) is left out.
+        """
         consumer = self._consumer()
         if consumer is None:
-            return
+            return None
         now = self._clock()
+        lags: dict[int, Lag] = {}
         for tp in consumer.assignment():
-            label = str(tp.partition)
             applied = self._next.get(tp.partition)
             if applied is None:
                 applied = await consumer.position(tp)
-            self.offset.labels(label).set(applied)
             end = consumer.highwater(tp)
-            if end is None:
-                continue
-            behind = max(0, end - applied)
-            self.lag_records.labels(label).set(behind)
+            behind = None if end is None else max(0, end - applied)
             since = self._newest.get(tp.partition, self._started)
-            self.lag_seconds.labels(label).set(max(0.0, now - since) if behind else 0.0)
+            lags[tp.partition] = Lag(applied, behind, max(0.0, now - since) if behind else 0.0)
+        return lags
+
+    async def refresh(self) -> None:
+        for partition, lag in (await self.lags() or {}).items():
+            label = str(partition)
+            self.offset.labels(label).set(lag.next_offset)
+            if lag.records is not None:
+                self.lag_records.labels(label).set(lag.records)
+                self.lag_seconds.labels(label).set(lag.seconds)

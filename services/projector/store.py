@@ -382,6 +382,14 @@ class PostgresStore:
             yield tx
             await conn.execute("SELECT pg_temp.clear_staged($1)", tx.staged)
 
+    async def ping(self) -> bool:
+        """Whether Postgres answers within 2 s (the projector's `/readyz`)."""
+        try:
+            await self._pool.fetchval("SELECT 1", timeout=2)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+            return False
+        return True
+
     async def stored_offsets(self, topic: str) -> dict[int, int]:
         """Partition → next offset to apply, for the partitions that have applied anything."""
         rows = await self._pool.fetch(STORED_OFFSETS, self._group, topic)

@@ -226,3 +226,11 @@ def test_the_alerts_and_the_dashboard_name_only_metrics_a_service_exports(deploy
     missing = sorted(name for name in referenced if not any(page.declares(name) for page in pages))
     assert not missing, f"named by deploy/ but exported by no service: {missing}"
     assert len(referenced) >= 15, referenced
+
+
+def test_the_projector_is_ready_once_caught_up(deployment: Deployment) -> None:
+    answer = httpx.get(f"{deployment.stack.projector_url}/readyz", headers={"Connection": "close"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["status"] == "ready" and body["postgres"] == "ok"
+    assert body["lag_seconds"] and all(seconds <= body["max_lag_seconds"] for seconds in body["lag_seconds"].values())
