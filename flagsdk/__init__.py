@@ -11,8 +11,10 @@ Errors: `SdkError` is the base of everything raised here; only `start()` raises
 (`BootstrapError`). docs/sdk.md has the rest.
 """
 
-from flagsdk.client import FlagClient, Resolution, Status
+from flagsdk.client import FlagClient, Resolution, Staleness, Status
 from flagsdk.errors import BootstrapError, SdkError, SnapshotError
 from flagsdk.settings import SdkSettings
 
-__all__ = ["BootstrapError", "FlagClient", "Resolution", "SdkError", "SdkSettings", "SnapshotError", "Status"]
+__all__ = [
+    "BootstrapError", "FlagClient", "Resolution", "SdkError", "SdkSettings", "SnapshotError", "Staleness", "Status",
+]  # fmt: skip

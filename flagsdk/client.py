@@ -15,7 +15,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -92,6 +92,19 @@ class Status:
         return self.connected and self.lag == 0
 
 
+@dataclass(frozen=True, slots=True)
+class Staleness:
+    """How far behind the log the client's answers may be.
+
+    `seconds`: 0 while the last fetch left nothing to fold, else the time since one last did (since the
+    client started if none has): a change on the topic may have been missing from the answers that long.
+    `records`: records on the topic not yet folded (None: unknown, Kafka has not answered yet).
+    """
+
+    seconds: float
+    records: int | None
+
+
 class FlagClient:
     """One org's flags, evaluated locally. Use as a context manager, or `start()` and `close()`."""
 
@@ -105,8 +118,13 @@ class FlagClient:
         snapshot_path: Path | str | None = None,
         timeout: float = 5.0,
         reconnect_delay: float = 0.5,
+        metrics_registry: Any = None,
     ) -> None:
-        """`kafka`: aiokafka connection options (`bootstrap_servers`, security); see docs/sdk.md."""
+        """`kafka`: aiokafka connection options (`bootstrap_servers`, security); see docs/sdk.md.
+
+        `metrics_registry`: a `prometheus_client.CollectorRegistry` to export `staleness()` on (the `metrics`
+        extra), as `flagstream_sdk_staleness_seconds{org}` and `flagstream_sdk_lag_records{org}` until `close()`.
+        """
         self.org_id = org_id
         self._query_url = query_url.rstrip("/")
         self._api_key = api_key
@@ -124,6 +142,12 @@ class FlagClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._task: asyncio.Task[None] | None = None
+        self._started = time.monotonic()
+        self._exported: Callable[[], None] | None = None
+        if metrics_registry is not None:
+            from flagsdk.metrics import export  # prometheus-client only when asked for
+
+            self._exported = export(self, metrics_registry)
 
     @classmethod
     def from_settings(cls, settings: SdkSettings, *, api_key: str, org_id: str, **options: Any) -> FlagClient:
@@ -149,6 +173,7 @@ class FlagClient:
     def start(self) -> FlagClient:
         """Bootstrap (query service, else snapshot file) and start following; `BootstrapError` if neither."""
         snap = self._bootstrap()
+        self._started = time.monotonic()
         self._state = snap.state
         self._topic = snap.topic
         self._follower = Follower(
@@ -168,6 +193,9 @@ class FlagClient:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._thread = self._loop = self._task = None
+        if self._exported is not None:
+            self._exported()
+            self._exported = None
         if self._snapshot_path is not None and self._follower is not None:
             raw = snapshot.dump(self._state, org_id=self.org_id, topic=self._topic, offsets=self._follower.positions)
             snapshot.save(self._snapshot_path, raw)
@@ -371,6 +399,14 @@ class FlagClient:
             self._source, s.connected, s.lag, age, contact, s.applied, s.duplicates, s.dropped, s.refused,
             s.reconnects, {} if self._follower is None else dict(self._follower.positions),
         )
+
+    def staleness(self) -> Staleness:
+        """How far behind the topic's end the answers may be (`Staleness`); cheap enough to read per scrape."""
+        s = self._follower.stats if self._follower is not None else StreamStats()
+        if s.connected and s.lag == 0:
+            return Staleness(0.0, 0)
+        since = self._started if s.last_current is None else s.last_current
+        return Staleness(max(0.0, time.monotonic() - since), s.lag)
 
     def wait_until_current(self, timeout: float = 10.0) -> bool:
         """Block until the client has folded everything on the topic (True) or `timeout` passes (False)."""

@@ -43,6 +43,7 @@ class StreamStats:
     lag: int | None = None  # records on the topic not yet folded (None until the first fetch)
     last_event_at: datetime | None = None  # occurred_at of the last event folded
     last_fetch: float | None = None  # time.monotonic() of the last answer from Kafka
+    last_current: float | None = None  # time.monotonic() of the last fetch after which nothing was left to fold
 
 
 class Follower:
@@ -111,6 +112,8 @@ class Follower:
                 self.stats.lag = None if len(known) < len(ends) else sum(
                     max(0, end - self.positions.get(tp.partition, 0)) for tp, end in zip(assigned, known, strict=True)
                 )
+                if self.stats.lag == 0:
+                    self.stats.last_current = self.stats.last_fetch
         finally:
             self._consumer = None
             await consumer.stop()

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
-from flagsdk import BootstrapError, FlagClient
+from flagsdk import BootstrapError, FlagClient, Staleness
 from services.infra.settings import Settings
 from tests.support.auth import admin_headers
 from tests.support.sdk import sdk_settings
@@ -163,6 +164,27 @@ def test_resume_after_the_kafka_connection_drops_misses_and_repeats_nothing(
                  what="the query service to agree")
 
 
+def test_staleness_is_zero_while_current_and_grows_while_away(
+    sdk_stack: Stack, admin: httpx.Client, org_id: str
+) -> None:
+    key = evaluator_key(admin, org_id)
+    change(admin, f"/v1/orgs/{org_id}/flags/{FLAG}", enabled=True)
+    wait_for(projected(sdk_stack, key, org_id, FLAG, "org", True), what="projection")
+    registry = CollectorRegistry()
+    with client_for(sdk_stack, key, org_id, reconnect_delay=1.0, metrics_registry=registry) as client:
+        assert client.wait_until_current()
+        assert client.staleness() == Staleness(0.0, 0)
+        assert registry.get_sample_value("flagstream_sdk_staleness_seconds", {"org": org_id}) == 0
+        assert registry.get_sample_value("flagstream_sdk_lag_records", {"org": org_id}) == 0
+        client.reconnect()
+        time.sleep(0.2)
+        away = client.staleness()
+        assert 0.2 <= away.seconds < 5  # since the last fetch that left nothing to fold (at most a poll ago)
+        assert registry.get_sample_value("flagstream_sdk_staleness_seconds", {"org": org_id}) >= away.seconds
+        assert client.wait_until_current()
+        wait_for(lambda: client.staleness().seconds == 0, what="staleness back to 0")
+
+
 def test_serves_last_state_with_kafka_unreachable(sdk_stack: Stack, admin: httpx.Client, org_id: str) -> None:
     key = evaluator_key(admin, org_id)
     change(admin, f"/v1/orgs/{org_id}/flags/{FLAG}", enabled=True)
@@ -173,6 +195,9 @@ def test_serves_last_state_with_kafka_unreachable(sdk_stack: Stack, admin: httpx
         assert client.is_enabled(FLAG, user="u-1")
         status = client.status()
         assert not status.connected and not status.current and status.since_contact is None
+        stale = client.staleness()
+        time.sleep(0.05)
+        assert stale.records is None and client.staleness().seconds > stale.seconds
 
 
 def test_serves_last_state_with_the_query_service_stopped(

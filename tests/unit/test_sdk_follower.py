@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, generate_latest
 
 from events import Envelope, FlagDefined, OrgOverrideSet, to_record
 from flagcore import FlagState
@@ -73,3 +76,17 @@ def test_a_client_not_yet_started_answers_off_rather_than_raising() -> None:
     assert client.is_enabled(KEY) is False
     assert client.evaluate(KEY).error_code is not None
     assert not client.status().connected
+
+
+def test_a_client_that_never_reached_the_topic_grows_stale_and_exports_it_on_the_registry_given() -> None:
+    registry = CollectorRegistry()
+    client = FlagClient(query_url="http://127.0.0.1:9", api_key="k", org_id="acme", kafka={}, metrics_registry=registry)
+    first = client.staleness()
+    time.sleep(0.02)
+    later = client.staleness()
+    assert first.records is None and later.seconds > first.seconds >= 0
+    page = generate_latest(registry).decode()
+    assert 'flagstream_sdk_staleness_seconds{org="acme"}' in page
+    assert "flagstream_sdk_lag_records{" not in page  # unknown: no sample rather than a made-up 0
+    client.close()
+    assert "flagstream_sdk" not in generate_latest(registry).decode()  # unregistered with the client
