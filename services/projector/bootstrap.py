@@ -63,6 +63,7 @@ def build_app(settings: Settings) -> FastStream:
             if wiring.metrics is not None:
                 lag = s.projector_ready_lag_seconds
                 ready = ProjectorReadiness(wiring.metrics.lags, store.ping, max_lag_seconds=lag)
+                wiring.metrics.watch(ready=ready, kill_switches=store.kill_switches)
                 page = wiring.metrics.metrics
                 endpoint = MetricsEndpoint(page, host=s.projector_host, port=s.projector_port, ready=ready)
                 await _serve_metrics(stack, endpoint, s)

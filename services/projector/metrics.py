@@ -7,15 +7,19 @@ how far behind the projector runs; 0 when caught up). Per batch: its duration,
 what it applied, and each dead letter by reason (the reason's first words:
 the rest names a record). `event_age_seconds` is each record's age when its
 batch committed: the propagation delay from the relay to the read models.
+Once connected (`watch`), also read at scrape time: whether `/readyz` would
+answer ready, and since when each engaged kill switch has been engaged.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from services.observability import LabelGuard, Metrics
+from services.observability.endpoint import Readiness
 from services.projector.projection import BatchResult
 
 __all__ = ["Lag", "ProjectorMetrics", "reason_of"]
@@ -64,7 +68,33 @@ class ProjectorMetrics:
         self.lag_seconds = m.gauge(
             "projector_lag_seconds", "While behind: the age of the last record applied, per partition.", ("partition",)
         )
+        self.ready = m.gauge("projector_ready", "1 while /readyz answers ready, else 0.")
+        self.killed = m.gauge("kill_switches_engaged", "Ops flags whose kill switch is engaged.")
+        self.killed_since = m.gauge(
+            "kill_switch_engaged_timestamp_seconds", "When each engaged kill switch was engaged, by flag.", ("flag",)
+        )
+        self._flags = LabelGuard(limit=200)
         m.before_scrape(self.refresh)
+
+    def watch(
+        self,
+        *,
+        ready: Callable[[], Awaitable[Readiness]],
+        kill_switches: Callable[[], Awaitable[dict[str, datetime] | None]],
+    ) -> None:
+        """Before each scrape, also judge readiness and read the engaged kill switches (None: unknown, kept)."""
+
+        async def refresh() -> None:
+            self.ready.set(1 if (await ready()).ready else 0)
+            engaged = await kill_switches()
+            if engaged is None:
+                return
+            self.killed.set(len(engaged))
+            self.killed_since.clear()
+            for flag, since in engaged.items():
+                self.killed_since.labels(self._flags(flag)).set(since.timestamp())
+
+        self.metrics.before_scrape(refresh)
 
     def batch(self, records: Sequence[Any], result: BatchResult | None, seconds: float) -> None:
         """One batch handled in `seconds`; `result` None: it failed and will be redelivered."""

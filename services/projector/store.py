@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -361,6 +362,17 @@ async def create_projector_pool(settings: Settings, *, schema: str | None = None
     return pool
 
 
+# Each ops flag whose kill switch is engaged, with when it was: its last KillSwitchEngaged in the history
+# (system-level, so visible under any tenant context), else the definition's last change.
+KILL_SWITCHES = """
+SELECT f.flag_key, coalesce(max(h.occurred_at), max(f.updated_at)) AS engaged_at
+FROM flags f
+LEFT JOIN flag_history h ON h.flag_key = f.flag_key AND h.org_id IS NULL AND h.type = 'KillSwitchEngaged'
+WHERE f.killed
+GROUP BY f.flag_key
+"""
+
+
 class PostgresStore:
     """The read-model database as the projector role.
 
@@ -389,6 +401,14 @@ class PostgresStore:
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
             return False
         return True
+
+    async def kill_switches(self) -> dict[str, datetime] | None:
+        """Flag key → when its kill switch was engaged, for the engaged ones; None when Postgres does not answer."""
+        try:
+            rows = await self._pool.fetch(KILL_SWITCHES, timeout=2)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+            return None
+        return {r["flag_key"]: r["engaged_at"] for r in rows}
 
     async def stored_offsets(self, topic: str) -> dict[int, int]:
         """Partition → next offset to apply, for the partitions that have applied anything."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,10 +19,13 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry, generate_latest
 
+from flagsdk import FlagClient
 from services.infra.settings import Settings
-from tests.support.metrics import Page, referenced_metrics, scrape, settled, wait_for_page
+from tests.support.metrics import Page, parse, referenced_metrics, scrape, settled, wait_for_page
 from tests.support.processes import ServiceProcess, free_port
+from tests.support.sdk import sdk_settings
 from tests.support.stack import Stack, start_stack
 
 pytestmark = pytest.mark.integration
@@ -211,20 +215,31 @@ def test_the_console_counts_its_requests_by_route(deployment: Deployment) -> Non
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
+def sdk_page(deployment: Deployment) -> Page:
+    """What an application following the org with the SDK exports on the registry it gave the client."""
+    registry = CollectorRegistry()
+    key = deployment.evaluator["Authorization"].removeprefix("Bearer ")
+    settings = sdk_settings(deployment.stack.settings)
+    with FlagClient.from_settings(settings, api_key=key, org_id=deployment.org, metrics_registry=registry) as client:
+        assert client.wait_until_current()
+        return parse(generate_latest(registry).decode())
+
+
 def test_the_alerts_and_the_dashboard_name_only_metrics_a_service_exports(deployment: Deployment) -> None:
     rules = yaml.safe_load((DEPLOY / "prometheus/alerts.yml").read_text())
     alerts = {rule["alert"]: rule for group in rules["groups"] for rule in group["rules"]}
     assert {"FlagstreamProjectorLagging", "FlagstreamDeadLettersGrowing", "FlagstreamOutboxBacklogGrowing",
-            "FlagstreamRelayDown", "FlagstreamNotifierDeadLetters"} <= set(alerts)
+            "FlagstreamRelayDown", "FlagstreamNotifierDeadLetters", "FlagstreamKillSwitchEngaged",
+            "FlagstreamProjectorNotReady", "FlagstreamSdkStale"} <= set(alerts)
     for name, rule in alerts.items():
         assert rule["expr"].strip() and rule["labels"]["severity"] and rule["annotations"]["summary"], name
     dashboard = json.loads((DEPLOY / "grafana/flagstream.json").read_text())
     exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
     assert exprs, "the dashboard has no queries"
     referenced = referenced_metrics("\n".join(rule["expr"] for rule in alerts.values()) + "\n" + "\n".join(exprs))
-    pages = [scrape(url) for url in deployment.urls.values()]
+    pages = [scrape(url) for url in deployment.urls.values()] + [sdk_page(deployment)]
     missing = sorted(name for name in referenced if not any(page.declares(name) for page in pages))
-    assert not missing, f"named by deploy/ but exported by no service: {missing}"
+    assert not missing, f"named by deploy/ but exported by no service (nor the SDK): {missing}"
     assert len(referenced) >= 15, referenced
 
 
@@ -234,3 +249,22 @@ def test_the_projector_is_ready_once_caught_up(deployment: Deployment) -> None:
     body = answer.json()
     assert body["status"] == "ready" and body["postgres"] == "ok"
     assert body["lag_seconds"] and all(seconds <= body["max_lag_seconds"] for seconds in body["lag_seconds"].values())
+
+
+def test_an_engaged_kill_switch_shows_since_when_until_released(deployment: Deployment) -> None:
+    stack, ops = deployment.stack, f"metrics.ops.{uuid.uuid4().hex[:6]}"
+    projector = stack.projector_url
+    with httpx.Client(base_url=stack.command_url, timeout=10, headers=stack.headers) as http:
+        assert http.post("/v1/flags", json={"key": ops, "group": "metrics", "kind": "ops",
+                                            "reason": REASON}).status_code == 201
+        engaged = http.post(f"/v1/flags/{ops}/kill-switch", json={"reason": REASON})
+        assert engaged.status_code in (200, 201), engaged.text
+        page = wait_for_page(projector, lambda p: p.value("flagstream_kill_switch_engaged_timestamp_seconds",
+                                                          flag=ops) > 0)
+        since = page.value("flagstream_kill_switch_engaged_timestamp_seconds", flag=ops)
+        assert abs(since - time.time()) < 60 and page.value("flagstream_kill_switches_engaged") >= 1
+        assert page.value("flagstream_projector_ready") == 1
+        assert http.request("DELETE", f"/v1/flags/{ops}/kill-switch", json={"reason": REASON}).status_code < 300
+    released = wait_for_page(projector, lambda p: not p.value("flagstream_kill_switch_engaged_timestamp_seconds",
+                                                              flag=ops))
+    assert not released.value("flagstream_kill_switch_engaged_timestamp_seconds", flag=ops)
