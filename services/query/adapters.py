@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.infra.cache_keys import CacheKeys
+from services.infra.pg_errors import UNREACHABLE
 from services.infra.postgres import tenant_transaction
 from services.query.cache import CacheError, DocumentCache
 from services.query.documents import catalog_document, dumps, org_document, user_document
@@ -49,8 +50,9 @@ USER_SQL = (
 OVERRIDE_COUNTS_SQL = "SELECT flag_key, orgs, overrides FROM flag_override_counts WHERE overrides > 0 ORDER BY flag_key"
 
 
-# Every failure of the driver or the socket counts as Postgres unavailable (a 503), not only a lost connection.
-DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# Postgres out of reach (services.infra.pg_errors, as every service defines it), and also any error the server
+# answers a read with: the reads take nothing from the caller that could be to blame, so it is a 503 too.
+DRIVER_ERRORS = (*UNREACHABLE, asyncpg.PostgresError)
 
 
 @asynccontextmanager
