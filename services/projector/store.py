@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 
 from flaglog import TopicPartition
-from services.infra.pg_errors import quiet_pool_floor_retries
+from services.infra.pg_errors import UNREACHABLE, quiet_pool_floor_retries
 from services.infra.settings import Role, Settings
 from services.projector.heads import Head
 from services.projector.rows import stored_definition
@@ -398,7 +398,7 @@ class PostgresStore:
         """Whether Postgres answers within 2 s (the projector's `/readyz`)."""
         try:
             await self._pool.fetchval("SELECT 1", timeout=2)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        except (*UNREACHABLE, asyncpg.PostgresError):  # out of reach, or any error the server answers
             return False
         return True
 
@@ -406,7 +406,7 @@ class PostgresStore:
         """Flag key → when its kill switch was engaged, for the engaged ones; None when Postgres does not answer."""
         try:
             rows = await self._pool.fetch(KILL_SWITCHES, timeout=2)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        except (*UNREACHABLE, asyncpg.PostgresError):  # out of reach, or any error the server answers
             return None
         return {r["flag_key"]: r["engaged_at"] for r in rows}
 
