@@ -265,7 +265,8 @@ class DefinitionEdit(OnDefinition):
 
     def rows(self, previous: Value) -> list[tuple[str, str, str]]:
         before = previous or {}
-        return [(name, _shown(before.get(name)), _shown(value)) for name, value in self.changes.items()]
+        return [(name, _shown(before.get(_held_as(name, value))), _shown(value))
+                for name, value in self.changes.items()]
 
     def fields(self) -> dict[str, str]:
         fields = {"flag": self.flag_key, "reason": self.reason, "expected_version": str(self.expected_version)}
@@ -275,6 +276,11 @@ class DefinitionEdit(OnDefinition):
             else:
                 fields[f"new_{name}"] = _shown(value, empty="")
         return fields
+
+
+def _held_as(name: str, value: Any) -> str:
+    """Where the definition's value holds a field sent as `name`: a typed flag's variants are its `values`."""
+    return "values" if name == "variants" and isinstance(value, dict) else name
 
 
 def _shown(value: Any, *, empty: str = "—") -> str:
