@@ -17,7 +17,7 @@ from events.vocabulary import MAX_VARIANTS, ValueType
 from services.console.forms import InvalidInput, text
 
 __all__ = ["ROWS_TO_ADD", "Selection", "parse_selection", "parse_value_type", "parse_values", "pretty",
-           "selection_fields", "split_text", "value_rows", "value_text"]
+           "selection_fields", "split_text", "value_label", "value_rows", "value_text"]
 
 ROWS_TO_ADD = 3  # empty variant rows a form offers beyond the flag's own
 Selection = dict[str, Any] | None  # {"variant": name|None} or {"split": [...]}; None: leave the level's choice
@@ -87,6 +87,14 @@ def value_rows(value_type: ValueType | str, values: Mapping[str, Any]) -> dict[s
     for i, (name, value) in enumerate(values.items()):
         rows |= {f"variant_name_{i}": name, f"variant_value_{i}": value_text(value_type, value)}
     return rows
+
+
+def value_label(value: Any, *, limit: int = 60) -> str:
+    """An answer's value in a table cell: a boolean's on/off, a typed value as compact JSON, cut at `limit`."""
+    if type(value) is bool:
+        return "on" if value else "off"
+    shown = json.dumps(value, ensure_ascii=False)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 def pretty(value: Any) -> str:

@@ -21,7 +21,7 @@ from services.console.access import Capabilities
 from services.console.changes import describe, variants_text
 from services.console.dependencies import wired
 from services.console.ports import Api, Session
-from services.console.typed import ROWS_TO_ADD, pretty, split_text, value_text
+from services.console.typed import ROWS_TO_ADD, pretty, split_text, value_label, value_text
 
 __all__ = ["COOKIE", "CsrfRejected", "SignInRequired", "current", "render", "safe_return", "templates"]
 
@@ -31,8 +31,9 @@ HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.globals["describe"] = describe  # a setting as a person reads it, in every template
 templates.env.globals["variants_text"] = variants_text
+# a typed flag's variants, what a level serves, and an answer's value
 templates.env.globals |= {"pretty": pretty, "value_text": value_text, "split_text": split_text,
-                          "rows_to_add": ROWS_TO_ADD}  # a typed flag's variants and selections
+                          "value_label": value_label, "rows_to_add": ROWS_TO_ADD}
 
 
 class SignInRequired(Exception):

@@ -26,6 +26,7 @@ from services.console.operations import (
 )
 from services.console.ports import Session
 from services.console.sessions import MemorySessionStore
+from services.console.typed import value_label
 
 
 def principal(role: Role, org: str | None = None) -> Principal:
@@ -413,3 +414,8 @@ def test_a_level_keeps_resets_or_chooses_what_it_serves() -> None:
         with pytest.raises(InvalidInput) as caught:
             parse_setting_change({**form, **over})
         assert caught.value.field == field
+
+
+def test_an_answers_value_reads_on_off_for_a_boolean_and_as_json_for_a_typed_flag() -> None:
+    assert (value_label(True), value_label(False), value_label(0), value_label("#00f")) == ("on", "off", "0", '"#00f"')
+    assert value_label({"a": "x" * 100}) == '{"a": "' + "x" * 52 + "…"
