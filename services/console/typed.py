@@ -17,7 +17,7 @@ from events.vocabulary import MAX_VARIANTS, ValueType
 from services.console.forms import InvalidInput, text
 
 __all__ = ["ROWS_TO_ADD", "Selection", "parse_selection", "parse_value_type", "parse_values", "pretty",
-           "selection_fields", "split_text", "value_label", "value_rows", "value_text"]
+           "selection_fields", "serving", "split_text", "value_label", "value_rows", "value_text"]
 
 ROWS_TO_ADD = 3  # empty variant rows a form offers beyond the flag's own
 Selection = dict[str, Any] | None  # {"variant": name|None} or {"split": [...]}; None: leave the level's choice
@@ -100,6 +100,16 @@ def value_label(value: Any, *, limit: int = 60) -> str:
 def pretty(value: Any) -> str:
     """A variant's value for reading: JSON, indented when it is an object or array (templates escape it)."""
     return json.dumps(value, ensure_ascii=False, indent=2 if isinstance(value, dict | list) and value else None)
+
+
+def serving(value: Mapping[str, Any] | None) -> str:
+    """What a level chose to serve when on: `variant blue`, `split blue 30% / dark 70%`, or "" (the default)."""
+    chosen = value or {}
+    if chosen.get("variant") is not None:
+        return f"variant {chosen['variant']}"
+    if chosen.get("split"):
+        return "split " + " / ".join(f"{arm['name']} {arm['weight'] / 10:g}%" for arm in chosen["split"])
+    return ""
 
 
 def split_text(split: list[dict[str, Any]] | None) -> str:

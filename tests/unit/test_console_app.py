@@ -565,6 +565,7 @@ async def test_the_flag_page_shows_the_type_each_variants_value_and_what_the_sys
     assert "on, split grid 25% / list 75%" in page.text
     assert '<textarea id="variant_value_0" name="variant_value_0"' in page.text  # an object's value is JSON
     assert 'name="serve" value="split"' in page.text and 'value="grid=250, list=750"' in page.text
+    assert "Serves when on (now: split grid 25% / list 75%)" in page.text
 
 
 async def test_a_boolean_flags_page_offers_no_variant_rows(console: Console) -> None:
