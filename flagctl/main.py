@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from events import Platform
-from flagctl import audit, notify, semantics, timetravel
+from flagctl import audit, notify, semantics, timetravel, typed
 from flagctl.errors import ApiError, UsageError
 from flagctl.report import report_change
 
@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     rollout = p.add_mutually_exclusive_group()
     rollout.add_argument("--rollout", type=_percentage, metavar="PCT", help="sticky rollout, 0-100")
     rollout.add_argument("--no-rollout", action="store_true", help="remove the rollout at this level")
+    serve = p.add_mutually_exclusive_group()
+    serve.add_argument("--variant", metavar="NAME", help="the variant this level serves when on")
+    serve.add_argument("--split", type=typed.split, metavar="NAME=W,...",
+                       help="a sticky weighted split served when on, weights in thousandths: blue=300,dark=700")
+    serve.add_argument("--no-variant", action="store_true", help="serve the flag's default variant again")
     _change_args(p)
     p.set_defaults(handler=cmd_set)
 
@@ -87,8 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["release", "experiment", "ops", "permission"], default="release")
     p.add_argument("--description", default="")
     p.add_argument("--owner")
-    p.add_argument("--variant", action="append", default=[], metavar="NAME=WEIGHT",
-                   help="an experiment arm (repeat; weights sum to 100 or 1000)")
+    p.add_argument("--type", choices=typed.TYPES, help="what its variants hold (default boolean: on/off)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=WEIGHT|NAME=JSON",
+                   help="repeat; an experiment arm (weights sum to 100 or 1000), or with --type a variant "
+                        "and its value as JSON: blue='\"#00f\"', size=3, layout='{\"rows\": 2}'")
+    p.add_argument("--variants-file", metavar="FILE.json", help="a typed flag's variants: a JSON object name → value")
+    p.add_argument("--default-variant", metavar="NAME", help="what a level that turns the flag on serves")
+    p.add_argument("--off-variant", metavar="NAME", help="what the flag serves when off")
     p.add_argument("--expires", metavar="RFC3339", help="when the flag is due for removal")
     _change_args(p, versioned=False)
     p.set_defaults(handler=cmd_define)
@@ -216,25 +226,19 @@ def cmd_set(client: Client, args: argparse.Namespace) -> int:
         body["rollout_percentage"] = args.rollout
     elif args.no_rollout:
         body["rollout_percentage"] = None
+    body |= typed.selection_fields(args)
     if len(body) == len(_base_body(args)):
-        raise UsageError("set: say what to change: --on, --off, --clear, --rollout or --no-rollout")
+        raise UsageError("set: say what to change: --on, --off, --clear, --rollout, --no-rollout, --variant, "
+                         "--split or --no-variant")
     return report_change(client.command("PUT", _scope_path(args), body), args)
 
 
 def cmd_define(client: Client, args: argparse.Namespace) -> int:
     body = _base_body(args) | {
         "key": args.flag, "group": args.group, "kind": args.kind,
-        "description": args.description, "owner": args.owner,
-        "variants": [_variant(text) for text in args.variant], "expires_at": args.expires,
-    }
+        "description": args.description, "owner": args.owner, "expires_at": args.expires,
+    } | typed.definition_fields(args)
     return report_change(client.command("POST", "/v1/flags", body), args)
-
-
-def _variant(text: str) -> dict[str, Any]:
-    name, _, weight = text.partition("=")
-    if not weight.isdigit():
-        raise UsageError(f"--variant {text!r}: give NAME=WEIGHT, e.g. control=50")
-    return {"name": name, "weight": int(weight)}
 
 
 def cmd_archive(client: Client, args: argparse.Namespace) -> int:
@@ -280,18 +284,10 @@ def cmd_flags(client: Client, args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(flag))
         else:
-            state = "archived" if flag.get("archived") else _describe_default(flag.get("system_default"))
-            print(f"{flag['key']:<40} {flag['group']:<10} {flag['kind']:<11} {state}")
+            state = "archived" if flag.get("archived") else f"default {typed.describe_setting(flag.get('system'))}"
+            value_type = flag.get("value_type", "boolean")
+            print(f"{flag['key']:<40} {flag['group']:<10} {flag['kind']:<11} {value_type:<8} {state}")
     return 0
-
-
-def _describe_default(default: dict[str, Any] | None) -> str:
-    if not default:
-        return "default off (unset)"
-    text = "on" if default.get("enabled") else "off"
-    if default.get("rollout_percentage") is not None:
-        text += f" at {default['rollout_percentage']}%"
-    return f"default {text}"
 
 
 def cmd_keys_create(client: Client, args: argparse.Namespace) -> int:

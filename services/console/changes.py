@@ -8,6 +8,7 @@ rollback, kill switch and schedules are in `operations`.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 from events import Level, Platform, Scope
 from events.scope import definition_stream
-from events.vocabulary import USER_ID_RE, VARIANT_NAME_PATTERN, VARIANT_WEIGHT_TOTAL, FlagKind
+from events.vocabulary import USER_ID_RE, VARIANT_NAME_PATTERN, VARIANT_WEIGHT_TOTAL, FlagKind, ValueType
 from services.auth.policy import Action
 from services.console.forms import (
     InvalidInput,
@@ -27,6 +28,15 @@ from services.console.forms import (
     org_id,
     reason,
     text,
+)
+from services.console.typed import (
+    Selection,
+    parse_selection,
+    parse_value_type,
+    parse_values,
+    selection_fields,
+    serving,
+    value_rows,
 )
 
 __all__ = [
@@ -127,7 +137,7 @@ def parse_target(form: Mapping[str, str]) -> Target:
 
 def describe(value: Value) -> str:
     """A setting as a person reads it, with the variant or split it serves when it chose one."""
-    chosen = _chosen(value or {})
+    chosen = serving(value)
     if not value or (value.get("enabled") is None and value.get("rollout_percentage") is None):
         return chosen or "not set"
     state = {True: "on", False: "off", None: "inherited on/off"}[value.get("enabled")]
@@ -136,17 +146,9 @@ def describe(value: Value) -> str:
     return f"{text}, {chosen}" if chosen else text
 
 
-def _chosen(value: dict[str, Any]) -> str:
-    if value.get("variant") is not None:
-        return f"variant {value['variant']}"
-    if value.get("split"):
-        return "split " + " / ".join(f"{arm['name']} {arm['weight'] / 10:g}%" for arm in value["split"])
-    return ""
-
-
 @dataclass(frozen=True, slots=True)
 class SettingChange:
-    """Set a level's on/off and rollout, or clear an override."""
+    """Set a level's on/off, rollout and what it serves when on (`selection`: None keeps it), or clear an override."""
 
     target: Target
     clear: bool
@@ -154,6 +156,7 @@ class SettingChange:
     rollout: int | None
     reason: str
     expected_version: int
+    selection: Selection = None
 
     @property
     def method(self) -> str:
@@ -174,20 +177,26 @@ class SettingChange:
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"reason": self.reason, "expected_version": self.expected_version}
         if not self.clear:
-            body |= {"enabled": self.enabled, "rollout_percentage": self.rollout}
+            body |= {"enabled": self.enabled, "rollout_percentage": self.rollout} | (self.selection or {})
         return body
 
-    def new_value(self) -> Value:
-        return None if self.clear else {"enabled": self.enabled, "rollout_percentage": self.rollout}
+    def new_value(self, previous: Value = None) -> Value:
+        """The level's value after the change; a selection left alone stays what `previous` chose."""
+        if self.clear:
+            return None
+        kept = {k: v for k, v in (previous or {}).items() if k in ("variant", "split") and v is not None}
+        chosen = kept if self.selection is None else self.selection
+        return {"enabled": self.enabled, "rollout_percentage": self.rollout, **chosen}
 
     def rows(self, previous: Value) -> list[tuple[str, str, str]]:
         """(what, previous, new) for the confirmation page."""
-        return [(self.target.label, describe(previous), describe(self.new_value()))]
+        return [(self.target.label, describe(previous), describe(self.new_value(previous)))]
 
     def fields(self) -> dict[str, str]:
         state = "clear" if self.clear else {True: "on", False: "off", None: "inherit"}[self.enabled]
         return {**self.target.fields(), "state": state, "rollout": "" if self.rollout is None else str(self.rollout),
-                "reason": self.reason, "expected_version": str(self.expected_version)}
+                "reason": self.reason, "expected_version": str(self.expected_version),
+                **selection_fields(self.selection)}
 
 
 def parse_setting_change(form: Mapping[str, str]) -> SettingChange:
@@ -204,13 +213,14 @@ def parse_setting_change(form: Mapping[str, str]) -> SettingChange:
     system = target.level is Level.SYSTEM
     if system and state in ("clear", "inherit"):
         raise InvalidInput("state", "the system default is on or off; it cannot be cleared")
-    clear = state == "clear" or (state == "inherit" and rollout is None)
+    selection = parse_selection(form)
+    clear = state == "clear" or (state == "inherit" and rollout is None and selection is None)
     enabled = {"on": True, "off": False}.get(state)
     return SettingChange(target, clear, None if clear else enabled, None if clear else rollout,
-                         reason(form), expected_version(form))
+                         reason(form), expected_version(form), None if clear else selection)
 
 
-_DEFINITION_FIELDS = ("description", "kind", "owner", "group", "expires_at")
+_DEFINITION_FIELDS = ("description", "kind", "owner", "group", "expires_at", "default_variant", "off_variant")
 
 
 class OnDefinition:
@@ -236,6 +246,7 @@ class DefinitionEdit(OnDefinition):
     changes: dict[str, Any]
     reason: str
     expected_version: int
+    value_type: str = "boolean"
     method = "PATCH"
 
     @property
@@ -247,16 +258,29 @@ class DefinitionEdit(OnDefinition):
 
     def rows(self, previous: Value) -> list[tuple[str, str, str]]:
         before = previous or {}
-        return [(name, _shown(before.get(name)), _shown(value)) for name, value in self.changes.items()]
+        return [(name, _shown(before.get(_held_as(name, value))), _shown(value))
+                for name, value in self.changes.items()]
 
     def fields(self) -> dict[str, str]:
-        return {"flag": self.flag_key, "reason": self.reason, "expected_version": str(self.expected_version),
-                **{f"new_{k}": _shown(v, empty="") for k, v in self.changes.items()}}
+        fields = {"flag": self.flag_key, "reason": self.reason, "expected_version": str(self.expected_version)}
+        for name, value in self.changes.items():
+            if isinstance(value, dict):  # a typed flag's variants, as the rows of inputs that gave them
+                fields |= value_rows(self.value_type, value)
+            else:
+                fields[f"new_{name}"] = _shown(value, empty="")
+        return fields
+
+
+def _held_as(name: str, value: Any) -> str:
+    """Where the definition's value holds a field sent as `name`: a typed flag's variants are its `values`."""
+    return "values" if name == "variants" and isinstance(value, dict) else name
 
 
 def _shown(value: Any, *, empty: str = "—") -> str:
     if isinstance(value, list):  # variants
         return variants_text(value) or empty
+    if isinstance(value, dict):  # a typed flag's variants: name → value
+        return ", ".join(f"{name}={json.dumps(v, ensure_ascii=False)}" for name, v in value.items())
     return str(value) if value else empty
 
 
@@ -297,6 +321,8 @@ def parse_definition_edit(form: Mapping[str, str], current: Value) -> Definition
             raise InvalidInput("new_group", "a flag belongs to a group")
         if name == "owner" and not value:
             value = None  # an empty owner removes it
+        if name in ("default_variant", "off_variant") and not value:
+            continue  # a typed flag always has both: an empty choice changes nothing
         if name == "description" and len(value or "") > 1000:
             raise InvalidInput("new_description", "at most 1000 characters")
         was = before.get(name) if name != "description" else before.get(name, "")
@@ -309,6 +335,11 @@ def parse_definition_edit(form: Mapping[str, str], current: Value) -> Definition
         variants = parse_variants(text(form, "new_variants"))
         if variants != (before.get("variants") or []):
             changes["variants"] = variants
+    value_type = parse_value_type({"new_type": before.get("value_type") or ""})
+    if "variant_name_0" in form and value_type is not ValueType.BOOLEAN:  # a typed flag's rows of variants
+        values = parse_values(form, value_type)
+        if values != before.get("values"):
+            changes["variants"] = values
     if not changes:
         raise InvalidInput("new_description", "nothing changed: edit a field first")
-    return DefinitionEdit(flag, changes, reason(form), expected_version(form))
+    return DefinitionEdit(flag, changes, reason(form), expected_version(form), value_type.value)

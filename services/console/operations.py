@@ -4,15 +4,17 @@ stream and the role it needs, and shows previous → new before anything is sent
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from events import FlagKind, Level
+from events import FlagKind, Level, ValueType
 from services.auth.policy import Action
 from services.console.changes import OnDefinition, Target, Value, describe, parse_target
 from services.console.forms import InvalidInput, expected_version, flag_key, instant, iso, reason, text
+from services.console.typed import parse_value_type, parse_values, value_rows
 
 __all__ = ["ArchiveFlag", "DefineFlag", "KillSwitch", "Rollback", "ScheduleStep", "parse_archive_flag",
            "parse_define_flag", "parse_kill_switch", "parse_rollback", "parse_schedule_step", "rollbackable",
@@ -223,22 +225,39 @@ class DefineFlag(OnDefinition):
     owner: str | None
     reason: str
     expected_version: int = 0
+    value_type: ValueType = ValueType.BOOLEAN
+    values: dict[str, Any] | None = None  # a typed flag's variants, name → value
+    default_variant: str | None = None
+    off_variant: str | None = None
     method = "POST"
     path = "/v1/flags"
 
     def body(self) -> dict[str, Any]:
         body = {"key": self.flag_key, "group": self.group, "kind": self.kind, "description": self.description,
                 "reason": self.reason, "expected_version": self.expected_version}
+        if self.value_type is not ValueType.BOOLEAN:
+            body |= {"type": self.value_type.value, "variants": self.values, "default_variant": self.default_variant,
+                     "off_variant": self.off_variant}
         return body | ({"owner": self.owner} if self.owner else {})
 
     def rows(self, previous: Value) -> list[tuple[str, str, str]]:
         now = "defined already" if previous else "not defined"
-        return [(self.flag_key, now, f"{self.kind} flag in {self.group}, owner {self.owner or '—'}")]
+        rows = [(self.flag_key, now, f"{self.kind} flag in {self.group}, owner {self.owner or '—'}")]
+        if self.value_type is not ValueType.BOOLEAN:
+            rows.append(("type", "—", self.value_type.value))
+            rows += [(f"variant {name}", "—", json.dumps(value, ensure_ascii=False))
+                     for name, value in (self.values or {}).items()]
+            rows.append(("default / off variant", "—", f"{self.default_variant} / {self.off_variant}"))
+        return rows
 
     def fields(self) -> dict[str, str]:
-        return {"flag": self.flag_key, "new_group": self.group, "new_kind": self.kind,
-                "new_description": self.description, "new_owner": self.owner or "", "reason": self.reason,
-                "expected_version": str(self.expected_version)}
+        fields = {"flag": self.flag_key, "new_group": self.group, "new_kind": self.kind,
+                  "new_description": self.description, "new_owner": self.owner or "", "reason": self.reason,
+                  "expected_version": str(self.expected_version), "new_type": self.value_type.value}
+        if self.value_type is not ValueType.BOOLEAN:
+            fields |= {**value_rows(self.value_type, self.values or {}),
+                       "new_default_variant": self.default_variant or "", "new_off_variant": self.off_variant or ""}
+        return fields
 
 
 def parse_define_flag(form: Mapping[str, str]) -> DefineFlag:
@@ -253,7 +272,15 @@ def parse_define_flag(form: Mapping[str, str]) -> DefineFlag:
     if len(description) > 1000:
         raise InvalidInput("new_description", "at most 1000 characters")
     owner = text(form, "new_owner")[:200] or None
-    return DefineFlag(key, group, kind, description, owner, reason(form), 0)
+    value_type = parse_value_type(form)
+    if value_type is ValueType.BOOLEAN:
+        return DefineFlag(key, group, kind, description, owner, reason(form), 0)
+    values = parse_values(form, value_type)
+    default, off = text(form, "new_default_variant"), text(form, "new_off_variant")
+    for field, name in (("new_default_variant", default), ("new_off_variant", off)):
+        if name not in values:
+            raise InvalidInput(field, f"name one of the variants ({', '.join(values)})")
+    return DefineFlag(key, group, kind, description, owner, reason(form), 0, value_type, values, default, off)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from events import Level, Platform
+from events.scope import definition_stream
 from services.console import audit, charts
 from services.console.access import Action, home_page, may, require, scoped_org
 from services.console.broadcast import median_and_p99
@@ -93,8 +94,13 @@ async def flag_page(request: Request) -> Response:
     definition, system = await asyncio.gather(client.stream(f"flag/{key}"), client.stream(target.stream))
     return render(request, "flag.html", {
         "flag": flag, "definition": definition, "system": system, "target": target,
-        "kinds": ["release", "experiment", "ops", "permission"],
+        "kinds": ["release", "experiment", "ops", "permission"], "typed": _typed(flag),
     })
+
+
+def _typed(flag: dict[str, Any]) -> bool:
+    """A flag of a type other than boolean: it names its variants and each level may choose one."""
+    return (flag.get("value_type") or "boolean") != "boolean"
 
 
 # --- organisations ------------------------------------------------------------------------------------------
@@ -225,14 +231,17 @@ async def change_form(request: Request) -> Response:
     session = await current(request)
     target = parse_target(dict(request.query_params))
     require(session.principal, target.action, target.org_id)
-    head = await api(request, session).stream(target.stream)
+    client = api(request, session)
+    head, definition = await asyncio.gather(client.stream(target.stream),
+                                            client.stream(definition_stream(target.flag_key)))
     value = head["value"] or {}
+    flag = definition["value"] or {}
     enabled: bool | None = value.get("enabled")
     state = "on" if enabled else "off" if enabled is False else "inherit" if value else "on"
     return render(request, "change.html", {
         "target": target, "head": head, "current": describe(head["value"]), "state": state,
         "rollout": value.get("rollout_percentage"), "return_to": request.query_params.get("return_to", ""),
-        "error": None,
+        "error": None, "typed": _typed(flag), "names": list((flag.get("values") or {}).keys()),
     })
 
 

@@ -21,6 +21,7 @@ from services.console.access import Capabilities
 from services.console.changes import describe, variants_text
 from services.console.dependencies import wired
 from services.console.ports import Api, Session
+from services.console.typed import ROWS_TO_ADD, pretty, serving, split_text, value_label, value_text
 
 __all__ = ["COOKIE", "CsrfRejected", "SignInRequired", "current", "render", "safe_return", "templates"]
 
@@ -30,6 +31,9 @@ HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.globals["describe"] = describe  # a setting as a person reads it, in every template
 templates.env.globals["variants_text"] = variants_text
+# a typed flag's variants, what a level serves, and an answer's value
+templates.env.globals |= {"pretty": pretty, "value_text": value_text, "split_text": split_text,
+                          "value_label": value_label, "serving": serving, "rows_to_add": ROWS_TO_ADD}
 
 
 class SignInRequired(Exception):

@@ -79,19 +79,24 @@ class NoticeFeed:
 
 
 def describe(value: dict[str, Any] | None) -> str:
-    """A stream value in a few words: `on, 25%`, `unset`, `ops flag (killed)`."""
+    """A stream value in a few words: `on, 25%`, `variant green`, `unset`, `ops flag, group ops, killed`."""
     if value is None:
         return "unset"
-    if "enabled" in value or "rollout_percentage" in value:
+    if {"enabled", "rollout_percentage", "variant", "split"} & value.keys():
         words = []
         if value.get("enabled") is not None:
             words.append("on" if value["enabled"] else "off")
         if value.get("rollout_percentage") is not None:
             words.append(f"{value['rollout_percentage']}%")
+        if value.get("variant") is not None:
+            words.append(f"variant {value['variant']}")
+        if value.get("split"):  # weights in thousandths: 300 is 30%
+            words.append("split " + " / ".join(f"{arm['name']} {arm['weight'] / 10:g}%" for arm in value["split"]))
         if value.get("schedule"):
             words.append(f"{len(value['schedule'])} scheduled")
         return ", ".join(words) or "unset"
-    words = [f"{value.get('kind', '?')} flag", f"group {value.get('group', '?')}"]
+    typed = f" ({value['value_type']})" if value.get("value_type") else ""  # a typed flag's type
+    words = [f"{value.get('kind', '?')} flag{typed}", f"group {value.get('group', '?')}"]
     if value.get("killed"):
         words.append("killed")
     if value.get("archived"):

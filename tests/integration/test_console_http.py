@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from html import unescape
 
 import httpx
 import pytest
@@ -33,7 +35,7 @@ def csrf_of(html: str) -> str:
 def form_fields(html: str, action: str) -> dict[str, str]:
     """The hidden and filled inputs of the form posting to `action`."""
     section = html.split(f'action="{action}"', 1)[1].split("</form>", 1)[0]
-    return dict(re.findall(r'name="([^"]+)" value="([^"]*)"', section))
+    return {name: unescape(value) for name, value in re.findall(r'name="([^"]+)" value="([^"]*)"', section)}
 
 
 @contextmanager
@@ -341,3 +343,41 @@ def test_flags_show_how_many_orgs_override_them_and_status_charts_evaluations(cs
     with signed_in(cs, "org-admin") as http:
         assert "Overridden by" not in http.get("/flags").text  # a count across every org: not for one org
         assert f"Evaluations per minute: {FLAG} (" in http.get("/status").text  # its own org's evaluations
+
+
+def test_define_a_typed_flag_edit_its_variants_and_split_it_at_an_org(cs: ConsoleStack) -> None:
+    key = f"checkout.layout{uuid.uuid4().hex[:6]}"
+    rows = {"variant_name_0": "grid", "variant_value_0": '{"columns": 3, "note": "<b>wide</b>"}',
+            "variant_name_1": "list", "variant_value_1": "[1, 2]"}
+    with signed_in(cs, "admin") as http:
+        define = form_fields(http.get("/flags").text.split("Define a new flag", 1)[1], "/change/preview")
+        define |= {"flag": key, "new_group": "checkout", "new_type": "object", "reason": "layouts",
+                   "new_default_variant": "grid", "new_off_variant": "list", **rows, "variant_value_1": "[1, 2"}
+        refused = http.post("/change/preview", data=define)
+        assert refused.status_code == 422 and "variant_value_1" in refused.text and "not JSON" in refused.text
+        preview = http.post("/change/preview", data=define | {"variant_value_1": "[1, 2]"})
+        assert preview.status_code == 200, preview.text
+        assert http.post("/change/apply", data=form_fields(preview.text, "/change/apply")).status_code == 200
+        wait_for(lambda: http.get(f"/flags/{key}").status_code == 200, "the typed flag's projection")
+        page = http.get(f"/flags/{key}").text
+        assert '<span class="tag">object</span>' in page and "&lt;b&gt;wide&lt;/b&gt;" in page
+
+        details = form_fields(page.split("<h2>Details</h2>", 1)[1], "/change/preview")
+        edit = details | rows | {"variant_value_1": "[1, 2, 3]", "reason": "longer list"}
+        preview = http.post("/change/preview", data=edit)
+        assert 'class="after">grid={"columns": 3, "note": "<b>wide</b>"}, list=[1, 2, 3]<' in unescape(preview.text)
+        assert http.post("/change/apply", data=form_fields(preview.text, "/change/apply")).status_code == 200
+
+    with signed_in(cs, "org-admin") as http:
+        page = http.get("/change", params={"flag": key, "level": "org", "org": cs.org})
+        fields = form_fields(page.text, "/change/preview") | {
+            "state": "on", "rollout": "", "reason": "lists for us", "serve": "split", "split": "grid=0, list=1000"}
+        preview = http.post("/change/preview", data=fields)
+        assert 'class="after">on, split grid 0% / list 100%<' in preview.text, preview.text
+        assert http.post("/change/apply", data=form_fields(preview.text, "/change/apply")).status_code == 200
+
+    def answered() -> object:
+        with cs.admin as api:
+            response = api.get(f"{cs.stack.query_url}/v1/orgs/{cs.org}/flags/{key}", params={"user": "u-1"})
+            return response.json().get("value") if response.status_code == 200 else None
+    wait_for(lambda: answered() == [1, 2, 3], "the split's answer, with the edited value")

@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from html import unescape
 from typing import Any
 
 import httpx
@@ -40,6 +41,7 @@ class World:
     revoked: set[str] = field(default_factory=set)
     hidden_from_history: int = 0  # the newest events history does not show yet (its visibility horizon)
     usage_down: bool = False  # the query service cannot read evaluation counts (Redis down)
+    catalog: list[dict[str, Any]] = field(default_factory=list)  # flags listed after FLAG
 
     def head(self, stream: str) -> dict[str, Any]:
         return self.streams.setdefault(stream, {"stream": stream, "version": 0, "value": None})
@@ -93,7 +95,8 @@ class FakeApi:
                 "archived": False,
                 "version": 1,
                 "system": {"enabled": False, "rollout_percentage": None},
-            }
+            },
+            *self.world.catalog,
         ]
 
     async def evaluate(self, org: str, flag: str, *, platform: str | None, user: str | None) -> dict[str, Any]:
@@ -521,3 +524,92 @@ async def test_the_status_page_stands_when_evaluation_counts_cannot_be_read(cons
     page = await console.client.get("/status")
     assert page.status_code == 200 and "Recent changes" in page.text
     assert "Evaluation counts are unavailable: redis is unavailable." in page.text
+
+
+# --- typed flags: the type, the variants' values (JSON, escaped), a level's variant or split ----------------
+
+THEME = "t.layout"
+VALUES = {"grid": {"columns": 3, "note": "<script>alert(1)</script>"}, "list": [1, 2]}
+DEFINITION = {"key": THEME, "group": "t", "kind": "release", "description": "", "owner": None, "archived": False,
+              "killed": False, "variants": [], "expires_at": None, "value_type": "object", "values": VALUES,
+              "default_variant": "grid", "off_variant": "list"}
+
+
+def typed_world(console: Console, *, system: dict[str, Any] | None = None) -> None:
+    listed = DEFINITION | {"version": 1, "system": system}
+    console.world.catalog.append(listed)
+    console.world.streams[f"flag/{THEME}"] = {"stream": f"flag/{THEME}", "version": 1, "value": DEFINITION}
+    if system is not None:
+        console.world.streams[f"flag/{THEME}/system"] = {"stream": f"flag/{THEME}/system", "version": 1,
+                                                         "value": system}
+
+
+def form_fields(html: str, action: str) -> dict[str, str]:
+    return dict(re.findall(r'name="([^"]+)" value="([^"]*)"', html.split(f'action="{action}"')[1].split("</form>")[0]))
+
+
+async def test_the_flag_page_shows_the_type_each_variants_value_and_what_the_system_default_serves(
+    console: Console,
+) -> None:
+    system = {"enabled": True, "rollout_percentage": None, "split": [{"name": "grid", "weight": 250},
+                                                                      {"name": "list", "weight": 750}]}
+    typed_world(console, system=system)
+    await console.sign_in("fsk_admin")
+    page = await console.client.get(f"/flags/{THEME}")
+    assert page.status_code == 200
+    assert '<span class="tag">object</span>' in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text and "<script>alert(1)" not in page.text
+    assert '<pre class="json">{\n  &#34;columns&#34;: 3,' in page.text  # pretty JSON, escaped
+    assert re.search(r'<th scope="row">grid</th>.*?tag on">default<', page.text, re.S)
+    assert re.search(r'<th scope="row">list</th>.*?tag off">when off<', page.text, re.S)
+    assert "on, split grid 25% / list 75%" in page.text
+    assert '<textarea id="variant_value_0" name="variant_value_0"' in page.text  # an object's value is JSON
+    assert 'name="serve" value="split"' in page.text and 'value="grid=250, list=750"' in page.text
+    assert "Serves when on (now: split grid 25% / list 75%)" in page.text
+
+
+async def test_a_boolean_flags_page_offers_no_variant_rows(console: Console) -> None:
+    await console.sign_in("fsk_admin")
+    page = await console.client.get("/flags/ai.insights.enabled")
+    assert '<span class="tag">boolean</span>' in page.text
+    assert "variant_name_0" not in page.text and 'name="serve"' not in page.text
+
+
+async def test_an_edit_with_bad_json_is_refused_naming_the_row(console: Console) -> None:
+    typed_world(console)
+    await console.sign_in("fsk_admin")
+    body = {"csrf": await console.csrf(), "what": "definition", "flag": THEME, "expected_version": "1",
+            "reason": "softer",
+            "variant_name_0": "grid", "variant_value_0": "{columns: 3}", "variant_name_1": "list",
+            "variant_value_1": "[1, 2]", "new_group": "t", "new_default_variant": "grid", "new_off_variant": "list"}
+    refused = await console.client.post("/change/preview", data=body)
+    assert refused.status_code == 422 and "variant_value_0" in refused.text and "not JSON" in refused.text
+    body["variant_value_0"] = '{"columns": 4}'
+    preview = await console.client.post("/change/preview", data=body)
+    assert preview.status_code == 200, preview.text
+    assert "grid={&#34;columns&#34;: 4}, list=[1, 2]" in preview.text
+    confirm = form_fields(preview.text, "/change/apply")
+    assert (confirm["variant_name_0"], unescape(confirm["variant_value_0"])) == ("grid", '{"columns": 4}')
+    assert console.changes() == []
+
+
+async def test_a_level_form_picks_a_variant_or_a_split_and_sends_it(console: Console) -> None:
+    typed_world(console)
+    await console.sign_in("fsk_acme_admin")
+    page = await console.client.get(f"/change?flag={THEME}&level=org&org=acme")
+    assert page.status_code == 200 and "now: the default variant" in page.text
+    assert "<option >grid</option><option >list</option>" in page.text
+    form = {"what": "setting", "flag": THEME, "level": "org", "org": "acme", "state": "on", "rollout": "",
+            "reason": "list for Acme", "expected_version": "0", "serve": "split", "split": "grid=300, list=600",
+            "csrf": await console.csrf()}
+    refused = await console.client.post("/change/preview", data=form)
+    assert refused.status_code == 422 and "split" in refused.text and "sum to 1000" in refused.text
+    preview = await console.client.post("/change/preview", data={**form, "split": "grid=300, list=700"})
+    assert preview.status_code == 200 and 'class="after">on, split grid 30% / list 70%<' in preview.text
+    confirm = form_fields(preview.text, "/change/apply")
+    assert (confirm["serve"], confirm["split"]) == ("split", "grid=300, list=700")
+    applied = await console.client.post("/change/apply", data=confirm)
+    assert applied.status_code == 200
+    [(_, _, (method, path, body))] = console.changes()
+    assert (method, path) == ("PUT", f"/v1/orgs/acme/flags/{THEME}")
+    assert body["split"] == [{"name": "grid", "weight": 300}, {"name": "list", "weight": 700}]

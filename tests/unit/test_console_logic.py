@@ -26,6 +26,7 @@ from services.console.operations import (
 )
 from services.console.ports import Session
 from services.console.sessions import MemorySessionStore
+from services.console.typed import value_label
 
 
 def principal(role: Role, org: str | None = None) -> Principal:
@@ -329,3 +330,92 @@ def test_the_forms_refuse_an_invalid_key_naming_the_field(key: str) -> None:
         with pytest.raises(InvalidInput) as caught:
             parse()
         assert caught.value.field == "flag"
+
+
+# --- typed flags ------------------------------------------------------------------------------------------
+
+TYPED = {"flag": "t.limit", "new_group": "t", "new_kind": "release", "reason": "limits", "new_type": "integer",
+         "variant_name_0": "low", "variant_value_0": "10", "variant_name_1": "high", "variant_value_1": " -5 ",
+         "variant_name_2": "", "variant_value_2": "", "new_default_variant": "high", "new_off_variant": "low"}
+
+
+def test_a_typed_flag_is_defined_with_its_variants_parsed_by_type() -> None:
+    define = parse_define_flag(TYPED)
+    assert define.body() == {"key": "t.limit", "group": "t", "kind": "release", "description": "", "reason": "limits",
+                             "expected_version": 0, "type": "integer", "variants": {"low": 10, "high": -5},
+                             "default_variant": "high", "off_variant": "low"}
+    assert ("variant high", "—", "-5") in define.rows(None)
+    assert parse_define_flag(define.fields()) == define  # the confirmation page sends the same flag again
+
+
+@pytest.mark.parametrize(("value_type", "raw", "value"), [
+    ("string", " spaced <b>text</b> ", " spaced <b>text</b> "),
+    ("float", "2", 2.0),
+    ("float", "-0.25", -0.25),
+    ("object", '{"a": [1, null]}', {"a": [1, None]}),
+    ("object", "[]", []),
+])
+def test_each_types_input_is_read_as_that_type(value_type: str, raw: str, value: object) -> None:
+    form = {**TYPED, "new_type": value_type, "variant_value_0": raw, "variant_value_1": raw}
+    assert parse_define_flag(form).body()["variants"] == {"low": value, "high": value}
+
+
+@pytest.mark.parametrize(("over", "field"), [
+    ({"variant_value_0": "1.5"}, "variant_value_0"),
+    ({"new_type": "float", "variant_value_1": "inf"}, "variant_value_1"),
+    ({"new_type": "object", "variant_value_0": "{nope}"}, "variant_value_0"),
+    ({"new_type": "object", "variant_value_0": "NaN"}, "variant_value_0"),
+    ({"new_type": "object", "variant_value_0": '"a string"'}, "variant_value_0"),
+    ({"variant_name_1": "low"}, "variant_name_1"),
+    ({"variant_name_1": ""}, "variant_name_1"),
+    ({"variant_name_0": "", "variant_value_0": "", "variant_name_1": "", "variant_value_1": ""}, "variant_name_0"),
+    ({"new_default_variant": "medium"}, "new_default_variant"),
+    ({"new_off_variant": ""}, "new_off_variant"),
+    ({"new_type": "text"}, "new_type"),
+])
+def test_a_bad_variant_row_is_refused_naming_its_input(over: dict[str, str], field: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_define_flag({**TYPED, **over})
+    assert caught.value.field == field
+
+
+def test_a_typed_flags_edit_sends_its_changed_variants_and_defaults() -> None:
+    current = {"kind": "release", "group": "t", "value_type": "string", "values": {"blue": "#00f", "dark": "#000"},
+               "default_variant": "blue", "off_variant": "dark"}
+    form = {"flag": "t.theme", "reason": "r", "expected_version": "2", "variant_name_0": "blue",
+            "variant_value_0": "#00f", "variant_name_1": "dark", "variant_value_1": "#111",
+            "new_default_variant": "dark", "new_off_variant": "dark"}
+    edit = parse_definition_edit(form, current)
+    assert edit.body() == {"variants": {"blue": "#00f", "dark": "#111"}, "default_variant": "dark",
+                           "reason": "r", "expected_version": 2}
+    assert edit.rows(current)[-1] == ("variants", 'blue="#00f", dark="#000"', 'blue="#00f", dark="#111"')
+    assert parse_definition_edit(edit.fields(), current) == edit
+    with pytest.raises(InvalidInput):  # nothing changed
+        parse_definition_edit({**form, "variant_value_1": "#000", "new_default_variant": "blue"}, current)
+
+
+def test_a_level_keeps_resets_or_chooses_what_it_serves() -> None:
+    form = {"flag": "t.theme", "level": "org", "org": "acme", "state": "on", "reason": "r", "expected_version": "1"}
+    previous = {"enabled": True, "rollout_percentage": None, "variant": "dark"}
+    kept = parse_setting_change(form)
+    assert "variant" not in kept.body() and kept.rows(previous)[0][1:] == ("on, variant dark", "on, variant dark")
+    reset = parse_setting_change({**form, "serve": "default"})
+    assert reset.body()["variant"] is None and reset.rows(previous)[0][2] == "on"
+    picked = parse_setting_change({**form, "serve": "variant", "variant": "blue"})
+    assert picked.body()["variant"] == "blue" and parse_setting_change(picked.fields()) == picked
+    split = parse_setting_change({**form, "state": "inherit", "serve": "split", "split": "blue=250,\ndark=750"})
+    assert not split.clear and split.body()["split"] == [{"name": "blue", "weight": 250},
+                                                         {"name": "dark", "weight": 750}]
+    assert parse_setting_change(split.fields()) == split
+    cleared = parse_setting_change({**form, "state": "clear", "serve": "variant", "variant": "blue"})
+    assert cleared.body() == {"reason": "r", "expected_version": 1} and cleared.method == "DELETE"
+    for over, field in (({"serve": "variant"}, "variant"), ({"serve": "split", "split": "blue=50"}, "split"),
+                        ({"serve": "split", "split": "blue"}, "split"), ({"serve": "all"}, "serve")):
+        with pytest.raises(InvalidInput) as caught:
+            parse_setting_change({**form, **over})
+        assert caught.value.field == field
+
+
+def test_an_answers_value_reads_on_off_for_a_boolean_and_as_json_for_a_typed_flag() -> None:
+    assert (value_label(True), value_label(False), value_label(0), value_label("#00f")) == ("on", "off", "0", '"#00f"')
+    assert value_label({"a": "x" * 100}) == '{"a": "' + "x" * 52 + "…"

@@ -14,6 +14,8 @@ from events import (
     PlatformOverrideSet,
     RolloutPercentageSet,
     SystemDefaultSet,
+    Variant,
+    VariantSelected,
 )
 from events.cloudevents import to_record
 from services.notifier.messages import MAX_SLACK_CHANGES, audit_link, bulks, slack_message, webhook_body
@@ -78,6 +80,12 @@ def test_a_setting_of_an_unknown_flag_has_no_kind_or_group() -> None:
         ({"enabled": True, "rollout_percentage": None}, "on"),
         ({"enabled": False, "rollout_percentage": 25}, "off, 25%"),
         ({"kind": "ops", "group": "ops", "archived": False, "killed": True}, "ops flag, group ops, killed"),
+        ({"enabled": None, "rollout_percentage": None, "variant": "green"}, "variant green"),
+        ({"enabled": True, "rollout_percentage": 50,
+          "split": [{"name": "blue", "weight": 300}, {"name": "green", "weight": 700}]},
+         "on, 50%, split blue 30% / green 70%"),
+        ({"kind": "release", "group": "checkout", "value_type": "string", "values": {"blue": "#00f"},
+          "default_variant": "blue", "off_variant": "blue"}, "release flag (string), group checkout"),
     ],
 )
 def test_values_are_described_in_a_few_words(value: dict | None, words: str) -> None:
@@ -150,6 +158,17 @@ def test_a_slack_message_tells_flag_scope_previous_new_actor_reason_time_and_lin
     assert "<!channel>" not in text
     [section] = [b for b in message["blocks"] if "accessory" in b]
     assert section["accessory"]["url"] == f"{CONSOLE}/audit?org=acme&flag=ai.insights.enabled#event-{e.event_id}"
+
+
+def test_a_level_that_only_chooses_a_variant_or_a_split_says_which() -> None:
+    log, feed = fed()
+    chosen = notice_of(log, feed, VariantSelected(flag_key="ai.insights.enabled", level=Level.ORG, org_id="acme",
+                                                  variant="on"))
+    split = (Variant(name="on", weight=250), Variant(name="off", weight=750))
+    resplit = notice_of(log, feed, VariantSelected(flag_key="ai.insights.enabled", level=Level.ORG, org_id="acme",
+                                                   split=split))
+    assert "VariantSelected: unset → variant on" in str(slack_message([chosen], CONSOLE))
+    assert "VariantSelected: variant on → split on 25% / off 75%" in str(slack_message([resplit], CONSOLE))
 
 
 def test_a_bulk_change_is_one_message_and_separate_commands_are_not() -> None:
