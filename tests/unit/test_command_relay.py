@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from events import Actor, FlagDefined, OrgOverrideSet, from_record
 from services.command.memory import InMemoryEventStore
 from services.command.relay import Relay
+from services.infra.tenancy import Tenancy
 
 ACTOR = Actor(id="t", name="t")
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -92,7 +93,7 @@ def relay_for(store: InMemoryEventStore, broker: FakeBroker, **options: Any) -> 
 
 
 async def test_publishes_the_stored_bytes_in_sequence_order_then_marks_them() -> None:
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     sequences = await fill(store, 7)
     relay = relay_for(store, broker, batch_size=3)
 
@@ -111,7 +112,7 @@ async def test_publishes_the_stored_bytes_in_sequence_order_then_marks_them() ->
 
 
 async def test_a_partial_failure_marks_only_the_delivered_prefix() -> None:
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     sequences = await fill(store, 5)
     broker.fail_at = 3
     relay = relay_for(store, broker)
@@ -124,7 +125,7 @@ async def test_a_partial_failure_marks_only_the_delivered_prefix() -> None:
 async def test_an_outage_keeps_the_rows_logs_once_and_recovers_exactly_once_in_order(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     broker.down = True
     relay = relay_for(store, broker)
     with caplog.at_level(logging.INFO, logger="services.command.relay"):
@@ -151,7 +152,7 @@ async def test_an_outage_keeps_the_rows_logs_once_and_recovers_exactly_once_in_o
 
 
 async def test_only_the_lease_holder_relays() -> None:
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     await fill(store, 2)
     leader = relay_for(store, broker)
     standby = relay_for(store, broker, standby_interval=0.02)
@@ -171,7 +172,7 @@ async def test_only_the_lease_holder_relays() -> None:
 
 
 async def test_a_lost_database_is_survived() -> None:
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     await fill(store, 1)
     relay = relay_for(store, broker)
     store.available = False
