@@ -11,10 +11,8 @@ the tenancy of its scope and each run under the system's (row-level security, mi
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
-from typing import Any
 
 import asyncpg
 import orjson
@@ -23,6 +21,7 @@ from events import Envelope
 from flagcore.history import SYSTEM_SCOPE
 from flaglog import decode_event
 from services.command.eventstore.driver_errors import translated
+from services.command.eventstore.parts import Part, Run
 from services.infra.postgres import scoped_transaction, set_tenancy
 from services.infra.tenancy import Tenancy
 
@@ -84,23 +83,6 @@ _SINCE = """
 SELECT sequence, occurred_at, body FROM event_store
 WHERE flag_key IS NOT NULL AND sequence > $1 AND sequence <= $2 ORDER BY sequence LIMIT $3
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Part:
-    """A stored snapshot part: the scope's state after every event up to `sequence`."""
-
-    scope: str
-    sequence: int
-    events: int
-    doc: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    sequence: int
-    covered_until: datetime | None
-    kafka_offsets: dict[int, int]
 
 
 class PostgresHistory:

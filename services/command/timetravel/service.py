@@ -20,7 +20,7 @@ from typing import Protocol, Self
 from events import Envelope, Scope
 from flagcore import FlagState, fold
 from flagcore.history import SYSTEM_SCOPE, FlagView, diff_views, org_view, restore
-from services.command.eventstore.snapshot_store import Part
+from services.command.eventstore.parts import Part
 from services.command.timetravel.errors import BadInstant, UnknownFlag, UnknownOrg
 from services.infra.tenancy import Tenancy
 
