@@ -42,8 +42,8 @@ async def set_tenancy(conn: asyncpg.Connection, tenancy: Tenancy) -> None:
 
 
 async def set_tenant(conn: asyncpg.Connection, org_id: str | None) -> None:
-    """Scope the current transaction to one org (None: the system, so no tenant rows visible)."""
-    await set_tenancy(conn, Tenancy.of(org_id))
+    """Scope the current transaction to one org (None or '': the system, so no tenant rows visible)."""
+    await set_tenancy(conn, Tenancy.of(org_id or None))
 
 
 @asynccontextmanager
@@ -56,6 +56,6 @@ async def scoped_transaction(pool: asyncpg.Pool, tenancy: Tenancy) -> AsyncItera
 
 @asynccontextmanager
 async def tenant_transaction(pool: asyncpg.Pool, org_id: str | None) -> AsyncIterator[asyncpg.Connection]:
-    """A transaction whose row-level security context is `org_id` (None: the system)."""
-    async with scoped_transaction(pool, Tenancy.of(org_id)) as conn:
+    """A transaction whose row-level security context is `org_id` (None or '': the system)."""
+    async with scoped_transaction(pool, Tenancy.of(org_id or None)) as conn:
         yield conn
