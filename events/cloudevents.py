@@ -19,6 +19,7 @@ SPEC_VERSION = "1.0"
 SOURCE = "/flagstream/command"
 TYPE_PREFIX = "io.flagstream."
 CONTENT_TYPE = "application/json"
+ID_HEADER = "ce_id"  # the event id: what a reader of raw records (the relay, checking the topic's end) looks up
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +83,13 @@ def _ce_headers(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:
         raise DecodeError("headers are not UTF-8") from exc
     if ce.get("ce_specversion") != SPEC_VERSION:
         raise DecodeError(f"ce_specversion is {ce.get('ce_specversion')!r}, expected '1.0'")
-    if not ce.get("ce_id"):
+    if not ce.get(ID_HEADER):
         raise DecodeError("ce_id header is missing")
     return ce
 
 
 def _check_headers(ce: dict[str, str], envelope: Envelope) -> None:
-    if ce["ce_id"] != str(envelope.event_id):
+    if ce[ID_HEADER] != str(envelope.event_id):
         raise DecodeError("ce_id header differs from the event id")
     if ce.get("ce_type") != ce_type(envelope):
         raise DecodeError(f"ce_type {ce.get('ce_type')!r} differs from the event type")

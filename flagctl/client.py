@@ -22,6 +22,7 @@ class Client:
         query_url: str,
         *,
         key: str | None = None,
+        notifier_url: str = "http://127.0.0.1:8085",
         timeout: float = 10.0,
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
@@ -31,12 +32,17 @@ class Client:
         self._sleep = sleep
         self.command_url = command_url.rstrip("/")
         self.query_url = query_url.rstrip("/")
+        self.notifier_url = notifier_url.rstrip("/")
 
     def close(self) -> None:
         self._http.close()
 
     def command(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         return self._call(method, self.command_url + path, body)
+
+    def notifier(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The notifier's API: a subscription's delivery log and dead letters, "retry now"."""
+        return self._call(method, self.notifier_url + path, body)
 
     def query(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         clean = {k: v for k, v in (params or {}).items() if v is not None}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from events import Platform
-from flagctl import audit, semantics, timetravel
+from flagctl import audit, notify, semantics, timetravel
 from flagctl.errors import ApiError, UsageError
 from flagctl.report import report_change
 
@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from flagctl.client import Client  # after parsing: --help and usage errors need no HTTP client
 
-    client = Client(args.command_url, args.query_url, key=_api_key(args.key))
+    client = Client(args.command_url, args.query_url, key=_api_key(args.key), notifier_url=args.notifier_url)
     try:
         return int(args.handler(client, args))
     except ApiError as exc:
@@ -44,15 +44,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         client.close()
 
 
+def _service_url(service: str, port: int) -> str:
+    """FLAGS_<SERVICE>_URL, else the local service on the port it was started with (as scripts/services does)."""
+    local = f"http://127.0.0.1:{os.environ.get(f'FLAGS_{service}_PORT') or port}"
+    return os.environ.get(f"FLAGS_{service}_URL") or local
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flagctl", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--command-url", default=os.environ.get("FLAGS_COMMAND_URL", "http://127.0.0.1:8081"),
-        help="command service (env FLAGS_COMMAND_URL)",
+        "--command-url", default=_service_url("COMMAND", 8081),
+        help="command service (env FLAGS_COMMAND_URL, else 127.0.0.1 on FLAGS_COMMAND_PORT, 8081)",
     )
     parser.add_argument(
-        "--query-url", default=os.environ.get("FLAGS_QUERY_URL", "http://127.0.0.1:8082"),
-        help="query service (env FLAGS_QUERY_URL)",
+        "--query-url", default=_service_url("QUERY", 8082),
+        help="query service (env FLAGS_QUERY_URL, else 127.0.0.1 on FLAGS_QUERY_PORT, 8082)",
+    )
+    parser.add_argument(
+        "--notifier-url", default=os.environ.get("FLAGS_NOTIFIER_URL", "http://127.0.0.1:8085"),
+        help="notifier: delivery logs, dead letters (env FLAGS_NOTIFIER_URL)",
     )
     parser.add_argument(
         "--key", help="API key (default: env FLAGS_API_KEY, else the bootstrap admin key file of this host)"
@@ -109,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     semantics.register(sub, p)
 
     timetravel.register(audit.add_parser(sub))
+    notify.register(sub)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(required=True, metavar="ACTION")
     p = keys.add_parser("create", help="create a key and print it (shown once)")

@@ -8,11 +8,12 @@ Secrets never appear in `repr()` or in validation errors.
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from ssl import SSLContext
 from typing import Any, Self
 
-from pydantic import FilePath, SecretStr, model_validator
+from pydantic import Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["KafkaConnection", "KafkaSaslMechanism", "KafkaSecurityProtocol", "client_options"]
@@ -41,13 +42,25 @@ class KafkaSaslMechanism(StrEnum):
     PLAIN = "PLAIN"
 
 
+LOCAL_KAFKA_PORT = 59092  # scripts/stack's default (a unit test holds them equal)
+
+
+def local_address(port_variable: str, default: int) -> str:
+    """Where the local stack listens: 127.0.0.1 on the port `scripts/stack` reads from `port_variable`.
+
+    So a shell that set FLAGS_KAFKA_PORT (or FLAGS_PG_PORT, FLAGS_REDIS_PORT) for the stack reaches it from
+    every entry point (services, flagctl, the SDK) without naming the URLs as well.
+    """
+    return f"127.0.0.1:{os.environ.get(port_variable) or default}"
+
+
 class KafkaConnection(BaseSettings):
     """The cluster's address and transport security (off by default, as on the local stack: PLAINTEXT)."""
 
     # hide_input_in_errors: a validation error must not print the passwords it was given.
     model_config = SettingsConfigDict(env_prefix="FLAGS_", frozen=True, hide_input_in_errors=True)
 
-    kafka_bootstrap: str = "127.0.0.1:59092"
+    kafka_bootstrap: str = Field(default_factory=lambda: local_address("FLAGS_KAFKA_PORT", LOCAL_KAFKA_PORT))
     kafka_security_protocol: KafkaSecurityProtocol = KafkaSecurityProtocol.PLAINTEXT
     kafka_sasl_mechanism: KafkaSaslMechanism = KafkaSaslMechanism.SCRAM_SHA_256
     kafka_sasl_username: str | None = None

@@ -51,6 +51,7 @@ def make_settings(servers: Servers) -> Iterator[Callable[[], Settings]]:
             command_port=free_port(),
             query_port=free_port(),
             projector_port=free_port(),
+            notifier_port=free_port(),
             # Tests write in tight loops with one admin key; the per-key write rate has its own tests.
             command_rate_per_second=10_000.0,
             command_rate_burst=10_000,

@@ -334,12 +334,12 @@ async def healthz() -> dict[str, str]:
 async def readyz(wiring: Wired) -> JSONResponse:
     service, relay = wiring.service, wiring.relay
     if service is None:
-        return JSONResponse({"status": "starting", "postgres": "unknown"}, status_code=503)
+        return JSONResponse({"status": "starting", "postgres": "unknown"}, 503, UNAVAILABLE_HEADERS)
     try:
         await service.store.ping()
         lag = await relay.lag() if relay is not None else None
     except StoreUnavailable as exc:
-        return JSONResponse({"status": "unavailable", "postgres": "down", "detail": str(exc)}, status_code=503)
+        return JSONResponse({"status": "unavailable", "postgres": "down", "detail": str(exc)}, 503, UNAVAILABLE_HEADERS)
     answer: dict[str, Any] = {"status": "ready", "postgres": "ok", "outbox_lag": lag}
     if relay is not None:
         answer["relay"] = relay.status()

@@ -24,11 +24,12 @@ from services.command.eventstore.audit_reads import PostgresAuditStore
 from services.command.eventstore.snapshot_store import PostgresHistory
 from services.command.eventstore.writes import PostgresEventStore
 from services.command.key_store import PostgresKeyStore
+from services.command.published_log import KafkaPublishedLog
 from services.command.relay import Relay
 from services.command.subscription_store import PostgresSubscriptionStore
 from services.command.timetravel.service import TimeTravel
 from services.http.throttle import FailedAuthThrottle
-from services.infra.kafka import create_producer, ensure_topics
+from services.infra.kafka import create_producer, ensure_topics, probe
 from services.infra.postgres import create_pool
 from services.infra.sealing import Sealer
 from services.infra.settings import Role, Settings
@@ -49,6 +50,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             lambda: create_producer(settings),
             topic=settings.topic,
             prepare=lambda: ensure_topics(settings),
+            published=KafkaPublishedLog(settings),
+            probe=probe,  # type: ignore[arg-type]  # the relay's producer is the one create_producer made
         )
         wiring = wiring_of(app)
         wiring.connect(store, relay=relay)

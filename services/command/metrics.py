@@ -49,11 +49,15 @@ def _install(app: FastAPI, *, relay: Callable[[], _Relay | None], gate: Callable
     kafka_up = metrics.gauge("relay_kafka_up", "0 while the relay cannot reach Kafka.")
     published_at = metrics.gauge("relay_last_publish_timestamp_seconds", "When the relay last published events.")
     published = metrics.counter("relay_published_events", "Events this process published to Kafka.")
+    found = metrics.counter(
+        "relay_found_published_events",
+        "Unmarked events found in Kafka already (acknowledgement lost in a crash or outage), marked, not re-sent.",
+    )
     denials = DeltaTally(
         metrics.counter("auth_denials", "Requests refused by authentication or authorisation, by cause.", ("cause",)),
         lambda: None if (g := gate()) is None else g.denials,
     )
-    counted = [0]  # of the relay's running total, what `published` holds already
+    counted = [0, 0]  # of the relay's running totals, what `published` and `found` hold already
 
     async def refresh() -> None:
         denials.flush()
@@ -64,6 +68,9 @@ def _install(app: FastAPI, *, relay: Callable[[], _Relay | None], gate: Callable
         if status["published_total"] > counted[0]:
             published.inc(status["published_total"] - counted[0])
             counted[0] = status["published_total"]
+        if status["found_published_total"] > counted[1]:
+            found.inc(status["found_published_total"] - counted[1])
+            counted[1] = status["found_published_total"]
         leader.set(int(status["leader"]))
         kafka_up.set(int(status["kafka"] == "ok"))
         if status.get("published_at") is not None:

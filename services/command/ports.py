@@ -2,7 +2,8 @@
 
 `EventStore` is implemented by `eventstore.writes.PostgresEventStore` (production) and
 `memory.InMemoryEventStore` (unit tests); `Producer` is the subset of
-aiokafka's producer the relay uses. `KeyStore` (`key_store.PostgresKeyStore`), `SubscriptionStore`
+aiokafka's producer the relay uses, `PublishedLog` (`published_log.KafkaPublishedLog`) what it reads of
+the topic's end before sending with a new producer. `KeyStore` (`key_store.PostgresKeyStore`), `SubscriptionStore`
 (`subscription_store.PostgresSubscriptionStore`), `AuditTrail`
 (`eventstore.audit_reads.PostgresAuditStore`) and `RelayView` (`relay.Relay`) are what the
 routes use; `bootstrap` plugs the concrete ones in. The stores that read the audit trail
@@ -101,6 +102,14 @@ class Producer(Protocol):
         timestamp_ms: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> asyncio.Future[Any]: ...
+
+
+class PublishedLog(Protocol):
+    """The end of the topic as it is: what the relay checks before it sends again with a new producer."""
+
+    async def recent_event_ids(self, per_partition: int) -> set[str]:
+        """The event ids (`ce_id`) of the last `per_partition` records of each partition."""
+        ...
 
 
 class RelayView(Protocol):

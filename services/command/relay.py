@@ -4,8 +4,12 @@ One asyncio task per process, and one active relay per database: leadership is
 a session advisory lock on a dedicated connection, which also LISTENs on
 `flags_outbox` (with a 1 s poll as a fallback for a lost notification). A row
 is marked published only after Kafka acknowledged it (acks=all, idempotent
-producer), so a crash or an outage can only cause a re-send, never a loss;
-consumers de-duplicate on (stream, version). While Kafka is down the rows wait
+producer), so a crash or an outage never loses one. Nor does it send one twice:
+a record Kafka wrote whose acknowledgement was lost stays unmarked, and a new
+producer (a new leader, or the same relay after an outage) has a new producer id
+that Kafka's idempotence cannot match, so before a new producer's first send the
+relay reads the end of every partition (`PublishedLog`) and marks, rather than
+sends, what the topic already holds. While Kafka is down the rows wait
 in Postgres, the API keeps accepting changes, and the relay logs the outage
 once, backs off from 0.1 s to 5 s, and catches up when the broker returns.
 """
@@ -15,15 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka.errors import KafkaError
 
-from events import decode, to_record
+from events import Envelope, decode, to_record
 from services.command.errors import KafkaUnavailable, StoreUnavailable
-from services.command.ports import EventStore, Producer, RelayLease, StoredEvent
+from services.command.ports import EventStore, Producer, PublishedLog, RelayLease, StoredEvent
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +63,7 @@ class _Outage:
         self.failures += 1
         if self.since is None:
             self.since = time.monotonic()
-            log.warning("relay: %s unavailable, events stay queued in Postgres: %s", self.name, exc)
+            log.warning("relay: %s unavailable, events stay queued in Postgres: %s", self.name, str(exc) or repr(exc))
         else:
             log.debug("relay: %s still unavailable (%d failures): %s", self.name, self.failures, exc)
 
@@ -81,17 +86,33 @@ class Relay:
         *,
         topic: str,
         prepare: Callable[[], Awaitable[None]] | None = None,
+        published: PublishedLog | None = None,
+        probe: Callable[[Producer], Awaitable[None]] | None = None,
         batch_size: int = BATCH_SIZE,
         poll_interval: float = 1.0,
         standby_interval: float = 2.0,
         min_backoff: float = 0.1,
         max_backoff: float = 5.0,
+        send_timeout: float = 5.0,
+        abandon_after: float = 120.0,
+        probe_interval: float = 2.0,
+        probe_timeout: float = 3.0,
     ) -> None:
+        """`probe` asks the cluster something over the producer's connection (services.infra.kafka.probe);
+        a batch not acknowledged within `send_timeout` reports Kafka down, and is given up after `abandon_after`."""
         self._store = store
         self._producer_factory = producer_factory
         self._topic = topic
         self._prepare = prepare
         self._prepared = prepare is None
+        self._published = published
+        self._probe = probe
+        self._send_timeout = send_timeout
+        self._abandon_after = abandon_after
+        self._probe_interval = probe_interval
+        self._probe_timeout = probe_timeout
+        self._contacted = -math.inf  # monotonic time the cluster last answered
+        self._settled = False  # the current producer checked the topic's end before its first send
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._standby_interval = standby_interval
@@ -104,6 +125,7 @@ class Relay:
         self._postgres = _Outage("PostgreSQL")
         self.is_leader = False
         self.published_total = 0
+        self.found_published_total = 0  # unmarked events found already in the topic, marked without a re-send
         self.published_at: float | None = None  # seconds since the epoch of the last events marked published
 
     # --- lifecycle ---------------------------------------------------------------
@@ -139,6 +161,7 @@ class Relay:
             "leader": self.is_leader,
             "kafka": "down" if self._kafka.down else "ok",
             "published_total": self.published_total,
+            "found_published_total": self.found_published_total,
             "published_at": self.published_at,
         }
 
@@ -179,6 +202,8 @@ class Relay:
             self._wake.clear()
             try:
                 published = await self.publish_batch()
+                if published == 0:
+                    await self._check_broker()
             except KafkaUnavailable as exc:
                 self._kafka.failed(exc.__cause__ or exc)
                 await self._close_producer()
@@ -189,7 +214,7 @@ class Relay:
                 await self._wait_for_wake()
 
     async def publish_batch(self) -> int:
-        """Publish the oldest unpublished events (up to one batch); returns how many were acknowledged.
+        """Publish the oldest unpublished events (up to one batch); returns how many are now marked published.
 
         Rows are marked in sequence order up to the first failure only, so a
         retry re-sends from there and never reorders a stream.
@@ -198,28 +223,92 @@ class Relay:
         if not rows:
             return 0
         producer = await self._ready_producer()
+        envelopes = [(row, decode(row.body)) for row in rows]
+        if not self._settled:
+            envelopes = await self._settle(envelopes)
         futures: list[asyncio.Future[Any]] = []
         error: BaseException | None = None
+        sent = [row for row, _ in envelopes]
         try:
-            for row in rows:
-                record = to_record(decode(row.body), value=row.body)
+            for row, envelope in envelopes:
+                record = to_record(envelope, value=row.body)
                 futures.append(
                     await producer.send(self._topic, value=record.value, key=record.key, headers=record.headers)
                 )
         except (KafkaError, OSError) as exc:
             error = exc
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        if futures:
+            await self._outcome(asyncio.gather(*futures, return_exceptions=True))
         delivered = 0
-        for result in results:
-            if isinstance(result, BaseException):
-                error = error or result
+        for future in futures:
+            failure = _failure(future)
+            if failure is not None:
+                error = error or failure
                 break
             delivered += 1
-        await self._mark(rows[:delivered])
+        await self._mark(sent[:delivered])
         if error is not None:
-            raise KafkaUnavailable(f"{delivered}/{len(rows)} delivered: {error!r}") from error
+            raise KafkaUnavailable(f"{delivered}/{len(sent)} delivered: {error!r}") from error
+        self._contact()
+        return len(rows) - len(sent) + delivered
+
+    async def _outcome(self, sends: asyncio.Future[Any]) -> None:
+        """Wait for the sends' acknowledgements (or failures), saying within `send_timeout` that Kafka is down.
+
+        A broker that took the requests and does not answer (paused, partitioned) is an outage, reported at
+        once; but the sends stay this producer's, which retries them under its own id and sequence numbers so
+        that the broker writes each once. A new producer would send them again under another id while the
+        broker may still write the first copies: a second copy in the log. Only after `abandon_after` does the
+        relay give them up (and settle what the topic holds before sending again).
+        """
+        try:
+            await asyncio.wait_for(asyncio.shield(sends), self._send_timeout)
+            return
+        except TimeoutError:
+            self._kafka.failed(TimeoutError(f"no acknowledgement within {self._send_timeout:g} s"))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(sends), self._abandon_after)
+
+    async def _check_broker(self) -> None:
+        """While idle, ask the cluster for its metadata every `probe_interval`: an outage shows within seconds
+        (in `status()`, `/readyz`, the metrics and the log) even when nothing is being published."""
+        if self._probe is None or time.monotonic() - self._contacted < self._probe_interval:
+            return
+        producer = await self._ready_producer()
+        try:
+            await asyncio.wait_for(self._probe(producer), self._probe_timeout)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise KafkaUnavailable(f"the cluster does not answer: {exc!r}") from exc
+        self._contact()
+
+    def _contact(self) -> None:
+        self._contacted = time.monotonic()
         self._kafka.recovered()
-        return delivered
+
+    async def _settle(self, envelopes: list[tuple[StoredEvent, Envelope]]) -> list[tuple[StoredEvent, Envelope]]:
+        """Mark the events the topic already holds (sent by a producer that never saw them acknowledged).
+
+        Those are among the oldest unpublished rows, and each is among the last two batches of its partition:
+        only the batch in flight when the previous producer stopped can have been written unacknowledged, and
+        nothing is sent after it until this check ran. Returns the rest, to send.
+        """
+        if self._published is not None:
+            try:
+                held = await self._published.recent_event_ids(2 * self._batch_size)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                raise KafkaUnavailable(f"cannot read the topic's end: {exc!r}") from exc
+            found = [row for row, envelope in envelopes if str(envelope.event_id) in held]
+            if found:
+                await self._store.mark_published([row.sequence for row in found])
+                self.found_published_total += len(found)
+                log.warning(
+                    "relay: %d events were in Kafka already but not marked (a crash or an outage between Kafka's "
+                    "acknowledgement and the mark); marked, not sent again",
+                    len(found),
+                )
+                envelopes = [(row, envelope) for row, envelope in envelopes if str(envelope.event_id) not in held]
+        self._settled = True
+        return envelopes
 
     async def _mark(self, rows: Sequence[StoredEvent]) -> None:
         if rows:
@@ -245,6 +334,7 @@ class Relay:
         except (KafkaError, OSError, TimeoutError, RuntimeError) as exc:
             raise KafkaUnavailable(f"cannot connect: {exc!r}") from exc
         self._producer = producer
+        self._settled = False
         return producer
 
     async def _close_producer(self) -> None:
@@ -259,6 +349,15 @@ class Relay:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+def _failure(future: asyncio.Future[Any]) -> BaseException | None:
+    """Why a send was not acknowledged (None: it was)."""
+    if not future.done():
+        return TimeoutError("not acknowledged in time")
+    if future.cancelled():
+        return asyncio.CancelledError("cancelled")
+    return future.exception()
 
 
 async def _stop_quietly(producer: Producer) -> None:

@@ -16,7 +16,7 @@ from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLS
 from flaglog.connection import KafkaConnection, KafkaSaslMechanism, client_options
 from services.infra.settings import Settings
 
-__all__ = ["broker_security", "create_producer", "ensure_topics", "topic_partitions"]
+__all__ = ["broker_security", "create_producer", "ensure_topics", "probe", "topic_partitions"]
 
 log = logging.getLogger(__name__)
 TOPIC_ALREADY_EXISTS = 36
@@ -74,6 +74,11 @@ def create_producer(settings: Settings) -> AIOKafkaProducer:
         linger_ms=0,  # 2 ms of linger cost 2-3 ms of propagation; sends queued behind an in-flight request still batch
         request_timeout_ms=10_000,
     )
+
+
+async def probe(producer: AIOKafkaProducer) -> None:
+    """One metadata round trip on the producer's own client: raises unless the cluster answers now."""
+    await producer.client.fetch_all_metadata()
 
 
 async def topic_partitions(settings: KafkaConnection, topic: str) -> list[int]:

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
+from services.infra.pg_errors import quiet_pool_floor_retries
 from services.infra.settings import Role, Settings
 from services.infra.tenancy import Tenancy
 
@@ -23,6 +24,7 @@ CROSS_TENANT_ON = "on"
 
 
 async def create_pool(settings: Settings, role: Role, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    quiet_pool_floor_retries()
     pool = await asyncpg.create_pool(
         settings.pg_dsn(role), min_size=min_size, max_size=max_size, command_timeout=30
     )

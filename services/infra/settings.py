@@ -14,9 +14,17 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, FilePath, SecretStr, model_validator
 
-from flaglog.connection import KafkaConnection
+from flaglog.connection import KafkaConnection, local_address
 
 REDACTED = "**********"
+
+
+LOCAL_PG_PORT = 55432  # scripts/stack's defaults (a unit test holds them equal)
+LOCAL_REDIS_PORT = 56379
+
+
+def _local_pg() -> str:
+    return local_address("FLAGS_PG_PORT", LOCAL_PG_PORT)
 
 
 class Role(StrEnum):
@@ -43,9 +51,9 @@ class PgSslMode(StrEnum):
 class Settings(KafkaConnection):
     """Everything a service reads; the Kafka connection (and the `FLAGS_` prefix) is `KafkaConnection`'s."""
 
-    pg_admin_url: str = "postgresql://postgres:postgres@127.0.0.1:55432/postgres"
+    pg_admin_url: str = Field(default_factory=lambda: f"postgresql://postgres:postgres@{_local_pg()}/postgres")
     pg_host: str = "127.0.0.1"
-    pg_port: int = 55432
+    pg_port: int = LOCAL_PG_PORT  # FLAGS_PG_PORT, as scripts/stack reads it
     pg_database: str = "flags"
     pg_password_flags_owner: str = Field("flags_owner", repr=False)
     pg_password_flags_command: str = Field("flags_command", repr=False)
@@ -59,8 +67,13 @@ class Settings(KafkaConnection):
     dead_letter_topic: str = "flags.changes.dlq"
     topic_partitions: int = 3
     projector_group: str = "flags-projector"
+    # Static group membership (Kafka's KIP-345): a projector restarted under the same id takes its partitions
+    # back at once instead of after a rebalance. One id per running instance (scripts/services sets one);
+    # None: dynamic membership.
+    projector_instance_id: str | None = None
 
-    redis_url: str = "redis://127.0.0.1:56379/0"  # TLS and password: rediss://:password@host:port/0
+    # TLS and password: rediss://:password@host:port/0
+    redis_url: str = Field(default_factory=lambda: f"redis://{local_address('FLAGS_REDIS_PORT', LOCAL_REDIS_PORT)}/0")
     redis_ssl_ca_certs: FilePath | None = None  # CA bundle for rediss://; None: the system's CA store
     redis_prefix: str = "flags"
     cache_ttl_seconds: int = 3600

@@ -7,15 +7,25 @@ import logging
 from contextlib import AsyncExitStack
 
 from aiokafka import AIOKafkaConsumer
+from fastapi import FastAPI
+from granian.constants import Interfaces
+from granian.server.embed import Server
 
 from flaglog.connection import client_options
+from services.auth.authenticator import Authenticator
+from services.auth.http import AuthGate, use_gate
+from services.auth.postgres import PostgresKeyLookup
+from services.http.throttle import FailedAuthThrottle
 from services.infra.kafka import ensure_topics
 from services.infra.sealing import Sealer
 from services.infra.settings import Settings
+from services.notifier.api import NotifierApi, create_app
 from services.notifier.consumer import ChangeConsumer
 from services.notifier.directory import SubscriptionDirectory
 from services.notifier.dispatcher import Dispatcher
 from services.notifier.guard import AddressGuard
+from services.notifier.metrics import NotifierMetrics
+from services.notifier.operations import Operations
 from services.notifier.retries import RetryPolicy
 from services.notifier.sender import HttpSender, create_client
 from services.notifier.store import PostgresDeliveryLog, create_notifier_pool
@@ -34,9 +44,10 @@ def subscription_sealer(settings: Settings) -> Sealer | None:
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    """Run the notifier until `stop` is set."""
+    """Run the notifier, and its HTTP endpoint on `notifier_host:notifier_port`, until `stop` is set."""
     s = settings
     directory = SubscriptionDirectory(subscription_sealer(s))
+    metrics = NotifierMetrics()
     async with AsyncExitStack() as stack:
         await ensure_topics(s)
         pool = await create_notifier_pool(s)
@@ -45,9 +56,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         stack.push_async_callback(client.aclose)
         sender = HttpSender(client, AddressGuard(s.notifier_allow_hosts), response_bytes=s.notifier_response_bytes)
         policy = RetryPolicy(attempts=s.notifier_max_attempts, base=s.notifier_backoff_base, cap=s.notifier_backoff_cap)
-        dispatcher = Dispatcher(
-            sender=sender, deliveries=PostgresDeliveryLog(pool, kept=s.notifier_attempts_kept), policy=policy
-        )
+        deliveries = PostgresDeliveryLog(pool, kept=s.notifier_attempts_kept)
+        dispatcher = Dispatcher(sender=sender, deliveries=deliveries, policy=policy, observer=metrics)
         stack.push_async_callback(dispatcher.aclose)
         kafka = AIOKafkaConsumer(
             **client_options(s),
@@ -60,9 +70,43 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         consumer = ChangeConsumer(
             kafka, topic=s.topic, dispatcher=dispatcher, directory=directory, console_url=s.notifier_console_url
         )
+        metrics.read_state(
+            lag=consumer.lag, queued=lambda: sum(dispatcher.backlog().values()), caught_up=lambda: consumer.caught_up
+        )
+        operations = Operations(
+            directory=directory, reads=deliveries, submit=dispatcher.submit, caught_up=lambda: consumer.caught_up
+        )
+        app = create_app(NotifierApi(operations, deliveries, lambda: consumer.caught_up), metrics)
+        use_gate(app, AuthGate(Authenticator(PostgresKeyLookup(pool)), throttle=FailedAuthThrottle()))
         await kafka.start()
         stack.push_async_callback(kafka.stop)
+        await _serve(stack, app, s)
         kafka.subscribe([s.topic], listener=consumer.listener())
         log.info("notifier ready: topic %s, group %s", s.topic, s.notifier_group)
         await consumer.run(stop)
         log.info("notifier stopping")
+
+
+async def _serve(stack: AsyncExitStack, app: FastAPI, settings: Settings) -> None:
+    """The HTTP endpoint on the notifier's own loop (granian embedded, as the command service), stopped first.
+
+    As the projector's: if it cannot serve (the port is taken), that is logged and the notifier delivers without it.
+    """
+    host, port = settings.notifier_host, settings.notifier_port
+    server = Server(app, address=host, port=port, interface=Interfaces.ASGI, log_access=False)
+    serving = asyncio.create_task(server.serve(), name="notifier-http")
+
+    def ended(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            reason = str(task.exception()).splitlines()[0]
+            log.error("notifier API not served on %s:%d (%s); delivering without it", host, port, reason)
+
+    serving.add_done_callback(ended)
+
+    async def stop() -> None:
+        if not serving.done():
+            server.stop()
+        await asyncio.gather(serving, return_exceptions=True)
+
+    stack.push_async_callback(stop)
+    log.info("notifier API on http://%s:%d (/healthz, /readyz, /metrics, /v1)", host, port)

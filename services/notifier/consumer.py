@@ -63,6 +63,21 @@ class ChangeConsumer:
     def listener(self) -> ConsumerRebalanceListener:
         return _Rebalance(self)
 
+    @property
+    def caught_up(self) -> bool:
+        """Partitions are assigned and each has been folded up to where delivery resumes (`/readyz`)."""
+        return self.assigned.is_set() and not self._behind
+
+    def lag(self) -> dict[int, int]:
+        """Per owned partition: records on the topic past the committed position (not yet all delivered)."""
+        lags = {}
+        for partition, resume in self._resume.items():
+            highwater = self._consumer.highwater(TopicPartition(self._topic, partition))
+            if highwater is not None:
+                committed = self._progress.committed(partition)
+                lags[partition] = max(0, highwater - (resume if committed is None else committed))
+        return lags
+
     async def run(self, stop: asyncio.Event, *, drain_seconds: float = 5.0) -> None:
         """Poll, fold, deliver and commit until `stop` is set; then give the deliveries under way
         `drain_seconds` to finish, and commit what is recorded."""

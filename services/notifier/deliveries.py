@@ -18,11 +18,16 @@ __all__ = ["Attempt", "AttemptStatus", "DeadLetter", "Delivery", "compose"]
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One request to one destination: one change, or (Slack) the changes of one bulk change."""
+    """One request to one destination: one change, or (Slack) the changes of one bulk change.
+
+    `retry_of` is the dead letter this delivery tries again ("retry now"): sent although its events
+    have an outcome, and that outcome is replaced by the new one.
+    """
 
     subscription: Subscription
     event_ids: tuple[UUID, ...]
     body: bytes = field(repr=False)
+    retry_of: int | None = None
 
     @property
     def message_id(self) -> str:

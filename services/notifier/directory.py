@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from events import Envelope
+from events import Envelope, subscription_stream
 from flagcore import FlagError
 from flagcore.subscriptions import SubscriptionBook, SubscriptionView
 from services.infra.sealing import Sealer, SealError
@@ -48,6 +48,12 @@ class SubscriptionDirectory:
         opened = (self._open(view) for view in self._book.live.values())
         self.current = tuple(s for s in opened if s is not None)
         return True
+
+    def find(self, org_id: str | None, subscription_id: str) -> tuple[SubscriptionView, Subscription | None] | None:
+        """The live subscription of that org (None: system-wide) with that id, and it opened (None: its secrets
+        do not open); None when there is no such subscription."""
+        view = self._book.live.get(subscription_stream(org_id, subscription_id))
+        return None if view is None else (view, self._open(view))
 
     def _open(self, view: SubscriptionView) -> Subscription | None:
         key = (view.stream, view.version)

@@ -17,7 +17,7 @@ from functools import partial
 from typing import TypeVar
 
 from services.notifier.deliveries import Attempt, AttemptStatus, DeadLetter, Delivery
-from services.notifier.ports import DeliveryLog, Sender
+from services.notifier.ports import DeliveryLog, DeliveryObserver, Sender
 from services.notifier.retries import RetryPolicy, Verdict, verdict
 
 __all__ = ["Dispatcher"]
@@ -36,12 +36,14 @@ class Dispatcher:
         sender: Sender,
         deliveries: DeliveryLog,
         policy: RetryPolicy,
+        observer: DeliveryObserver | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._sender = sender
         self._log = deliveries
         self._policy = policy
+        self._observer = observer
         self._rng = rng if rng is not None else random.SystemRandom()
         self._sleep = sleep
         self._queues: dict[str, asyncio.Queue[Job]] = {}
@@ -86,25 +88,36 @@ class Dispatcher:
 
     async def _deliver(self, delivery: Delivery) -> None:
         subscription_id = delivery.subscription.id
-        settled = await self._durably(partial(self._log.settled, delivery.subscription, delivery.event_ids))
-        if settled.issuperset(delivery.event_ids):
-            log.info("already told %s about %s: not sent again", subscription_id, delivery.message_id)
-            return
+        if delivery.retry_of is None:  # a dead letter retried has an outcome already: the one it replaces
+            settled = await self._durably(partial(self._log.settled, delivery.subscription, delivery.event_ids))
+            if settled.issuperset(delivery.event_ids):
+                log.info("already told %s about %s: not sent again", subscription_id, delivery.message_id)
+                return
         failures = 0
         while True:
             attempt = await self._sender.send(delivery, failures + 1)
             outcome = verdict(attempt.http_status, refused=attempt.status is AttemptStatus.REFUSED)
             if outcome is Verdict.DELIVERED:
                 await self._durably(partial(self._log.record_outcome, attempt, None))
+                self._observe(attempt, dead=False)
                 return
             failures += 1
             if outcome is Verdict.GIVE_UP or not self._policy.more_after(failures):
                 dead = DeadLetter(delivery, _why(attempt, outcome), failures)
                 log.warning("dead letter for %s, %s: %s", subscription_id, delivery.message_id, dead.reason)
                 await self._durably(partial(self._log.record_outcome, attempt, dead))
+                self._observe(attempt, dead=True)
                 return
             await self._durably(partial(self._log.record_attempt, attempt))
+            self._observe(attempt)
             await self._sleep(self._policy.pause(failures, self._rng))
+
+    def _observe(self, attempt: Attempt, *, dead: bool | None = None) -> None:
+        if self._observer is None:
+            return
+        self._observer.attempted(attempt)
+        if dead is not None:
+            self._observer.settled(attempt.delivery, dead)
 
     async def _durably(self, write: Callable[[], Awaitable[T]]) -> T:
         """The delivery log is what the offsets wait for: a failed write is tried again until it succeeds."""

@@ -39,6 +39,10 @@ class Progress:
                 self._committed[partition] = moved[partition] = position
         return moved
 
+    def committed(self, partition: int) -> int | None:
+        """The position last returned by `committable` for `partition`, None before any."""
+        return self._committed.get(partition)
+
     def unfinished(self) -> int:
         return sum(len(p) for p in self._pending.values())
 

@@ -148,6 +148,7 @@ def create_app(
     subscriber = broker.subscriber(
         settings.topic,
         group_id=settings.projector_group,
+        group_instance_id=settings.projector_instance_id,
         batch=True,
         max_records=MAX_RECORDS,
         ack_policy=AckPolicy.NACK_ON_ERROR,

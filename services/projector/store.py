@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from flaglog import TopicPartition
+from services.infra.pg_errors import quiet_pool_floor_retries
 from services.infra.settings import Role, Settings
 from services.projector.heads import Head
 from services.projector.rows import stored_definition
@@ -343,6 +344,7 @@ async def create_projector_pool(settings: Settings, *, schema: str | None = None
     services/projector/rebuild/); every statement here names its tables unqualified.
     """
     server_settings = {"search_path": f'"{schema}"'} if schema is not None else None
+    quiet_pool_floor_retries()
     pool = await asyncpg.create_pool(
         settings.pg_dsn(Role.PROJECTOR),
         min_size=1,

@@ -224,14 +224,14 @@ async def healthz() -> Response:
 @router.get("/readyz", summary="Postgres is reachable (Redis is reported, but only a cache)")
 async def readyz(wiring: Wired) -> Response:
     if wiring.ping is None or wiring.service is None:
-        return json_answer(rendering.dumps({"status": "starting"}), 503)
+        return json_answer(rendering.dumps({"status": "starting"}), 503, UNAVAILABLE_HEADERS)
     postgres = await wiring.ping()
     body = {
         "status": "ready" if postgres else "unavailable",
         "postgres": postgres,
         "redis": wiring.service.cache.online,
     }
-    return json_answer(rendering.dumps(body), 200 if postgres else 503)
+    return json_answer(rendering.dumps(body), 200 if postgres else 503, None if postgres else UNAVAILABLE_HEADERS)
 
 
 snapshot_router = APIRouter()

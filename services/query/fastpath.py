@@ -13,7 +13,8 @@ answers and error bodies, the same security headers (asked once of
 an override of their own, whose documents the in-process cache holds, comes from a
 plan (`services.query.plans`: finished answer bytes per org and flag); otherwise it
 is served again from `services.query.answers` while the documents and schedules it
-came from are unchanged, or computed by the use cases.
+came from are unchanged, or computed by the use cases. A native answer is kept and
+served again the same way (measured in process: 55 µs computed, 15 µs kept).
 Everything else goes to the app, which documents these routes in OpenAPI
 and serves them itself to a browser (a request with `Origin`, when CORS is
 configured: the app's CORS layer decides) or when the app is served alone (`bench.query_asgi`).
@@ -171,8 +172,7 @@ class HotPath:
             principal = await gate.check(request.authorization, request.client, request.method, path)
             native = native_target(request.method, path)
             if native is not None:
-                query = QueryParams(request.query_string)
-                answer = await _native(self._wiring.evaluations(), principal, *native, query)
+                answer = await self._native(principal, *native, request.query_string)
             else:
                 if_none_match = request.if_none_match if path == BULK else None
                 authorize_role(principal, Action.EVALUATE)  # as `ofrep` does first: refused, the body stays unread
@@ -225,6 +225,15 @@ class HotPath:
             return None
         return None if answer is None else self._reply(answer)
 
+    def kept_native(self, principal: Principal, path: str, query_string: str) -> Reply | None:
+        """The native answer kept for `evaluator`'s principal and this request, as `reply` would give it; else None."""
+        target = native_target("GET", path)
+        answers = self._answers
+        if target is None or answers is None or answers.service is not self._wiring.service:
+            return None
+        answer = self._kept(answers, _native_key(principal, *target, query_string))
+        return None if answer is None else self._reply(answer)
+
     async def _ofrep(self, principal: Principal, path: str, body: bytes, if_none_match: str | None) -> ofrep.Answer:
         """OFREP's answer: from a plan when the documents are at hand, else kept or computed by the use cases."""
         wiring = self._wiring
@@ -232,15 +241,11 @@ class HotPath:
         planned = self._planned(wiring, documents, principal, path, body, if_none_match)
         if planned is not None:
             return planned
-        answers = self._answers
-        if answers is None or answers.service is not documents:
-            answers = self._answers = AnswerCache(documents)
+        answers = self._answer_cache(documents)
         key = (principal.role, principal.org_id, path, body)  # all of the caller that the answer depends on
-        kept = answers.get(key)
+        kept = self._kept(answers, key)
         if kept is not None:
-            wiring.count_evaluations(kept.org_id, kept.flag_keys)
-            wiring.metrics.exposed(kept.exposures, "kept")
-            return ofrep.conditional(kept.answer, if_none_match)
+            return ofrep.conditional(kept, if_none_match)
         wiring.metrics.computed()
         started = answers.start()
         recorder = Recorder(wiring.evaluations())
@@ -250,6 +255,40 @@ class HotPath:
             answer = await ofrep.evaluate_flag(recorder, principal, path[len(SINGLE) :], body)
         await answers.keep(key, answer, recorder, started)
         return ofrep.conditional(answer, if_none_match)
+
+    async def _native(self, principal: Principal, org_id: str, flag_key: str, query_string: str) -> ofrep.Answer:
+        """The native answer, kept and served again as OFREP's are: under the caller's scope and the raw request.
+
+        The query string is the key as sent (parameters in another order are another entry), so a kept answer
+        costs no parsing, validation, evaluation or rendering; anything but a 200 is computed every time.
+        """
+        wiring = self._wiring
+        answers = self._answer_cache(wiring.documents())
+        key = _native_key(principal, org_id, flag_key, query_string)
+        kept = self._kept(answers, key)
+        if kept is not None:
+            return kept
+        wiring.metrics.computed()
+        started = answers.start()
+        recorder = Recorder(wiring.evaluations())
+        answer = await _native(recorder, principal, org_id, flag_key, QueryParams(query_string))
+        await answers.keep(key, answer, recorder, started)
+        return answer
+
+    def _answer_cache(self, documents: QueryService) -> AnswerCache:
+        answers = self._answers
+        if answers is None or answers.service is not documents:
+            answers = self._answers = AnswerCache(documents)
+        return answers
+
+    def _kept(self, answers: AnswerCache, key: tuple[object, ...]) -> ofrep.Answer | None:
+        """A kept answer to `key`, counted as the evaluations it holds; None when there is none still good."""
+        kept = answers.get(key)
+        if kept is None:
+            return None
+        self._wiring.count_evaluations(kept.org_id, kept.flag_keys)
+        self._wiring.metrics.exposed(kept.exposures, "kept")
+        return kept.answer
 
     def _planned(
         self,
@@ -300,6 +339,11 @@ class HotPath:
     def _response(self, response: Response) -> Reply:
         raw = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in response.raw_headers]
         return Reply(response.status_code, [*raw, *self._security], bytes(response.body))
+
+
+def _native_key(principal: Principal, org_id: str, flag_key: str, query_string: str) -> tuple[object, ...]:
+    """All of the caller and the request that a native answer depends on (`authorize` reads role and org)."""
+    return (principal.role, principal.org_id, NATIVE, org_id, flag_key, query_string)
 
 
 async def _native(

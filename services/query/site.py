@@ -1,8 +1,8 @@
 """The query service on `services.httpserver`: evaluations answered by `HotPath`, the rest by the FastAPI app.
 
 OFREP and native single-flag evaluation are the hot path. A verified evaluator
-whose answer a plan holds is answered synchronously, inside the `data_received`
-call that completed the request; any other hot request is answered by
+whose answer a plan holds (OFREP) or the answer cache kept (native) is answered
+synchronously, inside the `data_received` call that completed the request; any other hot request is answered by
 `HotPath.reply` (the same authentication, refusals, counts and logs as ever);
 everything else (bulk native evaluation, the catalogue, probes, the docs, and a
 browser's request when CORS is configured) goes to the app through the ASGI
@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from services.httpserver import ASGIBridge, Lifespan, Reply, Request
 from services.infra.settings import Settings
 from services.query.bootstrap import app_from_env as fastapi_app_from_env
-from services.query.fastpath import BULK, HotPath, HotRequest, is_hot
+from services.query.fastpath import HotPath, HotRequest, endpoint_of, is_hot
 
 __all__ = ["QuerySite", "site_from_env"]
 
@@ -51,16 +51,17 @@ class QuerySite:
         client = request.client[0]
         endpoint = self._endpoint
         started = perf_counter()
-        if method == "POST":  # OFREP: a known evaluator's answer from a plan, with no await at all
-            principal = endpoint.evaluator(authorization, client)
-            if principal is not None:
+        query_string = request.query_string.decode("latin-1")
+        principal = endpoint.evaluator(authorization, client)
+        if principal is not None:  # a known evaluator: an answer from a plan or a kept one, with no await at all
+            if method == "POST":
                 reply = endpoint.planned(principal, path, request.body, if_none_match)
-                if reply is not None:
-                    endpoint.metrics.answered(
-                        "ofrep_bulk" if path == BULK else "ofrep_single", reply.status, perf_counter() - started
-                    )
-                    return reply
-        hot = HotRequest(method, path, request.query_string.decode("latin-1"), client, authorization, if_none_match)
+            else:
+                reply = endpoint.kept_native(principal, path, query_string)
+            if reply is not None:
+                endpoint.metrics.answered(endpoint_of(method, path), reply.status, perf_counter() - started)
+                return reply
+        hot = HotRequest(method, path, query_string, client, authorization, if_none_match)
         return endpoint.reply(hot, _body(request.body), started)
 
 

@@ -26,6 +26,7 @@ from services.command import chain
 from services.command.commands import SetSetting
 from services.command.errors import VersionConflict
 from services.command.eventstore.writes import PostgresEventStore
+from services.command.published_log import KafkaPublishedLog
 from services.command.relay import Relay
 from services.command.service import CommandService, Outcome
 from services.infra.kafka import create_producer
@@ -307,3 +308,50 @@ async def test_the_relay_wakes_on_notify_not_only_on_the_poll(
         }
     finally:
         await relay.stop()
+
+
+class Crash(BaseException):
+    """The command service killed between Kafka's acknowledgement and the relay's mark."""
+
+
+async def test_a_relay_killed_before_marking_leaves_each_event_in_the_log_once(
+    store_settings: Settings, pg_store: PostgresEventStore
+) -> None:
+    drain = make_relay(pg_store, store_settings)  # whatever earlier tests left unpublished
+    await drain.start()
+    await wait_drained(drain)
+    await drain.stop()
+    key, org = await defined_flag(pg_store), fresh_org()
+    for i in range(5):
+        await append(pg_store, RolloutPercentageSet(flag_key=key, level="org", org_id=org, percentage=i * 20))
+    already = await topic_size(store_settings)
+
+    class KilledBeforeMarking:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(pg_store, name)
+
+        async def mark_published(self, sequences: Any) -> None:
+            raise Crash
+
+    killed = Relay(KilledBeforeMarking(), lambda: create_producer(store_settings),  # type: ignore[arg-type]
+                   topic=store_settings.topic, published=KafkaPublishedLog(store_settings))
+    with pytest.raises(Crash):
+        await killed.publish_batch()  # Kafka acknowledged all six; none is marked
+    await killed._close_producer()
+    assert await topic_size(store_settings) == already + 6 and await pg_store.count_unpublished() == 6
+
+    restarted = Relay(pg_store, lambda: create_producer(store_settings), topic=store_settings.topic,
+                      published=KafkaPublishedLog(store_settings), poll_interval=1.0)
+    await restarted.start()
+    try:
+        await wait_drained(restarted)
+        await append(pg_store, RolloutPercentageSet(flag_key=key, level="org", org_id=org, percentage=100))
+        await wait_drained(restarted)
+    finally:
+        await restarted.stop()
+    assert restarted.status()["found_published_total"] == 6 and restarted.status()["published_total"] == 1
+    records = await consume_all(store_settings, already + 7)
+    ids = [decode(r.value).event_id for r in records]
+    assert len(records) == already + 7 and len(set(ids)) == len(ids)  # each event in the log once
+    ours = [decode(r.value) for r in records if r.key == org.encode()]
+    assert [e.version for e in ours] == list(range(1, 7))

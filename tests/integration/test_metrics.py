@@ -1,6 +1,6 @@
 """`/metrics` on the real services: the series move by exactly what was done, summed over the query's workers.
 
-A stack of its own (two query workers) and the console: evaluations on every hot
+A stack of its own (two query workers), the console and the notifier: evaluations on every hot
 route and the app's bulk route, from connections held open at once so both
 workers answer, then a write, a refused write and the projection of the write.
 """
@@ -35,6 +35,7 @@ EVALUATIONS = "flagstream_evaluations_total"
 class Deployment:
     stack: Stack
     console_url: str
+    notifier_url: str
     evaluator: dict[str, str]
     org: str
 
@@ -42,7 +43,7 @@ class Deployment:
     def urls(self) -> dict[str, str]:
         s = self.stack
         return {"command": s.command_url, "query": s.query_url, "projector": s.projector_url,
-                "console": self.console_url}
+                "console": self.console_url, "notifier": self.notifier_url}
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +53,12 @@ def deployment(make_settings: Callable[[], Settings], tmp_path_factory: pytest.T
     stack = start_stack(settings, logs)
     console_url = f"http://127.0.0.1:{settings.console_port}"
     console = ServiceProcess("console", settings, logs, f"{console_url}/healthz")
+    notifier_url = f"http://127.0.0.1:{settings.notifier_port}"
+    notifier = ServiceProcess("notifier", settings, logs, f"{notifier_url}/healthz")
     org = f"m-{uuid.uuid4().hex[:8]}"
     try:
         console.start()
+        notifier.start()
         with httpx.Client(timeout=10, headers=stack.headers) as http:
             for key in (FLAG, OTHER_FLAG):
                 assert http.post(f"{stack.command_url}/v1/flags",
@@ -67,8 +71,9 @@ def deployment(make_settings: Callable[[], Settings], tmp_path_factory: pytest.T
             evaluator = {"Authorization": f"Bearer {made.json()['key']}"}
         wait_for_page(stack.projector_url, lambda p: p.value("flagstream_projector_events_applied_total") >= 3)
         _until_on(stack.query_url, evaluator)
-        yield Deployment(stack, console_url, evaluator, org)
+        yield Deployment(stack, console_url, notifier_url, evaluator, org)
     finally:
+        notifier.stop()
         console.stop()
         stack.stop()
 
@@ -117,7 +122,7 @@ def test_evaluations_are_counted_exactly_over_every_worker(deployment: Deploymen
     sources = ("plan", "kept", "computed")
     answers = sum(after.value("flagstream_query_answers_total", source=s)
                   - before.value("flagstream_query_answers_total", source=s) for s in sources)
-    assert answers == 8 * 10  # every OFREP answer, from wherever it came
+    assert answers == 8 * 15  # every OFREP and native answer, from wherever it came
     assert _worker_files(deployment.stack) >= 2, "both workers wrote their counts"
 
 
@@ -176,7 +181,7 @@ def test_a_write_moves_the_command_relay_and_projector_series(deployment: Deploy
         "flagstream_projector_batch_duration_seconds_count")
 
 
-@pytest.mark.parametrize("service", ["command", "query", "projector", "console"])
+@pytest.mark.parametrize("service", ["command", "query", "projector", "console", "notifier"])
 def test_every_service_serves_prometheus_text_or_openmetrics_as_asked(deployment: Deployment, service: str) -> None:
     url = deployment.urls[service]
     text = httpx.get(f"{url}/metrics", headers={"Connection": "close"})
@@ -210,7 +215,7 @@ def test_the_alerts_and_the_dashboard_name_only_metrics_a_service_exports(deploy
     rules = yaml.safe_load((DEPLOY / "prometheus/alerts.yml").read_text())
     alerts = {rule["alert"]: rule for group in rules["groups"] for rule in group["rules"]}
     assert {"FlagstreamProjectorLagging", "FlagstreamDeadLettersGrowing", "FlagstreamOutboxBacklogGrowing",
-            "FlagstreamRelayDown"} <= set(alerts)
+            "FlagstreamRelayDown", "FlagstreamNotifierDeadLetters"} <= set(alerts)
     for name, rule in alerts.items():
         assert rule["expr"].strip() and rule["labels"]["severity"] and rule["annotations"]["summary"], name
     dashboard = json.loads((DEPLOY / "grafana/flagstream.json").read_text())

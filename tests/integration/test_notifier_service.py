@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from events import Envelope, OrgOverrideSet, to_record
@@ -22,6 +24,7 @@ from services.infra.sealing import Sealer
 from services.infra.settings import Role, Settings
 from tests.support.factories import LogBuilder
 from tests.support.kafka import produce
+from tests.support.metrics import scrape, wait_for_page
 from tests.support.notifier import defined, subscribed
 from tests.support.processes import ServiceProcess
 from tests.support.receivers import Answer, Received, Receiver
@@ -104,6 +107,12 @@ async def test_a_restart_resumes_without_losing_or_resending_a_change(
             got = await delivered_ids(receiver, len(first))
             assert got == [str(e.event_id) for e in first], notifier.tail()
             assert len(await outcomes(settings)) == len(first)
+            endpoint = f"http://127.0.0.1:{settings.notifier_port}"
+            assert httpx.get(f"{endpoint}/readyz").json() == {"status": "ready", "postgres": "ok"}
+            page = scrape(endpoint)
+            assert page.value("flagstream_notifier_deliveries_total", outcome="delivered", destination="webhook") \
+                == len(first)
+            wait_for_page(endpoint, lambda p: p.total("flagstream_notifier_consumer_lag_records") == 0)  # committed
             notifier.stop()  # SIGTERM: commits what is recorded
             second = changes(log, 10)
             await publish(settings, second)  # while the notifier is down
@@ -150,3 +159,24 @@ async def test_a_crash_while_a_destination_is_down_loses_nothing_and_resends_not
             assert accepted_ids(receiver) == everything, notifier.tail()
         finally:
             notifier.stop()
+
+
+async def test_a_taken_port_is_logged_and_the_notifier_delivers_without_its_endpoint(
+    db: Settings, tmp_path: Path
+) -> None:
+    async with Receiver() as receiver:
+        settings = notifier_settings(db)
+        log = LogBuilder()
+        told = subscription(settings, log, receiver.url)
+        sent = [e for e in [log.append(defined("ai.insights.enabled"))] if e] + changes(log, 3)
+        await publish(settings, [told, *sent])
+        with socket.socket() as taken:
+            taken.bind((settings.notifier_host, settings.notifier_port))
+            taken.listen()
+            notifier = ServiceProcess("notifier", settings, tmp_path).start()
+            try:
+                assert await delivered_ids(receiver, len(sent)) == [str(e.event_id) for e in sent], notifier.tail()
+                assert "notifier API not served on" in notifier.tail(200)
+            finally:
+                notifier.stop()
+        assert notifier.proc is not None and notifier.proc.returncode == 0, notifier.tail()  # a clean stop

@@ -65,3 +65,33 @@ async def test_outcomes_attempts_and_dead_letters_are_kept_per_org_and_trimmed(d
                                    "VALUES ('x', gen_random_uuid(), 'acme', 'delivered')")
     finally:
         await pool.close()
+
+
+async def test_the_operators_reads_and_a_retried_dead_letter_replacing_its_outcome(db: Settings) -> None:
+    pool = await create_pool(db, Role.NOTIFIER, min_size=1, max_size=2)
+    try:
+        store = PostgresDeliveryLog(pool, kept=10)
+        acme = Subscription("acme-hook", SLACK, org_id="acme")
+        await store.ping()
+        failed = attempt(acme, 1)
+        await store.record_outcome(failed, DeadLetter(failed.delivery, "HTTP 503 after 1 attempts", 1))
+        [pending] = await store.pending_dead_letters("acme", "acme-hook")
+        assert (pending.event_ids, pending.body) == (failed.delivery.event_ids, failed.delivery.body)
+        assert await store.pending_dead_letters("globex", "acme-hook") == []  # another org's rows are not seen
+        assert await store.pending_dead_letters(None, "acme-hook") == []
+
+        again = Delivery(acme, pending.event_ids, pending.body, retry_of=pending.id)
+        await store.record_outcome(Attempt(again, 1, AttemptStatus.DELIVERED, 200, 3.0), None)
+        assert await store.pending_dead_letters("acme", "acme-hook") == []
+        [letter] = await store.dead_letters("acme", "acme-hook", 10)
+        assert (letter["id"], letter["reason"], letter["event_ids"]) == (
+            pending.id, "HTTP 503 after 1 attempts", [str(e) for e in pending.event_ids])
+        assert letter["retried_at"] is not None
+        newest, oldest = await store.latest_attempts("acme", "acme-hook", 10)
+        assert (newest["status"], newest["http_status"], oldest["status"]) == ("delivered", 200, "failed")
+        assert await store.latest_attempts("acme", "acme-hook", 1) == [newest]
+        async with tenant_transaction(pool, "acme") as conn:
+            outcomes = await conn.fetch("SELECT outcome FROM notifier_outcomes WHERE subscription_id = 'acme-hook'")
+        assert [r["outcome"] for r in outcomes] == ["delivered", "delivered"]  # the dead outcome replaced
+    finally:
+        await pool.close()

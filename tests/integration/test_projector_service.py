@@ -112,10 +112,13 @@ def expected_models(log: EventLog) -> dict[str, Any]:
     }
 
 
+@pytest.mark.parametrize("instance_id", [None, "crash-projector-1"], ids=["dynamic", "static-membership"])
 async def test_exactly_once_across_a_sigkill_and_republished_duplicates(
-    fresh_settings: Settings, log_dir: Path
+    fresh_settings: Settings, log_dir: Path, instance_id: str | None
 ) -> None:
-    settings = fresh_settings
+    """Static membership (FLAGS_PROJECTOR_INSTANCE_ID, as scripts/services runs it) hands the killed
+    instance's partitions straight to its restart: the same exactly-once either way."""
+    settings = fresh_settings.model_copy(update={"projector_instance_id": instance_id})
     orgs = [f"crash-org-{i}" for i in range(40)]
     log = random_log(3000, orgs=orgs, flags=12, users=8, seed=11)
     records = log.records()

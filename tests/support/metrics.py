@@ -42,9 +42,14 @@ class Page:
 def scrape(url: str) -> Page:
     response = httpx.get(f"{url}/metrics", timeout=10, headers={"Connection": "close"})
     response.raise_for_status()
+    return parse(response.text)
+
+
+def parse(text: str) -> Page:
+    """A page in Prometheus text format, as `scrape` reads it."""
     samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     families = set()
-    for family in text_string_to_metric_families(response.text):
+    for family in text_string_to_metric_families(text):
         families.add(family.name)
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value

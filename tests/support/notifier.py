@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
+from typing import Any
 from uuid import UUID
 
 import orjson
@@ -21,6 +22,7 @@ from events import (
 )
 from services.infra.sealing import Sealer
 from services.notifier.deliveries import Attempt, DeadLetter
+from services.notifier.ports import DeliveryLogError, PendingDeadLetter
 from services.notifier.subscriptions import Subscription
 from tests.support.factories import ALICE, LogBuilder
 
@@ -65,12 +67,16 @@ def subscribed(
 
 
 class MemoryDeliveryLog:
-    """The delivery log in memory (the `DeliveryLog` port), keeping what Postgres keeps."""
+    """The delivery log in memory (the `DeliveryLog` and `DeliveryReads` ports), keeping what Postgres keeps.
+
+    A dead letter's id is its place in `dead`, from 1; `down` makes every read refuse, as a database away."""
 
     def __init__(self) -> None:
         self.attempts: list[Attempt] = []
         self.outcomes: dict[tuple[str, UUID], str] = {}
         self.dead: list[DeadLetter] = []
+        self.retried: set[int] = set()
+        self.down = False
 
     async def settled(self, subscription: Subscription, event_ids: Sequence[UUID]) -> set[UUID]:
         return {e for e in event_ids if (subscription.id, e) in self.outcomes}
@@ -80,10 +86,40 @@ class MemoryDeliveryLog:
 
     async def record_outcome(self, attempt: Attempt, dead: DeadLetter | None) -> None:
         self.attempts.append(attempt)
-        for event_id in attempt.delivery.event_ids:
-            self.outcomes.setdefault((attempt.delivery.subscription.id, event_id), "dead" if dead else "delivered")
+        delivery = attempt.delivery
+        for event_id in delivery.event_ids:
+            key = (delivery.subscription.id, event_id)
+            if delivery.retry_of is not None:
+                self.outcomes.pop(key, None)
+            self.outcomes.setdefault(key, "dead" if dead else "delivered")
+        if delivery.retry_of is not None:
+            self.retried.add(delivery.retry_of)
         if dead is not None:
             self.dead.append(dead)
+
+    async def ping(self) -> None:
+        if self.down:
+            raise DeliveryLogError("PostgreSQL unavailable: ConnectionRefusedError")
+
+    async def latest_attempts(self, org_id: str | None, subscription_id: str, limit: int) -> list[dict[str, Any]]:
+        await self.ping()
+        mine = [a for a in self.of(subscription_id) if a.delivery.subscription.org_id == org_id]
+        return [{"attempt": a.number, "status": a.status.value, "http_status": a.http_status, "error": a.error,
+                 "event_ids": [str(e) for e in a.delivery.event_ids]} for a in reversed(mine)][:limit]  # fmt: skip
+
+    async def dead_letters(self, org_id: str | None, subscription_id: str, limit: int) -> list[dict[str, Any]]:
+        await self.ping()
+        return [{"id": i, "reason": d.reason, "attempts": d.attempts, "retried": i in self.retried}
+                for i, d in reversed(self._dead_of(org_id, subscription_id))][:limit]  # fmt: skip
+
+    async def pending_dead_letters(self, org_id: str | None, subscription_id: str) -> list[PendingDeadLetter]:
+        await self.ping()
+        return [PendingDeadLetter(i, d.delivery.event_ids, d.delivery.body)
+                for i, d in self._dead_of(org_id, subscription_id) if i not in self.retried]  # fmt: skip
+
+    def _dead_of(self, org_id: str | None, subscription_id: str) -> list[tuple[int, DeadLetter]]:
+        s = [(i, d) for i, d in enumerate(self.dead, 1) if d.delivery.subscription.id == subscription_id]
+        return [(i, d) for i, d in s if d.delivery.subscription.org_id == org_id]
 
     def of(self, subscription_id: str) -> list[Attempt]:
         return [a for a in self.attempts if a.delivery.subscription.id == subscription_id]

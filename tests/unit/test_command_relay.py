@@ -27,7 +27,11 @@ class FakeBroker:
         self.records: list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = []
         self.down = False
         self.fail_at: int | None = None
+        self.lose_acks_at: int | None = None  # from the n-th send of a producer: written, but its ack never comes
         self.producers = 0
+
+    def event_ids(self) -> list[str]:
+        return [dict(headers)["ce_id"].decode() for _, _, _, headers in self.records]
 
     def producer(self) -> FakeProducer:
         self.producers += 1
@@ -59,10 +63,29 @@ class FakeProducer:
         self.sent += 1
         if self.broker.down or (self.broker.fail_at is not None and self.sent >= self.broker.fail_at):
             future.set_exception(KafkaTimeoutError("expired"))
+        elif self.broker.lose_acks_at is not None and self.sent >= self.broker.lose_acks_at:
+            self.broker.records.append((topic, key, value, headers))
+            future.set_exception(KafkaTimeoutError("expired"))  # the broker wrote it; the answer was lost
         else:
             self.broker.records.append((topic, key, value, headers))
             future.set_result(len(self.broker.records))
         return future
+
+
+class FakePublishedLog:
+    """The broker's records as `PublishedLog` reads them: the ids of each 'partition's' last records."""
+
+    def __init__(self, broker: FakeBroker) -> None:
+        self.broker = broker
+        self.reads = 0
+
+    async def recent_event_ids(self, per_partition: int) -> set[str]:
+        self.reads += 1
+        return set(self.broker.event_ids()[-per_partition:])
+
+
+class Crash(BaseException):
+    """The process dying between Kafka's acknowledgement and the mark (kill -9 in production)."""
 
 
 async def fill(store: InMemoryEventStore, n: int, org: str = "acme") -> list[int]:
@@ -206,3 +229,136 @@ async def _true(value: bool) -> bool:
 
 async def _lag_is(relay: Relay, n: int) -> bool:
     return await relay.lag() == n
+
+
+async def test_events_kafka_wrote_before_a_crash_are_marked_by_the_next_relay_not_sent_again() -> None:
+    store, broker = InMemoryEventStore(), FakeBroker()
+    sequences = await fill(store, 5)
+    crashed = relay_for(store, broker, published=FakePublishedLog(broker))
+    marking = store.mark_published
+
+    async def crash(_sequences: Any) -> None:
+        raise Crash
+
+    store.mark_published = crash  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        await crashed.publish_batch()
+    store.mark_published = marking  # type: ignore[method-assign]
+    assert len(broker.records) == 5 and await crashed.lag() == 5
+
+    log = FakePublishedLog(broker)
+    restarted = relay_for(store, broker, published=log)
+    assert await restarted.publish_batch() == 5
+    assert await restarted.lag() == 0 and log.reads == 1
+    more = await fill_more(store, 2)
+    assert await restarted.publish_batch() == 2
+    assert log.reads == 1  # the same producer: checked once, before its first send
+    assert [from_record(v, h).sequence for _, _, v, h in broker.records] == sequences + more
+    assert len(set(broker.event_ids())) == len(broker.records)  # each event once
+    assert restarted.status()["found_published_total"] == 5 and restarted.status()["published_total"] == 2
+
+
+async def test_a_lost_acknowledgement_is_not_a_second_copy_after_the_outage() -> None:
+    store, broker = InMemoryEventStore(), FakeBroker()
+    sequences = await fill(store, 6)
+    broker.lose_acks_at = 3  # sends 1-2 acknowledged; 3-6 written but their answers lost
+    relay = relay_for(store, broker, published=FakePublishedLog(broker))
+    with pytest.raises(Exception, match="2/6 delivered"):
+        await relay.publish_batch()
+    broker.lose_acks_at = None
+    await relay._close_producer()  # what the loop does after a failure: the next send is a new producer's
+    assert await relay.publish_batch() == 4
+    assert [from_record(v, h).sequence for _, _, v, h in broker.records] == sequences
+    assert await relay.lag() == 0
+
+
+async def test_without_reading_the_topic_the_same_crash_would_send_twice() -> None:
+    """Why the relay reads the topic's end: a new producer's id defeats Kafka's idempotence."""
+    store, broker = InMemoryEventStore(), FakeBroker()
+    await fill(store, 3)
+    broker.lose_acks_at = 1
+    blind = relay_for(store, broker)
+    with pytest.raises(Exception, match="0/3 delivered"):
+        await blind.publish_batch()
+    broker.lose_acks_at = None
+    await blind._close_producer()
+    await blind.publish_batch()
+    assert len(broker.records) == 6 and len(set(broker.event_ids())) == 3
+
+
+class SilentProducer(FakeProducer):
+    """A broker that took the connection and never answers: sends are never acknowledged."""
+
+    async def send(self, topic: str, value: Any = None, key: Any = None, partition: Any = None,
+                   timestamp_ms: Any = None, headers: Any = None) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+
+class LateProducer(FakeProducer):
+    """A paused broker: it writes and acknowledges each send, but only `delay` seconds later."""
+
+    delay = 0.3
+
+    async def send(self, topic: str, value: Any = None, key: Any = None, partition: Any = None,
+                   timestamp_ms: Any = None, headers: Any = None) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def write() -> None:
+            self.broker.records.append((topic, key, value, headers))
+            future.set_result(len(self.broker.records))
+
+        asyncio.get_running_loop().call_later(self.delay, write)
+        return future
+
+
+async def test_sends_nobody_acknowledges_are_an_outage_within_the_send_timeout_then_given_up() -> None:
+    store, broker = InMemoryEventStore(), FakeBroker()
+    await fill(store, 3)
+    relay = Relay(store, lambda: SilentProducer(broker), topic="changes", send_timeout=0.1, abandon_after=0.2)
+    with pytest.raises(Exception, match="0/3 delivered"):
+        await relay.publish_batch()
+    assert relay.status()["kafka"] == "down"
+    assert await relay.lag() == 3
+
+
+async def test_a_late_broker_is_reported_down_but_its_sends_stay_with_the_producer_and_land_once() -> None:
+    store, broker = InMemoryEventStore(), FakeBroker()
+    sequences = await fill(store, 3)
+    made: list[LateProducer] = []
+    relay = Relay(store, lambda: made.append(LateProducer(broker)) or made[-1], topic="changes", send_timeout=0.1,
+                  published=FakePublishedLog(broker))
+    batch = asyncio.create_task(relay.publish_batch())
+    await asyncio.sleep(0.2)
+    assert relay.status()["kafka"] == "down" and not batch.done()  # said before the acknowledgements came
+    assert await batch == 3
+    assert relay.status()["kafka"] == "ok" and len(made) == 1  # no second producer, so no second copy
+    assert [from_record(v, h).sequence for _, _, v, h in broker.records] == sequences
+
+
+async def test_an_idle_relay_sees_the_broker_go_and_come_back(caplog: pytest.LogCaptureFixture) -> None:
+    store, broker = InMemoryEventStore(), FakeBroker()
+    await fill(store, 1)
+    answering = [True]
+    probes: list[float] = []
+
+    async def probe(_producer: Any) -> None:
+        probes.append(asyncio.get_running_loop().time())
+        if not answering[0]:
+            raise KafkaConnectionError("no broker")
+
+    relay = relay_for(store, broker, probe=probe, probe_interval=0.05, probe_timeout=0.1)
+    with caplog.at_level(logging.INFO, logger="services.command.relay"):
+        await relay.start()
+        try:
+            await eventually(lambda: _lag_is(relay, 0))
+            await eventually(lambda: _true(len(probes) >= 2))  # idle: asked every probe_interval
+            assert relay.status()["kafka"] == "ok"
+            answering[0] = False
+            await eventually(lambda: _true(relay.status()["kafka"] == "down"), timeout=2)
+            answering[0] = True
+            await eventually(lambda: _true(relay.status()["kafka"] == "ok"), timeout=2)
+        finally:
+            await relay.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "Kafka unavailable" in warnings[0] and "no broker" in warnings[0]
+    assert any("available again" in r.getMessage() for r in caplog.records)

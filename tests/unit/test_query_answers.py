@@ -153,3 +153,46 @@ async def test_another_org_or_scope_never_gets_a_kept_answer(world: World) -> No
     assert (system_wide.status_code, system_wide.json()["errorCode"]) == (400, "INVALID_CONTEXT")
     auditor = await world.post(BULK, CONTEXT, role=Role.AUDITOR)
     assert auditor.status_code == 403
+
+
+# --- the native route: GET /v1/orgs/{org}/flags/{key}, kept the same way -----------------------------------------
+
+NATIVE = f"/v1/orgs/acme/flags/{KEY}"
+
+
+async def get(world: World, path: str, query: str, *, org: str | None = "acme", role: Role = Role.EVALUATOR
+              ) -> httpx.Response:
+    return await world.client.get(f"{path}?{query}", headers=bearer(world.keys.issue(role, org)))
+
+
+async def test_a_native_answer_is_served_again_without_evaluating_and_counted(world: World) -> None:
+    first = await get(world, NATIVE, "platform=tiktok&user=u-7")
+    await get(world, NATIVE, "platform=tiktok&user=u-7")  # documents read by the first: this one is kept
+    computed, counted = world.computed, len(world.counted)
+    again = [await get(world, NATIVE, "platform=tiktok&user=u-7") for _ in range(3)]
+    assert world.computed == computed
+    assert all(r.status_code == 200 and r.content == first.content for r in again)
+    assert world.counted[counted:] == [("acme", (KEY,))] * 3
+    other = await get(world, NATIVE, "user=u-7&platform=tiktok")  # another spelling: computed, same answer
+    assert world.computed == computed + 1 and other.json() == first.json()
+
+
+async def test_a_changed_document_ends_a_kept_native_answer(world: World) -> None:
+    for _ in range(2):
+        before = (await get(world, NATIVE, "user=u-7")).json()
+    assert before["reason"] == "SPLIT"
+    log = sample_log()
+    log.org("acme", KEY, False)
+    log.rollout(KEY, None, level=Level.ORG, org="acme")
+    world.change(log, KEYS.org("acme"))
+    after = (await get(world, NATIVE, "user=u-7")).json()
+    assert (after["value"], after["reason"], after["level"]) == (False, "TARGETING_MATCH", "org")
+
+
+async def test_a_kept_native_answer_never_reaches_another_scope(world: World) -> None:
+    for _ in range(2):
+        assert (await get(world, NATIVE, "user=u-7")).status_code == 200
+    assert (await get(world, NATIVE, "user=u-7", org="globex")).status_code == 403
+    assert (await get(world, NATIVE, "user=u-7", role=Role.AUDITOR)).status_code == 403
+    refused = await get(world, NATIVE, "user=has space")
+    assert refused.status_code == 422 and (await get(world, NATIVE, "user=has space")).status_code == 422

@@ -146,3 +146,25 @@ async def test_a_key_store_outage_is_503_with_retry_after_on_both(world: World) 
     reply, asgi = await world.both(FLAG, {"context": {"targetingKey": "u-7"}})
     assert asgi.status_code == 200
     _same(reply, asgi)
+
+
+def _get(path: str, query: str, headers: dict[str, str]) -> Request:
+    raw = [(n.lower().encode(), v.encode()) for n, v in headers.items()]
+    target = f"{path}?{query}".encode()
+    return Request("GET", path, target, query.encode(), raw, b"", "1.1", ("127.0.0.1", 40000), ("127.0.0.1", 8082))
+
+
+async def test_a_kept_native_answer_comes_at_once_and_is_the_asgi_adapters(world: World) -> None:
+    native = f"/v1/orgs/acme/flags/{KEY}"
+    key = {n.lower(): v for n, v in bearer(world.keys.issue(Role.EVALUATOR, "acme")).items()}
+    for query in ("platform=tiktok&user=u-7", "user=u-1", "platform=myspace", ""):
+        answers = [await _answer(world.site, _get(native, query, key)) for _ in range(3)]
+        asgi = await world.asgi.get(f"{native}?{query}", headers=key)
+        for reply, _ in answers:
+            _same(reply, asgi)
+        kept = asgi.status_code == 200
+        assert answers[-1][1] is kept, query  # a 200 is kept and then served at once; a refusal never
+    auditor = {n.lower(): v for n, v in bearer(world.keys.issue(Role.AUDITOR, "acme")).items()}
+    for _ in range(2):
+        reply, at_once = await _answer(world.site, _get(native, "user=u-7", auditor))
+        assert (reply.status, at_once) == (403, False)
