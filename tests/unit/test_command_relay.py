@@ -232,7 +232,7 @@ async def _lag_is(relay: Relay, n: int) -> bool:
 
 
 async def test_events_kafka_wrote_before_a_crash_are_marked_by_the_next_relay_not_sent_again() -> None:
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     sequences = await fill(store, 5)
     crashed = relay_for(store, broker, published=FakePublishedLog(broker))
     marking = store.mark_published
@@ -259,7 +259,7 @@ async def test_events_kafka_wrote_before_a_crash_are_marked_by_the_next_relay_no
 
 
 async def test_a_lost_acknowledgement_is_not_a_second_copy_after_the_outage() -> None:
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     sequences = await fill(store, 6)
     broker.lose_acks_at = 3  # sends 1-2 acknowledged; 3-6 written but their answers lost
     relay = relay_for(store, broker, published=FakePublishedLog(broker))
@@ -274,7 +274,7 @@ async def test_a_lost_acknowledgement_is_not_a_second_copy_after_the_outage() ->
 
 async def test_without_reading_the_topic_the_same_crash_would_send_twice() -> None:
     """Why the relay reads the topic's end: a new producer's id defeats Kafka's idempotence."""
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     await fill(store, 3)
     broker.lose_acks_at = 1
     blind = relay_for(store, broker)
@@ -312,7 +312,7 @@ class LateProducer(FakeProducer):
 
 
 async def test_sends_nobody_acknowledges_are_an_outage_within_the_send_timeout_then_given_up() -> None:
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     await fill(store, 3)
     relay = Relay(store, lambda: SilentProducer(broker), topic="changes", send_timeout=0.1, abandon_after=0.2)
     with pytest.raises(Exception, match="0/3 delivered"):
@@ -322,7 +322,7 @@ async def test_sends_nobody_acknowledges_are_an_outage_within_the_send_timeout_t
 
 
 async def test_a_late_broker_is_reported_down_but_its_sends_stay_with_the_producer_and_land_once() -> None:
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     sequences = await fill(store, 3)
     made: list[LateProducer] = []
     relay = Relay(store, lambda: made.append(LateProducer(broker)) or made[-1], topic="changes", send_timeout=0.1,
@@ -336,7 +336,7 @@ async def test_a_late_broker_is_reported_down_but_its_sends_stay_with_the_produc
 
 
 async def test_an_idle_relay_sees_the_broker_go_and_come_back(caplog: pytest.LogCaptureFixture) -> None:
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     await fill(store, 1)
     answering = [True]
     probes: list[float] = []
