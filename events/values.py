@@ -21,6 +21,7 @@ from events.vocabulary import (
 )
 
 BOOLEAN_VARIANTS: dict[str, bool] = {"on": True, "off": False}  # a boolean flag's implicit variants
+MIN_INTEGER, MAX_INTEGER = -(2**63), 2**63 - 1  # what every JSON encoder on the read side (orjson) writes
 
 __all__ = ["BOOLEAN_VARIANTS", "TypedValueError", "check_typed", "value_problem"]
 
@@ -44,6 +45,8 @@ def value_problem(value_type: ValueType, value: Any) -> str | None:
                 return f"a string value is at most {MAX_STRING_VALUE} characters"
             ok = type(value) is str
         case ValueType.INTEGER:
+            if type(value) is int and not MIN_INTEGER <= value <= MAX_INTEGER:
+                return "an integer value is a signed 64-bit integer"
             ok = type(value) is int
         case ValueType.FLOAT:
             if type(value) is float and not math.isfinite(value):
@@ -58,9 +61,22 @@ def value_problem(value_type: ValueType, value: Any) -> str | None:
                 return f"not JSON: {exc}"
             if size > MAX_OBJECT_VALUE_BYTES:
                 return f"an object value is at most {MAX_OBJECT_VALUE_BYTES} bytes of JSON, not {size}"
+            if _wide_integer(value):
+                return "an object value's integers are signed 64-bit integers"
             ok = True
     article = "an" if value_type in (ValueType.INTEGER, ValueType.OBJECT) else "a"
     return None if ok else f"not {article} {value_type.value} value: {value!r}"[:200]
+
+
+def _wide_integer(value: Any) -> bool:
+    """Whether a JSON value holds an integer outside 64 bits (the read side's JSON encoder refuses those)."""
+    if type(value) is int:
+        return not MIN_INTEGER <= value <= MAX_INTEGER
+    if isinstance(value, dict):
+        return any(_wide_integer(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_wide_integer(v) for v in value)
+    return False
 
 
 def check_typed(

@@ -35,6 +35,7 @@ class Reason(StrEnum):
 
 class ErrorCode(StrEnum):
     FLAG_NOT_FOUND = "FLAG_NOT_FOUND"
+    TYPE_MISMATCH = "TYPE_MISMATCH"  # asked for another type than the flag's: a typed getter's, never `evaluate`'s
 
 
 @dataclass(frozen=True, slots=True)

@@ -257,8 +257,15 @@ def cmd_eval(client: Client, args: argparse.Namespace) -> int:
             continue
         event = answer.get("event") or {}
         ref = f"  [event {event['id']} v{event['version']}]" if event else ""
-        print(f"{'ON ' if answer['value'] else 'off'}  {answer['flag_key']:<40} {answer['explanation']}{ref}")
+        print(f"{_shown(answer['value'])}  {answer['flag_key']:<40} {answer['explanation']}{ref}")
     return 0
+
+
+def _shown(value: Any) -> str:
+    """A value as `eval` prints it: a boolean flag's ON/off, a typed flag's value as JSON."""
+    if type(value) is bool:
+        return "ON " if value else "off"
+    return json.dumps(value, ensure_ascii=False)
 
 
 def cmd_platforms(client: Client, args: argparse.Namespace) -> int:

@@ -10,6 +10,11 @@ version 1). The verifier keeps, per stream, the head (highest version placed, it
 hash) and the hash and position of every version it has placed, and checks each
 record in this order:
 
+0. **foreign** — the record carries no mark of this product's events: neither its
+   CloudEvents source header (`ce_source: /flagstream/command`) nor a `hash` field
+   in a JSON object value (wrong-schema JSON, a stray message, a test payload). It
+   was never an event, so it is not reported as altered; it still fails the log
+   (someone wrote to the log of record), and is attributed to no stream.
 1. **altered** — the value is not a JSON object, or its `hash` is not the hash of
    its contents: it was changed after it was sealed. It is attributed to the stream
    its raw JSON names, when it names one. Its claimed `hash` is taken as the link
@@ -76,7 +81,7 @@ from typing import Any
 from uuid import UUID
 
 from events import GENESIS_HASH, SYSTEM_PARTITION_KEY, DecodeError, Envelope, hash_of
-from events.cloudevents import check_headers
+from events.cloudevents import SOURCE, check_headers
 from events.codec import decode_fields
 
 __all__ = [
@@ -112,6 +117,7 @@ class Severity(StrEnum):
 class ProblemKind(StrEnum):
     """What is wrong with a record (the module docstring gives the rules)."""
 
+    FOREIGN = "foreign"
     ALTERED = "altered"
     INVALID = "invalid"
     WRONG_KEY = "wrong_key"
@@ -317,6 +323,10 @@ class LogVerifier:
         self._partitions.add(record.partition)
         where = (record.partition, record.offset)
         fields = _fields(record.value)
+        foreign = _foreign(record, fields)
+        if foreign is not None:
+            self._problem(None, ProblemKind.FOREIGN, where, None, None, foreign)
+            return
         if isinstance(fields, str):
             self._problem(None, ProblemKind.ALTERED, where, None, None, fields)
             return
@@ -535,6 +545,16 @@ class LogVerifier:
             state.failures += 1
             state.first_failure = state.first_failure or problem
         return problem
+
+
+def _foreign(record: LogRecord, fields: dict[str, Any] | str) -> str | None:
+    """Why the record is no event of this log at all, or None when it bears one of an event's marks."""
+    ours = any(name.lower() == "ce_source" and value == SOURCE.encode() for name, value in record.headers)
+    if ours or (isinstance(fields, dict) and "hash" in fields):
+        return None
+    size = len(record.value or b"")
+    what = fields if isinstance(fields, str) else "a JSON object without an event's fields"
+    return f"not an event of this log ({what}; {size:,} bytes; no flagstream CloudEvents headers)"
 
 
 def _fields(value: bytes | None) -> dict[str, Any] | str:

@@ -12,22 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
+import orjson
 
-from events import Envelope, Level, Platform
+from events import Envelope, Level, Platform, ValueType
 from flagcore import ErrorCode, Evaluation, FlagError, FlagState, Reason, evaluate, evaluate_all
 from flagcore import enabled_platforms as core_enabled_platforms
-from flagcore.plans import Enabled, compile_flag
+from flagcore.bucketing import bucket
+from flagcore.plans import Enabled, FlagPlan, compile_flag
 from flaglog.connection import client_options
 from flagsdk import snapshot
 from flagsdk.errors import BootstrapError, SnapshotError
@@ -35,14 +38,23 @@ from flagsdk.follower import Follower, StreamStats
 from flagsdk.settings import SdkSettings
 
 log = logging.getLogger(__name__)
+_MISSING = object()  # a typed getter's "not this type" (no JSON value is this object)
+
+
+JsonObject = dict[str, Any] | list[Any]  # an object flag's value: a JSON object or array
 
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
-    """One answer: the value, and why (the OpenFeature fields plus the level that decided)."""
+    """One answer: the value (of the flag's type), and why (the OpenFeature fields plus the level that decided).
+
+    From a typed getter (`get_string_details`…), an unknown flag or a flag of another type gives the caller's
+    default with `reason=ERROR` and `error_code` FLAG_NOT_FOUND or TYPE_MISMATCH; `evaluation` is the core's
+    answer all the same (an object value in it is the client's own: read it, do not change it).
+    """
 
     flag_key: str
-    value: bool
+    value: Any
     reason: Reason
     variant: str | None
     level: Level | None
@@ -52,6 +64,10 @@ class Resolution:
     @classmethod
     def of(cls, e: Evaluation) -> Resolution:
         return cls(e.flag_key, e.value, e.reason, e.variant, e.level, e.error_code, e)
+
+    @classmethod
+    def failed(cls, e: Evaluation, default: Any, code: ErrorCode) -> Resolution:
+        return cls(e.flag_key, default, Reason.ERROR, None, None, code, e)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +117,8 @@ class FlagClient:
         self._lock = threading.Lock()  # the fold and check compilation; evaluation reads without it
         self._state = FlagState()  # until started: every flag is unknown, so off (never an exception)
         self._topic = ""
-        self._checks: dict[str, Enabled] = {}  # per flag, `flagcore.plans`' compiled value
+        self._checks: dict[str, Enabled] = {}  # per boolean flag, `flagcore.plans`' compiled value
+        self._values: dict[str, tuple[ValueType | None, FlagPlan]] = {}  # per flag: its type (None: unknown), plan
         self._source = ""
         self._follower: Follower | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -208,6 +225,7 @@ class FlagClient:
                     log.warning("flag stream: refusing event %s: %s", envelope.event_id, exc)
             if changed:
                 self._checks = {}
+                self._values = {}
         return changed, refused
 
     def reconnect(self, timeout: float = 10.0) -> None:
@@ -220,21 +238,114 @@ class FlagClient:
     # --- evaluation --------------------------------------------------------------------------------------
 
     def is_enabled(self, flag_key: str, *, platform: str | None = None, user: str | None = None) -> bool:
-        """The flag's value for the org, one of its platforms and one user; off for an unknown flag."""
+        """The boolean flag's value for the org, one of its platforms and one user; off for an unknown flag or a
+        flag of another type (its typed getter answers it)."""
         checks = self._checks
         check = checks.get(flag_key)
         if check is None:
+            kind, plan = self._compiled(flag_key)
+            check = checks[flag_key] = plan.enabled if kind in (ValueType.BOOLEAN, None) else _off
+        return check(user, platform)  # type: ignore[no-any-return]  # a boolean flag's value is a bool
+
+    def get_string(self, flag_key: str, default: str, *, platform: str | None = None, user: str | None = None) -> str:
+        """A string flag's value; `default` for an unknown flag or one of another type. Never raises."""
+        return self._typed(flag_key, ValueType.STRING, default, platform, user)  # type: ignore[no-any-return]
+
+    def get_integer(self, flag_key: str, default: int, *, platform: str | None = None, user: str | None = None) -> int:
+        """An integer flag's value; `default` for an unknown flag or one of another type. Never raises."""
+        return self._typed(flag_key, ValueType.INTEGER, default, platform, user)  # type: ignore[no-any-return]
+
+    def get_float(
+        self, flag_key: str, default: float, *, platform: str | None = None, user: str | None = None
+    ) -> float:
+        """A float flag's value; `default` for an unknown flag or one of another type. Never raises."""
+        return self._typed(flag_key, ValueType.FLOAT, default, platform, user)  # type: ignore[no-any-return]
+
+    def get_object(
+        self, flag_key: str, default: JsonObject, *, platform: str | None = None, user: str | None = None
+    ) -> JsonObject:
+        """An object flag's value (a JSON object or array, the caller's own copy); `default` for an unknown flag
+        or one of another type. Never raises."""
+        value = self._typed(flag_key, ValueType.OBJECT, _MISSING, platform, user)
+        return default if value is _MISSING else _copy(value)
+
+    def get_boolean_details(
+        self, flag_key: str, default: bool, *, platform: str | None = None, user: str | None = None
+    ) -> Resolution:
+        return self.resolve(flag_key, ValueType.BOOLEAN, default, platform=platform, user=user)
+
+    def get_string_details(
+        self, flag_key: str, default: str, *, platform: str | None = None, user: str | None = None
+    ) -> Resolution:
+        return self.resolve(flag_key, ValueType.STRING, default, platform=platform, user=user)
+
+    def get_integer_details(
+        self, flag_key: str, default: int, *, platform: str | None = None, user: str | None = None
+    ) -> Resolution:
+        return self.resolve(flag_key, ValueType.INTEGER, default, platform=platform, user=user)
+
+    def get_float_details(
+        self, flag_key: str, default: float, *, platform: str | None = None, user: str | None = None
+    ) -> Resolution:
+        return self.resolve(flag_key, ValueType.FLOAT, default, platform=platform, user=user)
+
+    def get_object_details(
+        self, flag_key: str, default: JsonObject, *, platform: str | None = None, user: str | None = None
+    ) -> Resolution:
+        return self.resolve(flag_key, ValueType.OBJECT, default, platform=platform, user=user)
+
+    def _compiled(self, flag_key: str) -> tuple[ValueType | None, FlagPlan]:
+        """The flag's type (None: not defined) and its plan (`flagcore.plans`), made once per state.
+
+        Stored in the table read first: one the fold replaced meanwhile is dropped with what it holds."""
+        values = self._values
+        found = values.get(flag_key)
+        if found is None:
             with self._lock:
                 state = self._state
-                check = compile_flag(state.catalog, state.tenant(self.org_id), flag_key, time.time()).enabled
-            checks[flag_key] = check
-        return check(user, platform)
+                definition = state.catalog.definitions.get(flag_key)
+                plan = compile_flag(state.catalog, state.tenant(self.org_id), flag_key, time.time())
+            found = values[flag_key] = (None if definition is None else definition.value_type, plan)
+        return found
+
+    def _typed(self, flag_key: str, kind: ValueType, default: Any, platform: str | None, user: str | None) -> Any:
+        found = self._values.get(flag_key) or self._compiled(flag_key)
+        return found[1].enabled(user, platform) if found[0] is kind else default
+
+    def _evaluation(self, flag_key: str, platform: str | None, user: str | None) -> tuple[ValueType | None, Evaluation]:
+        """The flag's type and `flagcore.evaluate`'s answer, from the flag's plan where it holds (a user without an
+        override of the flag), else evaluated in full. A plan past its end (a scheduled step fell due) is made again."""
+        kind, plan = self._values.get(flag_key) or self._compiled(flag_key)
+        if plan.until != math.inf and time.time() >= plan.until:
+            self._values.pop(flag_key, None)
+            kind, plan = self._compiled(flag_key)
+        if user is not None and user in plan.users:
+            state = self._state
+            return kind, evaluate(state.catalog, state.tenant(self.org_id), flag_key, platform=platform, user_id=user)
+        rule = plan.platforms.get(platform, plan.default) if platform is not None else plan.default
+        e = rule.outcomes[rule.pick(user)]
+        if e.rollout_percentage is not None:  # a plan leaves the rollout bucket, the subject's own, to the caller
+            e = replace(e, bucket=bucket(flag_key, self.org_id if user is None else user))
+        return kind, e
+
+    def resolve(
+        self, flag_key: str, value_type: ValueType, default: Any, *, platform: str | None = None,
+        user: str | None = None,
+    ) -> Resolution:
+        """The flag's details if it is a `value_type` flag (an object value: the caller's own copy); else
+        `default`, with FLAG_NOT_FOUND or TYPE_MISMATCH."""
+        kind, e = self._evaluation(flag_key, platform, user)
+        if e.error_code is not None:
+            return Resolution.failed(e, default, e.error_code)
+        if kind is not value_type:
+            return Resolution.failed(e, default, ErrorCode.TYPE_MISMATCH)
+        if value_type is ValueType.OBJECT:
+            return replace(Resolution.of(e), value=_copy(e.value))
+        return Resolution.of(e)
 
     def evaluate(self, flag_key: str, *, platform: str | None = None, user: str | None = None) -> Resolution:
-        """The value with its reason, the level that decided and the event that set it."""
-        state = self._state
-        e = evaluate(state.catalog, state.tenant(self.org_id), flag_key, platform=platform, user_id=user)
-        return Resolution.of(e)
+        """The value (of the flag's type) with its reason, the level that decided and the event that set it."""
+        return Resolution.of(self._evaluation(flag_key, platform, user)[1])
 
     def evaluate_all(self, *, platform: str | None = None, user: str | None = None) -> list[Resolution]:
         state = self._state
@@ -269,3 +380,13 @@ class FlagClient:
                 return True
             time.sleep(0.01)
         return False
+
+
+def _off(user: str | None, platform: str | None = None) -> bool:
+    return False
+
+
+def _copy(value: JsonObject) -> JsonObject:
+    """The caller's own copy of an object value (the client's is shared by every answer): orjson's round trip,
+    about as fast as a shallow copy for a small object and deep."""
+    return orjson.loads(orjson.dumps(value))  # type: ignore[no-any-return]

@@ -169,8 +169,12 @@ async def define_flag(body: DefineFlagRequest, service: Service, caller: Caller,
         kind=body.kind,
         description=body.description,
         owner=body.owner,
-        variants=_variants(body.variants),
+        variants=() if isinstance(body.variants, dict) else _variants(body.variants),
         expires_at=body.expires_at,
+        value_type=body.type,
+        values=body.variants if isinstance(body.variants, dict) else {},
+        default_variant=body.default_variant,
+        off_variant=body.off_variant,
         **meta(body, caller),
     )
     return await run(service, command, response)
@@ -181,13 +185,18 @@ async def update_flag(
     flag_key: FlagKeyPath, body: UpdateFlagRequest, service: Service, caller: Caller, response: Response
 ) -> ChangeResult:
     authorize(caller, Action.MANAGE_FLAGS)
+    variants = given(body, "variants")  # an array: a boolean flag's arms; an object: a typed flag's variants
     command = UpdateFlag(
         flag_key=flag_key,
         kind=given(body, "kind"),
         description=given(body, "description"),
         owner=given(body, "owner"),
         group=given(body, "group"),
-        variants=UNSET if "variants" not in body.model_fields_set else _variants(body.variants or []),
+        value_type=given(body, "type"),
+        variants=_variants(variants) if isinstance(variants, list) else UNSET,
+        values=variants if isinstance(variants, dict) else UNSET,
+        default_variant=given(body, "default_variant"),
+        off_variant=given(body, "off_variant"),
         expires_at=given(body, "expires_at"),
         **meta(body, caller),
     )

@@ -7,12 +7,13 @@ PATCH/PUT contract, so it is kept explicit instead of collapsing into `None`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
-from events import Actor, FlagKind, Scope, Variant, definition_stream
+from events import Actor, FlagKind, Scope, ValueType, Variant, definition_stream
 
 
 class _Unset(Enum):
@@ -49,22 +50,34 @@ class Command:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DefineFlag(Command):
+    """A boolean flag (with experiment arms in `variants`), or a typed one: `values` names its variants."""
+
     group: str
     kind: FlagKind = FlagKind.RELEASE
     description: str = ""
     owner: str | None = None
     variants: tuple[Variant, ...] = ()
     expires_at: datetime | None = None
+    value_type: ValueType = ValueType.BOOLEAN
+    values: Mapping[str, Any] = field(default_factory=dict)
+    default_variant: str | None = None
+    off_variant: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class UpdateFlag(Command):
+    """The attributes given change; a typed flag's `values` is its full new set of variants."""
+
     kind: FlagKind | Unset = UNSET
     description: str | Unset = UNSET
     owner: str | Unset | None = UNSET
     group: str | Unset = UNSET
     variants: tuple[Variant, ...] | Unset = UNSET
     expires_at: datetime | Unset | None = UNSET
+    value_type: ValueType | Unset = UNSET  # never changes: given, it must be the flag's
+    values: Mapping[str, Any] | Unset = UNSET
+    default_variant: str | Unset = UNSET
+    off_variant: str | Unset = UNSET
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -97,10 +110,13 @@ class _AtScope(Command):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SetSetting(_AtScope):
-    """Set the on/off value and/or the rollout at one scope (system default or override)."""
+    """Set the on/off value, the rollout and/or what the level serves when on (one `variant` or a weighted
+    `split`; None serves the flag's default variant) at one scope (system default or override)."""
 
     enabled: bool | Unset | None = UNSET
     rollout_percentage: int | Unset | None = UNSET
+    variant: str | Unset | None = UNSET
+    split: tuple[Variant, ...] | Unset | None = UNSET
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -32,10 +32,13 @@ from events import (
     SystemDefaultSet,
     UserOverrideCleared,
     UserOverrideSet,
+    ValueType,
     Variant,
+    VariantSelected,
 )
 from events.changes import check_variants
 from flagcore import InvalidTransition, caught_up, parse_instant, transition
+from flagcore.model import Definition, Setting
 from services.command.commands import (
     UNSET,
     AnyCommand,
@@ -50,6 +53,7 @@ from services.command.commands import (
     UpdateFlag,
 )
 from services.command.errors import InvalidCommand, UnknownFlag
+from services.command.typed import checked_selection, checked_values
 
 Value = dict[str, Any] | None
 C = TypeVar("C", bound=BaseModel)
@@ -76,7 +80,7 @@ def decide(command: AnyCommand, *, current: Value, definition: Value, now: datet
             return _kill_switch(command, current)
         case SetSetting():
             require_live_flag(command.flag_key, definition)
-            return _set(command, caught_up(current, now), now)
+            return _set(command, caught_up(current, now), now, definition)
         case ClearOverride():
             require_live_flag(command.flag_key, definition)
             return _clear(command, current)
@@ -98,6 +102,8 @@ def require_live_flag(flag_key: str, definition: Value) -> None:
 
 
 def _define(command: DefineFlag, current: Value) -> list[FlagChange]:
+    value_type, default, off = command.value_type, command.default_variant, command.off_variant
+    values = checked_values(value_type, command.values, default, off, arms_given=bool(command.variants))
     _check_variants(FlagKind(command.kind), command.variants)
     change = _build(
         FlagDefined,
@@ -108,6 +114,10 @@ def _define(command: DefineFlag, current: Value) -> list[FlagChange]:
         group=command.group,
         variants=command.variants,
         expires_at=command.expires_at,
+        value_type=value_type,
+        values=values,
+        default_variant=default,
+        off_variant=off,
     )
     transition(current, change)  # raises InvalidTransition when the flag already exists
     return [change]
@@ -122,6 +132,14 @@ def _update(command: UpdateFlag, current: Value) -> list[FlagChange]:
     if current.get("killed") and kind is not FlagKind.OPS:
         raise InvalidCommand("kind: the kill switch is engaged; release it before changing the kind", field="kind")
     variants = current.get("variants") or () if command.variants is UNSET else command.variants
+    value_type = ValueType(current.get("value_type", ValueType.BOOLEAN.value))
+    if command.value_type not in (UNSET, value_type):
+        detail = f"type: {command.flag_key!r} is a {value_type.value} flag; a flag's type never changes"
+        raise InvalidCommand(detail, field="type")
+    values = current.get("values") or {} if command.values is UNSET else command.values
+    default = current.get("default_variant") if command.default_variant is UNSET else command.default_variant
+    off = current.get("off_variant") if command.off_variant is UNSET else command.off_variant
+    values = checked_values(value_type, values, default, off, arms_given=command.variants is not UNSET)
     _check_variants(kind, tuple(variants))
     expires = current.get("expires_at") if command.expires_at is UNSET else command.expires_at
     change = _build(
@@ -133,6 +151,10 @@ def _update(command: UpdateFlag, current: Value) -> list[FlagChange]:
         group=current["group"] if command.group is UNSET else command.group,
         variants=variants,
         expires_at=expires,
+        value_type=value_type,
+        values=values,
+        default_variant=default,
+        off_variant=off,
     )
     return [change] if transition(current, change) != current else []
 
@@ -202,22 +224,29 @@ def _archive(command: ArchiveFlag, current: Value) -> list[FlagChange]:
     return [FlagArchived(flag_key=command.flag_key)]
 
 
-def _set(command: SetSetting, current: Value, now: datetime | None) -> list[FlagChange]:
-    """Reach the target value with the fewest events: the on/off change first, then the rollout.
+def _set(command: SetSetting, current: Value, now: datetime | None, definition: Value) -> list[FlagChange]:
+    """Reach the target value with the fewest events: the on/off change, then the rollout, then the selection.
 
-    `current` is already caught up to `now`: the values in force, not the stored ones.
+    `current` is already caught up to `now`: the values in force, not the stored ones. `enabled: None` clears
+    the level; only the fields given with it are set again.
     """
     scope, key = command.scope, command.flag_key
     if scope.level is Level.SYSTEM and command.enabled is None:
         raise InvalidCommand("a system default cannot be cleared: set enabled to true or false", field="enabled")
-    if command.enabled is None and command.rollout_percentage is UNSET:
-        # clearing an override clears the whole level, rollout included (as DELETE does)
+    selected = command.variant is not UNSET or command.split is not UNSET
+    if command.enabled is None and command.rollout_percentage is UNSET and not selected:
+        # clearing an override clears the whole level, rollout and selection included (as DELETE does)
         return [] if current is None else [_cleared(scope, key)]
     before = current or {}
+    kept = {} if command.enabled is None else before  # what a field left out keeps
     target_enabled = before.get("enabled") if command.enabled is UNSET else command.enabled
     target_rollout = (
-        before.get("rollout_percentage") if command.rollout_percentage is UNSET else command.rollout_percentage
+        kept.get("rollout_percentage") if command.rollout_percentage is UNSET else command.rollout_percentage
     )
+    target_selection = Setting.from_value(kept).selection()
+    if selected:
+        assert definition is not None  # `require_live_flag` said so
+        target_selection = _selection(command, Definition.from_value(key, definition))
     changes: list[FlagChange] = []
     value = current
     if target_enabled != before.get("enabled"):
@@ -226,18 +255,30 @@ def _set(command: SetSetting, current: Value, now: datetime | None) -> list[Flag
         changes.append(change)
     if (value or {}).get("rollout_percentage") != target_rollout:
         # A clear removes the rollout too; a rollout given with the clear is set again after it.
-        change = _build(
-            RolloutPercentageSet,
-            flag_key=key,
-            level=scope.level,
-            org_id=scope.org_id,
-            platform=scope.platform,
-            user_id=scope.user_id,
-            percentage=target_rollout,
-        )
+        change = _build(RolloutPercentageSet, flag_key=key, **_at(scope), percentage=target_rollout)
+        value = transition(value, change, at=now)
+        changes.append(change)
+    if Setting.from_value(value or {}).selection() != target_selection:
+        change = _build(VariantSelected, flag_key=key, **_at(scope), **target_selection)
         value = transition(value, change, at=now)
         changes.append(change)
     return changes
+
+
+def _selection(command: SetSetting, definition: Definition) -> dict[str, Any]:
+    """What the command has the level serve, as the stream value holds it (empty: the flag's default)."""
+    variant = None if command.variant is UNSET else command.variant
+    split = None if command.split is UNSET else command.split
+    checked_selection(definition, variant, split)
+    if variant is not None:
+        return {"variant": variant}
+    if split is not None:
+        return {"split": [{"name": arm.name, "weight": arm.weight} for arm in split]}
+    return {}
+
+
+def _at(scope: Scope) -> dict[str, Any]:
+    return {"level": scope.level, "org_id": scope.org_id, "platform": scope.platform, "user_id": scope.user_id}
 
 
 def _clear(command: ClearOverride, current: Value) -> list[FlagChange]:

@@ -7,7 +7,8 @@
 - `set_user`, `clear_user`, `schedule_user`, `unschedule_user`: `/v1/orgs/{org_id}/users/{user_id}/flags/{flag_key}`
 
 `set_*` is PUT on the path, `clear_*` DELETE, `schedule_*` and `unschedule_*` PUT and DELETE on `{path}/schedule`
-(the system default is never cleared, only set). Each route names its level's scope (`SystemScope`, `OrgScope`...)
+(the system default is never cleared, only set). A `set_*` body may also choose what the level serves when on:
+a `variant` or a weighted `split` (`VariantSelected`). Each route names its level's scope (`SystemScope`, `OrgScope`...)
 and hands over to the one function per verb (`_set`, `_clear`, `_schedule`, `_unschedule`). The handlers carry no
 docstring: the OpenAPI document describes them by their summaries alone.
 """
@@ -18,10 +19,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
-from events import Scope
+from events import Scope, Variant
 from services.auth.http import Caller
 from services.auth.policy import Action, Principal, authorize
-from services.command.commands import CancelScheduledSetting, ClearOverride, ScheduleSetting, SetSetting
+from services.command.commands import (
+    UNSET,
+    CancelScheduledSetting,
+    ClearOverride,
+    ScheduleSetting,
+    SetSetting,
+    Unset,
+)
 from services.command.dependencies import Service
 from services.command.routing import (
     CHANGE_RESPONSES,
@@ -39,6 +47,7 @@ from services.command.schemas import (
     ClearRequest,
     ScheduleRequest,
     SettingRequest,
+    VariantIn,
 )
 
 router = APIRouter(prefix="/v1", tags=["changes"], responses=CHANGE_RESPONSES)
@@ -87,9 +96,17 @@ async def _set(
         flag_key=flag_key,
         enabled=given(body, "enabled"),
         rollout_percentage=given(body, "rollout_percentage"),
+        variant=given(body, "variant"),
+        split=_split(given(body, "split")),
         **meta(body, caller),
     )
     return await run(service, command, response)
+
+
+def _split(split: list[VariantIn] | Unset | None) -> tuple[Variant, ...] | Unset | None:
+    if split is None or split is UNSET:
+        return split
+    return tuple(Variant(name=arm.name, weight=arm.weight) for arm in split)
 
 
 async def _clear(

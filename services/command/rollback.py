@@ -1,13 +1,15 @@
 """Rollback: put streams back to their value as of an instant or a version, by appending ordinary changes.
 
 History is never edited. For each stream the goal is read from the log: the
-on/off value and rollout in force at the instant (after the stream's last event
-at or before it, with the scheduled steps due by then applied), or right after
-the given version. A `SetSetting` or `ClearOverride` reaches it, then every
-step scheduled since the target (pending now, not pending then) is cancelled;
-steps are never re-created. A definition gets its attributes (kind,
-description, owner, group, variants, expiry) and kill switch back by an
-`UpdateFlag` and, if need be, a kill-switch change; archiving is final.
+on/off value, rollout and selection (the variant or split the level serves) in
+force at the instant (after the stream's last event at or before it, with the
+scheduled steps due by then applied), or right after the given version. A
+`SetSetting` or `ClearOverride` reaches it, then every step scheduled since the
+target (pending now, not pending then) is cancelled; steps are never re-created.
+A definition gets its attributes (kind, description, owner, group, variants or
+a typed flag's variants and their values, default and off variants, expiry) and
+kill switch back by an `UpdateFlag` and, if need be, a kill-switch change;
+archiving is final.
 
 Each change goes through the same `CommandService` as any other, with the
 stream's current version as `expected_version`: a change that lands meanwhile
@@ -24,11 +26,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from events import Actor, Envelope, FlagKind
+from events import Actor, Envelope, FlagKind, Level
 from events.changes import Variant
 from flagcore.instants import parse_instant
+from flagcore.model import Setting
 from flagcore.transitions import Value, caught_up
 from services.command.commands import (
+    UNSET,
     AnyCommand,
     CancelScheduledSetting,
     ClearOverride,
@@ -107,10 +111,19 @@ async def rollback(
         else:
             assert target.at is not None
             goals.append((stream, await reader.value_as_of(stream, target.at)))
+    field = "version" if target.version is not None else "at"
     for stream, (_, value) in goals:  # what cannot be undone is refused before anything is written
-        if value is None and level_of(stream) in _UNCLEARABLE and (await service.stream_head(stream)).value:
+        level = level_of(stream)
+        if level not in _UNCLEARABLE:
+            continue
+        now = (await service.stream_head(stream)).value
+        if value is None and now:
             detail = f"{stream} was empty then; a definition or a system default cannot be removed"
-            raise InvalidCommand(detail, field="version" if target.version is not None else "at")
+            raise InvalidCommand(detail, field=field)
+        unsettable = level is HistoryLevel.SYSTEM and _switched(value, target.at) is None
+        if unsettable and _switched(now, utc_now()) is not None:
+            detail = f"{stream} was not switched on or off then; a system default cannot be unset"
+            raise InvalidCommand(detail, field=field)
     text = rollback_reason(target, reason)
     done = []
     for stream, (version, value) in goals:
@@ -137,13 +150,17 @@ async def _restore_definition(
     steps: list[AnyCommand] = []
     if head.value.get("killed") and not goal.get("killed"):
         steps.append(ReleaseKillSwitch(**meta))  # first: the kind may only leave ops once released
+    typed = "value_type" in goal  # a typed flag's variants are its values; a boolean's, its experiment arms
     steps.append(
         UpdateFlag(
             kind=FlagKind(goal["kind"]),
             description=goal["description"],
             owner=goal.get("owner"),
             group=goal["group"],
-            variants=tuple(Variant(**v) for v in goal.get("variants") or ()),
+            variants=UNSET if typed else tuple(Variant(**v) for v in goal.get("variants") or ()),
+            values=goal["values"] if typed else UNSET,
+            default_variant=goal["default_variant"] if typed else UNSET,
+            off_variant=goal["off_variant"] if typed else UNSET,
             expires_at=parse_instant(goal["expires_at"]) if goal.get("expires_at") else None,
             **meta,
         )
@@ -174,8 +191,16 @@ async def _restore(
         if goal is None:
             command = ClearOverride(expected_version=head.version, **meta)
         else:
-            enabled, rollout = _in_force(goal)
-            command = SetSetting(enabled=enabled, rollout_percentage=rollout, expected_version=head.version, **meta)
+            enabled, rollout, selection = _in_force(goal)
+            command = SetSetting(
+                # a system default that was never switched is left so (`rollback` refused the other case)
+                enabled=UNSET if enabled is None and scope.level is Level.SYSTEM else enabled,
+                rollout_percentage=rollout,
+                variant=selection.get("variant"),
+                split=tuple(Variant(**arm) for arm in selection["split"]) if "split" in selection else None,
+                expected_version=head.version,
+                **meta,
+            )
         events += (await service.execute(command)).events
         head = await service.stream_head(stream)
     kept = (goal or {}).get("schedule") or []
@@ -188,5 +213,12 @@ async def _restore(
     return StreamRollback(stream, goal_version, goal, head.version, events)
 
 
-def _in_force(value: Value) -> tuple[bool | None, int | None]:
-    return (value or {}).get("enabled"), (value or {}).get("rollout_percentage")
+def _switched(value: Value, at: datetime | None) -> bool | None:
+    """A system default's on/off in force at `at` (None: never switched, only a rollout or a selection)."""
+    return _in_force(caught_up(value, at))[0]
+
+
+def _in_force(value: Value) -> tuple[bool | None, int | None, dict[str, Any]]:
+    """On/off, rollout and selection: what a rollback restores of a setting."""
+    setting = Setting.from_value(value or {})
+    return setting.enabled, setting.rollout_percentage, setting.selection()

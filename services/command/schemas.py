@@ -16,17 +16,27 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
+    PlainValidator,
     StrictBool,
     StrictInt,
     StringConstraints,
+    TypeAdapter,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
-from events import FlagKind
+from events import FlagKind, ValueType
 from events.fields import FlagKey
 from events.fields import Reason as EventReason
-from events.vocabulary import VARIANT_NAME_PATTERN, VARIANT_WEIGHT_TOTAL
+from events.vocabulary import (
+    MAX_OBJECT_VALUE_BYTES,
+    MAX_STRING_VALUE,
+    MAX_VARIANTS,
+    VARIANT_NAME_PATTERN,
+    VARIANT_WEIGHT_TOTAL,
+)
 
 
 def _no_nul(value: str) -> str:
@@ -90,6 +100,76 @@ Variants = Annotated[
     Field(max_length=20, description="Experiment arms (experiment flags only), weights summing to 1000 or 100."),
 ]
 
+VariantName = Annotated[str, StringConstraints(pattern=VARIANT_NAME_PATTERN)]
+TypedVariants = Annotated[
+    dict[VariantName, JsonValue],
+    Field(
+        min_length=1,
+        max_length=MAX_VARIANTS,
+        json_schema_extra={"additionalProperties": False},
+        description=(
+            f"A typed flag's variants: name → value of the flag's `type`, 1–{MAX_VARIANTS} of them. A string is at"
+            f" most {MAX_STRING_VALUE} characters; an integer within the signed 64-bit range; a float finite (an"
+            f" integer is taken as a float); an object a JSON object or array of at most {MAX_OBJECT_VALUE_BYTES}"
+            " bytes of canonical JSON. No NUL characters or lone surrogates."
+        ),
+    ),
+]
+_ARMS: TypeAdapter[list[VariantIn]] = TypeAdapter(Variants)
+_TYPED: TypeAdapter[dict[str, Any]] = TypeAdapter(TypedVariants)
+
+
+def _arms_or_typed(value: Any) -> list[VariantIn] | dict[str, Any]:
+    """An array is a boolean experiment's arms, an object a typed flag's variants (flagd's shape)."""
+    if isinstance(value, dict):
+        return _TYPED.validate_python(value)
+    if isinstance(value, list):
+        return _ARMS.validate_python(value)
+    raise ValueError("an array of experiment arms, or an object of typed variants (name → value)")
+
+
+AnyVariants = Annotated[
+    Variants | TypedVariants,
+    PlainValidator(_arms_or_typed, json_schema_input_type=Variants | TypedVariants),
+    Field(
+        description=(
+            "A boolean flag's experiment arms (an array, experiment flags only), or a typed flag's variants (an"
+            " object: name → value of `type`). A boolean flag's variants are the implicit `on` and `off`."
+        )
+    ),
+]
+ValueTypeField = Annotated[
+    ValueType,
+    Field(description="What the flag serves: `boolean` (on/off, the default) or the variants' values' type."),
+]
+ChosenVariant = Annotated[str, Field(pattern=VARIANT_NAME_PATTERN, description="A variant the flag names.")]
+
+
+def _split_total(arms: list[VariantIn]) -> list[VariantIn]:
+    """A split's weights are thousandths summing to exactly 1000, over distinct variants (as the event's)."""
+    names = [a.name for a in arms]
+    if len(set(names)) != len(names):
+        raise ValueError("names must be distinct")
+    total = sum(a.weight for a in arms)
+    if total != VARIANT_WEIGHT_TOTAL:
+        raise ValueError(f"weights must sum to {VARIANT_WEIGHT_TOTAL}, not {total}")
+    return arms
+
+
+Split = Annotated[
+    list[VariantIn],
+    Field(
+        min_length=1,
+        max_length=MAX_VARIANTS,
+        description=(
+            f"A weighted split of the flag's variants: 1–{MAX_VARIANTS} distinct names, weights in thousandths"
+            f" (0–{VARIANT_WEIGHT_TOTAL}) summing to exactly {VARIANT_WEIGHT_TOTAL}; each subject keeps its variant"
+            " (Unleash's sticky variant hash)."
+        ),
+    ),
+    AfterValidator(_split_total),
+]
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -108,16 +188,25 @@ class WriteRequest(_Body):
 
 
 class DefineFlagRequest(WriteRequest):
+    """A boolean flag by default; a typed flag names its `type`, `variants`, `default_variant` and `off_variant`."""
+
     key: FlagKey
     group: Group
     kind: FlagKind = Field(default=FlagKind.RELEASE, description="Fowler's toggle category.")
     description: Description = ""
     owner: Owner | None = None
-    variants: Variants = []
+    type: ValueTypeField = ValueType.BOOLEAN
+    variants: AnyVariants = []
+    default_variant: ChosenVariant | None = Field(
+        default=None, description="What a level that turns a typed flag on serves (typed flags only, required)."
+    )
+    off_variant: ChosenVariant | None = Field(
+        default=None, description="What a typed flag serves when off (typed flags only, required)."
+    )
     expires_at: Instant | None = Field(default=None, description="When the flag is due for removal.")
 
 
-UPDATABLE = ("kind", "description", "owner", "group", "variants", "expires_at")
+UPDATABLE = ("kind", "description", "owner", "group", "variants", "default_variant", "off_variant", "expires_at")
 
 
 class UpdateFlagRequest(WriteRequest):
@@ -127,10 +216,25 @@ class UpdateFlagRequest(WriteRequest):
     description: Description | None = None
     owner: Owner | None = None
     group: Group | None = None
-    variants: Variants | None = Field(default=None, description="The full new set of arms; `[]` removes them.")
+    # The typed fields refuse null (`_not_null`), so the document does not offer it (SkipJsonSchema).
+    variants: AnyVariants | SkipJsonSchema[None] = Field(
+        default=None,
+        description="The full new set: a boolean flag's arms (`[]` removes them), or a typed flag's variants.",
+    )
+    type: ValueType | SkipJsonSchema[None] = Field(
+        default=None, description="The flag's type, unchanged: a type is fixed when the flag is defined (else 422)."
+    )
+    default_variant: ChosenVariant | SkipJsonSchema[None] = Field(
+        default=None, description="A typed flag's new default variant."
+    )
+    off_variant: ChosenVariant | SkipJsonSchema[None] = Field(
+        default=None, description="A typed flag's new off variant."
+    )
     expires_at: Instant | None = None
 
-    @field_validator("kind", "description", "group", "variants", mode="before")
+    @field_validator(
+        "kind", "description", "group", "type", "variants", "default_variant", "off_variant", mode="before"
+    )
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         if value is None:
@@ -148,18 +252,27 @@ class ArchiveFlagRequest(WriteRequest):
     pass
 
 
+SETTABLE = ("enabled", "rollout_percentage", "variant", "split")
+
+
 class SettingRequest(WriteRequest):
-    """Absent fields are left alone; `null` clears (`enabled: null` removes the override's value)."""
+    """Absent fields are left alone; `null` clears (`enabled: null` clears the override: only the fields given
+    with it are set again). What the level serves when on is one `variant`, a weighted `split`, or (both null)
+    the flag's default variant."""
 
     enabled: StrictBool | None = Field(default=None, description="On/off; null clears (not at system level).")
     rollout_percentage: RolloutPercentage | None = Field(
         default=None, description="Sticky percentage rollout, 0–100; null removes it."
     )
+    variant: ChosenVariant | None = Field(
+        default=None, description="Serve this variant when on (not with `split`); null serves the default variant."
+    )
+    split: Split | None = Field(default=None, description="Serve a weighted split when on; null: the default variant.")
 
     @model_validator(mode="after")
     def _something_to_set(self) -> SettingRequest:
-        if not self.model_fields_set & {"enabled", "rollout_percentage"}:
-            raise ValueError("nothing to set: give enabled and/or rollout_percentage")
+        if not self.model_fields_set & set(SETTABLE):
+            raise ValueError(f"nothing to set: give at least one of {', '.join(SETTABLE)}")
         return self
 
 

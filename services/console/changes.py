@@ -126,12 +126,22 @@ def parse_target(form: Mapping[str, str]) -> Target:
 
 
 def describe(value: Value) -> str:
-    """A setting as a person reads it."""
+    """A setting as a person reads it, with the variant or split it serves when it chose one."""
+    chosen = _chosen(value or {})
     if not value or (value.get("enabled") is None and value.get("rollout_percentage") is None):
-        return "not set"
+        return chosen or "not set"
     state = {True: "on", False: "off", None: "inherited on/off"}[value.get("enabled")]
     pct = value.get("rollout_percentage")
-    return state if pct is None else f"{state}, {pct}% rollout"
+    text = state if pct is None else f"{state}, {pct}% rollout"
+    return f"{text}, {chosen}" if chosen else text
+
+
+def _chosen(value: dict[str, Any]) -> str:
+    if value.get("variant") is not None:
+        return f"variant {value['variant']}"
+    if value.get("split"):
+        return "split " + " / ".join(f"{arm['name']} {arm['weight'] / 10:g}%" for arm in value["split"])
+    return ""
 
 
 @dataclass(frozen=True, slots=True)

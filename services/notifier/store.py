@@ -13,6 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
+from services.infra.pg_errors import UNREACHABLE
 from services.infra.postgres import create_pool, tenant_transaction
 from services.infra.settings import Role, Settings
 from services.notifier.deliveries import Attempt, DeadLetter
@@ -21,7 +22,9 @@ from services.notifier.subscriptions import Subscription
 
 __all__ = ["DeliveryLogError", "PostgresDeliveryLog", "create_notifier_pool"]
 
-DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# Postgres out of reach, or refusing a write: either way the outcome is not recorded, so the delivery is
+# held and retried (nothing is sent again unrecorded).
+DRIVER_ERRORS = (*UNREACHABLE, asyncpg.PostgresError)
 
 
 async def create_notifier_pool(settings: Settings) -> asyncpg.Pool:
@@ -109,7 +112,7 @@ class PostgresDeliveryLog:
         try:
             async with self._pool.acquire(timeout=2) as conn:
                 await conn.fetchval("SELECT 1")
-        except (*DRIVER_ERRORS, TimeoutError) as exc:
+        except DRIVER_ERRORS as exc:
             raise DeliveryLogError(f"PostgreSQL unavailable: {exc.__class__.__name__}") from exc
 
     async def latest_attempts(self, org_id: str | None, subscription_id: str, limit: int) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from flaglog import DeadLetter, Decoded, RawRecord, TopicPartition, decode_record, next_offsets
+from services.infra.pg_errors import UNREACHABLE
 from services.projector.cache_targets import CacheTarget
 from services.projector.heads import Head, HeadCache
 from services.projector.ports import DeadLetterSink, Invalidator, Store, Transaction
@@ -126,7 +127,7 @@ class Projector:
                 len(records),
                 self._retry_backoff,
                 exc,
-                exc_info=not isinstance(exc, OSError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError),
+                exc_info=not isinstance(exc, UNREACHABLE),  # an outage is said in one line; anything else traced
             )
             await asyncio.sleep(self._retry_backoff)
             raise InfrastructureError(str(exc)) from exc

@@ -13,7 +13,7 @@ from uuid import UUID
 
 import orjson
 
-from events import Envelope, Level, Scope
+from events import Envelope, Level, Scope, ValueType
 from flagcore import format_instant, parse_instant
 
 
@@ -32,6 +32,10 @@ class DefinitionRow(NamedTuple):
     killed: bool
     variants: str  # JSON text: [{"name", "weight"}]
     expires_at: datetime | None
+    value_type: str
+    variant_values: str  # JSON text: a typed flag's {name: value}; {} for a boolean flag
+    default_variant: str | None  # None for a boolean flag (its variants are on/off)
+    off_variant: str | None
 
 
 class SettingRow(NamedTuple):
@@ -46,6 +50,8 @@ class SettingRow(NamedTuple):
     reason: str
     updated_at: datetime
     schedule: str | None  # JSON text of the pending steps; None when nothing is scheduled
+    variant: str | None  # the variant the level serves when on
+    split: str | None  # JSON text of the level's weighted split; None with `variant`: the flag's default
 
 
 class OverrideKey(NamedTuple):
@@ -84,6 +90,8 @@ def setting_row(envelope: Envelope, value: dict[str, Any]) -> SettingRow:
         envelope.reason,
         envelope.occurred_at,
         _json(value["schedule"]) if value.get("schedule") else None,
+        value.get("variant"),
+        None if value.get("split") is None else orjson.dumps(value["split"]).decode(),
     )
 
 
@@ -103,6 +111,10 @@ def definition_row(envelope: Envelope, value: dict[str, Any]) -> DefinitionRow:
         bool(value.get("killed", False)),
         orjson.dumps(value.get("variants") or []).decode(),
         None if value.get("expires_at") is None else parse_instant(value["expires_at"]),
+        value.get("value_type", ValueType.BOOLEAN.value),
+        orjson.dumps(value.get("values") or {}).decode(),
+        value.get("default_variant"),
+        value.get("off_variant"),
     )
 
 
@@ -122,6 +134,11 @@ def stored_definition(row: Mapping[str, Any]) -> dict[str, Any]:
         value["variants"] = variants
     if row["expires_at"] is not None:
         value["expires_at"] = format_instant(row["expires_at"])
+    if row["value_type"] != ValueType.BOOLEAN.value:  # as `transition` writes a typed flag's value
+        value["value_type"] = row["value_type"]
+        value["values"] = orjson.loads(row["variant_values"])
+        value["default_variant"] = row["default_variant"]
+        value["off_variant"] = row["off_variant"]
     return value
 
 

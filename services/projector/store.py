@@ -49,7 +49,8 @@ STORED_OFFSETS = """
 """
 NOTHING_PROJECTED = "SELECT NOT EXISTS (SELECT 1 FROM projector_offsets WHERE next_offset > 0)"
 DEFINITIONS = (
-    "SELECT flag_key, kind, description, owner, grp, archived, killed, variants::text, expires_at FROM flags "
+    "SELECT flag_key, kind, description, owner, grp, archived, killed, variants::text, expires_at, value_type, "
+    "variant_values::text, default_variant, off_variant FROM flags "
     "WHERE flag_key = ANY($1::text[])"
 )
 
@@ -123,13 +124,15 @@ BEGIN
         grp = EXCLUDED.grp, archived = EXCLUDED.archived, version = EXCLUDED.version,
         event_id = EXCLUDED.event_id, actor = EXCLUDED.actor, reason = EXCLUDED.reason,
         updated_at = EXCLUDED.updated_at, killed = EXCLUDED.killed, variants = EXCLUDED.variants,
-        expires_at = EXCLUDED.expires_at;
+        expires_at = EXCLUDED.expires_at, value_type = EXCLUDED.value_type,
+        variant_values = EXCLUDED.variant_values, default_variant = EXCLUDED.default_variant,
+        off_variant = EXCLUDED.off_variant;
     INSERT INTO system_defaults SELECT * FROM stage_system
     ON CONFLICT (flag_key) DO UPDATE SET
         enabled = EXCLUDED.enabled, rollout_percentage = EXCLUDED.rollout_percentage,
         stream = EXCLUDED.stream, version = EXCLUDED.version, event_id = EXCLUDED.event_id,
         actor = EXCLUDED.actor, reason = EXCLUDED.reason, updated_at = EXCLUDED.updated_at,
-        schedule = EXCLUDED.schedule;
+        schedule = EXCLUDED.schedule, variant = EXCLUDED.variant, split = EXCLUDED.split;
     DELETE FROM system_defaults WHERE flag_key IN (SELECT flag_key FROM stage_system_deletes);
     INSERT INTO stream_heads SELECT stream, org_id, version, hash FROM stage_heads WHERE org_id IS NULL
     ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version, hash = EXCLUDED.hash;
@@ -151,7 +154,7 @@ BEGIN
             enabled = EXCLUDED.enabled, rollout_percentage = EXCLUDED.rollout_percentage,
             stream = EXCLUDED.stream, version = EXCLUDED.version, event_id = EXCLUDED.event_id,
             actor = EXCLUDED.actor, reason = EXCLUDED.reason, updated_at = EXCLUDED.updated_at,
-            schedule = EXCLUDED.schedule;
+            schedule = EXCLUDED.schedule, variant = EXCLUDED.variant, split = EXCLUDED.split;
         DELETE FROM overrides o USING stage_override_deletes d
         WHERE d.org_id = tenant AND o.org_id = tenant AND o.level = d.level
           AND o.platform = d.platform AND o.user_id = d.user_id AND o.flag_key = d.flag_key;
@@ -208,15 +211,16 @@ HISTORY_COLUMNS = (
 )  # fmt: skip
 OVERRIDE_COLUMNS = (
     "org_id", "level", "platform", "user_id", "flag_key", "enabled", "rollout_percentage", "stream",
-    "version", "event_id", "actor", "reason", "updated_at", "schedule",
+    "version", "event_id", "actor", "reason", "updated_at", "schedule", "variant", "split",
 )  # fmt: skip
 FLAG_COLUMNS = (
     "flag_key", "kind", "description", "owner", "grp", "archived", "version", "event_id", "actor",
-    "reason", "updated_at", "killed", "variants", "expires_at",
+    "reason", "updated_at", "killed", "variants", "expires_at", "value_type", "variant_values", "default_variant",
+    "off_variant",
 )  # fmt: skip
 SYSTEM_COLUMNS = (
     "flag_key", "enabled", "rollout_percentage", "stream", "version", "event_id", "actor", "reason",
-    "updated_at", "schedule",
+    "updated_at", "schedule", "variant", "split",
 )  # fmt: skip
 
 

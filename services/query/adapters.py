@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.infra.cache_keys import CacheKeys
+from services.infra.pg_errors import UNREACHABLE
 from services.infra.postgres import tenant_transaction
 from services.query.cache import CacheError, DocumentCache
 from services.query.documents import catalog_document, dumps, org_document, user_document
@@ -25,15 +26,15 @@ log = logging.getLogger(__name__)
 
 FLAGS_SQL = (
     "SELECT flag_key, kind, description, owner, grp, archived, version, event_id, actor, reason, updated_at, "
-    "killed, variants::text, expires_at FROM flags"
+    "killed, variants::text, expires_at, value_type, variant_values::text, default_variant, off_variant FROM flags"
 )
 SYSTEM_SQL = (
     "SELECT flag_key, enabled, rollout_percentage, stream, version, event_id, actor, reason, updated_at, "
-    "schedule::text FROM system_defaults"
+    "schedule::text, variant, split::text FROM system_defaults"
 )
 _OVERRIDE_COLUMNS = (
     "level, platform, flag_key, enabled, rollout_percentage, stream, version, event_id, actor, reason, updated_at, "
-    "schedule::text"
+    "schedule::text, variant, split::text"
 )
 # Every override of the org with pending steps (user level included), for the schedule listing.
 SCHEDULED_SQL = (
@@ -49,8 +50,9 @@ USER_SQL = (
 OVERRIDE_COUNTS_SQL = "SELECT flag_key, orgs, overrides FROM flag_override_counts WHERE overrides > 0 ORDER BY flag_key"
 
 
-# Every failure of the driver or the socket counts as Postgres unavailable (a 503), not only a lost connection.
-DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# Postgres out of reach (services.infra.pg_errors, as every service defines it), and also any error the server
+# answers a read with: the reads take nothing from the caller that could be to blame, so it is a 503 too.
+DRIVER_ERRORS = (*UNREACHABLE, asyncpg.PostgresError)
 
 
 @asynccontextmanager

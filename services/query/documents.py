@@ -19,8 +19,10 @@ from typing import Any
 
 import orjson
 
-from events import FlagKind, definition_stream
+from events import FlagKind, ValueType, definition_stream
+from events.values import BOOLEAN_VARIANTS
 from flagcore import Catalog, Definition, EventRef, ScheduledStep, Setting, Variant, parse_instant
+from flagcore.model import typed_fields
 
 Row = Mapping[str, Any]
 
@@ -63,19 +65,45 @@ def _ref(doc: Mapping[str, Any]) -> EventRef:
 
 
 def _setting_json(row: Row) -> dict[str, Any]:
-    schedule = row.get("schedule")
+    schedule, split = row.get("schedule"), row.get("split")
     return {
         "flag_key": row["flag_key"],
         "enabled": row["enabled"],
         "rollout_percentage": row["rollout_percentage"],
         "schedule": orjson.loads(schedule) if schedule else [],
+        "variant": row.get("variant"),
+        "split": None if split is None else orjson.loads(split),
         "event": _event_json(row["stream"], row),
     }
 
 
 def _setting(doc: Mapping[str, Any]) -> Setting:
+    """A setting of a document (one cached before typed values has no `variant` or `split`: the default's)."""
     steps = tuple(ScheduledStep.from_value(s) for s in doc.get("schedule") or ())
-    return Setting(doc["enabled"], doc["rollout_percentage"], _ref(doc["event"]), steps)
+    split = doc.get("split")
+    arms = None if split is None else tuple(Variant(v["name"], v["weight"]) for v in split)
+    return Setting(doc["enabled"], doc["rollout_percentage"], _ref(doc["event"]), steps, doc.get("variant"), arms)
+
+
+def _typed_json(row: Row) -> dict[str, Any]:
+    """A `flags` row's typed part, as the definition value holds it (`flagcore.model.typed_fields` reads it)."""
+    return {
+        "value_type": row.get("value_type") or ValueType.BOOLEAN.value,
+        "values": orjson.loads(row.get("variant_values") or "{}"),
+        "default_variant": row.get("default_variant"),
+        "off_variant": row.get("off_variant"),
+    }
+
+
+def _typed_listing(d: Definition) -> dict[str, Any]:
+    """What a flag serves, for the listing: its type and variants (a boolean flag's implicit on/off included)."""
+    values = dict(d.values) if d.value_type is not ValueType.BOOLEAN else dict(BOOLEAN_VARIANTS)
+    return {
+        "value_type": d.value_type.value,
+        "values": values,
+        "default_variant": d.default_variant,
+        "off_variant": d.off_variant,
+    }
 
 
 def dumps(document: Mapping[str, Any]) -> bytes:
@@ -99,6 +127,7 @@ def catalog_document(flag_rows: Iterable[Row], system_rows: Iterable[Row]) -> di
                 "killed": bool(r.get("killed", False)),
                 "variants": orjson.loads(r.get("variants") or "[]"),
                 "expires_at": r.get("expires_at"),
+                **_typed_json(r),
                 "event": _event_json(definition_stream(r["flag_key"]), r),
             }
             for r in sorted(flag_rows, key=lambda r: r["flag_key"])
@@ -128,6 +157,7 @@ def compile_catalog(raw: bytes) -> CompiledCatalog:
             killed=f.get("killed", False),
             variants=tuple(Variant(v["name"], v["weight"]) for v in f.get("variants") or ()),
             expires_at=None if f.get("expires_at") is None else parse_instant(f["expires_at"]),
+            **typed_fields(f),
         )
     for s in doc["system"]:
         catalog.system[s["flag_key"]] = _setting(s)
@@ -144,6 +174,7 @@ def compile_catalog(raw: bytes) -> CompiledCatalog:
                 "killed": f.get("killed", False),
                 "variants": f.get("variants") or [],
                 "expires_at": f.get("expires_at"),
+                **_typed_listing(catalog.definitions[f["key"]]),
                 "version": f["event"]["version"],
                 "event": f["event"],
                 "system": None
@@ -152,6 +183,8 @@ def compile_catalog(raw: bytes) -> CompiledCatalog:
                     "enabled": system[f["key"]]["enabled"],
                     "rollout_percentage": system[f["key"]]["rollout_percentage"],
                     "schedule": system[f["key"]].get("schedule") or [],
+                    "variant": system[f["key"]].get("variant"),
+                    "split": system[f["key"]].get("split"),
                     "version": system[f["key"]]["event"]["version"],
                     "event": system[f["key"]]["event"],
                 },

@@ -20,6 +20,7 @@ from services.auth.http import Caller
 from services.query import ofrep
 from services.query.dependencies import Evaluations
 from services.query.routing import FlagPath
+from services.query.schemas import VALUE_DESCRIPTION, TypedValue
 
 __all__ = ["BULK_PATH", "FLAG_PATH", "respond", "router"]
 
@@ -30,9 +31,13 @@ JSON = "application/json"
 
 class FlagAnswer(BaseModel):
     key: str = Field(description="The flag key.")
-    value: bool = Field(description="The flag's value for this context.")
-    reason: str = Field(description="STATIC, TARGETING_MATCH, SPLIT, DISABLED or DEFAULT.")
-    variant: str = Field(description="The experiment arm served, else `on` or `off`.")
+    value: TypedValue = Field(description=VALUE_DESCRIPTION)
+    reason: str = Field(
+        description="STATIC (the system default decided), TARGETING_MATCH (an org, platform or user override), SPLIT "
+        "(a sticky rollout or split of variants), DISABLED (archived, or an ops kill switch) or DEFAULT (no level "
+        "sets the flag: its off variant)."
+    )
+    variant: str = Field(description="The variant served: a typed flag's named one; a boolean's arm, `on` or `off`.")
     metadata: dict[str, bool | int | str] = Field(
         description="`level` that decided, `eventId` and `version` of the event that set it, `rolloutPercentage`, "
         "`killSwitch` when an ops flag's kill switch decided."

@@ -10,7 +10,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from events import Platform
+from events import Platform, ValueType
+
+# A flag's value: its type's (`value_type`): boolean, string, integer, float, or object (a JSON object or array).
+TypedValue = bool | int | float | str | dict[str, Any] | list[Any]
+VALUE_DESCRIPTION = "The flag's value, of its type: boolean, string, integer, float, or object (JSON object or array)."
 
 
 class EventOut(BaseModel):
@@ -29,12 +33,13 @@ class RolloutOut(BaseModel):
 
 class EvaluationOut(BaseModel):
     flag_key: str
-    value: bool
+    value: TypedValue = Field(description=VALUE_DESCRIPTION + " An unknown flag's is false.")
     reason: str = Field(description="OpenFeature reason: STATIC, TARGETING_MATCH, SPLIT, DISABLED, DEFAULT, ERROR.")
     level: str | None = Field(description="user, platform, org or system: the level that decided.")
     error_code: str | None
     variant: str | None = Field(
-        description="The experiment arm when on (sticky, Unleash's hashing), else `on`/`off`; null on error."
+        description="The variant served: a typed flag's named variant (a split's is sticky, Unleash's hashing); a "
+        "boolean flag's experiment arm when on, else `on`/`off`; null on error."
     )
     explanation: str
     rollout: RolloutOut | None
@@ -57,17 +62,21 @@ class StepOut(BaseModel):
     rollout_percentage: int | None = Field(description="null keeps what is in force.")
 
 
+class VariantOut(BaseModel):
+    name: str
+    weight: int = Field(description="Share of users in thousandths; the weights sum to 1000.")
+
+
 class SystemOut(BaseModel):
     enabled: bool | None
     rollout_percentage: int | None
     schedule: list[StepOut] = Field(description="Pending scheduled steps, in time order.")
+    variant: str | None = Field(description="The variant the system default serves when on; null: see `split`.")
+    split: list[VariantOut] | None = Field(
+        description="A weighted split of variants served when on (sticky); null with `variant`: the flag's default."
+    )
     version: int
     event: EventOut
-
-
-class VariantOut(BaseModel):
-    name: str
-    weight: int = Field(description="Share of users in thousandths; the weights sum to 1000.")
 
 
 class FlagOut(BaseModel):
@@ -80,6 +89,12 @@ class FlagOut(BaseModel):
     killed: bool = Field(description="An ops flag's kill switch is engaged: off everywhere.")
     variants: list[VariantOut] = Field(description="An experiment's arms (empty otherwise).")
     expires_at: str | None = Field(description="When the flag is due for removal (RFC 3339, UTC).")
+    value_type: ValueType = Field(description="What the flag's variants hold.")
+    values: dict[str, TypedValue] = Field(
+        description="Each variant's value (a boolean flag's implicit ones: `on` true, `off` false)."
+    )
+    default_variant: str = Field(description="What a level that turns the flag on serves, unless it names one.")
+    off_variant: str = Field(description="What the flag serves when off (no level on, outside a rollout, archived).")
     version: int = Field(description="Version of the flag's definition stream.")
     event: EventOut
     system: SystemOut | None

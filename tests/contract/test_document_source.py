@@ -16,7 +16,8 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from flagcore import FlagState, fold
+from events import ValueType
+from flagcore import FlagState, TenantRules, evaluate, fold
 from services.infra.postgres import create_pool
 from services.infra.settings import Role, Settings
 from services.projector.projection import Projector
@@ -31,7 +32,7 @@ from services.query.documents import (
     org_document,
     user_document,
 )
-from tests.support.eventlog import EventLog, every_row_log
+from tests.support.eventlog import LIMITS, THEMES, EventLog, every_row_log
 from tests.support.projector_fakes import NoDeadLetters, NullInvalidator
 from tests.support.query_fakes import StateSource, catalog_rows, override_rows
 from tests.support.records import records
@@ -69,6 +70,34 @@ class DocumentSourceContract:
         assert compiled.system == state.catalog.system
         assert {d.killed for d in compiled.definitions.values()} == {True, False}  # the log has every kind
         assert compiled.definitions["c.experiment"].variants and compiled.definitions["c.experiment"].expires_at
+        theme, limits = compiled.definitions["c.theme"], compiled.definitions["c.limits"]
+        assert (theme.value_type, dict(theme.values), theme.default_variant) == (ValueType.STRING, THEMES, "light")
+        assert (limits.value_type, dict(limits.values), limits.off_variant) == (ValueType.OBJECT, LIMITS, "small")
+        assert compiled.system["c.theme"].variant == "blue"
+
+    async def test_the_listing_says_what_each_flag_serves(self, source: DocumentSource) -> None:
+        listing = {f["key"]: f for f in orjson.loads(compile_catalog(await source.catalog()).listing)["flags"]}
+        theme, release = listing["c.theme"], listing["c.release"]
+        assert (theme["value_type"], theme["values"], theme["off_variant"]) == ("string", THEMES, "dark")
+        assert (theme["system"]["variant"], theme["system"]["split"]) == ("blue", None)
+        assert (release["value_type"], release["values"]) == ("boolean", {"on": True, "off": False})
+        assert (release["default_variant"], release["off_variant"]) == ("on", "off")
+
+    async def test_typed_values_evaluate_as_the_fold_does(self, source: DocumentSource, state: FlagState) -> None:
+        catalog = compile_catalog(await source.catalog()).catalog
+        for org in ("o1", "o2"):
+            documents = compile_org(await source.org(org))
+            users = compile_user(await source.user(org, "u1")).user
+            tenant = TenantRules(org, documents.org, documents.platform, users)
+            for key in ("c.theme", "c.limits"):
+                for platform in (None, "meta"):
+                    for user in (None, "u1", "u7"):
+                        want = evaluate(state.catalog, state.tenant(org), key, platform=platform, user_id=user)
+                        assert evaluate(catalog, tenant, key, platform=platform, user_id=user) == want
+            if org == "o2":
+                answer = evaluate(catalog, tenant, "c.limits", user_id="u1")
+                assert (answer.value, answer.variant) == (LIMITS["list"], "list")
+                assert answer.reason.value == "TARGETING_MATCH"
 
     async def test_an_orgs_document_holds_its_org_and_platform_settings(
         self, source: DocumentSource, state: FlagState

@@ -26,7 +26,7 @@ from services.projector.heads import Head
 from services.projector.ports import Transaction
 from services.projector.store import PostgresStore, create_projector_pool
 from services.projector.tenant_plan import TenantPlan, group_by_tenant, plan_tenant
-from tests.support.eventlog import EventLog, every_row_log
+from tests.support.eventlog import LIMITS, THEMES, EventLog, every_row_log
 from tests.support.projection import tenant_rows
 from tests.support.projector_fakes import FakeStore
 from tests.support.records import TOPIC, records
@@ -79,7 +79,8 @@ def folded_models(log: EventLog) -> dict[str, Any]:
 
     def row(s: Setting) -> tuple[Any, ...]:
         assert s.source is not None
-        return (s.enabled, s.rollout_percentage, s.source.version, s.source.event_id, schedule_of(s))
+        split = s.selection().get("split")
+        return (s.enabled, s.rollout_percentage, s.source.version, s.source.event_id, schedule_of(s), s.variant, split)
 
     overrides: dict[tuple[str, ...], tuple[Any, ...]] = {}
     for org in ORGS:
@@ -158,12 +159,30 @@ class ProjectorStoreContract:
             for e in log.events
             if e.new is not None and (key := e.flag_key) is not None and e.stream == definition_stream(key)
         }
-        assert {d["kind"] for d in expected.values()} == {"release", "experiment", "ops"}
+        assert {d["kind"] for d in expected.values()} == {"release", "experiment", "ops", "permission"}
         async with store.batch() as tx:
             found = await tx.definitions([*expected, "c.never-defined"])
         assert found == expected
         assert found["c.ops"]["killed"] and found["c.retired"]["archived"]
         assert found["c.experiment"]["variants"] and found["c.experiment"]["expires_at"] == "2030-01-01T00:00:00Z"
+        assert (found["c.theme"]["value_type"], found["c.theme"]["values"]) == ("string", THEMES)
+        assert found["c.theme"]["description"] == "the colour theme"  # the update applied to the stored definition
+        assert (found["c.limits"]["values"], found["c.limits"]["off_variant"]) == (LIMITS, "small")
+        assert "value_type" not in found["c.release"]  # a boolean flag reads back as before typed values
+
+    async def test_every_level_keeps_the_variant_or_split_it_serves(
+        self, store: ProjectorStore, read_models: ReadModels
+    ) -> None:
+        await project(store, decoded(every_row_log()))
+        models = await read_models()
+        selections = {key: row[5:] for key, row in (*models["system"].items(), *models["overrides"].items())}
+        assert selections["c.theme"] == ("blue", None)
+        assert selections["o1", "org", "", "", "c.limits"] == (None, [{"name": "small", "weight": 700},
+                                                                     {"name": "large", "weight": 300}])
+        assert selections["o1", "platform", "meta", "", "c.theme"] == ("dark", None)
+        assert selections["o1", "user", "", "u1", "c.theme"] == ("light", None)
+        assert selections["o2", "org", "", "", "c.limits"] == ("list", None)
+        assert selections["c.release"] == (None, None)
 
     async def test_heads_read_back_tenant_by_tenant(self, store: ProjectorStore) -> None:
         log = every_row_log()
@@ -184,7 +203,8 @@ class TestFakeStore(ProjectorStoreContract):
     def read_models(self, store: FakeStore) -> ReadModels:
         def setting(row: Any) -> tuple[Any, ...]:
             schedule = None if row.schedule is None else orjson.loads(row.schedule)
-            return (row.enabled, row.rollout_percentage, row.version, str(row.event_id), schedule)
+            split = None if row.split is None else orjson.loads(row.split)
+            return (row.enabled, row.rollout_percentage, row.version, str(row.event_id), schedule, row.variant, split)
 
         async def read() -> dict[str, Any]:
             return {
@@ -213,11 +233,13 @@ class TestPostgresStore(ProjectorStoreContract):
     @pytest.fixture
     def read_models(self, projector_database: Settings) -> ReadModels:
         db = projector_database
-        columns = "enabled, rollout_percentage, version, event_id, schedule::text AS schedule"
+        columns = "enabled, rollout_percentage, version, event_id, schedule::text AS schedule, variant, split::text"
 
         def setting(row: Any) -> tuple[Any, ...]:
             schedule = None if row["schedule"] is None else orjson.loads(row["schedule"])
-            return (row["enabled"], row["rollout_percentage"], row["version"], str(row["event_id"]), schedule)
+            split = None if row["split"] is None else orjson.loads(row["split"])
+            selection = (schedule, row["variant"], split)
+            return (row["enabled"], row["rollout_percentage"], row["version"], str(row["event_id"]), *selection)
 
         async def read() -> dict[str, Any]:
             system = await tenant_rows(db, Role.PROJECTOR, None, f"SELECT flag_key, {columns} FROM system_defaults")

@@ -4,7 +4,7 @@ Two clients per org: one started before the world is published (it learns every
 event from the topic) and one bootstrapped from the query service once the
 projector has it (it starts from the snapshot). Both must answer every case like
 the pure core, through `evaluate` (value, variant, reason, level) and through the
-`is_enabled` hot path (value), on each side of the schedules' instant.
+`is_enabled` hot path or the typed getter of the flag's type (value), on each side of the schedules' instant.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -38,18 +39,33 @@ def stack(make_settings: Callable[[], Settings], tmp_path_factory: pytest.TempPa
     running.stop()
 
 
-def ask(client: FlagClient, case: Case) -> tuple[Outcome, bool]:
+def ask(client: FlagClient, case: Case) -> tuple[Outcome, Any]:
     r = client.evaluate(case.flag, platform=case.platform, user=case.user)
     got = Outcome(r.value, r.variant, r.reason.value, None if r.level is None else r.level.value)
-    return got, client.is_enabled(case.flag, platform=case.platform, user=case.user)
+    return got, fast_value(client, case)
+
+
+def fast_value(client: FlagClient, case: Case) -> Any:
+    """The value from the hot path: `is_enabled`, or the getter of the expected value's type."""
+    context: dict[str, Any] = {"platform": case.platform, "user": case.user}
+    value = case.expected.value
+    if type(value) is bool:
+        return client.is_enabled(case.flag, **context)
+    if type(value) is str:
+        return client.get_string(case.flag, "", **context)
+    if type(value) is int:
+        return client.get_integer(case.flag, -1, **context)
+    if type(value) is float:
+        return client.get_float(case.flag, -1.0, **context)
+    return client.get_object(case.flag, {}, **context)
 
 
 def run(clients: dict[str, FlagClient], cases: list[Case], label: str) -> list[str]:
     wrong = []
     for case in cases:
         got, fast = ask(clients[case.org], case)
-        if got != case.expected or fast is not case.expected.value:
-            wrong.append(f"{label} {case.name}: {got}, is_enabled {fast} != {case.expected}")
+        if got != case.expected or fast != case.expected.value or type(fast) is not type(case.expected.value):
+            wrong.append(f"{label} {case.name}: {got}, hot path {fast!r} != {case.expected}")
     return wrong
 
 

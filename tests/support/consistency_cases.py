@@ -7,7 +7,9 @@ about which flag, when (`at`, an offset from `base`; None where no schedule is
 involved), and the expected value, variant, reason and deciding level. Buckets
 behind the rollout rows (murmur3, Unleash's): c.rollout u-1 23, u-2 60, acme 99;
 c.platform-rollout u-1 10, u-4 40 (the edge of 40%), u-2 86; c.ramp (50%, then
-100% at `base`) u-1 22, u-4 64; arms of c.experiment: u-1 blue, u-3 control, acme green.
+100% at `base`) u-1 22, u-4 64; arms of c.experiment: u-1 blue, u-3 control, acme green. Typed flags: c.ratio
+(a float, 50%) u-1 18, u-2 76, u-3 53, acme 38; c.limit's split (an integer, small/large 500/500): u-1 large,
+u-2 large, u-3 small, acme large.
 
 A runner per surface turns a case into an `Outcome` and compares it with
 `case.expected`; a surface that does not report a field leaves it None and the
@@ -18,6 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import JsonValue
 
 from events import (
     AnyChange,
@@ -35,7 +40,9 @@ from events import (
     SettingScheduled,
     SystemDefaultSet,
     UserOverrideSet,
+    ValueType,
     Variant,
+    VariantSelected,
 )
 from tests.support.factories import LogBuilder
 
@@ -85,7 +92,36 @@ def changes(base: datetime) -> list[AnyChange]:
         define("c.ramp"),
         rollout("c.ramp", 50),
         SettingScheduled(flag_key="c.ramp", level=Level.ORG, org_id=ORG, effective_at=base, rollout_percentage=100),
+        *typed_changes(),
     ]
+
+
+def typed_changes() -> list[AnyChange]:
+    """A flag of each type but boolean: a variant at three levels, a split, a rollout, an on/off override."""
+
+    def define(key: str, kind: ValueType, values: dict[str, JsonValue], default: str, off: str) -> FlagDefined:
+        return FlagDefined(flag_key=key, group="consistency", description=key, value_type=kind, values=values,
+                           default_variant=default, off_variant=off)  # fmt: skip
+
+    halves = (Variant(name="small", weight=500), Variant(name="large", weight=500))
+    return [
+        define("c.theme", ValueType.STRING, THEMES, "light", "dark"),
+        SystemDefaultSet(flag_key="c.theme", enabled=True),
+        VariantSelected(flag_key="c.theme", level=Level.SYSTEM, variant="blue"),
+        VariantSelected(flag_key="c.theme", level=Level.PLATFORM, org_id=ORG, platform=Platform.META, variant="dark"),
+        VariantSelected(flag_key="c.theme", level=Level.USER, org_id=ORG, user_id="u-1", variant="light"),
+        define("c.limit", ValueType.INTEGER, {"small": 10, "large": 1000, "none": 0}, "small", "none"),
+        OrgOverrideSet(flag_key="c.limit", org_id=ORG, enabled=True),
+        VariantSelected(flag_key="c.limit", level=Level.ORG, org_id=ORG, split=halves),
+        define("c.ratio", ValueType.FLOAT, {"low": 0.25, "high": 0.75}, "high", "low"),
+        RolloutPercentageSet(flag_key="c.ratio", level=Level.ORG, org_id=ORG, percentage=50),
+        define("c.layout", ValueType.OBJECT, {"grid": {"columns": 3}, "list": [1, 2]}, "grid", "list"),
+        OrgOverrideSet(flag_key="c.layout", org_id=ORG, enabled=True),
+        PlatformOverrideSet(flag_key="c.layout", org_id=ORG, platform=Platform.TIKTOK, enabled=False),
+    ]
+
+
+THEMES: dict[str, JsonValue] = {"light": "#fff", "dark": "#000", "blue": "#00f"}
 
 
 def sealed(base: datetime) -> list[Envelope]:
@@ -98,10 +134,18 @@ def sealed(base: datetime) -> list[Envelope]:
 
 @dataclass(frozen=True)
 class Outcome:
-    value: bool
+    value: Any  # of the flag's type
     variant: str | None
     reason: str
     level: str | None
+
+    def __eq__(self, other: object) -> bool:
+        """Field by field, the value's type included (`0 == False` and `1.0 == 1` in Python, not in JSON)."""
+        if not isinstance(other, Outcome):
+            return NotImplemented
+        return (type(self.value), self.value, self.variant, self.reason, self.level) == (
+            type(other.value), other.value, other.variant, other.reason, other.level
+        )
 
     def matches(self, expected: Outcome) -> bool:
         """Equal on every field this surface reports (None: not reported)."""
@@ -124,7 +168,7 @@ class Case:
         return f"{self.flag} {self.org}/{self.platform or '-'}/{self.user or '-'}{when}"
 
 
-def _o(value: bool, variant: str | None, reason: str, level: str | None) -> Outcome:
+def _o(value: Any, variant: str | None, reason: str, level: str | None) -> Outcome:
     return Outcome(value, variant, reason, level)
 
 
@@ -163,4 +207,19 @@ CASES: tuple[Case, ...] = (
     Case("c.ramp", ORG, None, "u-1", _o(True, "on", "SPLIT", "org"), JUST_BEFORE),
     # a flag nobody defined
     Case("c.nothing", ORG, None, "u-1", _o(False, None, "ERROR", None)),
+    # typed flags: a variant chosen at each level, a split, a rollout, an override switching one off
+    Case("c.theme", ORG, "meta", "u-1", _o("#fff", "light", "TARGETING_MATCH", "user")),
+    Case("c.theme", ORG, "meta", "u-2", _o("#000", "dark", "TARGETING_MATCH", "platform")),
+    Case("c.theme", ORG, None, "u-2", _o("#00f", "blue", "STATIC", "system")),
+    Case("c.theme", OTHER, None, None, _o("#00f", "blue", "STATIC", "system")),
+    Case("c.limit", ORG, None, "u-1", _o(1000, "large", "SPLIT", "org")),
+    Case("c.limit", ORG, None, "u-3", _o(10, "small", "SPLIT", "org")),
+    Case("c.limit", ORG, None, None, _o(1000, "large", "SPLIT", "org")),
+    Case("c.limit", OTHER, None, "u-1", _o(0, "none", "DEFAULT", None)),
+    Case("c.ratio", ORG, None, "u-1", _o(0.75, "high", "SPLIT", "org")),
+    Case("c.ratio", ORG, None, "u-2", _o(0.25, "low", "SPLIT", "org")),
+    Case("c.ratio", ORG, None, None, _o(0.75, "high", "SPLIT", "org")),
+    Case("c.layout", ORG, None, "u-1", _o({"columns": 3}, "grid", "TARGETING_MATCH", "org")),
+    Case("c.layout", ORG, "tiktok", "u-1", _o([1, 2], "list", "TARGETING_MATCH", "platform")),
+    Case("c.layout", OTHER, None, "u-1", _o([1, 2], "list", "DEFAULT", None)),
 )

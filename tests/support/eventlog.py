@@ -19,6 +19,7 @@ from events import (
     FlagArchived,
     FlagDefined,
     FlagKind,
+    FlagUpdated,
     KillSwitchEngaged,
     KillSwitchReleased,
     Level,
@@ -33,7 +34,9 @@ from events import (
     SystemDefaultSet,
     UserOverrideCleared,
     UserOverrideSet,
+    ValueType,
     Variant,
+    VariantSelected,
     to_record,
 )
 from tests.support.factories import LogBuilder
@@ -159,7 +162,8 @@ def random_log(
 
 
 def mixed_log(seed: int) -> EventLog:
-    """`random_log` over three orgs, then an ops flag whose kill switch is engaged and released, and an archive."""
+    """`random_log` over three orgs, then an ops flag whose kill switch is engaged and released, an archive, and
+    typed flags with a variant or split chosen at every level (`every_row_log`'s)."""
     log = random_log(150, orgs=["o1", "o2", "o3"], flags=4, users=3, seed=seed)
     key = "test.ops-kill"
     log.define(key, kind=FlagKind.OPS)
@@ -167,6 +171,7 @@ def mixed_log(seed: int) -> EventLog:
     log.org("o1", key, True)
     log.add(KillSwitchReleased(flag_key=key))
     log.add(FlagArchived(flag_key="test.flag-3.enabled"))
+    _typed_rows(log, "o1", "o2")
     return log
 
 
@@ -200,8 +205,9 @@ LATER = datetime(2030, 1, 1, tzinfo=UTC)  # after every event of these logs: a s
 
 
 def every_row_log(org: str = "o1", other: str = "o2") -> EventLog:
-    """Definitions of every kind (variants and an expiry, a kill switch engaged, an archive), system defaults and
-    rollouts, overrides at every level with a pending schedule, and a clear at each level (its row deleted)."""
+    """Definitions of every kind (variants and an expiry, a kill switch engaged, an archive, typed values), system
+    defaults and rollouts, overrides at every level with a pending schedule, a variant or a split chosen at every
+    level, and a clear at each level (its row deleted)."""
     log = EventLog()
     log.define("c.release", group="c")
     log.add(
@@ -229,4 +235,32 @@ def every_row_log(org: str = "o1", other: str = "o2") -> EventLog:
     log.user(org, "u2", "c.experiment", None)
     log.org(other, "c.experiment", True)
     log.user(other, "u1", "c.release", False)
+    _typed_rows(log, org, other)
     return log
+
+
+THEMES = {"light": "#ffffff", "dark": "#000000", "blue": "#0000ff"}
+LIMITS = {"small": {"rows": 10, "export": False}, "large": {"rows": 1000, "export": True}, "list": [1, 2.5, "x"]}
+
+
+def _typed_rows(log: EventLog, org: str, other: str) -> None:
+    """Typed flags (a string flag updated once, an object flag) and a variant or a split chosen at every level."""
+    theme = {"flag_key": "c.theme", "group": "c", "kind": FlagKind.RELEASE, "value_type": ValueType.STRING,
+             "values": THEMES, "default_variant": "light", "off_variant": "dark"}  # fmt: skip
+    log.add(FlagDefined(description="a string flag", **theme))  # type: ignore[arg-type]
+    log.add(FlagUpdated(description="the colour theme", **theme))  # type: ignore[arg-type]
+    log.add(
+        FlagDefined(
+            flag_key="c.limits", group="c", kind=FlagKind.PERMISSION, description="an object flag",
+            value_type=ValueType.OBJECT, values=LIMITS, default_variant="small", off_variant="small",
+        )
+    )  # fmt: skip
+    log.system("c.theme", True)
+    log.add(VariantSelected(flag_key="c.theme", level=Level.SYSTEM, variant="blue"))
+    log.org(org, "c.limits", True)
+    split = (Variant(name="small", weight=700), Variant(name="large", weight=300))
+    log.add(VariantSelected(flag_key="c.limits", level=Level.ORG, org_id=org, split=split))
+    log.add(VariantSelected(flag_key="c.theme", level=Level.PLATFORM, org_id=org, platform=Platform.META,
+                            variant="dark"))  # fmt: skip
+    log.add(VariantSelected(flag_key="c.theme", level=Level.USER, org_id=org, user_id="u1", variant="light"))
+    log.add(VariantSelected(flag_key="c.limits", level=Level.ORG, org_id=other, variant="list"))

@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 
-from flagcore import Catalog, FlagState, Setting, TenantRules
+from events import ValueType
+from flagcore import Catalog, Definition, FlagState, Setting, TenantRules
 from services.query.documents import catalog_document, dumps, org_document, user_document
 from services.query.errors import Unavailable
 
@@ -32,6 +33,8 @@ def setting_row(flag_key: str, s: Setting, **extra: Any) -> dict[str, Any]:
         "reason": s.source.reason,
         "updated_at": s.source.occurred_at,
         "schedule": orjson.dumps(steps).decode() if steps else None,  # JSON text, as `schedule::text` reads
+        "variant": s.variant,
+        "split": None if s.split is None else orjson.dumps(s.selection()["split"]).decode(),
         **extra,
     }
 
@@ -57,9 +60,21 @@ def catalog_rows(catalog: Catalog) -> tuple[list[dict[str, Any]], list[dict[str,
                 "killed": d.killed,
                 "variants": orjson.dumps([{"name": v.name, "weight": v.weight} for v in d.variants]).decode(),
                 "expires_at": d.expires_at,
+                **typed_columns(d),
             }
         )
     return flags, [setting_row(k, s) for k, s in catalog.system.items()]
+
+
+def typed_columns(d: Definition) -> dict[str, Any]:
+    """A definition's typed columns of `flags` (a boolean flag's: the column defaults)."""
+    typed = d.value_type is not ValueType.BOOLEAN
+    return {
+        "value_type": d.value_type.value,
+        "variant_values": orjson.dumps(dict(d.values)).decode(),
+        "default_variant": d.default_variant if typed else None,
+        "off_variant": d.off_variant if typed else None,
+    }
 
 
 def override_rows(rules: TenantRules) -> list[dict[str, Any]]:

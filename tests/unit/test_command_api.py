@@ -445,6 +445,12 @@ field_names = st.sampled_from(
         "kind",
         "description",
         "owner",
+        "type",
+        "variants",
+        "default_variant",
+        "off_variant",
+        "variant",
+        "split",
         "x",
     ]
 )

@@ -168,6 +168,11 @@ def test_the_confirmation_shows_previous_and_new() -> None:
     change = parse_setting_change({**BASE, "level": "org", "state": "on", "rollout": "25"})
     assert change.rows({"enabled": False, "rollout_percentage": None}) == [("org acme", "off", "on, 25% rollout")]
     assert describe(None) == "not set" and describe({"enabled": None, "rollout_percentage": 5}).endswith("5% rollout")
+    split = [{"name": "blue", "weight": 300}, {"name": "green", "weight": 700}]
+    assert describe({"enabled": None, "rollout_percentage": None, "variant": "green"}) == "variant green"
+    assert describe({"enabled": True, "rollout_percentage": 5, "split": split}) == (
+        "on, 5% rollout, split blue 30% / green 70%"
+    )
 
 
 def test_a_definition_edit_sends_only_what_changed() -> None:

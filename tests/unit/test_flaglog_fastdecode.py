@@ -28,8 +28,12 @@ from events import (
     KillSwitchEngaged,
     KillSwitchReleased,
     Level,
+    Platform,
     ScheduledSettingCancelled,
     SettingScheduled,
+    ValueType,
+    Variant,
+    VariantSelected,
     canonical_json,
     decode,
     hash_of,
@@ -102,6 +106,17 @@ def every_type_log() -> EventLog:
         log.add(ScheduledSettingCancelled(flag_key=ops, level=level, org_id=org, user_id=user, effective_at=when))
     log.org("org-a", ops, False)  # `previous` carries a schedule: the full path decides
     log.add(FlagArchived(flag_key=ops))
+    theme = {"flag_key": "typed.theme", "group": "ui", "value_type": ValueType.STRING,
+             "values": {"blue": "#00f", "red": "#f00"}, "default_variant": "blue", "off_variant": "red"}  # fmt: skip
+    log.add(FlagDefined(description="a typed flag", **theme))  # type: ignore[arg-type]
+    log.add(FlagUpdated(kind=FlagKind.RELEASE, description="described again", **theme))  # type: ignore[arg-type]
+    split = (Variant(name="blue", weight=250), Variant(name="red", weight=750))
+    log.add(VariantSelected(flag_key="typed.theme", level=Level.SYSTEM, variant="red"))
+    log.add(VariantSelected(flag_key="typed.theme", level=Level.ORG, org_id="org-a", split=split))
+    log.add(VariantSelected(flag_key="typed.theme", level=Level.PLATFORM, org_id="org-a", platform=Platform.META,
+                            variant="red"))  # fmt: skip
+    log.add(VariantSelected(flag_key="typed.theme", level=Level.USER, org_id="org-b", user_id="u-1", variant="blue"))
+    log.org("org-a", "typed.theme", True)  # `previous` carries a split: the full path decides
     log._builder.append(ApiKeyCreated(key_id="0123456789abcdef", org_id="org-a", name="k", role=KeyRole.AUDITOR))
     return log
 

@@ -180,13 +180,28 @@ def test_headers_that_disagree_with_the_event_are_caught() -> None:
 
 
 @pytest.mark.parametrize("value", [None, b"not json", b"[1, 2]"])
-def test_a_record_that_names_no_stream_is_reported_unattributed(value: bytes | None) -> None:
+def test_an_event_whose_value_was_replaced_names_no_stream_and_is_altered(value: bytes | None) -> None:
     records = _log()
-    records.append(LogRecord(0, 99, b"acme", value))
+    records.append(LogRecord(0, 99, b"acme", value, records[0].headers))  # the event's own headers kept
     report = verify(records)
     assert not report.ok and report.findings == ()
     [problem] = report.unattributed
     assert (problem.kind, problem.offset) == (ProblemKind.ALTERED, 99)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, b"not json", b"[1, 2]", b'{"order": 17, "status": "paid"}', b'{"blob": "' + b"x" * 900_000 + b'"}'],
+    ids=["empty", "not-json", "array", "wrong-schema", "900KB"],
+)
+def test_a_record_that_was_never_an_event_is_foreign_not_altered(value: bytes | None) -> None:
+    records = _log()
+    records.append(LogRecord(1, 7, b"whatever", value, (("content-type", b"application/json"),)))
+    report = verify(records)
+    assert not report.ok and report.findings == ()  # someone wrote to the log of record: it fails, unattributed
+    [problem] = report.unattributed
+    assert (problem.kind, problem.partition, problem.offset) == (ProblemKind.FOREIGN, 1, 7)
+    assert "not an event of this log" in problem.detail and f"{len(value or b''):,} bytes" in problem.detail
 
 
 def test_a_sealed_event_the_projector_would_refuse_is_invalid() -> None:

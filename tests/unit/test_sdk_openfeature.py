@@ -10,7 +10,16 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
 
-from events import FlagDefined, Level, OrgOverrideSet, PlatformOverrideSet, RolloutPercentageSet
+from events import (
+    FlagDefined,
+    Level,
+    OrgOverrideSet,
+    PlatformOverrideSet,
+    RolloutPercentageSet,
+    ValueType,
+    Variant,
+    VariantSelected,
+)
 from flagcore import bucket, fold
 from flagsdk import FlagClient
 from flagsdk.openfeature import FlagstreamProvider
@@ -54,3 +63,62 @@ def test_errors_give_the_default_with_a_code_and_never_raise(client) -> None:
     assert bad_platform.error_code == ErrorCode.INVALID_CONTEXT
     typed = client.get_string_details(KEY, "x")
     assert (typed.value, typed.error_code) == ("x", ErrorCode.TYPE_MISMATCH)
+
+
+TYPED = {
+    "checkout.theme": (ValueType.STRING, {"blue": "#00f", "red": "#f00"}, "blue", "red"),
+    "upload.limit": (ValueType.INTEGER, {"small": 10, "large": 1000}, "small", "small"),
+    "sampling.ratio": (ValueType.FLOAT, {"low": 0.1, "high": 0.9}, "high", "low"),
+    "home.layout": (ValueType.OBJECT, {"grid": {"columns": 3}, "list": [1, 2]}, "grid", "list"),
+}
+
+
+@pytest.fixture
+def typed_client() -> Iterator[object]:
+    log = LogBuilder()
+    for key, (kind, values, default, off) in TYPED.items():
+        log.append(FlagDefined(flag_key=key, group="typed", value_type=kind, values=values, default_variant=default,
+                               off_variant=off))  # fmt: skip
+        log.append(OrgOverrideSet(flag_key=key, org_id=ORG, enabled=True))
+    log.append(VariantSelected(flag_key="upload.limit", level=Level.PLATFORM, org_id=ORG, platform="meta",
+                               variant="large"))  # fmt: skip
+    log.append(VariantSelected(flag_key="checkout.theme", level=Level.ORG, org_id=ORG,
+                               split=(Variant(name="blue", weight=500), Variant(name="red", weight=500))))  # fmt: skip
+    api.set_provider(FlagstreamProvider(FlagClient.from_state(fold(log.events), org_id=ORG)))
+    yield api.get_client()
+    api.clear_providers()
+
+
+def test_every_type_resolves_with_its_value_variant_and_reason(typed_client) -> None:
+    meta = EvaluationContext("u-1", {"platform": "meta"})
+    limit = typed_client.get_integer_details("upload.limit", 0, meta)
+    assert (limit.value, limit.variant, limit.reason, limit.flag_metadata) == (1000, "large", Reason.TARGETING_MATCH,
+                                                                               {"level": "platform"})  # fmt: skip
+    assert typed_client.get_integer_value("upload.limit", 0) == 10
+    assert typed_client.get_float_value("sampling.ratio", 0.0) == 0.9
+    assert typed_client.get_object_value("home.layout", {}) == {"columns": 3}
+    themes = [typed_client.get_string_details("checkout.theme", "", EvaluationContext(f"u-{n}")) for n in range(30)]
+    assert {(d.value, d.variant, d.reason) for d in themes} == {("#00f", "blue", Reason.SPLIT),
+                                                                  ("#f00", "red", Reason.SPLIT)}  # fmt: skip
+
+
+@pytest.mark.parametrize("key", list(TYPED))
+def test_a_flag_asked_as_another_type_is_the_default_with_type_mismatch(typed_client, key: str) -> None:
+    kind = TYPED[key][0]
+    asked = {
+        ValueType.BOOLEAN: lambda: typed_client.get_boolean_details(key, True),
+        ValueType.STRING: lambda: typed_client.get_string_details(key, "dflt"),
+        ValueType.INTEGER: lambda: typed_client.get_integer_details(key, 7),
+        ValueType.FLOAT: lambda: typed_client.get_float_details(key, 7.5),
+        ValueType.OBJECT: lambda: typed_client.get_object_details(key, {"d": 1}),
+    }
+    defaults = {ValueType.BOOLEAN: True, ValueType.STRING: "dflt", ValueType.INTEGER: 7, ValueType.FLOAT: 7.5,
+                ValueType.OBJECT: {"d": 1}}  # fmt: skip
+    for other, ask in asked.items():
+        if other is kind:
+            continue
+        details = ask()
+        assert (details.value, details.reason, details.error_code) == (
+            defaults[other], Reason.ERROR, ErrorCode.TYPE_MISMATCH
+        ), other
+        assert key in (details.error_message or "")

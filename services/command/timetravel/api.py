@@ -94,6 +94,7 @@ def _view(key: str, view: FlagView) -> dict[str, Any]:
     return {
         "flag_key": key,
         "value": e.value,
+        "variant": e.variant,
         "reason": e.reason.value,
         "level": e.level.value if e.level else None,
         "rollout_percentage": e.rollout_percentage,
