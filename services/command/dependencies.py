@@ -3,8 +3,13 @@
 `Wiring` is made with the app (`api.create_app`) and connected by the composition root
 (`bootstrap`) when the lifespan starts, or at once by a test that hands in an event store.
 The app holds it as `app.state.wiring`, read only by `wiring_of`; routes ask for its parts
-as typed parameters (`Service`, `Audit`, `Wired`). A part not connected yet answers as the
-route always has: 503 for the stores, 422 for key management on an instance without it.
+as typed parameters (`Service`, `Audit`, `Travel`, `Wired`). A part not connected yet answers as
+the route always has: 503 for the stores, 422 for key management on an instance without it.
+
+`Service`, `Audit` and `Travel` read the audit trail as the caller (`reader_for`): under its
+org's tenancy for an org-scoped key, so row-level security keeps another org's events and
+snapshots out of any answer even where a route forgot to filter; cross-tenant for a
+system-wide key, which may name any org.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
+from services.auth.http import Caller
 from services.command.errors import InvalidCommand, StoreUnavailable, SubscriptionsUnavailable
 from services.command.ports import AuditTrail, EventStore, KeyStore, RelayView, SubscriptionStore
 from services.command.service import CommandService, utc_now
+from services.command.tenancy import reader_for
 from services.command.timetravel.service import TimeTravel
 from services.http import TokenBucketLimiter
 from services.infra.sealing import Sealer
@@ -86,14 +93,19 @@ async def _wiring(request: Request) -> Wiring:
     return wiring_of(request.app)
 
 
-async def _service(request: Request) -> CommandService:
-    return wiring_of(request.app).command_service()
+async def _service(request: Request, caller: Caller) -> CommandService:
+    return wiring_of(request.app).command_service().reading_as(reader_for(caller))
 
 
-async def _audit(request: Request) -> AuditTrail:
-    return wiring_of(request.app).audit_trail()
+async def _audit(request: Request, caller: Caller) -> AuditTrail:
+    return wiring_of(request.app).audit_trail().reading_as(reader_for(caller))
+
+
+async def _time_travel(request: Request, caller: Caller) -> TimeTravel:
+    return wiring_of(request.app).time_travel().reading_as(reader_for(caller))
 
 
 Wired = Annotated[Wiring, Depends(_wiring)]
 Service = Annotated[CommandService, Depends(_service)]
 Audit = Annotated[AuditTrail, Depends(_audit)]
+Travel = Annotated[TimeTravel, Depends(_time_travel)]

@@ -58,6 +58,11 @@ class InvalidCommand(CommandError):
         self.field = field
 
 
+class OutsideTenancy(CommandError):
+    """Row-level security refused a row of another tenancy than the transaction's: a bug upstream (a route
+    that let a caller name another org), stopped by Postgres. Not mapped: a logged, generic 500."""
+
+
 class StoreUnavailable(CommandError):
     """Postgres cannot be reached; the request may be retried."""
 

@@ -3,6 +3,8 @@
 Creating, revoking and changing the expiry of a key are events in the log like
 any other change (stream `key/<id>`); the row the services authenticate against
 is written in the same transaction, so the table and the log cannot disagree.
+The event is written under the tenancy of the key's org (`writer_for`); `api_keys` itself
+is outside row-level security: a key is looked up by its id before anyone knows its org.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from services.command.errors import UnknownKey
 from services.command.eventstore.driver_errors import translated
 from services.command.eventstore.writes import read_head, write_events
 from services.command.ports import KeyInfo
+from services.command.tenancy import writer_for
+from services.infra.postgres import set_tenancy
 
 _COLUMNS = "key_id, name, role, org_id, created_at, created_by, expires_at, revoked_at, last_used_at"
 
@@ -97,6 +101,7 @@ class PostgresKeyStore:
     async def _record(
         self, conn: asyncpg.Connection, change: KeyChange, actor: Actor, reason: str, now: datetime
     ) -> Envelope:
+        await set_tenancy(conn, writer_for([change]))
         head = await read_head(conn, key_stream(change.key_id))
         (envelope,) = await write_events(conn, [change], head, actor=actor, reason=reason, occurred_at=now)
         return envelope

@@ -1,8 +1,8 @@
 """The stale-flag report on the command side: fold the whole log, then ask the pure core.
 
-The command store is the one place that sees every tenant's settings without
-row-level security in the way, and the report needs them all (a flag is only
-"fully on" if no org runs a partial rollout of it). Reading the log page by page
+The report needs every tenant's settings (a flag is only "fully on" if no org
+runs a partial rollout of it), so it is for system-wide readers only, whose
+store reads the event store cross-tenant (`services.command.tenancy.reader_for`). Reading the log page by page
 and folding it is the same code the SDK and the tests run, so the report cannot
 disagree with evaluation.
 """

@@ -6,7 +6,9 @@ aiokafka's producer the relay uses, `PublishedLog` (`published_log.KafkaPublishe
 the topic's end before sending with a new producer. `KeyStore` (`key_store.PostgresKeyStore`), `SubscriptionStore`
 (`subscription_store.PostgresSubscriptionStore`), `AuditTrail`
 (`eventstore.audit_reads.PostgresAuditStore`) and `RelayView` (`relay.Relay`) are what the
-routes use; `bootstrap` plugs the concrete ones in.
+routes use; `bootstrap` plugs the concrete ones in. The stores that read the audit trail
+read under a tenancy (`services.infra.tenancy`); `reading_as` gives the same store with its
+reads under another, which is how the routes read as their caller.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from flagcore.subscriptions import SubscriptionView
 from services.auth.keys import NewKey
 from services.auth.policy import Role
 from services.command.history import Cursor, HistoryFilter
+from services.infra.tenancy import Tenancy
 
 OUTBOX_CHANNEL = "flags_outbox"
 
@@ -45,6 +48,11 @@ class RelayLease(Protocol):
 
 
 class EventStore(Protocol):
+    def reading_as(self, reader: Tenancy) -> EventStore:
+        """The same store, its reads (`stream_head`, `list_events`) under `reader`; appends are always
+        made under the tenancy that owns them, the relay's outbox reads cross-tenant."""
+        ...
+
     async def stream_head(self, stream: str) -> StreamHead:
         """The stream's last version, hash and value (version 0, value None when empty)."""
         ...
@@ -177,6 +185,8 @@ StoredValue = tuple[int, dict[str, Any] | None]  # (version, the stream's value 
 
 class AuditTrail(Protocol):
     """The history pages over the event store, and stream values as of an instant or a version (rollback)."""
+
+    def reading_as(self, reader: Tenancy) -> AuditTrail: ...
 
     async def horizon(self) -> int: ...
 

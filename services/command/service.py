@@ -19,6 +19,7 @@ from services.command.commands import AnyCommand
 from services.command.errors import VersionConflict
 from services.command.handlers import decide
 from services.command.ports import EventStore
+from services.infra.tenancy import Tenancy
 
 ATTEMPTS = 3
 
@@ -39,6 +40,10 @@ class CommandService:
     def __init__(self, store: EventStore, *, clock: Callable[[], datetime] = utc_now) -> None:
         self.store = store
         self._clock = clock
+
+    def reading_as(self, reader: Tenancy) -> CommandService:
+        """The same service, deciding on heads read under `reader` (its appends are under their own tenancy)."""
+        return CommandService(self.store.reading_as(reader), clock=self._clock)
 
     async def execute(self, command: AnyCommand) -> Outcome:
         """Apply `command`; raises `VersionConflict`, `UnknownFlag`, `InvalidCommand`, `InvalidTransition`."""

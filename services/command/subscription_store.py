@@ -4,6 +4,8 @@ Every subscription change is an ordinary event (stream `subscription/<id>` or
 `org/<org>/subscription/<id>`), so it is audited, relayed and chained like a flag change.
 Listing reads the subscription events of one scope in log order and folds them
 (`flagcore.subscriptions.SubscriptionBook`); there is no table of subscriptions to drift.
+Both run under the tenancy of the subscription's org (the system for a system-wide one):
+row-level security keeps each org's subscriptions from every other's.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from services.command import chain
 from services.command.errors import VersionConflict
 from services.command.eventstore.driver_errors import translated
 from services.command.eventstore.writes import FLAG_LOCK_SPACE, read_head, write_events
+from services.command.tenancy import writer_for
+from services.infra.postgres import scoped_transaction
+from services.infra.tenancy import Tenancy
 
 __all__ = ["SUBSCRIPTION_TYPES", "PostgresSubscriptionStore"]
 
@@ -51,8 +56,9 @@ class PostgresSubscriptionStore:
         self, change: SubscriptionChange, *, expected_version: int | None, actor: Actor, reason: str, now: datetime
     ) -> Envelope:
         stream = change.stream
+        writer = writer_for([change])
         try:
-            async with translated(), self._pool.acquire() as conn, conn.transaction():
+            async with translated(), scoped_transaction(self._pool, writer) as conn:
                 await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", FLAG_LOCK_SPACE, stream)
                 head = await read_head(conn, stream)
                 chain.check_expected(stream, head, expected_version)
@@ -60,7 +66,7 @@ class PostgresSubscriptionStore:
         except asyncpg.UniqueViolationError as exc:  # a creation racing another with the same id
             if exc.constraint_name != "event_store_pkey":
                 raise
-            raise VersionConflict(stream, (await self._head_version(stream)), expected_version) from exc
+            raise VersionConflict(stream, (await self._head_version(writer, stream)), expected_version) from exc
         return envelope
 
     async def list(self, *, org_id: str | None) -> list[SubscriptionView]:
@@ -71,10 +77,10 @@ class PostgresSubscriptionStore:
         return (await self._book(org_id, stream)).live.get(stream)
 
     async def _book(self, org_id: str | None, stream: str | None) -> SubscriptionBook:
-        async with translated():
-            rows = await self._pool.fetch(_OF_SCOPE, SUBSCRIPTION_TYPES, org_id, stream)
+        async with translated(), scoped_transaction(self._pool, Tenancy.of(org_id)) as conn:
+            rows = await conn.fetch(_OF_SCOPE, SUBSCRIPTION_TYPES, org_id, stream)
         return SubscriptionBook().extend(decode(bytes(r["body"])) for r in rows)
 
-    async def _head_version(self, stream: str) -> int:
-        async with translated(), self._pool.acquire() as conn:
+    async def _head_version(self, writer: Tenancy, stream: str) -> int:
+        async with translated(), scoped_transaction(self._pool, writer) as conn:
             return (await read_head(conn, stream)).version

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from services.infra.postgres import set_tenancy
 from services.infra.settings import Role, Settings
+from services.infra.tenancy import Tenancy
 from services.projector.rebuild.replay import replay
 from services.projector.rebuild.schema import LIVE, OFFSETS, create_schema, group_offsets, quoted, read_model_tables
 
@@ -73,13 +75,14 @@ async def verify_projection(settings: Settings, *, batch: int = 10_000, bar: boo
 async def compare(owner: asyncpg.Connection, scratch: str) -> ProjectionReport:
     """Checksum every read-model table per org in both schemas; name the rows where they differ."""
     report = ProjectionReport(tables=[t for t in await read_model_tables(owner, scratch) if t != OFFSETS])
+    await set_tenancy(owner, Tenancy.CROSS_TENANT)  # every org that has events: the event store is under RLS too
     orgs = [r["org_id"] for r in await owner.fetch(ORGS)]
     report.orgs = len(orgs)
     for table in report.tables:
         per_org = await owner.fetchval(HAS_ORG, scratch, table)
         for org in (SYSTEM, *orgs) if per_org else (SYSTEM,):
             # Row-level security binds the owner too (FORCE): each org's rows are read in its own context.
-            await owner.execute("SELECT set_config('flags.org_id', $1, true)", org)
+            await set_tenancy(owner, Tenancy.of(org or None))
             where = ("org_id IS NULL" if org == SYSTEM else "org_id = $1") if per_org else "true"
             args = (org,) if per_org and org != SYSTEM else ()
             a = await _checksum(owner, LIVE, table, where, args)
@@ -93,7 +96,7 @@ async def compare(owner: asyncpg.Connection, scratch: str) -> ProjectionReport:
                         await _only(owner, scratch, LIVE, table, where, args),
                     )
                 )  # fmt: skip
-    await owner.execute("SELECT set_config('flags.org_id', '', true)")
+    await set_tenancy(owner, Tenancy.SYSTEM)
     return report
 
 

@@ -2,7 +2,8 @@
 PostgreSQL.
 
 What only Postgres can show (two real connections racing, a writer held mid-commit, the relay on a real broker)
-is in tests/integration/test_command_store.py.
+is in tests/integration/test_command_store.py. The contract's `store` reads cross-tenant (as a system-wide
+reader does); the tenancy tests read one store through `reading_as` under each tenancy.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from events import (
     decode,
 )
 from flagcore import InvalidTransition
-from services.command.errors import UnknownFlag, VersionConflict
+from services.command.errors import OutsideTenancy, UnknownFlag, VersionConflict
 from services.command.eventstore.writes import PostgresEventStore
 from services.command.memory import InMemoryEventStore
 from services.command.ports import EventStore
 from services.infra.postgres import create_pool
 from services.infra.settings import Role, Settings
+from services.infra.tenancy import Tenancy
 from tests.support.names import fresh_key, fresh_org
 
 ACTOR = Actor(id="tester", name="tester")
@@ -178,6 +180,59 @@ class EventStoreContract:
         assert await store.count_unpublished() == before
         assert not set(mine) & {p.sequence for p in await store.unpublished(limit=10_000)}
 
+    # --- reads under a tenancy (row-level security on Postgres) ---------------------------------------
+
+    async def test_a_tenant_reads_its_own_rows_and_the_catalogue_never_another_tenants(
+        self, store: EventStore
+    ) -> None:
+        key, org, other = fresh_key(), fresh_org(), fresh_org()
+        await define(store, key)
+        await append(store, OrgOverrideSet(flag_key=key, org_id=org, enabled=True))
+        await append(store, OrgOverrideSet(flag_key=key, org_id=other, enabled=False))
+
+        mine = store.reading_as(Tenancy.tenant(org))
+        seen = [decode(e.body) for e in await mine.list_events(flag=key)]
+        assert [(e.stream, e.org_id) for e in seen] == [(f"flag/{key}", None), (f"org/{org}/flag/{key}", org)]
+        assert await mine.list_events(org=other) == []  # asked for by name: still nothing
+        assert (await mine.stream_head(f"org/{other}/flag/{key}")).version == 0
+        assert (await mine.stream_head(f"flag/{key}")).version == 1
+
+    async def test_the_system_reads_only_system_rows_and_cross_tenant_reads_all(self, store: EventStore) -> None:
+        key, org = fresh_key(), fresh_org()
+        await define(store, key)
+        await append(store, OrgOverrideSet(flag_key=key, org_id=org, enabled=True))
+
+        system = [decode(e.body).org_id for e in await store.reading_as(Tenancy.SYSTEM).list_events(flag=key)]
+        assert system == [None]
+        assert (await store.reading_as(Tenancy.SYSTEM).stream_head(f"org/{org}/flag/{key}")).version == 0
+        every = [decode(e.body).org_id for e in await store.reading_as(Tenancy.CROSS_TENANT).list_events(flag=key)]
+        assert every == [None, org]
+
+    async def test_a_tenant_appends_its_own_changes_checked_against_the_catalogue(self, store: EventStore) -> None:
+        key, org = fresh_key(), fresh_org()
+        await define(store, key)
+        mine = store.reading_as(Tenancy.tenant(org))
+        (first,) = await append(mine, OrgOverrideSet(flag_key=key, org_id=org, enabled=True), expected_version=0)
+        (second,) = await append(mine, OrgOverrideSet(flag_key=key, org_id=org, enabled=False), expected_version=1)
+        assert (first.org_id, second.version, second.prev_hash) == (org, 2, first.hash)
+        await append(store, FlagArchived(flag_key=key))
+        with pytest.raises(UnknownFlag):  # the archive, a system row, is seen from inside the tenant's append
+            await append(mine, OrgOverrideSet(flag_key=key, org_id=org, enabled=True))
+
+    async def test_a_context_other_than_cross_tenant_writes_only_as_itself(self, store: EventStore) -> None:
+        key, org, other = fresh_key(), fresh_org(), fresh_org()
+        await define(store, key)
+        before = await store.count_unpublished()
+        override = OrgOverrideSet(flag_key=key, org_id=org, enabled=True)
+        default = SystemDefaultSet(flag_key=key, enabled=True)
+        for context, change in ((Tenancy.tenant(other), override), (Tenancy.tenant(org), default),
+                                (Tenancy.SYSTEM, override)):
+            with pytest.raises(OutsideTenancy):
+                await append(store.reading_as(context), change)
+        assert await store.count_unpublished() == before
+        (system,) = await append(store.reading_as(Tenancy.SYSTEM), default)
+        assert system.org_id is None
+
     async def test_only_one_relay_lease_at_a_time(self, store: EventStore) -> None:
         first = await store.acquire_relay_lease(lambda: None)
         assert first is not None and first.alive
@@ -193,7 +248,7 @@ class EventStoreContract:
 class TestInMemoryEventStore(EventStoreContract):
     @pytest.fixture
     def store(self) -> InMemoryEventStore:
-        return InMemoryEventStore()
+        return InMemoryEventStore(reader=Tenancy.CROSS_TENANT)
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +260,7 @@ def event_store_settings(make_settings: Callable[[], Settings]) -> Settings:
 @pytest_asyncio.fixture(scope="module")
 async def postgres_event_store(event_store_settings: Settings) -> AsyncIterator[PostgresEventStore]:
     pool = await create_pool(event_store_settings, Role.COMMAND, min_size=1, max_size=4)
-    yield PostgresEventStore(pool, dsn=event_store_settings.pg_dsn(Role.COMMAND))
+    yield PostgresEventStore(pool, dsn=event_store_settings.pg_dsn(Role.COMMAND), reader=Tenancy.CROSS_TENANT)
     await pool.close()
 
 

@@ -23,6 +23,8 @@ import pytest
 
 from events import Actor, OrgOverrideSet
 from services.command.eventstore.writes import read_head, write_events
+from services.command.tenancy import writer_for
+from services.infra.postgres import set_tenancy
 from services.infra.settings import Role, Settings
 from tests.support.auth import admin_headers, bearer
 from tests.support.processes import ServiceProcess
@@ -201,8 +203,9 @@ async def _hold_an_append(
     try:
         async with conn.transaction():
             stream = f"org/{org}/flag/{flag}"
-            head = await read_head(conn, stream)
             change = OrgOverrideSet(flag_key=flag, org_id=org, enabled=True)
+            await set_tenancy(conn, writer_for([change]))  # the audit trail is under RLS: the org's row, as the org
+            head = await read_head(conn, stream)
             [envelope] = await write_events(
                 conn, [change], head, actor=Actor(id="test", name="held append"), reason="held",
                 occurred_at=datetime.now(UTC),

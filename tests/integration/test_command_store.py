@@ -2,6 +2,7 @@
 
 The `EventStore` contract it shares with the in-memory store is tests/contract/test_event_store.py;
 here: appends racing on two real connections, a writer held mid-commit, and the relay on a real broker.
+The stores read cross-tenant, as a system admin's do; raw SQL sets the tenancy it writes or reads under.
 Uses its own fresh database and topic (`make_settings`), not the shared one:
 the relay lock and the outbox are per database, so a command service started
 by another test on the shared database would otherwise publish (or hold the
@@ -29,8 +30,9 @@ from services.command.published_log import KafkaPublishedLog
 from services.command.relay import Relay
 from services.command.service import CommandService, Outcome
 from services.infra.kafka import create_producer
-from services.infra.postgres import create_pool
+from services.infra.postgres import create_pool, set_tenancy
 from services.infra.settings import Role, Settings
+from services.infra.tenancy import Tenancy
 from tests.support.kafka import consume_all, topic_size
 from tests.support.names import fresh_key, fresh_org
 
@@ -47,7 +49,7 @@ def store_settings(make_settings: Callable[[], Settings]) -> Settings:
 
 async def open_store(settings: Settings) -> PostgresEventStore:
     pool = await create_pool(settings, Role.COMMAND, min_size=1, max_size=4)
-    return PostgresEventStore(pool, dsn=settings.pg_dsn(Role.COMMAND))
+    return PostgresEventStore(pool, dsn=settings.pg_dsn(Role.COMMAND), reader=Tenancy.CROSS_TENANT)
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -101,6 +103,7 @@ async def _insert_held_open(settings: Settings, change: Any) -> tuple[asyncpg.Co
     """Append `change` as version 1 in a transaction left open: a concurrent writer mid-commit."""
     conn = await asyncpg.connect(settings.pg_dsn(Role.COMMAND))
     await conn.execute("BEGIN")
+    await set_tenancy(conn, Tenancy.of(change.tenant))
     sequence = await conn.fetchval("SELECT nextval('event_sequence')")
     (envelope,) = chain.seal_changes(
         [change], chain.EMPTY_HEAD, sequences=[sequence], actor=ACTOR, reason="other", occurred_at=NOW
@@ -185,9 +188,11 @@ async def test_concurrent_last_writer_wins_commands_never_share_a_version(
 
     conn = await asyncpg.connect(store_settings.pg_dsn(Role.COMMAND))
     try:
-        duplicates = await conn.fetchval(
-            "SELECT count(*) FROM (SELECT stream, version FROM event_store GROUP BY 1, 2 HAVING count(*) > 1) d"
-        )
+        async with conn.transaction():
+            await set_tenancy(conn, Tenancy.CROSS_TENANT)
+            duplicates = await conn.fetchval(
+                "SELECT count(*) FROM (SELECT stream, version FROM event_store GROUP BY 1, 2 HAVING count(*) > 1) d"
+            )
     finally:
         await conn.close()
     assert duplicates == 0

@@ -17,7 +17,9 @@ from services.command.timetravel.service import Asked, TimeTravel
 from services.command.timetravel.snapshots import take
 from services.infra.postgres import create_pool
 from services.infra.settings import Role
+from services.infra.tenancy import Tenancy
 from tests.support.stack import Stack
+from tests.support.tenants import database_url
 
 pytestmark = pytest.mark.integration
 
@@ -121,10 +123,11 @@ def test_a_snapshot_that_disagrees_with_the_log_is_not_used(stack: Stack, http, 
 
     async def check() -> None:
         pool = await create_pool(stack.settings, Role.COMMAND)
-        owner = await asyncpg.connect(stack.settings.pg_dsn(Role.OWNER))
+        # Tampering takes the superuser: row-level security binds even the owner, and it has no UPDATE policy.
+        owner = await asyncpg.connect(database_url(stack.settings))
         try:
-            honest = await TimeTravel(PostgresHistory(pool)).at(Asked(org_id), now, FLAG)
-            history = PostgresHistory(pool)
+            history = PostgresHistory(pool).reading_as(Tenancy.tenant(org_id))  # as the org's auditor reads
+            honest = await TimeTravel(history).at(Asked(org_id), now, FLAG)
             assert await history.part_is_sound(await history.nearest_part(org_id, now))  # type: ignore[arg-type]
             # the org's one stream, with its last covered event's hash replaced
             await owner.execute(

@@ -20,6 +20,7 @@ from services.command.api import create_app
 from services.command.memory import InMemoryEventStore
 from services.http.unhandled import INTERNAL_ERROR_DETAIL
 from services.infra.settings import Settings
+from services.infra.tenancy import Tenancy
 from tests.support.auth import MemoryKeys, bearer, memory_gate
 
 KEY = "ai.insights.enabled"
@@ -34,7 +35,7 @@ def body(**fields: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def store() -> InMemoryEventStore:
-    return InMemoryEventStore()
+    return InMemoryEventStore(reader=Tenancy.CROSS_TENANT)
 
 
 @pytest.fixture
@@ -489,7 +490,7 @@ class SyncClient:
 
 @pytest.fixture
 def sync_client() -> Iterator[SyncClient]:
-    client = SyncClient(InMemoryEventStore())
+    client = SyncClient(InMemoryEventStore(reader=Tenancy.CROSS_TENANT))
     assert client.request("POST", "/v1/flags", json=body(key=KEY, group="ai")).status_code == 201
     yield client
     client.close()
@@ -523,7 +524,7 @@ def test_no_byte_string_yields_a_500(sync_client: SyncClient) -> None:
 
 async def test_a_key_store_outage_is_503_with_retry_after_not_401_or_500() -> None:
     keys = MemoryKeys()
-    app = create_app(SETTINGS, store=InMemoryEventStore(), auth=memory_gate(keys))
+    app = create_app(SETTINGS, store=InMemoryEventStore(reader=Tenancy.CROSS_TENANT), auth=memory_gate(keys))
     headers = bearer(keys.issue(Role.SYSTEM_ADMIN))
     keys.down = True
     async with httpx.AsyncClient(

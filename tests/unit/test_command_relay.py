@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from events import Actor, FlagDefined, OrgOverrideSet, from_record
 from services.command.memory import InMemoryEventStore
 from services.command.relay import Relay
+from services.infra.tenancy import Tenancy
 
 ACTOR = Actor(id="t", name="t")
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -115,7 +116,7 @@ def relay_for(store: InMemoryEventStore, broker: FakeBroker, **options: Any) -> 
 
 
 async def test_publishes_the_stored_bytes_in_sequence_order_then_marks_them() -> None:
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     sequences = await fill(store, 7)
     relay = relay_for(store, broker, batch_size=3)
 
@@ -134,7 +135,7 @@ async def test_publishes_the_stored_bytes_in_sequence_order_then_marks_them() ->
 
 
 async def test_a_partial_failure_marks_only_the_delivered_prefix() -> None:
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     sequences = await fill(store, 5)
     broker.fail_at = 3
     relay = relay_for(store, broker)
@@ -147,7 +148,7 @@ async def test_a_partial_failure_marks_only_the_delivered_prefix() -> None:
 async def test_an_outage_keeps_the_rows_logs_once_and_recovers_exactly_once_in_order(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     broker.down = True
     relay = relay_for(store, broker)
     with caplog.at_level(logging.INFO, logger="services.command.relay"):
@@ -174,7 +175,7 @@ async def test_an_outage_keeps_the_rows_logs_once_and_recovers_exactly_once_in_o
 
 
 async def test_only_the_lease_holder_relays() -> None:
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     await fill(store, 2)
     leader = relay_for(store, broker)
     standby = relay_for(store, broker, standby_interval=0.02)
@@ -194,7 +195,7 @@ async def test_only_the_lease_holder_relays() -> None:
 
 
 async def test_a_lost_database_is_survived() -> None:
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     await fill(store, 1)
     relay = relay_for(store, broker)
     store.available = False
@@ -231,7 +232,7 @@ async def _lag_is(relay: Relay, n: int) -> bool:
 
 
 async def test_events_kafka_wrote_before_a_crash_are_marked_by_the_next_relay_not_sent_again() -> None:
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     sequences = await fill(store, 5)
     crashed = relay_for(store, broker, published=FakePublishedLog(broker))
     marking = store.mark_published
@@ -258,7 +259,7 @@ async def test_events_kafka_wrote_before_a_crash_are_marked_by_the_next_relay_no
 
 
 async def test_a_lost_acknowledgement_is_not_a_second_copy_after_the_outage() -> None:
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     sequences = await fill(store, 6)
     broker.lose_acks_at = 3  # sends 1-2 acknowledged; 3-6 written but their answers lost
     relay = relay_for(store, broker, published=FakePublishedLog(broker))
@@ -273,7 +274,7 @@ async def test_a_lost_acknowledgement_is_not_a_second_copy_after_the_outage() ->
 
 async def test_without_reading_the_topic_the_same_crash_would_send_twice() -> None:
     """Why the relay reads the topic's end: a new producer's id defeats Kafka's idempotence."""
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     await fill(store, 3)
     broker.lose_acks_at = 1
     blind = relay_for(store, broker)
@@ -311,7 +312,7 @@ class LateProducer(FakeProducer):
 
 
 async def test_sends_nobody_acknowledges_are_an_outage_within_the_send_timeout_then_given_up() -> None:
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     await fill(store, 3)
     relay = Relay(store, lambda: SilentProducer(broker), topic="changes", send_timeout=0.1, abandon_after=0.2)
     with pytest.raises(Exception, match="0/3 delivered"):
@@ -321,7 +322,7 @@ async def test_sends_nobody_acknowledges_are_an_outage_within_the_send_timeout_t
 
 
 async def test_a_late_broker_is_reported_down_but_its_sends_stay_with_the_producer_and_land_once() -> None:
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     sequences = await fill(store, 3)
     made: list[LateProducer] = []
     relay = Relay(store, lambda: made.append(LateProducer(broker)) or made[-1], topic="changes", send_timeout=0.1,
@@ -335,7 +336,7 @@ async def test_a_late_broker_is_reported_down_but_its_sends_stay_with_the_produc
 
 
 async def test_an_idle_relay_sees_the_broker_go_and_come_back(caplog: pytest.LogCaptureFixture) -> None:
-    store, broker = InMemoryEventStore(), FakeBroker()
+    store, broker = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), FakeBroker()
     await fill(store, 1)
     answering = [True]
     probes: list[float] = []

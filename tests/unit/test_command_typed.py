@@ -30,6 +30,7 @@ from services.command.rollback import RollbackTarget, rollback
 from services.command.schemas import DefineFlagRequest, SettingRequest
 from services.command.service import CommandService
 from services.infra.settings import Settings
+from services.infra.tenancy import Tenancy
 from tests.support.auth import MemoryKeys, bearer, memory_gate
 
 THEME = "checkout.theme"
@@ -55,7 +56,7 @@ def body(**fields: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def store() -> InMemoryEventStore:
-    return InMemoryEventStore()
+    return InMemoryEventStore(reader=Tenancy.CROSS_TENANT)
 
 
 @pytest.fixture
@@ -559,7 +560,7 @@ selections = st.fixed_dictionaries(
 def test_any_typed_definition_or_selection_is_recorded_or_a_422_naming_a_field() -> None:
     """The law behind the refusal tables: a 201 only writes events the log's own check accepts; anything else
     writes nothing, and a 422 names a field of the request (or none, for the body as a whole). Never a 500."""
-    store, keys, runner = InMemoryEventStore(), MemoryKeys(), asyncio.Runner()
+    store, keys, runner = InMemoryEventStore(reader=Tenancy.CROSS_TENANT), MemoryKeys(), asyncio.Runner()
     app = create_app(SETTINGS, store=store, auth=memory_gate(keys))
     client = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://command", headers=bearer(keys.issue(Role.SYSTEM_ADMIN))

@@ -32,6 +32,7 @@ from services.command.history import (
 from services.command.memory import InMemoryEventStore
 from services.command.rollback import RollbackTarget, rollback, rollback_reason
 from services.command.service import CommandService
+from services.infra.tenancy import Tenancy
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -157,7 +158,7 @@ ADMIN = Actor(id="key:0123456789abcdef", name="admin")
 
 
 async def _service() -> CommandService:
-    service = CommandService(InMemoryEventStore())
+    service = CommandService(InMemoryEventStore(reader=Tenancy.CROSS_TENANT))
     await service.execute(DefineFlag(flag_key="ads.export", group="ads", reason="test"))
     org = Scope.org("acme")
     await service.execute(SetSetting(scope=org, flag_key="ads.export", enabled=True, reason="one"))
@@ -201,7 +202,7 @@ class _Racing(InMemoryEventStore):
     """A store where another admin's change lands just before the rollback's first append."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(reader=Tenancy.CROSS_TENANT)
         self.race: SetSetting | None = None
 
     async def append(self, changes, **options):  # type: ignore[no-untyped-def]
@@ -261,7 +262,7 @@ def test_a_page_query_carries_only_the_conditions_asked_for() -> None:
 
 
 async def test_rollback_cancels_the_steps_scheduled_since_and_keeps_the_older_ones() -> None:
-    service = CommandService(InMemoryEventStore())
+    service = CommandService(InMemoryEventStore(reader=Tenancy.CROSS_TENANT))
     await service.execute(DefineFlag(flag_key="ads.export", group="ads", reason="test"))
     org = Scope.org("acme")
     stream = org.stream("ads.export")
@@ -280,7 +281,7 @@ async def test_rollback_cancels_the_steps_scheduled_since_and_keeps_the_older_on
 
 
 async def test_a_definition_gets_its_attributes_and_kill_switch_back() -> None:
-    service = CommandService(InMemoryEventStore())
+    service = CommandService(InMemoryEventStore(reader=Tenancy.CROSS_TENANT))
     await service.execute(DefineFlag(flag_key="ads.export", group="ads", description="first", reason="test"))
     stream = "flag/ads.export"
     then = (await service.stream_head(stream)).value

@@ -22,6 +22,7 @@ from services.http import FailedAuthThrottle
 from services.http.unhandled import INTERNAL_ERROR_DETAIL
 from services.infra.cache_keys import CacheKeys
 from services.infra.settings import Settings
+from services.infra.tenancy import Tenancy
 from services.query.api import create_app as query_app
 from services.query.cache import DocumentCache
 from services.query.service import QueryService
@@ -58,7 +59,7 @@ class Apps:
 
     def __init__(self, settings: Settings, *, throttle: FailedAuthThrottle | None = None) -> None:
         self.keys = MemoryKeys()
-        self.store = InMemoryEventStore()
+        self.store = InMemoryEventStore(reader=Tenancy.CROSS_TENANT)
         gate = AuthGate(Authenticator(self.keys, ttl=0.0), throttle=throttle)
         self.command = command_app(settings, store=self.store, auth=gate)
         self.source = StateSource(fold(sample_log().events))
@@ -301,7 +302,7 @@ async def test_writes_past_a_keys_burst_get_429_with_retry_after_and_write_nothi
             (await client.put(f"/v1/orgs/{ORG}/flags/{KEY}", json=reason(rollout_percentage=p), headers=apps.admin))
             for p in (10, 20, 30)
         ]
-        written = len(apps.store._rows)
+        written = await apps.store.count_unpublished()
         refused = statuses[-1]
         # another key has its own bucket; reads are never charged
         theirs = await client.put(f"/v1/orgs/{ORG}/flags/{KEY}", json=reason(enabled=True), headers=other)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from events import Envelope, FlagDefined, OrgOverrideSet
 from flagcore import evaluate, fold
 from flagcore.history import scope_of_stream
-from services.command.eventstore.snapshot_store import Part, Run
+from services.command.eventstore.parts import Part, Run
 from services.command.timetravel.errors import BadInstant, UnknownFlag, UnknownOrg
 from services.command.timetravel.service import Asked, TimeTravel
 from services.command.timetravel.snapshots import take

@@ -9,6 +9,9 @@ transaction still running (`pg_snapshot_xmin`, the visibility horizon). Such a
 row's transaction is over, and any row not yet visible has a `tx` at or above
 the horizon, so it sorts after every cursor handed out. The price: a row shows
 once the writes that began before it have finished, milliseconds here.
+
+Every read runs under the store's reader (`reading_as`: the caller's tenancy, so an org's
+auditor reads its own org's rows and the catalogue whatever a query forgets to filter).
 """
 
 from __future__ import annotations
@@ -22,14 +25,21 @@ import asyncpg
 from services.command.eventstore.driver_errors import translated
 from services.command.history import LEVEL_PATTERNS, Cursor, HistoryFilter, actor_needles
 from services.command.ports import StoredValue
+from services.infra.postgres import scoped_transaction
+from services.infra.tenancy import Tenancy
 
 __all__ = ["PostgresAuditStore", "StoredValue"]
 
 class PostgresAuditStore:
     """Reads only; connected as `flags_command`, which may SELECT the event store."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, reader: Tenancy = Tenancy.SYSTEM) -> None:
         self._pool = pool
+        self._reader = reader
+
+    def reading_as(self, reader: Tenancy) -> PostgresAuditStore:
+        """The same store, its reads under `reader`."""
+        return PostgresAuditStore(self._pool, reader=reader)
 
     async def horizon(self) -> int:
         """The current visibility horizon: an export pins it so that it ends."""
@@ -40,19 +50,19 @@ class PostgresAuditStore:
         self, wanted: HistoryFilter, *, after: Cursor | None, limit: int, horizon: int | None = None
     ) -> list[tuple[Cursor, bytes]]:
         sql, args = page_query(wanted, after=after or Cursor(0, 0), limit=limit, horizon=horizon)
-        async with translated():
-            rows = await self._pool.fetch(sql, *args)
+        async with translated(), scoped_transaction(self._pool, self._reader) as conn:
+            rows = await conn.fetch(sql, *args)
         return [(Cursor(r["txid"], r["sequence"]), bytes(r["body"])) for r in rows]
 
     async def org_known(self, org: str) -> bool:
         """Has anything ever been recorded for `org`?"""
-        async with translated():
-            return bool(await self._pool.fetchval("SELECT EXISTS (SELECT 1 FROM event_store WHERE org_id = $1)", org))
+        async with translated(), scoped_transaction(self._pool, self._reader) as conn:
+            return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM event_store WHERE org_id = $1)", org))
 
     async def override_streams(self, org: str, flag: str | None) -> list[str]:
         """Every override stream the org has ever had (of one flag, or of all)."""
-        async with translated():
-            rows = await self._pool.fetch(
+        async with translated(), scoped_transaction(self._pool, self._reader) as conn:
+            rows = await conn.fetch(
                 "SELECT DISTINCT stream FROM event_store WHERE org_id = $1 AND stream LIKE 'org/%'"
                 " AND flag_key IS NOT NULL"
                 " AND ($2::text IS NULL OR flag_key = $2) ORDER BY stream",
@@ -63,8 +73,8 @@ class PostgresAuditStore:
 
     async def value_as_of(self, stream: str, at: datetime) -> StoredValue:
         """The stream's value after its last event at or before `at` (version 0, None: nothing yet)."""
-        async with translated():
-            row = await self._pool.fetchrow(
+        async with translated(), scoped_transaction(self._pool, self._reader) as conn:
+            row = await conn.fetchrow(
                 "SELECT version, convert_from(body, 'UTF8')::jsonb -> 'new' AS new FROM event_store"
                 " WHERE stream = $1 AND occurred_at <= $2 ORDER BY version DESC LIMIT 1",
                 stream,
@@ -74,8 +84,8 @@ class PostgresAuditStore:
 
     async def value_at_version(self, stream: str, version: int) -> StoredValue | None:
         """The stream's value right after `version`; None when the stream has no such version."""
-        async with translated():
-            new = await self._pool.fetchrow(
+        async with translated(), scoped_transaction(self._pool, self._reader) as conn:
+            new = await conn.fetchrow(
                 "SELECT convert_from(body, 'UTF8')::jsonb -> 'new' AS new FROM event_store"
                 " WHERE stream = $1 AND version = $2",
                 stream,

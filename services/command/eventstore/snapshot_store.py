@@ -2,15 +2,17 @@
 
 Events come back as decoded envelopes (their hashes checked, by the fast path where it applies); snapshot parts as
 their JSON documents. Connection failures become `StoreUnavailable` (`driver_errors`).
+
+Time travel reads under the store's reader (`reading_as`: the caller's tenancy). The snapshot
+job folds every org's events, so it reads cross-tenant, by name, and adds each part under
+the tenancy of its scope and each run under the system's (row-level security, migration 0009).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
-from typing import Any
 
 import asyncpg
 import orjson
@@ -19,6 +21,9 @@ from events import Envelope
 from flagcore.history import SYSTEM_SCOPE
 from flaglog import decode_event
 from services.command.eventstore.driver_errors import translated
+from services.command.eventstore.parts import Part, Run
+from services.infra.postgres import scoped_transaction, set_tenancy
+from services.infra.tenancy import Tenancy
 
 # Decoded events kept per process, keyed by their exact stored bytes (so a row altered in the
 # store is decoded, and its hash checked, again): time travel reads the same recent events often.
@@ -80,50 +85,40 @@ WHERE flag_key IS NOT NULL AND sequence > $1 AND sequence <= $2 ORDER BY sequenc
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
-    """A stored snapshot part: the scope's state after every event up to `sequence`."""
-
-    scope: str
-    sequence: int
-    events: int
-    doc: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    sequence: int
-    covered_until: datetime | None
-    kafka_offsets: dict[int, int]
-
-
 class PostgresHistory:
     """The event store and the snapshots, read (and snapshots added) by the command role."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, reader: Tenancy = Tenancy.SYSTEM, decoded: dict[bytes, Envelope] | None = None
+    ) -> None:
         self._pool = pool
-        self._decoded: dict[bytes, Envelope] = {}
+        self._reader = reader
+        self._decoded: dict[bytes, Envelope] = {} if decoded is None else decoded
+
+    def reading_as(self, reader: Tenancy) -> PostgresHistory:
+        """The same store (and the same decoded events), its time-travel reads under `reader`."""
+        return PostgresHistory(self._pool, reader=reader, decoded=self._decoded)
 
     async def org_known(self, org_id: str) -> bool:
-        async with translated():
-            return bool(await self._pool.fetchval(_ORG_KNOWN, org_id))
+        async with translated(), scoped_transaction(self._pool, self._reader) as conn:
+            return bool(await conn.fetchval(_ORG_KNOWN, org_id))
 
     async def nearest_part(self, scope: str, instant: datetime, prefixes: tuple[str, ...] | None = None) -> Part | None:
         """The latest snapshot part of `scope` that only covers events at or before `instant`.
 
         With `prefixes`, its document holds only the streams that start with one of them.
         """
-        async with translated():
+        async with translated(), scoped_transaction(self._pool, self._reader) as conn:
             if prefixes is None:
-                row = await self._pool.fetchrow(_NEAREST, scope, instant)
+                row = await conn.fetchrow(_NEAREST, scope, instant)
             else:
-                row = await self._pool.fetchrow(_NEAREST_VIEW, scope, instant, list(prefixes))
+                row = await conn.fetchrow(_NEAREST_VIEW, scope, instant, list(prefixes))
         return None if row is None else Part(scope, row["sequence"], row["events"], orjson.loads(row["state"]))
 
     async def part_is_sound(self, part: Part) -> bool:
         """Does the log still hold exactly what the stored part folded (every head's hash, the count)?"""
-        async with translated():
-            row = await self._pool.fetchrow(_scoped(_SOUND, part.scope), part.scope, part.sequence)
+        async with translated(), scoped_transaction(self._pool, self._reader) as conn:
+            row = await conn.fetchrow(_scoped(_SOUND, part.scope), part.scope, part.sequence)
         return row["counted"] == part.events and row["matching"] == row["heads"]
 
     async def events(
@@ -133,8 +128,8 @@ class PostgresHistory:
 
         With `prefixes`, only the events of streams that start with one of them.
         """
-        async with translated():
-            rows = await self._pool.fetch(
+        async with translated(), scoped_transaction(self._pool, self._reader) as conn:
+            rows = await conn.fetch(
                 _scoped(_EVENTS, scope), scope, after, until, list(prefixes) if prefixes is not None else None
             )
         return [self._decode(bytes(r["body"])) for r in rows]
@@ -149,25 +144,25 @@ class PostgresHistory:
             envelope = self._decoded[body] = decode_event(body)
         return envelope
 
-    # --- the snapshot job -----------------------------------------------------------
+    # --- the snapshot job: reads every org's events and parts, so cross-tenant -------------
 
     async def latest_run(self) -> Run | None:
-        async with translated():
-            row = await self._pool.fetchrow(_LATEST_RUN)
+        async with translated(), scoped_transaction(self._pool, Tenancy.CROSS_TENANT) as conn:
+            row = await conn.fetchrow(_LATEST_RUN)
         if row is None:
             return None
         offsets = {int(p): int(o) for p, o in orjson.loads(row["kafka_offsets"]).items()}
         return Run(row["sequence"], row["covered_until"], offsets)
 
     async def latest_parts(self) -> list[Part]:
-        async with translated():
-            rows = await self._pool.fetch(_LATEST_PARTS)
+        async with translated(), scoped_transaction(self._pool, Tenancy.CROSS_TENANT) as conn:
+            rows = await conn.fetch(_LATEST_PARTS)
         return [Part(r["scope"], r["sequence"], r["events"], orjson.loads(r["state"])) for r in rows]
 
     async def cutoff(self, settle_seconds: float) -> int | None:
         """The highest sequence a run may cover now; None when there is none."""
-        async with translated():
-            value = await self._pool.fetchval(_CUTOFF, settle_seconds)
+        async with translated(), scoped_transaction(self._pool, Tenancy.CROSS_TENANT) as conn:
+            value = await conn.fetchval(_CUTOFF, settle_seconds)
         return None if value is None else int(value)
 
     async def stream_events(
@@ -175,8 +170,8 @@ class PostgresHistory:
     ) -> AsyncIterator[tuple[int, datetime, Envelope]]:
         """Flag events with `after` < sequence <= `upto`, in sequence order, paged."""
         while True:
-            async with translated():
-                rows = await self._pool.fetch(_SINCE, after, upto, page)
+            async with translated(), scoped_transaction(self._pool, Tenancy.CROSS_TENANT) as conn:
+                rows = await conn.fetch(_SINCE, after, upto, page)
             for r in rows:
                 yield r["sequence"], r["occurred_at"], decode_event(bytes(r["body"]))
             if len(rows) < page:
@@ -184,18 +179,23 @@ class PostgresHistory:
             after = rows[-1]["sequence"]
 
     async def save_parts(self, parts: Sequence[tuple[Part, datetime]]) -> None:
-        """Add parts. A part is whole on its own, so a run that stops half-way leaves only sound ones."""
-        async with translated():
-            await self._pool.executemany(
-                "INSERT INTO snapshots (scope, sequence, covered_until, events, state) VALUES ($1, $2, $3, $4, $5)",
-                [(p.scope, p.sequence, until, p.events, orjson.dumps(p.doc).decode()) for p, until in parts],
-                timeout=300,
-            )
+        """Add parts, each under its scope's tenancy, in one transaction (a part is whole on its own)."""
+        by_scope: dict[str, list[tuple[Part, datetime]]] = {}
+        for part, until in parts:
+            by_scope.setdefault(part.scope, []).append((part, until))
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
+            for scope, kept in by_scope.items():
+                await set_tenancy(conn, Tenancy.SYSTEM if scope == SYSTEM_SCOPE else Tenancy.tenant(scope))
+                await conn.executemany(
+                    "INSERT INTO snapshots (scope, sequence, covered_until, events, state) VALUES ($1, $2, $3, $4, $5)",
+                    [(p.scope, p.sequence, until, p.events, orjson.dumps(p.doc).decode()) for p, until in kept],
+                    timeout=300,
+                )
 
     async def save_run(self, run: Run) -> None:
-        """Record a finished run: the next one starts after its sequence."""
-        async with translated():
-            await self._pool.execute(
+        """Record a finished run: the next one starts after its sequence (a system row)."""
+        async with translated(), scoped_transaction(self._pool, Tenancy.SYSTEM) as conn:
+            await conn.execute(
                 "INSERT INTO snapshot_runs (sequence, covered_until, kafka_offsets) VALUES ($1, $2, $3)",
                 run.sequence,
                 run.covered_until,

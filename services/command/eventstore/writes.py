@@ -6,6 +6,13 @@ unique violation, reported as `VersionConflict`; the append is tried once, and
 `CommandService` alone retries, re-deciding on the new head. Each append notifies
 `flags_outbox` in the same transaction, so the relay wakes exactly on commit.
 Connection failures become `StoreUnavailable` (`driver_errors`).
+
+Under row-level security (migration 0009) every statement runs under a tenancy: reads
+under the store's reader (`reading_as`, the caller's: `services.command.tenancy.reader_for`;
+the system by default, which sees no tenant's rows); an append under `writer_for` (a
+cross-tenant reader's under the tenancy that owns the rows, any other only as itself: a
+row of another tenancy is refused, `OutsideTenancy`); the relay's outbox statements
+cross-tenant, by name.
 """
 
 from __future__ import annotations
@@ -20,10 +27,13 @@ import asyncpg
 from events import Actor, Change, Envelope, FlagChange
 from flagcore import StreamHead
 from services.command import chain
-from services.command.errors import VersionConflict
+from services.command.errors import OutsideTenancy, VersionConflict
 from services.command.eventstore.driver_errors import translated
 from services.command.ports import OUTBOX_CHANNEL, StoredEvent
+from services.command.tenancy import writer_for
 from services.infra.pg_errors import UNREACHABLE
+from services.infra.postgres import scoped_transaction
+from services.infra.tenancy import Tenancy
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +58,26 @@ ORDER BY sequence LIMIT $4
 class PostgresEventStore:
     """The `EventStore` port over an asyncpg pool connected as `flags_command`."""
 
-    def __init__(self, pool: asyncpg.Pool, *, dsn: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, dsn: str, reader: Tenancy = Tenancy.SYSTEM) -> None:
         self._pool = pool
         self._dsn = dsn  # for the relay's dedicated (lock + LISTEN) connection
+        self._reader = reader
+
+    def reading_as(self, reader: Tenancy) -> PostgresEventStore:
+        """The same store, its reads under `reader`."""
+        return PostgresEventStore(self._pool, dsn=self._dsn, reader=reader)
 
     # --- reads -----------------------------------------------------------------
 
     async def stream_head(self, stream: str) -> StreamHead:
-        async with translated():
-            row = await self._pool.fetchrow(_HEAD, stream)
-        return chain.EMPTY_HEAD if row is None else chain.head_from_body(*row)
+        async with translated(), scoped_transaction(self._pool, self._reader) as conn:
+            return await read_head(conn, stream)
 
     async def list_events(
         self, *, org: str | None = None, flag: str | None = None, after: int = 0, limit: int = 100
     ) -> list[StoredEvent]:
-        async with translated():
-            rows = await self._pool.fetch(_LIST, after, org, flag, limit)
+        async with translated(), scoped_transaction(self._pool, self._reader) as conn:
+            rows = await conn.fetch(_LIST, after, org, flag, limit)
         return [StoredEvent(r["sequence"], bytes(r["body"])) for r in rows]
 
     # --- the append --------------------------------------------------------------
@@ -84,8 +98,9 @@ class PostgresEventStore:
         """
         stream = chain.target_stream(changes)
         defines = changes[0].scope is None
+        writer = writer_for(changes, acting_as=self._reader)
         try:
-            async with translated(), self._pool.acquire() as conn, conn.transaction():
+            async with translated(), scoped_transaction(self._pool, writer) as conn:
                 # Settings share the flag's lock and definition changes take it alone,
                 # so no setting can commit after the archive that should refuse it.
                 lock = "pg_advisory_xact_lock" if defines else "pg_advisory_xact_lock_shared"
@@ -95,18 +110,20 @@ class PostgresEventStore:
                 definition = head if defines else await read_head(conn, chain.definition_of(changes))
                 chain.check_flag(changes, definition)
                 return await write_events(conn, changes, head, actor=actor, reason=reason, occurred_at=occurred_at)
+        except asyncpg.InsufficientPrivilegeError as exc:  # the RLS policy's WITH CHECK
+            raise OutsideTenancy(f"{stream} may not be written under {writer}") from exc
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != "event_store_pkey":
                 raise
             log.info("append to %s lost a race", stream)
-            current = await self.stream_head(stream)
+            current = await self.reading_as(writer).stream_head(stream)
             raise VersionConflict(stream, current.version, expected_version) from exc
 
-    # --- the outbox --------------------------------------------------------------
+    # --- the outbox: the relay publishes every org's events, so it reads (and stamps) cross-tenant ---------
 
     async def unpublished(self, limit: int) -> list[StoredEvent]:
-        async with translated():
-            rows = await self._pool.fetch(
+        async with translated(), scoped_transaction(self._pool, Tenancy.CROSS_TENANT) as conn:
+            rows = await conn.fetch(
                 "SELECT sequence, body FROM event_store WHERE published_at IS NULL ORDER BY sequence LIMIT $1",
                 limit,
             )
@@ -115,16 +132,16 @@ class PostgresEventStore:
     async def mark_published(self, sequences: Sequence[int]) -> None:
         if not sequences:
             return
-        async with translated():
-            await self._pool.execute(
+        async with translated(), scoped_transaction(self._pool, Tenancy.CROSS_TENANT) as conn:
+            await conn.execute(
                 "UPDATE event_store SET published_at = now() "
                 "WHERE sequence = ANY($1::bigint[]) AND published_at IS NULL",
                 list(sequences),
             )
 
     async def count_unpublished(self) -> int:
-        async with translated():
-            count = await self._pool.fetchval("SELECT count(*) FROM event_store WHERE published_at IS NULL")
+        async with translated(), scoped_transaction(self._pool, Tenancy.CROSS_TENANT) as conn:
+            count = await conn.fetchval("SELECT count(*) FROM event_store WHERE published_at IS NULL")
         return int(count)
 
     async def ping(self) -> None:
@@ -177,7 +194,9 @@ async def write_events(
 ) -> list[Envelope]:
     """Seal `changes` onto `head` and insert them, inside the caller's transaction.
 
-    The outbox notification is sent in the same transaction, so it fires on commit.
+    The transaction must be under `writer_for(changes)` (set before `head` was read): row-level
+    security refuses rows of any other tenancy. The outbox notification is sent in the same
+    transaction, so it fires on commit.
     """
     rows = await conn.fetch("SELECT nextval('event_sequence') AS s FROM generate_series(1, $1)", len(changes))
     envelopes = chain.seal_changes(

@@ -19,7 +19,7 @@ from flagcore import EventRef
 from flagcore.history import FlagView
 from services.auth.http import Caller
 from services.auth.policy import Action, Principal, authorize
-from services.command.dependencies import Wired
+from services.command.dependencies import Travel
 from services.command.schemas import ErrorBody
 from services.command.timetravel.errors import OrgRequired
 from services.command.timetravel.service import Asked
@@ -42,7 +42,7 @@ Instant = Annotated[AwareDatetime, Query(description="RFC 3339 with an offset, e
 
 @router.get("/at", summary="An org's flags as they evaluated at an instant, and which event decided each")
 async def at(
-    wiring: Wired,
+    travel: Travel,
     caller: Caller,
     at: Instant,
     org: Org = None,
@@ -51,13 +51,13 @@ async def at(
     user: UserQ = None,
 ) -> Any:
     asked = _asked(caller, org, platform, user)
-    views = await wiring.time_travel().at(asked, at, flag)
+    views = await travel.at(asked, at, flag)
     return {**_who(asked), "at": _iso(at), "flags": [_view(k, v) for k, v in views.items()]}
 
 
 @router.get("/diff", summary="What changed for an org between two instants")
 async def diff(
-    wiring: Wired,
+    travel: Travel,
     caller: Caller,
     since: Annotated[AwareDatetime, Query(alias="from", description="The earlier instant (RFC 3339).")],
     until: Annotated[AwareDatetime, Query(alias="to", description="The later instant (RFC 3339).")],
@@ -66,7 +66,7 @@ async def diff(
     user: UserQ = None,
 ) -> Any:
     asked = _asked(caller, org, platform, user)
-    changes = await wiring.time_travel().diff(asked, since, until)
+    changes = await travel.diff(asked, since, until)
     return {
         **_who(asked),
         "from": _iso(since),

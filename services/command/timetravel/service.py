@@ -4,6 +4,8 @@ The state is the nearest verified snapshot of the system scope and of the org, p
 the events after each up to the instant, folded by `flagcore.fold`; answers come from
 `flagcore.evaluate`, so they are what the live service answered then. A snapshot that
 fails its check against the log is skipped (and logged); the fold then starts earlier.
+The routes read through `reading_as(reader_for(caller))`, so an org's auditor folds under
+its org's tenancy (row-level security), a system-wide one cross-tenant.
 """
 
 from __future__ import annotations
@@ -13,18 +15,20 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, Self
 
 from events import Envelope, Scope
 from flagcore import FlagState, fold
 from flagcore.history import SYSTEM_SCOPE, FlagView, diff_views, org_view, restore
-from services.command.eventstore.snapshot_store import Part
+from services.command.eventstore.parts import Part
 from services.command.timetravel.errors import BadInstant, UnknownFlag, UnknownOrg
+from services.infra.tenancy import Tenancy
 
 log = logging.getLogger(__name__)
 
 
 class History(Protocol):
+    def reading_as(self, reader: Tenancy) -> Self: ...
     async def org_known(self, org_id: str) -> bool: ...
     async def nearest_part(
         self, scope: str, instant: datetime, prefixes: tuple[str, ...] | None = None
@@ -58,6 +62,12 @@ class TimeTravel:
         self._history = history
         self._clock = clock
         self._verified: set[tuple[str, int]] = set()  # parts are immutable: one check per process
+
+    def reading_as(self, reader: Tenancy) -> TimeTravel:
+        """The same time travel, its reads under `reader`; a part checked once is sound for every reader."""
+        view = TimeTravel(self._history.reading_as(reader), clock=self._clock)
+        view._verified = self._verified
+        return view
 
     async def state_at(self, asked: Asked, instant: datetime, *, field: str = "at") -> FlagState:
         """The fold up to `instant` of the system's flag events and of the org's that `asked` reads.

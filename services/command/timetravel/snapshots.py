@@ -21,7 +21,8 @@ from datetime import datetime
 
 from flagcore import FlagState
 from flagcore.history import restore, scope_of_stream, snapshot
-from services.command.eventstore.snapshot_store import Part, PostgresHistory, Run
+from services.command.eventstore.parts import Part, Run
+from services.command.eventstore.snapshot_store import PostgresHistory
 from services.command.timetravel.positions import kafka_positions
 from services.infra.postgres import create_pool
 from services.infra.settings import Role, Settings
