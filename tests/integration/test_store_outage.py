@@ -136,7 +136,7 @@ def test_an_unreachable_database_is_503_with_retry_after_then_everything_recover
     with httpx.Client(timeout=10) as http:
         wrote = http.put(f"{stack.command_url}/v1/orgs/{org}/flags/{FLAG}",
                          json={"enabled": True, "reason": "after the outage"}, headers=stack.headers)
-        assert wrote.status_code == 201, wrote.text
+        assert wrote.status_code in (200, 201), wrote.text  # 200: the writers' last change had set it already
         version = wrote.json()["version"]
         deadline = time.monotonic() + 20
         while True:  # projected and answered: the projector reconnected too
