@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from events import Envelope, FlagKind, ValueType
+from events.targeting import Operator
 from events.values import BOOLEAN_VARIANTS
 from flagcore.instants import format_instant, parse_instant
 
@@ -207,12 +208,60 @@ def typed_fields(value: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """`attribute operator values` (see `flagcore.targeting` for what each operator means)."""
+
+    attribute: str
+    operator: Operator
+    values: tuple[str | int | float | bool, ...] = ()
+    case_sensitive: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TargetingRule:
+    """When every condition holds, serve `variant`, or the subject's arm of `split`."""
+
+    id: str
+    conditions: tuple[Condition, ...]
+    variant: str | None = None
+    split: tuple[Variant, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """A level's ordered targeting rules, and the event that set them."""
+
+    rules: tuple[TargetingRule, ...]
+    source: EventRef | None = None
+
+    @classmethod
+    def from_value(cls, value: dict[str, Any], source: EventRef | None = None) -> Rules:
+        return cls(
+            tuple(
+                TargetingRule(
+                    r["id"],
+                    tuple(
+                        Condition(c["attribute"], Operator(c["operator"]), tuple(c.get("values") or ()),
+                                  c.get("case_sensitive", True))
+                        for c in r["conditions"]
+                    ),
+                    r.get("variant"),
+                    None if r.get("split") is None else tuple(Variant(v["name"], v["weight"]) for v in r["split"]),
+                )
+                for r in value["rules"]
+            ),
+            source,
+        )
+
+
 @dataclass(slots=True)
 class Catalog:
     """System-wide part of the state: flag definitions and system defaults."""
 
     definitions: dict[str, Definition] = field(default_factory=dict)
     system: dict[str, Setting] = field(default_factory=dict)
+    rules: dict[str, Rules] = field(default_factory=dict)  # flag → the system's targeting rules
 
 
 @dataclass(slots=True)
@@ -223,3 +272,4 @@ class TenantRules:
     org: dict[str, Setting] = field(default_factory=dict)
     platform: dict[tuple[str, str], Setting] = field(default_factory=dict)  # (platform, flag)
     user: dict[tuple[str, str], Setting] = field(default_factory=dict)  # (user, flag)
+    rules: dict[str, Rules] = field(default_factory=dict)  # flag → the org's targeting rules
