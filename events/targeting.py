@@ -137,8 +137,12 @@ def _value_problem(op: Operator, value: Scalar) -> str | None:
             return f"a pattern is at most {MAX_REGEX_LENGTH} characters"
         try:
             re2.compile(value, regex_options())
+        except UnicodeEncodeError:
+            return f"not a pattern RE2 accepts (not UTF-8): {value!r}"
         except re2.error as exc:
-            return f"not a pattern RE2 accepts ({exc.args[0].decode(errors='replace') if exc.args else exc}): {value!r}"
+            detail = exc.args[0] if exc.args else exc
+            detail = detail.decode(errors="replace") if isinstance(detail, bytes) else detail
+            return f"not a pattern RE2 accepts ({detail}): {value!r}"
     elif op in SEMVER:
         try:
             semver.Version.parse(value)

@@ -95,7 +95,7 @@ def _check(condition: Condition) -> _Check:
             return _text(kind, str(values[0]), fold)
         case Operator.MATCHES:
             pattern = re2.compile(("(?i)" if fold else "") + str(values[0]), regex_options())
-            return lambda value: type(value) is str and pattern.search(value) is not None
+            return lambda value: type(value) is str and _searches(pattern, value)
         case Operator.LT | Operator.LTE | Operator.GT | Operator.GTE:
             compare, bound = _ORDER[kind], values[0]
             return lambda value: _is_number(value) and compare(value, bound)
@@ -133,6 +133,14 @@ def _text(kind: Operator, needle: str, fold: bool) -> _Check:
     if fold:
         return lambda value: type(value) is str and test(value.casefold())
     return lambda value: type(value) is str and test(value)
+
+
+def _searches(pattern: Any, value: str) -> bool:
+    """RE2 reads UTF-8: a string that has none (a lone surrogate, which JSON can carry) matches nothing."""
+    try:
+        return pattern.search(value) is not None
+    except UnicodeEncodeError:
+        return False
 
 
 def _is_number(value: Any) -> bool:

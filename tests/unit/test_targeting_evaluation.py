@@ -65,6 +65,7 @@ CASES: list[tuple[dict[str, Any], dict[str, Any], bool]] = [
     (_c("email", "matches", r"^[a-z]+@acme\.com$", case_sensitive=False), {"email": "Bob@acme.com"}, True),
     (_c("email", "matches", "acme"), {"email": "x@acme.com"}, True),  # a search: anchor for a whole match
     (_c("email", "matches", "(a+)+$"), {"email": "a" * 5000 + "!"}, False),  # linear time, no backtracking
+    (_c("email", "matches", "a"), {"email": "\ud800a"}, False),  # not UTF-8: no match, no exception
     (_c("age", "lt", 18), {"age": 17}, True),
     (_c("age", "lte", 18), {"age": 18.0}, True),
     (_c("age", "gt", 18), {"age": 18}, False),

@@ -56,6 +56,7 @@ def test_a_rule_list_round_trips_through_the_codec_and_folds_to_its_value() -> N
     [
         (_cond("email", "matches", "(a"), "RE2"),
         (_cond("email", "matches", r"(a)\1"), "RE2"),  # a backreference: not linear time, refused
+        (_cond("email", "matches", "\ud800"), "RE2"),
         (_cond("email", "matches", "a" * (MAX_REGEX_LENGTH + 1)), f"at most {MAX_REGEX_LENGTH}"),
         (_cond("app_version", "semver_gt", "2.1"), "semantic version"),
         (_cond("signup", "before", "2026-01-01T00:00:00"), "UTC offset"),
