@@ -237,22 +237,18 @@ class Rules:
 
     @classmethod
     def from_value(cls, value: dict[str, Any], source: EventRef | None = None) -> Rules:
-        return cls(
-            tuple(
-                TargetingRule(
-                    r["id"],
-                    tuple(
-                        Condition(c["attribute"], Operator(c["operator"]), tuple(c.get("values") or ()),
-                                  c.get("case_sensitive", True))
-                        for c in r["conditions"]
-                    ),
-                    r.get("variant"),
-                    None if r.get("split") is None else tuple(Variant(v["name"], v["weight"]) for v in r["split"]),
-                )
-                for r in value["rules"]
-            ),
-            source,
-        )
+        """The rules of a `.../rules` stream value (`{"rules": [...]}`, as `transition` writes it)."""
+        return cls(tuple(_rule_of(r) for r in value["rules"]), source)
+
+
+def _rule_of(raw: dict[str, Any]) -> TargetingRule:
+    conditions = tuple(
+        Condition(c["attribute"], Operator(c["operator"]), tuple(c.get("values") or ()), c.get("case_sensitive", True))
+        for c in raw["conditions"]
+    )
+    split = raw.get("split")
+    arms = None if split is None else tuple(Variant(v["name"], v["weight"]) for v in split)
+    return TargetingRule(raw["id"], conditions, raw.get("variant"), arms)
 
 
 @dataclass(slots=True)
