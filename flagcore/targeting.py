@@ -148,8 +148,11 @@ def _is_number(value: Any) -> bool:
 
 
 def _version(value: Any) -> semver.Version | None:
-    if type(value) is not str:
-        return None
+    return _parsed_version(value) if type(value) is str else None
+
+
+@lru_cache(maxsize=4096)  # a context's versions are few and repeat; parsing one costs more than the rest
+def _parsed_version(value: str) -> semver.Version | None:
     try:
         return semver.Version.parse(value)
     except ValueError:
@@ -170,8 +173,11 @@ def _instant(value: Any) -> datetime | None:
 
 
 def _address(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    if type(value) is not str:
-        return None
+    return _parsed_address(value) if type(value) is str else None
+
+
+@lru_cache(maxsize=4096)
+def _parsed_address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(value)
     except ValueError:
