@@ -23,6 +23,7 @@ from events.subscriptions import (
     SubscriptionResumed,
     subscription_stream,
 )
+from events.targeting import MAX_CONDITIONS, MAX_RULES, RULE_ID_PATTERN, Condition
 from events.values import check_typed
 from events.vocabulary import (
     MAX_VARIANTS,
@@ -288,6 +289,58 @@ def check_split(split: tuple[Variant, ...]) -> None:
         raise ValueError(f"split: weights must sum to {VARIANT_WEIGHT_TOTAL}, not {total}")
 
 
+class TargetingRule(BaseModel):
+    """When every condition holds (AND), serve `variant`, or the subject's arm of `split` (as a level's split)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    id: str = Field(pattern=RULE_ID_PATTERN, description="Names the rule in answers; unique in its list.")
+    conditions: tuple[Condition, ...] = Field(min_length=1, max_length=MAX_CONDITIONS, description="All must hold.")
+    variant: str | None = Field(default=None, pattern=VARIANT_NAME_PATTERN, description="The variant served.")
+    split: tuple[Variant, ...] | None = Field(default=None, description="Variants and weights (sum 1000).")
+
+    @model_validator(mode="after")
+    def _one_outcome(self) -> TargetingRule:
+        if (self.variant is None) == (self.split is None):
+            raise ValueError("a rule serves a variant or a split (exactly one)")
+        if self.split is not None:
+            check_split(self.split)
+        return self
+
+
+class TargetingRulesSet(FlagChange):
+    """The flag's ordered targeting rules at the system level or for one org (the full new list; empty: none).
+
+    Its own stream per level (`.../rules`), apart from the level's on/off setting: clearing an org's
+    override keeps its rules, and a rule change is one event a reader can diff.
+    """
+
+    type: Literal["TargetingRulesSet"] = "TargetingRulesSet"
+    level: Literal[Level.SYSTEM, Level.ORG]
+    org_id: OrgId | None = None
+    rules: tuple[TargetingRule, ...] = Field(max_length=MAX_RULES, description=f"Tried in order (0–{MAX_RULES}).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TargetingRulesSet:
+        Scope(self.level, self.org_id)
+        ids = [r.id for r in self.rules]
+        if len(set(ids)) != len(ids):
+            raise ValueError("rules: ids must be distinct")
+        return self
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.level, self.org_id)
+
+    @property
+    def stream(self) -> str:
+        return rules_stream(self.scope, self.flag_key)
+
+
+def rules_stream(scope: Scope, flag_key: str) -> str:
+    """The stream of a flag's targeting rules at one level: the level's setting stream plus `/rules`."""
+    return f"{scope.stream(flag_key)}/rules"
+
+
 def selection_value(change: VariantSelected) -> dict[str, Any]:
     """The keys a level's stream value holds for this selection (none for the default)."""
     if change.variant is not None:
@@ -399,6 +452,7 @@ AnyChange = Annotated[
     | UserOverrideCleared
     | RolloutPercentageSet
     | VariantSelected
+    | TargetingRulesSet
     | ApiKeyCreated
     | ApiKeyRevoked
     | ApiKeyExpirySet
@@ -429,6 +483,7 @@ CHANGE_TYPES: dict[str, type[Change]] = {
         UserOverrideCleared,
         RolloutPercentageSet,
         VariantSelected,
+        TargetingRulesSet,
         ApiKeyCreated,
         ApiKeyRevoked,
         ApiKeyExpirySet,
@@ -446,6 +501,7 @@ __all__ = [
     "OrgOverrideCleared", "OrgOverrideSet", "PlatformOverrideCleared", "PlatformOverrideSet",
     "RolloutPercentageSet", "ScheduledSettingCancelled", "SettingScheduled", "SubscriptionChange",
     "SubscriptionChanged", "SubscriptionCreated", "SubscriptionDeleted", "SubscriptionPaused",
-    "SubscriptionResumed", "SystemDefaultSet", "UserOverrideCleared", "UserOverrideSet", "Variant",
-    "check_variants", "in_utc", "key_stream", "subscription_stream",
+    "SubscriptionResumed", "SystemDefaultSet", "TargetingRule", "TargetingRulesSet", "UserOverrideCleared",
+    "UserOverrideSet", "Variant",
+    "check_variants", "in_utc", "key_stream", "rules_stream", "subscription_stream",
 ]  # fmt: skip

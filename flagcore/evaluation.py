@@ -1,6 +1,9 @@
 """Evaluation: the four levels, highest first, and an answer that says why.
 
-A pure function of (state, context, now): a setting's scheduled steps due by
+A pure function of (state, context, now). Targeting rules sit inside their level: an org's rules are
+tried before the org's own setting (and after a user's or a platform's override), the system's before
+the system default; the first rule whose conditions hold decides (`TARGETING_MATCH`, naming it).
+A setting's scheduled steps due by
 `now` are applied before it is read, so a scheduled change takes effect at its
 instant wherever this runs, with no job to trigger it. An ops flag's kill switch
 wins over every level. Never raises into product code: an unknown flag is an
@@ -9,6 +12,7 @@ answer with `reason=ERROR` and `error_code=FLAG_NOT_FOUND`, evaluating to off.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -16,7 +20,8 @@ from typing import Any
 
 from events import Level
 from flagcore.bucketing import bucket
-from flagcore.model import Catalog, Definition, EventRef, Setting, TenantRules
+from flagcore.model import Catalog, Definition, EventRef, Rules, Setting, TargetingRule, TenantRules
+from flagcore.targeting import attributes, first_match
 from flagcore.variants import select_variant
 
 ON, OFF = "on", "off"  # the variant of a flag without experiment arms, as flagd names them
@@ -50,6 +55,7 @@ class Evaluation:
     error_code: ErrorCode | None = None
     variant: str | None = None  # the variant served (a boolean's "on"/"off" or experiment arm); None on error
     killed: bool = False  # the ops flag's kill switch decided
+    rule: str | None = None  # the id of the targeting rule that matched (`level` says whose list)
 
     def explain(self) -> str:
         """One sentence a support engineer can read out."""
@@ -63,6 +69,9 @@ class Evaluation:
             return f"{self.flag_key} is {state}: its kill switch is engaged{who}"
         if self.reason is Reason.DISABLED:
             return f"{self.flag_key} is {state}: the flag is archived"
+        if self.rule is not None:
+            who = f" by {self.source.actor} ({self.source.reason!r})" if self.source else ""
+            return f"{self.flag_key} is {state}: {self.level} level, rule {self.rule!r} matched, set{who}"
         rule = (
             f"rollout {self.rollout_percentage}% (bucket {self.bucket})"
             if self.reason is Reason.SPLIT
@@ -81,10 +90,12 @@ def evaluate(
     platform: str | None = None,
     user_id: str | None = None,
     now: datetime | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> Evaluation:
     """Resolve `flag_key` for the tenant, optionally one of its platforms and users, at `now`.
 
-    `now` defaults to the current time, read only when a setting has a schedule.
+    `now` defaults to the current time, read only when a setting has a schedule. `context` holds the
+    attributes targeting rules read (`flagcore.targeting.attributes`); a flag without rules ignores it.
     """
     definition = catalog.definitions.get(flag_key)
     if definition is None:
@@ -97,9 +108,39 @@ def evaluate(
         return Evaluation(flag_key, off_value, Reason.DISABLED, Level.SYSTEM, source, variant=off, killed=True)
     subject = user_id if user_id is not None else tenant.org_id
     decided = deciding_setting(catalog, tenant, flag_key, platform, user_id, now)
+    tried = rules_in_play(catalog, tenant, flag_key, None if decided is None else decided[0])
+    if tried:
+        attrs = attributes(context, tenant.org_id, platform, user_id)
+        for level, rules in tried:
+            rule = first_match(rules.rules, attrs)
+            if rule is not None:
+                return targeted(definition, level, rules.source, rule, subject)
     if decided is None:
         return Evaluation(flag_key, off_value, Reason.DEFAULT, variant=off)
     return _decide(definition, decided[0], decided[1], subject)
+
+
+def rules_in_play(
+    catalog: Catalog, tenant: TenantRules, flag_key: str, decided: Level | None
+) -> tuple[tuple[Level, Rules], ...]:
+    """The rule lists tried, in order, before the setting of level `decided` (None: no level speaks):
+    the org's under a user's or platform's override, then the system's under the org's setting."""
+    tried: list[tuple[Level, Rules]] = []
+    org, system = tenant.rules.get(flag_key), catalog.rules.get(flag_key)
+    if org is not None and decided in (None, Level.ORG, Level.SYSTEM):
+        tried.append((Level.ORG, org))
+    if system is not None and decided in (None, Level.SYSTEM):
+        tried.append((Level.SYSTEM, system))
+    return tuple(tried)
+
+
+def targeted(
+    definition: Definition, level: Level, source: EventRef | None, rule: TargetingRule, subject: str
+) -> Evaluation:
+    """The answer of a matching rule: its variant, or the subject's arm of its split (as a level's split)."""
+    variant = served(definition, Setting(True, None, variant=rule.variant, split=rule.split), subject)
+    value = definition.value_of(variant)
+    return Evaluation(definition.key, value, Reason.TARGETING_MATCH, level, source, variant=variant, rule=rule.id)
 
 
 def deciding_setting(
@@ -180,10 +221,11 @@ def evaluate_all(
     platform: str | None = None,
     user_id: str | None = None,
     now: datetime | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> list[Evaluation]:
     at = now if now is not None else datetime.now(UTC)
     return [
-        evaluate(catalog, tenant, key, platform=platform, user_id=user_id, now=at)
+        evaluate(catalog, tenant, key, platform=platform, user_id=user_id, now=at, context=context)
         for key in sorted(catalog.definitions)
     ]
 

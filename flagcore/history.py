@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from flagcore.evaluation import Evaluation, evaluate
-from flagcore.model import Definition, EventRef, Setting, TenantRules
+from flagcore.model import Definition, EventRef, Rules, Setting, TenantRules
 from flagcore.state import FlagState, StreamHead
 
 __all__ = [
@@ -49,7 +49,7 @@ class FlagView:
         levels = tuple(
             sorted((name, s.enabled, s.rollout_percentage, s.variant, s.split) for name, s in self.settings.items())
         )
-        return (repr(e.value), e.variant, e.reason, e.level, decided_by, e.rollout_percentage, levels)
+        return (repr(e.value), e.variant, e.reason, e.level, decided_by, e.rollout_percentage, levels, e.rule)
 
 
 def org_view(
@@ -121,11 +121,15 @@ def snapshot(state: FlagState, scope: str) -> Snapshot:
         catalog = state.catalog
         doc["definitions"] = [[k, _ref(d.source)] for k, d in sorted(catalog.definitions.items())]
         doc["system"] = [[k, _ref(s.source)] for k, s in sorted(catalog.system.items())]
+        if catalog.rules:  # only once rules exist: snapshots written before them keep their bytes
+            doc["rules"] = [[k, _ref(r.source)] for k, r in sorted(catalog.rules.items())]
     elif scope in state.tenants:
         t = state.tenants[scope]
         doc["org"] = [[k, _ref(s.source)] for k, s in sorted(t.org.items())]
         doc["platform"] = [[p, k, _ref(s.source)] for (p, k), s in sorted(t.platform.items())]
         doc["user"] = [[u, k, _ref(s.source)] for (u, k), s in sorted(t.user.items())]
+        if t.rules:
+            doc["rules"] = [[k, _ref(r.source)] for k, r in sorted(t.rules.items())]
     return Snapshot(scope, heads, doc)
 
 
@@ -154,17 +158,24 @@ def restore(
             for key, raw in doc.get("system", ()):
                 if raw[1] in values:
                     state.catalog.system[key] = _setting(values, raw)
+            state.catalog.rules.update((k, _rules(values, r)) for k, r in doc.get("rules", ()) if r[1] in values)
         elif "org" in doc:
             t = state.tenants.setdefault(scope, TenantRules(scope))
             t.org.update((k, _setting(values, r)) for k, r in doc["org"] if r[1] in values)
             t.platform.update(((p, k), _setting(values, r)) for p, k, r in doc["platform"] if r[1] in values)
             t.user.update(((u, k), _setting(values, r)) for u, k, r in doc["user"] if r[1] in values)
+            t.rules.update((k, _rules(values, r)) for k, r in doc.get("rules", ()) if r[1] in values)
     return state
 
 
 def _setting(values: Mapping[str, Any], raw: list[Any]) -> Setting:
     ref = _unref(raw)
     return Setting.from_value(values[ref.stream], ref)
+
+
+def _rules(values: Mapping[str, Any], raw: list[Any]) -> Rules:
+    ref = _unref(raw)
+    return Rules.from_value(values[ref.stream], ref)
 
 
 def _ref(ref: EventRef | None) -> list[Any]:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from events import Envelope, FlagKind, ValueType
+from events.targeting import Operator
 from events.values import BOOLEAN_VARIANTS
 from flagcore.instants import format_instant, parse_instant
 
@@ -207,12 +208,56 @@ def typed_fields(value: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """`attribute operator values` (see `flagcore.targeting` for what each operator means)."""
+
+    attribute: str
+    operator: Operator
+    values: tuple[str | int | float | bool, ...] = ()
+    case_sensitive: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TargetingRule:
+    """When every condition holds, serve `variant`, or the subject's arm of `split`."""
+
+    id: str
+    conditions: tuple[Condition, ...]
+    variant: str | None = None
+    split: tuple[Variant, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """A level's ordered targeting rules, and the event that set them."""
+
+    rules: tuple[TargetingRule, ...]
+    source: EventRef | None = None
+
+    @classmethod
+    def from_value(cls, value: dict[str, Any], source: EventRef | None = None) -> Rules:
+        """The rules of a `.../rules` stream value (`{"rules": [...]}`, as `transition` writes it)."""
+        return cls(tuple(_rule_of(r) for r in value["rules"]), source)
+
+
+def _rule_of(raw: dict[str, Any]) -> TargetingRule:
+    conditions = tuple(
+        Condition(c["attribute"], Operator(c["operator"]), tuple(c.get("values") or ()), c.get("case_sensitive", True))
+        for c in raw["conditions"]
+    )
+    split = raw.get("split")
+    arms = None if split is None else tuple(Variant(v["name"], v["weight"]) for v in split)
+    return TargetingRule(raw["id"], conditions, raw.get("variant"), arms)
+
+
 @dataclass(slots=True)
 class Catalog:
     """System-wide part of the state: flag definitions and system defaults."""
 
     definitions: dict[str, Definition] = field(default_factory=dict)
     system: dict[str, Setting] = field(default_factory=dict)
+    rules: dict[str, Rules] = field(default_factory=dict)  # flag → the system's targeting rules
 
 
 @dataclass(slots=True)
@@ -223,3 +268,4 @@ class TenantRules:
     org: dict[str, Setting] = field(default_factory=dict)
     platform: dict[tuple[str, str], Setting] = field(default_factory=dict)  # (platform, flag)
     user: dict[tuple[str, str], Setting] = field(default_factory=dict)  # (user, flag)
+    rules: dict[str, Rules] = field(default_factory=dict)  # flag → the org's targeting rules

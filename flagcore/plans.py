@@ -17,6 +17,12 @@ since the epoch), the first scheduled instant of the settings they read, for use
 not in `users` (those with an override of the flag); `enabled` is good always: it
 evaluates in full for those users and past `until`.
 tests/unit/test_core_plans.py checks plans against `evaluate` on generated logs.
+
+Targeting rules compile into a rule's `targets`, tried in order before its outcomes: each keeps its
+test of the context (`flagcore.targeting.compiled`: regexes compiled, versions and networks parsed
+once) and its answers, one per variant it can serve. `answer(user, platform, context)` is
+`evaluate`'s answer with a context (but the bucket); `enabled` without one, as before.
+tests/unit/test_targeting_plans.py checks them against `evaluate` on generated rules and contexts.
 """
 
 from __future__ import annotations
@@ -28,15 +34,18 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from events import Level
 from flagcore.bucketing import rollout_test
-from flagcore.evaluation import Evaluation, deciding_setting, evaluate, served
-from flagcore.model import Catalog, Definition, Setting, TenantRules, Variant
+from flagcore.evaluation import Evaluation, deciding_setting, evaluate, rules_in_play, served, targeted
+from flagcore.model import Catalog, Definition, EventRef, Setting, TargetingRule, TenantRules, Variant
+from flagcore.targeting import Test, attributes, compiled
 from flagcore.variants import select_variant
 
-__all__ = ["Enabled", "FlagPlan", "Pick", "Rule", "compile_flag", "first_change"]
+__all__ = ["Answer", "Enabled", "FlagPlan", "Pick", "Rule", "Target", "compile_flag", "first_change"]
 
 Pick = Callable[[str | None], int]  # user → index into a rule's outcomes
 Enabled = Callable[[str | None, str | None], Any]  # (user, platform) → value (a boolean flag's: on/off)
+Answer = Callable[[str | None, str | None, Mapping[str, Any] | None], Evaluation]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +64,24 @@ class Rule:
     pick: Pick
     enabled: Enabled
     fixed: bool
+    targets: tuple[Target, ...] = ()  # targeting rules tried first; `outcomes` answer when none holds
+
+    def answer(self, user: str | None, attrs: Mapping[str, Any]) -> Evaluation:
+        """`evaluate`'s answer (but the bucket) for a user without an override and these attributes."""
+        for target in self.targets:
+            if target.holds(attrs):
+                return target.outcomes[target.pick(user)]
+        return self.outcomes[self.pick(user)]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A targeting rule compiled for one tenant and flag: its test, and its answers (`outcomes[pick(user)]`)."""
+
+    rule: str
+    holds: Test
+    outcomes: tuple[Evaluation, ...]
+    pick: Pick
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +95,7 @@ class FlagPlan:
     since: float
     until: float
     enabled: Enabled
+    answer: Answer  # (user, platform, context) → `evaluate(..., context=...)` but the bucket, good always
 
     def rule(self, platform: str | None) -> Rule:
         return self.default if platform is None else self.platforms.get(platform, self.default)
@@ -76,16 +104,21 @@ class FlagPlan:
 def compile_flag(catalog: Catalog, tenant: TenantRules, flag_key: str, at: float) -> FlagPlan:
     """The flag's plan for `tenant` at `at` (seconds since the epoch); an unknown flag has a fixed one."""
     now = datetime.fromtimestamp(at, UTC)
-    without_users = TenantRules(tenant.org_id, tenant.org, tenant.platform, {})
+    without_users = TenantRules(tenant.org_id, tenant.org, tenant.platform, {})  # nor the org's rules
+    bare = Catalog(catalog.definitions, catalog.system)  # the catalogue without its rules: when none holds
     definition = catalog.definitions.get(flag_key)
+    live = definition is not None and not definition.archived and not definition.killed
     platforms = [p for p, key in tenant.platform if key == flag_key]
 
     def rule(platform: str | None) -> Rule:
-        base = evaluate(catalog, without_users, flag_key, platform=platform, now=now)
-        decided = None
-        if definition is not None and not definition.archived and not definition.killed:
-            decided = deciding_setting(catalog, without_users, flag_key, platform, None, now)
-        return _rule(base, definition, None if decided is None else decided[1], tenant.org_id)
+        base = evaluate(bare, without_users, flag_key, platform=platform, now=now)
+        decided = deciding_setting(catalog, without_users, flag_key, platform, None, now) if live else None
+        plain = _rule(base, definition, None if decided is None else decided[1], tenant.org_id)
+        tried = rules_in_play(catalog, tenant, flag_key, None if decided is None else decided[0]) if live else ()
+        if definition is None or not tried:
+            return plain
+        targets = tuple(_target(definition, lv, rs.source, r, tenant.org_id) for lv, rs in tried for r in rs.rules)
+        return _with_targets(plain, targets, tenant.org_id)
 
     settings = [catalog.system.get(flag_key), tenant.org.get(flag_key)]
     settings += [tenant.platform[p, flag_key] for p in platforms]
@@ -97,7 +130,44 @@ def compile_flag(catalog: Catalog, tenant: TenantRules, flag_key: str, at: float
         enabled = default.enabled  # the plain case: one call, one hash at most
     else:
         enabled = _dispatch(catalog, tenant, flag_key, default, rules, users, until)
-    return FlagPlan(flag_key, default, rules, users, at, until, enabled)
+
+    def answer(user: str | None, platform: str | None, context: Mapping[str, Any] | None = None) -> Evaluation:
+        if (user is not None and user in users) or time.time() >= until:
+            full = evaluate(catalog, tenant, flag_key, platform=platform, user_id=user, context=context)
+            return replace(full, bucket=None)
+        chosen = default if platform is None else rules.get(platform, default)
+        return chosen.answer(user, attributes(context, tenant.org_id, platform, user))
+
+    return FlagPlan(flag_key, default, rules, users, at, until, enabled, answer)
+
+
+def _with_targets(plain: Rule, targets: tuple[Target, ...], tenant_id: str) -> Rule:
+    """`plain` with targeting rules tried first; its `enabled` (no context) tests them on the call's own
+    attributes (org, platform, user), as `evaluate` does without a context."""
+    targeted_rule = replace(plain, targets=targets, fixed=False)
+
+    def enabled(user: str | None, platform: str | None = None) -> Any:
+        return targeted_rule.answer(user, attributes(None, tenant_id, platform, user)).value
+
+    return replace(targeted_rule, enabled=enabled)
+
+
+def _target(
+    definition: Definition, level: Level, source: EventRef | None, rule: TargetingRule, tenant_id: str
+) -> Target:
+    """A targeting rule's compiled form: one answer for a variant, one per variant a split can serve."""
+    template = targeted(definition, level, source, rule, tenant_id)
+    if rule.split is None:
+        return Target(rule.id, compiled(rule), (template,), _zero)
+    names = sorted({a.name for a in rule.split if definition.known(a.name)} | {definition.default_variant})
+    outcomes = tuple(replace(template, value=definition.value_of(n), variant=n) for n in names)
+    index = {n: i for i, n in enumerate(names)}
+    setting = Setting(True, None, split=rule.split)
+
+    def pick(user: str | None) -> int:
+        return index[served(definition, setting, tenant_id if user is None else user)]
+
+    return Target(rule.id, compiled(rule), outcomes, pick)
 
 
 def _dispatch(

@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from events import Envelope, FlagChange, Level
-from flagcore.model import Catalog, Definition, EventRef, Setting, TenantRules
+from events import Envelope, FlagChange, Level, TargetingRulesSet
+from flagcore.model import Catalog, Definition, EventRef, Rules, Setting, TenantRules
 from flagcore.transitions import transition
 
 
@@ -54,6 +54,9 @@ class FlagState:
             assert value is not None  # definitions are never removed, only archived
             self.catalog.definitions[key] = Definition.from_value(key, value, source)
             return
+        if isinstance(change, TargetingRulesSet):
+            self._place_rules(scope.org_id, key, None if value is None else Rules.from_value(value, source))
+            return
         setting = None if value is None else Setting.from_value(value, source)
         if scope.level is Level.SYSTEM:
             _put(self.catalog.system, key, setting)
@@ -66,6 +69,14 @@ class FlagState:
             _put(rules.platform, (str(scope.platform), key), setting)
         else:
             _put(rules.user, (str(scope.user_id), key), setting)
+
+    def _place_rules(self, org_id: str | None, key: str, rules: Rules | None) -> None:
+        tenant = None if org_id is None else self.tenants.setdefault(org_id, TenantRules(org_id))
+        table = self.catalog.rules if tenant is None else tenant.rules
+        if rules is None:
+            table.pop(key, None)
+        else:
+            table[key] = rules
 
 
 def _put(table: dict[Any, Setting], key: Any, setting: Setting | None) -> None:

@@ -38,6 +38,7 @@ from events import (
     SubscriptionPaused,
     SubscriptionResumed,
     SystemDefaultSet,
+    TargetingRulesSet,
     UserOverrideCleared,
     UserOverrideSet,
     ValueType,
@@ -92,6 +93,10 @@ def transition(previous: Value, change: Change, *, at: datetime | None = None) -
             before = caught_up(previous, at) or {}
             enabled, pct = before.get("enabled"), before.get("rollout_percentage")
             return _setting(enabled, pct, before.get("schedule"), selection_value(change))
+        case TargetingRulesSet():
+            # The full new list replaces the old; an empty one leaves the stream saying nothing.
+            rules = [r.model_dump(mode="json", exclude_none=True) for r in change.rules]
+            return {"rules": rules} if rules else None
         case SettingScheduled():
             before = caught_up(previous, at) or {}
             if at is not None and change.effective_at <= at:

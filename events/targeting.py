@@ -1,0 +1,163 @@
+"""Targeting rules on the wire: ordered rules of AND-ed conditions on context attributes, and their limits.
+
+The shapes and every write-time check live here, so nothing the evaluator cannot run reaches the log:
+a regex RE2 refuses (or longer than the limit), a version `semver` cannot parse, an instant without a
+zone, a CIDR `ipaddress` refuses, a wrong number of values for the operator. What each operator means
+is `flagcore.targeting`'s; docs/flag-semantics.md states both.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from datetime import datetime
+from enum import StrEnum
+
+import re2
+import semver
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from events.vocabulary import VARIANT_NAME_PATTERN
+
+MAX_RULES = 50  # rules per flag and level (the system's list, or one org's)
+MAX_CONDITIONS = 20  # conditions per rule
+MAX_VALUES = 500  # values of an `in` / `not_in` / `in_cidr` list
+MAX_REGEX_LENGTH = 256  # characters of a `matches` pattern
+MAX_VALUE_LENGTH = 1_000  # characters of one string value
+ATTRIBUTE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+RULE_ID_PATTERN = VARIANT_NAME_PATTERN
+# Attributes a call supplies itself rather than the context: the user (OpenFeature's targeting key), the org
+# asked about and the platform; a context entry of the same name is ignored.
+RESERVED_ATTRIBUTES = ("targeting_key", "org", "platform")
+
+__all__ = [
+    "MAX_CONDITIONS",
+    "MAX_REGEX_LENGTH",
+    "MAX_RULES",
+    "MAX_VALUES",
+    "RESERVED_ATTRIBUTES",
+    "RULE_ID_PATTERN",
+    "Condition",
+    "Operator",
+    "regex_options",
+]
+
+Scalar = str | int | float | bool
+
+
+class Operator(StrEnum):
+    EQUALS = "equals"
+    NOT_EQUALS = "not_equals"
+    IN = "in"
+    NOT_IN = "not_in"
+    STARTS_WITH = "starts_with"
+    ENDS_WITH = "ends_with"
+    CONTAINS = "contains"
+    MATCHES = "matches"  # RE2 search (anchor with ^ and $ for a whole match)
+    LT = "lt"
+    LTE = "lte"
+    GT = "gt"
+    GTE = "gte"
+    SEMVER_EQ = "semver_eq"
+    SEMVER_LT = "semver_lt"
+    SEMVER_LTE = "semver_lte"
+    SEMVER_GT = "semver_gt"
+    SEMVER_GTE = "semver_gte"
+    BEFORE = "before"
+    AFTER = "after"
+    IN_CIDR = "in_cidr"
+    EXISTS = "exists"
+    NOT_EXISTS = "not_exists"
+
+
+TEXT = frozenset({Operator.STARTS_WITH, Operator.ENDS_WITH, Operator.CONTAINS})
+EQUALITY = frozenset({Operator.EQUALS, Operator.NOT_EQUALS, Operator.IN, Operator.NOT_IN})
+NUMERIC = frozenset({Operator.LT, Operator.LTE, Operator.GT, Operator.GTE})
+SEMVER = frozenset(
+    {Operator.SEMVER_EQ, Operator.SEMVER_LT, Operator.SEMVER_LTE, Operator.SEMVER_GT, Operator.SEMVER_GTE}
+)
+INSTANT = frozenset({Operator.BEFORE, Operator.AFTER})
+LISTS = frozenset({Operator.IN, Operator.NOT_IN, Operator.IN_CIDR})
+PRESENCE = frozenset({Operator.EXISTS, Operator.NOT_EXISTS})
+
+
+def regex_options() -> re2.Options:
+    """RE2's options for a rule's pattern: errors raised, not also logged to stderr."""
+    options = re2.Options()
+    options.log_errors = False
+    return options
+
+
+class Condition(BaseModel):
+    """`attribute operator values`: true or false for one evaluation context."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    attribute: str = Field(pattern=ATTRIBUTE_PATTERN, description="Context attribute, e.g. `email`, `org`.")
+    operator: Operator
+    values: tuple[Scalar, ...] = Field(
+        default=(),
+        max_length=MAX_VALUES,
+        description="One value; a list for in / not_in / in_cidr; none to test presence.",
+    )
+    case_sensitive: bool = Field(default=True, description="For equality and text operators on strings.")
+
+    @model_validator(mode="after")
+    def _values_fit_the_operator(self) -> Condition:
+        op, values = self.operator, self.values
+        if op in PRESENCE:
+            if values:
+                raise ValueError(f"values: {op.value} takes no values")
+            return self
+        if op in LISTS:
+            if not values:
+                raise ValueError(f"values: {op.value} takes 1 to {MAX_VALUES} values")
+        elif len(values) != 1:
+            raise ValueError(f"values: {op.value} takes exactly one value")
+        for value in values:
+            problem = _value_problem(op, value)
+            if problem is not None:
+                raise ValueError(f"values: {problem}")
+        return self
+
+
+def _value_problem(op: Operator, value: Scalar) -> str | None:
+    """Why `value` cannot be a value of `op` (None: it can)."""
+    if isinstance(value, str) and len(value) > MAX_VALUE_LENGTH:
+        return f"a value is at most {MAX_VALUE_LENGTH} characters"
+    if op in NUMERIC:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return f"{op.value} compares with a finite number, not {value!r}"
+        return None
+    if op in EQUALITY:
+        return None if type(value) is not float or math.isfinite(value) else "a number is finite"
+    if type(value) is not str:
+        return f"{op.value} takes strings, not {value!r}"
+    if op is Operator.MATCHES:
+        if len(value) > MAX_REGEX_LENGTH:
+            return f"a pattern is at most {MAX_REGEX_LENGTH} characters"
+        try:
+            re2.compile(value, regex_options())
+        except UnicodeEncodeError:
+            return f"not a pattern RE2 accepts (not UTF-8): {value!r}"
+        except re2.error as exc:
+            detail = exc.args[0] if exc.args else exc
+            detail = detail.decode(errors="replace") if isinstance(detail, bytes) else detail
+            return f"not a pattern RE2 accepts ({detail}): {value!r}"
+    elif op in SEMVER:
+        try:
+            semver.Version.parse(value)
+        except ValueError:
+            return f"not a semantic version: {value!r}"
+    elif op in INSTANT:
+        try:
+            instant = datetime.fromisoformat(value)
+        except ValueError:
+            return f"not an ISO 8601 instant: {value!r}"
+        if instant.tzinfo is None:
+            return f"an instant names its UTC offset: {value!r}"
+    elif op is Operator.IN_CIDR:
+        try:
+            ipaddress.ip_network(value, strict=True)
+        except ValueError as exc:
+            return f"not a network: {exc}"
+    return None

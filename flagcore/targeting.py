@@ -1,0 +1,184 @@
+"""What a targeting rule's conditions mean: each compiled once into a test of the evaluation context.
+
+The one definition of every operator, run by `flagcore.evaluate` and by the compiled plans alike
+(`compiled` is cached per rule, so a regex is compiled, a version and a network parsed, once).
+An attribute the context lacks (or holds as null) fails every operator but `not_exists`, the
+negated ones too: "email does not end with @acme.com" is not said of a user whose email is unknown.
+A value of another type than the operator compares (a number for `lt`, a string for `starts_with`)
+fails it; `not_equals` / `not_in` hold for it, since it is none of the values.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import operator as op
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import re2
+import semver
+
+from events.targeting import RESERVED_ATTRIBUTES, Operator, regex_options
+from flagcore.model import Condition, TargetingRule
+
+__all__ = ["Test", "attributes", "compiled", "first_match"]
+
+Test = Callable[[Mapping[str, Any]], bool]  # the evaluation context's attributes → whether the rule holds
+_Check = Callable[[Any], bool]  # a present attribute's value → whether the condition holds
+
+_ORDER: dict[Operator, Callable[[Any, Any], bool]] = {
+    Operator.LT: op.lt, Operator.LTE: op.le, Operator.GT: op.gt, Operator.GTE: op.ge,
+    Operator.SEMVER_LT: op.lt, Operator.SEMVER_LTE: op.le, Operator.SEMVER_GT: op.gt, Operator.SEMVER_GTE: op.ge,
+    Operator.SEMVER_EQ: op.eq, Operator.BEFORE: op.lt, Operator.AFTER: op.gt,
+}  # fmt: skip
+
+
+def attributes(
+    context: Mapping[str, Any] | None, org_id: str, platform: str | None, user_id: str | None
+) -> dict[str, Any]:
+    """The attributes rules read: the context's, with `org`, `platform` and `targeting_key` (the user) the
+    call's own (a context entry of those names is ignored; absent when the call has none)."""
+    attrs = {k: v for k, v in context.items() if k not in RESERVED_ATTRIBUTES} if context else {}
+    attrs["org"] = org_id
+    if platform is not None:
+        attrs["platform"] = platform
+    if user_id is not None:
+        attrs["targeting_key"] = user_id
+    return attrs
+
+
+def first_match(rules: tuple[TargetingRule, ...], attrs: Mapping[str, Any]) -> TargetingRule | None:
+    """The first rule whose conditions all hold (None: no rule applies)."""
+    return next((rule for rule in rules if compiled(rule)(attrs)), None)
+
+
+@lru_cache(maxsize=8192)
+def compiled(rule: TargetingRule) -> Test:
+    """The rule's test: every condition, in order, AND-ed."""
+    tests = tuple(_condition(c) for c in rule.conditions)
+    if len(tests) == 1:
+        return tests[0]
+
+    def all_hold(attrs: Mapping[str, Any]) -> bool:
+        return all(test(attrs) for test in tests)
+
+    return all_hold
+
+
+def _condition(condition: Condition) -> Test:
+    name = condition.attribute
+    if condition.operator is Operator.EXISTS:
+        return lambda attrs: attrs.get(name) is not None
+    if condition.operator is Operator.NOT_EXISTS:
+        return lambda attrs: attrs.get(name) is None
+    check = _check(condition)
+
+    def holds(attrs: Mapping[str, Any]) -> bool:
+        value = attrs.get(name)
+        return value is not None and check(value)
+
+    return holds
+
+
+def _check(condition: Condition) -> _Check:
+    kind, values, fold = condition.operator, condition.values, not condition.case_sensitive
+    match kind:
+        case Operator.EQUALS | Operator.IN:
+            keys = frozenset(_key(v, fold) for v in values)
+            return lambda value: _key(value, fold) in keys
+        case Operator.NOT_EQUALS | Operator.NOT_IN:
+            keys = frozenset(_key(v, fold) for v in values)
+            return lambda value: _key(value, fold) not in keys
+        case Operator.STARTS_WITH | Operator.ENDS_WITH | Operator.CONTAINS:
+            return _text(kind, str(values[0]), fold)
+        case Operator.MATCHES:
+            pattern = re2.compile(("(?i)" if fold else "") + str(values[0]), regex_options())
+            return lambda value: type(value) is str and _searches(pattern, value)
+        case Operator.LT | Operator.LTE | Operator.GT | Operator.GTE:
+            compare, bound = _ORDER[kind], values[0]
+            return lambda value: _is_number(value) and compare(value, bound)
+        case Operator.SEMVER_EQ | Operator.SEMVER_LT | Operator.SEMVER_LTE | Operator.SEMVER_GT | Operator.SEMVER_GTE:
+            compare, version = _ORDER[kind], semver.Version.parse(str(values[0]))
+            return lambda value: (v := _version(value)) is not None and compare(v, version)
+        case Operator.BEFORE | Operator.AFTER:
+            compare, instant = _ORDER[kind], datetime.fromisoformat(str(values[0]))
+            return lambda value: (t := _instant(value)) is not None and compare(t, instant)
+        case Operator.IN_CIDR:
+            networks = tuple(ipaddress.ip_network(str(v)) for v in values)
+            return lambda value: (a := _address(value)) is not None and any(a in n for n in networks)
+    raise AssertionError(kind)  # pragma: no cover - every operator is matched above
+
+
+def _key(value: Any, fold: bool) -> tuple[str, Any] | None:
+    """What equality compares: strings (casefolded when asked), booleans, numbers (1 == 1.0), apart."""
+    if type(value) is str:
+        return ("s", value.casefold() if fold else value)
+    if type(value) is bool:
+        return ("b", value)
+    if _is_number(value):
+        return ("n", value)
+    return None
+
+
+def _text(kind: Operator, needle: str, fold: bool) -> _Check:
+    needle = needle.casefold() if fold else needle
+    if kind is Operator.STARTS_WITH:
+        test: Callable[[str], bool] = lambda s: s.startswith(needle)  # noqa: E731
+    elif kind is Operator.ENDS_WITH:
+        test = lambda s: s.endswith(needle)  # noqa: E731
+    else:
+        test = lambda s: needle in s  # noqa: E731
+    if fold:
+        return lambda value: type(value) is str and test(value.casefold())
+    return lambda value: type(value) is str and test(value)
+
+
+def _searches(pattern: Any, value: str) -> bool:
+    """RE2 reads UTF-8: a string that has none (a lone surrogate, which JSON can carry) matches nothing."""
+    try:
+        return pattern.search(value) is not None
+    except UnicodeEncodeError:
+        return False
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float)
+
+
+def _version(value: Any) -> semver.Version | None:
+    return _parsed_version(value) if type(value) is str else None
+
+
+@lru_cache(maxsize=4096)  # a context's versions are few and repeat; parsing one costs more than the rest
+def _parsed_version(value: str) -> semver.Version | None:
+    try:
+        return semver.Version.parse(value)
+    except ValueError:
+        return None
+
+
+def _instant(value: Any) -> datetime | None:
+    """An ISO 8601 instant (UTC when it names no offset) or seconds since the epoch."""
+    try:
+        if type(value) is str:
+            instant = datetime.fromisoformat(value)
+            return instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
+        if _is_number(value):
+            return datetime.fromtimestamp(value, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return None
+
+
+def _address(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    return _parsed_address(value) if type(value) is str else None
+
+
+@lru_cache(maxsize=4096)
+def _parsed_address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
