@@ -138,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--expires", metavar="RFC3339", help="when it stops working, e.g. 2027-01-01T00:00:00Z")
     p.add_argument("--reason", default="created with flagctl")
-    p.add_argument("--json", action="store_true", help="print {id, key, ...} as JSON")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print {id, key, ...} as JSON")
+    output.add_argument("--quiet", action="store_true", help="print the key alone, for KEY=$(flagctl keys create ...)")
     p.set_defaults(handler=cmd_keys_create)
     p = keys.add_parser("list", help="list keys (never the keys themselves)")
     p.add_argument("--org")
@@ -297,6 +299,8 @@ def cmd_keys_create(client: Client, args: argparse.Namespace) -> int:
     created = client.command("POST", "/v1/keys", body)
     if args.json:
         print(json.dumps(created))
+    elif args.quiet:
+        print(created["key"])
     else:
         print(f"created key {created['id']} ({created['role']}, org {created['org_id'] or 'all'}): store it now,")
         print("it is not shown again:")
