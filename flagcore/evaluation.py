@@ -72,11 +72,12 @@ class Evaluation:
         if self.rule is not None:
             who = f" by {self.source.actor} ({self.source.reason!r})" if self.source else ""
             return f"{self.flag_key} is {state}: {self.level} level, rule {self.rule!r} matched, set{who}"
-        rule = (
-            f"rollout {self.rollout_percentage}% (bucket {self.bucket})"
-            if self.reason is Reason.SPLIT
-            else "fixed value"
-        )
+        if self.reason is not Reason.SPLIT:
+            rule = "fixed value"
+        elif self.rollout_percentage is None:  # a typed flag's weighted split: the variant says where it fell
+            rule = "a weighted split of its variants"
+        else:
+            rule = f"rollout {self.rollout_percentage}% (bucket {self.bucket})"
         who = f" by {self.source.actor} ({self.source.reason!r})" if self.source else ""
         arm = f", variant {self.variant}" if self.variant not in (ON, OFF) and type(self.value) is bool else ""
         return f"{self.flag_key} is {state}: {self.level} level, {rule}{arm}, set{who}"

@@ -287,3 +287,13 @@ def test_setting_values_round_trip_with_a_selection() -> None:
         assert Setting.from_value(value).to_value() == value
     assert Setting(None, None, split=split).speaks and not Setting(None, None).speaks
     assert datetime.now(UTC) > T0
+
+
+def test_a_typed_split_is_explained_as_a_split_of_variants_not_a_rollout() -> None:
+    from events import Level
+    from flagcore import Evaluation
+
+    split = Evaluation("t.theme", "#00f", Reason.SPLIT, Level.PLATFORM, variant="blue")
+    assert split.explain() == "t.theme is variant blue: platform level, a weighted split of its variants, set"
+    rollout = Evaluation("b.flag", True, Reason.SPLIT, Level.ORG, rollout_percentage=25, bucket=7, variant="on")
+    assert rollout.explain() == "b.flag is on: org level, rollout 25% (bucket 7), set"
