@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-import httpx
+# httpx imports its own command line (click, rich, pygments: about 0.15 s) whenever they happen to be installed,
+# and flagctl never runs it; None in sys.modules makes that optional import fail at once, which httpx expects.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]  # None: "not importable", by design
+import httpx  # noqa: E402
 
-from flagctl.errors import ApiError
+from flagctl.errors import ApiError  # noqa: E402
 
 # A 429 (the command API's per-key write rate, or a client that failed to authenticate)
 # says when to come back; waits beyond this many seconds are reported, not slept through.
