@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import httpx
 import pytest
 
@@ -50,3 +52,18 @@ def test_a_429_without_a_usable_retry_after_is_an_error(header: str | None) -> N
     with pytest.raises(ApiError):
         client.query("/v1/flags")
     assert slept == []
+
+
+@pytest.mark.parametrize(
+    ("urls", "verified"),
+    [(("https://command", "http://query"), True), (("http://command", "HTTPS://query"), True),
+     (("http://command", "http://query"), False)],
+)
+def test_certificates_are_verified_whenever_a_service_is_reached_over_https(
+    urls: tuple[str, str], verified: bool
+) -> None:
+    """The CA bundle is loaded (~70 ms of start-up) only when some URL needs it, and then always checked."""
+    client = Client(*urls)
+    context = client._http._transport._pool._ssl_context  # type: ignore[attr-defined]  # httpx's own pool
+    assert (context.verify_mode == ssl.CERT_REQUIRED) is verified
+    client.close()
