@@ -14,6 +14,7 @@ from pathlib import Path
 import asyncpg
 
 from events import KeyRole
+from flaglog.progress import ProgressLine
 from services.command.admin_key import create_key
 from services.infra.kafka import ensure_topics
 from services.infra.provision import provision
@@ -73,26 +74,27 @@ async def drop_database(settings: Settings) -> None:
 
 
 class Progress:
-    """A one-line progress bar on stderr with rate and ETA."""
+    """A progress bar on stderr with rate and ETA (`flaglog.progress`: in place on a terminal, lines elsewhere)."""
 
     def __init__(self, label: str, total: int) -> None:
         self.label, self.total = label, total
         self.started = time.monotonic()
+        self._line = ProgressLine(sys.stderr)
 
     def update(self, done: int) -> None:
+        if not (done >= self.total or self._line.due()):
+            return
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rate = done / elapsed
         eta = (self.total - done) / rate if rate > 0 else float("inf")
         width = 30
         filled = int(width * min(done, self.total) / self.total) if self.total else width
         bar = "#" * filled + "." * (width - filled)
-        sys.stderr.write(
-            f"\r{self.label:<12} [{bar}] {done:>9,}/{self.total:,}  {rate:>10,.0f}/s  ETA {eta:5.1f}s "
-        )
-        sys.stderr.flush()
+        text = f"{self.label:<12} [{bar}] {done:>9,}/{self.total:,}  {rate:>10,.0f}/s  ETA {eta:5.1f}s"
+        self._line.show(text, force=done >= self.total)
 
     def finish(self) -> None:
-        sys.stderr.write("\n")
+        self._line.end()
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from flaglog.connection import KafkaConnection, client_options
+from flaglog.progress import ProgressLine
 from flaglog.verification import LogRecord
 from services.infra.kafka import topic_partitions
 
@@ -49,23 +50,20 @@ class TopicExtent:
 
 
 class Progress:
-    """A one-line progress report on a terminal (or nothing, when `out` is None)."""
+    """"reading the log: done/total": one line on a terminal, a line every few seconds elsewhere (None: silent)."""
 
     def __init__(self, out: TextIO | None = sys.stderr, *, every: float = 0.2) -> None:
-        self._out = out
-        self._every = every
-        self._last = 0.0
+        self._line = ProgressLine(out, every=every)
         self._began = time.monotonic()
 
     def __call__(self, done: int, total: int, *, final: bool = False) -> None:
-        now = time.monotonic()
-        if self._out is None or (not final and now - self._last < self._every):
+        if not (final or self._line.due()):
             return
-        self._last = now
-        rate = done / max(now - self._began, 1e-6)
+        rate = done / max(time.monotonic() - self._began, 1e-6)
         share = f"{100 * done / total:5.1f}%" if total else "100.0%"
-        end = "\n" if final else ""
-        print(f"\rreading the log: {done}/{total} records {share}  {rate:,.0f}/s", end=end, file=self._out, flush=True)
+        self._line.show(f"reading the log: {done}/{total} records {share}  {rate:,.0f}/s", force=final)
+        if final:
+            self._line.end()
 
 
 async def read_topic(

@@ -330,6 +330,7 @@ def cmd_catalog_load(client: Client, args: argparse.Namespace) -> int:
 
     defined = skipped = 0
     total = len(SEED_FLAGS)
+    interactive = sys.stderr.isatty()
     for i, seed in enumerate(SEED_FLAGS, 1):
         body = {
             "key": seed.key, "group": seed.group, "kind": seed.kind.value, "description": seed.description,
@@ -346,8 +347,12 @@ def cmd_catalog_load(client: Client, args: argparse.Namespace) -> int:
             system = {"enabled": seed.default_on, "reason": args.reason}
             client.command("PUT", f"/v1/flags/{seed.key}/system", system)
             defined += 1
-        print(f"\r[{i}/{total}] {seed.key:<45}", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+        if interactive:
+            print(f"\r[{i}/{total}] {seed.key:<45}", end="", file=sys.stderr, flush=True)
+        else:  # a log or CI console: a line per flag, not one line of carriage returns
+            print(f"[{i}/{total}] {seed.key}", file=sys.stderr, flush=True)
+    if interactive:
+        print(file=sys.stderr)
     print(f"catalogue: {defined} flags defined with their system defaults, {skipped} already present")
     return 0
 

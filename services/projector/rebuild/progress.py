@@ -1,26 +1,27 @@
-"""The rebuild's progress bar on stderr."""
+"""The rebuild's progress bar on stderr (`flaglog.progress`: in place on a terminal, lines elsewhere)."""
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TextIO
+
+from flaglog.progress import ProgressLine
 
 
 class Bar:
-    """One line on stderr: events done, events/s and ETA; rewritten at most every 0.2 s."""
+    """Events done, events/s and ETA."""
 
-    def __init__(self, total: int, *, stream: Any = sys.stderr) -> None:
-        self.total, self.done, self.stream = total, 0, stream
-        self.started = self._shown = time.monotonic()
+    def __init__(self, total: int, *, stream: TextIO | None = sys.stderr) -> None:
+        self.total, self.done = total, 0
+        self.started = time.monotonic()
+        self._line = ProgressLine(stream)
 
     def add(self, n: int) -> None:
         self.done += n
-        now = time.monotonic()
-        if now - self._shown >= 0.2 or self.done >= self.total:
-            self._shown = now
-            self.stream.write("\r" + self.line(now))
-            self.stream.flush()
+        finished = self.done >= self.total
+        if finished or self._line.due():
+            self._line.show(self.line(time.monotonic()), force=finished)
 
     def line(self, now: float) -> str:
         elapsed = max(now - self.started, 1e-9)
@@ -31,5 +32,4 @@ class Bar:
         return f"rebuild [{'#' * filled}{'.' * (30 - filled)}] {self.done:,}/{self.total:,} {rate:,.0f} ev/s ETA {eta}"
 
     def finish(self) -> None:
-        self.stream.write("\n")
-        self.stream.flush()
+        self._line.end()
