@@ -3,7 +3,8 @@
 Three kinds of cached document: the catalogue (definitions and system
 defaults), one org's org- and platform-level overrides, one user's overrides.
 The projector deletes exactly the documents an event changed and publishes the
-same names on the invalidation channel so replicas drop in-process copies.
+same names on the invalidation channel so replicas drop in-process copies;
+`{"scope": "all"}` on it means every document (a purge).
 """
 
 from __future__ import annotations
@@ -28,3 +29,9 @@ class CacheKeys:
     @property
     def invalidation_channel(self) -> str:
         return f"{self.prefix}:v1:invalidate"
+
+    @property
+    def documents(self) -> str:
+        """A `SCAN MATCH` pattern of every cached document (the prefix's glob characters escaped)."""
+        escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in self.prefix)
+        return f"{escaped}:v1:*"

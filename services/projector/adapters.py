@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -59,11 +59,13 @@ return #KEYS
 class RedisInvalidator:
     """After a commit: DEL the changed documents and PUBLISH one message per document.
 
-    Failures are logged, never raised: the projection is committed already and
-    cached documents expire on their own.
+    Failures are logged and answered False, never raised: the projection is committed
+    already, and `invalidation.BackgroundInvalidator` sends them again.
     """
 
     def __init__(self, redis: Redis, keys: CacheKeys) -> None:
+        self._redis = redis
+        self.last_error: Exception | None = None  # why the last invalidation failed (the caller reports it)
         self._script = redis.register_script(DELETE_AND_ANNOUNCE)
         self._keys = keys
 
@@ -77,6 +79,29 @@ class RedisInvalidator:
                 args=[self._keys.invalidation_channel, *(orjson.dumps(t.message()) for t in ordered)],
             )
         except (RedisError, OSError) as exc:
-            log.warning("cache invalidation of %d documents failed (they expire by TTL): %s", len(ordered), exc)
+            log.debug("cache invalidation of %d documents failed: %s", len(ordered), exc)
+            self.last_error = exc
             return False
         return True
+
+    async def purge(self) -> int:
+        """DEL every cached document and tell every replica to drop its copies; how many were cached."""
+        redis, removed = self._redis, 0
+        async for chunk in _chunks(redis.scan_iter(match=self._keys.documents, count=1000), 1000):
+            removed += await redis.delete(*chunk)
+        await redis.publish(self._keys.invalidation_channel, orjson.dumps(PURGE))
+        return removed
+
+
+PURGE = {"scope": "all"}
+
+
+async def _chunks(keys: AsyncIterator[bytes], size: int) -> AsyncIterator[list[bytes]]:
+    chunk: list[bytes] = []
+    async for key in keys:
+        chunk.append(key)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -6,6 +6,8 @@ producer and Redis, connects the consumer's `Wiring`, and closes them all on shu
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -22,6 +24,7 @@ from services.observability.endpoint import MetricsEndpoint
 from services.projector.adapters import KafkaDeadLetters, RedisInvalidator
 from services.projector.app import create_app
 from services.projector.dependencies import Wiring
+from services.projector.invalidation import BackgroundInvalidator
 from services.projector.projection import Projector
 from services.projector.readiness import ProjectorReadiness
 from services.projector.store import PostgresStore, create_projector_pool
@@ -29,6 +32,8 @@ from services.projector.store import PostgresStore, create_projector_pool
 __all__ = ["build_app"]
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_DRAIN_SECONDS = 2.0
 
 
 def build_app(settings: Settings) -> FastStream:
@@ -54,13 +59,13 @@ def build_app(settings: Settings) -> FastStream:
             )
             stack.push_async_callback(redis.aclose)
             store = PostgresStore(pool, s.projector_group)
-            projector = Projector(
-                store,
-                KafkaDeadLetters(producer, s.dead_letter_topic),
-                RedisInvalidator(redis, CacheKeys(s.redis_prefix)),
-            )
+            redis_invalidator = RedisInvalidator(redis, CacheKeys(s.redis_prefix))
+            invalidations = BackgroundInvalidator(redis_invalidator, redis_invalidator.purge)
+            await _run_in_background(stack, invalidations)
+            projector = Projector(store, KafkaDeadLetters(producer, s.dead_letter_topic), invalidations)
             wiring.offsets, wiring.projector = store, projector
             if wiring.metrics is not None:
+                wiring.metrics.watch_invalidations(invalidations)
                 lag = s.projector_ready_lag_seconds
                 ready = ProjectorReadiness(wiring.metrics.lags, store.ping, max_lag_seconds=lag)
                 wiring.metrics.watch(ready=ready, kill_switches=store.kill_switches)
@@ -77,6 +82,20 @@ def build_app(settings: Settings) -> FastStream:
             log.info("projector stopping; applied %d events in total", projector.totals.applied)
 
     return create_app(settings, wiring, lifespan=lifespan)
+
+
+async def _run_in_background(stack: AsyncExitStack, invalidations: BackgroundInvalidator) -> None:
+    """Send invalidations until shutdown, then what is still queued (bounded: a hung Redis cannot hold it up)."""
+    task = asyncio.create_task(invalidations.run(), name="cache-invalidation")
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(invalidations.drain(), SHUTDOWN_DRAIN_SECONDS)
+
+    stack.push_async_callback(stop)
 
 
 async def _serve_metrics(stack: AsyncExitStack, endpoint: MetricsEndpoint, settings: Settings) -> None:

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from services.observability import LabelGuard, Metrics
 from services.observability.endpoint import Readiness
+from services.projector.invalidation import BackgroundInvalidator
 from services.projector.projection import BatchResult
 
 __all__ = ["Lag", "ProjectorMetrics", "reason_of"]
@@ -73,8 +74,26 @@ class ProjectorMetrics:
         self.killed_since = m.gauge(
             "kill_switch_engaged_timestamp_seconds", "When each engaged kill switch was engaged, by flag.", ("flag",)
         )
+        self.invalidations_pending = m.gauge(
+            "projector_cache_invalidations_pending", "Cached documents changed and not yet invalidated in Redis."
+        )
+        self.invalidation_failures = m.counter(
+            "projector_cache_invalidation_failures", "Invalidations or purges Redis did not take (retried)."
+        )
         self._flags = LabelGuard(limit=200)
         m.before_scrape(self.refresh)
+
+    def watch_invalidations(self, invalidations: BackgroundInvalidator) -> None:
+        """Before each scrape, read how much the background invalidator has queued and how often it failed."""
+        counted = 0
+
+        async def refresh() -> None:
+            nonlocal counted
+            self.invalidations_pending.set(invalidations.pending)
+            self.invalidation_failures.inc(invalidations.failures - counted)
+            counted = invalidations.failures
+
+        self.metrics.before_scrape(refresh)
 
     def watch(
         self,

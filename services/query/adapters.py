@@ -154,11 +154,16 @@ class RedisDocuments:
             raise CacheError(str(exc)) from exc
 
 
+EVERY_DOCUMENT = "*"  # what a purge message names
+
+
 def invalidated_key(keys: CacheKeys, message: bytes) -> str | None:
-    """The document an invalidation message names (None: unreadable)."""
+    """The document an invalidation message names, `EVERY_DOCUMENT` for a purge (None: unreadable)."""
     try:
         body = orjson.loads(message)
         scope = body["scope"]
+        if scope == "all":
+            return EVERY_DOCUMENT
         if scope == "catalog":
             return keys.catalog
         if scope == "org":
@@ -173,8 +178,10 @@ def invalidated_key(keys: CacheKeys, message: bytes) -> str | None:
 class InvalidationListener:
     """Keeps `cache.online` true only while subscribed, and drops documents as messages arrive."""
 
-    PING_EVERY = 5.0
-    SILENCE_LIMIT = 15.0
+    # A Redis that stops answering (hung, SIGSTOP, a dead link) without closing the connection is
+    # noticed within SILENCE_LIMIT: the in-process level goes off and reads bypass Redis until it answers.
+    PING_EVERY = 1.0
+    SILENCE_LIMIT = 3.0
 
     def __init__(self, redis: Redis, keys: CacheKeys, cache: DocumentCache, *, retry_delay: float = 1.0) -> None:
         self._redis = redis
@@ -229,6 +236,9 @@ class InvalidationListener:
             key = invalidated_key(self._keys, message["data"])
             if key is None:
                 log.warning("unreadable invalidation message %r; clearing the in-process cache", message["data"])
+                self._cache.clear()
+            elif key == EVERY_DOCUMENT:
+                log.info("the projector purged the cache; in-process cache cleared")
                 self._cache.clear()
             else:
                 self._cache.invalidate(key)

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from services.infra.cache_keys import CacheKeys
-from services.query.adapters import InvalidationListener, invalidated_key
+from services.query.adapters import EVERY_DOCUMENT, InvalidationListener, invalidated_key
 from services.query.cache import CacheError, DocumentCache
 
 
@@ -245,6 +245,7 @@ async def test_a_failed_load_reaches_every_waiter_and_is_not_cached() -> None:
         (b'{"scope":"org","org_id":"o1"}', lambda k: k.org("o1")),
         (b'{"scope":"user","org_id":"o1","user_id":"u:1"}', lambda k: k.user("o1", "u:1")),
         (b'{"scope":"user","org_id":"o1"}', lambda k: None),
+        (b'{"scope":"all"}', lambda k: EVERY_DOCUMENT),  # the projector purged the cache
         (b"garbage", lambda k: None),
     ],
 )
@@ -268,3 +269,14 @@ def test_the_listener_turns_the_local_level_on_only_once_subscribed_and_clears_i
     assert set(c._local) == {keys.org("o2")}
     listener._on({"type": "message", "data": b"not json"})
     assert len(c) == 0 and listener.messages == 2
+
+
+def test_a_purge_message_clears_the_local_level() -> None:
+    keys = CacheKeys("p")
+    c = DocumentCache(None, ttl=60)
+    listener = InvalidationListener(None, keys, c)  # type: ignore[arg-type]  # only its message handling is used
+    listener._on({"type": "subscribe", "data": 1})
+    c._local[keys.org("o1")] = (float("inf"), "doc")
+    c._local[keys.catalog] = (float("inf"), "doc")
+    listener._on({"type": "message", "data": b'{"scope":"all"}'})
+    assert len(c) == 0 and c.online
