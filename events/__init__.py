@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from events.codec import decode
     from events.envelope import GENESIS_HASH, Actor, Envelope, canonical_json, hash_of, seal
     from events.errors import DecodeError, EventError
+    from events.log_records import ForeignRecordAcknowledged, foreign_record_stream
     from events.scope import SYSTEM_PARTITION_KEY, Scope, definition_stream
     from events.subscriptions import (
         SubscriptionChange,
@@ -75,6 +76,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "events.codec": ("decode",),
     "events.envelope": ("GENESIS_HASH", "Actor", "Envelope", "canonical_json", "hash_of", "seal"),
     "events.errors": ("DecodeError", "EventError"),
+    "events.log_records": ("ForeignRecordAcknowledged", "foreign_record_stream"),
     "events.scope": ("SYSTEM_PARTITION_KEY", "Scope", "definition_stream"),
     "events.vocabulary": (
         "RESOLUTION_ORDER", "DestinationKind", "FlagKind", "KeyRole", "Level", "Platform", "ValueType",
@@ -102,6 +104,7 @@ __all__ = [
     "FlagDefined",
     "FlagKind",
     "FlagUpdated",
+    "ForeignRecordAcknowledged",
     "KeyChange",
     "KeyRole",
     "KillSwitchEngaged",
@@ -134,6 +137,7 @@ __all__ = [
     "canonical_json",
     "decode",
     "definition_stream",
+    "foreign_record_stream",
     "from_record",
     "hash_of",
     "key_stream",

@@ -13,6 +13,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, fie
 
 from events.base import Change
 from events.fields import FlagKey, OrgId, Percentage, UserId
+from events.log_records import ForeignRecordAcknowledged
 from events.scope import Scope, definition_stream
 from events.subscriptions import (
     SubscriptionChange,
@@ -460,7 +461,8 @@ AnyChange = Annotated[
     | SubscriptionChanged
     | SubscriptionPaused
     | SubscriptionResumed
-    | SubscriptionDeleted,
+    | SubscriptionDeleted
+    | ForeignRecordAcknowledged,
     Field(discriminator="type"),
 ]
 
@@ -492,6 +494,7 @@ CHANGE_TYPES: dict[str, type[Change]] = {
         SubscriptionPaused,
         SubscriptionResumed,
         SubscriptionDeleted,
+        ForeignRecordAcknowledged,
     )
 }
 

@@ -22,6 +22,7 @@ from events import (
     FlagDefined,
     FlagKind,
     FlagUpdated,
+    ForeignRecordAcknowledged,
     KillSwitchEngaged,
     KillSwitchReleased,
     OrgOverrideCleared,
@@ -134,6 +135,10 @@ def transition(previous: Value, change: Change, *, at: datetime | None = None) -
             return {**previous, "expires_at": _instant(change.expires_at)}
         case SubscriptionChange():
             return subscription_transition(previous, change)
+        case ForeignRecordAcknowledged():
+            if previous is not None:
+                raise InvalidTransition(f"the record at {change.partition}/{change.offset} is acknowledged already")
+            return {"partition": change.partition, "offset": change.offset, "sha256": change.sha256}
     raise InvalidTransition(f"unknown change {type(change).__name__}")
 
 

@@ -78,7 +78,28 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:  
     r.add_argument("--reason", required=True, help='recorded as "rollback to <target>: <reason>"')
     r.add_argument("--json", action="store_true")
     r.set_defaults(handler=cmd_rollback)
+
+    a = actions.add_parser(
+        "acknowledge", help="record that a foreign record `verify` reports is known (system admins)",
+        description="`verify` then reports that record as a warning naming you and the reason, not a failure.",
+    )
+    a.add_argument("--partition", type=int, required=True)
+    a.add_argument("--offset", type=int, required=True)
+    a.add_argument("--sha256", required=True, help="the record's SHA-256, as `verify` prints it")
+    a.add_argument("--reason", required=True, help="what the record is and why it may stay")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(handler=cmd_acknowledge)
     return actions
+
+
+def cmd_acknowledge(client: Client, args: argparse.Namespace) -> int:
+    body = {"partition": args.partition, "offset": args.offset, "sha256": args.sha256, "reason": args.reason}
+    result = client.command("POST", "/v1/audit/foreign-records", body)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"acknowledged partition {args.partition} offset {args.offset} (event {result['event']['event_id']})")
+    return 0
 
 
 # --- history ---------------------------------------------------------------------------
@@ -188,6 +209,8 @@ def _published(client: Client, *, wait: float = 10.0) -> list[tuple[str, int, st
 
 
 def _verdict(report: Report, extent: TopicExtent) -> str:
+    from flaglog.verification import Severity  # loaded already by the verification that made `report`
+
     lines = []
     for partition, first in sorted(extent.truncated.items()):
         lines.append(f"partition {partition}: offsets 0..{first - 1} are gone (the log does not start at 0)")
@@ -201,12 +224,13 @@ def _verdict(report: Report, extent: TopicExtent) -> str:
             + (f"  [{finding.problems} problems in this stream]" if finding.problems > 1 else "")
         )
     for p in report.unattributed:
-        lines.append(f"partition {p.partition} offset {p.offset}: {p.kind.value}: {p.detail}")
+        label = p.kind.value if p.severity is Severity.FAILURE else f"{p.kind.value} (warning)"
+        lines.append(f"partition {p.partition} offset {p.offset}: {label}: {p.detail}")
     where = f"topic {extent.topic}, {len(extent.end)} partitions"
     if report.ok and not extent.truncated:
         lines.append(f"{report.events} events in {report.streams} streams verified ({where})")
     else:
-        broken = len(report.broken) + len(report.unattributed)
+        broken = len(report.broken) + sum(p.severity is Severity.FAILURE for p in report.unattributed)
         lines.append(
             f"TAMPERED: {broken} of {report.streams} streams fail verification "
             f"({report.records} records read, {where})"

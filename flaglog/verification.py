@@ -71,6 +71,7 @@ every event id), so a million-event log needs about 300 MB.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -80,7 +81,7 @@ from itertools import islice
 from typing import Any
 from uuid import UUID
 
-from events import GENESIS_HASH, SYSTEM_PARTITION_KEY, DecodeError, Envelope, hash_of
+from events import GENESIS_HASH, SYSTEM_PARTITION_KEY, DecodeError, Envelope, ForeignRecordAcknowledged, hash_of
 from events.cloudevents import SOURCE, check_headers
 from events.codec import decode_fields
 
@@ -193,11 +194,11 @@ class Report:
 
     @property
     def failures(self) -> int:
-        return sum(f.failures for f in self.findings) + len(self.unattributed)
+        return sum(f.failures for f in self.findings) + sum(p.severity is Severity.FAILURE for p in self.unattributed)
 
     @property
     def warnings(self) -> int:
-        return sum(f.warnings for f in self.findings)
+        return sum(f.warnings for f in self.findings) + sum(p.severity is Severity.WARNING for p in self.unattributed)
 
     @property
     def ok(self) -> bool:
@@ -312,6 +313,8 @@ class LogVerifier:
         self._streams: dict[str, _Stream] = {}
         self._ids: dict[bytes, _Seen] = {}
         self._unattributed: list[Problem] = []
+        self._foreign: dict[tuple[int, int], tuple[int, str]] = {}  # where → (index in unattributed, value's sha256)
+        self._acknowledged: dict[tuple[int, int], Envelope] = {}  # where → the ForeignRecordAcknowledged event
         self._records = 0
         self._duplicates = 0
         self._done = False
@@ -325,7 +328,9 @@ class LogVerifier:
         fields = _fields(record.value)
         foreign = _foreign(record, fields)
         if foreign is not None:
-            self._problem(None, ProblemKind.FOREIGN, where, None, None, foreign)
+            digest = hashlib.sha256(record.value or b"").hexdigest()
+            self._problem(None, ProblemKind.FOREIGN, where, None, None, f"{foreign}; sha256 {digest}")
+            self._foreign[where] = (len(self._unattributed) - 1, digest)
             return
         if isinstance(fields, str):
             self._problem(None, ProblemKind.ALTERED, where, None, None, fields)
@@ -361,6 +366,8 @@ class LogVerifier:
             state.other_partitions.add(record.partition)
             detail = f"the stream is also on partition {state.partition}: its order across partitions is not proven"
             self._problem(link.stream, ProblemKind.SPLIT, where, link.event_id, link.version, detail)
+        if envelope is not None and isinstance(envelope.data, ForeignRecordAcknowledged):
+            self._acknowledged[envelope.data.partition, envelope.data.offset] = envelope
         if envelope is not None:
             try:
                 check_headers(envelope, record.headers)
@@ -390,6 +397,7 @@ class LogVerifier:
             for name, state in self._streams.items():
                 for gap in state.gaps:
                     self._close(name, gap)
+            self._apply_acknowledgements()
         findings = [
             StreamFindings(name, first, s.failures, s.warnings)
             for name, s in self._streams.items()
@@ -404,6 +412,27 @@ class LogVerifier:
             findings=tuple(findings),
             unattributed=tuple(self._unattributed),
         )
+
+    def _apply_acknowledgements(self) -> None:
+        """A foreign record acknowledged (same place, same SHA-256) is a warning naming who did it and why;
+        an acknowledgement that names no such record is a warning too (the log was rebuilt, or it is wrong)."""
+        for where, ack in self._acknowledged.items():
+            ours = self._foreign.get(where)
+            data = ack.data
+            assert isinstance(data, ForeignRecordAcknowledged)
+            who = f"acknowledged by {ack.actor.id} ({ack.reason!r}, event {ack.event_id})"
+            if ours is not None and ours[1] == data.sha256:
+                index = ours[0]
+                problem = self._unattributed[index]
+                self._unattributed[index] = replace(
+                    problem, severity=Severity.WARNING, detail=f"{who}: {problem.detail}"
+                )
+                continue
+            found = "a record with another SHA-256" if ours is not None else "no foreign record"
+            detail = f"{who} names {_at(*where)} with sha256 {data.sha256}, but the log holds {found} there"
+            self._unattributed.append(
+                Problem(ProblemKind.FOREIGN, None, where[0], where[1], None, None, detail, Severity.WARNING)
+            )
 
     # --- the chain ------------------------------------------------------------------
 

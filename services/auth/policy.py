@@ -28,6 +28,7 @@ class Action(StrEnum):
     MANAGE_KEYS = "manage-keys"
     MANAGE_SUBSCRIPTIONS = "manage-subscriptions"  # notification subscriptions: system-wide, or of one org
     READ_SUBSCRIPTIONS = "read-subscriptions"  # list them, and their deliveries (never their secrets)
+    ACKNOWLEDGE_LOG = "acknowledge-log"  # record that a foreign record on the log is known (system admins)
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {

@@ -20,18 +20,19 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
-from events import Platform, Scope, definition_stream
+from events import ForeignRecordAcknowledged, Platform, Scope, definition_stream
 from events.fields import FlagKey, UserId
+from events.log_records import SHA256_PATTERN
 from events.vocabulary import ORG_ID_PATTERN
 from services.auth.http import Caller
-from services.auth.policy import Action, Principal, authorize
-from services.command.dependencies import Audit, Service
+from services.auth.policy import Action, Forbidden, Principal, authorize
+from services.command.dependencies import Audit, Service, Wired
 from services.command.errors import InvalidCommand, UnknownFlag
 from services.command.history import Cursor, HistoryFilter, HistoryLevel, InvalidCursor, csv_lines, entry, parse_instant
 from services.command.ports import AuditTrail
 from services.command.rollback import RollbackTarget, StreamRollback, rollback, rollback_reason
 from services.command.routing import FlagKeyPath, FlagKeyQuery, error_responses, event_summary
-from services.command.schemas import EventSummary
+from services.command.schemas import EventSummary, Reason
 from services.command.service import CommandService, utc_now
 from services.http import HTTPProblem, problem
 
@@ -318,3 +319,39 @@ async def rollback_system(
     definition, system = definition_stream(flag_key), Scope.system().stream(flag_key)
     streams = [definition, system] if body.version is None else [definition if body.definition else system]
     return await _run(service, audit, streams, target, body, caller, response)
+
+
+class ForeignRecordRequest(BaseModel):
+    """A record `flagctl audit verify` reports as foreign: where it is, and the SHA-256 it prints for it."""
+
+    model_config = ConfigDict(extra="forbid")
+    partition: StrictInt = Field(ge=0, le=100_000, description="The record's partition of the flag-change topic.")
+    offset: StrictInt = Field(ge=0, le=2**63 - 1, description="The record's offset in that partition.")
+    sha256: str = Field(pattern=SHA256_PATTERN, description="SHA-256 of the record's value, lowercase hex.")
+    reason: Reason
+
+
+class AcknowledgedRecord(BaseModel):
+    stream: str
+    event: EventSummary
+
+
+@router.post(
+    "/audit/foreign-records",
+    status_code=201,
+    response_model=AcknowledgedRecord,
+    summary="Acknowledge a foreign record on the log as known (system admins)",
+    description=(
+        "The verifier then reports that record (same place, same SHA-256) as a warning naming who acknowledged "
+        "it and why, instead of failing the log. A record is acknowledged once: again is 409."
+    ),
+)
+async def acknowledge_foreign_record(body: ForeignRecordRequest, caller: Caller, wiring: Wired) -> AcknowledgedRecord:
+    authorize(caller, Action.ACKNOWLEDGE_LOG)
+    if caller.org_id is not None:
+        raise Forbidden("the log is every org's: only a system-wide system admin may acknowledge its records")
+    change = ForeignRecordAcknowledged(partition=body.partition, offset=body.offset, sha256=body.sha256)
+    envelope = await wiring.log_acknowledgements().acknowledge(
+        change, actor=caller.actor, reason=body.reason, now=utc_now()
+    )
+    return AcknowledgedRecord(stream=envelope.stream, event=event_summary(envelope))

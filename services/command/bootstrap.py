@@ -24,6 +24,7 @@ from services.command.eventstore.audit_reads import PostgresAuditStore
 from services.command.eventstore.snapshot_store import PostgresHistory
 from services.command.eventstore.writes import PostgresEventStore
 from services.command.key_store import PostgresKeyStore
+from services.command.log_acknowledgements import PostgresLogAcknowledgements
 from services.command.published_log import KafkaPublishedLog
 from services.command.relay import Relay
 from services.command.subscription_store import PostgresSubscriptionStore
@@ -59,6 +60,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         wiring.timetravel = TimeTravel(PostgresHistory(pool))
         wiring.audit = PostgresAuditStore(pool)
         wiring.subscriptions = PostgresSubscriptionStore(pool)
+        wiring.acknowledgements = PostgresLogAcknowledgements(pool)
         if settings.subscription_key is not None:  # checked at start: a bad key stops it, not the first request
             wiring.sealer = Sealer(settings.subscription_key.get_secret_value())
         else:

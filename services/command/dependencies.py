@@ -23,7 +23,7 @@ from fastapi import Depends, FastAPI, Request
 
 from services.auth.http import Caller
 from services.command.errors import InvalidCommand, StoreUnavailable, SubscriptionsUnavailable
-from services.command.ports import AuditTrail, EventStore, KeyStore, RelayView, SubscriptionStore
+from services.command.ports import AuditTrail, EventStore, KeyStore, LogAcknowledgements, RelayView, SubscriptionStore
 from services.command.service import CommandService, utc_now
 from services.command.tenancy import reader_for
 from services.command.timetravel.service import TimeTravel
@@ -43,6 +43,7 @@ class Wiring:
     audit: AuditTrail | None = None
     timetravel: TimeTravel | None = None
     subscriptions: SubscriptionStore | None = None
+    acknowledgements: LogAcknowledgements | None = None
     sealer: Sealer | None = None  # from FLAGS_SUBSCRIPTION_KEY: seals a new subscription's secrets
 
     def connect(
@@ -62,6 +63,11 @@ class Wiring:
         if self.keys is None:
             raise InvalidCommand("key management is not available on this instance")
         return self.keys
+
+    def log_acknowledgements(self) -> LogAcknowledgements:
+        if self.acknowledgements is None:
+            raise StoreUnavailable("the event store is not started")
+        return self.acknowledgements
 
     def subscription_store(self) -> SubscriptionStore:
         if self.subscriptions is None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from events import Actor, Envelope, FlagChange, SubscriptionChange
+from events import Actor, Envelope, FlagChange, ForeignRecordAcknowledged, SubscriptionChange
 from flagcore import StreamHead
 from flagcore.subscriptions import SubscriptionView
 from services.auth.keys import NewKey
@@ -201,3 +201,13 @@ class AuditTrail(Protocol):
     async def value_as_of(self, stream: str, at: datetime) -> StoredValue: ...
 
     async def value_at_version(self, stream: str, version: int) -> StoredValue | None: ...
+
+
+class LogAcknowledgements(Protocol):
+    """Foreign records on the log acknowledged as known (`events.log_records`)."""
+
+    async def acknowledge(
+        self, change: ForeignRecordAcknowledged, *, actor: Actor, reason: str, now: datetime
+    ) -> Envelope:
+        """Append the acknowledgement; `VersionConflict` when the record is acknowledged already."""
+        ...

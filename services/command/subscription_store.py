@@ -27,11 +27,8 @@ from events import (
     subscription_stream,
 )
 from flagcore.subscriptions import SubscriptionBook, SubscriptionView
-from services.command import chain
-from services.command.errors import VersionConflict
 from services.command.eventstore.driver_errors import translated
-from services.command.eventstore.writes import FLAG_LOCK_SPACE, read_head, write_events
-from services.command.tenancy import writer_for
+from services.command.eventstore.writes import append_change
 from services.infra.postgres import scoped_transaction
 from services.infra.tenancy import Tenancy
 
@@ -55,19 +52,9 @@ class PostgresSubscriptionStore:
     async def append(
         self, change: SubscriptionChange, *, expected_version: int | None, actor: Actor, reason: str, now: datetime
     ) -> Envelope:
-        stream = change.stream
-        writer = writer_for([change])
-        try:
-            async with translated(), scoped_transaction(self._pool, writer) as conn:
-                await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", FLAG_LOCK_SPACE, stream)
-                head = await read_head(conn, stream)
-                chain.check_expected(stream, head, expected_version)
-                (envelope,) = await write_events(conn, [change], head, actor=actor, reason=reason, occurred_at=now)
-        except asyncpg.UniqueViolationError as exc:  # a creation racing another with the same id
-            if exc.constraint_name != "event_store_pkey":
-                raise
-            raise VersionConflict(stream, (await self._head_version(writer, stream)), expected_version) from exc
-        return envelope
+        return await append_change(
+            self._pool, change, expected_version=expected_version, actor=actor, reason=reason, now=now
+        )
 
     async def list(self, *, org_id: str | None) -> list[SubscriptionView]:
         return (await self._book(org_id, None)).of_org(org_id)
@@ -80,7 +67,3 @@ class PostgresSubscriptionStore:
         async with translated(), scoped_transaction(self._pool, Tenancy.of(org_id)) as conn:
             rows = await conn.fetch(_OF_SCOPE, SUBSCRIPTION_TYPES, org_id, stream)
         return SubscriptionBook().extend(decode(bytes(r["body"])) for r in rows)
-
-    async def _head_version(self, writer: Tenancy, stream: str) -> int:
-        async with translated(), scoped_transaction(self._pool, writer) as conn:
-            return (await read_head(conn, stream)).version

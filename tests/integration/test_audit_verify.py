@@ -8,6 +8,7 @@ copy one way, and runs the CLI on the copy (`--topic`) as a subprocess.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import subprocess
@@ -255,3 +256,71 @@ async def _stored(settings: Settings) -> int:
         return int(await conn.fetchval("SELECT count(*) FROM event_store"))
     finally:
         await conn.close()
+
+
+@pytest.fixture(scope="module")
+def stray_log(make_settings: Callable[[], Settings], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A log of its own with one event and, after it, a record this product never wrote."""
+    settings = make_settings()
+    health = f"http://127.0.0.1:{settings.command_port}/healthz"
+    service = ServiceProcess("command", settings, tmp_path_factory.mktemp("foreign"), health).start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{settings.command_port}", timeout=10,
+                          headers=admin_headers(settings)) as http:
+            _write(http, "POST", "/v1/flags", key="verify.foreign", group="verify")
+        asyncio.run(_published(settings))
+        asyncio.run(_produce(settings, b'{"order": 17, "status": "paid"}'))
+        yield settings
+    finally:
+        service.stop()
+
+
+async def _produce(settings: Settings, value: bytes) -> None:
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic, value, key=b"orders", partition=0)
+    finally:
+        await producer.stop()
+
+
+def _flagctl(settings: Settings, *argv: str) -> subprocess.CompletedProcess[str]:
+    key = admin_headers(settings)["Authorization"].removeprefix("Bearer ")
+    env = {**os.environ, **settings_env(settings), "FLAGS_API_KEY": key}
+    url = f"http://127.0.0.1:{settings.command_port}"
+    return subprocess.run([sys.executable, "-m", "flagctl.main", "--command-url", url, *argv],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_foreign_record_fails_the_log_until_a_system_admin_acknowledges_it(stray_log: Settings) -> None:
+    settings = stray_log
+    failing = _verify(settings, settings.topic)
+    assert failing.returncode == 3 and "foreign" in failing.stdout, failing.stdout + failing.stderr
+    [stray] = json.loads(_verify(settings, settings.topic, "--json").stdout)["unattributed"]
+    digest = stray["detail"].rsplit("sha256 ", 1)[1]
+    assert digest == hashlib.sha256(b'{"order": 17, "status": "paid"}').hexdigest()
+    where = ["--partition", str(stray["partition"]), "--offset", str(stray["offset"])]
+
+    base = f"http://127.0.0.1:{settings.command_port}/v1"
+    with httpx.Client(timeout=10, headers=admin_headers(settings)) as http:
+        bad = http.post(f"{base}/audit/foreign-records",
+                        json={"partition": 0, "offset": 0, "sha256": "not a hash", "reason": "r"})
+        assert bad.status_code == 422 and "sha256" in bad.text, bad.text
+        made = http.post(f"{base}/keys", json={"name": "acme admin", "role": "org-admin", "org_id": "acme",
+                                                "reason": "foreign test"})
+        assert made.status_code == 201, made.text
+        org_admin = {"Authorization": f"Bearer {made.json()['key']}"}
+        refused = http.post(f"{base}/audit/foreign-records", headers=org_admin,
+                            json={"partition": stray["partition"], "offset": stray["offset"], "sha256": digest,
+                                  "reason": "not an org's to say"})
+        assert refused.status_code == 403, refused.text
+
+    done = _flagctl(settings, "audit", "acknowledge", *where, "--sha256", digest, "--reason", "a load test's order")
+    assert done.returncode == 0 and "acknowledged partition" in done.stdout, done.stdout + done.stderr
+    again = _flagctl(settings, "audit", "acknowledge", *where, "--sha256", digest, "--reason", "twice")
+    assert again.returncode == 1 and "409" in again.stderr, again.stdout + again.stderr
+
+    asyncio.run(_published(settings))  # the acknowledgement is on the log now, after the record it names
+    passing = _verify(settings, settings.topic)
+    assert passing.returncode == 0, passing.stdout + passing.stderr
+    assert "foreign (warning): acknowledged by" in passing.stdout and "a load test's order" in passing.stdout

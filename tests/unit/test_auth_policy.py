@@ -23,15 +23,15 @@ PRINCIPALS = {
 # For each principal and action: allowed (Y) or refused (-) when the request names
 # its own org A, another org B, and no org at all.
 # Columns: manage-flags, change-overrides, evaluate, read-audit, read-catalog, manage-keys,
-# manage-subscriptions, read-subscriptions.
+# manage-subscriptions, read-subscriptions, acknowledge-log.
 TABLE = {
-    "system-admin":        ("YYY", "YYY", "YYY", "YYY", "YYY", "YYY", "YYY", "YYY"),
-    "org-admin of A":      ("---", "Y--", "Y--", "Y--", "YYY", "Y--", "Y--", "Y--"),
-    "auditor of A":        ("---", "---", "---", "Y--", "YYY", "---", "---", "Y--"),
-    "system auditor":      ("---", "---", "---", "YYY", "YYY", "---", "---", "YYY"),
-    "evaluator of A":      ("---", "---", "Y--", "---", "YYY", "---", "---", "---"),
-    "evaluator of no org": ("---", "---", "---", "---", "---", "---", "---", "---"),
-    "org-admin of no org": ("---", "---", "---", "---", "---", "---", "---", "---"),
+    "system-admin":        ("YYY", "YYY", "YYY", "YYY", "YYY", "YYY", "YYY", "YYY", "YYY"),
+    "org-admin of A":      ("---", "Y--", "Y--", "Y--", "YYY", "Y--", "Y--", "Y--", "---"),
+    "auditor of A":        ("---", "---", "---", "Y--", "YYY", "---", "---", "Y--", "---"),
+    "system auditor":      ("---", "---", "---", "YYY", "YYY", "---", "---", "YYY", "---"),
+    "evaluator of A":      ("---", "---", "Y--", "---", "YYY", "---", "---", "---", "---"),
+    "evaluator of no org": ("---", "---", "---", "---", "---", "---", "---", "---", "---"),
+    "org-admin of no org": ("---", "---", "---", "---", "---", "---", "---", "---", "---"),
 }
 ACTIONS = (
     Action.MANAGE_FLAGS,
@@ -42,6 +42,7 @@ ACTIONS = (
     Action.MANAGE_KEYS,
     Action.MANAGE_SUBSCRIPTIONS,
     Action.READ_SUBSCRIPTIONS,
+    Action.ACKNOWLEDGE_LOG,
 )
 SCOPES = {"own org": A, "other org": B, "no org": None}
 

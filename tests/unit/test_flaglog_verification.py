@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import replace
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from events import Actor, Change, OrgOverrideSet, PlatformOverrideSet, RolloutPercentageSet, hash_of, to_record
+from events import Actor, Change, ForeignRecordAcknowledged, OrgOverrideSet, PlatformOverrideSet, RolloutPercentageSet, hash_of, to_record
 from events.changes import FlagDefined
 from events.vocabulary import Level
 from flagcore import StreamHead
@@ -348,3 +349,38 @@ def test_property_every_corruption_of_a_random_log_is_caught(picks: list[int], d
         corrupted[i], corrupted[j] = records[j], records[i]
     report = verify(_renumbered(corrupted))
     assert not report.ok and len(report.broken) == 1
+
+
+def _acknowledging(records: list[LogRecord], partition: int, offset: int, sha256: str) -> list[LogRecord]:
+    """The log with a system admin's ForeignRecordAcknowledged appended on the system partition."""
+    change = ForeignRecordAcknowledged(partition=partition, offset=offset, sha256=sha256)
+    [envelope] = seal_changes(
+        [change], EMPTY_HEAD, sequences=[100], actor=ACTOR, reason="a load test message, known",
+        occurred_at=datetime(2026, 1, 2, tzinfo=UTC),
+    )
+    record = to_record(envelope)
+    return [*records, LogRecord(1, 50, record.key, record.value, tuple(record.headers))]
+
+
+STRAY = b'{"order": 17, "status": "paid"}'
+
+
+def test_an_acknowledged_foreign_record_is_a_warning_naming_who_acknowledged_it_and_why() -> None:
+    records = [*_log(), LogRecord(1, 7, b"whatever", STRAY, ())]
+    failing = verify(records)
+    assert not failing.ok and hashlib.sha256(STRAY).hexdigest() in failing.unattributed[0].detail
+    report = verify(_acknowledging(records, 1, 7, hashlib.sha256(STRAY).hexdigest()))
+    assert report.ok and report.warnings == 1
+    [problem] = report.unattributed
+    assert problem.severity is Severity.WARNING and problem.kind is ProblemKind.FOREIGN
+    assert "acknowledged by key:0123456789abcdef ('a load test message, known'" in problem.detail
+
+
+@pytest.mark.parametrize(("offset", "sha256"), [(7, "0" * 64), (8, hashlib.sha256(STRAY).hexdigest())])
+def test_an_acknowledgement_covers_one_record_only_its_place_and_its_hash(offset: int, sha256: str) -> None:
+    records = [*_log(), LogRecord(1, 7, b"whatever", STRAY, ())]
+    report = verify(_acknowledging(records, 1, offset, sha256))
+    assert not report.ok and report.failures == 1  # the stray record still fails the log
+    stray, ack = report.unattributed
+    assert stray.severity is Severity.FAILURE and ack.severity is Severity.WARNING
+    assert "but the log holds" in ack.detail

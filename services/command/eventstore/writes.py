@@ -227,3 +227,28 @@ def _row(e: Envelope) -> tuple[object, ...]:
         e.to_json(),
     )
 
+
+
+async def append_change(
+    pool: asyncpg.Pool, change: Change, *, expected_version: int | None, actor: Actor, reason: str, now: datetime
+) -> Envelope:
+    """Append one change that belongs to no flag (a subscription's, a log acknowledgement) to its stream.
+
+    The stream's own advisory lock orders its writers; a lost race to the same version is a `VersionConflict`
+    naming the stream's new version.
+    """
+    stream = change.stream
+    writer = writer_for([change])
+    try:
+        async with translated(), scoped_transaction(pool, writer) as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", FLAG_LOCK_SPACE, stream)
+            head = await read_head(conn, stream)
+            chain.check_expected(stream, head, expected_version)
+            (envelope,) = await write_events(conn, [change], head, actor=actor, reason=reason, occurred_at=now)
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "event_store_pkey":
+            raise
+        async with translated(), scoped_transaction(pool, writer) as conn:
+            current = (await read_head(conn, stream)).version
+        raise VersionConflict(stream, current, expected_version) from exc
+    return envelope
