@@ -99,7 +99,9 @@ class FakeApi:
             *self.world.catalog,
         ]
 
-    async def evaluate(self, org: str, flag: str, *, platform: str | None, user: str | None) -> dict[str, Any]:
+    async def evaluate(
+        self, org: str, flag: str, *, platform: str | None, user: str | None, context: str | None = None
+    ) -> dict[str, Any]:
         self._call("evaluate", (org, flag))
         return {
             "flag_key": flag,
