@@ -93,7 +93,7 @@ def _rules_json(row: Row) -> dict[str, Any]:
 
 def _rules_table(docs: Iterable[Mapping[str, Any]]) -> dict[str, Rules]:
     """A document's `rules` entries (absent from one cached before rules: none) as `flagcore` reads them."""
-    return {d["flag_key"]: Rules.from_value(d, _ref(d["event"])) for d in docs}
+    return {d["flag_key"]: Rules.from_value({"rules": d["rules"]}, _ref(d["event"])) for d in docs}
 
 
 def _typed_json(row: Row) -> dict[str, Any]:
