@@ -84,8 +84,9 @@ class FlagPlan:
     def answer(self, platform: str | None, user: str | None, context: Context = None) -> Answer:
         """The answer for `user` (None: the org) on `platform` with `context`: `user` has no override of the flag."""
         rule = self.rule(platform)
-        attrs = attributes(context, self._org_id, platform, user) if rule.targets else None
-        return rule.answers[rule.choose(user, attrs)]
+        if not rule.targets:  # the flag has no rules here: no attribute is built or read
+            return rule.answers[rule.pick(user)]
+        return rule.answers[rule.choose(user, attributes(context, self._org_id, platform, user))]
 
 
 class BulkPlan:
