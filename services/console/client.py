@@ -48,9 +48,13 @@ class HttpApi:
     async def catalog(self) -> list[dict[str, Any]]:
         return (await self._call("GET", f"{self._query}/v1/flags"))["flags"]  # type: ignore[no-any-return]
 
-    async def evaluate(self, org: str, flag: str, *, platform: str | None, user: str | None) -> dict[str, Any]:
+    async def evaluate(
+        self, org: str, flag: str, *, platform: str | None, user: str | None, context: str | None = None
+    ) -> dict[str, Any]:
+        """`context`: the evaluation context for targeting rules, a JSON object as text (the query API checks it)."""
         url = f"{self._query}/v1/orgs/{quote(org)}/flags/{quote(flag)}"
-        return await self._call("GET", url, params={"platform": platform, "user": user})  # type: ignore[no-any-return]
+        params = {"platform": platform, "user": user, "context": context}
+        return await self._call("GET", url, params=params)  # type: ignore[no-any-return]
 
     async def evaluate_all(self, org: str, *, platform: str | None, user: str | None) -> list[dict[str, Any]]:
         url = f"{self._query}/v1/orgs/{quote(org)}/flags"

@@ -200,7 +200,8 @@ async def explain(request: Request) -> Response:
     org = org_id(params.get("org")) or session.org_id
     context: dict[str, Any] = {"org": org or "", "platform": params.get("platform") or "",
                                "user": params.get("user") or "", "flag": params.get("flag") or "",
-                               "platforms": PLATFORMS, "answer": None, "answers": None, "past": None}
+                               "platforms": PLATFORMS, "answer": None, "answers": None, "past": None,
+                               "context": (params.get("context") or "").strip()}
     context["at"] = params.get("at") or ""
     if not org:
         return render(request, "explain.html", context)
@@ -219,7 +220,7 @@ async def explain(request: Request) -> Response:
         context["answers"] = await client.evaluate_all(org, platform=platform, user=user)
         return render(request, "explain.html", context)
     parse_target({"flag": flag, "level": "system"})  # validates the key
-    answer = await client.evaluate(org, flag, platform=platform, user=user)
+    answer = await client.evaluate(org, flag, platform=platform, user=user, context=context["context"] or None)
     context |= {"answer": answer, "cascade": await _cascade(client, session, flag, org, platform, user)}
     return render(request, "explain.html", context)
 

@@ -54,6 +54,18 @@ class SettingRow(NamedTuple):
     split: str | None  # JSON text of the level's weighted split; None with `variant`: the flag's default
 
 
+class RulesRow(NamedTuple):
+    """A row of `targeting_rules` but its `stream` and `org_id` (the key, and the plan's tenant)."""
+
+    flag_key: str
+    rules: str  # JSON text: the stream value's list, [{id, conditions, variant | split}]
+    version: int
+    event_id: UUID
+    actor: str
+    reason: str
+    updated_at: datetime
+
+
 class OverrideKey(NamedTuple):
     level: str
     platform: str  # '' when not at platform level
@@ -92,6 +104,18 @@ def setting_row(envelope: Envelope, value: dict[str, Any]) -> SettingRow:
         _json(value["schedule"]) if value.get("schedule") else None,
         value.get("variant"),
         None if value.get("split") is None else orjson.dumps(value["split"]).decode(),
+    )
+
+
+def rules_row(envelope: Envelope, value: dict[str, Any]) -> RulesRow:
+    return RulesRow(
+        envelope.flag_key,  # type: ignore[arg-type]  # a flag event's key, never None
+        orjson.dumps(value["rules"]).decode(),
+        envelope.version,
+        envelope.event_id,
+        envelope.actor.name,
+        envelope.reason,
+        envelope.occurred_at,
     )
 
 

@@ -67,6 +67,8 @@ CREATE TEMP TABLE IF NOT EXISTS stage_override_deletes
 CREATE TEMP TABLE IF NOT EXISTS stage_flags (LIKE flags);
 CREATE TEMP TABLE IF NOT EXISTS stage_system (LIKE system_defaults);
 CREATE TEMP TABLE IF NOT EXISTS stage_system_deletes (flag_key text);
+CREATE TEMP TABLE IF NOT EXISTS stage_rules (LIKE targeting_rules);
+CREATE TEMP TABLE IF NOT EXISTS stage_rule_deletes (org_id text, stream text);
 CREATE TEMP TABLE IF NOT EXISTS stage_wanted (org_id text, stream text);
 CREATE TEMP TABLE IF NOT EXISTS stage_found (stream text, version int, hash text);
 CREATE TEMP TABLE IF NOT EXISTS stage_override_counts (flag_key text, orgs int, overrides int);
@@ -85,6 +87,8 @@ STAGING_TABLES = (
     "stage_flags",
     "stage_system",
     "stage_system_deletes",
+    "stage_rules",
+    "stage_rule_deletes",
     "stage_wanted",
     "stage_found",
     "stage_override_counts",
@@ -135,6 +139,12 @@ BEGIN
         actor = EXCLUDED.actor, reason = EXCLUDED.reason, updated_at = EXCLUDED.updated_at,
         schedule = EXCLUDED.schedule, variant = EXCLUDED.variant, split = EXCLUDED.split;
     DELETE FROM system_defaults WHERE flag_key IN (SELECT flag_key FROM stage_system_deletes);
+    INSERT INTO targeting_rules SELECT * FROM stage_rules WHERE org_id IS NULL
+    ON CONFLICT (stream) DO UPDATE SET
+        rules = EXCLUDED.rules, version = EXCLUDED.version, event_id = EXCLUDED.event_id,
+        actor = EXCLUDED.actor, reason = EXCLUDED.reason, updated_at = EXCLUDED.updated_at;
+    DELETE FROM targeting_rules
+    WHERE org_id IS NULL AND stream IN (SELECT stream FROM stage_rule_deletes WHERE org_id IS NULL);
     INSERT INTO stream_heads SELECT stream, org_id, version, hash FROM stage_heads WHERE org_id IS NULL
     ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version, hash = EXCLUDED.hash;
     INSERT INTO flag_history SELECT * FROM stage_history WHERE org_id IS NULL
@@ -166,6 +176,12 @@ BEGIN
             FROM (SELECT flag_key FROM stage_overrides WHERE org_id = tenant
                   UNION SELECT flag_key FROM stage_override_deletes WHERE org_id = tenant) t
         ) AS c(flag_key, n);
+        INSERT INTO targeting_rules SELECT * FROM stage_rules WHERE org_id = tenant
+        ON CONFLICT (stream) DO UPDATE SET
+            rules = EXCLUDED.rules, version = EXCLUDED.version, event_id = EXCLUDED.event_id,
+            actor = EXCLUDED.actor, reason = EXCLUDED.reason, updated_at = EXCLUDED.updated_at;
+        DELETE FROM targeting_rules
+        WHERE org_id = tenant AND stream IN (SELECT stream FROM stage_rule_deletes WHERE org_id = tenant);
         INSERT INTO stream_heads SELECT stream, org_id, version, hash FROM stage_heads WHERE org_id = tenant
         ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version, hash = EXCLUDED.hash;
         INSERT INTO flag_history SELECT * FROM stage_history WHERE org_id = tenant
@@ -224,6 +240,8 @@ SYSTEM_COLUMNS = (
     "updated_at", "schedule", "variant", "split",
 )  # fmt: skip
 
+RULES_COLUMNS = ("stream", "org_id", "flag_key", "rules", "version", "event_id", "actor", "reason", "updated_at")
+
 
 def staged_rows(plans: Iterable[TenantPlan]) -> dict[str, list[tuple[Any, ...]]]:
     """Each staging table's rows for these plans (tables with no rows are left out)."""
@@ -235,6 +253,8 @@ def staged_rows(plans: Iterable[TenantPlan]) -> dict[str, list[tuple[Any, ...]]]
         "stage_flags": [],
         "stage_system": [],
         "stage_system_deletes": [],
+        "stage_rules": [],
+        "stage_rule_deletes": [],
     }
     for plan in plans:
         if not plan.changed:
@@ -253,6 +273,11 @@ def staged_rows(plans: Iterable[TenantPlan]) -> dict[str, list[tuple[Any, ...]]]
                 tables["stage_system_deletes"].append((flag_key,))
             else:
                 tables["stage_system"].append((flag_key, *row))
+        for stream, rules in plan.rules.items():
+            if rules is None:
+                tables["stage_rule_deletes"].append((org, stream))
+            else:
+                tables["stage_rules"].append((stream, org, *rules))
     return {name: rows for name, rows in tables.items() if rows}
 
 
@@ -264,6 +289,8 @@ COLUMNS: dict[str, Sequence[str]] = {
     "stage_flags": FLAG_COLUMNS,
     "stage_system": SYSTEM_COLUMNS,
     "stage_system_deletes": ("flag_key",),
+    "stage_rules": RULES_COLUMNS,
+    "stage_rule_deletes": ("org_id", "stream"),
     "stage_wanted": ("org_id", "stream"),
 }
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from events import GENESIS_HASH, DecodeError, Level
+from events import GENESIS_HASH, DecodeError, Level, TargetingRulesSet
 from flaglog import Decoded
 from flaglog.checks import definition_value
 from services.projector.cache_targets import CacheTarget
@@ -22,10 +22,12 @@ from services.projector.rows import (
     DefinitionRow,
     HistoryRow,
     OverrideKey,
+    RulesRow,
     SettingRow,
     definition_row,
     history_row,
     override_key,
+    rules_row,
     setting_row,
 )
 
@@ -53,6 +55,7 @@ class TenantPlan:
     definitions: dict[str, DefinitionRow] = field(default_factory=dict)
     system: dict[str, SettingRow | None] = field(default_factory=dict)  # None: delete
     overrides: dict[OverrideKey, SettingRow | None] = field(default_factory=dict)  # None: delete
+    rules: dict[str, RulesRow | None] = field(default_factory=dict)  # rules stream → its row; None: delete
     history: list[HistoryRow] = field(default_factory=list)
     invalidations: set[CacheTarget] = field(default_factory=set)
     rejected: list[tuple[Decoded, str]] = field(default_factory=list)  # for the dead letters
@@ -74,6 +77,7 @@ class TenantPlan:
         self.definitions.update(later.definitions)
         self.system.update(later.system)
         self.overrides.update(later.overrides)
+        self.rules.update(later.rules)
         self.history += later.history
         self.invalidations |= later.invalidations
         self.rejected += later.rejected
@@ -131,6 +135,8 @@ def _place(plan: TenantPlan, item: Decoded) -> None:
     if scope is None:
         assert value is not None  # computed by plan_tenant
         plan.definitions[key] = definition_row(env, value)
+    elif isinstance(env.data, TargetingRulesSet):  # its own stream and table, apart from the level's setting
+        plan.rules[env.stream] = None if value is None else rules_row(env, value)
     elif scope.level is Level.SYSTEM:
         plan.system[key] = None if value is None else setting_row(env, value)
     else:

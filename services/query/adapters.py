@@ -32,6 +32,9 @@ SYSTEM_SQL = (
     "SELECT flag_key, enabled, rollout_percentage, stream, version, event_id, actor, reason, updated_at, "
     "schedule::text, variant, split::text FROM system_defaults"
 )
+_RULES_COLUMNS = "stream, flag_key, rules::text, version, event_id, actor, reason, updated_at"
+SYSTEM_RULES_SQL = f"SELECT {_RULES_COLUMNS} FROM targeting_rules WHERE org_id IS NULL"
+ORG_RULES_SQL = f"SELECT {_RULES_COLUMNS} FROM targeting_rules WHERE org_id = $1"
 _OVERRIDE_COLUMNS = (
     "level, platform, flag_key, enabled, rollout_percentage, stream, version, event_id, actor, reason, updated_at, "
     "schedule::text, variant, split::text"
@@ -74,12 +77,14 @@ class PostgresDocuments:
         async with self._read(None) as conn:
             flags = await conn.fetch(FLAGS_SQL)
             system = await conn.fetch(SYSTEM_SQL)
-        return dumps(catalog_document(flags, system))
+            rules = await conn.fetch(SYSTEM_RULES_SQL)
+        return dumps(catalog_document(flags, system, rules))
 
     async def org(self, org_id: str) -> bytes:
         async with self._read(org_id) as conn:
             rows = await conn.fetch(ORG_SQL, org_id)
-        return dumps(org_document(org_id, rows))
+            rules = await conn.fetch(ORG_RULES_SQL, org_id)
+        return dumps(org_document(org_id, rows, rules))
 
     async def user(self, org_id: str, user_id: str) -> bytes:
         async with self._read(org_id) as conn:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from flagcore import Evaluation
 from flagcore.plans import first_change
 from services.observability.tally import Exposures
+from services.query.contexts import Context
 from services.query.metrics import exposures_of
 from services.query.ofrep import Answer, Evaluator
 from services.query.service import QueryService
@@ -54,14 +55,18 @@ class Recorder:
         self.flag_keys: tuple[str, ...] = ()
         self.evaluations: tuple[Evaluation, ...] = ()
 
-    async def evaluate(self, org_id: str, flag_key: str, *, platform: str | None, user_id: str | None) -> Evaluation:
-        result = await self._inner.evaluate(org_id, flag_key, platform=platform, user_id=user_id)
+    async def evaluate(
+        self, org_id: str, flag_key: str, *, platform: str | None, user_id: str | None, context: Context = None
+    ) -> Evaluation:
+        result = await self._inner.evaluate(org_id, flag_key, platform=platform, user_id=user_id, context=context)
         self.org_id, self.user_id, self.flag_keys = org_id, user_id, (flag_key,)
         self.evaluations = (result,)
         return result
 
-    async def evaluate_all(self, org_id: str, *, platform: str | None, user_id: str | None) -> list[Evaluation]:
-        results = await self._inner.evaluate_all(org_id, platform=platform, user_id=user_id)
+    async def evaluate_all(
+        self, org_id: str, *, platform: str | None, user_id: str | None, context: Context = None
+    ) -> list[Evaluation]:
+        results = await self._inner.evaluate_all(org_id, platform=platform, user_id=user_id, context=context)
         self.org_id, self.user_id, self.flag_keys = org_id, user_id, tuple(e.flag_key for e in results)
         self.evaluations = tuple(results)
         return results

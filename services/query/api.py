@@ -31,12 +31,13 @@ from services.auth.policy import Action, authorize
 from services.http import CORS, SecurityHeaders, UnhandledErrors, normalise_origin
 from services.http.errors import UNAVAILABLE_HEADERS
 from services.infra.settings import Settings
-from services.query import ofrep_api, rendering, validation
+from services.query import contexts, ofrep_api, rendering, validation
 from services.query.dependencies import NOT_STARTED, Documents, Evaluations, Wired, Wiring
 from services.query.errors import QueryError, Unavailable
 from services.query.refusals import refusal
 from services.query.routing import (
     ERRORS,
+    ContextQuery,
     FlagPath,
     JSONBytes,
     MinutesQuery,
@@ -76,19 +77,24 @@ router = APIRouter()
     summary="Evaluate one flag",
 )
 async def evaluate_flag(
+    request: Request,
     caller: Caller,
     evaluator: Evaluations,
     org_id: OrgPath,
     flag_key: FlagPath,
     platform: PlatformQuery = None,
     user: UserQuery = None,
+    context: ContextQuery = None,
 ) -> Response:
+    """Targeting rules read the evaluation context: `context.NAME=VALUE` parameters (strings) and/or one
+    `context={JSON object}`; `rule` names the rule that matched."""
     org = validation.org_id(org_id)
     authorize(caller, Action.EVALUATE, org_id=org)
     key = validation.flag_key(flag_key)
     p = validation.platform(platform)
     u = validation.user_id(user)
-    result = await evaluator.evaluate(org, key, platform=p, user_id=u)
+    attrs = contexts.from_query(request.query_params.multi_items())
+    result = await evaluator.evaluate(org, key, platform=p, user_id=u, context=attrs)
     return json_answer(rendering.dumps(rendering.evaluation(result)))
 
 
@@ -100,13 +106,65 @@ async def evaluate_flag(
     summary="Evaluate every flag",
 )
 async def evaluate_flags(
-    caller: Caller, evaluator: Evaluations, org_id: OrgPath, platform: PlatformQuery = None, user: UserQuery = None
+    request: Request,
+    caller: Caller,
+    evaluator: Evaluations,
+    org_id: OrgPath,
+    platform: PlatformQuery = None,
+    user: UserQuery = None,
+    context: ContextQuery = None,
 ) -> Response:
+    """The evaluation context as on the single-flag route (`context.NAME=VALUE`, `context={...}`)."""
     org = validation.org_id(org_id)
     authorize(caller, Action.EVALUATE, org_id=org)
     p = validation.platform(platform)
     u = validation.user_id(user)
-    results = await evaluator.evaluate_all(org, platform=p, user_id=u)
+    attrs = contexts.from_query(request.query_params.multi_items())
+    results = await evaluator.evaluate_all(org, platform=p, user_id=u, context=attrs)
+    return json_answer(rendering.dumps({"org_id": org, "flags": [rendering.evaluation(e) for e in results]}))
+
+
+CONTEXT_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    422: {"model": ErrorOut, "description": "A malformed org id, flag key, body field or context attribute (named)."},
+}
+
+
+@router.post(
+    "/v1/orgs/{org_id}/flags/{flag_key}/evaluate",
+    response_model=EvaluationOut,
+    response_class=JSONBytes,
+    responses={404: {"model": ErrorOut, "description": "No such flag (`unknown_flag`)."}, **CONTEXT_ERRORS},
+    openapi_extra=contexts.BODY_SCHEMA,
+    summary="Evaluate one flag for a platform, user and evaluation context given as JSON",
+)
+async def evaluate_flag_posted(
+    request: Request, caller: Caller, evaluator: Evaluations, org_id: OrgPath, flag_key: FlagPath
+) -> Response:
+    """`GET /v1/orgs/{org_id}/flags/{flag_key}` with its parameters in a JSON body: the context's numbers and
+    booleans as they are."""
+    org = validation.org_id(org_id)
+    authorize(caller, Action.EVALUATE, org_id=org)
+    key = validation.flag_key(flag_key)
+    asked = contexts.from_body(await request.body())
+    result = await evaluator.evaluate(org, key, platform=asked.platform, user_id=asked.user, context=asked.context)
+    return json_answer(rendering.dumps(rendering.evaluation(result)))
+
+
+@router.post(
+    "/v1/orgs/{org_id}/evaluate",
+    response_model=EvaluationsOut,
+    response_class=JSONBytes,
+    responses=CONTEXT_ERRORS,
+    openapi_extra=contexts.BODY_SCHEMA,
+    summary="Evaluate every flag for a platform, user and evaluation context given as JSON",
+)
+async def evaluate_flags_posted(request: Request, caller: Caller, evaluator: Evaluations, org_id: OrgPath) -> Response:
+    """`GET /v1/orgs/{org_id}/flags` with its parameters in a JSON body."""
+    org = validation.org_id(org_id)
+    authorize(caller, Action.EVALUATE, org_id=org)
+    asked = contexts.from_body(await request.body())
+    results = await evaluator.evaluate_all(org, platform=asked.platform, user_id=asked.user, context=asked.context)
     return json_answer(rendering.dumps({"org_id": org, "flags": [rendering.evaluation(e) for e in results]}))
 
 

@@ -1,7 +1,8 @@
 """The three cached documents and their compiled, ready-to-evaluate forms. Pure: no I/O.
 
-A document is JSON (what Redis stores): the catalogue (definitions and system
-defaults), one org's org- and platform-level overrides, one user's overrides.
+A document is JSON (what Redis stores): the catalogue (definitions, system
+defaults and the system's targeting rules), one org's org- and platform-level
+overrides and its targeting rules, one user's overrides.
 `*_document(rows)` builds it from read-model rows; `compile_*` parses it once into
 the `flagcore` structures evaluation reads, so a cached request does no parsing.
 
@@ -22,7 +23,7 @@ import orjson
 from events import FlagKind, ValueType, definition_stream
 from events.values import BOOLEAN_VARIANTS
 from flagcore import Catalog, Definition, EventRef, ScheduledStep, Setting, Variant, parse_instant
-from flagcore.model import typed_fields
+from flagcore.model import Rules, typed_fields
 
 Row = Mapping[str, Any]
 
@@ -85,6 +86,16 @@ def _setting(doc: Mapping[str, Any]) -> Setting:
     return Setting(doc["enabled"], doc["rollout_percentage"], _ref(doc["event"]), steps, doc.get("variant"), arms)
 
 
+def _rules_json(row: Row) -> dict[str, Any]:
+    """A `targeting_rules` row: the flag, its ordered rules (as the stream value holds them) and their event."""
+    return {"flag_key": row["flag_key"], "rules": orjson.loads(row["rules"]), "event": _event_json(row["stream"], row)}
+
+
+def _rules_table(docs: Iterable[Mapping[str, Any]]) -> dict[str, Rules]:
+    """A document's `rules` entries (absent from one cached before rules: none) as `flagcore` reads them."""
+    return {d["flag_key"]: Rules.from_value({"rules": d["rules"]}, _ref(d["event"])) for d in docs}
+
+
 def _typed_json(row: Row) -> dict[str, Any]:
     """A `flags` row's typed part, as the definition value holds it (`flagcore.model.typed_fields` reads it)."""
     return {
@@ -113,8 +124,11 @@ def dumps(document: Mapping[str, Any]) -> bytes:
 # --- the catalogue --------------------------------------------------------------------------
 
 
-def catalog_document(flag_rows: Iterable[Row], system_rows: Iterable[Row]) -> dict[str, Any]:
-    """Rows of `flags` and `system_defaults` → the catalogue document."""
+def catalog_document(
+    flag_rows: Iterable[Row], system_rows: Iterable[Row], rule_rows: Iterable[Row] = ()
+) -> dict[str, Any]:
+    """Rows of `flags`, `system_defaults` and the system's `targeting_rules` → the catalogue document."""
+    rules = [_rules_json(r) for r in sorted(rule_rows, key=lambda r: r["flag_key"])]
     return {
         "flags": [
             {
@@ -133,7 +147,7 @@ def catalog_document(flag_rows: Iterable[Row], system_rows: Iterable[Row]) -> di
             for r in sorted(flag_rows, key=lambda r: r["flag_key"])
         ],
         "system": [_setting_json(r) for r in sorted(system_rows, key=lambda r: r["flag_key"])],
-    }
+    } | ({"rules": rules} if rules else {})  # none: the bytes of a catalogue before rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +175,7 @@ def compile_catalog(raw: bytes) -> CompiledCatalog:
         )
     for s in doc["system"]:
         catalog.system[s["flag_key"]] = _setting(s)
+    catalog.rules.update(_rules_table(doc.get("rules") or ()))
     system = {s["flag_key"]: s for s in doc["system"]}
     listing = {
         "flags": [
@@ -198,15 +213,16 @@ def compile_catalog(raw: bytes) -> CompiledCatalog:
 # --- an org's overrides ------------------------------------------------------------------------
 
 
-def org_document(org_id: str, rows: Iterable[Row]) -> dict[str, Any]:
-    """Org- and platform-level `overrides` rows of one org → its document (may be empty)."""
+def org_document(org_id: str, rows: Iterable[Row], rule_rows: Iterable[Row] = ()) -> dict[str, Any]:
+    """Org- and platform-level `overrides` rows of one org, and its `targeting_rules` → its document (may be empty)."""
     org, platform = [], []
     for r in sorted(rows, key=lambda r: (r["level"], r["platform"], r["flag_key"])):
         if r["level"] == "org":
             org.append(_setting_json(r))
         elif r["level"] == "platform":
             platform.append({"platform": r["platform"], **_setting_json(r)})
-    return {"org_id": org_id, "org": org, "platform": platform}
+    rules = [_rules_json(r) for r in sorted(rule_rows, key=lambda r: r["flag_key"])]
+    return {"org_id": org_id, "org": org, "platform": platform} | ({"rules": rules} if rules else {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +230,7 @@ class CompiledOrg:
     org_id: str
     org: dict[str, Setting] = field(default_factory=dict)
     platform: dict[tuple[str, str], Setting] = field(default_factory=dict)  # (platform, flag)
+    rules: dict[str, Rules] = field(default_factory=dict)  # flag → the org's targeting rules
 
 
 def compile_org(raw: bytes) -> CompiledOrg:
@@ -222,6 +239,7 @@ def compile_org(raw: bytes) -> CompiledOrg:
         doc["org_id"],
         {s["flag_key"]: _setting(s) for s in doc["org"]},
         {(s["platform"], s["flag_key"]): _setting(s) for s in doc["platform"]},
+        _rules_table(doc.get("rules") or ()),
     )
 
 

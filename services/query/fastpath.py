@@ -44,7 +44,7 @@ from services.http import SecurityHeaders
 from services.http.errors import UNAVAILABLE_HEADERS, problem, rate_limited
 from services.http.unhandled import INTERNAL_ERROR_DETAIL
 from services.httpserver.message import Reply
-from services.query import ofrep, rendering, validation
+from services.query import contexts, ofrep, rendering, validation
 from services.query.answers import AnswerCache, Recorder
 from services.query.dependencies import Wiring, wiring_of
 from services.query.errors import QueryError, Unavailable
@@ -271,7 +271,7 @@ class HotPath:
         wiring.metrics.computed()
         started = answers.start()
         recorder = Recorder(wiring.evaluations())
-        answer = await _native(recorder, principal, org_id, flag_key, QueryParams(query_string))
+        answer = await _native(recorder, principal, org_id, flag_key, query_string)
         await answers.keep(key, answer, recorder, started)
         return answer
 
@@ -321,7 +321,7 @@ class HotPath:
         if path == BULK:
             if user is not None and user.user:
                 return None
-            answer = org_plans.bulk(who.platform, now).answer(who.user_id)
+            answer = org_plans.bulk(who.platform, now).answer(who.user_id, who.context)
             wiring.count_evaluations(who.org_id, org_plans.keys)
             wiring.metrics.exposed(answer.exposures, "plan")  # type: ignore[arg-type]  # a plan's answers have them
             return ofrep.conditional(answer, if_none_match)
@@ -332,7 +332,7 @@ class HotPath:
         if plan is None:
             return None
         wiring.count_evaluations(who.org_id, (key,))
-        answer = plan.answer(who.platform, who.user_id)
+        answer = plan.answer(who.platform, who.user_id, who.context)
         wiring.metrics.exposed(answer.exposures, "plan")  # type: ignore[arg-type]  # a plan's answers have them
         return answer
 
@@ -347,16 +347,18 @@ def _native_key(principal: Principal, org_id: str, flag_key: str, query_string: 
 
 
 async def _native(
-    service: ofrep.Evaluator, principal: Principal, org_id: str, flag_key: str, query: QueryParams
+    service: ofrep.Evaluator, principal: Principal, org_id: str, flag_key: str, query_string: str
 ) -> ofrep.Answer:
     """`GET /v1/orgs/{org_id}/flags/{flag_key}` as the app's route answers it, errors as its handler does."""
+    query = QueryParams(query_string)
     try:
         org = validation.org_id(org_id)
         authorize(principal, Action.EVALUATE, org_id=org)
         key = validation.flag_key(flag_key)
         platform = validation.platform(query.get("platform"))
         user = validation.user_id(query.get("user"))
-        result = await service.evaluate(org, key, platform=platform, user_id=user)
+        attrs = contexts.from_query(query.multi_items()) if "context" in query_string or "%" in query_string else None
+        result = await service.evaluate(org, key, platform=platform, user_id=user, context=attrs)
     except QueryError as exc:
         return ofrep.Answer(*refusal(exc))
     return ofrep.Answer(200, rendering.dumps(rendering.evaluation(result)))

@@ -24,6 +24,7 @@ from services.observability import LabelGuard, Metrics
 from services.observability.asgi import install
 from services.observability.registry import LATENCY_BUCKETS
 from services.observability.tally import CounterTally, DeltaTally, Exposures, ExposureTally, HistogramTally
+from services.query.contexts import Context
 from services.query.ofrep import Evaluator
 
 __all__ = ["ENDPOINTS", "MAX_FLAGS", "MeasuredEvaluator", "QueryMetrics", "exposures_of", "labels_of"]
@@ -143,12 +144,16 @@ class MeasuredEvaluator:
         self._inner = inner
         self._metrics = metrics
 
-    async def evaluate(self, org_id: str, flag_key: str, *, platform: str | None, user_id: str | None) -> Evaluation:
-        result = await self._inner.evaluate(org_id, flag_key, platform=platform, user_id=user_id)
+    async def evaluate(
+        self, org_id: str, flag_key: str, *, platform: str | None, user_id: str | None, context: Context = None
+    ) -> Evaluation:
+        result = await self._inner.evaluate(org_id, flag_key, platform=platform, user_id=user_id, context=context)
         self._metrics.evaluated(result)
         return result
 
-    async def evaluate_all(self, org_id: str, *, platform: str | None, user_id: str | None) -> list[Evaluation]:
-        results = await self._inner.evaluate_all(org_id, platform=platform, user_id=user_id)
+    async def evaluate_all(
+        self, org_id: str, *, platform: str | None, user_id: str | None, context: Context = None
+    ) -> list[Evaluation]:
+        results = await self._inner.evaluate_all(org_id, platform=platform, user_id=user_id, context=context)
         self._metrics.evaluated_all(results)
         return results

@@ -11,7 +11,9 @@ Evaluation context attributes (docs/ofrep.md):
 - `targetingKey`: the user id (optional: without it, a rollout buckets the org, as the native API does);
 - `platform`: one of the ad platforms (optional);
 - `org`: the organisation; optional for an org-scoped key (which may only name its own),
-  required for a system-wide key. Any other attribute is ignored.
+  required for a system-wide key.
+Every other attribute is the context targeting rules read (`services.query.contexts`: checked here,
+a bad one is `400 INVALID_CONTEXT` naming it); a flag without rules never looks at it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from events.vocabulary import ORG_ID_RE, USER_ID_RE
 from flagcore import Evaluation, Reason
 from services.auth.policy import Action, Principal, authorize, authorize_role
 from services.observability.tally import Exposures
-from services.query import validation
+from services.query import contexts, validation
+from services.query.contexts import Context
 from services.query.errors import InvalidParameter, Unavailable, UnknownFlag
 
 __all__ = [
@@ -65,11 +68,13 @@ REASONS: dict[Reason, str] = {
 class Evaluator(Protocol):
     """What OFREP needs of `QueryService`."""
 
-    async def evaluate(self, org_id: str, flag_key: str, *, platform: str | None, user_id: str | None) -> Evaluation:
-        ...
+    async def evaluate(
+        self, org_id: str, flag_key: str, *, platform: str | None, user_id: str | None, context: Context = None
+    ) -> Evaluation: ...
 
-    async def evaluate_all(self, org_id: str, *, platform: str | None, user_id: str | None) -> list[Evaluation]:
-        ...
+    async def evaluate_all(
+        self, org_id: str, *, platform: str | None, user_id: str | None, context: Context = None
+    ) -> list[Evaluation]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,10 @@ class Target:
     org_id: str
     platform: str | None
     user_id: str | None
+    context: Context = None  # the attributes targeting rules read; None: the call's own only
+
+
+OWN_ATTRIBUTES = frozenset({"targetingKey", "platform", "org"})  # the call's target, not attributes rules read
 
 
 class _Refused(Exception):
@@ -116,7 +125,16 @@ def target(principal: Principal, body: bytes) -> Target:
     if org is None:
         raise _Refused(400, INVALID_CONTEXT, "context.org is required: a system-wide key evaluates for the org named")
     authorize(principal, Action.EVALUATE, org_id=org)
-    return Target(org, _platform(context.get("platform")), _user(context))
+    return Target(org, _platform(context.get("platform")), _user(context), _attributes(context))
+
+
+def _attributes(context: Mapping[str, Any]) -> Context:
+    if len(context) <= len(OWN_ATTRIBUTES) and OWN_ATTRIBUTES.issuperset(context):
+        return None  # the common case: nothing beyond the target, nothing to check
+    try:
+        return contexts.attributes(context, skip=OWN_ATTRIBUTES)
+    except InvalidParameter as exc:
+        raise _Refused(400, INVALID_CONTEXT, exc.detail) from exc
 
 
 def _context(body: bytes) -> Mapping[str, Any]:
@@ -167,6 +185,8 @@ def _success(e: Evaluation) -> dict[str, Any]:
         metadata["rolloutPercentage"] = e.rollout_percentage
     if e.killed:
         metadata["killSwitch"] = True
+    if e.rule is not None:
+        metadata["rule"] = e.rule  # the targeting rule that matched (`level` says whose list)
     reason = REASONS[e.reason]
     return {"key": e.flag_key, "value": e.value, "reason": reason, "variant": e.variant, "metadata": metadata}
 
@@ -192,7 +212,9 @@ async def evaluate_flag(service: Evaluator, principal: Principal, key: str, body
             flag = validation.flag_key(key, "key")
         except InvalidParameter as exc:
             raise _Refused(404, FLAG_NOT_FOUND, exc.detail) from exc
-        result = await service.evaluate(who.org_id, flag, platform=who.platform, user_id=who.user_id)
+        result = await service.evaluate(
+            who.org_id, flag, platform=who.platform, user_id=who.user_id, context=who.context
+        )
     except _Refused as exc:
         return _failure(exc.status, exc.code, exc.details, key)
     except UnknownFlag as exc:
@@ -207,7 +229,9 @@ async def evaluate_flags(service: Evaluator, principal: Principal, body: bytes, 
     authorize_role(principal, Action.EVALUATE)
     try:
         who = target(principal, body)
-        results = await service.evaluate_all(who.org_id, platform=who.platform, user_id=who.user_id)
+        results = await service.evaluate_all(
+            who.org_id, platform=who.platform, user_id=who.user_id, context=who.context
+        )
     except _Refused as exc:
         return _failure(exc.status, exc.code, exc.details, None)
     except Unavailable as exc:

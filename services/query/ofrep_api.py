@@ -33,14 +33,15 @@ class FlagAnswer(BaseModel):
     key: str = Field(description="The flag key.")
     value: TypedValue = Field(description=VALUE_DESCRIPTION)
     reason: str = Field(
-        description="STATIC (the system default decided), TARGETING_MATCH (an org, platform or user override), SPLIT "
+        description="STATIC (the system default decided), TARGETING_MATCH (an org, platform or user override, or a "
+        "targeting rule: `metadata.rule`), SPLIT "
         "(a sticky rollout or split of variants), DISABLED (archived, or an ops kill switch) or DEFAULT (no level "
         "sets the flag: its off variant)."
     )
     variant: str = Field(description="The variant served: a typed flag's named one; a boolean's arm, `on` or `off`.")
     metadata: dict[str, bool | int | str] = Field(
         description="`level` that decided, `eventId` and `version` of the event that set it, `rolloutPercentage`, "
-        "`killSwitch` when an ops flag's kill switch decided."
+        "`killSwitch` when an ops flag's kill switch decided, `rule`: the id of the targeting rule that matched."
     )
 
 
@@ -62,8 +63,12 @@ class BulkFailure(BaseModel):
 # The evaluation context as OFREP sends it; parsed by `services.query.ofrep`, so described here by hand.
 CONTEXT_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "description": "The evaluation context. Attributes other than these three are ignored.",
-    "additionalProperties": True,
+    "description": "The evaluation context. Every attribute but these three is read by targeting rules: a name "
+    "matching `^[A-Za-z_][A-Za-z0-9_.-]{0,63}$`, a string (at most 1,000 characters), number, boolean or null "
+    "(at most 100 attributes); another is refused with 400 INVALID_CONTEXT naming it.",
+    "additionalProperties": {"type": ["string", "number", "boolean", "null"], "maxLength": 1000},
+    "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"},
+    "maxProperties": 103,
     "properties": {
         "targetingKey": {"type": "string", "pattern": USER_ID_PATTERN, "description": "The user."},
         "platform": {"type": "string", "enum": [*Platform], "description": "One of the org's ad platforms."},
@@ -81,7 +86,9 @@ REQUEST_BODY: dict[str, Any] = {
         "content": {
             JSON: {
                 "schema": {"type": "object", "properties": {"context": CONTEXT_SCHEMA}},
-                "example": {"context": {"targetingKey": "u-1", "platform": "meta", "org": "acme"}},
+                "example": {
+                    "context": {"targetingKey": "u-1", "platform": "meta", "org": "acme", "plan": "enterprise"}
+                },
             }
         },
     }

@@ -6,19 +6,24 @@ each rule's answers once (by `services.query.ofrep`, so they are its bytes) and
 answers a user (or the org) by indexing them, with at most a murmur3 hash. It is good for the
 documents it was made from (the caller checks they are the very objects the
 document cache holds) and for the core plan's time span; a user with an override
-of the flag is never answered from it (the caller evaluates in full).
+of the flag is never answered from it (the caller evaluates in full). A rule with
+targeting rules renders their answers too and tests them on the request's context
+first (`flagcore.plans.Target`); a rule with none never builds the attributes.
 tests/unit/test_query_plans.py checks plans against the use cases' answers.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from flagcore import Catalog, TenantRules
 from flagcore.plans import Pick, Rule, compile_flag
+from flagcore.targeting import Test, attributes
 from services.observability.tally import Exposures
 from services.query import validation
+from services.query.contexts import Context
 from services.query.documents import CompiledCatalog, CompiledOrg
 from services.query.errors import InvalidParameter
 from services.query.metrics import labels_of
@@ -29,28 +34,44 @@ __all__ = ["MAX_BULK_ANSWERS", "MAX_KEPT_BULK", "BulkPlan", "FlagPlan", "OrgPlan
 
 
 class _Rendered:
-    """A core rule with its answers rendered: `answers[pick(user)]` is the user's (None: the org's)."""
+    """A core rule with its answers rendered: `answers[choose(user, attrs)]` is the user's (None: the org's).
 
-    __slots__ = ("answers", "fixed", "labels", "pick")
+    The rule's own outcomes come first, then each targeting rule's (`targets`: its test, where its answers
+    start, its pick), tried in order as `flagcore.plans.Rule.answer` tries them.
+    """
+
+    __slots__ = ("answers", "fixed", "labels", "pick", "targets")
 
     def __init__(self, rule: Rule) -> None:
-        self.labels = tuple(labels_of(e) for e in rule.outcomes)  # each answer's metric labels
-        outcomes = zip(rule.outcomes, self.labels, strict=True)
-        self.answers = tuple(Answer(200, render(e), None, Exposures([labels])) for e, labels in outcomes)
+        outcomes = list(rule.outcomes)
+        targets: list[tuple[Test, int, Pick]] = []
+        for target in rule.targets:
+            targets.append((target.holds, len(outcomes), target.pick))
+            outcomes.extend(target.outcomes)
+        self.labels = tuple(labels_of(e) for e in outcomes)  # each answer's metric labels
+        rendered = zip(outcomes, self.labels, strict=True)
+        self.answers = tuple(Answer(200, render(e), None, Exposures([labels])) for e, labels in rendered)
         self.pick: Pick = rule.pick
-        self.fixed = rule.fixed
+        self.targets = tuple(targets)
+        self.fixed = rule.fixed and not targets
 
-    def answer(self, user: str | None) -> Answer:
-        return self.answers[self.pick(user)]
+    def choose(self, user: str | None, attrs: Mapping[str, Any] | None) -> int:
+        """The index of the answer for `user` with these attributes (None only when there are no targets)."""
+        if attrs is not None:
+            for holds, start, pick in self.targets:
+                if holds(attrs):
+                    return start + pick(user)
+        return self.pick(user)
 
 
 class FlagPlan:
     """One flag's OFREP answers for one org, from `since` until `until` (seconds since the epoch)."""
 
-    __slots__ = ("_default", "_platforms", "since", "until")
+    __slots__ = ("_default", "_org_id", "_platforms", "since", "until")
 
     def __init__(self, catalog: Catalog, org: CompiledOrg, flag_key: str, at: float) -> None:
-        tenant = TenantRules(org.org_id, org.org, org.platform, {})  # no user: the caller sees to that
+        tenant = TenantRules(org.org_id, org.org, org.platform, {}, org.rules)  # no user: the caller sees to that
+        self._org_id = org.org_id
         plan = compile_flag(catalog, tenant, flag_key, at)
         self._default = _Rendered(plan.default)
         self._platforms = {p: _Rendered(rule) for p, rule in plan.platforms.items()}
@@ -60,9 +81,12 @@ class FlagPlan:
     def rule(self, platform: str | None) -> _Rendered:
         return self._default if platform is None else self._platforms.get(platform, self._default)
 
-    def answer(self, platform: str | None, user: str | None) -> Answer:
-        """The answer for `user` (None: the org) on `platform`: `user` has no override of the flag."""
-        return self.rule(platform).answer(user)
+    def answer(self, platform: str | None, user: str | None, context: Context = None) -> Answer:
+        """The answer for `user` (None: the org) on `platform` with `context`: `user` has no override of the flag."""
+        rule = self.rule(platform)
+        if not rule.targets:  # the flag has no rules here: no attribute is built or read
+            return rule.answers[rule.pick(user)]
+        return rule.answers[rule.choose(user, attributes(context, self._org_id, platform, user))]
 
 
 class BulkPlan:
@@ -73,16 +97,25 @@ class BulkPlan:
     worker's count of kept bulk answers, which `Plans` holds under `MAX_KEPT_BULK`.
     """
 
-    __slots__ = ("_answers", "_dynamic", "_kept", "_rules")
+    __slots__ = ("_answers", "_dynamic", "_kept", "_org_id", "_platform", "_rules", "_targeted")
 
-    def __init__(self, plans: list[FlagPlan], platform: str | None, kept: list[int] | None = None) -> None:
+    def __init__(
+        self, plans: list[FlagPlan], platform: str | None, kept: list[int] | None = None, org_id: str = ""
+    ) -> None:
         self._kept = [0] if kept is None else kept
         self._rules = [p.rule(platform) for p in plans]
         self._dynamic = [r for r in self._rules if not r.fixed]
+        self._targeted = any(r.targets for r in self._rules)  # else no request's attributes are ever built
+        self._org_id = org_id
+        self._platform = platform
         self._answers: dict[tuple[int, ...], Answer] = {}
 
-    def answer(self, user: str | None) -> Answer:
-        key = tuple([r.pick(user) for r in self._dynamic])
+    def answer(self, user: str | None, context: Context = None) -> Answer:
+        if self._targeted:
+            attrs = attributes(context, self._org_id, self._platform, user)
+            key = tuple([r.choose(user, attrs) for r in self._dynamic])
+        else:  # no flag has rules: as before them, one pick per flag whose answer depends on the subject
+            key = tuple([r.pick(user) for r in self._dynamic])
         kept = self._answers.get(key)
         if kept is not None:
             return kept
@@ -147,7 +180,7 @@ class OrgPlans:
             self._plans = plans
         bulk = self._bulk.get(platform)
         if bulk is None:
-            bulk = self._bulk[platform] = BulkPlan(self._plans, platform, self._kept)
+            bulk = self._bulk[platform] = BulkPlan(self._plans, platform, self._kept, self.org.org_id)
         return bulk
 
     def _compile(self, flag_key: str, at: float) -> FlagPlan:

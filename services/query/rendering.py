@@ -22,6 +22,7 @@ def evaluation(e: Evaluation) -> dict[str, Any]:
         "level": None if e.level is None else e.level.value,
         "error_code": None if e.error_code is None else e.error_code.value,
         "variant": e.variant,
+        "rule": e.rule,
         "explanation": e.explain(),
         "rollout": None if e.rollout_percentage is None else {"percentage": e.rollout_percentage, "bucket": e.bucket},
         "event": event_block(e.source),

@@ -37,6 +37,15 @@ PlatformQuery = Annotated[
 MinutesQuery = Annotated[
     int, Query(ge=1, le=MAX_MINUTES, description="The window: this many minutes up to now (1–1440).")
 ]
+ContextQuery = Annotated[
+    str | None,
+    Query(
+        description="Evaluation context for targeting rules, as a JSON object of attribute → string, number, "
+        'boolean or null (`context={"plan":"enterprise","seats":40}`). Each `context.NAME=VALUE` parameter '
+        "adds one string attribute (`context.email=ana@acme.com`); a name given twice is refused (422).",
+        examples=['{"email":"ana@acme.com","seats":40}'],
+    ),
+]
 UserQuery = Annotated[
     str | None,
     Query(description="Evaluate for one user of the org.", json_schema_extra={"pattern": USER_ID_PATTERN}),

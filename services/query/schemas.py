@@ -41,6 +41,10 @@ class EvaluationOut(BaseModel):
         description="The variant served: a typed flag's named variant (a split's is sticky, Unleash's hashing); a "
         "boolean flag's experiment arm when on, else `on`/`off`; null on error."
     )
+    rule: str | None = Field(
+        description="The targeting rule that matched (`reason` TARGETING_MATCH, `level` system or org: whose list); "
+        "null when no rule decided."
+    )
     explanation: str
     rollout: RolloutOut | None
     event: EventOut | None

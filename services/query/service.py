@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -73,7 +74,7 @@ class QueryService:
     async def tenant(self, org_id: str, user_id: str | None) -> TenantRules:
         org = await self.org(org_id)
         user = NO_USER if user_id is None else (await self.user(org_id, user_id)).user
-        return TenantRules(org_id, org.org, org.platform, user)
+        return TenantRules(org_id, org.org, org.platform, user, org.rules)
 
     async def evaluate(
         self,
@@ -83,20 +84,28 @@ class QueryService:
         platform: str | None,
         user_id: str | None,
         now: datetime | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> Evaluation:
-        """One flag at `now` (default: the current time); `UnknownFlag` when the catalogue lacks it."""
+        """One flag at `now` (default: the current time) for `context`'s attributes (what targeting rules read);
+        `UnknownFlag` when the catalogue lacks it."""
         catalog = (await self.catalog()).catalog
         if flag_key not in catalog.definitions:
             raise UnknownFlag(flag_key)
         tenant = await self.tenant(org_id, user_id)
-        return evaluate(catalog, tenant, flag_key, platform=platform, user_id=user_id, now=now)
+        return evaluate(catalog, tenant, flag_key, platform=platform, user_id=user_id, now=now, context=context)
 
     async def evaluate_all(
-        self, org_id: str, *, platform: str | None, user_id: str | None, now: datetime | None = None
+        self,
+        org_id: str,
+        *,
+        platform: str | None,
+        user_id: str | None,
+        now: datetime | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> list[Evaluation]:
         catalog = (await self.catalog()).catalog
         tenant = await self.tenant(org_id, user_id)
-        return evaluate_all(catalog, tenant, platform=platform, user_id=user_id, now=now)
+        return evaluate_all(catalog, tenant, platform=platform, user_id=user_id, now=now, context=context)
 
     async def schedules(self, org_id: str, *, now: datetime, flag_key: str | None = None) -> list[dict[str, Any]]:
         """Steps still to come for the org (its system defaults, org, platform and user overrides), by instant.

@@ -61,7 +61,7 @@ def scope_document(
 ) -> dict[str, Any]:
     """One scope's heads and last history rows → `flagcore.history.snapshot`'s document."""
     doc: dict[str, Any] = {"heads": []}
-    placed: dict[str, list[Any]] = {"definitions": [], "system": [], "org": [], "platform": [], "user": []}
+    placed: dict[str, list[Any]] = {"definitions": [], "system": [], "org": [], "platform": [], "user": [], "rules": []}
     for h in sorted(heads, key=lambda h: h["stream"]):
         stream = h["stream"]
         r = last.get(stream)
@@ -73,12 +73,15 @@ def scope_document(
             continue  # a cleared override: its head stays, nothing is placed
         ref = [str(r["event_id"]), stream, r["version"], r["actor_name"], r["reason"], r["occurred_at"].isoformat()]
         parts = stream.split("/")
-        if scope == SYSTEM_SCOPE:  # flag/{key} or flag/{key}/system
+        if len(parts) == (4 if scope == SYSTEM_SCOPE else 5):  # flag/{key}/system/rules, org/{org}/flag/{key}/rules
+            placed["rules"].append([parts[1] if scope == SYSTEM_SCOPE else parts[3], ref])
+        elif scope == SYSTEM_SCOPE:  # flag/{key} or flag/{key}/system
             placed["system" if parts[-1] == "system" and len(parts) == 3 else "definitions"].append([parts[1], ref])
         elif parts[2] == "flag":  # org/{org}/flag/{key}
             placed["org"].append([parts[3], ref])
         else:  # org/{org}/platform/{p}/flag/{key}, org/{org}/user/{u}/flag/{key}
             placed[parts[2]].append([parts[3], parts[5], ref])
+    rules = {"rules": placed["rules"]} if placed["rules"] else {}  # as `flagcore.history.snapshot`: only once set
     if scope == SYSTEM_SCOPE:
-        return doc | {"definitions": placed["definitions"], "system": placed["system"]}
-    return doc | {"org": placed["org"], "platform": placed["platform"], "user": placed["user"]}
+        return doc | {"definitions": placed["definitions"], "system": placed["system"]} | rules
+    return doc | {"org": placed["org"], "platform": placed["platform"], "user": placed["user"]} | rules

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from flagcore import Evaluation
+from services.query.contexts import Context
 from services.query.ofrep import Evaluator
 
 __all__ = [
@@ -96,13 +97,17 @@ class CountingEvaluator:
         self._inner = inner
         self._counter = counter
 
-    async def evaluate(self, org_id: str, flag_key: str, *, platform: str | None, user_id: str | None) -> Evaluation:
-        result = await self._inner.evaluate(org_id, flag_key, platform=platform, user_id=user_id)
+    async def evaluate(
+        self, org_id: str, flag_key: str, *, platform: str | None, user_id: str | None, context: Context = None
+    ) -> Evaluation:
+        result = await self._inner.evaluate(org_id, flag_key, platform=platform, user_id=user_id, context=context)
         self._counter.count(org_id, flag_key)
         return result
 
-    async def evaluate_all(self, org_id: str, *, platform: str | None, user_id: str | None) -> list[Evaluation]:
-        results = await self._inner.evaluate_all(org_id, platform=platform, user_id=user_id)
+    async def evaluate_all(
+        self, org_id: str, *, platform: str | None, user_id: str | None, context: Context = None
+    ) -> list[Evaluation]:
+        results = await self._inner.evaluate_all(org_id, platform=platform, user_id=user_id, context=context)
         self._counter.count_all(org_id, [e.flag_key for e in results])
         return results
 

@@ -34,7 +34,7 @@ from services.query.documents import (
 )
 from tests.support.eventlog import LIMITS, THEMES, EventLog, every_row_log
 from tests.support.projector_fakes import NoDeadLetters, NullInvalidator
-from tests.support.query_fakes import StateSource, catalog_rows, override_rows
+from tests.support.query_fakes import StateSource, catalog_rows, override_rows, rule_rows
 from tests.support.records import records
 
 
@@ -109,6 +109,17 @@ class DocumentSourceContract:
             )
         assert compile_org(await source.org("o1")).org["c.release"].schedule  # a pending step travels with it
 
+    async def test_the_catalogue_and_an_orgs_document_hold_their_targeting_rules(
+        self, source: DocumentSource, state: FlagState
+    ) -> None:
+        catalog = compile_catalog(await source.catalog()).catalog
+        assert catalog.rules == state.catalog.rules and catalog.rules  # the system's, with the event that set them
+        assert [r.id for r in catalog.rules["c.release"].rules] == ["acme-staff"]
+        for org in ("o1", "o2"):
+            assert compile_org(await source.org(org)).rules == state.tenant(org).rules
+        assert compile_org(await source.org("o1")).rules["c.theme"].rules[0].split is not None
+        assert compile_org(await source.org("o2")).rules == {}  # set, then emptied: no row
+
     async def test_a_users_document_holds_that_users_settings_only(
         self, source: DocumentSource, state: FlagState
     ) -> None:
@@ -126,10 +137,12 @@ class DocumentSourceContract:
         self, source: DocumentSource, state: FlagState
     ) -> None:
         """The same JSON whichever source: what `services.query.documents` builds from rows of the fold."""
-        assert as_json(await source.catalog()) == as_json(dumps(catalog_document(*catalog_rows(state.catalog))))
+        catalog = catalog_document(*catalog_rows(state.catalog), rule_rows(state, state.catalog.rules))
+        assert as_json(await source.catalog()) == as_json(dumps(catalog))
         for org in ("o1", "o2"):
             rows = override_rows(state.tenant(org))
-            expected = org_document(org, [r for r in rows if r["level"] != "user"])
+            rules = rule_rows(state, state.tenant(org).rules)
+            expected = org_document(org, [r for r in rows if r["level"] != "user"], rules)
             assert as_json(await source.org(org)) == as_json(dumps(expected))
             users = [r for r in rows if r["user_id"] == "u1"]
             assert as_json(await source.user(org, "u1")) == as_json(dumps(user_document(org, "u1", users)))

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
+import asyncpg
 import orjson
 import pytest
 import pytest_asyncio
@@ -88,10 +89,17 @@ def folded_models(log: EventLog) -> dict[str, Any]:
         overrides.update(((org, "org", "", "", k), row(s)) for k, s in rules.org.items())
         overrides.update(((org, "platform", p, "", k), row(s)) for (p, k), s in rules.platform.items())
         overrides.update(((org, "user", "", u, k), row(s)) for (u, k), s in rules.user.items())
+    rules: dict[str, tuple[Any, ...]] = {}
+    for org, table in ((None, state.catalog.rules), *((o, state.tenant(o).rules) for o in ORGS)):
+        for key, r in table.items():
+            assert r.source is not None
+            rules[r.source.stream] = (org, key, state.heads[r.source.stream].value["rules"], r.source.version,  # type: ignore[index]
+                                      r.source.event_id)  # fmt: skip
     return {
         "system": {k: row(s) for k, s in state.catalog.system.items()},
         "overrides": overrides,
         "history": sorted(str(e.event_id) for e in log.events),
+        "rules": rules,
     }
 
 
@@ -134,7 +142,7 @@ class ProjectorStoreContract:
                 await tx.advance({FIRST: len(items)})
                 raise Failed
         assert await store.stored_offsets(TOPIC) == {}
-        assert await read_models() == {"system": {}, "overrides": {}, "history": []}
+        assert await read_models() == {"system": {}, "overrides": {}, "history": [], "rules": {}}
         async with store.batch() as tx:
             assert await tx.nothing_projected()
             assert await tx.heads({None: [definition_stream("c.release")], "o1": ["org/o1/flag/c.release"]}) == {}
@@ -148,7 +156,10 @@ class ProjectorStoreContract:
         middle = len(items) // 2  # in two batches: the second upserts and deletes rows the first wrote
         await project(store, items[:middle])
         await project(store, items[middle:])
-        assert await read_models() == folded_models(log)
+        models = await read_models()
+        assert models == folded_models(log)
+        assert set(models["rules"]) == {"flag/c.release/system/rules", "org/o1/flag/c.theme/rules"}  # o2's emptied
+        assert models["rules"]["flag/c.release/system/rules"][2][0]["id"] == "acme-staff"  # the second list won
         assert await store.stored_offsets(TOPIC) == {0: len(items)}
 
     async def test_definitions_read_back_as_the_values_their_events_left(self, store: ProjectorStore) -> None:
@@ -211,6 +222,10 @@ class TestFakeStore(ProjectorStoreContract):
                 "system": {k: setting(r) for k, r in store.state["system"].items()},
                 "overrides": {k: setting(r) for k, r in store.state["overrides"].items()},
                 "history": sorted(str(e) for e in store.state["history"]),
+                "rules": {
+                    stream: (org, r.flag_key, orjson.loads(r.rules), r.version, str(r.event_id))
+                    for stream, (org, r) in store.state["rules"].items()
+                },
             }
 
         return read
@@ -253,10 +268,43 @@ class TestPostgresStore(ProjectorStoreContract):
                 where, args = ("org_id IS NULL", ()) if org is None else ("org_id = $1", (org,))
                 sql = f"SELECT event_id FROM flag_history WHERE {where}"
                 history += [str(r["event_id"]) for r in await tenant_rows(db, Role.PROJECTOR, org, sql, *args)]
+            rules: dict[str, tuple[Any, ...]] = {}
+            for org in (None, *ORGS):
+                where, args = ("org_id IS NULL", ()) if org is None else ("org_id = $1", (org,))
+                columns_ = "stream, org_id, flag_key, rules::text, version, event_id"
+                sql = f"SELECT {columns_} FROM targeting_rules WHERE {where}"
+                for r in await tenant_rows(db, Role.PROJECTOR, org, sql, *args):
+                    rules[r["stream"]] = (r["org_id"], r["flag_key"], orjson.loads(r["rules"]), r["version"],
+                                          str(r["event_id"]))  # fmt: skip
             return {
                 "system": {r["flag_key"]: setting(r) for r in system},
                 "overrides": overrides,
                 "history": sorted(history),
+                "rules": rules,
             }
 
         return read
+
+    async def test_targeting_rules_rows_are_under_row_level_security(
+        self, store: PostgresStore, projector_database: Settings
+    ) -> None:
+        """System rows for every tenant, an org's only under it, nothing of an org with no tenant set; and a
+        tenant cannot write another org's row (FORCEd: the table owner is bound too)."""
+        await project(store, decoded(every_row_log()))
+        sql = "SELECT stream FROM targeting_rules ORDER BY stream"  # no WHERE: the policy alone decides
+        seen = {}
+        for role in (Role.QUERY, Role.PROJECTOR, Role.OWNER):
+            for org in (None, "o1", "o2"):
+                seen[role, org] = [r["stream"] for r in await tenant_rows(projector_database, role, org, sql)]
+        for role in (Role.QUERY, Role.PROJECTOR, Role.OWNER):
+            assert seen[role, None] == ["flag/c.release/system/rules"]
+            assert seen[role, "o1"] == ["flag/c.release/system/rules", "org/o1/flag/c.theme/rules"]
+            assert seen[role, "o2"] == ["flag/c.release/system/rules"]  # its own list was emptied
+        insert = (
+            "INSERT INTO targeting_rules VALUES ('org/o1/flag/x/rules', 'o1', 'x', '[]', 1, gen_random_uuid(), "
+            "'a', 'r', now())"
+        )
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await tenant_rows(projector_database, Role.PROJECTOR, "o2", insert)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await tenant_rows(projector_database, Role.QUERY, "o1", insert)

@@ -211,6 +211,15 @@ async def evaluate_all(w: World, target: str, _: bool) -> Req:
     return Req("GET", f"/v1/orgs/{w.org(target)}/flags")
 
 
+async def evaluate_one_posted(w: World, target: str, _: bool) -> Req:
+    body = {"platform": "meta", "user": w.t.user, "context": {"email": "ana@acme.com"}}
+    return Req("POST", f"/v1/orgs/{w.org(target)}/flags/{w.t.flag}/evaluate", body)
+
+
+async def evaluate_all_posted(w: World, target: str, _: bool) -> Req:
+    return Req("POST", f"/v1/orgs/{w.org(target)}/evaluate", {"context": {"plan": "enterprise"}})
+
+
 async def sdk_bootstrap(w: World, target: str, _: bool) -> Req:
     return Req("GET", f"/v1/orgs/{w.org(target)}/bootstrap")
 
@@ -556,6 +565,8 @@ MATRIX: dict[tuple[str, str, str], Row] = {
     # query API
     ("query", "GET", "/v1/orgs/{org_id}/flags/{flag_key}"): Row(evaluate_one, OWN_OTHER, EVALUATION),
     ("query", "GET", "/v1/orgs/{org_id}/flags"): Row(evaluate_all, OWN_OTHER, EVALUATION),
+    ("query", "POST", "/v1/orgs/{org_id}/flags/{flag_key}/evaluate"): Row(evaluate_one_posted, OWN_OTHER, EVALUATION),
+    ("query", "POST", "/v1/orgs/{org_id}/evaluate"): Row(evaluate_all_posted, OWN_OTHER, EVALUATION),
     ("query", "GET", "/v1/orgs/{org_id}/platforms"): Row(platforms, OWN_OTHER, EVALUATION),
     ("query", "GET", "/v1/orgs/{org_id}/bootstrap"): Row(sdk_bootstrap, OWN_OTHER, EVALUATION),
     ("query", "GET", "/v1/flags"): Row(catalog, ("catalog",), {role: (200,) for role in ROLES}),

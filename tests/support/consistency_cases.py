@@ -39,6 +39,7 @@ from events import (
     RolloutPercentageSet,
     SettingScheduled,
     SystemDefaultSet,
+    TargetingRulesSet,
     UserOverrideSet,
     ValueType,
     Variant,
@@ -93,6 +94,7 @@ def changes(base: datetime) -> list[AnyChange]:
         rollout("c.ramp", 50),
         SettingScheduled(flag_key="c.ramp", level=Level.ORG, org_id=ORG, effective_at=base, rollout_percentage=100),
         *typed_changes(),
+        *rule_changes(),
     ]
 
 
@@ -124,6 +126,63 @@ def typed_changes() -> list[AnyChange]:
 THEMES: dict[str, JsonValue] = {"light": "#fff", "dark": "#000", "blue": "#00f"}
 
 
+def _rules(key: str, org: str | None, *rules: dict[str, Any]) -> TargetingRulesSet:
+    level = "system" if org is None else "org"
+    return TargetingRulesSet.model_validate({"flag_key": key, "level": level, "org_id": org, "rules": rules})
+
+
+def _if(attribute: str, operator: str, *values: Any, case_sensitive: bool = True) -> dict[str, Any]:
+    return {"attribute": attribute, "operator": operator, "values": values, "case_sensitive": case_sensitive}
+
+
+def rule_changes() -> list[AnyChange]:
+    """Targeting rules at the system level and for ORG, each operator family once, leading to variants and a split.
+
+    c.rules (boolean, system default off): ORG's rules `many-seats` (seats >= 100 → off) then `enterprise`
+    (plan in enterprise/scale, any case → on); the system's `staff` (email ends with @acme.com, any case →
+    on), `new-app` (app_version >= 2.1.0 and country not FR → on), `office` (ip in 10.0.0.0/8 → on),
+    `globex-mail` (email matches ^[a-z]+@globex[.]com$ → on), `late` (signed_up after 2030-01-01 → on),
+    `tagged` (beta exists and org equals globex → on), `pilots` (targeting_key in u-7/u-8 → on).
+    u-9 has a user override (off) in ORG, which outranks every rule. ORG switched c.rules-off off: the system's
+    rules are not tried under the org's own setting, its own are.
+    c.rules-theme (string, system default blue): ORG's `dach` (country in DE/AT → a light/dark split, 500/500:
+    u-1 light, u-2 dark, u-3 light, acme dark), the system's `dark-mode` (theme_pref equals dark → dark).
+    """
+    halves = ({"name": "light", "weight": 500}, {"name": "dark", "weight": 500})
+    return [
+        FlagDefined(flag_key="c.rules", group="consistency", description="c.rules"),
+        SystemDefaultSet(flag_key="c.rules", enabled=False),
+        _rules("c.rules", None,
+               {"id": "staff", "conditions": [_if("email", "ends_with", "@ACME.com", case_sensitive=False)],
+                "variant": "on"},
+               {"id": "new-app", "conditions": [_if("app_version", "semver_gte", "2.1.0"),
+                                                _if("country", "not_equals", "FR")], "variant": "on"},
+               {"id": "office", "conditions": [_if("ip", "in_cidr", "10.0.0.0/8", "192.168.0.0/16")], "variant": "on"},
+               {"id": "globex-mail", "conditions": [_if("email", "matches", r"^[a-z]+@globex[.]com$")],
+                "variant": "on"},
+               {"id": "late", "conditions": [_if("signed_up", "after", "2030-01-01T00:00:00+00:00")], "variant": "on"},
+               {"id": "tagged", "conditions": [_if("beta", "exists"), _if("org", "equals", OTHER)], "variant": "on"},
+               {"id": "pilots", "conditions": [_if("targeting_key", "in", "u-7", "u-8")], "variant": "on"}),
+        _rules("c.rules", ORG,
+               {"id": "many-seats", "conditions": [_if("seats", "gte", 100)], "variant": "off"},
+               {"id": "enterprise", "conditions": [_if("plan", "in", "enterprise", "scale", case_sensitive=False)],
+                "variant": "on"}),
+        UserOverrideSet(flag_key="c.rules", org_id=ORG, user_id="u-9", enabled=False),
+        FlagDefined(flag_key="c.rules-off", group="consistency", description="c.rules-off"),
+        SystemDefaultSet(flag_key="c.rules-off", enabled=False),
+        _rules("c.rules-off", None, {"id": "everyone", "conditions": [_if("org", "exists")], "variant": "on"}),
+        OrgOverrideSet(flag_key="c.rules-off", org_id=ORG, enabled=False),
+        _rules("c.rules-off", ORG, {"id": "vip", "conditions": [_if("plan", "equals", "vip")], "variant": "on"}),
+        FlagDefined(flag_key="c.rules-theme", group="consistency", description="c.rules-theme",
+                    value_type=ValueType.STRING, values=THEMES, default_variant="light", off_variant="dark"),
+        SystemDefaultSet(flag_key="c.rules-theme", enabled=True),
+        VariantSelected(flag_key="c.rules-theme", level=Level.SYSTEM, variant="blue"),
+        _rules("c.rules-theme", ORG, {"id": "dach", "conditions": [_if("country", "in", "DE", "AT")], "split": halves}),
+        _rules("c.rules-theme", None,
+               {"id": "dark-mode", "conditions": [_if("theme_pref", "equals", "dark")], "variant": "dark"}),
+    ]  # fmt: skip
+
+
 def sealed(base: datetime) -> list[Envelope]:
     """`changes(base)` as the command store would seal them, a second apart from a fixed start."""
     builder = LogBuilder(datetime(2026, 1, 1, tzinfo=UTC))
@@ -138,13 +197,19 @@ class Outcome:
     variant: str | None
     reason: str
     level: str | None
+    rule: str | None = None  # the targeting rule that matched
 
     def __eq__(self, other: object) -> bool:
         """Field by field, the value's type included (`0 == False` and `1.0 == 1` in Python, not in JSON)."""
         if not isinstance(other, Outcome):
             return NotImplemented
-        return (type(self.value), self.value, self.variant, self.reason, self.level) == (
-            type(other.value), other.value, other.variant, other.reason, other.level
+        return (type(self.value), self.value, self.variant, self.reason, self.level, self.rule) == (
+            type(other.value),
+            other.value,
+            other.variant,
+            other.reason,
+            other.level,
+            other.rule,
         )
 
     def matches(self, expected: Outcome) -> bool:
@@ -161,15 +226,17 @@ class Case:
     user: str | None
     expected: Outcome
     at: timedelta | None = None  # when to ask, from `base`; None: any time (no schedule involved)
+    context: dict[str, Any] | None = None  # the evaluation context's attributes (targeting rules read them)
 
     @property
     def name(self) -> str:
         when = "" if self.at is None else f" @base{self.at.total_seconds():+g}s"
-        return f"{self.flag} {self.org}/{self.platform or '-'}/{self.user or '-'}{when}"
+        attrs = "" if self.context is None else " " + ",".join(f"{k}={v!r}" for k, v in self.context.items())
+        return f"{self.flag} {self.org}/{self.platform or '-'}/{self.user or '-'}{when}{attrs}"
 
 
-def _o(value: Any, variant: str | None, reason: str, level: str | None) -> Outcome:
-    return Outcome(value, variant, reason, level)
+def _o(value: Any, variant: str | None, reason: str, level: str | None, rule: str | None = None) -> Outcome:
+    return Outcome(value, variant, reason, level, rule)
 
 
 CASES: tuple[Case, ...] = (
@@ -223,3 +290,55 @@ CASES: tuple[Case, ...] = (
     Case("c.layout", ORG, "tiktok", "u-1", _o([1, 2], "list", "TARGETING_MATCH", "platform")),
     Case("c.layout", OTHER, None, "u-1", _o([1, 2], "list", "DEFAULT", None)),
 )
+
+
+def _r(flag: str, org: str, user: str | None, context: dict[str, Any] | None, expected: Outcome) -> Case:
+    return Case(flag, org, None, user, expected, context=context)
+
+
+RULE_CASES: tuple[Case, ...] = (
+    # the system's rules, each operator family; no rule holds: the system default
+    _r("c.rules", OTHER, "u-1", {"email": "Ana@Acme.COM"}, _o(True, "on", "TARGETING_MATCH", "system", "staff")),
+    _r("c.rules", OTHER, "u-1", {"app_version": "2.10.0", "country": "DE"},
+       _o(True, "on", "TARGETING_MATCH", "system", "new-app")),
+    _r("c.rules", OTHER, "u-1", {"app_version": "2.10.0", "country": "FR"}, _o(False, "off", "STATIC", "system")),
+    _r("c.rules", OTHER, "u-1", {"app_version": "2.1.0-rc.1"}, _o(False, "off", "STATIC", "system")),
+    _r("c.rules", OTHER, None, {"ip": "10.20.30.40"}, _o(True, "on", "TARGETING_MATCH", "system", "office")),
+    _r("c.rules", OTHER, None, {"ip": "172.16.0.1"}, _o(False, "off", "STATIC", "system")),
+    _r("c.rules", OTHER, "u-1", {"email": "bob@globex.com"},
+       _o(True, "on", "TARGETING_MATCH", "system", "globex-mail")),
+    _r("c.rules", OTHER, "u-1", {"email": "Bob@globex.com"}, _o(False, "off", "STATIC", "system")),
+    _r("c.rules", OTHER, "u-1", {"signed_up": "2030-06-01T00:00:00Z"},
+       _o(True, "on", "TARGETING_MATCH", "system", "late")),
+    _r("c.rules", OTHER, "u-1", {"beta": True}, _o(True, "on", "TARGETING_MATCH", "system", "tagged")),
+    _r("c.rules", ORG, "u-1", {"beta": True}, _o(False, "off", "STATIC", "system")),
+    _r("c.rules", OTHER, "u-7", None, _o(True, "on", "TARGETING_MATCH", "system", "pilots")),
+    _r("c.rules", OTHER, "u-1", None, _o(False, "off", "STATIC", "system")),
+    _r("c.rules", OTHER, "u-1", {"email": None, "seats": 1.5}, _o(False, "off", "STATIC", "system")),
+    # the org's rules, in order, before the system's; the first that holds decides
+    _r("c.rules", ORG, "u-1", {"plan": "Enterprise", "seats": 500},
+       _o(False, "off", "TARGETING_MATCH", "org", "many-seats")),
+    _r("c.rules", ORG, "u-1", {"plan": "Enterprise", "seats": 5},
+       _o(True, "on", "TARGETING_MATCH", "org", "enterprise")),
+    _r("c.rules", ORG, "u-1", {"seats": 500, "email": "ana@acme.com"},
+       _o(False, "off", "TARGETING_MATCH", "org", "many-seats")),
+    _r("c.rules", OTHER, "u-1", {"seats": 500, "email": "ana@acme.com"},
+       _o(True, "on", "TARGETING_MATCH", "system", "staff")),
+    _r("c.rules", ORG, "u-1", {"email": "ana@acme.com"}, _o(True, "on", "TARGETING_MATCH", "system", "staff")),
+    # a user's override outranks every rule
+    _r("c.rules", ORG, "u-9", {"plan": "enterprise"}, _o(False, "off", "TARGETING_MATCH", "user")),
+    # an org's own setting outranks the system's rules, not its own
+    _r("c.rules-off", ORG, "u-1", None, _o(False, "off", "TARGETING_MATCH", "org")),
+    _r("c.rules-off", ORG, "u-1", {"plan": "vip"}, _o(True, "on", "TARGETING_MATCH", "org", "vip")),
+    _r("c.rules-off", OTHER, "u-1", None, _o(True, "on", "TARGETING_MATCH", "system", "everyone")),
+    # a rule leading to a split (sticky per user, the org without one), and one to a variant
+    _r("c.rules-theme", ORG, "u-1", {"country": "DE"}, _o("#fff", "light", "TARGETING_MATCH", "org", "dach")),
+    _r("c.rules-theme", ORG, "u-2", {"country": "AT"}, _o("#000", "dark", "TARGETING_MATCH", "org", "dach")),
+    _r("c.rules-theme", ORG, "u-3", {"country": "DE"}, _o("#fff", "light", "TARGETING_MATCH", "org", "dach")),
+    _r("c.rules-theme", ORG, None, {"country": "DE"}, _o("#000", "dark", "TARGETING_MATCH", "org", "dach")),
+    _r("c.rules-theme", OTHER, "u-1", {"country": "DE"}, _o("#00f", "blue", "STATIC", "system")),
+    _r("c.rules-theme", OTHER, "u-1", {"theme_pref": "dark"},
+       _o("#000", "dark", "TARGETING_MATCH", "system", "dark-mode")),
+    _r("c.rules-theme", ORG, "u-2", {"theme_pref": "dark", "country": "CH"},
+       _o("#000", "dark", "TARGETING_MATCH", "system", "dark-mode")),
+)  # fmt: skip

@@ -32,6 +32,7 @@ from events import (
     RolloutPercentageSet,
     SettingScheduled,
     SystemDefaultSet,
+    TargetingRulesSet,
     UserOverrideCleared,
     UserOverrideSet,
     ValueType,
@@ -163,7 +164,7 @@ def random_log(
 
 def mixed_log(seed: int) -> EventLog:
     """`random_log` over three orgs, then an ops flag whose kill switch is engaged and released, an archive, and
-    typed flags with a variant or split chosen at every level (`every_row_log`'s)."""
+    typed flags with a variant or split chosen at every level and targeting rules (`every_row_log`'s)."""
     log = random_log(150, orgs=["o1", "o2", "o3"], flags=4, users=3, seed=seed)
     key = "test.ops-kill"
     log.define(key, kind=FlagKind.OPS)
@@ -172,6 +173,7 @@ def mixed_log(seed: int) -> EventLog:
     log.add(KillSwitchReleased(flag_key=key))
     log.add(FlagArchived(flag_key="test.flag-3.enabled"))
     _typed_rows(log, "o1", "o2")
+    _rule_rows(log, "o1", "o2", "c.limits")
     return log
 
 
@@ -207,7 +209,7 @@ LATER = datetime(2030, 1, 1, tzinfo=UTC)  # after every event of these logs: a s
 def every_row_log(org: str = "o1", other: str = "o2") -> EventLog:
     """Definitions of every kind (variants and an expiry, a kill switch engaged, an archive, typed values), system
     defaults and rollouts, overrides at every level with a pending schedule, a variant or a split chosen at every
-    level, and a clear at each level (its row deleted)."""
+    level, a clear at each level (its row deleted), and targeting rules (system and per org, one list emptied)."""
     log = EventLog()
     log.define("c.release", group="c")
     log.add(
@@ -236,7 +238,27 @@ def every_row_log(org: str = "o1", other: str = "o2") -> EventLog:
     log.org(other, "c.experiment", True)
     log.user(other, "u1", "c.release", False)
     _typed_rows(log, org, other)
+    _rule_rows(log, org, other)
     return log
+
+
+def rules_change(flag_key: str, org: str | None, *rules: dict[str, object]) -> TargetingRulesSet:
+    """A flag's targeting rules at the system level (`org` None) or for one org, from plain dicts."""
+    level = "system" if org is None else "org"
+    return TargetingRulesSet.model_validate({"flag_key": flag_key, "level": level, "org_id": org, "rules": rules})
+
+
+def _rule_rows(log: EventLog, org: str, other: str, flag: str = "c.release") -> None:
+    """Targeting rules: the system's set then changed, one org's set, the other's set then emptied (row deleted)."""
+    staff = {"id": "staff", "conditions": [{"attribute": "email", "operator": "ends_with", "values": ["@acme.com"]}],
+             "variant": "on"}  # fmt: skip
+    split = {"id": "dach", "conditions": [{"attribute": "country", "operator": "in", "values": ["DE", "AT"]}],
+             "split": [{"name": "light", "weight": 500}, {"name": "dark", "weight": 500}]}  # fmt: skip
+    log.add(rules_change(flag, None, staff))
+    log.add(rules_change(flag, None, {**staff, "id": "acme-staff"}))
+    log.add(rules_change("c.theme", org, split))
+    log.add(rules_change(flag, other, staff))
+    log.add(rules_change(flag, other))
 
 
 THEMES = {"light": "#ffffff", "dark": "#000000", "blue": "#0000ff"}

@@ -61,6 +61,11 @@ class FakeTransaction:
                     self.state["overrides"].pop(full, None)
                 else:
                     self.state["overrides"][full] = row
+            for stream, rules in plan.rules.items():
+                if rules is None:
+                    self.state["rules"].pop(stream, None)
+                else:
+                    self.state["rules"][stream] = (plan.org_id, rules)
             self.state["history"].extend(h.event_id for h in plan.history)
 
     async def advance(self, offsets: Mapping[TopicPartition, int]) -> None:
@@ -74,7 +79,7 @@ class FakeStore:
 
     def __init__(self) -> None:
         self.state: dict[str, Any] = {
-            "offsets": {}, "heads": {}, "overrides": {}, "history": [], "flags": {}, "system": {},
+            "offsets": {}, "heads": {}, "overrides": {}, "history": [], "flags": {}, "system": {}, "rules": {},
         }  # fmt: skip
         self.log: list[str] = []
         self.head_reads = 0

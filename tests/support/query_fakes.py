@@ -15,6 +15,7 @@ import orjson
 
 from events import ValueType
 from flagcore import Catalog, Definition, FlagState, Setting, TenantRules
+from flagcore.model import Rules
 from services.query.documents import catalog_document, dumps, org_document, user_document
 from services.query.errors import Unavailable
 
@@ -77,6 +78,28 @@ def typed_columns(d: Definition) -> dict[str, Any]:
     }
 
 
+def rule_rows(state: FlagState, table: dict[str, Rules]) -> list[dict[str, Any]]:
+    """Rows of `targeting_rules` for one level's table (the catalogue's or an org's), `rules::text` as JSON text."""
+    rows = []
+    for key, r in table.items():
+        assert r.source is not None
+        value = state.heads[r.source.stream].value
+        assert value is not None
+        rows.append(
+            {
+                "stream": r.source.stream,
+                "flag_key": key,
+                "rules": orjson.dumps(value["rules"]).decode(),
+                "version": r.source.version,
+                "event_id": uuid.UUID(r.source.event_id),
+                "actor": r.source.actor,
+                "reason": r.source.reason,
+                "updated_at": r.source.occurred_at,
+            }
+        )
+    return rows
+
+
 def override_rows(rules: TenantRules) -> list[dict[str, Any]]:
     """One org's rows of `overrides`, every level."""
     rows = [setting_row(k, s, level="org", platform="", user_id="") for k, s in rules.org.items()]
@@ -94,12 +117,14 @@ class StateSource:
 
     async def catalog(self) -> bytes:
         self._check()
-        return dumps(catalog_document(*catalog_rows(self.state.catalog)))
+        catalog = self.state.catalog
+        return dumps(catalog_document(*catalog_rows(catalog), rule_rows(self.state, catalog.rules)))
 
     async def org(self, org_id: str) -> bytes:
         self._check()
-        rows = [r for r in override_rows(self.state.tenant(org_id)) if r["level"] != "user"]
-        return dumps(org_document(org_id, rows))
+        tenant = self.state.tenant(org_id)
+        rows = [r for r in override_rows(tenant) if r["level"] != "user"]
+        return dumps(org_document(org_id, rows, rule_rows(self.state, tenant.rules)))
 
     async def user(self, org_id: str, user_id: str) -> bytes:
         self._check()

@@ -99,8 +99,14 @@ class FakeApi:
             *self.world.catalog,
         ]
 
-    async def evaluate(self, org: str, flag: str, *, platform: str | None, user: str | None) -> dict[str, Any]:
-        self._call("evaluate", (org, flag))
+    async def evaluate(
+        self, org: str, flag: str, *, platform: str | None, user: str | None, context: str | None = None
+    ) -> dict[str, Any]:
+        self._call("evaluate", (org, flag) if context is None else (org, flag, context))
+        if context is not None:  # as the query API answers a context its org's rule matches
+            explanation = f"{flag} is on: org level, rule 'staff' matched, set by Ada ('dogfood')"
+            return {"flag_key": flag, "value": True, "reason": "TARGETING_MATCH", "level": "org", "error_code": None,
+                    "rule": "staff", "explanation": explanation, "rollout": None, "event": None}  # fmt: skip
         return {
             "flag_key": flag,
             "value": False,
@@ -353,6 +359,18 @@ async def test_roles_that_change_nothing_cannot_change_anything(console: Console
     assert (await console.client.get(f"/change?flag={FLAG}&level=org&org=acme")).status_code == 403
     assert console.changes() == []
     assert "Review change" not in (await console.client.get(f"/flags/{FLAG}")).text  # and no form is offered
+
+
+async def test_explain_passes_the_context_and_names_the_rule_that_matched(console: Console) -> None:
+    await console.sign_in("fsk_acme_admin")
+    context = '{"email": "ana@acme.com"}'
+    page = await console.client.get("/explain", params={"org": "acme", "flag": FLAG, "context": context})
+    assert page.status_code == 200
+    assert ("fsk_acme_admin", "evaluate", ("acme", FLAG, context)) in console.world.calls
+    assert '<strong id="rule">staff</strong>' in page.text and "rule &#39;staff&#39; matched" in page.text
+    assert 'value="{&#34;email&#34;: &#34;ana@acme.com&#34;}"' in page.text  # the form keeps what was asked
+    plain = await console.client.get("/explain", params={"org": "acme", "flag": FLAG})
+    assert 'id="rule"' not in plain.text
 
 
 async def test_an_org_admin_cannot_reach_another_orgs_pages_or_data(console: Console) -> None:

@@ -98,7 +98,7 @@ async def test_answers_agree_with_the_pure_core(world: World) -> None:
         ({"platform": "tiktok"}, "tiktok", None),
         ({"targetingKey": "u-7"}, None, "u-7"),
         ({"targetingKey": "u-1", "platform": "tiktok"}, "tiktok", "u-1"),
-        ({"targetingKey": "u-9", "platform": "meta", "ignored": [1, 2]}, "meta", "u-9"),
+        ({"targetingKey": "u-9", "platform": "meta", "plan": "enterprise", "seats": 3}, "meta", "u-9"),
     ]:
         expected = evaluate(state.catalog, state.tenant("acme"), KEY, platform=platform, user_id=user)
         body = (await world.post(FLAG, {"context": context})).json()

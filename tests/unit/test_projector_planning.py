@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +29,7 @@ from services.projector.heads import Head, HeadCache
 from services.projector.rows import OverrideKey
 from services.projector.store import COLUMNS, staged_rows
 from services.projector.tenant_plan import TenantPlan, group_by_tenant, plan_tenant
-from tests.support.eventlog import EventLog, random_log
+from tests.support.eventlog import EventLog, random_log, rules_change
 from tests.support.records import TOPIC, Rec, records
 
 
@@ -342,3 +343,34 @@ def test_a_definition_that_cannot_apply_is_rejected_not_written() -> None:
     plan = plan_tenant(None, decoded(log), {}, stored)  # defined again, though the database has it
     assert plan.applied == 0 and plan.definitions == {} and plan.heads == {}
     assert [reason for _, reason in plan.rejected] == ["invalid transition: flag 'a.b' is already defined"]
+
+
+# --- targeting rules -----------------------------------------------------------------------
+
+
+def test_targeting_rules_are_their_own_rows_apart_from_the_levels_settings() -> None:
+    """A rules list is a `targeting_rules` row keyed by its stream; the level's setting row is left alone, an
+    emptied list deletes its row, and the document invalidated is the catalogue's or the org's."""
+    log = EventLog()
+    log.define("a.b")
+    log.system("a.b", True)
+    log.org("o1", "a.b", False)
+    condition = {"attribute": "email", "operator": "ends_with", "values": ["@a.io"], "case_sensitive": True}
+    staff = {"id": "staff", "conditions": [condition], "variant": "on"}
+    log.add(rules_change("a.b", None, staff))
+    log.add(rules_change("a.b", "o1", staff))
+    log.add(rules_change("a.b", "o1"))
+    groups = group_by_tenant(decoded(log))
+    system, org = plan_tenant(None, groups[None], {}), plan_tenant("o1", groups["o1"], {})
+    assert set(system.system) == {"a.b"} and system.system["a.b"].enabled is True  # the setting, untouched
+    assert set(org.overrides) == {OverrideKey("org", "", "", "a.b")} and org.overrides[
+        OverrideKey("org", "", "", "a.b")
+    ].enabled is False  # fmt: skip
+    row = system.rules["flag/a.b/system/rules"]
+    assert row is not None and (row.flag_key, orjson.loads(row.rules)) == ("a.b", [staff]) and row.version == 1
+    assert org.rules == {"org/o1/flag/a.b/rules": None}  # set, then emptied in the same batch: delete
+    assert CATALOG in system.invalidations and CacheTarget("org", "o1") in org.invalidations
+    tables = staged_rows([system, org])
+    assert [r[:3] for r in tables["stage_rules"]] == [("flag/a.b/system/rules", None, "a.b")]
+    assert tables["stage_rule_deletes"] == [("o1", "org/o1/flag/a.b/rules")]
+    assert all(len(r) == len(COLUMNS["stage_rules"]) for r in tables["stage_rules"])

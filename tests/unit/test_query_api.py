@@ -148,7 +148,7 @@ async def test_openapi_documents_every_route_and_its_answers(client: httpx.Async
     assert ok["$ref"].endswith("/EvaluationOut")
     assert {"404", "422", "503"} <= set(single["responses"])
     params = {p["name"]: p for p in single["parameters"]}
-    assert set(params) == {"org_id", "flag_key", "platform", "user"}
+    assert set(params) == {"org_id", "flag_key", "platform", "user", "context"}
     assert params["platform"]["schema"]["enum"] == [p.value for p in Platform]
     assert (await client.get("/docs")).status_code == 200
     assert (await client.get("/healthz")).json() == {"status": "ok"}

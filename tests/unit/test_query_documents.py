@@ -118,7 +118,9 @@ def test_an_evaluation_renders_with_its_rollout_and_event() -> None:
     assert answer["event"]["version"] == 2 and answer["event"]["id"] != str(set_.event_id)
     body = orjson.loads(rendering.dumps(answer))
     assert body["event"]["occurred_at"].endswith("Z")
-    fields = {"flag_key", "value", "reason", "level", "error_code", "variant", "explanation", "rollout", "event"}
+    fields = {
+        "flag_key", "value", "reason", "level", "error_code", "variant", "rule", "explanation", "rollout", "event"
+    }  # fmt: skip
     assert set(body) == fields
 
 

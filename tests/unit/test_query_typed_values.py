@@ -137,5 +137,5 @@ async def test_a_boolean_answer_keeps_its_shape(world: World) -> None:
     assert list(body["metadata"]) == ["level", "eventId", "version"]
     native = (await world.send("GET", f"/v1/orgs/{ORG}/flags/c.release", ORG, params={"user": "u1"})).json()
     assert list(native) == [
-        "flag_key", "value", "reason", "level", "error_code", "variant", "explanation", "rollout", "event"
+        "flag_key", "value", "reason", "level", "error_code", "variant", "rule", "explanation", "rollout", "event"
     ]  # fmt: skip

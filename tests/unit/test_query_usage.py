@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from flagcore import Evaluation, Reason
+from services.query.contexts import Context
 from services.query.errors import UnknownFlag
 from services.query.usage import (
     RETENTION_MINUTES,
@@ -36,12 +37,16 @@ class Catalogue:
 
     flags = ("a.one", "b.two")
 
-    async def evaluate(self, org_id: str, flag_key: str, *, platform: str | None, user_id: str | None) -> Evaluation:
+    async def evaluate(
+        self, org_id: str, flag_key: str, *, platform: str | None, user_id: str | None, context: Context = None
+    ) -> Evaluation:
         if flag_key not in self.flags:
             raise UnknownFlag(flag_key)
         return Evaluation(flag_key, True, Reason.STATIC)
 
-    async def evaluate_all(self, org_id: str, *, platform: str | None, user_id: str | None) -> list[Evaluation]:
+    async def evaluate_all(
+        self, org_id: str, *, platform: str | None, user_id: str | None, context: Context = None
+    ) -> list[Evaluation]:
         return [Evaluation(k, False, Reason.DEFAULT) for k in self.flags]
 
 
