@@ -27,7 +27,17 @@ from services.auth.http import Caller
 from services.auth.policy import Action, Principal, authorize
 from services.command.dependencies import Audit, Service
 from services.command.errors import InvalidCommand, UnknownFlag
-from services.command.history import Cursor, HistoryFilter, HistoryLevel, InvalidCursor, csv_lines, entry, parse_instant
+from services.command.history import (
+    Cursor,
+    HistoryFilter,
+    HistoryLevel,
+    InvalidCursor,
+    csv_lines,
+    entry,
+    parse_instant,
+    rules_scope,
+    setting_scope,
+)
 from services.command.ports import AuditTrail
 from services.command.rollback import RollbackTarget, StreamRollback, rollback, rollback_reason
 from services.command.routing import FlagKeyPath, FlagKeyQuery, error_responses, event_summary
@@ -292,7 +302,9 @@ async def rollback_org(
 
 async def _is_live(service: CommandService, stream: str) -> bool:
     """An archived flag takes no changes: an org-wide rollback leaves its overrides as they are."""
-    definition = (await service.stream_head(definition_stream(stream.rsplit("/", 1)[-1]))).value
+    found = rules_scope(stream) or setting_scope(stream)
+    flag_key = found[1] if found is not None else stream.rsplit("/", 1)[-1]
+    definition = (await service.stream_head(definition_stream(flag_key))).value
     return definition is not None and not definition.get("archived")
 
 
