@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from events import Platform, Scope, definition_stream
+from events.changes import rules_stream
 from events.fields import FlagKey, UserId
 from events.vocabulary import ORG_ID_PATTERN
 from services.auth.http import Caller
@@ -329,4 +330,7 @@ async def rollback_system(
     await _live_flag(service, flag_key)
     definition, system = definition_stream(flag_key), Scope.system().stream(flag_key)
     streams = [definition, system] if body.version is None else [definition if body.definition else system]
+    rules = rules_stream(Scope.system(), flag_key)
+    if body.version is None and (await service.stream_head(rules)).version:  # the system's rules, once it had any
+        streams.append(rules)
     return await _run(service, audit, streams, target, body, caller, response)

@@ -233,3 +233,18 @@ def test_an_org_rollback_restores_its_rules(http: httpx.Client, one_flag: bool) 
     assert [r["id"] for r in http.get(path).json()["rules"]] == ["staff"]
     again = write(http, "POST", f"/v1/orgs/{org}/rollback", status=200, **target)
     assert not again["changed"]
+
+
+def test_a_flags_rollback_restores_the_systems_rules_once_it_had_any(http: httpx.Client) -> None:
+    key = theme_flag(http)
+    write(http, "PUT", f"/v1/flags/{key}/system", enabled=True)
+    time.sleep(0.05)
+    before_rules = datetime.now(UTC)
+    time.sleep(0.05)
+    plain = write(http, "POST", f"/v1/flags/{key}/rollback", status=200, at=_iso(before_rules))
+    assert [s["stream"] for s in plain["streams"]] == [f"flag/{key}", f"flag/{key}/system"]  # no rules: as before
+    write(http, "PUT", f"/v1/flags/{key}/rules", rules=[STAFF])
+    back = write(http, "POST", f"/v1/flags/{key}/rollback", at=_iso(before_rules))
+    restored = {s["stream"]: s["changed"] for s in back["streams"]}
+    assert restored == {f"flag/{key}": False, f"flag/{key}/system": False, f"flag/{key}/system/rules": True}
+    assert http.get(f"/v1/flags/{key}/rules").json()["rules"] == []
