@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from events import Platform
-from flagctl import audit, notify, semantics, timetravel, typed
+from flagctl import audit, notify, rules, semantics, timetravel, typed
 from flagctl.errors import ApiError, UsageError
 from flagctl.report import report_change
 
@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_flags)
     semantics.register(sub, p)
 
+    rules.register(sub)
     timetravel.register(audit.add_parser(sub))
     notify.register(sub)
 

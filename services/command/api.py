@@ -59,6 +59,8 @@ from services.command.metrics import install_metrics
 from services.command.middleware import RequestGuard
 from services.command.ports import EventStore, RelayView
 from services.command.routing import CHANGE_RESPONSES, ERRORS, FlagKeyPath, FlagKeyQuery, given, meta, run
+from services.command.rules_api import reads as rules_reads
+from services.command.rules_api import router as rules_router
 from services.command.schemas import (
     ArchiveFlagRequest,
     ChangeResult,
@@ -130,7 +132,9 @@ def create_app(
     app.include_router(_probes)
     app.include_router(_writes, dependencies=[Depends(_charge_write)])
     app.include_router(level_router, dependencies=[Depends(_charge_write)])
+    app.include_router(rules_router, dependencies=[Depends(_charge_write)])
     app.include_router(_reads)
+    app.include_router(rules_reads)
     app.include_router(key_router, dependencies=[Depends(_charge_write)])
     app.include_router(audit_router, dependencies=[Depends(_charge_write)])
     app.include_router(subscription_router, dependencies=[Depends(_charge_write)])

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from events import ForeignRecordAcknowledged, Platform, Scope, definition_stream
+from events.changes import rules_stream
 from events.fields import FlagKey, UserId
 from events.log_records import SHA256_PATTERN
 from events.vocabulary import ORG_ID_PATTERN
@@ -28,7 +29,17 @@ from services.auth.http import Caller
 from services.auth.policy import Action, Forbidden, Principal, authorize
 from services.command.dependencies import Audit, Service, Wired
 from services.command.errors import InvalidCommand, UnknownFlag
-from services.command.history import Cursor, HistoryFilter, HistoryLevel, InvalidCursor, csv_lines, entry, parse_instant
+from services.command.history import (
+    Cursor,
+    HistoryFilter,
+    HistoryLevel,
+    InvalidCursor,
+    csv_lines,
+    entry,
+    parse_instant,
+    rules_scope,
+    setting_scope,
+)
 from services.command.ports import AuditTrail
 from services.command.rollback import RollbackTarget, StreamRollback, rollback, rollback_reason
 from services.command.routing import FlagKeyPath, FlagKeyQuery, error_responses, event_summary
@@ -293,7 +304,9 @@ async def rollback_org(
 
 async def _is_live(service: CommandService, stream: str) -> bool:
     """An archived flag takes no changes: an org-wide rollback leaves its overrides as they are."""
-    definition = (await service.stream_head(definition_stream(stream.rsplit("/", 1)[-1]))).value
+    found = rules_scope(stream) or setting_scope(stream)
+    flag_key = found[1] if found is not None else stream.rsplit("/", 1)[-1]
+    definition = (await service.stream_head(definition_stream(flag_key))).value
     return definition is not None and not definition.get("archived")
 
 
@@ -318,6 +331,9 @@ async def rollback_system(
     await _live_flag(service, flag_key)
     definition, system = definition_stream(flag_key), Scope.system().stream(flag_key)
     streams = [definition, system] if body.version is None else [definition if body.definition else system]
+    rules = rules_stream(Scope.system(), flag_key)
+    if body.version is None and (await service.stream_head(rules)).version:  # the system's rules, once it had any
+        streams.append(rules)
     return await _run(service, audit, streams, target, body, caller, response)
 
 

@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Any, Final, Literal
 
 from events import Actor, FlagKind, Scope, ValueType, Variant, definition_stream
+from events.changes import rules_stream
 
 
 class _Unset(Enum):
@@ -140,6 +141,21 @@ class CancelScheduledSetting(_AtScope):
     effective_at: datetime
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SetRules(_AtScope):
+    """Replace the flag's ordered targeting rules at the system level or for one org (empty: none).
+
+    `rules` is the request's list as plain JSON data; `services.command.rules` checks it against the event
+    model and the flag's variants, naming the field of the first refusal (`rules.2.conditions.0.values`).
+    """
+
+    rules: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def stream(self) -> str:
+        return rules_stream(self.scope, self.flag_key)
+
+
 AnyCommand = (
     DefineFlag
     | UpdateFlag
@@ -150,4 +166,5 @@ AnyCommand = (
     | ClearOverride
     | ScheduleSetting
     | CancelScheduledSetting
+    | SetRules
 )

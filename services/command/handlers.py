@@ -30,6 +30,7 @@ from events import (
     Scope,
     SettingScheduled,
     SystemDefaultSet,
+    TargetingRulesSet,
     UserOverrideCleared,
     UserOverrideSet,
     ValueType,
@@ -49,10 +50,12 @@ from services.command.commands import (
     EngageKillSwitch,
     ReleaseKillSwitch,
     ScheduleSetting,
+    SetRules,
     SetSetting,
     UpdateFlag,
 )
 from services.command.errors import InvalidCommand, UnknownFlag
+from services.command.rules import checked_rules
 from services.command.typed import checked_selection, checked_values
 
 Value = dict[str, Any] | None
@@ -90,6 +93,10 @@ def decide(command: AnyCommand, *, current: Value, definition: Value, now: datet
         case CancelScheduledSetting():
             require_live_flag(command.flag_key, definition)
             return _cancel(command, current, now)
+        case SetRules():
+            require_live_flag(command.flag_key, definition)
+            assert definition is not None
+            return _set_rules(command, current, Definition.from_value(command.flag_key, definition))
     raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
 
 
@@ -275,6 +282,16 @@ def _selection(command: SetSetting, definition: Definition) -> dict[str, Any]:
     if split is not None:
         return {"split": [{"name": arm.name, "weight": arm.weight} for arm in split]}
     return {}
+
+
+def _set_rules(command: SetRules, current: Value, definition: Definition) -> list[FlagChange]:
+    """The full new list replaces the old; the same list again (or clearing none) writes nothing."""
+    scope = command.scope
+    if scope.level not in (Level.SYSTEM, Level.ORG):
+        raise InvalidCommand("targeting rules sit at the system level or an org's", field="level")
+    rules = checked_rules(definition, command.rules)
+    change = _build(TargetingRulesSet, flag_key=command.flag_key, level=scope.level, org_id=scope.org_id, rules=rules)
+    return [change] if transition(current, change) != current else []
 
 
 def _at(scope: Scope) -> dict[str, Any]:

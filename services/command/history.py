@@ -33,6 +33,7 @@ __all__ = [
     "entry",
     "level_of",
     "parse_instant",
+    "rules_scope",
     "setting_scope",
 ]
 
@@ -79,6 +80,16 @@ def setting_scope(stream: str) -> tuple[Scope, str] | None:
             return Scope.for_platform(org, platform), flag
         case HistoryLevel.USER, ["org", org, "user", user, "flag", flag]:
             return Scope.user(org, user), flag
+    return None
+
+
+def rules_scope(stream: str) -> tuple[Scope, str] | None:
+    """The level and flag key of a targeting-rules stream (`flag/{key}/system/rules`, `org/{org}/flag/{key}/rules`)."""
+    match stream.split("/"):
+        case ["flag", flag, "system", "rules"]:
+            return Scope.system(), flag
+        case ["org", org, "flag", flag, "rules"]:
+            return Scope.org(org), flag
     return None
 
 

@@ -80,7 +80,8 @@ PlatformScope = Annotated[Scope, Depends(_platform)]
 UserScope = Annotated[Scope, Depends(_user)]
 
 
-def _authorize(caller: Principal, scope: Scope) -> None:
+def authorize_scope(caller: Principal, scope: Scope) -> None:
+    """A level is a system admin's (the system level) or its org's admins' (any level of one org)."""
     if scope.org_id is None:
         authorize(caller, Action.MANAGE_FLAGS)
     else:
@@ -90,7 +91,7 @@ def _authorize(caller: Principal, scope: Scope) -> None:
 async def _set(
     scope: Scope, flag_key: str, body: SettingRequest, service: Service, caller: Principal, response: Response
 ) -> ChangeResult:
-    _authorize(caller, scope)
+    authorize_scope(caller, scope)
     command = SetSetting(
         scope=scope,
         flag_key=flag_key,
@@ -112,14 +113,14 @@ def _split(split: list[VariantIn] | Unset | None) -> tuple[Variant, ...] | Unset
 async def _clear(
     scope: Scope, flag_key: str, body: ClearRequest, service: Service, caller: Principal, response: Response
 ) -> ChangeResult:
-    _authorize(caller, scope)
+    authorize_scope(caller, scope)
     return await run(service, ClearOverride(scope=scope, flag_key=flag_key, **meta(body, caller)), response)
 
 
 async def _schedule(
     scope: Scope, flag_key: str, body: ScheduleRequest, service: Service, caller: Principal, response: Response
 ) -> ChangeResult:
-    _authorize(caller, scope)
+    authorize_scope(caller, scope)
     command = ScheduleSetting(
         scope=scope,
         flag_key=flag_key,
@@ -134,7 +135,7 @@ async def _schedule(
 async def _unschedule(
     scope: Scope, flag_key: str, body: CancelScheduleRequest, service: Service, caller: Principal, response: Response
 ) -> ChangeResult:
-    _authorize(caller, scope)
+    authorize_scope(caller, scope)
     command = CancelScheduledSetting(
         scope=scope, flag_key=flag_key, effective_at=body.effective_at, **meta(body, caller)
     )

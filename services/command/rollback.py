@@ -6,7 +6,8 @@ force at the instant (after the stream's last event at or before it, with the
 scheduled steps due by then applied), or right after the given version. A
 `SetSetting` or `ClearOverride` reaches it, then every step scheduled since the
 target (pending now, not pending then) is cancelled; steps are never re-created.
-A definition gets its attributes (kind, description, owner, group, variants or
+A level's targeting rules get their list back whole (a `SetRules`). A definition
+gets its attributes (kind, description, owner, group, variants or
 a typed flag's variants and their values, default and off variants, expiry) and
 kill switch back by an `UpdateFlag` and, if need be, a kill-switch change;
 archiving is final.
@@ -38,11 +39,12 @@ from services.command.commands import (
     ClearOverride,
     EngageKillSwitch,
     ReleaseKillSwitch,
+    SetRules,
     SetSetting,
     UpdateFlag,
 )
 from services.command.errors import InvalidCommand
-from services.command.history import HistoryLevel, level_of, setting_scope
+from services.command.history import HistoryLevel, level_of, rules_scope, setting_scope
 from services.command.ports import StoredValue
 from services.command.service import CommandService, utc_now
 
@@ -129,6 +131,8 @@ async def rollback(
     for stream, (version, value) in goals:
         if level_of(stream) is HistoryLevel.DEFINITION:
             done.append(await _restore_definition(service, stream, version, value, reason=text, actor=actor))
+        elif rules_scope(stream) is not None:
+            done.append(await _restore_rules(service, stream, version, value, reason=text, actor=actor))
         else:  # a stored value may hold steps that fell due before the target: apply them
             goal = caught_up(value, target.at)
             done.append(await _restore(service, stream, version, goal, reason=text, actor=actor))
@@ -210,6 +214,25 @@ async def _restore(
             cancel = CancelScheduledSetting(effective_at=at, expected_version=head.version, **meta)
             events += (await service.execute(cancel)).events
             head = await service.stream_head(stream)
+    return StreamRollback(stream, goal_version, goal, head.version, events)
+
+
+async def _restore_rules(
+    service: CommandService, stream: str, goal_version: int, goal: Value, *, reason: str, actor: Actor
+) -> StreamRollback:
+    """A level's targeting rules as they were: the list then, set again whole (none then: cleared)."""
+    found = rules_scope(stream)
+    assert found is not None
+    scope, flag_key = found
+    head = await service.stream_head(stream)
+    events: list[Envelope] = []
+    if head.value != goal:
+        rules = tuple((goal or {}).get("rules") or ())
+        command = SetRules(
+            scope=scope, flag_key=flag_key, rules=rules, expected_version=head.version, reason=reason, actor=actor
+        )
+        events += (await service.execute(command)).events
+        head = await service.stream_head(stream)
     return StreamRollback(stream, goal_version, goal, head.version, events)
 
 

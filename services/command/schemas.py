@@ -7,6 +7,7 @@ accept can be recorded. Strict booleans and integers: `"true"` or `50.5` is a
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -30,6 +31,16 @@ from pydantic.json_schema import SkipJsonSchema
 from events import FlagKind, ValueType
 from events.fields import FlagKey
 from events.fields import Reason as EventReason
+from events.targeting import (
+    ATTRIBUTE_PATTERN,
+    MAX_CONDITIONS,
+    MAX_REGEX_LENGTH,
+    MAX_RULES,
+    MAX_VALUE_LENGTH,
+    MAX_VALUES,
+    RULE_ID_PATTERN,
+    Operator,
+)
 from events.vocabulary import (
     MAX_OBJECT_VALUE_BYTES,
     MAX_STRING_VALUE,
@@ -300,6 +311,96 @@ class CancelScheduleRequest(WriteRequest):
 
 class KillSwitchRequest(WriteRequest):
     pass
+
+
+# --- targeting rules ---------------------------------------------------------------
+
+
+def _scalar(value: Any) -> str | bool | int | float:
+    """A condition's value: a JSON string (at most the limit), number (finite) or boolean, nothing else."""
+    if type(value) is bool:
+        return value  # type: ignore[no-any-return]
+    if type(value) is int:
+        if not -(2**63) <= value <= 2**63 - 1:
+            raise ValueError("an integer value is within the signed 64-bit range")
+        return value  # type: ignore[no-any-return]
+    if type(value) is float:
+        if not math.isfinite(value):
+            raise ValueError("a number is finite")
+        return value
+    if type(value) is str:
+        if len(value) > MAX_VALUE_LENGTH:
+            raise ValueError(f"a value is at most {MAX_VALUE_LENGTH} characters")
+        return value
+    raise ValueError("a value is a string, a number or a boolean")
+
+
+ConditionValue = Annotated[
+    str | bool | int | float,
+    PlainValidator(
+        _scalar,
+        json_schema_input_type=Annotated[str, StringConstraints(max_length=MAX_VALUE_LENGTH)]
+        | bool
+        | Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+        | float,
+    ),
+]
+
+
+class ConditionIn(_Body):
+    """`attribute operator values`, e.g. `email ends_with ["@acme.com"]`."""
+
+    attribute: str = Field(
+        max_length=64,
+        pattern=ATTRIBUTE_PATTERN,
+        description="A context attribute (`email`, `plan`, `country`, `app_version`, `ip`, any custom name) or"
+        " the call's own `targeting_key`, `org`, `platform`.",
+    )
+    operator: Operator = Field(description="What is asked of the attribute (docs/flag-semantics.md#targeting-rules).")
+    values: list[ConditionValue] = Field(
+        default=[],
+        max_length=MAX_VALUES,
+        description=(
+            f"None for exists / not_exists; 1–{MAX_VALUES} for in / not_in / in_cidr; exactly one for every other"
+            " operator. A number (finite) for lt / lte / gt / gte; a string for the text, regex, semver, instant and"
+            f" CIDR operators: an RE2 pattern of at most {MAX_REGEX_LENGTH} characters (matches), a semantic version"
+            " (semver_*), an ISO 8601 instant naming its UTC offset (before / after), a network with its host bits"
+            f" unset (in_cidr). A string is at most {MAX_VALUE_LENGTH} characters."
+        ),
+    )
+    case_sensitive: StrictBool = Field(
+        default=True, description="False: equality and text operators casefolded, `matches` case-insensitive."
+    )
+
+
+class RuleIn(_Body):
+    """When every condition holds, serve `variant`, or the subject's arm of `split` (exactly one of the two)."""
+
+    id: str = Field(max_length=64, pattern=RULE_ID_PATTERN, description="Names the rule in answers; unique in its list")
+    conditions: list[ConditionIn] = Field(
+        min_length=1, max_length=MAX_CONDITIONS, description=f"1–{MAX_CONDITIONS} conditions, all of which must hold."
+    )
+    variant: ChosenVariant | None = Field(default=None, description="A variant the flag names (not with `split`).")
+    split: Split | None = Field(default=None, description="A weighted split of the flag's variants (not with variant).")
+
+
+class RulesRequest(WriteRequest):
+    """The level's full new list of targeting rules, tried in order (`[]`: none)."""
+
+    rules: list[RuleIn] = Field(
+        max_length=MAX_RULES,
+        description=f"0–{MAX_RULES} rules, ids unique; the whole request is also bounded by FLAGS_MAX_BODY_BYTES.",
+    )
+
+
+class ClearRulesRequest(WriteRequest):
+    pass
+
+
+class RulesOut(BaseModel):
+    stream: str = Field(description="The level's rules stream, e.g. `org/acme/flag/checkout.theme/rules`.")
+    version: int = Field(description="The stream's version (0: never set); give it as `expected_version`.")
+    rules: list[dict[str, Any]] = Field(description="The rules in force, in order, as recorded (`[]`: none).")
 
 
 # --- answers ---------------------------------------------------------------------

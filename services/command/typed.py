@@ -17,7 +17,7 @@ from events.values import TypedValueError, check_typed
 from flagcore.model import Definition
 from services.command.errors import InvalidCommand
 
-__all__ = ["checked_selection", "checked_values"]
+__all__ = ["checked_selection", "checked_values", "unstorable"]
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what OpenFeature's typed SDKs (Go, Java, .NET) hold
 
@@ -52,12 +52,15 @@ def checked_values(
     return recorded
 
 
-def checked_selection(definition: Definition, variant: str | None, split: Sequence[Variant] | None) -> None:
-    """A level serves one variant or a split, of variants the flag names (a boolean: on, off, its arms)."""
+def checked_selection(
+    definition: Definition, variant: str | None, split: Sequence[Variant] | None, *, at: str = ""
+) -> None:
+    """A level (or a targeting rule: `at` is its field path, `rules.2.`) serves one variant or a split, of
+    variants the flag names (a boolean: on, off, its arms)."""
     if variant is not None and split is not None:
-        raise _refused("split", "a level serves one variant or a split, not both")
-    chosen = [("variant", variant)] if variant is not None else []
-    chosen += [(f"split.{i}.name", arm.name) for i, arm in enumerate(split or ())]
+        raise _refused(f"{at}split", "a level serves one variant or a split, not both")
+    chosen = [(f"{at}variant", variant)] if variant is not None else []
+    chosen += [(f"{at}split.{i}.name", arm.name) for i, arm in enumerate(split or ())]
     for field, name in chosen:
         if not definition.known(name):
             raise _refused(field, f"unknown variant {name!r} (known: {', '.join(_names(definition))})")
@@ -78,13 +81,13 @@ def _recorded(value_type: ValueType, name: str, value: Any) -> Any:
             raise _refused(field, "out of range for a float value") from None
     if value_type is ValueType.INTEGER and type(value) is int and not INT64_MIN <= value <= INT64_MAX:
         raise _refused(field, "an integer value is within the signed 64-bit range")
-    problem = _unstorable(value)
+    problem = unstorable(value)
     if problem is not None:
         raise _refused(field, problem)
     return value
 
 
-def _unstorable(value: Any) -> str | None:
+def unstorable(value: Any) -> str | None:
     """What no reader could store or parse back: NUL or a lone surrogate in a string or key (neither is UTF-8
     that PostgreSQL holds), a number that is not finite (not JSON)."""
     pending = [value]

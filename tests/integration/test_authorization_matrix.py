@@ -344,6 +344,33 @@ async def release_kill_switch(w: World, _: str, __: bool) -> Req:
     return Req("DELETE", f"/v1/flags/{key}/kill-switch", _body())
 
 
+def _rules_path(w: World, target: str) -> str:
+    """The spare flag's rules at the system level or in the target org (the seeded flag's read models stay put)."""
+    flag = w.t.spare
+    return f"/v1/flags/{flag}/rules" if target == "system" else f"/v1/orgs/{w.org(target)}/flags/{flag}/rules"
+
+
+def _rules(w: World) -> list[dict[str, Any]]:
+    """A list no earlier request set (a fresh id), so a write of it always writes."""
+    condition = {"attribute": "plan", "operator": "equals", "values": ["pro"]}
+    return [{"id": f"r{w.next()}", "conditions": [condition], "variant": "on"}]
+
+
+async def set_rules(w: World, target: str, _: bool) -> Req:
+    return Req("PUT", _rules_path(w, target), _body(rules=_rules(w)))
+
+
+async def clear_rules(w: World, target: str, _: bool) -> Req:
+    path = _rules_path(w, target)
+    await w.setup("PUT", path, _body(rules=_rules(w)))  # live rules: a clear that got through would write
+    await _settled(w)
+    return Req("DELETE", path, _body())
+
+
+async def get_rules(w: World, target: str, _: bool) -> Req:
+    return Req("GET", _rules_path(w, target))
+
+
 async def stale_report(w: World, _: str, __: bool) -> Req:
     return Req("GET", "/v1/reports/stale-flags", params={"days": "30"})
 
@@ -493,6 +520,13 @@ MATRIX: dict[tuple[str, str, str], Row] = {
         cancel_step(2), OWN_OTHER, OVERRIDE_WRITE
     ),
     ("command", "GET", "/v1/reports/stale-flags"): Row(stale_report, ("all",), SYSTEM_READ),
+    # targeting rules: written like the level's setting; the system's read as the catalogue, an org's as its audit
+    ("command", "PUT", "/v1/flags/{flag_key}/rules"): Row(set_rules, ("system",), SYSTEM_WRITE),
+    ("command", "DELETE", "/v1/flags/{flag_key}/rules"): Row(clear_rules, ("system",), SYSTEM_WRITE),
+    ("command", "GET", "/v1/flags/{flag_key}/rules"): Row(get_rules, ("system",), {role: (200,) for role in ROLES}),
+    ("command", "PUT", "/v1/orgs/{org_id}/flags/{flag_key}/rules"): Row(set_rules, OWN_OTHER, OVERRIDE_WRITE),
+    ("command", "DELETE", "/v1/orgs/{org_id}/flags/{flag_key}/rules"): Row(clear_rules, OWN_OTHER, OVERRIDE_WRITE),
+    ("command", "GET", "/v1/orgs/{org_id}/flags/{flag_key}/rules"): Row(get_rules, OWN_OTHER, AUDIT_READ),
     ("query", "GET", "/v1/orgs/{org_id}/schedules"): Row(schedules, OWN_OTHER, AUDIT_READ),
     # console gaps: how many orgs override each flag (a count across every org: system-wide readers)
     ("query", "GET", "/v1/reports/override-counts"): Row(override_counts, ("all",), SYSTEM_READ),
