@@ -25,7 +25,6 @@ import pytest
 import redis
 
 from services.infra.cache_keys import CacheKeys
-
 from services.infra.settings import Settings
 from services.query.adapters import InvalidationListener
 from tests.support.processes import free_port
