@@ -12,7 +12,16 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from events import Actor, Change, ForeignRecordAcknowledged, OrgOverrideSet, PlatformOverrideSet, RolloutPercentageSet, hash_of, to_record
+from events import (
+    Actor,
+    Change,
+    ForeignRecordAcknowledged,
+    OrgOverrideSet,
+    PlatformOverrideSet,
+    RolloutPercentageSet,
+    hash_of,
+    to_record,
+)
 from events.changes import FlagDefined
 from events.vocabulary import Level
 from flagcore import StreamHead
