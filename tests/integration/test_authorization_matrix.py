@@ -13,6 +13,7 @@ failed-auth throttle, which is in force, never blocks the suite).
 from __future__ import annotations
 
 import itertools
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -337,6 +338,12 @@ async def engage_kill_switch(w: World, _: str, __: bool) -> Req:
     return Req("POST", f"/v1/flags/{key}/kill-switch", _body())
 
 
+async def acknowledge_foreign_record(w: World, _: str, __: bool) -> Req:
+    """A place no other call names: each allowed call is a first acknowledgement (201), never a 409."""
+    offset = secrets.randbelow(2**62)
+    return Req("POST", "/v1/audit/foreign-records", _body(partition=0, offset=offset, sha256="ab" * 32))
+
+
 async def release_kill_switch(w: World, _: str, __: bool) -> Req:
     key = await _ops_flag(w)
     await w.setup("POST", f"/v1/flags/{key}/kill-switch", _body())
@@ -499,6 +506,7 @@ MATRIX: dict[tuple[str, str, str], Row] = {
     # flag semantics: kill switches (system admins), schedules at every scope, the stale report
     ("command", "POST", "/v1/flags/{flag_key}/kill-switch"): Row(engage_kill_switch, ("system",), SYSTEM_WRITE),
     ("command", "DELETE", "/v1/flags/{flag_key}/kill-switch"): Row(release_kill_switch, ("system",), SYSTEM_WRITE),
+    ("command", "POST", "/v1/audit/foreign-records"): Row(acknowledge_foreign_record, ("system",), SYSTEM_WRITE),
     ("command", "PUT", "/v1/flags/{flag_key}/system/schedule"): Row(schedule_step(-1), ("system",), SYSTEM_WRITE),
     ("command", "DELETE", "/v1/flags/{flag_key}/system/schedule"): Row(cancel_step(-1), ("system",), SYSTEM_WRITE),
     ("command", "PUT", "/v1/orgs/{org_id}/flags/{flag_key}/schedule"): Row(
