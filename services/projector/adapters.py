@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from flaglog import DeadLetter
 from services.infra.cache_keys import CacheKeys
+from services.observability import tracing
 from services.projector.cache_targets import CacheTarget
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class RedisInvalidator:
     """After a commit: DEL the changed documents and PUBLISH one message per document.
 
     Failures are logged, never raised: the projection is committed already and
-    cached documents expire on their own.
+    cached documents expire on their own. Traced, it is a client span (a child of the batch's).
     """
 
     def __init__(self, redis: Redis, keys: CacheKeys) -> None:
@@ -71,12 +72,16 @@ class RedisInvalidator:
         ordered = sorted(set(targets))
         if not ordered:
             return True
-        try:
-            await self._script(
-                keys=[cache_key(self._keys, t) for t in ordered],
-                args=[self._keys.invalidation_channel, *(orjson.dumps(t.message()) for t in ordered)],
-            )
-        except (RedisError, OSError) as exc:
-            log.warning("cache invalidation of %d documents failed (they expire by TTL): %s", len(ordered), exc)
-            return False
+        attributes = {"db.system": "redis", "db.operation.name": "EVALSHA", "flagstream.documents": len(ordered)}
+        with tracing.span("invalidate redis", attributes=attributes, kind="client") as span:
+            try:
+                await self._script(
+                    keys=[cache_key(self._keys, t) for t in ordered],
+                    args=[self._keys.invalidation_channel, *(orjson.dumps(t.message()) for t in ordered)],
+                )
+            except (RedisError, OSError) as exc:
+                log.warning("cache invalidation of %d documents failed (they expire by TTL): %s", len(ordered), exc)
+                if span is not None:
+                    span.fail(exc)
+                return False
         return True
