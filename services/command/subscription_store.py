@@ -30,7 +30,7 @@ from flagcore.subscriptions import SubscriptionBook, SubscriptionView
 from services.command import chain
 from services.command.errors import VersionConflict
 from services.command.eventstore.driver_errors import translated
-from services.command.eventstore.writes import FLAG_LOCK_SPACE, log_accepted, read_head, write_events
+from services.command.eventstore.writes import FLAG_LOCK_SPACE, read_head, write_events
 from services.command.tenancy import writer_for
 from services.infra.postgres import scoped_transaction
 from services.infra.tenancy import Tenancy
@@ -67,7 +67,6 @@ class PostgresSubscriptionStore:
             if exc.constraint_name != "event_store_pkey":
                 raise
             raise VersionConflict(stream, (await self._head_version(writer, stream)), expected_version) from exc
-        log_accepted([envelope])
         return envelope
 
     async def list(self, *, org_id: str | None) -> list[SubscriptionView]:

@@ -61,7 +61,7 @@ class RedisInvalidator:
     """After a commit: DEL the changed documents and PUBLISH one message per document.
 
     Failures are logged, never raised: the projection is committed already and
-    cached documents expire on their own. Traced, it is a client span (a child of the batch's).
+    cached documents expire on their own.
     """
 
     def __init__(self, redis: Redis, keys: CacheKeys) -> None:
@@ -72,6 +72,7 @@ class RedisInvalidator:
         ordered = sorted(set(targets))
         if not ordered:
             return True
+        # Traced: a client span, a child of the span current where it is called (the projector's batch).
         attributes = {"db.system": "redis", "db.operation.name": "EVALSHA", "flagstream.documents": len(ordered)}
         with tracing.span("invalidate redis", attributes=attributes, kind="client") as span:
             try:

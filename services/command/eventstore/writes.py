@@ -238,3 +238,4 @@ def _row(e: Envelope) -> tuple[object, ...]:
         e.hash,
         e.to_json(),
     )
+
