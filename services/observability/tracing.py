@@ -228,18 +228,28 @@ def start_span(
     name: str,
     *,
     parent: str | None = None,
+    links: Sequence[str] = (),
     attributes: Mapping[str, Any] | None = None,
     kind: Kind = "internal",
+    start_time_ns: int | None = None,
 ) -> OpenSpan | None:
     """A span that is not made current (None while tracing is off): its traceparent goes on a record.
 
     `parent` that is missing or not valid: a new trace (never the caller's current span, which a
-    background task such as the relay does not have)."""
+    background task such as the relay does not have). `start_time_ns` (`time.time_ns()`) dates a
+    span that stands for work already under way."""
     tracer = _state.tracer
     if tracer is None:
         return None
     context = _context(parent) or Context()
-    otel_span = tracer.start_span(name, context=context, attributes=attributes, kind=_kind(kind))
+    otel_span = tracer.start_span(
+        name,
+        context=context,
+        links=_links(links),
+        attributes=attributes,
+        kind=_kind(kind),
+        start_time=start_time_ns,
+    )
     return OpenSpan(otel_span)
 
 
@@ -279,11 +289,10 @@ def _current(
     attributes: Mapping[str, Any] | None,
     kind: Kind,
 ) -> Iterator[OpenSpan | None]:
-    linked = [trace.Link(trace.get_current_span(c).get_span_context()) for c in map(_context, links) if c is not None]
     with tracer.start_as_current_span(
         name,
         context=_context(parent),
-        links=linked,
+        links=_links(links),
         attributes=attributes,
         kind=_kind(kind),
         record_exception=False,
@@ -296,6 +305,11 @@ def _current(
         except Exception as exc:
             ours.fail(exc)
             raise
+
+
+def _links(traceparents: Sequence[str]) -> list[trace.Link]:
+    contexts = (_context(tp) for tp in traceparents)
+    return [trace.Link(trace.get_current_span(c).get_span_context()) for c in contexts if c is not None]
 
 
 def _traceparent(otel_span: Span) -> str:

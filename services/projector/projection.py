@@ -75,6 +75,25 @@ Decoder = Callable[[RawRecord], Decoded | DeadLetter | None]
 MAX_LINKS = 32  # a batch span links at most this many other traces (the first traced record is its parent)
 
 
+def _record_spans(traced: Sequence[tuple[str, str]], batch: tracing.OpenSpan, started_ns: int) -> None:
+    """For each traced record the batch does not continue, a span in the record's own trace, as long as
+    the batch and linked to it: so every traced change shows its projection, not only the first one's."""
+    for traceparent, event_id in traced:
+        if tracing.trace_id_of(traceparent) == batch.trace_id:
+            continue
+        attributes = {"messaging.system": "kafka", "event_id": event_id}
+        record = tracing.start_span(
+            "project record",
+            parent=traceparent,
+            links=[batch.traceparent],
+            attributes=attributes,
+            kind="consumer",
+            start_time_ns=started_ns,
+        )
+        if record is not None:
+            record.end()
+
+
 def _traced(records: Sequence[RawRecord]) -> list[tuple[str, str]]:
     """(traceparent, event id) of each record that carries a valid trace context, in batch order."""
     found: list[tuple[str, str]] = []
@@ -129,7 +148,8 @@ class Projector:
         """Apply a consumed batch. Raises `InfrastructureError` (after a backoff) to have it redelivered.
 
         Traced (`services.observability.tracing` on): the batch is a consumer span continuing the trace
-        of its first traced record and linking the others' (up to `MAX_LINKS`); what it awaits (the Redis
+        of its first traced record and linking the others' (up to `MAX_LINKS`), each of which gets a
+        `project record` span of its own trace linked back to the batch; what the batch awaits (the Redis
         invalidation) is a child of it, and the traced records' events (as many) are logged with their traces.
         """
         if not tracing.enabled():
@@ -137,6 +157,7 @@ class Projector:
         traced = _traced(records)
         parents = [traceparent for traceparent, _ in traced]
         attributes = {"messaging.system": "kafka", "messaging.batch.message_count": len(records)}
+        started_ns = time.time_ns()
         with tracing.span(
             "project batch",
             parent=parents[0] if parents else None,
@@ -148,6 +169,8 @@ class Projector:
             if span is not None:
                 span.set("flagstream.applied", result.applied)
                 span.set("flagstream.dead_letters", result.dead_letters)
+        if span is not None:
+            _record_spans(traced[1 : 1 + MAX_LINKS], span, started_ns)
         for traceparent, event_id in traced[: 1 + MAX_LINKS]:
             ids = {"event_id": event_id, "trace_id": tracing.trace_id_of(traceparent)}
             if span is not None and ids["trace_id"] == span.trace_id:

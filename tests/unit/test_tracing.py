@@ -353,7 +353,12 @@ async def test_a_batch_continues_its_first_traced_record_and_links_the_others(sp
         logger.removeHandler(handler)
         logger.setLevel(level)
     assert result.applied == 3
-    (batch,) = spans.get_finished_spans()
+    finished = spans.get_finished_spans()
+    (batch,) = [s for s in finished if s.name == "project batch"]
+    (record,) = [s for s in finished if s.name == "project record"]  # OTHER's own piece of its trace
+    assert (trace_of(record), parent_id(record)) == (OTHER[3:35], OTHER[36:52])
+    assert [f"{link.context.span_id:016x}" for link in record.links] == [span_id(batch)]
+    assert record.start_time is not None and batch.start_time is not None and record.start_time <= batch.start_time
     assert batch.kind is SpanKind.CONSUMER
     assert (trace_of(batch), parent_id(batch)) == (CALLER_TRACE, CALLER_SPAN)
     assert [f"{link.context.trace_id:032x}" for link in batch.links] == [OTHER[3:35]]
