@@ -3,7 +3,10 @@
 The record value is the envelope's canonical JSON (so the bytes that were
 hashed are the bytes that travel); the `ce_*` headers let any CloudEvents
 consumer route and filter without parsing the body. The record key is the
-organisation, or `_system` for system-level changes.
+organisation, or `_system` for system-level changes. A traced change also carries
+its W3C trace context twice, additively (the value never changes): `traceparent`, the
+header OpenTelemetry's Kafka instrumentations read, and `ce_traceparent`, the
+CloudEvents distributed-tracing extension attribute in binary mode.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ SOURCE = "/flagstream/command"
 TYPE_PREFIX = "io.flagstream."
 CONTENT_TYPE = "application/json"
 ID_HEADER = "ce_id"  # the event id: what a reader of raw records (the relay, checking the topic's end) looks up
+TRACEPARENT_HEADER = "traceparent"  # W3C Trace Context, as on HTTP
+CE_TRACEPARENT_HEADER = "ce_traceparent"  # the CloudEvents distributed-tracing extension
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +55,13 @@ def attributes(envelope: Envelope) -> dict[str, str]:
     }
 
 
-def to_record(envelope: Envelope, value: bytes | None = None) -> Record:
-    """Map an envelope to a Kafka record; `value` may pass the stored canonical bytes."""
+def to_record(envelope: Envelope, value: bytes | None = None, *, traceparent: str | None = None) -> Record:
+    """Map an envelope to a Kafka record; `value` may pass the stored canonical bytes, `traceparent` the
+    change's trace context (the caller has checked it is one)."""
     headers = {f"ce_{name}": text for name, text in attributes(envelope).items()}
     headers["content-type"] = CONTENT_TYPE
+    if traceparent is not None:
+        headers[CE_TRACEPARENT_HEADER] = headers[TRACEPARENT_HEADER] = traceparent
     return Record(
         key=envelope.partition_key.encode(),
         value=value if value is not None else envelope.to_json(),

@@ -54,10 +54,11 @@ __all__ = ["decode_event", "decode_fast"]
 
 ENVELOPE_KEYS = frozenset(Envelope.model_fields)
 SPEC_VERSION_BYTES = SPEC_VERSION.encode()
-# What `events.to_record` writes; any other name (another case, an extra header) takes the full path.
+# What `events.to_record` writes (a traced change's trace context too); any other name (another case, an
+# extra header) takes the full path.
 HEADER_NAMES = frozenset(
     {"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject", "ce_streamversion", "ce_sequence",
-     "ce_partitionkey", "content-type"}
+     "ce_partitionkey", "content-type", "traceparent", "ce_traceparent"}
 )  # fmt: skip
 # `$` would also match before a final newline in Python; the models' regexes do not.
 FLAG_KEY = re.compile(FLAG_KEY_PATTERN.rstrip("$") + r"\Z")

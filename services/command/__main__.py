@@ -16,6 +16,7 @@ from granian.server.embed import Server
 
 from services.command.bootstrap import build_app
 from services.infra.settings import Settings
+from services.observability import tracing
 from services.observability.logs import configure_logging
 
 
@@ -37,7 +38,12 @@ async def serve(settings: Settings) -> int:
 def main() -> None:
     settings = Settings()
     configure_logging(settings.log_format)
-    sys.exit(asyncio.run(serve(settings)))
+    tracing.configure("flagstream-command")  # off unless OTEL_TRACES_EXPORTER / OTEL_EXPORTER_OTLP_ENDPOINT say
+    try:
+        code = asyncio.run(serve(settings))
+    finally:
+        tracing.shutdown()  # export the spans still pending
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,7 @@ from services.http import (
     rate_limited,
 )
 from services.infra.settings import Settings
+from services.observability.trace_requests import TraceRequests
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ def create_app(
     if settings.cors_origins:  # checked now: a bad origin stops the start, not the first request
         app.add_middleware(CORS, origins=[normalise_origin(o) for o in settings.cors_origins])
     app.add_middleware(SecurityHeaders, docs_paths=_DOCS_PATHS)
+    app.add_middleware(TraceRequests)  # a span per command, continuing the caller's traceparent
     install_metrics(app)  # /metrics, and every request counted (services.command.metrics)
     _install_error_handlers(app)
     install_auth_handlers(app)

@@ -22,6 +22,7 @@ from services.command.errors import OutsideTenancy, StoreUnavailable
 from services.command.ports import StoredEvent
 from services.command.tenancy import writer_for
 from services.infra.tenancy import Tenancy
+from services.observability import tracing
 
 
 @dataclass(slots=True)
@@ -29,6 +30,7 @@ class _Row:
     envelope: Envelope
     body: bytes
     published: bool = False
+    traceparent: str | None = None
 
 
 @dataclass(eq=False)
@@ -105,8 +107,9 @@ class InMemoryEventStore:
                 occurred_at=occurred_at,
             )
             self._log.sequence += len(changes)
+            traceparent = tracing.current_traceparent()
             for envelope in envelopes:
-                self._log.rows.append(_Row(envelope, envelope.to_json()))
+                self._log.rows.append(_Row(envelope, envelope.to_json(), traceparent=traceparent))
             last = envelopes[-1]
             self._log.heads[stream] = (last.org_id, StreamHead(last.version, last.hash, last.new))
         for notify in self._log.listeners:
@@ -131,7 +134,8 @@ class InMemoryEventStore:
 
     async def unpublished(self, limit: int) -> list[StoredEvent]:
         self._check()
-        return [StoredEvent(r.envelope.sequence, r.body) for r in self._log.rows if not r.published][:limit]
+        unpublished = (r for r in self._log.rows if not r.published)
+        return [StoredEvent(r.envelope.sequence, r.body, r.traceparent) for r in unpublished][:limit]
 
     async def mark_published(self, sequences: Sequence[int]) -> None:
         self._check()

@@ -32,10 +32,12 @@ OUTBOX_CHANNEL = "flags_outbox"
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
-    """One row of the log: its global position and the exact canonical bytes stored."""
+    """One row of the log: its global position and the exact canonical bytes stored (and, in the outbox,
+    the W3C traceparent of the request that appended it, when it was traced)."""
 
     sequence: int
     body: bytes
+    traceparent: str | None = None
 
 
 class RelayLease(Protocol):

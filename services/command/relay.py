@@ -12,6 +12,8 @@ relay reads the end of every partition (`PublishedLog`) and marks, rather than
 sends, what the topic already holds. While Kafka is down the rows wait
 in Postgres, the API keeps accepting changes, and the relay logs the outage
 once, backs off from 0.1 s to 5 s, and catches up when the broker returns.
+A row appended under a trace (its `traceparent`, migration 0014) is sent in a producer span of
+that trace, whose context its record's headers carry (`events.cloudevents.to_record`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from aiokafka.errors import KafkaError
 from events import Envelope, decode, to_record
 from services.command.errors import KafkaUnavailable, StoreUnavailable
 from services.command.ports import EventStore, Producer, PublishedLog, RelayLease, StoredEvent
+from services.observability import tracing
 
 log = logging.getLogger(__name__)
 
@@ -229,9 +232,11 @@ class Relay:
         futures: list[asyncio.Future[Any]] = []
         error: BaseException | None = None
         sent = [row for row, _ in envelopes]
+        traced = _Traced(self._topic)
         try:
-            for row, envelope in envelopes:
-                record = to_record(envelope, value=row.body)
+            for place, (row, envelope) in enumerate(envelopes):
+                traceparent = None if row.traceparent is None else traced.publishing(place, row, envelope)
+                record = to_record(envelope, value=row.body, traceparent=traceparent)
                 futures.append(
                     await producer.send(self._topic, value=record.value, key=record.key, headers=record.headers)
                 )
@@ -246,7 +251,10 @@ class Relay:
                 error = error or failure
                 break
             delivered += 1
-        await self._mark(sent[:delivered])
+        try:
+            await self._mark(sent[:delivered])
+        finally:
+            traced.ended(delivered, error)
         if error is not None:
             raise KafkaUnavailable(f"{delivered}/{len(sent)} delivered: {error!r}") from error
         self._contact()
@@ -349,6 +357,45 @@ class Relay:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+class _Traced:
+    """The traced events of one batch: a producer span each, continuing the trace stored with the row.
+
+    The record carries the span's traceparent (with tracing off, the stored one, passed on); the span
+    ends when Kafka acknowledged the record or the batch failed, and a published event is logged with
+    its event and trace ids. Untraced rows cost nothing here.
+    """
+
+    __slots__ = ("_events", "_topic")
+
+    def __init__(self, topic: str) -> None:
+        self._topic = topic
+        self._events: list[tuple[int, str, str, tracing.OpenSpan | None]] = []  # (place, event id, traceparent, span)
+
+    def publishing(self, place: int, row: StoredEvent, envelope: Envelope) -> str | None:
+        """The traceparent for the record of the batch's `place`-th row (None: the row was not traced)."""
+        parent = tracing.valid_traceparent(row.traceparent)
+        if parent is None:
+            return None
+        event_id = str(envelope.event_id)
+        attributes = {"messaging.system": "kafka", "messaging.destination.name": self._topic, "event_id": event_id}
+        span = tracing.start_span(f"publish {self._topic}", parent=parent, attributes=attributes, kind="producer")
+        traceparent = parent if span is None else span.traceparent
+        self._events.append((place, event_id, traceparent, span))
+        return traceparent
+
+    def ended(self, delivered: int, error: BaseException | None) -> None:
+        """The batch's first `delivered` records were acknowledged; the others failed with `error`."""
+        for place, event_id, traceparent, span in self._events:
+            ok = place < delivered
+            if span is not None:
+                span.end(None if ok else error or KafkaUnavailable("not delivered"))
+            if ok:
+                ids = {"event_id": event_id, "trace_id": tracing.trace_id_of(traceparent)}
+                if span is not None:
+                    ids["span_id"] = span.span_id
+                log.info("relay: published event %s", event_id, extra=ids)
 
 
 def _failure(future: asyncio.Future[Any]) -> BaseException | None:

@@ -2,7 +2,8 @@
 
 A JSON line is one object: `time` (UTC, ISO 8601), `level`, `logger`, `message`,
 then the ids known where the line was written (`request_id`, `event_id`,
-`trace_id`) and `exc` for a traceback. The ids come from `log_ids`, a context
+`trace_id`, `span_id`: `services.observability.tracing` binds the last two while a span is
+current) and `exc` for a traceback. The ids come from `log_ids`, a context
 manager over context variables, so code handling a request or an event binds
 them once and every line it (and what it awaits) writes carries them; a
 record's own `extra={"event_id": ...}` wins over the context.
@@ -21,7 +22,7 @@ from enum import StrEnum
 
 __all__ = ["IDS", "JsonFormatter", "LogFormat", "configure_logging", "log_ids"]
 
-IDS = ("request_id", "event_id", "trace_id")
+IDS = ("request_id", "event_id", "trace_id", "span_id")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _ids: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("flagstream_log_ids", default=None)

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from flaglog import DeadLetter
 from services.infra.cache_keys import CacheKeys
+from services.observability import tracing
 from services.projector.cache_targets import CacheTarget
 
 log = logging.getLogger(__name__)
@@ -73,15 +74,20 @@ class RedisInvalidator:
         ordered = sorted(set(targets))
         if not ordered:
             return True
-        try:
-            await self._script(
-                keys=[cache_key(self._keys, t) for t in ordered],
-                args=[self._keys.invalidation_channel, *(orjson.dumps(t.message()) for t in ordered)],
-            )
-        except (RedisError, OSError) as exc:
-            log.debug("cache invalidation of %d documents failed: %s", len(ordered), exc)
-            self.last_error = exc
-            return False
+        # Traced: a client span, a child of the span current where it is called (the background sender's).
+        attributes = {"db.system": "redis", "db.operation.name": "EVALSHA", "flagstream.documents": len(ordered)}
+        with tracing.span("invalidate redis", attributes=attributes, kind="client") as span:
+            try:
+                await self._script(
+                    keys=[cache_key(self._keys, t) for t in ordered],
+                    args=[self._keys.invalidation_channel, *(orjson.dumps(t.message()) for t in ordered)],
+                )
+            except (RedisError, OSError) as exc:
+                log.debug("cache invalidation of %d documents failed: %s", len(ordered), exc)
+                self.last_error = exc
+                if span is not None:
+                    span.fail(exc)
+                return False
         return True
 
     async def purge(self) -> int:

@@ -18,12 +18,14 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from services.observability import tracing
 from services.projector.cache_targets import CacheTarget
 from services.projector.ports import Invalidator
 
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 100_000
+MAX_LINKS = 32  # batches' traces one send continues (the first as its parent, the others linked)
 
 
 class BackgroundInvalidator:
@@ -55,6 +57,7 @@ class BackgroundInvalidator:
         self.sent = 0  # documents invalidated
         self.purges = 0
         self._error: Exception | None = None
+        self._traces: list[str] = []  # traceparents of the batches whose documents are queued
 
     @property
     def pending(self) -> int:
@@ -63,6 +66,9 @@ class BackgroundInvalidator:
 
     async def invalidate(self, targets: Sequence[CacheTarget]) -> bool:
         """Queue `targets`; True: queued (their invalidation no longer depends on this batch)."""
+        if tracing.enabled() and (traced := tracing.current_traceparent()) is not None:
+            self._traces.append(traced)  # the batch's trace, continued by the send that carries its documents
+            del self._traces[:-MAX_LINKS]
         if not self._purge_due:  # a purge not yet begun covers them already
             self._queued.update(targets)
             if len(self._queued) > self._max_pending:
@@ -106,9 +112,14 @@ class BackgroundInvalidator:
             log.info("cache purged: %d cached documents dropped", removed)
             return True
         batch, self._queued = self._queued, set()
-        if await self._send.invalidate(sorted(batch)):
+        traces, self._traces = self._traces, []
+        parent, links = (traces[0], traces[1:]) if traces else (None, [])
+        with tracing.span("send cache invalidations", parent=parent, links=links):
+            sent = await self._send.invalidate(sorted(batch))
+        if sent:
             self.sent += len(batch)
             return True
+        self._traces = (traces + self._traces)[-MAX_LINKS:]
         if not self._purge_due:
             self._queued |= batch
         self._error = getattr(self._send, "last_error", None)

@@ -18,8 +18,10 @@ from typing import Any
 
 import asyncpg
 
+from events.cloudevents import ID_HEADER
 from flaglog import DeadLetter, Decoded, RawRecord, TopicPartition, decode_record, next_offsets
 from services.infra.pg_errors import UNREACHABLE
+from services.observability import tracing
 from services.projector.cache_targets import CacheTarget
 from services.projector.heads import Head, HeadCache
 from services.projector.ports import DeadLetterSink, Invalidator, Store, Transaction
@@ -70,6 +72,38 @@ class Totals:
 
 
 Decoder = Callable[[RawRecord], Decoded | DeadLetter | None]
+MAX_LINKS = 32  # a batch span links at most this many other traces (the first traced record is its parent)
+
+
+def _record_spans(traced: Sequence[tuple[str, str]], batch: tracing.OpenSpan, started_ns: int) -> None:
+    """For each traced record the batch does not continue, a span in the record's own trace, as long as
+    the batch and linked to it: so every traced change shows its projection, not only the first one's."""
+    for traceparent, event_id in traced:
+        if tracing.trace_id_of(traceparent) == batch.trace_id:
+            continue
+        attributes = {"messaging.system": "kafka", "event_id": event_id}
+        record = tracing.start_span(
+            "project record",
+            parent=traceparent,
+            links=[batch.traceparent],
+            attributes=attributes,
+            kind="consumer",
+            start_time_ns=started_ns,
+        )
+        if record is not None:
+            record.end()
+
+
+def _traced(records: Sequence[RawRecord]) -> list[tuple[str, str]]:
+    """(traceparent, event id) of each record that carries a valid trace context, in batch order."""
+    found: list[tuple[str, str]] = []
+    for record in records:
+        headers = record.headers or ()
+        for traceparent in tracing.traceparents(headers):
+            event_id = next((v.decode("utf-8", "replace") for k, v in headers if k == ID_HEADER), "")
+            found.append((traceparent, event_id))
+            break
+    return found
 
 
 def _sort(
@@ -111,7 +145,42 @@ class Projector:
         self._window_first_logged = False
 
     async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
-        """Apply a consumed batch. Raises `InfrastructureError` (after a backoff) to have it redelivered."""
+        """Apply a consumed batch. Raises `InfrastructureError` (after a backoff) to have it redelivered.
+
+        Traced (`services.observability.tracing` on): the batch is a consumer span continuing the trace
+        of its first traced record and linking the others' (up to `MAX_LINKS`), each of which gets a
+        `project record` span of its own trace linked back to the batch; what the batch awaits (the Redis
+        invalidation) is a child of it, and the traced records' events (as many) are logged with their traces.
+        """
+        if not tracing.enabled():
+            return await self._handle(records)
+        traced = _traced(records)
+        parents = [traceparent for traceparent, _ in traced]
+        attributes = {"messaging.system": "kafka", "messaging.batch.message_count": len(records)}
+        started_ns = time.time_ns()
+        with tracing.span(
+            "project batch",
+            parent=parents[0] if parents else None,
+            links=parents[1 : 1 + MAX_LINKS],
+            attributes=attributes,
+            kind="consumer",
+        ) as span:
+            result = await self._handle(records)
+            if span is not None:
+                span.set("flagstream.applied", result.applied)
+                span.set("flagstream.dead_letters", result.dead_letters)
+        if span is not None:
+            _record_spans(traced[1 : 1 + MAX_LINKS], span, started_ns)
+        for traceparent, event_id in traced[: 1 + MAX_LINKS]:
+            ids = {"event_id": event_id, "trace_id": tracing.trace_id_of(traceparent)}
+            if span is not None and ids["trace_id"] == span.trace_id:
+                ids["span_id"] = span.span_id
+            log.info("projector: applied the batch holding event %s", event_id, extra=ids)
+        if len(traced) > 1 + MAX_LINKS:
+            log.info("projector: and %d more traced events in that batch", len(traced) - 1 - MAX_LINKS)
+        return result
+
+    async def _handle(self, records: Sequence[RawRecord]) -> BatchResult:
         started = time.monotonic()
         try:
             try:

@@ -12,7 +12,8 @@ under the store's reader (`reading_as`, the caller's: `services.command.tenancy.
 the system by default, which sees no tenant's rows); an append under `writer_for` (a
 cross-tenant reader's under the tenancy that owns the rows, any other only as itself: a
 row of another tenancy is refused, `OutsideTenancy`); the relay's outbox statements
-cross-tenant, by name.
+cross-tenant, by name. Each row keeps the trace context its request ran in (the `traceparent`
+column, migration 0014; `services.observability.tracing`), for the relay to carry onto Kafka.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from services.command.tenancy import writer_for
 from services.infra.pg_errors import UNREACHABLE
 from services.infra.postgres import scoped_transaction
 from services.infra.tenancy import Tenancy
+from services.observability import tracing
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +47,8 @@ FLAG_LOCK_SPACE = int.from_bytes(b"flag", "big")
 _HEAD = "SELECT version, hash, body FROM event_store WHERE stream = $1 ORDER BY version DESC LIMIT 1"
 _INSERT = """
 INSERT INTO event_store (stream, version, sequence, event_id, type, org_id, flag_key,
-                         partition_key, occurred_at, hash, body)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                         partition_key, occurred_at, hash, body, traceparent)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 """
 _LIST = """
 SELECT sequence, body FROM event_store
@@ -109,7 +111,7 @@ class PostgresEventStore:
                 chain.check_expected(stream, head, expected_version)
                 definition = head if defines else await read_head(conn, chain.definition_of(changes))
                 chain.check_flag(changes, definition)
-                return await write_events(conn, changes, head, actor=actor, reason=reason, occurred_at=occurred_at)
+                envelopes = await write_events(conn, changes, head, actor=actor, reason=reason, occurred_at=occurred_at)
         except asyncpg.InsufficientPrivilegeError as exc:  # the RLS policy's WITH CHECK
             raise OutsideTenancy(f"{stream} may not be written under {writer}") from exc
         except asyncpg.UniqueViolationError as exc:
@@ -118,16 +120,19 @@ class PostgresEventStore:
             log.info("append to %s lost a race", stream)
             current = await self.reading_as(writer).stream_head(stream)
             raise VersionConflict(stream, current.version, expected_version) from exc
+        log_accepted(envelopes)
+        return envelopes
 
     # --- the outbox: the relay publishes every org's events, so it reads (and stamps) cross-tenant ---------
 
     async def unpublished(self, limit: int) -> list[StoredEvent]:
         async with translated(), scoped_transaction(self._pool, Tenancy.CROSS_TENANT) as conn:
             rows = await conn.fetch(
-                "SELECT sequence, body FROM event_store WHERE published_at IS NULL ORDER BY sequence LIMIT $1",
+                "SELECT sequence, body, traceparent FROM event_store WHERE published_at IS NULL "
+                "ORDER BY sequence LIMIT $1",
                 limit,
             )
-        return [StoredEvent(r["sequence"], bytes(r["body"])) for r in rows]
+        return [StoredEvent(r["sequence"], bytes(r["body"]), r["traceparent"]) for r in rows]
 
     async def mark_published(self, sequences: Sequence[int]) -> None:
         if not sequences:
@@ -202,9 +207,16 @@ async def write_events(
     envelopes = chain.seal_changes(
         changes, head, sequences=sorted(r["s"] for r in rows), actor=actor, reason=reason, occurred_at=occurred_at
     )
-    await conn.executemany(_INSERT, [_row(e) for e in envelopes])
+    traceparent = tracing.current_traceparent()
+    await conn.executemany(_INSERT, [(*_row(e), traceparent) for e in envelopes])
     await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
     return envelopes
+
+
+def log_accepted(envelopes: Sequence[Envelope]) -> None:
+    """One line per committed event, with its id (and the request's trace, bound by the span it ran in)."""
+    for e in envelopes:
+        log.info("accepted %s %s v%d", e.type, e.stream, e.version, extra={"event_id": str(e.event_id)})
 
 
 async def read_head(conn: asyncpg.Connection, stream: str) -> StreamHead:
