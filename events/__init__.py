@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from events.envelope import GENESIS_HASH, Actor, Envelope, canonical_json, hash_of, seal
     from events.errors import DecodeError, EventError
     from events.scope import SYSTEM_PARTITION_KEY, Scope, definition_stream
+    from events.segments import SegmentArchived, SegmentChange, SegmentChanged, SegmentDefined, segment_stream
     from events.subscriptions import (
         SubscriptionChange,
         SubscriptionChanged,
@@ -70,6 +71,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "events.subscriptions": (
         "SubscriptionChange", "SubscriptionChanged", "SubscriptionCreated", "SubscriptionDeleted",
         "SubscriptionPaused", "SubscriptionResumed", "subscription_stream",
+    ),
+    "events.segments": (
+        "SegmentArchived", "SegmentChange", "SegmentChanged", "SegmentDefined", "segment_stream",
     ),
     "events.cloudevents": ("Record", "from_record", "to_record"),
     "events.codec": ("decode",),
@@ -116,6 +120,10 @@ __all__ = [
     "RolloutPercentageSet",
     "ScheduledSettingCancelled",
     "Scope",
+    "SegmentArchived",
+    "SegmentChange",
+    "SegmentChanged",
+    "SegmentDefined",
     "SettingScheduled",
     "SubscriptionChange",
     "SubscriptionChanged",
@@ -138,6 +146,7 @@ __all__ = [
     "hash_of",
     "key_stream",
     "seal",
+    "segment_stream",
     "subscription_stream",
     "to_record",
 ]

@@ -14,6 +14,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, fie
 from events.base import Change
 from events.fields import FlagKey, OrgId, Percentage, UserId
 from events.scope import Scope, definition_stream
+from events.segments import SegmentArchived, SegmentChange, SegmentChanged, SegmentDefined, segment_stream
 from events.subscriptions import (
     SubscriptionChange,
     SubscriptionChanged,
@@ -460,7 +461,10 @@ AnyChange = Annotated[
     | SubscriptionChanged
     | SubscriptionPaused
     | SubscriptionResumed
-    | SubscriptionDeleted,
+    | SubscriptionDeleted
+    | SegmentDefined
+    | SegmentChanged
+    | SegmentArchived,
     Field(discriminator="type"),
 ]
 
@@ -492,6 +496,9 @@ CHANGE_TYPES: dict[str, type[Change]] = {
         SubscriptionPaused,
         SubscriptionResumed,
         SubscriptionDeleted,
+        SegmentDefined,
+        SegmentChanged,
+        SegmentArchived,
     )
 }
 
@@ -499,9 +506,10 @@ __all__ = [
     "CHANGE_TYPES", "AnyChange", "ApiKeyCreated", "ApiKeyExpirySet", "ApiKeyRevoked", "Change", "FlagArchived",
     "FlagChange", "FlagDefined", "FlagUpdated", "KeyChange", "KillSwitchEngaged", "KillSwitchReleased",
     "OrgOverrideCleared", "OrgOverrideSet", "PlatformOverrideCleared", "PlatformOverrideSet",
-    "RolloutPercentageSet", "ScheduledSettingCancelled", "SettingScheduled", "SubscriptionChange",
+    "RolloutPercentageSet", "ScheduledSettingCancelled", "SegmentArchived", "SegmentChange", "SegmentChanged",
+    "SegmentDefined", "SettingScheduled", "SubscriptionChange",
     "SubscriptionChanged", "SubscriptionCreated", "SubscriptionDeleted", "SubscriptionPaused",
     "SubscriptionResumed", "SystemDefaultSet", "TargetingRule", "TargetingRulesSet", "UserOverrideCleared",
     "UserOverrideSet", "Variant",
-    "check_variants", "in_utc", "key_stream", "rules_stream", "subscription_stream",
+    "check_variants", "in_utc", "key_stream", "rules_stream", "segment_stream", "subscription_stream",
 ]  # fmt: skip

@@ -24,7 +24,8 @@ from datetime import datetime
 
 import asyncpg
 
-from events import Actor, Change, Envelope, FlagChange
+from events import Actor, Change, Envelope, FlagChange, TargetingRulesSet, segment_stream
+from events.targeting import SEGMENT_OPERATORS
 from flagcore import StreamHead
 from services.command import chain
 from services.command.errors import OutsideTenancy, VersionConflict
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 # two-int4 one; PostgreSQL keeps the two spaces apart, and both are per database.
 RELAY_LOCK_KEY = int.from_bytes(b"flagrlay", "big")
 FLAG_LOCK_SPACE = int.from_bytes(b"flag", "big")
+SEGMENT_LOCK_SPACE = int.from_bytes(b"segm", "big")  # a segment's stream: archived alone, named by rules shared
 
 _HEAD = "SELECT version, hash, body FROM event_store WHERE stream = $1 ORDER BY version DESC LIMIT 1"
 _INSERT = """
@@ -105,6 +107,7 @@ class PostgresEventStore:
                 # so no setting can commit after the archive that should refuse it.
                 lock = "pg_advisory_xact_lock" if defines else "pg_advisory_xact_lock_shared"
                 await conn.execute(f"SELECT {lock}($1, hashtext($2))", FLAG_LOCK_SPACE, changes[0].flag_key)
+                await _lock_named_segments(conn, changes)
                 head = await read_head(conn, stream)
                 chain.check_expected(stream, head, expected_version)
                 definition = head if defines else await read_head(conn, chain.definition_of(changes))
@@ -181,6 +184,25 @@ class PostgresRelayLease:
             await asyncio.wait_for(self._conn.close(), timeout=5)
         except UNREACHABLE:
             self._conn.terminate()
+
+
+async def _lock_named_segments(conn: asyncpg.Connection, changes: Sequence[FlagChange]) -> None:
+    """Rules naming segments hold those segments' locks shared, so no archive of one commits meanwhile
+    (`eventstore.segment_store`): the org's segment of each key named and the system's, in one order (no deadlock)."""
+    streams = sorted(
+        {
+            stream
+            for change in changes
+            if isinstance(change, TargetingRulesSet)
+            for rule in change.rules
+            for condition in rule.conditions
+            if condition.operator in SEGMENT_OPERATORS
+            for key in condition.values
+            for stream in {segment_stream(None, str(key)), segment_stream(change.org_id, str(key))}
+        }
+    )
+    for stream in streams:
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1, hashtext($2))", SEGMENT_LOCK_SPACE, stream)
 
 
 async def write_events(
