@@ -125,7 +125,7 @@ async def _found(store: SegmentStore, org: str | None, key: str) -> SegmentView:
 
 async def _list(org: str | None, caller: Principal, store: SegmentStore) -> dict[str, Any]:
     _may_read(caller, org)
-    return {"org_id": org, "segments": [s.shown() for s in await store.list(org_id=org)]}
+    return {"org_id": org, "segments": [s.shown() for s in await store.of_scope(org)]}
 
 
 async def _get(org: str | None, key: str, caller: Principal, store: SegmentStore) -> dict[str, Any]:

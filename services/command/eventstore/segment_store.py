@@ -89,7 +89,7 @@ class PostgresSegmentStore:
         async with translated(), scoped_transaction(self._pool, self._reader) as conn:
             return view_of(org_id, key, await read_head(conn, segment_stream(org_id, key)))
 
-    async def list(self, *, org_id: str | None) -> list[SegmentView]:
+    async def of_scope(self, org_id: str | None) -> list[SegmentView]:
         """The scope's segments, archived ones included, by key."""
         async with translated(), scoped_transaction(self._pool, self._reader) as conn:
             rows = await conn.fetch(_HEADS, SEGMENT_TYPES, org_id)
