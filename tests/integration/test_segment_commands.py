@@ -127,6 +127,11 @@ def test_a_system_segment_is_defined_changed_archived_and_folds_from_the_topic(
     assert evaluate(state.catalog, tenant, flag, user_id="u-3").reason is Reason.TARGETING_MATCH
     assert evaluate(state.catalog, tenant, flag, user_id="u-1").reason is Reason.DEFAULT
 
+    at = datetime.now(UTC).isoformat()
+    travelled = http.get("/v1/audit/at", params={"org": org, "at": at, "flag": flag, "user": "u-3"})
+    assert travelled.status_code == 200, travelled.text
+    assert travelled.json()["flags"][0]["reason"] == "TARGETING_MATCH"  # time travel folds the segment too
+
     refused = http.post(f"/v1/segments/{key}/archive", json={"reason": "done"})
     assert refused.status_code == 409, refused.text
     body = refused.json()
