@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from events import SegmentChanged, SegmentDefined, segment_stream
 from events.targeting import MAX_SEGMENT_CONDITIONS, SEGMENT_KEY_PATTERN, SEGMENT_OPERATORS, SegmentCondition
@@ -42,8 +42,17 @@ Name = Annotated[
     Field(description="What the segment is, as shown, e.g. `Beta testers`."),
 ]  # fmt: skip
 Description = Annotated[str, NoNul, Field(max_length=1000, description="What the segment is for.")]
+def _no_nul_values(conditions: list[SegmentCondition]) -> list[SegmentCondition]:
+    """PostgreSQL text cannot hold NUL: the read models downstream could not store such a value."""
+    for i, condition in enumerate(conditions):
+        if any(type(v) is str and "\x00" in v for v in condition.values):
+            raise ValueError(f"{i}.values: must not contain NUL characters")
+    return conditions
+
+
 Conditions = Annotated[
     list[SegmentCondition],
+    AfterValidator(_no_nul_values),
     Field(
         min_length=1,
         max_length=MAX_SEGMENT_CONDITIONS,
@@ -58,7 +67,7 @@ ExpectedVersion = Annotated[
 
 class DefineSegmentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    key: SegmentKey
+    segment_key: SegmentKey
     name: Name
     description: Description = ""
     conditions: Conditions
@@ -124,7 +133,7 @@ def view_of(org_id: str | None, key: str, head: StreamHead) -> SegmentView | Non
 
 def defined(body: DefineSegmentRequest, org_id: str | None) -> SegmentDefined:
     return SegmentDefined(
-        segment_key=body.key,
+        segment_key=body.segment_key,
         org_id=org_id,
         name=body.name,
         description=body.description,

@@ -412,7 +412,8 @@ def _segments_path(w: World, target: str) -> str:
 
 
 def _segment_body(w: World, key: str) -> dict[str, Any]:
-    return _body(key=key, name="Matrix", conditions=[{"attribute": "plan", "operator": "equals", "values": ["x"]}])
+    plan = {"attribute": "plan", "operator": "equals", "values": ["x"]}
+    return _body(segment_key=key, name="Matrix", conditions=[plan])
 
 
 async def _segment(w: World, target: str, allowed: bool) -> str:

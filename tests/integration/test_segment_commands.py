@@ -95,10 +95,10 @@ def test_a_system_segment_is_defined_changed_archived_and_folds_from_the_topic(
     http: httpx.Client, service: ServiceProcess
 ) -> None:
     key, org = _fresh("beta"), _fresh("org")
-    made = write(http, "POST", "/v1/segments", key=key, name="Beta testers", conditions=members("u-1", "u-2"))
+    made = write(http, "POST", "/v1/segments", segment_key=key, name="Beta testers", conditions=members("u-1", "u-2"))
     assert (made["stream"], made["version"], made["events"][0]["type"]) == (f"segment/{key}", 1, "SegmentDefined")
     assert made["events"][0]["new"]["conditions"][0]["values"] == ["u-1", "u-2"]
-    again = http.post("/v1/segments", json={"key": key, "name": "B", "conditions": members("x"), "reason": "r"})
+    again = http.post("/v1/segments", json={"segment_key": key, "name": "B", "conditions": members("x"), "reason": "r"})
     assert (again.status_code, again.json()["error"]) == (409, "invalid_transition")
 
     same = write(http, "PATCH", f"/v1/segments/{key}", 200, name="Beta testers")
@@ -153,8 +153,8 @@ def test_which_flags_use_a_segment_follows_whose_segment_the_rules_see(
     http: httpx.Client, service: ServiceProcess
 ) -> None:
     key, org, own = _fresh("staff"), _fresh("org"), _fresh("org")
-    write(http, "POST", "/v1/segments", key=key, name="Staff", conditions=members("u-1"))
-    write(http, "POST", f"/v1/orgs/{own}/segments", key=key, name="Our staff", conditions=members("u-9"))
+    write(http, "POST", "/v1/segments", segment_key=key, name="Staff", conditions=members("u-1"))
+    write(http, "POST", f"/v1/orgs/{own}/segments", segment_key=key, name="Our staff", conditions=members("u-9"))
     system_flag, org_flag, own_flag = define_flag(http), define_flag(http), define_flag(http)
     set_rules(service.settings, system_flag, None, key)
     set_rules(service.settings, org_flag, org, key)
@@ -178,21 +178,25 @@ def test_which_flags_use_a_segment_follows_whose_segment_the_rules_see(
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"key": "bad key", "name": "x", "conditions": members("u")}, "key"),
-        ({"key": "k", "name": "x"}, "conditions"),
-        ({"key": "k", "name": "x", "conditions": []}, "conditions"),
-        ({"key": "k", "name": "x", "conditions": members("u") * 21}, "conditions"),
-        ({"key": "k", "name": "x", "conditions": [{"operator": "in_segment", "values": ["other"]}]}, "conditions.0"),
+        ({"segment_key": "bad key", "name": "x", "conditions": members("u")}, "segment_key"),
+        ({"segment_key": "k", "name": "x"}, "conditions"),
+        ({"segment_key": "k", "name": "x", "conditions": []}, "conditions"),
+        ({"segment_key": "k", "name": "x", "conditions": members("u") * 21}, "conditions"),
         (
-            {"key": "k", "name": "x", "conditions": [{"attribute": "age", "operator": "lt", "values": ["x"]}]},
+            {"segment_key": "k", "name": "x", "conditions": [{"operator": "in_segment", "values": ["other"]}]},
             "conditions.0",
         ),
         (
-            {"key": "k", "name": "x", "conditions": [{"attribute": "e", "operator": "nope", "values": ["x"]}]},
+            {"segment_key": "k", "name": "x", "conditions": [{"attribute": "age", "operator": "lt", "values": ["x"]}]},
+            "conditions.0",
+        ),
+        (
+            {"segment_key": "k", "name": "x", "conditions": [{"attribute": "e", "operator": "nope", "values": ["x"]}]},
             "conditions.0.operator",
         ),
-        ({"key": "k", "name": "", "conditions": members("u")}, "name"),
-        ({"key": "k", "name": "x", "conditions": members("u"), "extra": 1}, "extra"),
+        ({"segment_key": "k", "name": "", "conditions": members("u")}, "name"),
+        ({"segment_key": "k", "name": "x", "conditions": members("a\u0000b")}, "conditions"),
+        ({"segment_key": "k", "name": "x", "conditions": members("u"), "extra": 1}, "extra"),
     ],
 )
 def test_a_bad_segment_is_a_422_naming_the_field_and_writes_nothing(
@@ -207,7 +211,9 @@ def test_a_bad_segment_is_a_422_naming_the_field_and_writes_nothing(
 
 def test_a_thousand_member_segment_is_accepted_within_the_body_limit(http: httpx.Client) -> None:
     key = _fresh("big")
-    made = write(http, "POST", "/v1/segments", key=key, name="Big", conditions=members(*(f"m{i}" for i in range(1000))))
+    made = write(
+        http, "POST", "/v1/segments", segment_key=key, name="Big", conditions=members(*(f"m{i}" for i in range(1000)))
+    )
     assert len(made["events"][0]["new"]["conditions"][0]["values"]) == 1000
 
 
@@ -218,11 +224,11 @@ def test_an_org_admin_manages_its_own_orgs_segments_and_reads_the_systems(
     created = write(http, "POST", "/v1/keys", name="org admin", role="org-admin", org_id=org)
     base = f"http://127.0.0.1:{service.settings.command_port}"
     with httpx.Client(base_url=base, timeout=10, headers=bearer(created["key"])) as admin:
-        body = {"key": key, "name": "Mine", "conditions": members("u-1"), "reason": "r"}
+        body = {"segment_key": key, "name": "Mine", "conditions": members("u-1"), "reason": "r"}
         assert admin.post(f"/v1/orgs/{org}/segments", json=body).status_code == 201
         assert admin.post(f"/v1/orgs/{other}/segments", json=body).status_code == 403
         assert admin.post("/v1/segments", json=body).status_code == 403
-        write(http, "POST", "/v1/segments", key=key, name="Everyone's", conditions=members("u-2"))
+        write(http, "POST", "/v1/segments", segment_key=key, name="Everyone's", conditions=members("u-2"))
         listed = admin.get("/v1/segments")
         assert listed.status_code == 200 and key in [s["key"] for s in listed.json()["segments"]]  # RLS: readable
         assert admin.get(f"/v1/segments/{key}").json()["name"] == "Everyone's"
