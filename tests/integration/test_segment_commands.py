@@ -4,7 +4,8 @@ relay to Kafka, and the fold of what reached the topic.
 A segment is defined, changed and archived at the system level and in an org; a bad body is a 422 naming the
 field and writes nothing; an archive is refused (409, naming the flags) while rules name the segment, and
 `GET …/flags` lists those rules. Targeting rules are appended through the Postgres event store itself (their
-routes are not this module's), which takes the segments' locks shared. An org admin manages its own org's
+routes are not this module's), which takes the segments' locks shared and refuses a rule naming a segment that
+is not live in its scope. An org admin manages its own org's
 segments only, and reads the system's.
 """
 
@@ -22,6 +23,7 @@ import pytest
 
 from events import Actor, Level, TargetingRulesSet, from_record
 from flagcore import Reason, evaluate, fold
+from services.command.errors import InvalidCommand
 from services.command.eventstore.writes import PostgresEventStore
 from services.infra.postgres import create_pool
 from services.infra.settings import Role, Settings
@@ -235,3 +237,24 @@ def test_an_org_admin_manages_its_own_orgs_segments_and_reads_the_systems(
         assert admin.get(f"/v1/orgs/{other}/segments").status_code == 403
         assert [s["key"] for s in admin.get(f"/v1/orgs/{org}/segments").json()["segments"]] == [key]
         assert admin.post(f"/v1/segments/{key}/archive", json={"reason": "r"}).status_code == 403
+
+
+def test_rules_may_name_only_live_segments_of_their_scope(http: httpx.Client, service: ServiceProcess) -> None:
+    """The append of a rule list checks, under the segments' locks, that each one named resolves to a live one."""
+    key, org, other = _fresh("gone"), _fresh("org"), _fresh("org")
+    flag = define_flag(http)
+    with pytest.raises(InvalidCommand) as unknown:
+        set_rules(service.settings, flag, org, key)
+    assert unknown.value.field == "rules.0.conditions.0.values" and "is not defined" in unknown.value.detail
+    write(http, "POST", f"/v1/orgs/{other}/segments", segment_key=key, name="Theirs", conditions=members("u-1"))
+    with pytest.raises(InvalidCommand):
+        set_rules(service.settings, flag, org, key)  # another org's segment is not this org's
+    with pytest.raises(InvalidCommand):
+        set_rules(service.settings, flag, None, key)  # nor the system's rules'
+    write(http, "POST", f"/v1/orgs/{org}/segments", segment_key=key, name="Ours", conditions=members("u-1"))
+    set_rules(service.settings, flag, org, key)
+    set_rules(service.settings, flag, org)
+    write(http, "POST", f"/v1/orgs/{org}/segments/{key}/archive")
+    with pytest.raises(InvalidCommand) as archived:
+        set_rules(service.settings, flag, org, key)
+    assert "is archived" in archived.value.detail

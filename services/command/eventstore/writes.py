@@ -24,8 +24,7 @@ from datetime import datetime
 
 import asyncpg
 
-from events import Actor, Change, Envelope, FlagChange, TargetingRulesSet, segment_stream
-from events.targeting import SEGMENT_OPERATORS
+from events import Actor, Change, Envelope, FlagChange
 from flagcore import StreamHead
 from services.command import chain
 from services.command.errors import OutsideTenancy, VersionConflict
@@ -107,7 +106,7 @@ class PostgresEventStore:
                 # so no setting can commit after the archive that should refuse it.
                 lock = "pg_advisory_xact_lock" if defines else "pg_advisory_xact_lock_shared"
                 await conn.execute(f"SELECT {lock}($1, hashtext($2))", FLAG_LOCK_SPACE, changes[0].flag_key)
-                await _lock_named_segments(conn, changes)
+                await _check_named_segments(conn, changes)
                 head = await read_head(conn, stream)
                 chain.check_expected(stream, head, expected_version)
                 definition = head if defines else await read_head(conn, chain.definition_of(changes))
@@ -186,23 +185,15 @@ class PostgresRelayLease:
             self._conn.terminate()
 
 
-async def _lock_named_segments(conn: asyncpg.Connection, changes: Sequence[FlagChange]) -> None:
+async def _check_named_segments(conn: asyncpg.Connection, changes: Sequence[FlagChange]) -> None:
     """Rules naming segments hold those segments' locks shared, so no archive of one commits meanwhile
-    (`eventstore.segment_store`): the org's segment of each key named and the system's, in one order (no deadlock)."""
-    streams = sorted(
-        {
-            stream
-            for change in changes
-            if isinstance(change, TargetingRulesSet)
-            for rule in change.rules
-            for condition in rule.conditions
-            if condition.operator in SEGMENT_OPERATORS
-            for key in condition.values
-            for stream in {segment_stream(None, str(key)), segment_stream(change.org_id, str(key))}
-        }
-    )
+    (`eventstore.segment_store`), and may name only live ones (`chain.check_segments`)."""
+    streams = chain.named_segments(changes)
+    if not streams:
+        return
     for stream in streams:
         await conn.execute("SELECT pg_advisory_xact_lock_shared($1, hashtext($2))", SEGMENT_LOCK_SPACE, stream)
+    chain.check_segments(changes, {stream: await read_head(conn, stream) for stream in streams})
 
 
 async def write_events(
