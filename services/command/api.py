@@ -323,9 +323,10 @@ async def stale_flags(
 
 
 def _authorize_stream(caller: Principal, stream: str) -> None:
-    """Flag streams are the catalogue; org streams belong to their org; key streams to key managers."""
+    """Flag streams and system-wide segments are the catalogue; org streams belong to their org; key streams to
+    key managers."""
     kind, _, rest = stream.partition("/")
-    if kind == "flag":
+    if kind in ("flag", "segment"):
         authorize(caller, Action.READ_CATALOG)
     elif kind == "org":
         authorize(caller, Action.READ_AUDIT, org_id=rest.partition("/")[0])

@@ -234,6 +234,8 @@ def test_an_org_admin_manages_its_own_orgs_segments_and_reads_the_systems(
         listed = admin.get("/v1/segments")
         assert listed.status_code == 200 and key in [s["key"] for s in listed.json()["segments"]]  # RLS: readable
         assert admin.get(f"/v1/segments/{key}").json()["name"] == "Everyone's"
+        head = admin.get(f"/v1/streams/segment/{key}").json()  # a system segment's stream reads as the catalogue
+        assert (head["version"], head["value"]["name"]) == (1, "Everyone's")
         assert admin.get(f"/v1/orgs/{other}/segments").status_code == 403
         assert [s["key"] for s in admin.get(f"/v1/orgs/{org}/segments").json()["segments"]] == [key]
         assert admin.post(f"/v1/segments/{key}/archive", json={"reason": "r"}).status_code == 403
