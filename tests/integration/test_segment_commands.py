@@ -12,6 +12,7 @@ segments only, and reads the system's.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -111,6 +112,15 @@ def test_a_system_segment_is_defined_changed_archived_and_folds_from_the_topic(
     stale = http.patch(f"/v1/segments/{key}", json={"name": "x", "reason": "r", "expected_version": 1})
     assert stale.status_code == 409 and stale.json()["error"] == "version_conflict"
 
+    audited: list[tuple[str, str]] = []
+    for _ in range(50):  # the history shows a row once no older transaction is still in flight
+        history = http.get("/v1/history", params={"level": "segment"})
+        assert history.status_code == 200, history.text
+        audited = [(e["type"], e["level"]) for e in history.json()["entries"] if e["stream"] == f"segment/{key}"]
+        if len(audited) == 2:
+            break
+        time.sleep(0.1)
+    assert audited == [("SegmentDefined", "segment"), ("SegmentChanged", "segment")]
     shown = http.get(f"/v1/segments/{key}").json()
     assert (shown["name"], shown["version"], shown["archived"]) == ("Beta testers", 2, False)
     assert key in [s["key"] for s in http.get("/v1/segments").json()["segments"]]
