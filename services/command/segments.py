@@ -42,6 +42,8 @@ Name = Annotated[
     Field(description="What the segment is, as shown, e.g. `Beta testers`."),
 ]  # fmt: skip
 Description = Annotated[str, NoNul, Field(max_length=1000, description="What the segment is for.")]
+
+
 def _no_nul_values(conditions: list[SegmentCondition]) -> list[SegmentCondition]:
     """PostgreSQL text cannot hold NUL: the read models downstream could not store such a value."""
     for i, condition in enumerate(conditions):
