@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from events.errors import DecodeError, EventError
     from events.log_records import ForeignRecordAcknowledged, foreign_record_stream
     from events.scope import SYSTEM_PARTITION_KEY, Scope, definition_stream
+    from events.segments import SegmentArchived, SegmentChange, SegmentChanged, SegmentDefined, segment_stream
     from events.subscriptions import (
         SubscriptionChange,
         SubscriptionChanged,
@@ -71,6 +72,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "events.subscriptions": (
         "SubscriptionChange", "SubscriptionChanged", "SubscriptionCreated", "SubscriptionDeleted",
         "SubscriptionPaused", "SubscriptionResumed", "subscription_stream",
+    ),
+    "events.segments": (
+        "SegmentArchived", "SegmentChange", "SegmentChanged", "SegmentDefined", "segment_stream",
     ),
     "events.cloudevents": ("Record", "from_record", "to_record"),
     "events.codec": ("decode",),
@@ -119,6 +123,10 @@ __all__ = [
     "RolloutPercentageSet",
     "ScheduledSettingCancelled",
     "Scope",
+    "SegmentArchived",
+    "SegmentChange",
+    "SegmentChanged",
+    "SegmentDefined",
     "SettingScheduled",
     "SubscriptionChange",
     "SubscriptionChanged",
@@ -142,6 +150,7 @@ __all__ = [
     "hash_of",
     "key_stream",
     "seal",
+    "segment_stream",
     "subscription_stream",
     "to_record",
 ]

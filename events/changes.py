@@ -15,6 +15,7 @@ from events.base import Change
 from events.fields import FlagKey, OrgId, Percentage, UserId
 from events.log_records import ForeignRecordAcknowledged
 from events.scope import Scope, definition_stream
+from events.segments import SegmentArchived, SegmentChange, SegmentChanged, SegmentDefined, segment_stream
 from events.subscriptions import (
     SubscriptionChange,
     SubscriptionChanged,
@@ -462,7 +463,10 @@ AnyChange = Annotated[
     | SubscriptionPaused
     | SubscriptionResumed
     | SubscriptionDeleted
-    | ForeignRecordAcknowledged,
+    | ForeignRecordAcknowledged
+    | SegmentDefined
+    | SegmentChanged
+    | SegmentArchived,
     Field(discriminator="type"),
 ]
 
@@ -495,6 +499,9 @@ CHANGE_TYPES: dict[str, type[Change]] = {
         SubscriptionResumed,
         SubscriptionDeleted,
         ForeignRecordAcknowledged,
+        SegmentDefined,
+        SegmentChanged,
+        SegmentArchived,
     )
 }
 
@@ -502,9 +509,10 @@ __all__ = [
     "CHANGE_TYPES", "AnyChange", "ApiKeyCreated", "ApiKeyExpirySet", "ApiKeyRevoked", "Change", "FlagArchived",
     "FlagChange", "FlagDefined", "FlagUpdated", "KeyChange", "KillSwitchEngaged", "KillSwitchReleased",
     "OrgOverrideCleared", "OrgOverrideSet", "PlatformOverrideCleared", "PlatformOverrideSet",
-    "RolloutPercentageSet", "ScheduledSettingCancelled", "SettingScheduled", "SubscriptionChange",
+    "RolloutPercentageSet", "ScheduledSettingCancelled", "SegmentArchived", "SegmentChange", "SegmentChanged",
+    "SegmentDefined", "SettingScheduled", "SubscriptionChange",
     "SubscriptionChanged", "SubscriptionCreated", "SubscriptionDeleted", "SubscriptionPaused",
     "SubscriptionResumed", "SystemDefaultSet", "TargetingRule", "TargetingRulesSet", "UserOverrideCleared",
     "UserOverrideSet", "Variant",
-    "check_variants", "in_utc", "key_stream", "rules_stream", "subscription_stream",
+    "check_variants", "in_utc", "key_stream", "rules_stream", "segment_stream", "subscription_stream",
 ]  # fmt: skip

@@ -3,6 +3,7 @@
 A pure function of (state, context, now). Targeting rules sit inside their level: an org's rules are
 tried before the org's own setting (and after a user's or a platform's override), the system's before
 the system default; the first rule whose conditions hold decides (`TARGETING_MATCH`, naming it).
+A rule's segment conditions read the segments its level sees (`segment_lookup`).
 A setting's scheduled steps due by
 `now` are applied before it is read, so a scheduled change takes effect at its
 instant wherever this runs, with no job to trigger it. An ops flag's kill switch
@@ -20,8 +21,8 @@ from typing import Any
 
 from events import Level
 from flagcore.bucketing import bucket
-from flagcore.model import Catalog, Definition, EventRef, Rules, Setting, TargetingRule, TenantRules
-from flagcore.targeting import attributes, first_match
+from flagcore.model import Catalog, Definition, EventRef, Rules, Segment, Setting, TargetingRule, TenantRules
+from flagcore.targeting import Lookup, attributes, first_match
 from flagcore.variants import select_variant
 
 ON, OFF = "on", "off"  # the variant of a flag without experiment arms, as flagd names them
@@ -113,7 +114,7 @@ def evaluate(
     if tried:
         attrs = attributes(context, tenant.org_id, platform, user_id)
         for level, rules in tried:
-            rule = first_match(rules.rules, attrs)
+            rule = first_match(rules.rules, attrs, segment_lookup(catalog, tenant, level))
             if rule is not None:
                 return targeted(definition, level, rules.source, rule, subject)
     if decided is None:
@@ -133,6 +134,21 @@ def rules_in_play(
     if system is not None and decided in (None, Level.SYSTEM):
         tried.append((Level.SYSTEM, system))
     return tuple(tried)
+
+
+def segment_lookup(catalog: Catalog, tenant: TenantRules, level: Level) -> Lookup:
+    """The segments the rules of `level` see: the system's rules the system's segments; an org's rules the
+    org's own, then the system's (an org's segment shadows a system one of the same key, archived or not)."""
+    system = catalog.segments
+    own = tenant.segments
+    if level is Level.SYSTEM or not own:
+        return system.get
+
+    def lookup(key: str) -> Segment | None:
+        found = own.get(key)
+        return found if found is not None else system.get(key)
+
+    return lookup
 
 
 def targeted(
@@ -229,4 +245,3 @@ def evaluate_all(
         evaluate(catalog, tenant, key, platform=platform, user_id=user_id, now=at, context=context)
         for key in sorted(catalog.definitions)
     ]
-

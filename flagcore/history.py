@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from flagcore.evaluation import Evaluation, evaluate
-from flagcore.model import Definition, EventRef, Rules, Setting, TenantRules
+from flagcore.model import Definition, EventRef, Rules, Segment, Setting, TenantRules
 from flagcore.state import FlagState, StreamHead
 
 __all__ = [
@@ -101,10 +101,11 @@ class Snapshot:
 
 
 def scope_of_stream(stream: str) -> str | None:
-    """The scope a flag stream belongs to (see `events.scope`); None for API key and subscription streams."""
-    if stream.startswith("flag/"):
+    """The scope a flag or segment stream belongs to (see `events.scope`, `events.segments`); None for API key
+    and subscription streams."""
+    if stream.startswith(("flag/", "segment/")):
         return SYSTEM_SCOPE
-    if stream.startswith("org/") and "/flag/" in stream:
+    if stream.startswith("org/") and ("/flag/" in stream or stream.split("/", 3)[2:3] == ["segment"]):
         return stream.split("/", 2)[1]
     return None
 
@@ -123,6 +124,8 @@ def snapshot(state: FlagState, scope: str) -> Snapshot:
         doc["system"] = [[k, _ref(s.source)] for k, s in sorted(catalog.system.items())]
         if catalog.rules:  # only once rules exist: snapshots written before them keep their bytes
             doc["rules"] = [[k, _ref(r.source)] for k, r in sorted(catalog.rules.items())]
+        if catalog.segments:  # likewise
+            doc["segments"] = [[k, _ref(g.source)] for k, g in sorted(catalog.segments.items())]
     elif scope in state.tenants:
         t = state.tenants[scope]
         doc["org"] = [[k, _ref(s.source)] for k, s in sorted(t.org.items())]
@@ -130,6 +133,8 @@ def snapshot(state: FlagState, scope: str) -> Snapshot:
         doc["user"] = [[u, k, _ref(s.source)] for (u, k), s in sorted(t.user.items())]
         if t.rules:
             doc["rules"] = [[k, _ref(r.source)] for k, r in sorted(t.rules.items())]
+        if t.segments:
+            doc["segments"] = [[k, _ref(g.source)] for k, g in sorted(t.segments.items())]
     return Snapshot(scope, heads, doc)
 
 
@@ -159,12 +164,16 @@ def restore(
                 if raw[1] in values:
                     state.catalog.system[key] = _setting(values, raw)
             state.catalog.rules.update((k, _rules(values, r)) for k, r in doc.get("rules", ()) if r[1] in values)
+            state.catalog.segments.update(
+                (k, _segment(values, k, None, r)) for k, r in doc.get("segments", ()) if r[1] in values
+            )
         elif "org" in doc:
             t = state.tenants.setdefault(scope, TenantRules(scope))
             t.org.update((k, _setting(values, r)) for k, r in doc["org"] if r[1] in values)
             t.platform.update(((p, k), _setting(values, r)) for p, k, r in doc["platform"] if r[1] in values)
             t.user.update(((u, k), _setting(values, r)) for u, k, r in doc["user"] if r[1] in values)
             t.rules.update((k, _rules(values, r)) for k, r in doc.get("rules", ()) if r[1] in values)
+            t.segments.update((k, _segment(values, k, scope, r)) for k, r in doc.get("segments", ()) if r[1] in values)
     return state
 
 
@@ -178,6 +187,11 @@ def _rules(values: Mapping[str, Any], raw: list[Any]) -> Rules:
     return Rules.from_value(values[ref.stream], ref)
 
 
+def _segment(values: Mapping[str, Any], key: str, org_id: str | None, raw: list[Any]) -> Segment:
+    ref = _unref(raw)
+    return Segment.from_value(key, org_id, values[ref.stream], ref)
+
+
 def _ref(ref: EventRef | None) -> list[Any]:
     assert ref is not None  # every folded value records the event that set it
     return [ref.event_id, ref.stream, ref.version, ref.actor, ref.reason, ref.occurred_at.isoformat()]
@@ -186,4 +200,3 @@ def _ref(ref: EventRef | None) -> list[Any]:
 def _unref(raw: list[Any]) -> EventRef:
     event_id, stream, version, actor, reason, occurred_at = raw
     return EventRef(event_id, stream, version, actor, reason, datetime.fromisoformat(occurred_at))
-

@@ -210,7 +210,8 @@ def typed_fields(value: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Condition:
-    """`attribute operator values` (see `flagcore.targeting` for what each operator means)."""
+    """`attribute operator values` (see `flagcore.targeting` for what each operator means); a segment
+    operator's `attribute` is empty and its values are segment keys."""
 
     attribute: str
     operator: Operator
@@ -242,13 +243,52 @@ class Rules:
 
 
 def _rule_of(raw: dict[str, Any]) -> TargetingRule:
-    conditions = tuple(
-        Condition(c["attribute"], Operator(c["operator"]), tuple(c.get("values") or ()), c.get("case_sensitive", True))
-        for c in raw["conditions"]
-    )
+    conditions = _conditions_of(raw["conditions"])
     split = raw.get("split")
     arms = None if split is None else tuple(Variant(v["name"], v["weight"]) for v in split)
     return TargetingRule(raw["id"], conditions, raw.get("variant"), arms)
+
+
+def _conditions_of(raw: list[dict[str, Any]]) -> tuple[Condition, ...]:
+    return tuple(
+        Condition(
+            c.get("attribute") or "",
+            Operator(c["operator"]),
+            tuple(c.get("values") or ()),
+            c.get("case_sensitive", True),
+        )
+        for c in raw
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A named set of conditions (all must hold), system-wide (`org_id` None) or one org's.
+
+    Hashed by its key and the event that set it (which fix its content), not by its conditions: a compiled
+    rule is cached per segment it names (`flagcore.targeting.compiled`), and a list of thousands of members
+    would otherwise be hashed on every evaluation.
+    """
+
+    key: str
+    org_id: str | None
+    name: str
+    description: str
+    conditions: tuple[Condition, ...]
+    archived: bool = False
+    source: EventRef | None = None
+
+    def __hash__(self) -> int:
+        if self.source is not None:
+            return hash((self.key, self.org_id, self.archived, self.source))
+        return hash((self.key, self.org_id, self.archived, self.conditions))
+
+    @classmethod
+    def from_value(cls, key: str, org_id: str | None, value: dict[str, Any], source: EventRef | None = None) -> Segment:
+        """The segment of a `segment/...` stream value (as `transition` writes it)."""
+        conditions = _conditions_of(value["conditions"])
+        archived = bool(value.get("archived", False))
+        return cls(key, org_id, value["name"], value.get("description", ""), conditions, archived, source)
 
 
 @dataclass(slots=True)
@@ -258,6 +298,7 @@ class Catalog:
     definitions: dict[str, Definition] = field(default_factory=dict)
     system: dict[str, Setting] = field(default_factory=dict)
     rules: dict[str, Rules] = field(default_factory=dict)  # flag → the system's targeting rules
+    segments: dict[str, Segment] = field(default_factory=dict)  # key → a system-wide segment (archived too)
 
 
 @dataclass(slots=True)
@@ -269,3 +310,4 @@ class TenantRules:
     platform: dict[tuple[str, str], Setting] = field(default_factory=dict)  # (platform, flag)
     user: dict[tuple[str, str], Setting] = field(default_factory=dict)  # (user, flag)
     rules: dict[str, Rules] = field(default_factory=dict)  # flag → the org's targeting rules
+    segments: dict[str, Segment] = field(default_factory=dict)  # key → the org's own segment (archived too)

@@ -23,6 +23,10 @@ test of the context (`flagcore.targeting.compiled`: regexes compiled, versions a
 once) and its answers, one per variant it can serve. `answer(user, platform, context)` is
 `evaluate`'s answer with a context (but the bucket); `enabled` without one, as before.
 tests/unit/test_targeting_plans.py checks them against `evaluate` on generated rules and contexts.
+
+A rule naming segments is compiled with the segments as they are when the plan is made (a member list is
+a set, tested in one lookup): a change of a segment is a change of every plan of the segment's scope (the
+system's: every org's), which the holder of plans must recompile, as for any other change of the state.
 """
 
 from __future__ import annotations
@@ -36,9 +40,17 @@ from typing import Any
 
 from events import Level
 from flagcore.bucketing import rollout_test
-from flagcore.evaluation import Evaluation, deciding_setting, evaluate, rules_in_play, served, targeted
+from flagcore.evaluation import (
+    Evaluation,
+    deciding_setting,
+    evaluate,
+    rules_in_play,
+    segment_lookup,
+    served,
+    targeted,
+)
 from flagcore.model import Catalog, Definition, EventRef, Setting, TargetingRule, TenantRules, Variant
-from flagcore.targeting import Test, attributes, compiled
+from flagcore.targeting import Lookup, Test, attributes, test_of
 from flagcore.variants import select_variant
 
 __all__ = ["Answer", "Enabled", "FlagPlan", "Pick", "Rule", "Target", "compile_flag", "first_change"]
@@ -117,7 +129,11 @@ def compile_flag(catalog: Catalog, tenant: TenantRules, flag_key: str, at: float
         tried = rules_in_play(catalog, tenant, flag_key, None if decided is None else decided[0]) if live else ()
         if definition is None or not tried:
             return plain
-        targets = tuple(_target(definition, lv, rs.source, r, tenant.org_id) for lv, rs in tried for r in rs.rules)
+        targets = tuple(
+            _target(definition, lv, rs.source, r, tenant.org_id, segment_lookup(catalog, tenant, lv))
+            for lv, rs in tried
+            for r in rs.rules
+        )
         return _with_targets(plain, targets, tenant.org_id)
 
     settings = [catalog.system.get(flag_key), tenant.org.get(flag_key)]
@@ -153,12 +169,13 @@ def _with_targets(plain: Rule, targets: tuple[Target, ...], tenant_id: str) -> R
 
 
 def _target(
-    definition: Definition, level: Level, source: EventRef | None, rule: TargetingRule, tenant_id: str
+    definition: Definition, level: Level, source: EventRef | None, rule: TargetingRule, tenant_id: str, lookup: Lookup
 ) -> Target:
     """A targeting rule's compiled form: one answer for a variant, one per variant a split can serve."""
     template = targeted(definition, level, source, rule, tenant_id)
+    holds = test_of(rule, lookup)
     if rule.split is None:
-        return Target(rule.id, compiled(rule), (template,), _zero)
+        return Target(rule.id, holds, (template,), _zero)
     names = sorted({a.name for a in rule.split if definition.known(a.name)} | {definition.default_variant})
     outcomes = tuple(replace(template, value=definition.value_of(n), variant=n) for n in names)
     index = {n: i for i, n in enumerate(names)}
@@ -167,7 +184,7 @@ def _target(
     def pick(user: str | None) -> int:
         return index[served(definition, setting, tenant_id if user is None else user)]
 
-    return Target(rule.id, compiled(rule), outcomes, pick)
+    return Target(rule.id, holds, outcomes, pick)
 
 
 def _dispatch(

@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from events import Envelope, FlagChange, Level, TargetingRulesSet
-from flagcore.model import Catalog, Definition, EventRef, Rules, Setting, TenantRules
+from events import Envelope, FlagChange, Level, SegmentChange, TargetingRulesSet
+from flagcore.model import Catalog, Definition, EventRef, Rules, Segment, Setting, TenantRules
 from flagcore.transitions import transition
 
 
@@ -45,6 +45,9 @@ class FlagState:
 
     def _place(self, envelope: Envelope, value: dict[str, Any] | None) -> None:
         change = envelope.data
+        if isinstance(change, SegmentChange):
+            self._place_segment(envelope, change, value)
+            return
         if not isinstance(change, FlagChange):
             return  # API key events are in the log, but evaluation never reads them
         source = EventRef.of(envelope)
@@ -69,6 +72,15 @@ class FlagState:
             _put(rules.platform, (str(scope.platform), key), setting)
         else:
             _put(rules.user, (str(scope.user_id), key), setting)
+
+    def _place_segment(self, envelope: Envelope, change: SegmentChange, value: dict[str, Any] | None) -> None:
+        """A system segment in the catalogue (every org's rules may name it), an org's with its overrides."""
+        assert value is not None  # segments are never removed, only archived
+        org_id, key = change.org_id, change.segment_key
+        table = (
+            self.catalog.segments if org_id is None else self.tenants.setdefault(org_id, TenantRules(org_id)).segments
+        )
+        table[key] = Segment.from_value(key, org_id, value, EventRef.of(envelope))
 
     def _place_rules(self, org_id: str | None, key: str, rules: Rules | None) -> None:
         tenant = None if org_id is None else self.tenants.setdefault(org_id, TenantRules(org_id))

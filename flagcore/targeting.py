@@ -6,6 +6,13 @@ An attribute the context lacks (or holds as null) fails every operator but `not_
 negated ones too: "email does not end with @acme.com" is not said of a user whose email is unknown.
 A value of another type than the operator compares (a number for `lt`, a string for `starts_with`)
 fails it; `not_equals` / `not_in` hold for it, since it is none of the values.
+
+A segment condition (`in_segment` / `not_in_segment`) tests the context against the segments it names, as
+the rule's level resolves them (`Lookup`: an org's rules see the org's segments, then the system's; the
+system's rules the system's only). A condition naming a segment that is unknown or archived is false, the
+negated one too: such a rule never matches (fail closed: removing a segment never widens a rule).
+A segment's test is compiled once per segment (its `in` lists as sets), and a rule's once per rule and the
+segments it names, so a change of a segment is a new test, never a stale one.
 """
 
 from __future__ import annotations
@@ -20,12 +27,13 @@ from typing import Any
 import re2
 import semver
 
-from events.targeting import RESERVED_ATTRIBUTES, Operator, regex_options
-from flagcore.model import Condition, TargetingRule
+from events.targeting import RESERVED_ATTRIBUTES, SEGMENT_OPERATORS, Operator, regex_options
+from flagcore.model import Condition, Segment, TargetingRule
 
-__all__ = ["Test", "attributes", "compiled", "first_match"]
+__all__ = ["NO_SEGMENTS", "Lookup", "Test", "attributes", "compiled", "first_match", "references", "test_of"]
 
 Test = Callable[[Mapping[str, Any]], bool]  # the evaluation context's attributes → whether the rule holds
+Lookup = Callable[[str], Segment | None]  # a segment key → the segment a rule's level sees (None: unknown)
 _Check = Callable[[Any], bool]  # a present attribute's value → whether the condition holds
 
 _ORDER: dict[Operator, Callable[[Any, Any], bool]] = {
@@ -49,15 +57,49 @@ def attributes(
     return attrs
 
 
-def first_match(rules: tuple[TargetingRule, ...], attrs: Mapping[str, Any]) -> TargetingRule | None:
-    """The first rule whose conditions all hold (None: no rule applies)."""
-    return next((rule for rule in rules if compiled(rule)(attrs)), None)
+def _no_segment(key: str) -> Segment | None:
+    return None
+
+
+NO_SEGMENTS: Lookup = _no_segment
+
+
+def first_match(
+    rules: tuple[TargetingRule, ...], attrs: Mapping[str, Any], lookup: Lookup = NO_SEGMENTS
+) -> TargetingRule | None:
+    """The first rule whose conditions all hold (None: no rule applies), segments resolved by `lookup`."""
+    for rule in rules:
+        keys, plain = _prepared(rule)
+        test = plain if plain is not None else compiled(rule, tuple(lookup(k) for k in keys))
+        if test(attrs):
+            return rule
+    return None
+
+
+def test_of(rule: TargetingRule, lookup: Lookup = NO_SEGMENTS) -> Test:
+    """The rule's test with the segments it names as `lookup` resolves them now."""
+    keys, plain = _prepared(rule)
+    return plain if plain is not None else compiled(rule, tuple(lookup(k) for k in keys))
+
+
+def references(rule: TargetingRule) -> tuple[str, ...]:
+    """The segment keys the rule names, in order, each once."""
+    return _prepared(rule)[0]
 
 
 @lru_cache(maxsize=8192)
-def compiled(rule: TargetingRule) -> Test:
-    """The rule's test: every condition, in order, AND-ed."""
-    tests = tuple(_condition(c) for c in rule.conditions)
+def _prepared(rule: TargetingRule) -> tuple[tuple[str, ...], Test | None]:
+    """The segment keys the rule names, and its test when it names none (one cache lookup per evaluation)."""
+    keys = tuple(dict.fromkeys(str(v) for c in rule.conditions if c.operator in SEGMENT_OPERATORS for v in c.values))
+    return keys, (None if keys else compiled(rule))
+
+
+@lru_cache(maxsize=8192)
+def compiled(rule: TargetingRule, segments: tuple[Segment | None, ...] = ()) -> Test:
+    """The rule's test: every condition, in order, AND-ed; `segments` are those it names (`references`, in
+    order) as its level resolves them (a segment condition naming one not given, or archived, fails)."""
+    known = {s.key: s for s in segments if s is not None and not s.archived}
+    tests = tuple(_condition(c, known) for c in rule.conditions)
     if len(tests) == 1:
         return tests[0]
 
@@ -67,8 +109,32 @@ def compiled(rule: TargetingRule) -> Test:
     return all_hold
 
 
-def _condition(condition: Condition) -> Test:
+@lru_cache(maxsize=4096)
+def _member(segment: Segment) -> Test:
+    """Whether a context is in the segment: all its conditions hold (`in` lists are sets, compiled once)."""
+    tests = tuple(_condition(c, {}) for c in segment.conditions)
+
+    def all_hold(attrs: Mapping[str, Any]) -> bool:
+        return all(test(attrs) for test in tests)
+
+    return tests[0] if len(tests) == 1 else all_hold
+
+
+def _never(attrs: Mapping[str, Any]) -> bool:
+    return False
+
+
+def _condition(condition: Condition, segments: Mapping[str, Segment]) -> Test:
     name = condition.attribute
+    if condition.operator in SEGMENT_OPERATORS:
+        if any(key not in segments for key in condition.values):
+            return _never  # an unknown or archived segment: the rule never matches
+        members = tuple(_member(segments[str(key)]) for key in condition.values)
+        if condition.operator is Operator.IN_SEGMENT:
+            if len(members) == 1:
+                return members[0]
+            return lambda attrs: any(member(attrs) for member in members)
+        return lambda attrs: not any(member(attrs) for member in members)
     if condition.operator is Operator.EXISTS:
         return lambda attrs: attrs.get(name) is not None
     if condition.operator is Operator.NOT_EXISTS:

@@ -31,6 +31,10 @@ from events import (
     PlatformOverrideSet,
     RolloutPercentageSet,
     ScheduledSettingCancelled,
+    SegmentArchived,
+    SegmentChange,
+    SegmentChanged,
+    SegmentDefined,
     SettingScheduled,
     SubscriptionChange,
     SubscriptionChanged,
@@ -139,6 +143,30 @@ def transition(previous: Value, change: Change, *, at: datetime | None = None) -
             if previous is not None:
                 raise InvalidTransition(f"the record at {change.partition}/{change.offset} is acknowledged already")
             return {"partition": change.partition, "offset": change.offset, "sha256": change.sha256}
+        case SegmentChange():
+            return segment_transition(previous, change)
+    raise InvalidTransition(f"unknown change {type(change).__name__}")
+
+
+def segment_transition(previous: Value, change: SegmentChange) -> Value:
+    """A segment's value: `{"name", "description", "conditions", "archived"}`; archived is final."""
+    if isinstance(change, SegmentDefined):
+        if previous is not None:
+            raise InvalidTransition(f"segment {change.segment_key!r} is already defined")
+    elif previous is None:
+        raise InvalidTransition(f"segment {change.segment_key!r} is not defined")
+    elif previous.get("archived"):
+        raise InvalidTransition(f"segment {change.segment_key!r} is archived")
+    match change:
+        case SegmentDefined() | SegmentChanged():
+            return {
+                "name": change.name,
+                "description": change.description,
+                "conditions": [c.model_dump(mode="json", exclude_none=True) for c in change.conditions],
+                "archived": False,
+            }
+        case SegmentArchived():
+            return {**previous, "archived": True}  # type: ignore[dict-item]
     raise InvalidTransition(f"unknown change {type(change).__name__}")
 
 

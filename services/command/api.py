@@ -45,10 +45,12 @@ from services.command.commands import (
 from services.command.dependencies import Service, Wired, Wiring, wiring_of
 from services.command.errors import (
     InvalidCommand,
+    SegmentInUse,
     StoreUnavailable,
     SubscriptionsUnavailable,
     UnknownFlag,
     UnknownKey,
+    UnknownSegment,
     UnknownSubscription,
     VersionConflict,
 )
@@ -72,6 +74,7 @@ from services.command.schemas import (
     UpdateFlagRequest,
     VariantIn,
 )
+from services.command.segment_api import router as segment_router
 from services.command.service import utc_now
 from services.command.subscription_api import router as subscription_router
 from services.command.timetravel.api import router as timetravel_router
@@ -140,6 +143,7 @@ def create_app(
     app.include_router(key_router, dependencies=[Depends(_charge_write)])
     app.include_router(audit_router, dependencies=[Depends(_charge_write)])
     app.include_router(subscription_router, dependencies=[Depends(_charge_write)])
+    app.include_router(segment_router, dependencies=[Depends(_charge_write)])
     app.include_router(whoami_router)
     app.include_router(timetravel_router)
     if store is not None:
@@ -325,9 +329,10 @@ async def stale_flags(
 
 
 def _authorize_stream(caller: Principal, stream: str) -> None:
-    """Flag streams are the catalogue; org streams belong to their org; key streams to key managers."""
+    """Flag streams and system-wide segments are the catalogue; org streams belong to their org; key streams to
+    key managers."""
     kind, _, rest = stream.partition("/")
-    if kind == "flag":
+    if kind in ("flag", "segment"):
         authorize(caller, Action.READ_CATALOG)
     elif kind == "org":
         authorize(caller, Action.READ_AUDIT, org_id=rest.partition("/")[0])
@@ -443,6 +448,15 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UnknownSubscription)
     async def unknown_subscription(_: Request, exc: UnknownSubscription) -> JSONResponse:
         return _json_error(404, "unknown_subscription", "no such subscription", "subscription_id")
+
+    @app.exception_handler(UnknownSegment)
+    async def unknown_segment(_: Request, exc: UnknownSegment) -> JSONResponse:
+        return _json_error(404, "unknown_segment", "no such segment", "segment_key")
+
+    @app.exception_handler(SegmentInUse)
+    async def segment_in_use(_: Request, exc: SegmentInUse) -> JSONResponse:
+        flags = [u.shown() for u in exc.uses]
+        return _json_error(409, "segment_in_use", str(exc), "segment_key", flags=flags)
 
     @app.exception_handler(SubscriptionsUnavailable)
     async def subscriptions_unavailable(_: Request, exc: SubscriptionsUnavailable) -> JSONResponse:

@@ -21,6 +21,7 @@ from services.command.api import create_app
 from services.command.dependencies import wiring_of
 from services.command.errors import StoreUnavailable
 from services.command.eventstore.audit_reads import PostgresAuditStore
+from services.command.eventstore.segment_store import PostgresSegmentStore
 from services.command.eventstore.snapshot_store import PostgresHistory
 from services.command.eventstore.writes import PostgresEventStore
 from services.command.key_store import PostgresKeyStore
@@ -61,6 +62,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         wiring.audit = PostgresAuditStore(pool)
         wiring.subscriptions = PostgresSubscriptionStore(pool)
         wiring.acknowledgements = PostgresLogAcknowledgements(pool)
+        wiring.segments = PostgresSegmentStore(pool)
         if settings.subscription_key is not None:  # checked at start: a bad key stops it, not the first request
             wiring.sealer = Sealer(settings.subscription_key.get_secret_value())
         else:

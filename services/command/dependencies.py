@@ -3,10 +3,10 @@
 `Wiring` is made with the app (`api.create_app`) and connected by the composition root
 (`bootstrap`) when the lifespan starts, or at once by a test that hands in an event store.
 The app holds it as `app.state.wiring`, read only by `wiring_of`; routes ask for its parts
-as typed parameters (`Service`, `Audit`, `Travel`, `Wired`). A part not connected yet answers as
+as typed parameters (`Service`, `Audit`, `Travel`, `Segments`, `Wired`). A part not connected yet answers as
 the route always has: 503 for the stores, 422 for key management on an instance without it.
 
-`Service`, `Audit` and `Travel` read the audit trail as the caller (`reader_for`): under its
+`Service`, `Audit`, `Travel` and `Segments` read the audit trail as the caller (`reader_for`): under its
 org's tenancy for an org-scoped key, so row-level security keeps another org's events and
 snapshots out of any answer even where a route forgot to filter; cross-tenant for a
 system-wide key, which may name any org.
@@ -23,7 +23,15 @@ from fastapi import Depends, FastAPI, Request
 
 from services.auth.http import Caller
 from services.command.errors import InvalidCommand, StoreUnavailable, SubscriptionsUnavailable
-from services.command.ports import AuditTrail, EventStore, KeyStore, LogAcknowledgements, RelayView, SubscriptionStore
+from services.command.ports import (
+    AuditTrail,
+    EventStore,
+    KeyStore,
+    LogAcknowledgements,
+    RelayView,
+    SegmentStore,
+    SubscriptionStore,
+)
 from services.command.service import CommandService, utc_now
 from services.command.tenancy import reader_for
 from services.command.timetravel.service import TimeTravel
@@ -44,6 +52,7 @@ class Wiring:
     timetravel: TimeTravel | None = None
     subscriptions: SubscriptionStore | None = None
     acknowledgements: LogAcknowledgements | None = None
+    segments: SegmentStore | None = None
     sealer: Sealer | None = None  # from FLAGS_SUBSCRIPTION_KEY: seals a new subscription's secrets
 
     def connect(
@@ -73,6 +82,11 @@ class Wiring:
         if self.subscriptions is None:
             raise StoreUnavailable("the subscription store is not started")
         return self.subscriptions
+
+    def segment_store(self) -> SegmentStore:
+        if self.segments is None:
+            raise StoreUnavailable("the segment store is not started")
+        return self.segments
 
     def subscription_sealer(self) -> Sealer:
         if self.sealer is None:
@@ -107,6 +121,10 @@ async def _audit(request: Request, caller: Caller) -> AuditTrail:
     return wiring_of(request.app).audit_trail().reading_as(reader_for(caller))
 
 
+async def _segments(request: Request, caller: Caller) -> SegmentStore:
+    return wiring_of(request.app).segment_store().reading_as(reader_for(caller))
+
+
 async def _time_travel(request: Request, caller: Caller) -> TimeTravel:
     return wiring_of(request.app).time_travel().reading_as(reader_for(caller))
 
@@ -115,3 +133,4 @@ Wired = Annotated[Wiring, Depends(_wiring)]
 Service = Annotated[CommandService, Depends(_service)]
 Audit = Annotated[AuditTrail, Depends(_audit)]
 Travel = Annotated[TimeTravel, Depends(_time_travel)]
+Segments = Annotated[SegmentStore, Depends(_segments)]

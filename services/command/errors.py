@@ -8,6 +8,9 @@ reaches a caller.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 
 class CommandError(Exception):
     """Base of every error raised by `services.command`."""
@@ -47,6 +50,24 @@ class UnknownSubscription(CommandError):
     def __init__(self, subscription_id: str) -> None:
         super().__init__(f"no subscription {subscription_id!r}")
         self.subscription_id = subscription_id
+
+
+class UnknownSegment(CommandError):
+    """No such segment within the caller's reach (the same answer whether it exists elsewhere)."""
+
+    def __init__(self, segment_key: str) -> None:
+        super().__init__(f"no segment {segment_key!r}")
+        self.segment_key = segment_key
+
+
+class SegmentInUse(CommandError):
+    """A segment that flags' rules name cannot be archived: `uses` says which (`segments.SegmentUse`)."""
+
+    def __init__(self, segment_key: str, uses: Sequence[Any]) -> None:
+        named = "; ".join(str(u) for u in uses)
+        super().__init__(f"segment {segment_key!r} is named by the rules of {named}: change those rules first")
+        self.segment_key = segment_key
+        self.uses = list(uses)
 
 
 class InvalidCommand(CommandError):

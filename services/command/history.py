@@ -39,7 +39,8 @@ __all__ = [
 
 
 class HistoryLevel(StrEnum):
-    """Where an event sits: a flag's definition, one of the four setting levels, an API key, or a subscription."""
+    """Where an event sits: a flag's definition, one of the four setting levels, an API key, a subscription, or a
+    segment (system-wide or an org's)."""
 
     DEFINITION = "definition"
     SYSTEM = "system"
@@ -48,6 +49,7 @@ class HistoryLevel(StrEnum):
     USER = "user"
     KEY = "key"
     SUBSCRIPTION = "subscription"
+    SEGMENT = "segment"
 
 
 # Flag keys, org ids, platforms and user ids never contain "/", so each stream name
@@ -60,6 +62,7 @@ LEVEL_PATTERNS: dict[HistoryLevel, str] = {
     HistoryLevel.USER: r"^org/[^/]+/user/[^/]+/flag/[^/]+$",
     HistoryLevel.KEY: r"^key/[^/]+$",
     HistoryLevel.SUBSCRIPTION: r"^(org/[^/]+/)?subscription/[^/]+$",
+    HistoryLevel.SEGMENT: r"^(org/[^/]+/)?segment/[^/]+$",
 }
 _COMPILED = {level: re.compile(pattern) for level, pattern in LEVEL_PATTERNS.items()}
 

@@ -95,6 +95,7 @@ class InMemoryEventStore:
             chain.check_expected(stream, head, expected_version)
             definition = self._head(writer, chain.definition_of(changes))
             chain.check_flag(changes, definition)
+            chain.check_segments(changes, {s: self._head(writer, s) for s in chain.named_segments(changes)})
             if writer.org_id != changes[0].tenant:  # what the policy's WITH CHECK refuses
                 raise OutsideTenancy(f"{stream} may not be written under {writer}")
             first = self._log.sequence + 1

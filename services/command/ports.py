@@ -4,7 +4,8 @@
 `memory.InMemoryEventStore` (unit tests); `Producer` is the subset of
 aiokafka's producer the relay uses, `PublishedLog` (`published_log.KafkaPublishedLog`) what it reads of
 the topic's end before sending with a new producer. `KeyStore` (`key_store.PostgresKeyStore`), `SubscriptionStore`
-(`subscription_store.PostgresSubscriptionStore`), `AuditTrail`
+(`subscription_store.PostgresSubscriptionStore`), `SegmentStore`
+(`eventstore.segment_store.PostgresSegmentStore`), `AuditTrail`
 (`eventstore.audit_reads.PostgresAuditStore`) and `RelayView` (`relay.Relay`) are what the
 routes use; `bootstrap` plugs the concrete ones in. The stores that read the audit trail
 read under a tenancy (`services.infra.tenancy`); `reading_as` gives the same store with its
@@ -19,12 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from events import Actor, Envelope, FlagChange, ForeignRecordAcknowledged, SubscriptionChange
+from events import Actor, Envelope, FlagChange, ForeignRecordAcknowledged, SegmentChange, SubscriptionChange
 from flagcore import StreamHead
 from flagcore.subscriptions import SubscriptionView
 from services.auth.keys import NewKey
 from services.auth.policy import Role
 from services.command.history import Cursor, HistoryFilter
+from services.command.segments import SegmentUse, SegmentView
 from services.infra.tenancy import Tenancy
 
 OUTBOX_CHANNEL = "flags_outbox"
@@ -180,6 +182,28 @@ class SubscriptionStore(Protocol):
         ...
 
     async def get(self, org_id: str | None, subscription_id: str) -> SubscriptionView | None: ...
+
+
+class SegmentStore(Protocol):
+    """Segments: events in the event store, read from their streams' heads (`eventstore.segment_store`)."""
+
+    def reading_as(self, reader: Tenancy) -> SegmentStore:
+        """The same store, its reads (and an archive's check of which flags use the segment) under `reader`."""
+        ...
+
+    async def append(
+        self, change: SegmentChange, *, expected_version: int | None, actor: Actor, reason: str, now: datetime
+    ) -> Envelope:
+        """Append one change to its stream; `VersionConflict`, `InvalidTransition`, `SegmentInUse`."""
+        ...
+
+    async def get(self, org_id: str | None, key: str) -> SegmentView | None: ...
+
+    async def of_scope(self, org_id: str | None) -> list[SegmentView]: ...
+
+    async def uses(self, org_id: str | None, key: str) -> list[SegmentUse]:
+        """The flags whose targeting rules name the segment (as the rules' level resolves it)."""
+        ...
 
 
 StoredValue = tuple[int, dict[str, Any] | None]  # (version, the stream's value after it)

@@ -4,8 +4,8 @@ Row-level security on the audit trail (`event_store`, `snapshots`, `snapshot_run
 migration 0009) reads two per-transaction settings, and `Tenancy` is what they say:
 
 - `Tenancy.tenant(org)`: that org's rows, and the catalogue every org sees (flag
-  definitions and system defaults: system rows whose stream starts with `flag/`);
-  writes only that org's rows.
+  definitions and system defaults: system rows whose stream starts with `flag/`; and the
+  system-wide segments, `segment/`, migration 0013); writes only that org's rows.
 - `Tenancy.SYSTEM`: the system rows (org_id NULL) whatever their stream (definitions,
   system-wide keys and subscriptions, snapshot runs); writes only system rows.
 - `Tenancy.CROSS_TENANT`: every row, for the named system-wide readers (system admins and
@@ -20,9 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-__all__ = ["CATALOGUE_PREFIX", "Tenancy"]
+__all__ = ["CATALOGUE_PREFIX", "SYSTEM_SEGMENT_PREFIX", "Tenancy"]
 
 CATALOGUE_PREFIX = "flag/"  # definitions and system defaults: the system rows every tenant reads
+SYSTEM_SEGMENT_PREFIX = "segment/"  # system-wide segments, which every tenant's rules may name: read by all too
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,7 @@ class Tenancy:
         if self.cross_tenant:
             return True
         if org_id is None:
-            return self.org_id is None or stream.startswith(CATALOGUE_PREFIX)
+            return self.org_id is None or stream.startswith((CATALOGUE_PREFIX, SYSTEM_SEGMENT_PREFIX))
         return org_id == self.org_id
 
     def __str__(self) -> str:

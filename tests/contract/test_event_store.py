@@ -27,10 +27,11 @@ from events import (
     PlatformOverrideSet,
     RolloutPercentageSet,
     SystemDefaultSet,
+    TargetingRulesSet,
     decode,
 )
 from flagcore import InvalidTransition
-from services.command.errors import OutsideTenancy, UnknownFlag, VersionConflict
+from services.command.errors import InvalidCommand, OutsideTenancy, UnknownFlag, VersionConflict
 from services.command.eventstore.writes import PostgresEventStore
 from services.command.memory import InMemoryEventStore
 from services.command.ports import EventStore
@@ -129,6 +130,25 @@ class EventStoreContract:
             await append(store, PlatformOverrideSet(flag_key=key, org_id=org, platform="meta", enabled=True))
         assert caught.value.archived
         assert await store.list_events(org=org) == []
+
+    async def test_rules_name_only_segments_that_are_live_in_their_scope(self, store: EventStore) -> None:
+        """Neither store holds a segment here (segments have a store of their own): a rule naming one is refused,
+        naming the condition, and nothing is written; a rule naming none is appended."""
+        key, org = fresh_key(), fresh_org()
+        await define(store, key)
+        exists = {"attribute": "plan", "operator": "exists"}
+        segment = {"operator": "not_in_segment", "values": ["nowhere"]}
+
+        def rules(*conditions: dict[str, Any]) -> TargetingRulesSet:
+            listed = [{"id": "r", "conditions": list(conditions), "variant": "on"}]
+            return TargetingRulesSet.model_validate({"flag_key": key, "level": "org", "org_id": org, "rules": listed})
+
+        with pytest.raises(InvalidCommand) as caught:
+            await append(store, rules(exists, segment))
+        assert caught.value.field == "rules.0.conditions.1.values"
+        assert await store.list_events(org=org) == []
+        (appended,) = await append(store, rules(exists))
+        assert appended.version == 1
 
     async def test_definition_changes_follow_the_transitions(self, store: EventStore) -> None:
         key = fresh_key()

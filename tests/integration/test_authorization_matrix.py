@@ -79,6 +79,7 @@ class World:
         self._n = itertools.count(1)
         self._last_pct: dict[str, int] = {}
         self._subscriptions: dict[tuple[str, bool], str] = {}  # (target, paused) -> a live victim subscription
+        self._segments: dict[str, str] = {}  # target -> the key of a live victim segment
 
     def next(self) -> int:
         return next(self._n)
@@ -449,6 +450,61 @@ def act_on_subscription(action: str) -> Builder:
     return build
 
 
+def _segments_path(w: World, target: str) -> str:
+    return "/v1/segments" if target == "system" else f"/v1/orgs/{w.org(target)}/segments"
+
+
+def _segment_body(w: World, key: str) -> dict[str, Any]:
+    plan = {"attribute": "plan", "operator": "equals", "values": ["x"]}
+    return _body(segment_key=key, name="Matrix", conditions=[plan])
+
+
+async def _segment(w: World, target: str, allowed: bool) -> str:
+    """A fresh segment for an allowed change; for a refused one, a live one it would have changed."""
+    if allowed or target not in w._segments:
+        key = f"matrix-{w.next()}"
+        await w.setup("POST", _segments_path(w, target), _segment_body(w, key))
+        if allowed:
+            return key
+        w._segments[target] = key
+    return w._segments[target]
+
+
+async def define_segment(w: World, target: str, allowed: bool) -> Req:
+    return Req("POST", _segments_path(w, target), _segment_body(w, f"matrix-new{w.next()}"))
+
+
+async def list_segments(w: World, target: str, _: bool) -> Req:
+    return Req("GET", _segments_path(w, target))
+
+
+def read_segment(rest: str) -> Builder:
+    async def build(w: World, target: str, _: bool) -> Req:
+        return Req("GET", f"{_segments_path(w, target)}/{await _segment(w, target, False)}{rest}")
+
+    return build
+
+
+async def change_segment(w: World, target: str, allowed: bool) -> Req:
+    key = await _segment(w, target, allowed)
+    return Req("PATCH", f"{_segments_path(w, target)}/{key}", _body(name=f"Matrix {w.next()}"))
+
+
+async def archive_segment(w: World, target: str, allowed: bool) -> Req:
+    key = await _segment(w, target, allowed)
+    return Req("POST", f"{_segments_path(w, target)}/{key}/archive", _body())
+
+
+SEGMENT_ROUTES: dict[tuple[str, str], Builder] = {
+    ("POST", ""): define_segment,
+    ("GET", ""): list_segments,
+    ("GET", "/{segment_key}"): read_segment(""),
+    ("GET", "/{segment_key}/flags"): read_segment("/flags"),
+    ("PATCH", "/{segment_key}"): change_segment,
+    ("POST", "/{segment_key}/archive"): archive_segment,
+}
+
+
 # --- the table ---------------------------------------------------------------------------------------------
 
 
@@ -501,8 +557,24 @@ def _subscription_rows() -> dict[tuple[str, str, str], Row]:
     return rows
 
 
+def _segment_rows() -> dict[tuple[str, str, str], Row]:
+    """Segments: managed like the flags (system-wide) or the overrides (an org's) of their scope; the system's
+    read by every key, as the catalogue; an org's like its audit trail."""
+    rows = {}
+    for (method, rest), build in SEGMENT_ROUTES.items():
+        read = method == "GET"
+        rows["command", method, f"/v1/segments{rest}"] = Row(
+            build, ("system",), {role: (200,) for role in ROLES} if read else SYSTEM_WRITE
+        )
+        rows["command", method, f"/v1/orgs/{{org}}/segments{rest}"] = Row(
+            build, OWN_OTHER, AUDIT_READ if read else OVERRIDE_WRITE
+        )
+    return rows
+
+
 MATRIX: dict[tuple[str, str, str], Row] = {
     **_subscription_rows(),
+    **_segment_rows(),
     # flag semantics: kill switches (system admins), schedules at every scope, the stale report
     ("command", "POST", "/v1/flags/{flag_key}/kill-switch"): Row(engage_kill_switch, ("system",), SYSTEM_WRITE),
     ("command", "DELETE", "/v1/flags/{flag_key}/kill-switch"): Row(release_kill_switch, ("system",), SYSTEM_WRITE),

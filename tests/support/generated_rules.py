@@ -1,5 +1,8 @@
 """Generated targeting rules and evaluation contexts: every operator, on attributes the contexts also draw,
-so that rules both hold and fail (and split), at the system level and for the org of `generated_logs`."""
+so that rules both hold and fail (and split), at the system level and for the org of `generated_logs`.
+
+Rules also name segments (`in_segment` / `not_in_segment`), of keys that `segment_changes` defines, changes and
+archives at both levels, and of one (`nowhere`) no change ever defines."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from events import Level, TargetingRulesSet, Variant
+from events import Level, SegmentArchived, SegmentChange, SegmentChanged, SegmentDefined, TargetingRulesSet, Variant
 from tests.support.generated_logs import KEYS, NAMES, ORG
 
 # attribute → (operator → the values a condition may compare with), and what a context may hold for it
@@ -39,6 +42,8 @@ _CONTEXT: dict[str, list[Any]] = {
     "org": ["other"],  # the call's own org wins: a context cannot claim another
 }
 _LISTS = {"in", "not_in", "in_cidr"}
+SEGMENT_KEYS = ["beta", "staff"]  # defined, changed and archived by `segment_changes`
+UNKNOWN_SEGMENT = "nowhere"  # never defined: a rule naming it never matches
 
 
 @st.composite
@@ -57,6 +62,37 @@ def conditions(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
+def segment_conditions(draw: st.DrawFn) -> dict[str, Any]:
+    """`in_segment` / `not_in_segment` naming 1–2 segments (now and then the unknown one)."""
+    keys = draw(st.lists(st.sampled_from([*SEGMENT_KEYS, *SEGMENT_KEYS, UNKNOWN_SEGMENT]), min_size=1, max_size=2,
+                         unique=True))  # fmt: skip
+    return {"operator": draw(st.sampled_from(["in_segment", "not_in_segment"])), "values": keys}
+
+
+@st.composite
+def rule_conditions(draw: st.DrawFn) -> dict[str, Any]:
+    """A rule's condition: one in four names segments (where none is defined it never holds, so rarer)."""
+    return draw(segment_conditions() if draw(st.integers(0, 3)) == 0 else conditions())
+
+
+@st.composite
+def segment_changes(draw: st.DrawFn) -> SegmentChange:
+    """A segment of `SEGMENT_KEYS` defined, changed or archived, system-wide or the org's (one that does not
+    apply, e.g. a change of a segment not defined, is left out of the log by `LogBuilder`)."""
+    key = draw(st.sampled_from(SEGMENT_KEYS))
+    org = draw(st.sampled_from([None, ORG]))
+    kind = draw(st.sampled_from(["define", "define", "define", "change", "archive"]))
+    if kind == "archive":
+        return SegmentArchived(segment_key=key, org_id=org)
+    members = {"attribute": "targeting_key", "operator": "in", "values": draw(
+        st.lists(st.sampled_from(["u-1", "u-2", "bulk-1", "bulk-2", "bulk-3", "bulk-30"]), min_size=1, max_size=4,
+                 unique=True))}  # fmt: skip
+    found = draw(st.lists(st.one_of(conditions(), st.just(members)), min_size=1, max_size=2))
+    cls = SegmentDefined if kind == "define" else SegmentChanged
+    return cls.model_validate({"segment_key": key, "org_id": org, "name": key.title(), "conditions": found})
+
+
+@st.composite
 def rule_sets(draw: st.DrawFn) -> TargetingRulesSet:
     """One level's list of 1–4 rules (now and then none: clearing it) on one flag, each serving a variant (one
     the flag may not have) or a split."""
@@ -64,7 +100,7 @@ def rule_sets(draw: st.DrawFn) -> TargetingRulesSet:
     names = NAMES[flag]
     rules = []
     for i in range(0 if draw(st.integers(0, 9)) == 0 else draw(st.integers(1, 4))):
-        rule: dict[str, Any] = {"id": f"r{i}", "conditions": draw(st.lists(conditions(), min_size=1, max_size=3))}
+        rule: dict[str, Any] = {"id": f"r{i}", "conditions": draw(st.lists(rule_conditions(), min_size=1, max_size=3))}
         if draw(st.booleans()):
             rule["variant"] = draw(st.sampled_from(names))
         else:

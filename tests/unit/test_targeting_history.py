@@ -12,7 +12,7 @@ from flagcore import FlagState, fold
 from flagcore.history import diff_views, org_view, restore, scope_of_stream, snapshot
 from tests.support.factories import T0, LogBuilder
 from tests.support.generated_logs import ORG, REL, changes, definitions
-from tests.support.generated_rules import rule_sets
+from tests.support.generated_rules import rule_sets, segment_changes
 
 
 def _parts(state: FlagState) -> dict[str, dict]:
@@ -21,8 +21,8 @@ def _parts(state: FlagState) -> dict[str, dict]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.one_of(changes, rule_sets()), max_size=16), st.integers(0, 30))
-def test_a_snapshot_keeps_the_rules_of_its_scope(change_list: list, cut: int) -> None:
+@given(st.lists(st.one_of(changes, rule_sets(), segment_changes()), max_size=16), st.integers(0, 30))
+def test_a_snapshot_keeps_the_rules_and_segments_of_its_scope(change_list: list, cut: int) -> None:
     log = LogBuilder().extend([*definitions(), *change_list])
     cut = min(cut, len(log))
     assert fold(log[cut:], restore(_parts(fold(log[:cut])))) == fold(log)

@@ -186,3 +186,38 @@ def test_a_long_run_saves_its_parts_as_it_goes_and_a_redo_after_a_crash_agrees()
         for org in ORGS:
             got = asyncio.run(travel.at(Asked(org), log[i].occurred_at))[FLAGS[0]].evaluation
             assert got == evaluate(live.catalog, live.tenant(org), FLAGS[0])
+
+
+def test_segments_travel_in_time_with_the_rules_that_name_them() -> None:
+    """A segment changed, shadowed by the org's own, archived: at every instant the answer of the fold then,
+    from snapshots cut anywhere (a part carries the scope's segments) or from the first event."""
+    from events import Level, SegmentArchived, SegmentChanged, SegmentDefined, TargetingRulesSet
+
+    def members(*users: str) -> list[dict[str, object]]:
+        return [{"attribute": "targeting_key", "operator": "in", "values": list(users)}]
+
+    org, user = ORGS[0], USERS[0]
+    rules = [{"id": "beta", "conditions": [{"operator": "in_segment", "values": ["beta"]}], "variant": "on"}]
+    log = LogBuilder().extend([
+        FlagDefined(flag_key=FLAGS[0], group="g"),
+        TargetingRulesSet.model_validate({"flag_key": FLAGS[0], "level": Level.ORG, "org_id": org, "rules": rules}),
+        SegmentDefined.model_validate({"segment_key": "beta", "name": "B", "conditions": members(user)}),
+        SegmentChanged.model_validate({"segment_key": "beta", "name": "B", "conditions": members("someone")}),
+        SegmentDefined.model_validate(
+            {"segment_key": "beta", "org_id": org, "name": "Ours", "conditions": members(user)}
+        ),
+        SegmentArchived(segment_key="beta", org_id=org),
+    ])  # fmt: skip
+    answers = []
+    for cut in (None, 2, 4):
+        history = MemoryHistory(log if cut is None else log[:cut])
+        if cut is not None:
+            asyncio.run(take(history, _no_kafka, every=1))
+            history.log = log
+        travel = TimeTravel(history, clock=_clock(log))
+        for i, event in enumerate(log):
+            live = fold(log[: i + 1])
+            got = asyncio.run(travel.at(Asked(org, None, user), event.occurred_at))[FLAGS[0]].evaluation
+            assert got == evaluate(live.catalog, live.tenant(org), FLAGS[0], user_id=user)
+            answers.append(got.reason.value)
+    assert answers[:6] == ["DEFAULT", "DEFAULT", "TARGETING_MATCH", "DEFAULT", "TARGETING_MATCH", "DEFAULT"]

@@ -33,8 +33,10 @@ DECODED_KEPT = 10_000
 # A scope's flag events: an org's, or (scope '') the system ones (definitions, system defaults).
 # Two texts rather than one with a CASE, so each can use the (org_id, sequence) index.
 _ORG_SCOPE, _SYSTEM_SCOPE = "org_id = $1", "org_id IS NULL AND $1 = ''"
-_EVENTS = """
-SELECT body FROM event_store WHERE {scope} AND flag_key IS NOT NULL AND sequence > $2 AND occurred_at <= $3
+# What the fold reads: flag events, and segment events (which carry no flag key), not key or subscription ones.
+_FOLDED = "(flag_key IS NOT NULL OR type IN ('SegmentDefined', 'SegmentChanged', 'SegmentArchived'))"
+_EVENTS = f"""
+SELECT body FROM event_store WHERE {{scope}} AND {_FOLDED} AND sequence > $2 AND occurred_at <= $3
   AND ($4::text[] IS NULL OR EXISTS (SELECT 1 FROM unnest($4::text[]) AS p WHERE starts_with(stream, p)))
 ORDER BY sequence
 """
@@ -54,14 +56,16 @@ SELECT sequence, events, jsonb_build_object(
     'platform', (SELECT coalesce(jsonb_agg(x), '[]') FROM jsonb_array_elements(state->'platform') AS x
                  WHERE {_KEPT.format(stream="x->-1->>1")}),
     'user', (SELECT coalesce(jsonb_agg(x), '[]') FROM jsonb_array_elements(state->'user') AS x
-             WHERE {_KEPT.format(stream="x->-1->>1")})
+             WHERE {_KEPT.format(stream="x->-1->>1")}),
+    'segments', (SELECT coalesce(jsonb_agg(x), '[]') FROM jsonb_array_elements(state->'segments') AS x
+                 WHERE {_KEPT.format(stream="x->-1->>1")})
 ) AS state
 FROM snapshots WHERE scope = $1 AND covered_until <= $2 ORDER BY sequence DESC LIMIT 1
 """
 # The scope's event count up to the part, and every head of the stored part against the log,
 # in one round trip and without shipping the part anywhere.
-_SOUND = """
-SELECT (SELECT count(*) FROM event_store WHERE {scope} AND flag_key IS NOT NULL AND sequence <= $2) AS counted,
+_SOUND = f"""
+SELECT (SELECT count(*) FROM event_store WHERE {{scope}} AND {_FOLDED} AND sequence <= $2) AS counted,
        count(*) AS heads, count(e.stream) AS matching
 FROM snapshots AS s CROSS JOIN jsonb_array_elements(s.state->'heads') AS h
 LEFT JOIN event_store AS e ON e.stream = h->>0 AND e.version = (h->>1)::int AND e.hash = h->>2
@@ -79,9 +83,9 @@ SELECT max(sequence) FROM event_store
 WHERE occurred_at <= now() - make_interval(secs => $1)
   AND sequence < coalesce((SELECT min(sequence) FROM event_store WHERE published_at IS NULL), 9223372036854775807)
 """
-_SINCE = """
+_SINCE = f"""
 SELECT sequence, occurred_at, body FROM event_store
-WHERE flag_key IS NOT NULL AND sequence > $1 AND sequence <= $2 ORDER BY sequence LIMIT $3
+WHERE {_FOLDED} AND sequence > $1 AND sequence <= $2 ORDER BY sequence LIMIT $3
 """
 
 

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 # two-int4 one; PostgreSQL keeps the two spaces apart, and both are per database.
 RELAY_LOCK_KEY = int.from_bytes(b"flagrlay", "big")
 FLAG_LOCK_SPACE = int.from_bytes(b"flag", "big")
+SEGMENT_LOCK_SPACE = int.from_bytes(b"segm", "big")  # a segment's stream: archived alone, named by rules shared
 
 _HEAD = "SELECT version, hash, body FROM event_store WHERE stream = $1 ORDER BY version DESC LIMIT 1"
 _INSERT = """
@@ -107,6 +108,7 @@ class PostgresEventStore:
                 # so no setting can commit after the archive that should refuse it.
                 lock = "pg_advisory_xact_lock" if defines else "pg_advisory_xact_lock_shared"
                 await conn.execute(f"SELECT {lock}($1, hashtext($2))", FLAG_LOCK_SPACE, changes[0].flag_key)
+                await _check_named_segments(conn, changes)
                 head = await read_head(conn, stream)
                 chain.check_expected(stream, head, expected_version)
                 definition = head if defines else await read_head(conn, chain.definition_of(changes))
@@ -186,6 +188,17 @@ class PostgresRelayLease:
             await asyncio.wait_for(self._conn.close(), timeout=5)
         except UNREACHABLE:
             self._conn.terminate()
+
+
+async def _check_named_segments(conn: asyncpg.Connection, changes: Sequence[FlagChange]) -> None:
+    """Rules naming segments hold those segments' locks shared, so no archive of one commits meanwhile
+    (`eventstore.segment_store`), and may name only live ones (`chain.check_segments`)."""
+    streams = chain.named_segments(changes)
+    if not streams:
+        return
+    for stream in streams:
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1, hashtext($2))", SEGMENT_LOCK_SPACE, stream)
+    chain.check_segments(changes, {stream: await read_head(conn, stream) for stream in streams})
 
 
 async def write_events(

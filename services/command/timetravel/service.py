@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, Self
 
-from events import Envelope, Scope
+from events import Envelope, Scope, segment_stream
 from flagcore import FlagState, fold
 from flagcore.history import SYSTEM_SCOPE, FlagView, diff_views, org_view, restore
 from services.command.eventstore.parts import Part
@@ -48,13 +48,13 @@ class Asked:
     user_id: str | None = None
 
     def streams(self) -> tuple[str, ...]:
-        """Prefixes of the org's streams this view reads: its org level, platform and user."""
+        """Prefixes of the org's streams this view reads: its org level, platform and user, and its segments."""
         scopes = [Scope.org(self.org_id)]
         if self.platform is not None:
             scopes.append(Scope.for_platform(self.org_id, self.platform))
         if self.user_id is not None:
             scopes.append(Scope.user(self.org_id, self.user_id))
-        return tuple(scope.stream("") for scope in scopes)
+        return (*(scope.stream("") for scope in scopes), segment_stream(self.org_id, ""))
 
 
 class TimeTravel:
