@@ -39,13 +39,26 @@ class FlagAnswer(BaseModel):
     )
     variant: str = Field(description="The variant served: a typed flag's named one; a boolean's arm, `on` or `off`.")
     metadata: dict[str, bool | int | str] = Field(
-        description="`level` that decided, `eventId` and `version` of the event that set it, `rolloutPercentage`, "
-        "`killSwitch` when an ops flag's kill switch decided."
+        description="`level` that decided, `eventId`, `version`, `stream` and `occurredAt` of the event that set it, "
+        "`valueType` (boolean, string, integer, float or object), `rolloutPercentage`, `killSwitch` when an ops "
+        "flag's kill switch decided."
     )
+
+
+class EventStreamEndpoint(BaseModel):
+    requestUri: str = Field(description="The stream's path and query, on the origin the provider already speaks to.")
+
+
+class EventStream(BaseModel):
+    type: str = Field(description="`sse`: server-sent events (`GET /ofrep/v1/changes`).")
+    endpoint: EventStreamEndpoint
 
 
 class BulkAnswer(BaseModel):
     flags: list[FlagAnswer] = Field(description="Every flag of the catalogue, in key order.")
+    eventStreams: list[EventStream] = Field(
+        description="OFREP 0.3: the org's change stream; on each `refetchEvaluation` event, fetch this answer again."
+    )
 
 
 class FlagFailure(BaseModel):

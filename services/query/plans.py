@@ -19,6 +19,7 @@ from flagcore import Catalog, TenantRules
 from flagcore.plans import Pick, Rule, compile_flag
 from services.observability.tally import Exposures
 from services.query import validation
+from services.query.changes_stream import event_streams
 from services.query.documents import CompiledCatalog, CompiledOrg
 from services.query.errors import InvalidParameter
 from services.query.metrics import labels_of
@@ -73,9 +74,12 @@ class BulkPlan:
     worker's count of kept bulk answers, which `Plans` holds under `MAX_KEPT_BULK`.
     """
 
-    __slots__ = ("_answers", "_dynamic", "_kept", "_rules")
+    __slots__ = ("_answers", "_dynamic", "_kept", "_org_id", "_rules")
 
-    def __init__(self, plans: list[FlagPlan], platform: str | None, kept: list[int] | None = None) -> None:
+    def __init__(
+        self, plans: list[FlagPlan], platform: str | None, kept: list[int] | None = None, *, org_id: str | None = None
+    ) -> None:
+        self._org_id = org_id  # whose change stream the answer names (`eventStreams`)
         self._kept = [0] if kept is None else kept
         self._rules = [p.rule(platform) for p in plans]
         self._dynamic = [r for r in self._rules if not r.fixed]
@@ -93,7 +97,7 @@ class BulkPlan:
             self._kept[0] -= len(self._answers)
             self._answers.clear()
         self._kept[0] += 1
-        made = bulk_answer(bulk_body(bodies))
+        made = bulk_answer(bulk_body(bodies, self._org_id))
         exposures = Exposures([r.labels[i] for r, i in zip(self._rules, chosen, strict=True)])
         kept = self._answers[key] = Answer(made.status, made.body, made.etag, exposures)
         return kept
@@ -147,7 +151,7 @@ class OrgPlans:
             self._plans = plans
         bulk = self._bulk.get(platform)
         if bulk is None:
-            bulk = self._bulk[platform] = BulkPlan(self._plans, platform, self._kept)
+            bulk = self._bulk[platform] = BulkPlan(self._plans, platform, self._kept, org_id=self.org.org_id)
         return bulk
 
     def _compile(self, flag_key: str, at: float) -> FlagPlan:
@@ -181,7 +185,8 @@ class Plans:
         return plans
 
 
-def bulk_body(answers: Iterable[bytes]) -> bytes:
-    """`{"flags": [...]}` of rendered answers: the bytes orjson gives for the whole (compact JSON composes)."""
-    return b'{"flags":[' + b",".join(answers) + b"]}"
-
+def bulk_body(answers: Iterable[bytes], org_id: str | None = None) -> bytes:
+    """`{"flags": [...], "eventStreams": [...]}` of rendered answers (no `eventStreams` without an org): the bytes
+    orjson gives for the whole (compact JSON composes), as `ofrep.evaluate_flags` makes them."""
+    flags = b'{"flags":[' + b",".join(answers) + b"]"
+    return flags + b"}" if org_id is None else flags + b',"eventStreams":' + event_streams(org_id) + b"}"
