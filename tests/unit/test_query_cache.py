@@ -268,3 +268,12 @@ def test_the_listener_turns_the_local_level_on_only_once_subscribed_and_clears_i
     assert set(c._local) == {keys.org("o2")}
     listener._on({"type": "message", "data": b"not json"})
     assert len(c) == 0 and listener.messages == 2
+
+
+def test_the_listener_also_tells_the_change_streams_every_message_and_each_resubscription() -> None:
+    told: list[bytes | None] = []
+    listener = InvalidationListener(None, CacheKeys("p"), DocumentCache(None, ttl=60), also=told.append)  # type: ignore[arg-type]
+    listener._on({"type": "subscribe", "data": 1})
+    listener._on({"type": "message", "data": b'{"scope":"org","org_id":"o1"}'})
+    listener._on({"type": "message", "data": b"not json"})
+    assert told == [None, b'{"scope":"org","org_id":"o1"}', b"not json"]
