@@ -42,6 +42,7 @@ from services.query.cache import DocumentCache
 from services.query.changes_stream import ChangeHub, StreamSettings
 from services.query.dependencies import wiring_of
 from services.query.metrics import FLUSH_SECONDS
+from services.query.ofrep_code_defaults import defer_to_code
 from services.query.service import QueryService
 from services.query.snapshots import PostgresSnapshots
 from services.query.usage import UsageStore, flush_forever
@@ -57,6 +58,7 @@ KEY_REFRESH_AFTER = 0.25  # s: half the key cache's life (services.auth.authenti
 def build_app(settings: Settings | None = None) -> FastAPI:
     """The query app as deployed: documents cached in process and in Redis, evaluations counted in Redis."""
     settings = settings if settings is not None else Settings()
+    defer_to_code(settings.ofrep_code_defaults)  # before any OFREP answer is rendered
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -30,6 +30,7 @@ from services.observability.tally import Exposures
 from services.query import validation
 from services.query.changes_stream import event_streams
 from services.query.errors import InvalidParameter, Unavailable, UnknownFlag
+from services.query.ofrep_code_defaults import deferred
 from services.query.ofrep_metadata import more_metadata
 
 __all__ = [
@@ -171,7 +172,10 @@ def _success(e: Evaluation) -> dict[str, Any]:
         metadata["killSwitch"] = True
     metadata.update(more_metadata(e))  # services.query.ofrep_metadata
     reason = REASONS[e.reason]
-    return {"key": e.flag_key, "value": e.value, "reason": reason, "variant": e.variant, "metadata": metadata}
+    answer = {"key": e.flag_key, "value": e.value, "reason": reason, "variant": e.variant, "metadata": metadata}
+    if deferred(e):  # services.query.ofrep_code_defaults: OFREP's codeDefaultFlag, when configured
+        del answer["value"]
+    return answer
 
 
 def render(e: Evaluation) -> bytes:

@@ -31,7 +31,10 @@ JSON = "application/json"
 
 class FlagAnswer(BaseModel):
     key: str = Field(description="The flag key.")
-    value: TypedValue = Field(description=VALUE_DESCRIPTION)
+    value: TypedValue = Field(
+        description=VALUE_DESCRIPTION + " Left out of a `DEFAULT` answer when the service is configured to defer to "
+        "the code's default (`FLAGS_OFREP_CODE_DEFAULTS`: OFREP's codeDefaultFlag)."
+    )
     reason: str = Field(
         description="STATIC (the system default decided), TARGETING_MATCH (an org, platform or user override), SPLIT "
         "(a sticky rollout or split of variants), DISABLED (archived, or an ops kill switch) or DEFAULT (no level "

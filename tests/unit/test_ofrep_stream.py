@@ -11,14 +11,14 @@ import httpx
 import orjson
 import pytest
 
-from flagcore import fold
+from flagcore import Evaluation, Reason, fold
 from services.auth.policy import Role
 from services.httpserver import Reply, Request, Streamed
 from services.httpserver.connection import Connection, Connections, Limits
 from services.httpserver.message import encode_chunk
 from services.infra.cache_keys import CacheKeys
 from services.infra.settings import Settings
-from services.query import sse
+from services.query import ofrep, sse
 from services.query.api import create_app
 from services.query.cache import DocumentCache
 from services.query.changes_stream import (
@@ -33,6 +33,7 @@ from services.query.changes_stream import (
 )
 from services.query.dependencies import wiring_of
 from services.query.fastpath import FastPath
+from services.query.ofrep_code_defaults import defer_to_code
 from services.query.service import QueryService
 from services.query.site import QuerySite
 from tests.support.auth import MemoryKeys, bearer, memory_gate
@@ -411,3 +412,21 @@ async def test_refusals_are_the_apps_on_both_paths(
     if status != 422:  # FastAPI's own check of the query's pattern words a malformed org its own way
         assert asgi.json()["error"] == error
     assert len(changes) == 0
+
+
+# --- OFREP's codeDefaultFlag, when configured ----------------------------------------------------------------------
+
+
+def test_a_default_answer_defers_to_the_code_only_when_configured() -> None:
+    unset = Evaluation("some.flag", False, Reason.DEFAULT, variant="off")
+    decided = Evaluation("some.flag", True, Reason.STATIC, variant="on")
+    assert orjson.loads(ofrep.render(unset))["value"] is False  # by default: the flag's off variant
+    defer_to_code(True)
+    try:
+        answer = orjson.loads(ofrep.render(unset))
+        metadata = {"valueType": "boolean"}
+        assert answer == {"key": "some.flag", "reason": "DEFAULT", "variant": "off", "metadata": metadata}
+        assert orjson.loads(ofrep.render(decided))["value"] is True  # a level set it: its value, as ever
+    finally:
+        defer_to_code(False)
+    assert "value" in orjson.loads(ofrep.render(unset))
