@@ -8,7 +8,7 @@ once is parsed and answered inside the one `data_received` call that completed
 it: no task, no thread, no await. The same bare answer served 80–97k requests/s.
 
 - `Connection`: one client connection, HTTP/1.1 keep-alive and pipelining, limits and timeouts;
-- `Request`, `Reply`: what a handler reads and answers;
+- `Request`, `Reply`, `Streamed`: what a handler reads and answers (`Streamed`: a body written as it comes);
 - `ASGIBridge`, `Lifespan`: any other request goes to an ASGI app, whose lifespan the worker runs;
 - `BalancedAcceptor` (`accept`): the workers share the socket, each holding about as many connections as the others;
 - `serve`: the listening socket, worker processes, graceful shutdown.
@@ -16,7 +16,7 @@ it: no task, no thread, no await. The same bare answer served 80–97k requests/
 
 from services.httpserver.asgi import ASGIBridge, Lifespan
 from services.httpserver.connection import Connection, Limits
-from services.httpserver.message import Reply, Request
+from services.httpserver.message import Reply, Request, Streamed
 from services.httpserver.workers import serve
 
-__all__ = ["ASGIBridge", "Connection", "Lifespan", "Limits", "Reply", "Request", "serve"]
+__all__ = ["ASGIBridge", "Connection", "Lifespan", "Limits", "Reply", "Request", "Streamed", "serve"]

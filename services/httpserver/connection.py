@@ -2,7 +2,10 @@
 
 A handler returns a `Reply` (written at once, inside the `data_received` call
 that completed the request) or an awaitable of one (run as a task; requests
-pipelined behind it wait their turn, so answers leave in the order asked).
+pipelined behind it wait their turn, so answers leave in the order asked). The
+awaitable may give a `Streamed` answer instead: its body is written chunk by chunk
+as it comes, until it ends, the client leaves or the worker stops; then the
+connection closes.
 Everything a client can get wrong is answered here with a status and a short
 JSON error and the connection closed: a malformed request 400, a head over the
 limit 431, a body over the limit 413, a request too slow to arrive 408.
@@ -11,6 +14,7 @@ limit 431, a body over the limit 413, a request too slow to arrive 408.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -23,20 +27,21 @@ import orjson
 
 from services.http.errors import error_body
 from services.http.unhandled import INTERNAL_ERROR_DETAIL
-from services.httpserver.message import Clock, Reply, Request, encode
+from services.httpserver.message import Clock, Reply, Request, Streamed, encode, encode_chunk, encode_stream_head
 
 __all__ = ["Connection", "Connections", "Handler", "Headers", "Limits"]
 
 log = logging.getLogger("flagstream.http")
 
 Headers = Sequence[tuple[str, str]]
-Handler = Callable[[Request], "Reply | Awaitable[Reply]"]
+Handler = Callable[[Request], "Reply | Awaitable[Reply | Streamed]"]
 
 _JSON = ("content-type", "application/json")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _METHODS = {m.encode(): m for m in ("GET", "POST", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS")}
 LINGER = 2.0  # seconds a refused connection's input is read and dropped before the close
 _QUEUED_BEFORE_PAUSE = 16  # pipelined requests held while one is answered, before reading stops
+STREAM_BACKLOG = 256 * 1024  # bytes of a streamed answer a client may leave unread before it is cut off
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,7 @@ class Connection(asyncio.Protocol):
         "_refusal",
         "_server",
         "_size",
+        "_streaming",
         "_url",
         "_writable",
         "connections",
@@ -92,6 +98,7 @@ class Connection(asyncio.Protocol):
         self._head_bytes = 0
         self._in_head = False
         self._refusal: Reply | None = None  # owed once the answers before it are written
+        self._streaming: asyncio.Task[None] | None = None  # the task writing a streamed answer
         self.reading_since: float | None = None  # monotonic start of a request not yet whole
         self.lingering_since: float | None = None  # a refusal was sent: input is dropped until the close
         self.idle_since = time.monotonic()
@@ -108,6 +115,8 @@ class Connection(asyncio.Protocol):
         self.connections.discard(self)
         self._queue.clear()
         self._closing = True
+        if self._streaming is not None:
+            self._streaming.cancel()
 
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None or self.lingering_since is not None:
@@ -231,12 +240,15 @@ class Connection(asyncio.Protocol):
         self._busy = True
         asyncio.get_running_loop().create_task(self._await(request, reply))
 
-    async def _await(self, request: Request, pending: Awaitable[Reply]) -> None:
+    async def _await(self, request: Request, pending: Awaitable[Reply | Streamed]) -> None:
         try:
             reply = await pending
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             reply = self._internal_error()
+        if isinstance(reply, Streamed):
+            await self._stream(request, reply)
+            return
         self._busy = False
         if self.transport.is_closing():
             return
@@ -258,6 +270,46 @@ class Connection(asyncio.Protocol):
         self.idle_since = self.connections.now
         if last:
             transport.close()
+
+    async def _stream(self, request: Request, reply: Streamed) -> None:
+        """Write `reply`'s chunks as they come, then the last chunk, then close; nothing else is answered here.
+
+        Cancelled (the client left, the worker stops: `connection_lost`, `shut_down`), it ends the same way. A
+        client that leaves `STREAM_BACKLOG` bytes unread is cut off rather than buffered for.
+        """
+        transport = self.transport
+        self._closing = True  # what was pipelined behind a stream is never answered
+        self._queue.clear()
+        self._streaming = asyncio.current_task()
+        chunks = reply.chunks
+        try:
+            if transport.is_closing():
+                return
+            transport.write(encode_stream_head(reply, self._clock))
+            async for data in chunks:
+                if transport.is_closing():
+                    break
+                if not data:
+                    continue  # an empty chunk would end the body
+                if transport.get_write_buffer_size() > STREAM_BACKLOG:
+                    log.info("a streamed answer to %s %s is not read; closing", request.method, request.path)
+                    transport.abort()
+                    break
+                transport.write(encode_chunk(data))
+                self.idle_since = self.connections.now
+        except asyncio.CancelledError:
+            pass  # the client left, or the worker stops: end the answer as if it had ended
+        except Exception:
+            log.exception("a streamed answer to %s %s failed", request.method, request.path)
+        finally:
+            self._streaming = None
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+            if not transport.is_closing():
+                transport.write(encode_chunk(b""))
+                transport.close()
 
     def _refuse(self, reply: Reply) -> None:
         """Answer a request that cannot be read (after the answers owed before it), then close.
@@ -323,8 +375,10 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
     def shut_down(self) -> None:
-        """Close now if nothing is owed, else after the answers owed (each says `connection: close`)."""
-        if self._busy or self._queue:
+        """Close now if nothing is owed, else after the answers owed (each says `connection: close`); a stream ends."""
+        if self._streaming is not None:
+            self._streaming.cancel()
+        elif self._busy or self._queue:
             self._finish_then_close()
         elif not self.transport.is_closing():
             self.transport.close()

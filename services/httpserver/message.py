@@ -1,13 +1,14 @@
-"""What a handler reads (`Request`) and answers (`Reply`), and the bytes an answer goes out as."""
+"""What a handler reads (`Request`) and answers (`Reply`, or `Streamed`), and the bytes an answer goes out as."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 
-__all__ = ["Clock", "Reply", "Request", "encode"]
+__all__ = ["Clock", "Reply", "Request", "Streamed", "encode", "encode_chunk", "encode_stream_head"]
 
 Headers = list[tuple[str, str]]
 
@@ -21,6 +22,19 @@ class Reply:
     @property
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in self.headers]
+
+
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """An answer whose body is written as it comes (chunked), for as long as `chunks` gives: a change stream.
+
+    The connection answers nothing else meanwhile, and closes when the stream ends; the server ends the stream
+    (closes `chunks`) when the client leaves or the worker stops.
+    """
+
+    status: int
+    headers: Headers  # names in lower case; no `content-length` (the body is chunked)
+    chunks: AsyncIterator[bytes]
 
 
 @dataclass(slots=True)
@@ -86,3 +100,15 @@ def encode(reply: Reply, clock: Clock, *, keep_alive: bool, head: bool = False) 
     if head or no_body:
         return b"".join((encoded, closing, clock.line, b"\r\n"))
     return b"".join((encoded, closing, clock.line, b"\r\n", reply.body))
+
+
+def encode_stream_head(reply: Streamed, clock: Clock) -> bytes:
+    """A streamed answer's status line and headers: chunked, and the connection closes after it."""
+    line = _STATUS_LINES.get(reply.status) or f"HTTP/1.1 {reply.status} \r\n".encode()
+    lines = "".join(f"{name}: {value}\r\n" for name, value in reply.headers).encode("latin-1")
+    return b"".join((line, lines, b"transfer-encoding: chunked\r\nconnection: close\r\n", clock.line, b"\r\n"))
+
+
+def encode_chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (RFC 9112, 7.1); empty `data` is the last chunk."""
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n" if data else b"0\r\n\r\n"

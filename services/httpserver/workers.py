@@ -31,7 +31,7 @@ import uvloop
 
 from services.httpserver.accept import GONE, BalancedAcceptor
 from services.httpserver.connection import Connection, Connections, Headers, Limits
-from services.httpserver.message import Reply, Request
+from services.httpserver.message import Reply, Request, Streamed
 
 __all__ = ["Site", "serve"]
 
@@ -45,7 +45,7 @@ class Site(Protocol):
 
     async def start(self) -> None: ...
 
-    def handle(self, request: Request) -> Reply | Awaitable[Reply]: ...
+    def handle(self, request: Request) -> Reply | Awaitable[Reply | Streamed]: ...
 
     async def stop(self) -> None: ...
 

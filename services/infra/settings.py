@@ -83,6 +83,13 @@ class Settings(KafkaConnection):
     query_host: str = "127.0.0.1"
     query_port: int = 8082
     query_workers: int = 0  # worker processes; 0: one per CPU this process may run on
+    # OFREP's change stream (docs/ofrep.md): open streams a query worker holds at most (more: 503), and how often
+    # an idle one sends a heartbeat comment (proxies close silent connections; the key is checked again then).
+    ofrep_stream_max_subscribers: int = Field(1000, ge=0)
+    ofrep_stream_heartbeat_seconds: float = Field(15.0, gt=0)
+    # OFREP answers for a flag no level sets leave `value` out (OFREP's codeDefaultFlag): the provider serves the
+    # default in the application's code rather than the flag's off variant (services/query/ofrep_code_defaults.py).
+    ofrep_code_defaults: bool = False
     projector_host: str = "127.0.0.1"  # the projector's only HTTP: /metrics, /healthz, /readyz
     projector_port: int = 8084
     projector_ready_lag_seconds: float = 30.0  # /readyz answers 503 while a partition is further behind than this

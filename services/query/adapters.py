@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -49,6 +49,14 @@ USER_SQL = (
     f"SELECT {_OVERRIDE_COLUMNS} FROM overrides WHERE org_id = $1 AND level = 'user' AND platform = '' AND user_id = $2"
 )
 
+
+# An org's position in the log, for its change stream (services.query.changes_stream): the projected events it
+# can see, its own and the system's. Two counts over `flag_history_org (org_id, sequence)`; the RLS scope of the
+# transaction (this org) applies as well.
+POSITION_SQL = (
+    "SELECT (SELECT count(*) FROM flag_history WHERE org_id = $1) "
+    "+ (SELECT count(*) FROM flag_history WHERE org_id IS NULL)"
+)
 
 OVERRIDE_COUNTS_SQL = "SELECT flag_key, orgs, overrides FROM flag_override_counts WHERE overrides > 0 ORDER BY flag_key"
 
@@ -114,6 +122,18 @@ class PostgresDocuments:
         except DRIVER_ERRORS:
             return False
         return True
+
+
+class PostgresPositions:
+    """`changes_stream.Positions` over the read models: how many projected events an org can see."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def position(self, org_id: str) -> int:
+        async with translated(), tenant_transaction(self._pool, org_id) as conn:
+            count = await conn.fetchval(POSITION_SQL, org_id)
+        return int(count or 0)
 
 
 # --- Redis ---------------------------------------------------------------------------------------
@@ -188,11 +208,20 @@ class InvalidationListener:
     PING_EVERY = 1.0
     SILENCE_LIMIT = 3.0
 
-    def __init__(self, redis: Redis, keys: CacheKeys, cache: DocumentCache, *, retry_delay: float = 1.0) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: CacheKeys,
+        cache: DocumentCache,
+        *,
+        retry_delay: float = 1.0,
+        also: Callable[[bytes | None], None] | None = None,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._cache = cache
         self._retry_delay = retry_delay
+        self._also = also  # told every message too (None: subscribed again), e.g. the OFREP change streams
         self.messages = 0
 
     async def run(self) -> None:
@@ -236,6 +265,8 @@ class InvalidationListener:
             self._cache.clear()
             self._cache.online = True
             log.info("invalidation subscription connected; in-process cache on")
+            if self._also is not None:
+                self._also(None)
         elif kind == "message":
             self.messages += 1
             key = invalidated_key(self._keys, message["data"])
@@ -247,3 +278,5 @@ class InvalidationListener:
                 self._cache.clear()
             else:
                 self._cache.invalidate(key)
+            if self._also is not None:
+                self._also(message["data"])

@@ -31,7 +31,7 @@ from services.auth.policy import Action, authorize
 from services.http import CORS, SecurityHeaders, UnhandledErrors, normalise_origin
 from services.http.errors import UNAVAILABLE_HEADERS
 from services.infra.settings import Settings
-from services.query import contexts, ofrep_api, rendering, validation
+from services.query import changes_api, contexts, ofrep_api, rendering, validation
 from services.query.dependencies import NOT_STARTED, Documents, Evaluations, Wired, Wiring
 from services.query.errors import QueryError, Unavailable
 from services.query.refusals import refusal
@@ -360,6 +360,7 @@ def create_app(
     use_gate(app, auth)  # `services.auth.http` and the hot path ask it; a lifespan keeps a gate it finds
     app.include_router(router)
     app.include_router(ofrep_api.router)
+    app.include_router(changes_api.router)
     app.include_router(snapshot_router)
     app.add_exception_handler(QueryError, refused)
     app.add_exception_handler(KeyStoreUnavailable, refused)

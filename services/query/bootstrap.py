@@ -30,18 +30,26 @@ from services.infra.postgres import create_pool
 from services.infra.settings import Role, Settings
 from services.observability.logs import configure_logging
 from services.observability.tally import flush_every
-from services.query.adapters import DRIVER_ERRORS, InvalidationListener, PostgresDocuments, RedisDocuments
+from services.query.adapters import (
+    DRIVER_ERRORS,
+    InvalidationListener,
+    PostgresDocuments,
+    PostgresPositions,
+    RedisDocuments,
+)
 from services.query.api import create_app
 from services.query.cache import DocumentCache
+from services.query.changes_stream import ChangeHub, StreamSettings
 from services.query.dependencies import wiring_of
 from services.query.metrics import FLUSH_SECONDS
+from services.query.ofrep_code_defaults import defer_to_code
 from services.query.service import QueryService
 from services.query.snapshots import PostgresSnapshots
 from services.query.usage import UsageStore, flush_forever
 from services.query.usage_redis import FAILURES as USAGE_FAILURES
 from services.query.usage_redis import RedisUsage
 
-__all__ = ["app_from_env", "build_app", "connect", "postgres_pool"]
+__all__ = ["app_from_env", "build_app", "change_hub", "connect", "postgres_pool"]
 
 log = logging.getLogger(__name__)
 KEY_REFRESH_AFTER = 0.25  # s: half the key cache's life (services.auth.authenticator)
@@ -50,6 +58,7 @@ KEY_REFRESH_AFTER = 0.25  # s: half the key cache's life (services.auth.authenti
 def build_app(settings: Settings | None = None) -> FastAPI:
     """The query app as deployed: documents cached in process and in Redis, evaluations counted in Redis."""
     settings = settings if settings is not None else Settings()
+    defer_to_code(settings.ofrep_code_defaults)  # before any OFREP answer is rendered
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,20 +75,32 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         usage = RedisUsage(redis, s.redis_prefix)
         wiring = wiring_of(app)
         async with postgres_pool(s) as pool:
-            listener = asyncio.create_task(InvalidationListener(redis, keys, cache).run())
+            hub = change_hub(s, pool, cache)
+            listener = asyncio.create_task(InvalidationListener(redis, keys, cache, also=hub.invalidated).run())
+            streams = asyncio.create_task(hub.run())
             flusher = asyncio.create_task(flush_forever(wiring.counter, usage, failures=USAGE_FAILURES))
             metrics = asyncio.create_task(flush_every(FLUSH_SECONDS, wiring.metrics.flush))
             connect(app, pool, cache, keys, usage=usage)
+            wiring.changes = hub
             try:
                 yield
             finally:
-                for task in (listener, flusher, metrics):
+                for task in (listener, streams, flusher, metrics):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 await redis.aclose()
 
     return create_app(settings, lifespan=lifespan)
+
+
+def change_hub(settings: Settings, pool: asyncpg.Pool, cache: DocumentCache) -> ChangeHub:
+    """OFREP's change streams of this worker: positions from the read models, woken by the invalidations."""
+    limits = StreamSettings(
+        max_subscribers=settings.ofrep_stream_max_subscribers,
+        heartbeat_seconds=settings.ofrep_stream_heartbeat_seconds,
+    )
+    return ChangeHub(PostgresPositions(pool), limits, online=lambda: cache.online)
 
 
 @asynccontextmanager

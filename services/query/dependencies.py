@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 
 from services.infra.settings import Settings
+from services.query.changes_stream import ChangeHub
 from services.query.errors import Unavailable
 from services.query.metrics import MeasuredEvaluator, QueryMetrics
 from services.query.ofrep import Evaluator
@@ -36,6 +37,7 @@ class Wiring:
     usage: UsageStore | None = None  # where the counts of every worker add up (Redis)
     override_counts: OverrideCounts | None = None
     snapshots: Snapshots | None = None
+    changes: ChangeHub | None = None  # OFREP's change streams (services.query.changes_stream), set by the lifespan
     counter: UsageCounter = field(default_factory=UsageCounter)
     metrics: QueryMetrics = field(default_factory=QueryMetrics)  # services.query.metrics: /metrics
 

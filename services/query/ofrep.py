@@ -30,8 +30,11 @@ from flagcore import Evaluation, Reason
 from services.auth.policy import Action, Principal, authorize, authorize_role
 from services.observability.tally import Exposures
 from services.query import contexts, validation
+from services.query.changes_stream import event_streams
 from services.query.contexts import Context
 from services.query.errors import InvalidParameter, Unavailable, UnknownFlag
+from services.query.ofrep_code_defaults import deferred
+from services.query.ofrep_metadata import more_metadata
 
 __all__ = [
     "MAX_BODY",
@@ -185,10 +188,14 @@ def _success(e: Evaluation) -> dict[str, Any]:
         metadata["rolloutPercentage"] = e.rollout_percentage
     if e.killed:
         metadata["killSwitch"] = True
+    metadata.update(more_metadata(e))  # services.query.ofrep_metadata
     if e.rule is not None:
         metadata["rule"] = e.rule  # the targeting rule that matched (`level` says whose list)
     reason = REASONS[e.reason]
-    return {"key": e.flag_key, "value": e.value, "reason": reason, "variant": e.variant, "metadata": metadata}
+    answer = {"key": e.flag_key, "value": e.value, "reason": reason, "variant": e.variant, "metadata": metadata}
+    if deferred(e):  # services.query.ofrep_code_defaults: OFREP's codeDefaultFlag, when configured
+        del answer["value"]
+    return answer
 
 
 def render(e: Evaluation) -> bytes:
@@ -225,7 +232,8 @@ async def evaluate_flag(service: Evaluator, principal: Principal, key: str, body
 
 
 async def evaluate_flags(service: Evaluator, principal: Principal, body: bytes, if_none_match: str | None) -> Answer:
-    """`POST /ofrep/v1/evaluate/flags`: every flag, with an ETag; 304 when the caller holds this answer."""
+    """`POST /ofrep/v1/evaluate/flags`: every flag and the org's `eventStreams`, with an ETag; 304 when the caller
+    holds this answer."""
     authorize_role(principal, Action.EVALUATE)
     try:
         who = target(principal, body)
@@ -236,7 +244,9 @@ async def evaluate_flags(service: Evaluator, principal: Principal, body: bytes, 
         return _failure(exc.status, exc.code, exc.details, None)
     except Unavailable as exc:
         return _failure(503, GENERAL, f"{exc.dependency} is unavailable", None)
-    return conditional(bulk_answer(orjson.dumps({"flags": [_success(e) for e in results]})), if_none_match)
+    flags = [_success(e) for e in results]
+    payload = {"flags": flags, "eventStreams": orjson.Fragment(event_streams(who.org_id))}  # changes_stream
+    return conditional(bulk_answer(orjson.dumps(payload)), if_none_match)
 
 
 def bulk_answer(payload: bytes) -> Answer:

@@ -31,7 +31,10 @@ JSON = "application/json"
 
 class FlagAnswer(BaseModel):
     key: str = Field(description="The flag key.")
-    value: TypedValue = Field(description=VALUE_DESCRIPTION)
+    value: TypedValue = Field(
+        description=VALUE_DESCRIPTION + " Left out of a `DEFAULT` answer when the service is configured to defer to "
+        "the code's default (`FLAGS_OFREP_CODE_DEFAULTS`: OFREP's codeDefaultFlag)."
+    )
     reason: str = Field(
         description="STATIC (the system default decided), TARGETING_MATCH (an org, platform or user override, or a "
         "targeting rule: `metadata.rule`), SPLIT "
@@ -40,13 +43,26 @@ class FlagAnswer(BaseModel):
     )
     variant: str = Field(description="The variant served: a typed flag's named one; a boolean's arm, `on` or `off`.")
     metadata: dict[str, bool | int | str] = Field(
-        description="`level` that decided, `eventId` and `version` of the event that set it, `rolloutPercentage`, "
-        "`killSwitch` when an ops flag's kill switch decided, `rule`: the id of the targeting rule that matched."
+        description="`level` that decided, `eventId`, `version`, `stream` and `occurredAt` of the event that set it, "
+        "`valueType` (boolean, string, integer, float or object), `rolloutPercentage`, `killSwitch` when an ops "
+        "flag's kill switch decided, `rule`: the id of the targeting rule that matched."
     )
+
+
+class EventStreamEndpoint(BaseModel):
+    requestUri: str = Field(description="The stream's path and query, on the origin the provider already speaks to.")
+
+
+class EventStream(BaseModel):
+    type: str = Field(description="`sse`: server-sent events (`GET /ofrep/v1/changes`).")
+    endpoint: EventStreamEndpoint
 
 
 class BulkAnswer(BaseModel):
     flags: list[FlagAnswer] = Field(description="Every flag of the catalogue, in key order.")
+    eventStreams: list[EventStream] = Field(
+        description="OFREP 0.3: the org's change stream; on each `refetchEvaluation` event, fetch this answer again."
+    )
 
 
 class FlagFailure(BaseModel):

@@ -23,6 +23,7 @@ from flagcore.plans import Pick, Rule, compile_flag
 from flagcore.targeting import Test, attributes
 from services.observability.tally import Exposures
 from services.query import validation
+from services.query.changes_stream import event_streams
 from services.query.contexts import Context
 from services.query.documents import CompiledCatalog, CompiledOrg
 from services.query.errors import InvalidParameter
@@ -100,7 +101,7 @@ class BulkPlan:
     __slots__ = ("_answers", "_dynamic", "_kept", "_org_id", "_platform", "_rules", "_targeted")
 
     def __init__(
-        self, plans: list[FlagPlan], platform: str | None, kept: list[int] | None = None, org_id: str = ""
+        self, plans: list[FlagPlan], platform: str | None, kept: list[int] | None = None, *, org_id: str | None = None
     ) -> None:
         self._kept = [0] if kept is None else kept
         self._rules = [p.rule(platform) for p in plans]
@@ -112,7 +113,7 @@ class BulkPlan:
 
     def answer(self, user: str | None, context: Context = None) -> Answer:
         if self._targeted:
-            attrs = attributes(context, self._org_id, self._platform, user)
+            attrs = attributes(context, self._org_id or "", self._platform, user)
             key = tuple([r.choose(user, attrs) for r in self._dynamic])
         else:  # no flag has rules: as before them, one pick per flag whose answer depends on the subject
             key = tuple([r.pick(user) for r in self._dynamic])
@@ -126,7 +127,7 @@ class BulkPlan:
             self._kept[0] -= len(self._answers)
             self._answers.clear()
         self._kept[0] += 1
-        made = bulk_answer(bulk_body(bodies))
+        made = bulk_answer(bulk_body(bodies, self._org_id))
         exposures = Exposures([r.labels[i] for r, i in zip(self._rules, chosen, strict=True)])
         kept = self._answers[key] = Answer(made.status, made.body, made.etag, exposures)
         return kept
@@ -180,7 +181,7 @@ class OrgPlans:
             self._plans = plans
         bulk = self._bulk.get(platform)
         if bulk is None:
-            bulk = self._bulk[platform] = BulkPlan(self._plans, platform, self._kept, self.org.org_id)
+            bulk = self._bulk[platform] = BulkPlan(self._plans, platform, self._kept, org_id=self.org.org_id)
         return bulk
 
     def _compile(self, flag_key: str, at: float) -> FlagPlan:
@@ -214,7 +215,8 @@ class Plans:
         return plans
 
 
-def bulk_body(answers: Iterable[bytes]) -> bytes:
-    """`{"flags": [...]}` of rendered answers: the bytes orjson gives for the whole (compact JSON composes)."""
-    return b'{"flags":[' + b",".join(answers) + b"]}"
-
+def bulk_body(answers: Iterable[bytes], org_id: str | None = None) -> bytes:
+    """`{"flags": [...], "eventStreams": [...]}` of rendered answers (no `eventStreams` without an org): the bytes
+    orjson gives for the whole (compact JSON composes), as `ofrep.evaluate_flags` makes them."""
+    flags = b'{"flags":[' + b",".join(answers) + b"]"
+    return flags + b"}" if org_id is None else flags + b',"eventStreams":' + event_streams(org_id) + b"}"

@@ -4,9 +4,10 @@ OFREP and native single-flag evaluation are the hot path. A verified evaluator
 whose answer a plan holds (OFREP) or the answer cache kept (native) is answered
 synchronously, inside the `data_received` call that completed the request; any other hot request is answered by
 `HotPath.reply` (the same authentication, refusals, counts and logs as ever);
-everything else (bulk native evaluation, the catalogue, probes, the docs, and a
-browser's request when CORS is configured) goes to the app through the ASGI
-bridge, after the app's lifespan started the worker.
+OFREP's change stream (`GET /ofrep/v1/changes`) is answered by `ChangeStreams`
+as a `Streamed` answer; everything else (bulk native evaluation, the catalogue,
+probes, the docs, and a browser's request when CORS is configured) goes to the app
+through the ASGI bridge, after the app's lifespan started the worker.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from time import perf_counter
 
 from fastapi import FastAPI
 
-from services.httpserver import ASGIBridge, Lifespan, Reply, Request
+from services.httpserver import ASGIBridge, Lifespan, Reply, Request, Streamed
 from services.infra.settings import Settings
 from services.query.bootstrap import app_from_env as fastapi_app_from_env
-from services.query.fastpath import HotPath, HotRequest, endpoint_of, is_hot
+from services.query.changes_http import ChangeStreams
+from services.query.changes_stream import CHANGES_PATH
+from services.query.fastpath import HotPath, HotRequest, endpoint_of, is_hot, security_headers
 
 __all__ = ["QuerySite", "site_from_env"]
 
@@ -27,7 +30,7 @@ __all__ = ["QuerySite", "site_from_env"]
 class QuerySite:
     """A `services.httpserver.Site` for the query app."""
 
-    __slots__ = ("_bridge", "_cors", "_endpoint", "_lifespan", "app")
+    __slots__ = ("_bridge", "_changes", "_cors", "_endpoint", "_lifespan", "app")
 
     def __init__(self, app: FastAPI, *, cors: bool = False) -> None:
         self.app = app
@@ -35,6 +38,7 @@ class QuerySite:
         self._endpoint = HotPath(app)
         self._lifespan = Lifespan(app)
         self._bridge = ASGIBridge(app, self._lifespan.state)
+        self._changes = ChangeStreams(app, security_headers())
 
     async def start(self) -> None:
         await self._lifespan.startup()
@@ -42,8 +46,10 @@ class QuerySite:
     async def stop(self) -> None:
         await self._lifespan.shutdown()
 
-    def handle(self, request: Request) -> Reply | Awaitable[Reply]:
+    def handle(self, request: Request) -> Reply | Awaitable[Reply | Streamed]:
         method, path = request.method, request.path
+        if method == "GET" and path == CHANGES_PATH:
+            return self._changes.open(request)
         if not is_hot(method, path) or (self._cors and request.header(b"origin") is not None):
             return self._bridge(request)
         authorization = request.header(b"authorization")

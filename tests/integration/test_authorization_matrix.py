@@ -246,6 +246,10 @@ async def ofrep_all(w: World, target: str, _: bool) -> Req:
     return Req("POST", "/ofrep/v1/evaluate/flags", _ofrep_context(w, target))
 
 
+async def ofrep_changes(w: World, target: str, _: bool) -> Req:
+    return Req("GET", "/ofrep/v1/changes", params={"org": w.org(target)})
+
+
 async def whoami(w: World, _: str, __: bool) -> Req:
     return Req("GET", "/v1/whoami")
 
@@ -687,6 +691,7 @@ MATRIX: dict[tuple[str, str, str], Row] = {
     # query API: OFREP (the org in the evaluation context; an org-scoped key may name only its own)
     ("query", "POST", "/ofrep/v1/evaluate/flags/{key}"): Row(ofrep_one, OWN_OTHER, EVALUATION),
     ("query", "POST", "/ofrep/v1/evaluate/flags"): Row(ofrep_all, OWN_OTHER, EVALUATION),
+    ("query", "GET", "/ofrep/v1/changes"): Row(ofrep_changes, OWN_OTHER, EVALUATION),  # the org in `?org=`
 }
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -803,10 +808,18 @@ async def _send(world: World, service: str, caller: str, request: Req) -> httpx.
     url = world.url(service, request.path)
     if caller in UNAUTHENTICATED:  # each bad key from an address of its own: see fresh_source
         async with from_address(fresh_source(), headers=world.headers[caller]) as client:
-            return await client.request(request.method, url, json=request.json, params=request.params)
-    return await world.admin.request(
-        request.method, url, json=request.json, params=request.params, headers=world.headers[caller]
+            return await _answer(client, request.method, url, json=request.json, params=request.params)
+    return await _answer(
+        world.admin, request.method, url, json=request.json, params=request.params, headers=world.headers[caller]
     )
+
+
+async def _answer(client: httpx.AsyncClient, method: str, url: str, **options: Any) -> httpx.Response:
+    """The response, read whole; an event stream (OFREP's changes) is answered by its status and headers alone."""
+    async with client.stream(method, url, **options) as response:
+        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            await response.aread()
+        return response
 
 
 def _haunted(world: World, request: Req) -> Req:

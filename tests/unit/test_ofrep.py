@@ -87,8 +87,16 @@ async def test_one_flag_answers_in_ofreps_shape(world: World) -> None:
         "value": False,
         "reason": "TARGETING_MATCH",
         "variant": "off",
-        "metadata": {"level": "user", "eventId": body["metadata"]["eventId"], "version": 1},
+        "metadata": {
+            "level": "user",
+            "eventId": body["metadata"]["eventId"],
+            "version": 1,
+            "valueType": "boolean",
+            "stream": f"org/acme/user/u-1/flag/{KEY}",
+            "occurredAt": body["metadata"]["occurredAt"],
+        },
     }
+    assert body["metadata"]["occurredAt"].endswith("Z")
 
 
 async def test_answers_agree_with_the_pure_core(world: World) -> None:
@@ -117,7 +125,7 @@ async def test_a_rollout_is_a_split_on_the_users_bucket(world: World) -> None:
 
 async def test_a_flag_no_level_sets_is_default(world: World) -> None:
     body = (await world.post("/ofrep/v1/evaluate/flags/platform.google.enabled", {})).json()
-    assert (body["value"], body["reason"], body["metadata"]) == (False, "DEFAULT", {})
+    assert (body["value"], body["reason"], body["metadata"]) == (False, "DEFAULT", {"valueType": "boolean"})
 
 
 async def test_an_unknown_flag_is_flag_not_found(world: World) -> None:
@@ -168,6 +176,9 @@ async def test_bulk_answers_every_flag_with_an_etag(world: World) -> None:
     assert set(flags) == set(world.source.state.catalog.definitions)
     assert flags[KEY]["value"] is False and flags[KEY]["metadata"]["level"] == "user"
     assert flags["platform.google.enabled"]["reason"] == "TARGETING_MATCH"
+    # OFREP 0.3's eventStreams: the org's change stream, on the origin the provider already speaks to
+    streams = [{"type": "sse", "endpoint": {"requestUri": "/ofrep/v1/changes?org=acme"}}]
+    assert response.json()["eventStreams"] == streams
     etag = response.headers["etag"]
     assert etag.startswith('"') and etag.endswith('"')
 

@@ -280,3 +280,12 @@ def test_a_purge_message_clears_the_local_level() -> None:
     c._local[keys.catalog] = (float("inf"), "doc")
     listener._on({"type": "message", "data": b'{"scope":"all"}'})
     assert len(c) == 0 and c.online
+
+
+def test_the_listener_also_tells_the_change_streams_every_message_and_each_resubscription() -> None:
+    told: list[bytes | None] = []
+    listener = InvalidationListener(None, CacheKeys("p"), DocumentCache(None, ttl=60), also=told.append)  # type: ignore[arg-type]
+    listener._on({"type": "subscribe", "data": 1})
+    listener._on({"type": "message", "data": b'{"scope":"org","org_id":"o1"}'})
+    listener._on({"type": "message", "data": b"not json"})
+    assert told == [None, b'{"scope":"org","org_id":"o1"}', b"not json"]

@@ -22,6 +22,8 @@ from services.query.plans import MAX_BULK_ANSWERS, OrgPlans, Plans, bulk_body
 from tests.support.factories import T0
 from tests.support.generated_logs import KEYS, OPS, ORG, PLATFORMS, REL, USERS, changes, state_of
 
+STREAMS = [{"type": "sse", "endpoint": {"requestUri": f"/ofrep/v1/changes?org={ORG}"}}]  # the org's change stream
+
 
 def _plans(state: FlagState) -> OrgPlans:
     tenant = state.tenant(ORG)
@@ -78,7 +80,8 @@ def test_the_bulk_plan_answers_the_use_cases_bulk_answer_with_its_etag(log: list
             continue
         for platform in PLATFORMS:
             results = evaluate_all(state.catalog, tenant, platform=platform, user_id=user, now=now)
-            expected = ofrep.bulk_answer(orjson.dumps({"flags": [orjson.loads(ofrep.render(e)) for e in results]}))
+            flags = [orjson.loads(ofrep.render(e)) for e in results]
+            expected = ofrep.bulk_answer(orjson.dumps({"flags": flags, "eventStreams": STREAMS}))
             assert plans.bulk(platform, at).answer(user) == expected
     assert plans.keys == tuple(sorted(state.catalog.definitions))
 
@@ -86,8 +89,10 @@ def test_the_bulk_plan_answers_the_use_cases_bulk_answer_with_its_etag(log: list
 def test_rendered_answers_compose_into_the_bulk_bytes() -> None:
     state = state_of([OrgOverrideSet(flag_key=REL, org_id=ORG, enabled=True)])
     results = evaluate_all(state.catalog, state.tenant(ORG), user_id="u-9", now=T0)
-    whole = orjson.dumps({"flags": [ofrep._success(e) for e in results]})  # what the use cases serialise
-    assert bulk_body(ofrep.render(e) for e in results) == whole
+    flags = [ofrep._success(e) for e in results]
+    whole = orjson.dumps({"flags": flags, "eventStreams": STREAMS})  # what the use cases serialise
+    assert bulk_body((ofrep.render(e) for e in results), ORG) == whole
+    assert bulk_body([], ORG) == orjson.dumps({"flags": [], "eventStreams": STREAMS})
     assert bulk_body([]) == orjson.dumps({"flags": []})
 
 
@@ -143,7 +148,9 @@ def test_the_bulk_answers_kept_by_a_worker_are_bounded_across_orgs() -> None:
         bulk = plans.of(catalog, org).bulk(None, at)
         for j in range(30):  # three splits: at most 8 different answers per org
             results = evaluate_all(state.catalog, state.tenant(org.org_id), user_id=f"u-{j}", now=T0)
-            expected = ofrep.bulk_answer(orjson.dumps({"flags": [ofrep._success(e) for e in results]}))
+            streams = [{"type": "sse", "endpoint": {"requestUri": f"/ofrep/v1/changes?org={org.org_id}"}}]
+            flags = [ofrep._success(e) for e in results]
+            expected = ofrep.bulk_answer(orjson.dumps({"flags": flags, "eventStreams": streams}))
             assert bulk.answer(f"u-{j}") == expected
         assert plans._kept[0] <= 20 + 8  # let go once past the budget, when the next org is asked for
     assert len(plans._orgs) < 20

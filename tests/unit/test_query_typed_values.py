@@ -130,11 +130,13 @@ async def test_a_split_gives_each_user_their_sticky_variant(world: World) -> Non
 
 
 async def test_a_boolean_answer_keeps_its_shape(world: World) -> None:
-    """A boolean flag's answers are as they were before typed values: same keys, in the same order."""
+    """A boolean flag's answers are as they were before typed values: same keys, in the same order (the metadata
+    has since gained `valueType` and the event's `stream` and `occurredAt`, after the keys it had)."""
     body = orjson.loads((await world.send("POST", f"{BULK}/c.release", ORG, json=_context(ORG, None, "u1"))).content)
     assert list(body) == ["key", "value", "reason", "variant", "metadata"]
     assert (body["value"], body["variant"]) == (True, "on")
-    assert list(body["metadata"]) == ["level", "eventId", "version"]
+    assert list(body["metadata"]) == ["level", "eventId", "version", "valueType", "stream", "occurredAt"]
+    assert body["metadata"]["valueType"] == "boolean"
     native = (await world.send("GET", f"/v1/orgs/{ORG}/flags/c.release", ORG, params={"user": "u1"})).json()
     assert list(native) == [
         "flag_key", "value", "reason", "level", "error_code", "variant", "rule", "explanation", "rollout", "event"
