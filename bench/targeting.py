@@ -4,7 +4,7 @@
 
 One boolean flag with three org-level rules, tried in order, each serving "on": the user is one of
 1,000 listed ids (an `in` list standing in for a 1,000-member segment), the email matches the regex
-`@acme\\.com$`, the app version is semver-greater than 2.0.0. Every user has a context (email, plan,
+`^[a-z0-9._-]+@acme\\.com$`, the app version is semver-greater than 2.0.0. Every user has a context (email, plan,
 country, app_version); a quarter match the regex, a third the version, 2% the list, the rest fall
 through all three. Evaluated by flagstream's `FlagClient.evaluate` (full details: value, variant,
 reason, rule), `is_enabled` and its OpenFeature provider; growthbook (`eval_feature`, attribute
@@ -44,7 +44,7 @@ KEY = "bench.targeted.enabled"
 STATIC = "bench.static.enabled"
 ORG = "acme"
 SEGMENT = 1_000
-REGEX = r"@acme\.com$"
+REGEX = r"^[a-z0-9._-]+@acme\.com$"  # a real regex, not a literal a string test could answer
 VERSION = "2.0.0"
 VERSIONS = ["1.9.3", "2.0.0", "2.0.1", "2.4.0-beta.1", "1.2.0", "3.1.0"]  # 2.0.1 and 3.1.0 are above 2.0.0
 PLANS = ["free", "pro", "enterprise"]
