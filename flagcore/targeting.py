@@ -23,7 +23,7 @@ import semver
 from events.targeting import Operator, regex_options
 from flagcore.model import Condition, TargetingRule
 
-__all__ = ["Test", "attributes", "compiled", "first_match", "precedence"]
+__all__ = ["Test", "attributes", "compiled", "first_match", "precedence", "required_literal"]
 
 Test = Callable[[Mapping[str, Any]], bool]  # the evaluation context's attributes → whether the rule holds
 _Check = Callable[[Any], bool]  # a present attribute's value → whether the condition holds
@@ -97,7 +97,11 @@ def _check(condition: Condition) -> _Check:
         case Operator.STARTS_WITH | Operator.ENDS_WITH | Operator.CONTAINS:
             return _text(kind, str(values[0]), fold)
         case Operator.MATCHES:
-            return _matcher(re2.compile(("(?i)" if fold else "") + str(values[0]), regex_options()))
+            test = _matcher(re2.compile(("(?i)" if fold else "") + str(values[0]), regex_options()))
+            needle = None if fold else required_literal(str(values[0]))
+            if not needle:
+                return test
+            return lambda value: type(value) is str and needle in value and test(value)
         case Operator.LT | Operator.LTE | Operator.GT | Operator.GTE:
             compare, bound = _ORDER[kind], values[0]
             return lambda value: _is_number(value) and compare(value, bound)
@@ -172,6 +176,86 @@ def _matcher(pattern: Any) -> _Check:
         return bool(match(anchor, text, 0, len(text))[0] != miss)
 
     return found
+
+
+_BREAKS = frozenset(".^$[]()|")  # a class, a group, an alternation, an anchor, any character: no literal across
+_OPTIONAL = frozenset("?*{")  # the character before may be absent (`{`: a repetition, {0,…} included)
+_CLASS_ESCAPES = frozenset("dDsSwWbBAz")  # escapes of one letter and no argument: a class or an assertion
+
+
+def required_literal(pattern: str) -> str | None:
+    """The longest run of characters every match of a case-sensitive RE2 `pattern` contains (None: none
+    found), so a value without it is refused without running RE2 (the prefilter RE2's FilteredRE2 computes).
+
+    Conservative: no run is read from a pattern with a group, an alternation, inline flags, `\\Q…\\E` or an
+    escape with arguments (`\\x41`, `\\p{L}`); a class, `.`, an anchor or a class escape (`\\d`, `\\b`) ends a
+    run; a character followed by `?`, `*` or `{` is dropped, by `+` ends its run.
+    tests/unit/test_targeting_fast_paths.py checks the prefiltered test against RE2 on generated patterns.
+    """
+    if "(" in pattern or "|" in pattern or "\\Q" in pattern:
+        return None
+    runs: list[str] = []
+    run: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            nxt = pattern[i + 1 : i + 2]
+            if nxt and not nxt.isalnum() and nxt.isascii() and not nxt.isspace():
+                run.append(nxt)  # escaped punctuation: that character itself
+            elif nxt in _CLASS_ESCAPES:
+                runs.append("".join(run))
+                run = []
+            else:  # \x41, \p{Greek}, \123…: an escape with arguments this does not read
+                return None
+            i += 2
+            continue
+        if c == "[":  # a class: skip it whole (a `[` inside, as in [[:alpha:]], is not read: give up)
+            end = _class_end(pattern, i)
+            if end is None:
+                return None
+            runs.append("".join(run))
+            run = []
+            i = end + 1
+            continue
+        if c in _OPTIONAL:
+            if run:
+                run.pop()
+            runs.append("".join(run))
+            run = []
+            if c == "{":
+                close = pattern.find("}", i)
+                i = len(pattern) if close < 0 else close + 1
+                continue
+        elif c == "+" or c in _BREAKS:  # `+`: the character is there, but what follows may not be next to it
+            runs.append("".join(run))
+            run = []
+        else:
+            run.append(c)
+        i += 1
+    runs.append("".join(run))
+    best = max(runs, key=len)
+    return best or None
+
+
+def _class_end(pattern: str, start: int) -> int | None:
+    """The index of the `]` closing the class opened at `start` (None: one this does not read)."""
+    i = start + 1
+    if pattern[i : i + 1] == "^":
+        i += 1
+    if pattern[i : i + 1] == "]":  # a leading `]` is a member
+        i += 1
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "[":
+            return None
+        if c == "]":
+            return i
+        i += 1
+    return None
 
 
 def _searches(pattern: Any, value: str) -> bool:

@@ -79,32 +79,46 @@ def compile_details(plan: FlagPlan, org_id: str, full: Full) -> Details:
 
 
 def _present(rule: Rule, flag_key: str, org_id: str) -> Details:
-    """One platform's rule as answers: each of its outcomes (and its targeting rules') made once."""
+    """One platform's rule as answers: each of its outcomes (and its targeting rules') made once.
+
+    Targeting rules are walked as `Rule.answer` walks them (in order; the first that holds serves its
+    `outcomes[pick(user)]`, none: the rule's own), over their answers made once instead of their outcomes:
+    the details of a flag with rules cost the rules' tests and little else."""
     shared = {id(e): Resolution.of(e) for e in (*rule.outcomes, *(o for t in rule.targets for o in t.outcomes))}
-    bucketed = any(e.rollout_percentage is not None for e in rule.outcomes)  # targets never carry a rollout
+    plain = _plain(rule, shared, flag_key, org_id)
+    if not rule.targets:
+        return plain
+    tried = tuple(
+        (t.holds, None if len(t.outcomes) == 1 else t.pick, tuple(shared[id(o)] for o in t.outcomes))
+        for t in rule.targets
+    )  # targets never carry a rollout: their answers are whole
 
-    def with_bucket(e: Evaluation, user: str | None) -> Resolution:
-        return Resolution.of(replace(e, bucket=bucket(flag_key, org_id if user is None else user)))
+    def targeted(user: str | None, platform: str | None, context: Context) -> Resolution:
+        attrs = attributes(context, org_id, platform, user)
+        for holds, pick, answers in tried:
+            if holds(attrs):
+                return answers[0] if pick is None else answers[pick(user)]
+        return plain(user, platform, context)
 
-    if rule.targets:
-        answer = rule.answer
+    return targeted
 
-        def targeted(user: str | None, platform: str | None, context: Context) -> Resolution:
-            e = answer(user, attributes(context, org_id, platform, user))
-            return with_bucket(e, user) if e.rollout_percentage is not None else shared[id(e)]
 
-        return targeted
-    if rule.fixed:
+def _plain(rule: Rule, shared: dict[int, Resolution], flag_key: str, org_id: str) -> Details:
+    """The rule's own outcomes (`outcomes[pick(user)]`) as answers, with the rollout bucket where one applies."""
+    if rule.fixed or len(rule.outcomes) == 1:
         only = shared[id(rule.outcomes[0])]
-        return lambda user, platform, context: only
+        if only.evaluation.rollout_percentage is None:
+            return lambda user, platform, context: only
     answers = tuple(shared[id(e)] for e in rule.outcomes)
     outcomes, pick = rule.outcomes, rule.pick
-    if not bucketed:
+    if all(e.rollout_percentage is None for e in outcomes):
         return lambda user, platform, context: answers[pick(user)]
 
     def rolled_out(user: str | None, platform: str | None, context: Context) -> Resolution:
         i = pick(user)
         e = outcomes[i]
-        return with_bucket(e, user) if e.rollout_percentage is not None else answers[i]
+        if e.rollout_percentage is None:
+            return answers[i]
+        return Resolution.of(replace(e, bucket=bucket(flag_key, org_id if user is None else user)))
 
     return rolled_out

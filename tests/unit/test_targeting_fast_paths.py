@@ -1,7 +1,8 @@
 """The shortcuts `flagcore.targeting` takes for speed say what the libraries they stand in for say.
 
-A regex test through RE2's compiled `Match` against google-re2's `search`; version precedence as a tuple
-against `semver.Version.compare`; membership in one set per kind against comparing (kind, value) keys.
+A regex test through RE2's compiled `Match`, and prefiltered by the pattern's required literal, against
+google-re2's `search`; version precedence as a tuple against `semver.Version.compare`; membership in one set
+per kind against comparing (kind, value) keys.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from typing import Any
 
 import re2
 import semver
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from events.targeting import regex_options
-from flagcore.targeting import _matcher, _member, precedence
+from events.targeting import Operator, regex_options
+from flagcore.model import Condition
+from flagcore.targeting import _check, _matcher, _member, precedence, required_literal
 
 PATTERNS = [r"@acme\.com$", r"^[a-z]+@", "(?i)ACME", "", "^", "x*", r"\d{3}", "é+", r"\bfoo\b", "(a|b)(c)?", "^$"]
 
@@ -85,3 +87,34 @@ SCALARS = ["a", "A", "ß", "SS", "", 1, 1.0, 0, 2.5, True, False]
 )
 def test_membership_is_by_kind_and_value(values: tuple[Any, ...], fold: bool, value: Any) -> None:
     assert _member(values, fold)(value) is _reference(values, fold, value)
+
+
+TOKENS = ["a", "b", "c", "@", "é", "-", "\\.", "\\-", "\\\\", "\\d", "\\w", "\\b", "\\x41", "\\p{L}", "[a-c]",
+          "[^@]", "[]a]", "[[:alpha:]]", "+", "*", "?", "+?", "{2}", "{1,3}", "{", "}", "^", "$", ".", "(a|b)",
+          "|", "\\Qa.\\E", "]", "(?i)a", "A"]  # fmt: skip
+
+
+@settings(max_examples=400)
+@given(st.lists(st.sampled_from(TOKENS), min_size=1, max_size=8).map("".join),
+       st.lists(st.text(alphabet=st.sampled_from("abc@é.-A\\1{}]"), max_size=9), min_size=1, max_size=6))  # fmt: skip
+@example(r"^[a-z0-9._-]+@acme\.com$", ["user-1@acme.com", "user-2@example.org", "@acme.com", "x@acme.co"])
+@example("a\\x41b", ["aAb", "a41b"])
+@example("ab?c", ["ac", "abc"])
+def test_a_pattern_prefiltered_by_its_required_literal_answers_what_re2_answers(
+    pattern: str, values: list[str]
+) -> None:
+    try:
+        compiled = re2.compile(pattern, regex_options())
+    except re2.error:
+        return  # refused at write time: never compiled
+    test = _check(Condition("v", Operator.MATCHES, (pattern,)))
+    for value in values:
+        assert test(value) is (compiled.search(value) is not None), (pattern, value, required_literal(pattern))
+
+
+def test_the_required_literal_of_a_domain_pattern() -> None:
+    assert required_literal(r"^[a-z0-9._-]+@acme\.com$") == "@acme.com"
+    assert required_literal("ab+c") == "ab" and required_literal("ab?cd") == "cd"
+    assert [required_literal(p) for p in ("(a|b)c", "a|b", r"\x41bc", "[[:alpha:]]bc", "x.y")] == [
+        None, None, None, None, "x"
+    ]  # fmt: skip
