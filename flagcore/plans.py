@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from events import Level
@@ -152,7 +153,7 @@ def compile_flag(catalog: Catalog, tenant: TenantRules, flag_key: str, at: float
             full = evaluate(catalog, tenant, flag_key, platform=platform, user_id=user, context=context)
             return replace(full, bucket=None)
         chosen = default if platform is None else rules.get(platform, default)
-        return chosen.answer(user, attributes(context, tenant.org_id, platform, user))
+        return chosen.answer(user, attributes(context, tenant.org_id, platform, user) if chosen.targets else _NONE)
 
     return FlagPlan(flag_key, default, rules, users, at, until, enabled, answer)
 
@@ -256,6 +257,9 @@ def _rule(base: Evaluation, definition: Definition | None, setting: Setting | No
             return arm(user) if inside(user, None) else 0
 
     return Rule(outcomes, pick, inside if boolean else valued(pick), False)
+
+
+_NONE: Mapping[str, Any] = MappingProxyType({})  # the attributes of a rule without targeting rules: never read
 
 
 def _zero(user: str | None) -> int:

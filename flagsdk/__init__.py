@@ -3,6 +3,7 @@
     from flagsdk import FlagClient
     with FlagClient(query_url=..., api_key=..., org_id="acme", kafka={"bootstrap_servers": ...}) as flags:
         flags.is_enabled("ai.insights.enabled", platform="tiktok", user="u-42")
+        flags.evaluate("checkout.theme", user="u-42", context={"email": "ana@acme.com", "plan": "pro"})
 
 `FlagClient.from_env(api_key=..., org_id=...)` reads the same `FLAGS_*` environment as the
 services (`SdkSettings`: Kafka and the query service, no server secrets).

@@ -26,49 +26,24 @@ from typing import Any
 import httpx
 import orjson
 
-from events import Envelope, Level, Platform, ValueType
-from flagcore import ErrorCode, Evaluation, FlagError, FlagState, Reason, evaluate, evaluate_all
+from events import Envelope, Platform, ValueType
+from flagcore import ErrorCode, Evaluation, FlagError, FlagState, evaluate, evaluate_all
 from flagcore import enabled_platforms as core_enabled_platforms
-from flagcore.bucketing import bucket
 from flagcore.plans import Enabled, FlagPlan, compile_flag
 from flaglog.connection import client_options
 from flagsdk import snapshot
+from flagsdk.answers import Details, Resolution, compile_details
 from flagsdk.errors import BootstrapError, SnapshotError
 from flagsdk.follower import Follower, StreamStats
 from flagsdk.settings import SdkSettings
 
 log = logging.getLogger(__name__)
-MAX_BUCKETED = 10_000  # answers with a bucket kept by `evaluate`: 100 per rollout answer at most
 _MISSING = object()  # a typed getter's "not this type" (no JSON value is this object)
 
 
 JsonObject = dict[str, Any] | list[Any]  # an object flag's value: a JSON object or array
-
-
-@dataclass(frozen=True, slots=True)
-class Resolution:
-    """One answer: the value (of the flag's type), and why (the OpenFeature fields plus the level that decided).
-
-    From a typed getter (`get_string_details`…), an unknown flag or a flag of another type gives the caller's
-    default with `reason=ERROR` and `error_code` FLAG_NOT_FOUND or TYPE_MISMATCH; `evaluation` is the core's
-    answer all the same (an object value in it is the client's own: read it, do not change it).
-    """
-
-    flag_key: str
-    value: Any
-    reason: Reason
-    variant: str | None
-    level: Level | None
-    error_code: ErrorCode | None
-    evaluation: Evaluation
-
-    @classmethod
-    def of(cls, e: Evaluation) -> Resolution:
-        return cls(e.flag_key, e.value, e.reason, e.variant, e.level, e.error_code, e)
-
-    @classmethod
-    def failed(cls, e: Evaluation, default: Any, code: ErrorCode) -> Resolution:
-        return cls(e.flag_key, default, Reason.ERROR, None, None, code, e)
+Context = Mapping[str, Any] | None  # an evaluation context's attributes (None: none)
+_Answers = tuple[ValueType | None, bool, float, Details]  # a flag's type, whether its plan ends, its end, answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +113,7 @@ class FlagClient:
         self._topic = ""
         self._checks: dict[str, Enabled] = {}  # per boolean flag, `flagcore.plans`' compiled value
         self._values: dict[str, tuple[ValueType | None, FlagPlan]] = {}  # per flag: its type (None: unknown), plan
-        self._bucketed: dict[tuple[int, int], tuple[Evaluation, Evaluation]] = {}  # see `_with_bucket`
+        self._answers: dict[str, _Answers] = {}  # per flag: its plan's answers with reasons (`flagsdk.answers`)
         self._source = ""
         self._follower: Follower | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -256,7 +231,7 @@ class FlagClient:
             if changed:
                 self._checks = {}
                 self._values = {}
-                self._bucketed = {}
+                self._answers = {}
         return changed, refused
 
     def reconnect(self, timeout: float = 10.0) -> None:
@@ -267,10 +242,17 @@ class FlagClient:
         done.result(timeout)
 
     # --- evaluation --------------------------------------------------------------------------------------
+    # `context`: the attributes targeting rules read (email, plan, country, app_version, ip, any custom one),
+    # e.g. {"email": "ana@acme.com", "plan": "enterprise"}; `org`, `platform` and `targeting_key` (the user)
+    # are the call's own. Without one, rules see only those three. docs/sdk.md, "Targeting rules".
 
-    def is_enabled(self, flag_key: str, *, platform: str | None = None, user: str | None = None) -> bool:
-        """The boolean flag's value for the org, one of its platforms and one user; off for an unknown flag or a
-        flag of another type (its typed getter answers it)."""
+    def is_enabled(
+        self, flag_key: str, *, platform: str | None = None, user: str | None = None, context: Context = None
+    ) -> bool:
+        """The boolean flag's value for the org, one of its platforms, one user and their context; off for an
+        unknown flag or a flag of another type (its typed getter answers it)."""
+        if context:  # rules may read it: the plan's answer (a flag without rules ignores it there)
+            return self._typed(flag_key, ValueType.BOOLEAN, False, platform, user, context) is True
         checks = self._checks
         check = checks.get(flag_key)
         if check is None:
@@ -278,52 +260,110 @@ class FlagClient:
             check = checks[flag_key] = plan.enabled if kind in (ValueType.BOOLEAN, None) else _off
         return check(user, platform)  # type: ignore[no-any-return]  # a boolean flag's value is a bool
 
-    def get_string(self, flag_key: str, default: str, *, platform: str | None = None, user: str | None = None) -> str:
+    def get_string(
+        self,
+        flag_key: str,
+        default: str,
+        *,
+        platform: str | None = None,
+        user: str | None = None,
+        context: Context = None,
+    ) -> str:
         """A string flag's value; `default` for an unknown flag or one of another type. Never raises."""
-        return self._typed(flag_key, ValueType.STRING, default, platform, user)  # type: ignore[no-any-return]
+        return self._typed(flag_key, ValueType.STRING, default, platform, user, context)  # type: ignore[no-any-return]
 
-    def get_integer(self, flag_key: str, default: int, *, platform: str | None = None, user: str | None = None) -> int:
+    def get_integer(
+        self,
+        flag_key: str,
+        default: int,
+        *,
+        platform: str | None = None,
+        user: str | None = None,
+        context: Context = None,
+    ) -> int:
         """An integer flag's value; `default` for an unknown flag or one of another type. Never raises."""
-        return self._typed(flag_key, ValueType.INTEGER, default, platform, user)  # type: ignore[no-any-return]
+        return self._typed(flag_key, ValueType.INTEGER, default, platform, user, context)  # type: ignore[no-any-return]
 
     def get_float(
-        self, flag_key: str, default: float, *, platform: str | None = None, user: str | None = None
+        self,
+        flag_key: str,
+        default: float,
+        *,
+        platform: str | None = None,
+        user: str | None = None,
+        context: Context = None,
     ) -> float:
         """A float flag's value; `default` for an unknown flag or one of another type. Never raises."""
-        return self._typed(flag_key, ValueType.FLOAT, default, platform, user)  # type: ignore[no-any-return]
+        return self._typed(flag_key, ValueType.FLOAT, default, platform, user, context)  # type: ignore[no-any-return]
 
     def get_object(
-        self, flag_key: str, default: JsonObject, *, platform: str | None = None, user: str | None = None
+        self,
+        flag_key: str,
+        default: JsonObject,
+        *,
+        platform: str | None = None,
+        user: str | None = None,
+        context: Context = None,
     ) -> JsonObject:
         """An object flag's value (a JSON object or array, the caller's own copy); `default` for an unknown flag
         or one of another type. Never raises."""
-        value = self._typed(flag_key, ValueType.OBJECT, _MISSING, platform, user)
+        value = self._typed(flag_key, ValueType.OBJECT, _MISSING, platform, user, context)
         return default if value is _MISSING else _copy(value)
 
     def get_boolean_details(
-        self, flag_key: str, default: bool, *, platform: str | None = None, user: str | None = None
+        self,
+        flag_key: str,
+        default: bool,
+        *,
+        platform: str | None = None,
+        user: str | None = None,
+        context: Context = None,
     ) -> Resolution:
-        return self.resolve(flag_key, ValueType.BOOLEAN, default, platform=platform, user=user)
+        return self.resolve(flag_key, ValueType.BOOLEAN, default, platform=platform, user=user, context=context)
 
     def get_string_details(
-        self, flag_key: str, default: str, *, platform: str | None = None, user: str | None = None
+        self,
+        flag_key: str,
+        default: str,
+        *,
+        platform: str | None = None,
+        user: str | None = None,
+        context: Context = None,
     ) -> Resolution:
-        return self.resolve(flag_key, ValueType.STRING, default, platform=platform, user=user)
+        return self.resolve(flag_key, ValueType.STRING, default, platform=platform, user=user, context=context)
 
     def get_integer_details(
-        self, flag_key: str, default: int, *, platform: str | None = None, user: str | None = None
+        self,
+        flag_key: str,
+        default: int,
+        *,
+        platform: str | None = None,
+        user: str | None = None,
+        context: Context = None,
     ) -> Resolution:
-        return self.resolve(flag_key, ValueType.INTEGER, default, platform=platform, user=user)
+        return self.resolve(flag_key, ValueType.INTEGER, default, platform=platform, user=user, context=context)
 
     def get_float_details(
-        self, flag_key: str, default: float, *, platform: str | None = None, user: str | None = None
+        self,
+        flag_key: str,
+        default: float,
+        *,
+        platform: str | None = None,
+        user: str | None = None,
+        context: Context = None,
     ) -> Resolution:
-        return self.resolve(flag_key, ValueType.FLOAT, default, platform=platform, user=user)
+        return self.resolve(flag_key, ValueType.FLOAT, default, platform=platform, user=user, context=context)
 
     def get_object_details(
-        self, flag_key: str, default: JsonObject, *, platform: str | None = None, user: str | None = None
+        self,
+        flag_key: str,
+        default: JsonObject,
+        *,
+        platform: str | None = None,
+        user: str | None = None,
+        context: Context = None,
     ) -> Resolution:
-        return self.resolve(flag_key, ValueType.OBJECT, default, platform=platform, user=user)
+        return self.resolve(flag_key, ValueType.OBJECT, default, platform=platform, user=user, context=context)
 
     def _compiled(self, flag_key: str) -> tuple[ValueType | None, FlagPlan]:
         """The flag's type (None: not defined) and its plan (`flagcore.plans`), made once per state.
@@ -339,62 +379,73 @@ class FlagClient:
             found = values[flag_key] = (None if definition is None else definition.value_type, plan)
         return found
 
-    def _typed(self, flag_key: str, kind: ValueType, default: Any, platform: str | None, user: str | None) -> Any:
+    def _typed(
+        self, flag_key: str, kind: ValueType, default: Any, platform: str | None, user: str | None, context: Context
+    ) -> Any:
         found = self._values.get(flag_key) or self._compiled(flag_key)
-        return found[1].enabled(user, platform) if found[0] is kind else default
+        if found[0] is not kind:
+            return default
+        plan = found[1]
+        return plan.answer(user, platform, context).value if context else plan.enabled(user, platform)
 
-    def _evaluation(self, flag_key: str, platform: str | None, user: str | None) -> tuple[ValueType | None, Evaluation]:
-        """The flag's type and `flagcore.evaluate`'s answer, from the flag's plan where it holds (a user without an
-        override of the flag), else evaluated in full. A plan past its end (a scheduled step fell due) is made again."""
-        kind, plan = self._values.get(flag_key) or self._compiled(flag_key)
+    def _answers_of(self, flag_key: str) -> _Answers:
+        """The flag's type and its answers with reasons (`flagsdk.answers`), made once per plan; a plan past its
+        end (a scheduled step fell due) is made again."""
+        answers = self._answers  # read first: a table the fold replaced meanwhile is dropped with its entry
+        kind, plan = self._compiled(flag_key)
         if plan.until != math.inf and time.time() >= plan.until:
             self._values.pop(flag_key, None)
             kind, plan = self._compiled(flag_key)
-        if user is not None and user in plan.users:
-            state = self._state
-            return kind, evaluate(state.catalog, state.tenant(self.org_id), flag_key, platform=platform, user_id=user)
-        rule = plan.platforms.get(platform, plan.default) if platform is not None else plan.default
-        e = rule.outcomes[rule.pick(user)]
-        if e.rollout_percentage is not None:  # a plan leaves the rollout bucket, the subject's own, to the caller
-            e = self._with_bucket(e, bucket(flag_key, self.org_id if user is None else user))
-        return kind, e
 
-    def _with_bucket(self, e: Evaluation, subject_bucket: int) -> Evaluation:
-        """`e` with the subject's bucket, kept: a rollout has at most 100 of them per answer, and
-        `dataclasses.replace` costs ~5 µs, most of an `evaluate` call. Keyed by the plan's answer object
-        (checked by identity, so a reused id never matches) and emptied when it grows past its bound."""
-        kept = self._bucketed.get((id(e), subject_bucket))
-        if kept is not None and kept[0] is e:
-            return kept[1]
-        if len(self._bucketed) >= MAX_BUCKETED:
-            self._bucketed = {}
-        answer = replace(e, bucket=subject_bucket)
-        self._bucketed[id(e), subject_bucket] = (e, answer)
-        return answer
+        def full(user: str | None, platform: str | None, context: Context) -> Evaluation:
+            state = self._state
+            tenant = state.tenant(self.org_id)
+            return evaluate(state.catalog, tenant, flag_key, platform=platform, user_id=user, context=context)
+
+        found = answers[flag_key] = (kind, plan.until != math.inf, plan.until, compile_details(plan, self.org_id, full))
+        return found
 
     def resolve(
-        self, flag_key: str, value_type: ValueType, default: Any, *, platform: str | None = None,
+        self,
+        flag_key: str,
+        value_type: ValueType,
+        default: Any,
+        *,
+        platform: str | None = None,
         user: str | None = None,
+        context: Context = None,
     ) -> Resolution:
         """The flag's details if it is a `value_type` flag (an object value: the caller's own copy); else
         `default`, with FLAG_NOT_FOUND or TYPE_MISMATCH."""
-        kind, e = self._evaluation(flag_key, platform, user)
-        if e.error_code is not None:
-            return Resolution.failed(e, default, e.error_code)
-        if kind is not value_type:
-            return Resolution.failed(e, default, ErrorCode.TYPE_MISMATCH)
+        found = self._answers.get(flag_key)
+        if found is None or (found[1] and time.time() >= found[2]):
+            found = self._answers_of(flag_key)
+        r = found[3](user, platform, context)
+        if r.error_code is not None:
+            return Resolution.failed(r.evaluation, default, r.error_code)
+        if found[0] is not value_type:
+            return Resolution.failed(r.evaluation, default, ErrorCode.TYPE_MISMATCH)
         if value_type is ValueType.OBJECT:
-            return replace(Resolution.of(e), value=_copy(e.value))
-        return Resolution.of(e)
+            return replace(r, value=_copy(r.value))
+        return r
 
-    def evaluate(self, flag_key: str, *, platform: str | None = None, user: str | None = None) -> Resolution:
-        """The value (of the flag's type) with its reason, the level that decided and the event that set it."""
-        return Resolution.of(self._evaluation(flag_key, platform, user)[1])
+    def evaluate(
+        self, flag_key: str, *, platform: str | None = None, user: str | None = None, context: Context = None
+    ) -> Resolution:
+        """The value (of the flag's type) with its reason, the level (and rule) that decided and the event that
+        set it: `flagcore.evaluate`'s answer, from the flag's plan where it holds. Never raises."""
+        found = self._answers.get(flag_key)
+        if found is None or (found[1] and time.time() >= found[2]):
+            found = self._answers_of(flag_key)
+        return found[3](user, platform, context)
 
-    def evaluate_all(self, *, platform: str | None = None, user: str | None = None) -> list[Resolution]:
+    def evaluate_all(
+        self, *, platform: str | None = None, user: str | None = None, context: Context = None
+    ) -> list[Resolution]:
         state = self._state
         tenant = state.tenant(self.org_id)
-        return [Resolution.of(e) for e in evaluate_all(state.catalog, tenant, platform=platform, user_id=user)]
+        answers = evaluate_all(state.catalog, tenant, platform=platform, user_id=user, context=context)
+        return [Resolution.of(e) for e in answers]
 
     def is_platform_enabled(self, platform: Platform | str, *, user: str | None = None) -> bool:
         """Is the org's ad platform switched on (`platform.{p}.enabled`, at that platform's level)?"""

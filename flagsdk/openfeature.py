@@ -4,15 +4,19 @@
 
 Context: `targeting_key` is the user; the attribute `platform` names one of the
 org's ad platforms; an `org` attribute, when given, must be the client's own org
-(the org comes from the key, a context cannot move it). All five OpenFeature types
-resolve: a flag asked for as another type than its own resolves to the caller's
-default with TYPE_MISMATCH. Never raises (evaluation API requirements 1.3, 1.4):
-every error is the caller's default with `reason=ERROR` and an error code.
+(the org comes from the key, a context cannot move it). Every other attribute
+(email, plan, country, app_version, ip, any custom one) is what targeting rules
+read; a datetime attribute is read as its ISO 8601 instant. All five OpenFeature
+types resolve: a flag asked for as another type than its own resolves to the
+caller's default with TYPE_MISMATCH. Never raises (evaluation API requirements
+1.3, 1.4): every error is the caller's default with `reason=ERROR` and an error code.
+A matching rule's id is in the flag metadata (`rule`), beside the deciding `level`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from openfeature.evaluation_context import EvaluationContext
@@ -89,11 +93,24 @@ class FlagstreamProvider(AbstractProvider):
         org = attributes.get("org")
         if org is not None and org != self.client.org_id:
             return _error(default, ErrorCode.INVALID_CONTEXT, "the context names another org than the key's")
-        r = self.client.resolve(flag_key, kind, default, platform=platform, user=context.targeting_key)
+        user = context.targeting_key
+        r = self.client.resolve(flag_key, kind, default, platform=platform, user=user, context=_attributes(attributes))
         if r.error_code is not None:
             return _error(default, ERROR_CODES[r.error_code], _message(flag_key, r.error_code, kind))
         metadata: dict[str, str] = {} if r.level is None else {"level": r.level.value}
+        if r.rule is not None:
+            metadata["rule"] = r.rule
         return FlagResolutionDetails(r.value, reason=Reason(r.reason.value), variant=r.variant, flag_metadata=metadata)
+
+
+def _attributes(attributes: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The context rules read: OpenFeature's attributes as they are (`platform` and `org` are the call's own,
+    `flagcore.targeting` ignores them there), a datetime as its ISO 8601 instant (what `before`/`after` read)."""
+    if not attributes:
+        return None
+    if any(type(v) is datetime for v in attributes.values()):
+        return {k: v.isoformat() if type(v) is datetime else v for k, v in attributes.items()}
+    return attributes
 
 
 def _message(flag_key: str, code: CoreErrorCode, kind: ValueType) -> str:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from events import Level, TargetingRulesSet, to_record
+from flagcore import Reason
 from flagsdk import BootstrapError, FlagClient, Staleness
 from services.infra.settings import Settings
 from tests.support.auth import admin_headers
+from tests.support.factories import LogBuilder
+from tests.support.kafka import produce
 from tests.support.sdk import sdk_settings
 from tests.support.servers import Servers
 from tests.support.stack import Stack, start_stack
@@ -246,3 +252,49 @@ def test_follows_the_topic_over_sasl_scram_and_serves_on_with_a_wrong_password(
         wait_for(lambda: client.is_enabled(FLAG), what="the change over SCRAM")
         assert client.status().connected
         assert not refused.status().connected and not refused.is_enabled(FLAG)  # its last state: nothing set
+
+
+RULED = "checkout.rules.enabled"  # a flag of its own: the rule below is published to the log directly
+
+
+def test_a_targeting_rule_published_to_the_log_changes_the_answer_for_a_matching_context_only(
+    sdk_stack: Stack, admin: httpx.Client, org_id: str
+) -> None:
+    response = admin.post("/v1/flags", json={"key": RULED, "group": "checkout", "reason": "sdk tests"})
+    assert response.status_code in (201, 409), response.text  # 409: defined by an earlier run of this module
+    key = evaluator_key(admin, org_id)
+    change(admin, f"/v1/orgs/{org_id}/flags/{RULED}", enabled=False)
+    wait_for(projected(sdk_stack, key, org_id, RULED, "org", False), what="the org's setting projected")
+    enterprise = {"plan": "enterprise", "email": "ana@acme.com", "app_version": "2.4.0"}
+    others = [None, {"plan": "free", "email": "bo@acme.com"}, {"plan": "Enterprise"}, {"email": "enterprise"}]
+    with client_for(sdk_stack, key, org_id) as client:
+        assert client.wait_until_current()
+        before = [client.evaluate(RULED, user="u-1", context=c) for c in others]
+        assert client.is_enabled(RULED, user="u-1", context=enterprise) is False
+        # No command route sets rules yet: sealed as the command store seals, then produced as the relay does.
+        rules = TargetingRulesSet.model_validate({
+            "flag_key": RULED, "level": "org", "org_id": org_id,
+            "rules": [{"id": "enterprise", "variant": "on", "conditions": [
+                {"attribute": "plan", "operator": "equals", "values": ["enterprise"]},
+                {"attribute": "app_version", "operator": "semver_gte", "values": ["2.0.0"]},
+            ]}],
+        })  # fmt: skip
+        sealed = LogBuilder(datetime.now(UTC)).append(rules, reason="enterprise customers first")
+        assert sealed is not None
+        applied = client.status().applied
+        asyncio.run(produce(sdk_stack.settings, [to_record(sealed)]))
+        wait_for(lambda: client.is_enabled(RULED, user="u-1", context=enterprise), what="the rule in the SDK")
+        matched = client.evaluate(RULED, user="u-1", context=enterprise)
+        assert (matched.value, matched.reason, matched.rule, matched.variant) == (
+            True,
+            Reason.TARGETING_MATCH,
+            "enterprise",
+            "on",
+        )
+        assert matched.level is Level.ORG and matched.evaluation.source is not None
+        assert matched.evaluation.source.event_id == str(sealed.event_id)
+        assert [client.evaluate(RULED, user="u-1", context=c) for c in others] == before  # nobody else moved
+        assert not any(client.is_enabled(RULED, user=u, context=c) for u in ("u-1", "u-2") for c in others)
+        assert client.is_enabled(RULED, user="u-2", context=enterprise) is True
+        status = client.status()
+        assert status.applied == applied + 1 and status.refused == 0 and status.duplicates == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from openfeature import api
@@ -16,6 +17,7 @@ from events import (
     OrgOverrideSet,
     PlatformOverrideSet,
     RolloutPercentageSet,
+    TargetingRulesSet,
     ValueType,
     Variant,
     VariantSelected,
@@ -122,3 +124,99 @@ def test_a_flag_asked_as_another_type_is_the_default_with_type_mismatch(typed_cl
             defaults[other], Reason.ERROR, ErrorCode.TYPE_MISMATCH
         ), other
         assert key in (details.error_message or "")
+
+
+TARGETED = {
+    "ai.insights.enabled": (ValueType.BOOLEAN, {}, "on", "off", "on"),
+    "checkout.theme": (ValueType.STRING, {"blue": "#00f", "red": "#f00"}, "blue", "blue", "red"),
+    "upload.limit": (ValueType.INTEGER, {"small": 10, "large": 1000}, "small", "small", "large"),
+    "sampling.ratio": (ValueType.FLOAT, {"low": 0.1, "high": 0.9}, "low", "low", "high"),
+    "home.layout": (ValueType.OBJECT, {"grid": {"columns": 3}, "list": [1, 2]}, "list", "list", "grid"),
+}  # key → (type, values, default variant, off variant, the variant the rule serves)
+STAFF = [
+    {"attribute": "email", "operator": "ends_with", "values": ["@acme.com"]},
+    {"attribute": "signup", "operator": "before", "values": ["2026-06-01T00:00:00+00:00"]},
+    {"attribute": "targeting_key", "operator": "starts_with", "values": ["staff-"]},
+]
+
+
+@pytest.fixture
+def targeted_client() -> Iterator[object]:
+    log = LogBuilder()
+    for key, (kind, values, default, off, _) in TARGETED.items():
+        if kind is ValueType.BOOLEAN:
+            log.append(FlagDefined(flag_key=key, group="ai"))
+        else:
+            log.append(FlagDefined(flag_key=key, group="typed", value_type=kind, values=values,
+                                   default_variant=default, off_variant=off))  # fmt: skip
+    for key, (*_, served) in TARGETED.items():
+        log.append(TargetingRulesSet.model_validate({"flag_key": key, "level": "org", "org_id": ORG, "rules": [
+            {"id": "staff", "conditions": STAFF, "variant": served},
+        ]}))  # fmt: skip
+    api.set_provider(FlagstreamProvider(FlagClient.from_state(fold(log.events), org_id=ORG)))
+    yield api.get_client()
+    api.clear_providers()
+
+
+def ask_all(client, context: EvaluationContext | None) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    return {
+        "ai.insights.enabled": client.get_boolean_details("ai.insights.enabled", False, context),
+        "checkout.theme": client.get_string_details("checkout.theme", "", context),
+        "upload.limit": client.get_integer_details("upload.limit", 0, context),
+        "sampling.ratio": client.get_float_details("sampling.ratio", 0.0, context),
+        "home.layout": client.get_object_details("home.layout", {}, context),
+    }
+
+
+def test_the_context_attributes_reach_the_rules_for_all_five_types(targeted_client) -> None:
+    staff = EvaluationContext("staff-7", {"email": "ana@acme.com", "signup": datetime(2026, 3, 1, tzinfo=UTC)})
+    for key, details in ask_all(targeted_client, staff).items():
+        kind, values, *_, served = TARGETED[key]
+        expected = True if kind is ValueType.BOOLEAN else values[served]
+        assert (details.value, details.variant, details.reason) == (expected, served, Reason.TARGETING_MATCH), key
+        assert details.flag_metadata == {"level": "org", "rule": "staff"}
+        assert details.error_code is None
+    for context in (
+        None,
+        EvaluationContext("staff-7", {"email": "ana@acme.com", "signup": datetime(2026, 7, 1, tzinfo=UTC)}),
+        EvaluationContext("u-1", {"email": "ana@acme.com", "signup": "2026-03-01T00:00:00Z"}),
+        EvaluationContext("staff-7", {"email": "ana@globex.io", "signup": "2026-03-01T00:00:00Z"}),
+    ):
+        for key, details in ask_all(targeted_client, context).items():
+            kind, values, _, off, _ = TARGETED[key]
+            expected = False if kind is ValueType.BOOLEAN else values[off]
+            assert (details.value, details.reason, details.flag_metadata) == (expected, Reason.DEFAULT, {}), key
+
+
+def test_a_rule_match_asked_as_another_type_is_the_default_with_type_mismatch(targeted_client) -> None:
+    staff = EvaluationContext("staff-1", {"email": "bo@acme.com", "signup": "2026-01-02T00:00:00Z"})
+    got = targeted_client.get_string_details("upload.limit", "dflt", staff)
+    assert (got.value, got.reason, got.error_code) == ("dflt", Reason.ERROR, ErrorCode.TYPE_MISMATCH)
+    got = targeted_client.get_boolean_details("home.layout", True, staff)
+    assert (got.value, got.error_code) == (True, ErrorCode.TYPE_MISMATCH)
+
+
+class BrokenClient(FlagClient):
+    """A client whose evaluation fails in a way nobody foresaw: the provider must still answer."""
+
+    def resolve(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def,override]
+        raise RuntimeError("the state is gone")
+
+
+def test_an_unforeseen_failure_is_the_default_with_general_never_an_exception() -> None:
+    api.set_provider(FlagstreamProvider(BrokenClient.from_state(fold([]), org_id=ORG)))
+    client = api.get_client()
+    try:
+        context = EvaluationContext("u-1", {"email": ["not", "a", "string"], "nested": {"a": [1, {"b": None}]}})
+        details = client.get_integer_details("upload.limit", 42, context)
+        assert (details.value, details.reason, details.error_code) == (42, Reason.ERROR, ErrorCode.GENERAL)
+        assert "the state is gone" in (details.error_message or "")
+        assert client.get_object_value("home.layout", {"d": 1}, context) == {"d": 1}
+    finally:
+        api.clear_providers()
+
+
+def test_odd_attribute_values_answer_like_no_match(targeted_client) -> None:
+    odd = EvaluationContext("staff-2", {"email": ["x@acme.com"], "signup": {"at": "2026-01-01"}, "n": 1.5})
+    details = targeted_client.get_string_details("checkout.theme", "", odd)
+    assert (details.value, details.reason, details.error_code) == ("#00f", Reason.DEFAULT, None)
