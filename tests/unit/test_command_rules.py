@@ -139,11 +139,13 @@ def test_every_operator_with_a_fitting_value_is_accepted() -> None:
         Operator.BEFORE: ["2027-01-01T00:00:00Z"], Operator.AFTER: ["2026-01-01T00:00:00+01:00"],
         Operator.IN_CIDR: ["10.0.0.0/8", "2001:db8::/32"], Operator.EXISTS: [], Operator.NOT_EXISTS: [],
     }  # fmt: skip
-    assert set(fitting) == set(Operator)
+    segment_tests = {Operator.IN_SEGMENT, Operator.NOT_IN_SEGMENT}  # no attribute; the store checks the keys
+    assert set(fitting) == set(Operator) - segment_tests
     rules = [rule(condition(op.value, *values), id=f"r-{op.value}") for op, values in fitting.items()]
+    rules += [rule({"operator": op.value, "values": ["beta"]}, id=f"r-{op.value}") for op in sorted(segment_tests)]
     checked = checked_rules(DEFINITION, rules)
     assert [r.id for r in checked] == [r["id"] for r in rules]
-    assert [r.conditions[0].operator for r in checked] == list(fitting)
+    assert [r.conditions[0].operator for r in checked] == [*fitting, *sorted(segment_tests)]
 
 
 def test_a_boolean_flags_rule_serves_on_off_or_an_experiment_arm() -> None:

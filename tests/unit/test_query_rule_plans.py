@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from flagcore import FlagState, evaluate, evaluate_all
 from services.query import ofrep
+from services.query.changes_stream import event_streams
 from services.query.documents import CompiledCatalog, CompiledOrg
 from services.query.plans import OrgPlans
 from tests.support.factories import T0
@@ -29,6 +30,9 @@ def _plans(state: FlagState) -> OrgPlans:
     tenant = state.tenant(ORG)
     org = CompiledOrg(ORG, dict(tenant.org), dict(tenant.platform), dict(tenant.rules))
     return OrgPlans(CompiledCatalog(state.catalog, b""), org)
+
+
+STREAMS = orjson.loads(event_streams(ORG))  # the bulk answer's change stream (`services.query.changes_stream`)
 
 
 @settings(max_examples=100, deadline=None)
@@ -60,5 +64,6 @@ def test_plans_with_rules_answer_what_the_use_cases_answer_for_each_context(
                     e = evaluate(state.catalog, tenant, key, platform=platform, user_id=user, now=now, context=context)
                     assert plan.answer(platform, user, context).body == ofrep.render(e), (key, user, platform, context)
                 results = evaluate_all(state.catalog, tenant, platform=platform, user_id=user, now=now, context=context)
-                expected = ofrep.bulk_answer(orjson.dumps({"flags": [orjson.loads(ofrep.render(e)) for e in results]}))
+                flags = [orjson.loads(ofrep.render(e)) for e in results]
+                expected = ofrep.bulk_answer(orjson.dumps({"flags": flags, "eventStreams": STREAMS}))
                 assert plans.bulk(platform, at).answer(user, context) == expected, (user, platform, context)
