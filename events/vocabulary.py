@@ -100,5 +100,18 @@ class DestinationKind(StrEnum):
     WEBHOOK = "webhook"  # any HTTPS endpoint: CloudEvents JSON, signed per Standard Webhooks
 
 
+class AlertKind(StrEnum):
+    """An operational alert a subscription may opt in to, by naming it among its `event_types`.
+
+    Alerts are not events of the log: the notifier derives them (from kill-switch events, from the
+    projector's dead-letter topic, from the projector's lag) and tells them through the same
+    subscriptions. A subscription whose `event_types` names only alerts hears no flag change.
+    """
+
+    KILL_SWITCH = "alert.kill_switch"  # a kill switch engaged or released
+    DEAD_LETTER = "alert.dead_letter"  # records landed on the projector's dead-letter topic
+    PROJECTOR_LAG = "alert.projector_lag"  # the projector behind by more than a threshold, and back
+
+
 # A subscription's id: made by the command service, unique within the log.
 SUBSCRIPTION_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"

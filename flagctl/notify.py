@@ -35,7 +35,9 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--group", action="append", default=[], help="only flags of this group (repeat)")
     p.add_argument("--kind", action="append", default=[], choices=[k.value for k in FlagKind])
     p.add_argument("--level", action="append", default=[], choices=[lv.value for lv in Level])
-    p.add_argument("--event-type", action="append", default=[], metavar="TYPE", help="e.g. KillSwitchEngaged")
+    p.add_argument("--event-type", action="append", default=[], metavar="TYPE",
+                   help="e.g. KillSwitchEngaged; or an alert to opt in to: alert.kill_switch, "
+                        "alert.dead_letter, alert.projector_lag")
     _common(p, reason=True)
     p.set_defaults(handler=cmd_add)
 

@@ -22,11 +22,13 @@ from events import (
     SubscriptionCreated,
     subscription_stream,
 )
+from events.vocabulary import AlertKind
 from flagcore.subscriptions import SubscriptionView
 from services.command.schemas import NoNul, Reason
 from services.infra.sealing import Sealer
 
 __all__ = [
+    "ALERT_TYPES",
     "FLAG_EVENT_TYPES",
     "ChangeSubscriptionRequest",
     "CreateSubscriptionRequest",
@@ -38,6 +40,8 @@ __all__ = [
 
 # What a subscription may filter on: the types of flag changes (not key or subscription events).
 FLAG_EVENT_TYPES = frozenset(name for name, cls in CHANGE_TYPES.items() if issubclass(cls, FlagChange))
+# ...and the operational alerts it opts in to (the notifier derives them; named only, never implied).
+ALERT_TYPES = frozenset(kind.value for kind in AlertKind)
 
 Name = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NoNul,
@@ -93,14 +97,17 @@ class _FiltersIn(BaseModel):
     groups: list[Group] = Field(default=[], max_length=50, description="Only flags of these groups.")
     kinds: list[FlagKind] = Field(default=[], max_length=4, description="Only flags of these kinds.")
     levels: list[Level] = Field(default=[], max_length=4, description="Only settings at these levels.")
-    event_types: list[str] = Field(default=[], max_length=50, description="Only these event types.")
+    event_types: list[str] = Field(default=[], max_length=50, description=(
+        "Only these event types; and the operational alerts named here (`alert.kill_switch`, "
+        "`alert.dead_letter`, `alert.projector_lag`), which no subscription hears unless it names them."))
 
     @field_validator("event_types")
     @classmethod
     def _flag_event_types(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - FLAG_EVENT_TYPES)
+        unknown = sorted(set(value) - FLAG_EVENT_TYPES - ALERT_TYPES)
         if unknown:
-            raise ValueError(f"not flag event types: {', '.join(unknown)} (e.g. KillSwitchEngaged, OrgOverrideSet)")
+            raise ValueError(f"not flag event types nor alerts: {', '.join(unknown)} "
+                             f"(e.g. KillSwitchEngaged, OrgOverrideSet, {', '.join(sorted(ALERT_TYPES))})")
         return value
 
 

@@ -49,6 +49,7 @@ class Capabilities:
     evaluate: bool
     read_audit: bool
     manage_keys: bool
+    read_subscriptions: bool
     home_org: str | None
 
     @classmethod
@@ -60,5 +61,6 @@ class Capabilities:
             evaluate=may(principal, Action.EVALUATE, org or "any"),
             read_audit=may(principal, Action.READ_AUDIT, org),
             manage_keys=may(principal, Action.MANAGE_KEYS, org),
+            read_subscriptions=may(principal, Action.READ_SUBSCRIPTIONS, org),
             home_org=org,
         )

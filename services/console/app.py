@@ -23,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.auth.policy import Forbidden
-from services.console import actions, keys, pages, signin
+from services.console import actions, keys, notifications, pages, signin
 from services.console.changes import InvalidInput
 from services.console.dependencies import Wiring, wired
 from services.console.ports import Api, ApiError, SessionStore
@@ -87,6 +87,7 @@ def create_app(
             *pages.routes,
             *actions.routes,
             *keys.routes,
+            *notifications.routes,
         ],
         exception_handlers={
             SignInRequired: _sign_in,

@@ -38,7 +38,9 @@ def build_app(settings: Settings) -> Starlette:
         http = httpx.AsyncClient(timeout=10.0)
         command = f"http://{settings.command_host}:{settings.command_port}"
         query = f"http://{settings.query_host}:{settings.query_port}"
-        wiring.api_for = lambda key: HttpApi(http, command_url=command, query_url=query, key=key)
+        notifier = f"http://{settings.notifier_host}:{settings.notifier_port}"
+        wiring.api_for = lambda key: HttpApi(http, command_url=command, query_url=query, key=key,
+                                             notifier_url=notifier)  # fmt: skip
         feed = TopicFeed(settings, wiring.broadcaster)
         wiring.feed = feed
         feed_task = asyncio.create_task(feed.run())

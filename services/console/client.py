@@ -1,4 +1,4 @@
-"""The console's only way to the data: the command and query APIs, called with the user's own key.
+"""The console's only way to the data: the command, query and notifier APIs, called with the user's own key.
 
 `HttpApi` is the adapter of the `ports.Api` port the routes use (unit tests pass a fake of it); it raises
 `ports.ApiError` with the API's status and JSON error, and a 503 `ApiError` for an unreachable API.
@@ -19,10 +19,12 @@ __all__ = ["HttpApi"]
 class HttpApi:
     """One user's view of the APIs over a shared connection pool."""
 
-    def __init__(self, http: httpx.AsyncClient, *, command_url: str, query_url: str, key: str) -> None:
+    def __init__(self, http: httpx.AsyncClient, *, command_url: str, query_url: str, key: str,
+                 notifier_url: str = "http://127.0.0.1:8085") -> None:  # fmt: skip
         self._http = http
         self._command = command_url.rstrip("/")
         self._query = query_url.rstrip("/")
+        self._notifier = notifier_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {key}"}
 
     async def _call(self, method: str, url: str, *, params: dict[str, Any] | None = None,
@@ -122,3 +124,29 @@ class HttpApi:
         """Evaluations per flag per minute: one org's (`GET /v1/orgs/{org}/usage`), or every org's (`GET /v1/usage`)."""
         path = "/v1/usage" if org is None else f"/v1/orgs/{quote(org)}/usage"
         return await self._call("GET", self._query + path, params={"minutes": minutes})  # type: ignore[no-any-return]
+
+    # --- notifications: subscriptions (command API), their delivery log and dead letters (the notifier's) ---
+
+    @staticmethod
+    def _subscriptions_path(org: str | None) -> str:
+        return "/v1/subscriptions" if org is None else f"/v1/orgs/{quote(org)}/subscriptions"
+
+    async def subscriptions(self, org: str | None) -> list[dict[str, Any]]:
+        found = await self._call("GET", f"{self._command}{self._subscriptions_path(org)}")
+        return found["subscriptions"]  # type: ignore[no-any-return]
+
+    async def subscription(self, org: str | None, subscription_id: str) -> dict[str, Any]:
+        url = f"{self._command}{self._subscriptions_path(org)}/{quote(subscription_id)}"
+        return await self._call("GET", url)  # type: ignore[no-any-return]
+
+    async def deliveries(self, org: str | None, subscription_id: str, *, limit: int) -> list[dict[str, Any]]:
+        url = f"{self._notifier}{self._subscriptions_path(org)}/{quote(subscription_id)}/deliveries"
+        return (await self._call("GET", url, params={"limit": limit}))["attempts"]  # type: ignore[no-any-return]
+
+    async def dead_letters(self, org: str | None, subscription_id: str, *, limit: int) -> list[dict[str, Any]]:
+        url = f"{self._notifier}{self._subscriptions_path(org)}/{quote(subscription_id)}/dead-letters"
+        return (await self._call("GET", url, params={"limit": limit}))["dead_letters"]  # type: ignore[no-any-return]
+
+    async def retry_dead_letters(self, org: str | None, subscription_id: str) -> dict[str, Any]:
+        url = f"{self._notifier}{self._subscriptions_path(org)}/{quote(subscription_id)}/dead-letters/retry"
+        return await self._call("POST", url)  # type: ignore[no-any-return]

@@ -1,6 +1,6 @@
 """What the console's routes need, as protocols and the values they exchange.
 
-`Api` is the command and query APIs called with the signed-in user's key (`client.HttpApi`),
+`Api` is the command, query and notifier APIs called with the signed-in user's key (`client.HttpApi`),
 `SessionStore` where sessions live (`sessions.RedisSessionStore`; `sessions.MemorySessionStore` in
 the unit tests), `LiveFeed` the topic followed for the live pages (`live.TopicFeed`). `bootstrap`
 plugs the concrete ones in.
@@ -110,6 +110,16 @@ class Api(Protocol):
     async def override_counts(self) -> dict[str, dict[str, int]]: ...
 
     async def usage(self, org: str | None, *, minutes: int) -> dict[str, Any]: ...
+
+    async def subscriptions(self, org: str | None) -> list[dict[str, Any]]: ...
+
+    async def subscription(self, org: str | None, subscription_id: str) -> dict[str, Any]: ...
+
+    async def deliveries(self, org: str | None, subscription_id: str, *, limit: int) -> list[dict[str, Any]]: ...
+
+    async def dead_letters(self, org: str | None, subscription_id: str, *, limit: int) -> list[dict[str, Any]]: ...
+
+    async def retry_dead_letters(self, org: str | None, subscription_id: str) -> dict[str, Any]: ...
 
 
 class LiveFeed(Protocol):

@@ -121,6 +121,11 @@ class Settings(KafkaConnection):
     notifier_backoff_base: float = 0.5  # s: full jitter over base * 2**(attempt-1), capped
     notifier_backoff_cap: float = 60.0  # s
     notifier_attempts_kept: int = 50  # per subscription, in the delivery log
+    # Operational alerts (subscriptions opt in with `alert.*` event types): the projector is "lagging" once its
+    # oldest record not applied has waited this long, and "recovered" under half of it; measured every
+    # `notifier_lag_interval` s. The dead-letter topic is read in the group `notifier_group` + "-dead-letters".
+    notifier_alert_lag_seconds: float = 30.0
+    notifier_lag_interval: float = 5.0
 
     @model_validator(mode="after")
     def _transport_settings_agree(self) -> Settings:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 from granian.constants import Interfaces
@@ -19,6 +22,8 @@ from services.http.throttle import FailedAuthThrottle
 from services.infra.kafka import ensure_topics
 from services.infra.sealing import Sealer
 from services.infra.settings import Settings
+from services.notifier.alerting import AlertTeller
+from services.notifier.alerts import LagAlarm
 from services.notifier.api import NotifierApi, create_app
 from services.notifier.consumer import ChangeConsumer
 from services.notifier.directory import SubscriptionDirectory
@@ -26,11 +31,15 @@ from services.notifier.dispatcher import Dispatcher
 from services.notifier.guard import AddressGuard
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.operations import Operations
+from services.notifier.positions import KafkaEnds, ProjectorPositions
 from services.notifier.retries import RetryPolicy
 from services.notifier.sender import HttpSender, create_client
 from services.notifier.store import PostgresDeliveryLog, create_notifier_pool
+from services.notifier.watches import DeadLetterWatch, LagWatch
 
 __all__ = ["run", "subscription_sealer"]
+
+Watch = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +76,11 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
         )
+        teller = AlertTeller(lambda: directory.current, dispatcher.submit, told=metrics.alerted)
         consumer = ChangeConsumer(
-            kafka, topic=s.topic, dispatcher=dispatcher, directory=directory, console_url=s.notifier_console_url
-        )
+            kafka, topic=s.topic, dispatcher=dispatcher, directory=directory, console_url=s.notifier_console_url,
+            alerts=teller,
+        )  # fmt: skip
         metrics.read_state(
             lag=consumer.lag, queued=lambda: sum(dispatcher.backlog().values()), caught_up=lambda: consumer.caught_up
         )
@@ -83,8 +94,58 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         await _serve(stack, app, s)
         kafka.subscribe([s.topic], listener=consumer.listener())
         log.info("notifier ready: topic %s, group %s", s.topic, s.notifier_group)
+        watches = _watches(s, pool, kafka, teller, lambda: consumer.caught_up)
+        await stack.enter_async_context(_running(watches, stop))
         await consumer.run(stop)
         log.info("notifier stopping")
+
+
+def _watches(
+    s: Settings, pool: asyncpg.Pool, kafka: AIOKafkaConsumer, teller: AlertTeller,
+    ready: Callable[[], bool],
+) -> list[Watch]:
+    """The dead-letter and lag watches (their alerts go to the subscriptions that opted in)."""
+    dead = AIOKafkaConsumer(
+        **client_options(s),
+        group_id=f"{s.notifier_group}-dead-letters",
+        client_id="flagstream-notifier-dead-letters",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    positions = ProjectorPositions(pool, group=s.projector_group, topic=s.topic)
+    alarm = LagAlarm(threshold_seconds=s.notifier_alert_lag_seconds, topic=s.topic, group=s.projector_group)
+    lag = LagWatch(ends=KafkaEnds(kafka, topic=s.topic).ends, applied=positions.applied, alarm=alarm, teller=teller,
+                   ready=ready, interval=s.notifier_lag_interval)  # fmt: skip
+
+    async def dead_letters(stop: asyncio.Event) -> None:
+        await dead.start()
+        try:
+            dead.subscribe([s.dead_letter_topic])
+            await DeadLetterWatch(dead, topic=s.dead_letter_topic, teller=teller, ready=ready).run(stop)
+        finally:
+            await dead.stop()
+
+    return [dead_letters, lag.run]
+
+
+@asynccontextmanager
+async def _running(watches: list[Watch], stop: asyncio.Event
+                   ) -> AsyncIterator[None]:  # fmt: skip
+    """Run each watch as a task until `stop`; one that fails is logged, and the notifier delivers changes on."""
+    tasks = [asyncio.create_task(watch(stop), name=f"notifier-watch-{i}") for i, watch in enumerate(watches)]
+
+    def ended(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("alert watch %s stopped: %r", task.get_name(), task.exception())
+
+    for task in tasks:
+        task.add_done_callback(ended)
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _serve(stack: AsyncExitStack, app: FastAPI, settings: Settings) -> None:

@@ -22,9 +22,12 @@ from aiokafka.errors import KafkaError
 
 from events import Envelope, EventError
 from events.cloudevents import from_record
-from services.notifier.deliveries import compose
+from services.notifier.alerting import AlertTeller
+from services.notifier.alerts import kill_switch_alert
+from services.notifier.deliveries import Delivery, compose
 from services.notifier.directory import SubscriptionDirectory
 from services.notifier.dispatcher import Dispatcher
+from services.notifier.messages import audit_link
 from services.notifier.notices import Notice, NoticeFeed
 from services.notifier.progress import Progress
 from services.notifier.subscriptions import Subscription, matches
@@ -36,6 +39,7 @@ POLL_MS = 500
 MAX_RECORDS = 500
 
 Held = tuple[int, int, Envelope | None]  # partition, offset, the decoded change (None: not one)
+Alarm = tuple[tuple[int, int], list[Delivery]]  # a record's (partition, offset), its alert's deliveries
 
 
 class ChangeConsumer:
@@ -47,8 +51,10 @@ class ChangeConsumer:
         dispatcher: Dispatcher,
         directory: SubscriptionDirectory,
         console_url: str,
+        alerts: AlertTeller | None = None,
     ) -> None:
         self._consumer = consumer
+        self._alerts = alerts
         self._topic = topic
         self._dispatcher = dispatcher
         self._directory = directory
@@ -126,6 +132,7 @@ class ChangeConsumer:
         told: dict[str, list[Notice]] = defaultdict(list)
         where: dict[Any, tuple[int, int]] = {}
         by_id: dict[str, Subscription] = {}
+        alarms: list[Alarm] = []  # kill-switch alerts, to queue behind the changes
         for partition, offset, envelope in ready:
             if envelope is None or self._directory.observe(envelope):
                 continue  # not a change, or a subscription's: it applies to the changes after it
@@ -133,6 +140,7 @@ class ChangeConsumer:
             if notice is None:
                 continue
             where[notice.envelope.event_id] = (partition, offset)
+            alarms.extend(self._kill_switch_alert(partition, offset, notice))
             for subscription in self._directory.current:
                 if matches(subscription, notice):
                     told[subscription.id].append(notice)
@@ -143,8 +151,17 @@ class ChangeConsumer:
                 done = self._dispatcher.submit(delivery)
                 for event_id in delivery.event_ids:
                     waits[where[event_id]].append(done)
+        for position, alerts in alarms:  # the record's offset waits for its alert too
+            waits[position].extend(self._dispatcher.submit(d) for d in alerts)
         for partition, offset, _ in ready:
             self._progress.add(partition, offset, waits.get((partition, offset), ()))
+
+    def _kill_switch_alert(self, partition: int, offset: int, notice: Notice) -> list[Alarm]:
+        """A kill switch's alert, to the subscriptions in force at that point of the log that opted in."""
+        if self._alerts is None:
+            return []
+        alert = kill_switch_alert(notice, link=audit_link(self._console_url, notice))
+        return [] if alert is None else [((partition, offset), self._alerts.deliveries(alert))]
 
     async def _commit(self) -> None:
         positions = self._progress.committable()

@@ -9,11 +9,12 @@ from uuid import UUID
 
 import orjson
 
-from services.notifier.messages import bulks, slack_message, webhook_body
+from services.notifier.alerts import Alert
+from services.notifier.messages import alert_slack_message, alert_webhook_body, bulks, slack_message, webhook_body
 from services.notifier.notices import Notice
 from services.notifier.subscriptions import DestinationKind, Subscription
 
-__all__ = ["Attempt", "AttemptStatus", "DeadLetter", "Delivery", "compose"]
+__all__ = ["Attempt", "AttemptStatus", "DeadLetter", "Delivery", "compose", "compose_alert"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,3 +72,12 @@ def compose(subscription: Subscription, notices: Sequence[Notice], *, console_ur
             for b in bulks(notices)
         ]
     return [Delivery(subscription, (n.envelope.event_id,), orjson.dumps(webhook_body(n))) for n in notices]
+
+
+def compose_alert(subscription: Subscription, alert: Alert) -> Delivery:
+    """The one delivery of `alert` (already matched) to `subscription`: keyed by the alert's id."""
+    if subscription.destination.kind is DestinationKind.SLACK:
+        body = alert_slack_message(alert)
+    else:
+        body = alert_webhook_body(alert)
+    return Delivery(subscription, (alert.id,), orjson.dumps(body))

@@ -7,9 +7,18 @@ from typing import Any
 from urllib.parse import urlencode
 
 from events.cloudevents import CONTENT_TYPE, attributes
+from services.notifier.alerts import Alert
 from services.notifier.notices import Notice, describe
 
-__all__ = ["MAX_SLACK_CHANGES", "audit_link", "bulks", "slack_message", "webhook_body"]
+__all__ = [
+    "MAX_SLACK_CHANGES",
+    "alert_slack_message",
+    "alert_webhook_body",
+    "audit_link",
+    "bulks",
+    "slack_message",
+    "webhook_body",
+]
 
 MAX_SLACK_CHANGES = 20  # per message: Slack takes at most 50 blocks; the rest is counted, with a link
 SLACK_FIELD_CHARS = 1900  # Slack refuses a text object over 2000 characters
@@ -109,3 +118,45 @@ def webhook_body(notice: Notice) -> dict[str, Any]:
         "datacontenttype": CONTENT_TYPE,
         "data": notice.envelope.model_dump(mode="json"),
     }
+
+
+# --- operational alerts -------------------------------------------------------
+
+ALERT_MARK = {True: ":large_green_circle:", False: ":rotating_light:"}
+
+
+def alert_slack_message(alert: Alert) -> dict[str, Any]:
+    """One Block Kit message per alert: a marked header (a siren, or a green circle for released or
+    recovered), its facts, and when and which alert it is; a button to the audit entry when there is one."""
+    title = f"{ALERT_MARK[alert.resolves]} {alert.title}"
+    facts: dict[str, Any] = {"type": "section", "fields": [
+        {"type": "mrkdwn", "text": f"*{name}*\n{_escape(text)}"} for name, text in alert.facts[:10]
+    ]}  # fmt: skip
+    if alert.link is not None:
+        button = {"type": "plain_text", "text": "Audit entry"}
+        facts["accessory"] = {"type": "button", "text": button, "url": alert.link}
+    when = alert.at.isoformat().replace("+00:00", "Z")
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
+        facts,
+        {"type": "context", "elements": [
+            {"type": "mrkdwn", "text": f"Operational alert `{alert.kind.value}` · {when} · id `{alert.id}`"}
+        ]},
+    ]  # fmt: skip
+    return {"text": _escape(alert.title), "blocks": blocks}
+
+
+def alert_webhook_body(alert: Alert) -> dict[str, Any]:
+    """A CloudEvents 1.0 event in JSON, as a change's: `id` the alert's (= `webhook-id`), `type` the alert's."""
+    body: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": str(alert.id),
+        "source": "flagstream/notifier",
+        "type": alert.type.value,
+        "time": alert.at.isoformat(),
+        "datacontenttype": "application/json",
+        "data": {"kind": alert.kind.value, "title": alert.title, "org_id": alert.org_id, **alert.data},
+    }
+    if alert.flag_key is not None:
+        body["subject"] = alert.flag_key
+    return body

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from services.notifier.alerts import Alert
 from services.notifier.deliveries import Attempt, Delivery
 from services.observability import Metrics
 
@@ -48,9 +49,17 @@ class NotifierMetrics:
         self.queued = m.gauge(
             "notifier_queued_deliveries", "Deliveries waiting behind their destination's earlier ones."
         )
+        self.alerts = m.counter(
+            "notifier_alerts", "Operational alerts derived (told to the subscriptions that opted in), by type.",
+            ("type",),
+        )  # fmt: skip
         self.caught_up = m.gauge(
             "notifier_caught_up", "1 once every owned partition is folded up to where delivery resumes, else 0."
         )
+
+    def alerted(self, alert: Alert, subscriptions: int) -> None:
+        """An operational alert derived, queued to `subscriptions` subscriptions (0: nobody opted in)."""
+        self.alerts.labels(alert.type.value).inc()
 
     def attempted(self, attempt: Attempt) -> None:
         kind = attempt.delivery.subscription.destination.kind.value

@@ -225,6 +225,7 @@ async def test_every_page_renders_for_the_admin_and_on_a_phone(cs: ConsoleStack,
     await sign_in(page, cs, "admin")
     for name, path, heading in [("flag-editor", f"/flags/{FLAG}", FLAG), ("status", "/status", "Status"),
                                 ("keys", "/keys", "API keys"),
+                                ("notifications", "/subscriptions", "Notifications · system-wide"),
                                 ("diff", f"/audit/diff?org={cs.org}", "What changed between two instants"),
                                 ("flags-search", "/flags?q=insights", "Flags")]:
         await page.goto(cs.url + path)

@@ -42,6 +42,7 @@ class World:
     hidden_from_history: int = 0  # the newest events history does not show yet (its visibility horizon)
     usage_down: bool = False  # the query service cannot read evaluation counts (Redis down)
     catalog: list[dict[str, Any]] = field(default_factory=list)  # flags listed after FLAG
+    notifier_down: bool = False  # the notifier does not answer (its delivery log cannot be read)
 
     def head(self, stream: str) -> dict[str, Any]:
         return self.streams.setdefault(stream, {"stream": stream, "version": 0, "value": None})
@@ -202,6 +203,47 @@ class FakeApi:
         stamps = [f"2026-11-29T10:{m:02d}:00Z" for m in range(minutes)]
         counts = [0] * (minutes - 2) + [11, 4]
         return {"org_id": org, "minutes": stamps, "flags": [{"flag_key": FLAG, "total": 15, "counts": counts}]}
+
+
+    # --- notifications ---
+
+    async def subscriptions(self, org: str | None) -> list[dict[str, Any]]:
+        self._call("subscriptions", org)
+        return [subscription_of(org)]
+
+    async def subscription(self, org: str | None, subscription_id: str) -> dict[str, Any]:
+        self._call("subscription", (org, subscription_id))
+        if subscription_id != "hook1":
+            raise ApiError(404, {"error": "unknown_subscription", "detail": "no such subscription",
+                                 "field": "subscription_id"})
+        return subscription_of(org)
+
+    async def deliveries(self, org: str | None, subscription_id: str, *, limit: int) -> list[dict[str, Any]]:
+        self._call("deliveries", (org, subscription_id, limit))
+        if self.world.notifier_down:
+            raise ApiError(503, {"error": "unreachable", "detail": "the service did not answer (ConnectError)"})
+        return [{"id": 2, "event_ids": ["9b1d"], "attempt": 3, "status": "failed", "http_status": 503,
+                 "latency_ms": 12.4, "error": "HTTP 503 after 3 attempts", "response": "down",
+                 "attempted_at": "2026-12-04T10:00:01+00:00"}]
+
+    async def dead_letters(self, org: str | None, subscription_id: str, *, limit: int) -> list[dict[str, Any]]:
+        self._call("dead_letters", (org, subscription_id, limit))
+        if self.world.notifier_down:
+            raise ApiError(503, {"error": "unreachable", "detail": "the service did not answer (ConnectError)"})
+        return [{"id": 7, "event_ids": ["9b1d"], "reason": "HTTP 503 after 3 attempts", "attempts": 3,
+                 "created_at": "2026-12-04T10:00:01+00:00", "retried_at": None}]
+
+    async def retry_dead_letters(self, org: str | None, subscription_id: str) -> dict[str, Any]:
+        self._call("retry_dead_letters", (org, subscription_id))
+        return {"subscription_id": subscription_id, "org_id": org, "retried": [7]}
+
+
+def subscription_of(org: str | None) -> dict[str, Any]:
+    return {"id": "hook1", "org_id": org, "name": f"hook of {org or 'the system'}",
+            "destination": {"kind": "webhook", "target": "https://hooks.example/flags"}, "flag_pattern": "*",
+            "groups": [], "kinds": [], "levels": [], "event_types": ["alert.dead_letter", "alert.kill_switch"],
+            "paused": False, "version": 1, "created_at": "2026-12-04T09:00:00+00:00",
+            "changed_at": "2026-12-04T09:00:00+00:00"}
 
 
 class Clock:
@@ -631,3 +673,79 @@ async def test_a_level_form_picks_a_variant_or_a_split_and_sends_it(console: Con
     [(_, _, (method, path, body))] = console.changes()
     assert (method, path) == ("PUT", f"/v1/orgs/acme/flags/{THEME}")
     assert body["split"] == [{"name": "grid", "weight": 300}, {"name": "list", "weight": 700}]
+
+
+# --- notifications --------------------------------------------------------------------------------------
+
+
+def calls_of(console: Console, *names: str) -> list[tuple[str, Any]]:
+    return [(c[1], c[2]) for c in console.world.calls if c[1] in names]
+
+
+async def test_a_system_admin_lists_the_system_subscriptions_and_reads_a_delivery_log_and_dead_letters(
+    console: Console,
+) -> None:
+    await console.sign_in("fsk_admin")
+    page = await console.client.get("/subscriptions")
+    assert page.status_code == 200
+    assert "hook of the system" in page.text and "alerts only" in page.text and ">kill_switch<" in page.text
+    assert calls_of(console, "subscriptions") == [("subscriptions", None)]
+    detail = await console.client.get("/subscriptions/hook1")
+    assert detail.status_code == 200
+    text = unescape(detail.text)
+    assert "HTTP 503 after 3 attempts" in text and "Dead letters (1 not retried)" in text and "Retry now" in text
+    assert ("deliveries", (None, "hook1", 50)) in calls_of(console, "deliveries")
+    other = await console.client.get("/subscriptions/hook1?org=globex")
+    assert other.status_code == 200 and "hook of globex" in other.text  # a system admin reads any org's
+
+
+async def test_retry_now_needs_the_csrf_token_and_queues_the_dead_letters_again(console: Console) -> None:
+    await console.sign_in("fsk_admin")
+    assert (await console.client.post("/subscriptions/hook1/retry", data={"org": ""})).status_code == 403
+    assert not calls_of(console, "retry_dead_letters")
+    token = await console.csrf("/subscriptions/hook1")
+    done = await console.client.post("/subscriptions/hook1/retry", data={"csrf": token, "org": ""})
+    assert done.status_code == 200 and "Queued again now: dead letter 7" in done.text
+    assert calls_of(console, "retry_dead_letters") == [("retry_dead_letters", (None, "hook1"))]
+
+
+async def test_an_org_admin_sees_only_its_orgs_subscriptions(console: Console) -> None:
+    await console.sign_in("fsk_acme_admin")
+    page = await console.client.get("/subscriptions")
+    assert page.status_code == 200 and "hook of acme" in page.text
+    before = len(console.world.calls)
+    for path in ("/subscriptions?org=globex", "/subscriptions/hook1?org=globex"):
+        assert (await console.client.get(path)).status_code == 403, path
+    token = await console.csrf("/subscriptions/hook1")
+    refused = await console.client.post("/subscriptions/hook1/retry", data={"csrf": token, "org": "globex"})
+    assert refused.status_code == 403
+    assert not [c for c in console.world.calls[before:] if "globex" in repr(c[2])]  # refused before any call
+    mine = await console.client.post("/subscriptions/hook1/retry", data={"csrf": token, "org": ""})
+    assert mine.status_code == 200 and ("retry_dead_letters", ("acme", "hook1")) in calls_of(
+        console, "retry_dead_letters")
+
+
+async def test_an_auditor_reads_the_log_without_a_retry_button_and_an_evaluator_sees_nothing(
+    console: Console,
+) -> None:
+    await console.sign_in("fsk_auditor")
+    detail = await console.client.get("/subscriptions/hook1")
+    assert detail.status_code == 200 and "HTTP 503" in detail.text and "Retry now" not in detail.text
+    token = await console.csrf("/subscriptions/hook1")
+    assert (await console.client.post("/subscriptions/hook1/retry", data={"csrf": token})).status_code == 403
+    assert not calls_of(console, "retry_dead_letters")
+    await console.client.post("/signout", data={"csrf": token})
+    await console.sign_in("fsk_evaluator")
+    assert (await console.client.get("/subscriptions")).status_code == 403
+    assert 'href="/subscriptions"' not in (await console.client.get("/status")).text
+
+
+async def test_a_subscription_page_stands_when_the_notifier_is_away_and_names_a_bad_id(console: Console) -> None:
+    await console.sign_in("fsk_admin")
+    console.world.notifier_down = True
+    page = await console.client.get("/subscriptions/hook1")
+    assert page.status_code == 200
+    assert "hook of the system" in page.text and "The delivery log cannot be shown now" in page.text
+    bad = await console.client.get("/subscriptions/Not%20an%20id")
+    assert bad.status_code == 422 and "subscription_id" in bad.text
+    assert (await console.client.get("/subscriptions/nohook")).status_code == 404
